@@ -1,0 +1,82 @@
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use axum::Router;
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use super::extract::{body_rejection, parse_json, require_json_content_type, Path, Query};
+use crate::error::{AppError, Result};
+use crate::model::{ComputeQuery, ComputeRequest, ComputeResponse, ErrorBody};
+use crate::service::compute;
+use crate::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/features/{feature_id}/compute", post(compute))
+}
+
+/// Both of the original's request forms: `{version, raw_data}` (its code) or a bare array of
+/// rows with `?version=` (its README). No body or no rows: compute over the ingested rows.
+fn parse_request(query: ComputeQuery, body: &[u8]) -> Result<(String, Vec<Map<String, Value>>)> {
+    let (version, rows) = if body.iter().all(u8::is_ascii_whitespace) {
+        (query.version, Vec::new())
+    } else {
+        match parse_json::<Value>(body)? {
+            Value::Array(items) => {
+                let rows = items
+                    .into_iter()
+                    .map(|item| match item {
+                        Value::Object(row) => Ok(row),
+                        _ => Err(AppError::validation(
+                            &["body"],
+                            "every row of raw data must be a JSON object",
+                        )),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                (query.version, rows)
+            }
+            object @ Value::Object(_) => {
+                let req: ComputeRequest = serde_json::from_value(object)
+                    .map_err(|e| AppError::validation(&["body"], format!("Invalid body: {e}")))?;
+                (
+                    req.version.or(query.version),
+                    req.raw_data.unwrap_or_default(),
+                )
+            }
+            _ => {
+                return Err(AppError::validation(
+                    &["body"],
+                    "expected an object {version, raw_data} or an array of rows",
+                ))
+            }
+        }
+    };
+    let version = version.ok_or_else(|| {
+        AppError::validation(
+            &["query", "version"],
+            "Field required: version (in the body or ?version=)",
+        )
+    })?;
+    Ok((version, rows))
+}
+
+/// Compute a version of a feature and publish its vectors.
+#[utoipa::path(post, path = "/api/v1/features/{feature_id}/compute", tag = "versions",
+    params(("feature_id" = i64, Path), ComputeQuery),
+    request_body(content = ComputeRequest, description = "`{version, raw_data}`, or a bare array of rows with `?version=`; no rows means the rows ingested into the raw table"),
+    responses((status = 200, body = ComputeResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn compute(
+    State(state): State<AppState>,
+    Path(feature_id): Path<i64>,
+    Query(query): Query<ComputeQuery>,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<ComputeResponse>> {
+    require_json_content_type(&headers)?;
+    let body = body.map_err(body_rejection)?;
+    let (version, rows) = parse_request(query, &body)?;
+    Ok(axum::Json(
+        compute::compute(&state, feature_id, &version, rows).await?,
+    ))
+}

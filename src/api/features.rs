@@ -1,0 +1,59 @@
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+
+use super::extract::{Json, Path};
+use crate::error::Result;
+use crate::model::{ErrorBody, Feature, FeatureCreate};
+use crate::service::features;
+use crate::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/features", get(list).post(create))
+        .route("/features/{feature_id}", get(get_one).delete(delete))
+}
+
+/// Define a feature: SQL over the raw table `data`, keyed by `entity_key`.
+#[utoipa::path(post, path = "/api/v1/features", tag = "features", request_body = FeatureCreate,
+    responses((status = 201, body = Feature), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    Json(req): Json<FeatureCreate>,
+) -> Result<(StatusCode, axum::Json<Feature>)> {
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(features::create(&state, req).await?),
+    ))
+}
+
+/// List features, oldest first.
+#[utoipa::path(get, path = "/api/v1/features", tag = "features",
+    responses((status = 200, body = Vec<Feature>)))]
+pub async fn list(State(state): State<AppState>) -> Result<axum::Json<Vec<Feature>>> {
+    Ok(axum::Json(features::list(&state).await?))
+}
+
+/// Get a feature.
+#[utoipa::path(get, path = "/api/v1/features/{feature_id}", tag = "features",
+    params(("feature_id" = i64, Path)),
+    responses((status = 200, body = Feature), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn get_one(
+    State(state): State<AppState>,
+    Path(feature_id): Path<i64>,
+) -> Result<axum::Json<Feature>> {
+    Ok(axum::Json(features::get(&state, feature_id).await?))
+}
+
+/// Delete a feature with its versions and vectors.
+#[utoipa::path(delete, path = "/api/v1/features/{feature_id}", tag = "features",
+    params(("feature_id" = i64, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(feature_id): Path<i64>,
+) -> Result<StatusCode> {
+    features::delete(&state, feature_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

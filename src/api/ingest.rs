@@ -1,0 +1,25 @@
+use axum::extract::State;
+use axum::routing::post;
+use axum::Router;
+
+use super::extract::Json;
+use crate::error::Result;
+use crate::model::{ErrorBody, IngestRequest, IngestResponse};
+use crate::service::ingest;
+use crate::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/ingest", post(ingest_rows))
+}
+
+/// Ingest JSON rows into a raw table; they are validated against its schema and stored.
+#[utoipa::path(post, path = "/api/v1/ingest", tag = "ingest", request_body = IngestRequest,
+    responses((status = 200, body = IngestResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn ingest_rows(
+    State(state): State<AppState>,
+    Json(req): Json<IngestRequest>,
+) -> Result<axum::Json<IngestResponse>> {
+    Ok(axum::Json(
+        ingest::ingest(&state, req.raw_table_id, req.data).await?,
+    ))
+}

@@ -1,0 +1,81 @@
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+
+use super::extract::{Json, Path};
+use crate::error::Result;
+use crate::model::{ErrorBody, FeatureVersion, VersionCreate, VersionStatusUpdate};
+use crate::service::versions;
+use crate::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/features/{feature_id}/versions", get(list).post(create))
+        .route(
+            "/features/{feature_id}/versions/{version_id}",
+            get(get_one).patch(set_status).delete(delete),
+        )
+}
+
+/// Create a version of a feature; it snapshots the feature's SQL and entity key.
+#[utoipa::path(post, path = "/api/v1/features/{feature_id}/versions", tag = "versions",
+    params(("feature_id" = i64, Path)), request_body = VersionCreate,
+    responses((status = 201, body = FeatureVersion), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    Path(feature_id): Path<i64>,
+    Json(req): Json<VersionCreate>,
+) -> Result<(StatusCode, axum::Json<FeatureVersion>)> {
+    let version = versions::create(&state, feature_id, req).await?;
+    Ok((StatusCode::CREATED, axum::Json(version)))
+}
+
+/// List a feature's versions, oldest first.
+#[utoipa::path(get, path = "/api/v1/features/{feature_id}/versions", tag = "versions",
+    params(("feature_id" = i64, Path)),
+    responses((status = 200, body = Vec<FeatureVersion>), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Path(feature_id): Path<i64>,
+) -> Result<axum::Json<Vec<FeatureVersion>>> {
+    Ok(axum::Json(versions::list(&state, feature_id).await?))
+}
+
+/// Get one version of a feature.
+#[utoipa::path(get, path = "/api/v1/features/{feature_id}/versions/{version_id}", tag = "versions",
+    params(("feature_id" = i64, Path), ("version_id" = i64, Path)),
+    responses((status = 200, body = FeatureVersion), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn get_one(
+    State(state): State<AppState>,
+    Path((feature_id, version_id)): Path<(i64, i64)>,
+) -> Result<axum::Json<FeatureVersion>> {
+    Ok(axum::Json(
+        versions::get(&state, feature_id, version_id).await?,
+    ))
+}
+
+/// Change a version's status (active, deprecated, archived).
+#[utoipa::path(patch, path = "/api/v1/features/{feature_id}/versions/{version_id}", tag = "versions",
+    params(("feature_id" = i64, Path), ("version_id" = i64, Path)), request_body = VersionStatusUpdate,
+    responses((status = 200, body = FeatureVersion), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn set_status(
+    State(state): State<AppState>,
+    Path((feature_id, version_id)): Path<(i64, i64)>,
+    Json(req): Json<VersionStatusUpdate>,
+) -> Result<axum::Json<FeatureVersion>> {
+    let version = versions::set_status(&state, feature_id, version_id, req.status).await?;
+    Ok(axum::Json(version))
+}
+
+/// Delete a version and its vectors.
+#[utoipa::path(delete, path = "/api/v1/features/{feature_id}/versions/{version_id}", tag = "versions",
+    params(("feature_id" = i64, Path), ("version_id" = i64, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Path((feature_id, version_id)): Path<(i64, i64)>,
+) -> Result<StatusCode> {
+    versions::delete(&state, feature_id, version_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

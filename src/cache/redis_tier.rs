@@ -1,0 +1,229 @@
+//! The Redis tier. Every call is bounded by a short timeout; the first failure marks Redis
+//! down (logged once), after which requests skip it entirely until a background watchdog sees
+//! it answer again (logged once). Nothing on a request path ever waits on a dead Redis for
+//! longer than `CALL_TIMEOUT`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::AsyncCommands;
+
+use super::{Lookup, LookupKey, VectorKey};
+use crate::store::VersionMeta;
+
+const CALL_TIMEOUT: Duration = Duration::from_millis(50);
+const WATCHDOG_PERIOD: Duration = Duration::from_millis(250);
+
+#[derive(Clone)]
+pub struct RedisTier {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    conn: ConnectionManager,
+    prefix: String,
+    ttl_secs: u64,
+    up: AtomicBool,
+    /// Versions changed while Redis was unreachable: its epoch must move when it returns.
+    missed_change: AtomicBool,
+}
+
+impl RedisTier {
+    pub fn new(url: &str, prefix: &str, ttl: Duration) -> Result<Self, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("REDIS_URL: {e}"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(250)))
+            .set_response_timeout(Some(CALL_TIMEOUT))
+            .set_number_of_retries(1);
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| format!("REDIS_URL: {e}"))?;
+        Ok(RedisTier {
+            shared: Arc::new(Shared {
+                conn,
+                prefix: prefix.to_string(),
+                ttl_secs: ttl.as_secs().max(1),
+                // Unknown until the watchdog's first ping; until then, the database serves.
+                up: AtomicBool::new(false),
+                missed_change: AtomicBool::new(true),
+            }),
+        })
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.shared.up.load(Ordering::Acquire)
+    }
+
+    fn mark_down(&self, err: &str) {
+        if self.shared.up.swap(false, Ordering::AcqRel) {
+            tracing::warn!(
+                error = err,
+                "redis unreachable; serving from the in-process cache and the database"
+            );
+        }
+    }
+
+    fn epoch_key(&self) -> String {
+        format!("{}epoch", self.shared.prefix)
+    }
+
+    fn lookup_key(&self, key: &LookupKey) -> String {
+        match key {
+            LookupKey::FeatureName(name) => format!("{}lookup:name:{name}", self.shared.prefix),
+            LookupKey::Version(id) => format!("{}lookup:version:{id}", self.shared.prefix),
+        }
+    }
+
+    fn vector_key(&self, key: &VectorKey) -> String {
+        format!(
+            "{}vector:{}:{}:{}",
+            self.shared.prefix, key.version_id, key.generation, key.entity_id
+        )
+    }
+
+    /// Run one command with the request-path time bound; any failure marks Redis down.
+    async fn call<T, F>(&self, f: impl FnOnce(ConnectionManager) -> F) -> Option<T>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        if !self.is_up() {
+            return None;
+        }
+        match tokio::time::timeout(CALL_TIMEOUT, f(self.shared.conn.clone())).await {
+            Ok(Ok(v)) => Some(v),
+            Ok(Err(e)) => {
+                self.mark_down(&e.to_string());
+                None
+            }
+            Err(_) => {
+                self.mark_down("timed out");
+                None
+            }
+        }
+    }
+
+    pub async fn get_vector(&self, key: &VectorKey) -> Option<Bytes> {
+        let k = self.vector_key(key);
+        let body: Option<Vec<u8>> = self.call(|mut c| async move { c.get(k).await }).await?;
+        body.map(Bytes::from)
+    }
+
+    pub async fn put_vector(&self, key: &VectorKey, body: &Bytes) {
+        let k = self.vector_key(key);
+        let ttl = self.shared.ttl_secs;
+        let body = body.to_vec();
+        let _: Option<()> = self
+            .call(|mut c| async move { c.set_ex(k, body, ttl).await })
+            .await;
+    }
+
+    /// One round trip: the current epoch and the entry, which is valid only under that epoch.
+    pub async fn lookup(&self, key: &LookupKey) -> Lookup {
+        let keys = vec![self.epoch_key(), self.lookup_key(key)];
+        let got: Option<(Option<u64>, Option<String>)> =
+            self.call(|mut c| async move { c.mget(keys).await }).await;
+        let Some((epoch, entry)) = got else {
+            return Lookup {
+                hit: None,
+                epoch: None,
+            };
+        };
+        let Some(epoch) = epoch else {
+            self.init_epoch().await;
+            return Lookup {
+                hit: None,
+                epoch: None,
+            };
+        };
+        let hit = entry
+            .and_then(|e| parse_entry(&e))
+            .and_then(|(meta, e)| (e == epoch).then_some(meta));
+        Lookup {
+            hit,
+            epoch: Some(epoch),
+        }
+    }
+
+    /// A fresh Redis (or one restarted without persistence) has no epoch: start it at the
+    /// clock, so epochs never repeat across Redis restarts and no entry from an earlier life can
+    /// become valid again.
+    async fn init_epoch(&self) {
+        let k = self.epoch_key();
+        let start = chrono::Utc::now().timestamp_micros().max(0) as u64;
+        let _: Option<bool> = self
+            .call(|mut c| async move { c.set_nx(k, start).await })
+            .await;
+    }
+
+    pub async fn put_lookup(&self, key: &LookupKey, meta: VersionMeta, epoch: u64) {
+        let k = self.lookup_key(key);
+        let v = format!("{}:{}:{}", meta.version_id, meta.generation, epoch);
+        let ttl = self.shared.ttl_secs;
+        let _: Option<()> = self
+            .call(|mut c| async move { c.set_ex(k, v, ttl).await })
+            .await;
+    }
+
+    pub async fn bump_epoch(&self) {
+        let k = self.epoch_key();
+        let bumped: Option<u64> = self.call(|mut c| async move { c.incr(k, 1).await }).await;
+        if bumped.is_none() {
+            self.shared.missed_change.store(true, Ordering::Release);
+        }
+    }
+
+    /// Ping while Redis is down; when it answers, move its epoch past anything cached before
+    /// (if changes were missed) and serve from it again. Stops when the cache is dropped.
+    pub fn spawn_watchdog(&self) {
+        let weak: Weak<Shared> = Arc::downgrade(&self.shared);
+        tokio::spawn(async move {
+            let mut ever_up = false;
+            loop {
+                let Some(shared) = weak.upgrade() else { return };
+                if !shared.up.load(Ordering::Acquire) {
+                    let mut conn = shared.conn.clone();
+                    let epoch_key = format!("{}epoch", shared.prefix);
+                    let missed = shared.missed_change.load(Ordering::Acquire);
+                    let ping = async {
+                        let _: () = redis::cmd("PING").query_async(&mut conn).await?;
+                        let start = chrono::Utc::now().timestamp_micros().max(0) as u64;
+                        let _: bool = conn.set_nx(&epoch_key, start).await?;
+                        if missed {
+                            let _: u64 = conn.incr(&epoch_key, 1).await?;
+                        }
+                        redis::RedisResult::Ok(())
+                    };
+                    if let Ok(Ok(())) = tokio::time::timeout(Duration::from_millis(500), ping).await
+                    {
+                        shared.missed_change.store(false, Ordering::Release);
+                        shared.up.store(true, Ordering::Release);
+                        if ever_up {
+                            tracing::info!("redis reachable again; serving from it");
+                        } else {
+                            tracing::info!("redis connected");
+                        }
+                        ever_up = true;
+                    }
+                }
+                drop(shared);
+                tokio::time::sleep(WATCHDOG_PERIOD).await;
+            }
+        });
+    }
+}
+
+fn parse_entry(s: &str) -> Option<(VersionMeta, u64)> {
+    let mut parts = s.splitn(3, ':');
+    let version_id = parts.next()?.parse().ok()?;
+    let generation = parts.next()?.parse().ok()?;
+    let epoch = parts.next()?.parse().ok()?;
+    Some((
+        VersionMeta {
+            version_id,
+            generation,
+        },
+        epoch,
+    ))
+}

@@ -1,0 +1,204 @@
+//! Typed configuration read once from the environment (and `.env`, when present).
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone)]
+pub struct Config {
+    pub host: IpAddr,
+    pub port: u16,
+    /// Normalised: SQLAlchemy's `sqlite:///x` form is rewritten to sqlx's `sqlite://x`.
+    pub database_url: String,
+    pub redis_url: Option<String>,
+    /// Prepended to every Redis key, so several deployments (or tests) can share one Redis.
+    pub redis_key_prefix: String,
+    pub cache_ttl: Duration,
+    pub log_format: LogFormat,
+    pub max_body_bytes: usize,
+    pub compute_timeout: Duration,
+    pub compute_max_rows: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: 8000,
+            database_url: "sqlite://./feature_store.db".into(),
+            redis_url: None,
+            redis_key_prefix: "feature-store:".into(),
+            cache_ttl: Duration::from_secs(3600),
+            log_format: LogFormat::Text,
+            max_body_bytes: 64 * 1024 * 1024,
+            compute_timeout: Duration::from_secs(30),
+            compute_max_rows: 10_000_000,
+        }
+    }
+}
+
+/// Hide credentials embedded in URLs (`scheme://user:secret@host`).
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("database_url", &redact(&self.database_url))
+            .field("redis_url", &self.redis_url.as_deref().map(redact))
+            .field("redis_key_prefix", &self.redis_key_prefix)
+            .field("cache_ttl", &self.cache_ttl)
+            .field("log_format", &self.log_format)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("compute_timeout", &self.compute_timeout)
+            .field("compute_max_rows", &self.compute_max_rows)
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+fn parse<T: FromStr>(name: &str, value: Option<String>, default: T) -> Result<T, ConfigError> {
+    match value.as_deref().map(str::trim) {
+        None | Some("") => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| ConfigError(format!("{name}={v:?} is not valid"))),
+    }
+}
+
+/// Accept sqlx URLs as they are and the original's SQLAlchemy forms:
+/// `sqlite:///./x.db` (relative) and `sqlite:////abs/x.db` (absolute); `postgresql://` too.
+pub fn normalize_database_url(url: &str) -> String {
+    let url = url.trim();
+    if let Some(path) = url.strip_prefix("sqlite:///") {
+        return format!("sqlite://{path}");
+    }
+    if let Some(rest) = url.strip_prefix("postgresql+psycopg2://") {
+        return format!("postgres://{rest}");
+    }
+    url.to_string()
+}
+
+impl Config {
+    /// Read `.env` if present, then the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let _ = dotenvy::dotenv();
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let d = Config::default();
+        let log_format = match get("LOG_FORMAT").as_deref().map(str::trim) {
+            None | Some("") | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "LOG_FORMAT={other:?}: expected text or json"
+                )))
+            }
+        };
+        let database_url = match get("DATABASE_URL") {
+            Some(v) if !v.trim().is_empty() => normalize_database_url(&v),
+            _ => d.database_url.clone(),
+        };
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError(format!(
+                "DATABASE_URL {} must start with sqlite: or postgres://",
+                redact(&database_url)
+            )));
+        }
+        let config = Config {
+            host: parse("HOST", get("HOST"), d.host)?,
+            port: parse("PORT", get("PORT"), d.port)?,
+            database_url,
+            redis_url: get("REDIS_URL").filter(|v| !v.trim().is_empty()),
+            redis_key_prefix: get("REDIS_KEY_PREFIX")
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or(d.redis_key_prefix.clone()),
+            cache_ttl: Duration::from_secs(parse(
+                "CACHE_TTL_SECONDS",
+                get("CACHE_TTL_SECONDS"),
+                d.cache_ttl.as_secs(),
+            )?),
+            log_format,
+            max_body_bytes: parse("MAX_BODY_BYTES", get("MAX_BODY_BYTES"), d.max_body_bytes)?,
+            compute_timeout: Duration::from_secs(parse(
+                "COMPUTE_TIMEOUT_SECONDS",
+                get("COMPUTE_TIMEOUT_SECONDS"),
+                d.compute_timeout.as_secs(),
+            )?),
+            compute_max_rows: parse(
+                "COMPUTE_MAX_ROWS",
+                get("COMPUTE_MAX_ROWS"),
+                d.compute_max_rows,
+            )?,
+        };
+        if config.cache_ttl.is_zero() {
+            return Err(ConfigError("CACHE_TTL_SECONDS must be at least 1".into()));
+        }
+        if config.compute_timeout.is_zero() {
+            return Err(ConfigError(
+                "COMPUTE_TIMEOUT_SECONDS must be at least 1".into(),
+            ));
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlalchemy_sqlite_urls_are_accepted() {
+        assert_eq!(
+            normalize_database_url("sqlite:///./feature_store.db"),
+            "sqlite://./feature_store.db"
+        );
+        assert_eq!(
+            normalize_database_url("sqlite:////tmp/x.db"),
+            "sqlite:///tmp/x.db"
+        );
+        assert_eq!(normalize_database_url("sqlite://./a.db"), "sqlite://./a.db");
+    }
+
+    #[test]
+    fn debug_output_hides_passwords() {
+        let c = Config {
+            database_url: "postgres://user:secret@db/x".into(),
+            ..Config::default()
+        };
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+    }
+
+    #[test]
+    fn empty_redis_url_means_no_redis() {
+        let c = Config::from_lookup(|k| (k == "REDIS_URL").then(|| " ".to_string())).unwrap();
+        assert!(c.redis_url.is_none());
+    }
+
+    #[test]
+    fn bad_port_is_refused() {
+        assert!(Config::from_lookup(|k| (k == "PORT").then(|| "eighty".to_string())).is_err());
+    }
+}

@@ -1,0 +1,52 @@
+//! Running a feature's SQL in polars over a frame registered as `data`.
+
+use polars::prelude::*;
+use polars::sql::SQLContext;
+
+use super::sql_guard::{self, DATA_TABLE};
+
+/// Guard, then execute `sql` over `frame`. A fresh context per call: contexts share tables.
+pub fn run_sql(sql: &str, frame: DataFrame) -> Result<DataFrame, String> {
+    sql_guard::check(sql)?;
+    let mut ctx = SQLContext::new();
+    ctx.register(DATA_TABLE, frame.lazy());
+    ctx.execute(sql)
+        .and_then(|lf| lf.collect())
+        .map_err(|e| clean_message(&e.to_string()))
+}
+
+/// Polars' messages end with a backtrace hint and sometimes carry plan dumps; keep the first
+/// meaningful line so a client sees a readable reason.
+fn clean_message(msg: &str) -> String {
+    let first = msg
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("the query failed");
+    first.chars().take(500).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sql_runs_over_data() {
+        let df = df!("user_id" => ["a", "a", "b"], "amount" => [1.0, 3.0, 5.0]).unwrap();
+        let out = run_sql(
+            "SELECT user_id, AVG(amount) AS avg_amount FROM data GROUP BY user_id ORDER BY user_id",
+            df,
+        )
+        .unwrap();
+        let avg = out.column("avg_amount").unwrap().f64().unwrap();
+        assert_eq!(avg.get(0), Some(2.0));
+        assert_eq!(avg.get(1), Some(5.0));
+    }
+
+    #[test]
+    fn unknown_columns_fail_with_the_engine_message() {
+        let df = df!("user_id" => ["a"]).unwrap();
+        let err = run_sql("SELECT nope FROM data", df).unwrap_err();
+        assert!(err.contains("nope"), "{err}");
+    }
+}

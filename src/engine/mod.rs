@@ -1,0 +1,9 @@
+//! The compute engine: typed raw rows, the SQL guard, polars execution and result encoding.
+//!
+//! Everything here is synchronous and CPU-bound; callers run it on the blocking pool.
+
+pub mod batches;
+pub mod execute;
+pub mod result;
+pub mod schema;
+pub mod sql_guard;

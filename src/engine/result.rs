@@ -1,0 +1,244 @@
+//! Turning a compute result frame into feature vectors: one per entity, values as JSON text.
+//!
+//! Encoding is column by column (one typed loop per column) and rows are assembled as text,
+//! so a million-cell result never builds a `serde_json::Value` per cell.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{DateTime, SecondsFormat};
+use polars::prelude::*;
+
+/// One entity's vector, ready to store: `values` is a JSON object as text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedVector {
+    pub entity_id: String,
+    pub values: String,
+}
+
+#[derive(Debug)]
+pub struct EncodedResult {
+    pub vectors: Vec<EncodedVector>,
+    /// Output column -> type name, the feature version's recorded output schema.
+    pub output_schema: BTreeMap<String, String>,
+}
+
+pub fn type_name(dtype: &DataType) -> String {
+    match dtype {
+        DataType::String => "string".into(),
+        DataType::Boolean => "boolean".into(),
+        DataType::Date => "date".into(),
+        DataType::Datetime(_, _) => "datetime".into(),
+        d if d.is_integer() => "integer".into(),
+        d if d.is_float() => "float".into(),
+        DataType::Null => "null".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Check the result (has the entity key, one row per entity, no null key, not too many rows)
+/// and encode it.
+pub fn encode(
+    frame: &DataFrame,
+    entity_key: &str,
+    max_rows: usize,
+) -> Result<EncodedResult, String> {
+    if frame.height() > max_rows {
+        return Err(format!(
+            "the result has {} rows, more than the limit of {max_rows}",
+            frame.height()
+        ));
+    }
+    let key = frame.column(entity_key).map_err(|_| {
+        format!("the result has no column '{entity_key}' (the feature's entity_key)")
+    })?;
+    let key = key.cast(&DataType::String).map_err(|e| e.to_string())?;
+    let key = key.str().map_err(|e| e.to_string())?;
+
+    let value_columns: Vec<&Column> = frame
+        .columns()
+        .iter()
+        .filter(|c| c.name().as_str() != entity_key)
+        .collect();
+    let mut output_schema = BTreeMap::new();
+    let mut encoded_columns = Vec::with_capacity(value_columns.len());
+    for column in &value_columns {
+        output_schema.insert(column.name().to_string(), type_name(column.dtype()));
+        let name = serde_json::to_string(column.name().as_str()).map_err(|e| e.to_string())?;
+        encoded_columns.push((name, encode_cells(column)?));
+    }
+    output_schema.insert(
+        entity_key.to_string(),
+        type_name(frame.column(entity_key).map_err(|e| e.to_string())?.dtype()),
+    );
+
+    let mut seen = HashSet::with_capacity(frame.height());
+    let mut vectors = Vec::with_capacity(frame.height());
+    for (row, entity) in key.iter().enumerate() {
+        let Some(entity) = entity else {
+            return Err(format!("the result has a null '{entity_key}'"));
+        };
+        if !seen.insert(entity) {
+            return Err(format!(
+                "the result has more than one row for entity '{entity}'; the SQL must return one row per '{entity_key}' (GROUP BY {entity_key})"
+            ));
+        }
+        let mut values = String::with_capacity(16 * encoded_columns.len() + 2);
+        values.push('{');
+        for (i, (name, cells)) in encoded_columns.iter().enumerate() {
+            if i > 0 {
+                values.push(',');
+            }
+            values.push_str(name);
+            values.push(':');
+            values.push_str(&cells[row]);
+        }
+        values.push('}');
+        vectors.push(EncodedVector {
+            entity_id: entity.to_string(),
+            values,
+        });
+    }
+    Ok(EncodedResult {
+        vectors,
+        output_schema,
+    })
+}
+
+/// A frame's rows as JSON objects (for previews; not on a hot path).
+pub fn rows_as_json(
+    frame: &DataFrame,
+) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, String> {
+    let columns = frame
+        .columns()
+        .iter()
+        .map(|c| {
+            Ok((
+                serde_json::to_string(c.name().as_str()).map_err(|e| e.to_string())?,
+                encode_cells(c)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    (0..frame.height())
+        .map(|row| {
+            let mut text = String::from("{");
+            for (i, (name, cells)) in columns.iter().enumerate() {
+                if i > 0 {
+                    text.push(',');
+                }
+                text.push_str(name);
+                text.push(':');
+                text.push_str(&cells[row]);
+            }
+            text.push('}');
+            serde_json::from_str(&text).map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+fn json_f64(v: f64) -> String {
+    // NaN and infinities have no JSON form: they are served as null.
+    serde_json::Number::from_f64(v).map_or_else(|| "null".to_string(), |n| n.to_string())
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "null".to_string())
+}
+
+fn encode_cells(column: &Column) -> Result<Vec<String>, String> {
+    let err = |e: PolarsError| e.to_string();
+    let null = || "null".to_string();
+    let dtype = column.dtype();
+    Ok(match dtype {
+        DataType::Boolean => column
+            .bool()
+            .map_err(err)?
+            .iter()
+            .map(|v| v.map_or_else(null, |b| b.to_string()))
+            .collect(),
+        d if d.is_integer() => {
+            let c = column.cast(&DataType::Int64).map_err(err)?;
+            c.i64()
+                .map_err(err)?
+                .iter()
+                .map(|v| v.map_or_else(null, |i| i.to_string()))
+                .collect()
+        }
+        d if d.is_float() => {
+            let c = column.cast(&DataType::Float64).map_err(err)?;
+            c.f64()
+                .map_err(err)?
+                .iter()
+                .map(|v| v.map_or_else(null, json_f64))
+                .collect()
+        }
+        DataType::Datetime(_, _) => {
+            let c = column
+                .cast(&DataType::Datetime(TimeUnit::Microseconds, None))
+                .and_then(|c| c.to_physical_repr().cast(&DataType::Int64))
+                .map_err(err)?;
+            c.i64()
+                .map_err(err)?
+                .iter()
+                .map(|v| {
+                    v.and_then(DateTime::from_timestamp_micros)
+                        .map_or_else(null, |t| {
+                            json_str(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+                        })
+                })
+                .collect()
+        }
+        DataType::Null => vec![null(); column.len()],
+        _ => {
+            let c = column.cast(&DataType::String).map_err(|_| {
+                format!(
+                    "the result column '{}' has type {dtype}, which cannot be served",
+                    column.name()
+                )
+            })?;
+            c.str()
+                .map_err(err)?
+                .iter()
+                .map(|v| v.map_or_else(null, json_str))
+                .collect()
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_keys_keep_their_text_form_and_nan_is_null() {
+        let df = df!("id" => [1i64, 2], "x" => [f64::NAN, 2.5], "n" => [Some(1i64), None]).unwrap();
+        let out = encode(&df, "id", 10).unwrap();
+        assert_eq!(out.vectors[0].entity_id, "1");
+        assert_eq!(out.vectors[0].values, r#"{"x":null,"n":1}"#);
+        assert_eq!(out.vectors[1].values, r#"{"x":2.5,"n":null}"#);
+        assert_eq!(out.output_schema["x"], "float");
+        assert_eq!(out.output_schema["id"], "integer");
+    }
+
+    #[test]
+    fn duplicate_entities_are_refused_naming_one() {
+        let df = df!("id" => ["a", "b", "a"], "x" => [1, 2, 3]).unwrap();
+        let err = encode(&df, "id", 10).unwrap_err();
+        assert!(err.contains("entity 'a'"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_entity_key_is_refused() {
+        let df = df!("x" => [1]).unwrap();
+        assert!(encode(&df, "id", 10)
+            .unwrap_err()
+            .contains("no column 'id'"));
+    }
+
+    #[test]
+    fn too_many_rows_are_refused() {
+        let df = df!("id" => ["a", "b"]).unwrap();
+        assert!(encode(&df, "id", 1)
+            .unwrap_err()
+            .contains("more than the limit"));
+    }
+}

@@ -1,0 +1,94 @@
+//! One error type for the whole service, mapped to HTTP in one place.
+//!
+//! Bodies follow FastAPI: `{"detail": "<message>"}`; request-validation failures (422) carry a
+//! list of `{loc, msg, type}` objects as FastAPI does. Internal error text is logged, never sent.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+pub type Result<T, E = AppError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A domain rule refused the request (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The addressed resource does not exist (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request was malformed: bad JSON, missing or mistyped fields (422).
+    #[error("{msg}")]
+    Validation { loc: Vec<String>, msg: String },
+    /// The request body is larger than the configured limit (413).
+    #[error("Request body too large")]
+    PayloadTooLarge,
+    /// A write hit a uniqueness rule; services replace this with their own message.
+    #[error("Already exists")]
+    Duplicate,
+    /// A delete hit a row that is still referenced; services replace this with their own message.
+    #[error("Still in use")]
+    StillReferenced,
+    /// The body declares a type this endpoint does not read (415).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The route exists but not for this method (405).
+    #[error("Method Not Allowed")]
+    MethodNotAllowed,
+    /// Compute ran past its time limit (408 would suggest the client was slow; this is ours).
+    #[error("{0}")]
+    ComputeLimit(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AppError {
+    pub fn validation(loc: &[&str], msg: impl Into<String>) -> Self {
+        AppError::Validation {
+            loc: loc.iter().map(|s| s.to_string()).collect(),
+            msg: msg.into(),
+        }
+    }
+
+    pub fn internal(err: impl std::fmt::Display) -> Self {
+        AppError::Internal(err.to_string())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AppError::BadRequest(_) | AppError::Duplicate | AppError::StillReferenced => {
+                StatusCode::BAD_REQUEST
+            }
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AppError::ComputeLimit(_) => StatusCode::BAD_REQUEST,
+            AppError::Database(_) | AppError::Migrate(_) | AppError::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = match &self {
+            AppError::Validation { loc, msg } => {
+                json!({ "detail": [{ "loc": loc, "msg": msg, "type": "value_error" }] })
+            }
+            AppError::Database(_) | AppError::Migrate(_) | AppError::Internal(_) => {
+                tracing::error!(error = %self, "request failed");
+                json!({ "detail": "Internal Server Error" })
+            }
+            other => json!({ "detail": other.to_string() }),
+        };
+        (status, axum::Json(body)).into_response()
+    }
+}

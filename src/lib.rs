@@ -1,0 +1,70 @@
+//! feature-store: register raw tables, ingest rows, define features as SQL, compute immutable
+//! versions and serve feature vectors over HTTP.
+
+pub mod api;
+pub mod cache;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod model;
+pub mod service;
+pub mod store;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use cache::Cache;
+pub use config::Config;
+use store::Store;
+
+/// Shared by every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub cache: Cache,
+    /// Computes run on the blocking pool; this bounds how many run at once so serving keeps
+    /// its cores.
+    pub compute_permits: Arc<Semaphore>,
+}
+
+impl AppState {
+    pub async fn new(config: Config) -> error::Result<Self> {
+        let store = Store::connect(&config.database_url).await?;
+        let cache = match &config.redis_url {
+            Some(url) => Cache::with_redis(config.cache_ttl, url, &config.redis_key_prefix)
+                .map_err(error::AppError::Internal)?,
+            None => Cache::in_memory(config.cache_ttl),
+        };
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Ok(AppState {
+            config: Arc::new(config),
+            store,
+            cache,
+            compute_permits: Arc::new(Semaphore::new(cores.max(1))),
+        })
+    }
+}
+
+/// The whole application: state plus router.
+pub async fn build_app(config: Config) -> error::Result<(AppState, Router)> {
+    let state = AppState::new(config).await?;
+    let router = api::router(state.clone());
+    Ok((state, router))
+}
+
+/// Serve until `shutdown` resolves; in-flight requests finish first.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,47 @@
+use std::net::SocketAddr;
+
+use feature_store::{build_app, serve, telemetry, Config};
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let config = Config::from_env()?;
+    telemetry::init(config.log_format);
+    tracing::info!(?config, "starting feature-store");
+    let addr = SocketAddr::new(config.host, config.port);
+    let (state, router) = build_app(config).await?;
+    let listener = TcpListener::bind(addr).await?;
+    tracing::info!(
+        %addr,
+        database = state.store.backend(),
+        cache = state.cache.mode(),
+        "listening"
+    );
+    serve(listener, router, shutdown_signal()).await?;
+    state.store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM: stop accepting, let in-flight requests finish.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

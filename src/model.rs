@@ -1,0 +1,292 @@
+//! Request and response bodies: the original service's wire format, plus the fields and
+//! endpoints this port adds. Timestamps are ISO 8601 UTC with microseconds.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::store::{FeatureRow, RawTableRow, VersionRow};
+
+/// Now, at the precision both databases keep (microseconds), so what a write returns equals
+/// what a later read returns.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+pub fn format_ts(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn ts<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_ts(t))
+}
+
+fn opt_ts<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => ts(t, s),
+        None => s.serialize_none(),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "healthy")]
+    pub status: &'static str,
+}
+
+// ---- raw tables ----
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RawTableCreate {
+    #[schema(example = "user_transactions")]
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Column name -> type: string, integer (int), float (double), boolean (bool), date,
+    /// datetime (timestamp).
+    #[serde(default)]
+    #[schema(example = json!({"user_id": "string", "transaction_amount": "float", "transaction_date": "string"}))]
+    pub schema_definition: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RawTable {
+    pub id: i64,
+    pub name: String,
+    pub description: Option<String>,
+    pub schema_definition: Option<BTreeMap<String, String>>,
+    #[serde(serialize_with = "ts")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "ts")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<RawTableRow> for RawTable {
+    fn from(r: RawTableRow) -> Self {
+        RawTable {
+            id: r.id,
+            name: r.name,
+            description: r.description,
+            schema_definition: serde_json::from_str(&r.schema_definition).unwrap_or_default(),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct PreviewQuery {
+    /// How many rows to return (1 to 1000, default 100).
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RawTablePreview {
+    pub raw_table_id: i64,
+    /// Rows stored in the table in all.
+    pub total_rows: i64,
+    /// The first `limit` rows, in ingest order.
+    #[schema(value_type = Vec<Object>)]
+    pub rows: Vec<Map<String, Value>>,
+}
+
+// ---- features ----
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct FeatureCreate {
+    #[schema(example = "avg_transaction_amount")]
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub raw_table_id: i64,
+    /// One SELECT over the table `data`, returning one row per entity.
+    #[schema(
+        example = "SELECT user_id, AVG(transaction_amount) as avg_amount FROM data GROUP BY user_id"
+    )]
+    pub computation_logic: String,
+    #[schema(example = "user_id")]
+    pub entity_key: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Feature {
+    pub id: i64,
+    pub name: String,
+    pub description: Option<String>,
+    pub raw_table_id: i64,
+    pub computation_logic: String,
+    pub entity_key: String,
+    #[serde(serialize_with = "ts")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "ts")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<FeatureRow> for Feature {
+    fn from(r: FeatureRow) -> Self {
+        Feature {
+            id: r.id,
+            name: r.name,
+            description: r.description,
+            raw_table_id: r.raw_table_id,
+            computation_logic: r.computation_logic,
+            entity_key: r.entity_key,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+// ---- versions ----
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum VersionStatus {
+    #[default]
+    Active,
+    Deprecated,
+    Archived,
+}
+
+impl VersionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionStatus::Active => "active",
+            VersionStatus::Deprecated => "deprecated",
+            VersionStatus::Archived => "archived",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct VersionCreate {
+    #[schema(example = "v1")]
+    pub version: String,
+    #[serde(default)]
+    pub status: VersionStatus,
+    /// Accepted for compatibility with the original; must equal the path's id when given.
+    #[serde(default)]
+    pub feature_id: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct VersionStatusUpdate {
+    pub status: VersionStatus,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FeatureVersion {
+    pub id: i64,
+    pub feature_id: i64,
+    pub version: String,
+    #[schema(value_type = VersionStatus)]
+    pub status: String,
+    /// The feature's SQL as it was when this version was created.
+    pub computation_logic: String,
+    pub entity_key: String,
+    #[serde(serialize_with = "ts")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "opt_ts")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub computed_at: Option<DateTime<Utc>>,
+    pub entity_count: Option<i64>,
+    /// Output column -> type, recorded by the last compute.
+    pub output_schema: Option<BTreeMap<String, String>>,
+}
+
+impl From<VersionRow> for FeatureVersion {
+    fn from(r: VersionRow) -> Self {
+        FeatureVersion {
+            id: r.id,
+            feature_id: r.feature_id,
+            version: r.version,
+            status: r.status,
+            computation_logic: r.computation_logic,
+            entity_key: r.entity_key,
+            created_at: r.created_at,
+            computed_at: r.computed_at,
+            entity_count: r.entity_count,
+            output_schema: r
+                .output_schema
+                .as_deref()
+                .and_then(|s| serde_json::from_str(s).ok()),
+        }
+    }
+}
+
+// ---- compute ----
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ComputeRequest {
+    #[serde(default)]
+    #[schema(example = "v1")]
+    pub version: Option<String>,
+    /// Rows to compute over; absent or empty means the rows ingested into the raw table.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub raw_data: Option<Vec<Map<String, Value>>>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ComputeQuery {
+    /// The version to compute (the original README's form); a body `version` takes precedence.
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ComputeResponse {
+    pub feature_version_id: i64,
+    pub vectors_created: usize,
+    pub entities_processed: usize,
+}
+
+// ---- vectors ----
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct VectorQuery {
+    pub entity_id: String,
+    /// Serve the newest active computed version of this feature.
+    pub feature_name: Option<String>,
+    /// Serve this version (takes precedence over `feature_name`).
+    pub feature_version_id: Option<i64>,
+}
+
+/// Documented shape of a served vector; the body itself is assembled from stored JSON text.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FeatureVector {
+    pub entity_id: String,
+    #[schema(value_type = Object)]
+    pub feature_values: Map<String, Value>,
+    pub feature_version_id: i64,
+    #[schema(value_type = String, format = DateTime)]
+    pub computed_at: String,
+}
+
+// ---- ingest ----
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct IngestRequest {
+    pub raw_table_id: i64,
+    #[schema(value_type = Vec<Object>)]
+    pub data: Vec<Map<String, Value>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IngestResponse {
+    pub message: String,
+    pub records_ingested: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    #[schema(value_type = String)]
+    pub detail: Value,
+}

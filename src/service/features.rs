@@ -1,0 +1,90 @@
+use crate::engine::{execute, result};
+use crate::error::{AppError, Result};
+use crate::model::{now, Feature, FeatureCreate};
+use crate::store::FeatureRow;
+use crate::AppState;
+
+use super::{blocking, check_label, raw_tables};
+
+pub fn not_found(id: i64) -> AppError {
+    AppError::NotFound(format!("Feature with ID {id} not found"))
+}
+
+fn invalid(reason: impl std::fmt::Display) -> AppError {
+    AppError::BadRequest(format!("Invalid feature computation: {reason}"))
+}
+
+pub async fn get_row(state: &AppState, id: i64) -> Result<FeatureRow> {
+    state
+        .store
+        .get_feature(id)
+        .await?
+        .ok_or_else(|| not_found(id))
+}
+
+/// Register a feature after proving its SQL: guarded, then dry-run on an empty frame of the
+/// raw table's schema, and its output must carry the entity key.
+pub async fn create(state: &AppState, req: FeatureCreate) -> Result<Feature> {
+    check_label("name", &req.name, 200)?;
+    check_label("entity_key", &req.entity_key, 200)?;
+    let table = raw_tables::get_row(state, req.raw_table_id).await?;
+    let schema = raw_tables::schema_of(&table)?;
+    if schema.is_empty() {
+        return Err(invalid(format!(
+            "raw table '{}' has no schema_definition to compute over",
+            table.name
+        )));
+    }
+    let sql = req.computation_logic.clone();
+    let entity_key = req.entity_key.clone();
+    let dry_run = blocking(move || {
+        let out = execute::run_sql(&sql, schema.empty_frame())?;
+        result::encode(&out, &entity_key, usize::MAX).map(|_| ())
+    });
+    tokio::time::timeout(state.config.compute_timeout, dry_run)
+        .await
+        .map_err(|_| invalid("the dry run exceeded the compute time limit"))??
+        .map_err(invalid)?;
+    let row = state
+        .store
+        .create_feature(
+            &req.name,
+            req.description.as_deref(),
+            req.raw_table_id,
+            &req.computation_logic,
+            &req.entity_key,
+            now(),
+        )
+        .await
+        .map_err(|e| match e {
+            AppError::Duplicate => {
+                AppError::BadRequest(format!("Feature with name '{}' already exists", req.name))
+            }
+            AppError::StillReferenced => raw_tables::not_found(req.raw_table_id),
+            e => e,
+        })?;
+    Ok(row.into())
+}
+
+pub async fn list(state: &AppState) -> Result<Vec<Feature>> {
+    Ok(state
+        .store
+        .list_features()
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect())
+}
+
+pub async fn get(state: &AppState, id: i64) -> Result<Feature> {
+    Ok(get_row(state, id).await?.into())
+}
+
+/// Deletes the feature, its versions and their vectors; serving stops at once.
+pub async fn delete(state: &AppState, id: i64) -> Result<()> {
+    if !state.store.delete_feature(id).await? {
+        return Err(not_found(id));
+    }
+    state.cache.versions_changed().await;
+    Ok(())
+}

@@ -1,0 +1,37 @@
+//! Domain rules, consistency checks and cache invalidation; handlers call these.
+
+pub mod compute;
+pub mod features;
+pub mod ingest;
+pub mod raw_tables;
+pub mod vectors;
+pub mod versions;
+
+use crate::error::{AppError, Result};
+
+/// Run CPU-bound engine work on the blocking pool so request handling never stalls on it.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(AppError::internal)
+}
+
+/// Names shown in URLs and lists: non-empty, bounded, no control characters.
+pub(crate) fn check_label(what: &str, value: &str, max: usize) -> Result<()> {
+    if value.trim().is_empty() {
+        return Err(AppError::BadRequest(format!("{what} must not be empty")));
+    }
+    if value.chars().count() > max {
+        return Err(AppError::BadRequest(format!(
+            "{what} must be at most {max} characters"
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(AppError::BadRequest(format!(
+            "{what} must not contain control characters"
+        )));
+    }
+    Ok(())
+}

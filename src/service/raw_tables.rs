@@ -1,0 +1,114 @@
+use crate::engine::schema::{is_identifier, TableSchema, MAX_IDENTIFIER_LEN};
+use crate::engine::{batches, result};
+use crate::error::{AppError, Result};
+use crate::model::{now, RawTable, RawTableCreate, RawTablePreview};
+use crate::store::RawTableRow;
+use crate::AppState;
+
+const MAX_PREVIEW_ROWS: usize = 1000;
+
+pub fn not_found(id: i64) -> AppError {
+    AppError::NotFound(format!("Raw table with ID {id} not found"))
+}
+
+/// The table's schema as registered; an empty schema when it was registered without one.
+pub fn schema_of(table: &RawTableRow) -> Result<TableSchema> {
+    let def: Option<std::collections::BTreeMap<String, String>> =
+        serde_json::from_str(&table.schema_definition).map_err(AppError::internal)?;
+    TableSchema::from_definition(&def.unwrap_or_default()).map_err(AppError::internal)
+}
+
+pub async fn create(state: &AppState, req: RawTableCreate) -> Result<RawTable> {
+    if !is_identifier(&req.name) {
+        return Err(AppError::BadRequest(format!(
+            "Invalid raw table name {:?}: use letters, digits and '_' (starting with a letter or '_'), at most {MAX_IDENTIFIER_LEN} characters",
+            req.name
+        )));
+    }
+    if let Some(def) = &req.schema_definition {
+        TableSchema::from_definition(def).map_err(AppError::BadRequest)?;
+    }
+    let schema_json = serde_json::to_string(&req.schema_definition).map_err(AppError::internal)?;
+    let row = state
+        .store
+        .create_raw_table(&req.name, req.description.as_deref(), &schema_json, now())
+        .await
+        .map_err(|e| match e {
+            AppError::Duplicate => {
+                AppError::BadRequest(format!("Raw table with name '{}' already exists", req.name))
+            }
+            e => e,
+        })?;
+    Ok(row.into())
+}
+
+pub async fn list(state: &AppState) -> Result<Vec<RawTable>> {
+    Ok(state
+        .store
+        .list_raw_tables()
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect())
+}
+
+pub async fn get_row(state: &AppState, id: i64) -> Result<RawTableRow> {
+    state
+        .store
+        .get_raw_table(id)
+        .await?
+        .ok_or_else(|| not_found(id))
+}
+
+pub async fn get(state: &AppState, id: i64) -> Result<RawTable> {
+    Ok(get_row(state, id).await?.into())
+}
+
+/// A raw table can be deleted (with its stored rows) once no feature reads it.
+pub async fn delete(state: &AppState, id: i64) -> Result<()> {
+    let table = get_row(state, id).await?;
+    let in_use = |names: Vec<String>| {
+        AppError::BadRequest(format!(
+            "Raw table '{}' is used by features: {}; delete them first",
+            table.name,
+            names.join(", ")
+        ))
+    };
+    let users = state.store.feature_names_of_raw_table(id).await?;
+    if !users.is_empty() {
+        return Err(in_use(users));
+    }
+    match state.store.delete_raw_table(id).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(not_found(id)),
+        Err(AppError::StillReferenced) => {
+            Err(in_use(state.store.feature_names_of_raw_table(id).await?))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The first rows stored in a raw table, as JSON objects.
+pub async fn preview(state: &AppState, id: i64, limit: Option<usize>) -> Result<RawTablePreview> {
+    let limit = limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_PREVIEW_ROWS {
+        return Err(AppError::BadRequest(format!(
+            "limit must be between 1 and {MAX_PREVIEW_ROWS}"
+        )));
+    }
+    let table = get_row(state, id).await?;
+    let schema = schema_of(&table)?;
+    let total_rows = state.store.stored_row_count(id).await?;
+    let blobs = state.store.load_first_batches(id, limit as i64).await?;
+    let rows = super::blocking(move || {
+        let frame = batches::decode_all(&blobs, &schema.polars_schema())?;
+        result::rows_as_json(&frame.head(Some(limit)))
+    })
+    .await?
+    .map_err(AppError::internal)?;
+    Ok(RawTablePreview {
+        raw_table_id: id,
+        total_rows,
+        rows,
+    })
+}

@@ -1,0 +1,91 @@
+use bytes::Bytes;
+
+use crate::cache::{LookupKey, VectorKey};
+use crate::error::{AppError, Result};
+use crate::model::{format_ts, VectorQuery};
+use crate::store::{VectorRow, VersionMeta};
+use crate::AppState;
+
+use super::versions;
+
+/// Serve one entity's vector as ready-to-send JSON bytes.
+///
+/// The hot path is two in-process cache hits (version lookup, then the encoded body): no
+/// database round trip and no JSON encoding.
+pub async fn get(state: &AppState, query: &VectorQuery) -> Result<Bytes> {
+    let meta = resolve(state, query).await?;
+    let key = VectorKey {
+        version_id: meta.version_id,
+        generation: meta.generation,
+        entity_id: query.entity_id.clone(),
+    };
+    if let Some(body) = state.cache.vector(&key).await {
+        return Ok(body);
+    }
+    let row = state
+        .store
+        .get_vector(meta.version_id, &query.entity_id)
+        .await?
+        .ok_or_else(|| {
+            AppError::NotFound(format!(
+                "Feature vector not found for entity '{}'",
+                query.entity_id
+            ))
+        })?;
+    let body = encode(&row, meta.version_id)?;
+    state.cache.put_vector(key, body.clone()).await;
+    Ok(body)
+}
+
+/// Which version serves this request: `feature_version_id` if given, else the newest active
+/// computed version of `feature_name`.
+async fn resolve(state: &AppState, query: &VectorQuery) -> Result<VersionMeta> {
+    let key = match (query.feature_version_id, &query.feature_name) {
+        (Some(id), _) => LookupKey::Version(id),
+        (None, Some(name)) => LookupKey::FeatureName(name.clone()),
+        (None, None) => {
+            return Err(AppError::BadRequest(
+                "Either feature_version_id or feature_name must be provided".into(),
+            ))
+        }
+    };
+    let lookup = state.cache.lookup(&key).await;
+    if let Some(meta) = lookup.hit {
+        return Ok(meta);
+    }
+    let meta = match &key {
+        LookupKey::Version(id) => state
+            .store
+            .version_meta(*id)
+            .await?
+            .ok_or_else(|| versions::not_found(*id))?,
+        LookupKey::FeatureName(name) => match state.store.latest_served_version(name).await? {
+            Some(meta) => meta,
+            None if state.store.feature_exists_by_name(name).await? => {
+                return Err(AppError::NotFound(format!(
+                    "No active computed version found for feature '{name}'"
+                )))
+            }
+            None => return Err(AppError::NotFound(format!("Feature '{name}' not found"))),
+        },
+    };
+    state.cache.put_lookup(key, meta, lookup.epoch).await;
+    Ok(meta)
+}
+
+/// `{"entity_id":..,"feature_values":..,"feature_version_id":..,"computed_at":..}`, with the
+/// stored values spliced in as they are (they were encoded once, at compute time).
+fn encode(row: &VectorRow, version_id: i64) -> Result<Bytes> {
+    let entity = serde_json::to_string(&row.entity_id).map_err(AppError::internal)?;
+    let mut out = String::with_capacity(row.feature_values.len() + entity.len() + 96);
+    out.push_str("{\"entity_id\":");
+    out.push_str(&entity);
+    out.push_str(",\"feature_values\":");
+    out.push_str(&row.feature_values);
+    out.push_str(",\"feature_version_id\":");
+    out.push_str(&version_id.to_string());
+    out.push_str(",\"computed_at\":\"");
+    out.push_str(&format_ts(&row.computed_at));
+    out.push_str("\"}");
+    Ok(Bytes::from(out))
+}

@@ -1,0 +1,527 @@
+//! The repository: one `Store` over SQLite or Postgres, chosen at runtime from the URL.
+//!
+//! Both backends run the same SQL text (sqlx's SQLite driver accepts `$1` placeholders), so
+//! each method is written once and expanded per backend by `on_pool!`. Where a backend needs
+//! its own statement, the method matches on the variant instead.
+
+mod rows;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+pub use rows::{FeatureRow, RawTableRow, VectorRow, VersionMeta, VersionRow};
+
+use crate::engine::result::EncodedVector;
+use crate::error::{AppError, Result};
+
+#[derive(Clone, Debug)]
+pub enum Store {
+    /// SQLite allows one writer at a time; a one-connection write pool queues writers here
+    /// instead of letting them fail with SQLITE_BUSY, while readers use their own pool (WAL).
+    Sqlite {
+        read: SqlitePool,
+        write: SqlitePool,
+    },
+    Postgres(PgPool),
+}
+
+/// Run `$body` with `$p` bound to the pool of either backend.
+macro_rules! on_pool {
+    ($self:expr, read, |$p:ident| $body:expr) => {
+        match $self {
+            Store::Sqlite { read: $p, .. } => $body,
+            Store::Postgres($p) => $body,
+        }
+    };
+    ($self:expr, write, |$p:ident| $body:expr) => {
+        match $self {
+            Store::Sqlite { write: $p, .. } => $body,
+            Store::Postgres($p) => $body,
+        }
+    };
+}
+
+/// Rows per multi-row INSERT: 4 parameters each stays far below both backends' limits.
+const INSERT_CHUNK: usize = 1000;
+
+/// The outcome of replacing a version's vectors.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub version_id: i64,
+    pub generation: i64,
+}
+
+/// Everything a publish writes besides the vectors.
+pub struct PublishRequest<'a> {
+    pub feature_id: i64,
+    pub version: &'a str,
+    pub computation_logic: &'a str,
+    pub entity_key: &'a str,
+    pub output_schema: &'a str,
+    pub computed_at: DateTime<Utc>,
+    pub vectors: &'a [EncodedVector],
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_foreign_key_violation())
+}
+
+/// Unique and foreign-key violations are domain outcomes (duplicate name, row still
+/// referenced) that the service words for the client; everything else is a database error.
+fn classify(e: sqlx::Error) -> AppError {
+    if is_unique_violation(&e) {
+        AppError::Duplicate
+    } else if is_foreign_key_violation(&e) {
+        AppError::StillReferenced
+    } else {
+        AppError::Database(e)
+    }
+}
+
+const RAW_TABLE_COLUMNS: &str = "id, name, description, schema_definition, created_at, updated_at";
+const FEATURE_COLUMNS: &str =
+    "id, name, description, raw_table_id, computation_logic, entity_key, created_at, updated_at";
+const VERSION_COLUMNS: &str = "id, feature_id, version, status, computation_logic, entity_key, \
+     created_at, updated_at, computed_at, entity_count, output_schema, generation";
+
+impl Store {
+    pub async fn connect(url: &str) -> Result<Store> {
+        if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10));
+            let store = if url.contains(":memory:") || url.contains("mode=memory") {
+                // An in-memory database lives as long as its one connection: keep it forever.
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .connect_with(options)
+                    .await?;
+                Store::Sqlite {
+                    read: pool.clone(),
+                    write: pool,
+                }
+            } else {
+                let write = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(options.clone())
+                    .await?;
+                let read = SqlitePoolOptions::new()
+                    .max_connections(8)
+                    .connect_with(options)
+                    .await?;
+                Store::Sqlite { read, write }
+            };
+            if let Store::Sqlite { write, .. } = &store {
+                sqlx::migrate!("migrations/sqlite").run(write).await?;
+            }
+            Ok(store)
+        } else {
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await?;
+            sqlx::migrate!("migrations/postgres").run(&pool).await?;
+            Ok(Store::Postgres(pool))
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Sqlite { .. } => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite { read, write } => {
+                read.close().await;
+                write.close().await;
+            }
+            Store::Postgres(p) => p.close().await,
+        }
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        on_pool!(self, read, |p| {
+            sqlx::query("SELECT 1").execute(p).await?;
+        });
+        Ok(())
+    }
+
+    // ---- raw tables ----
+
+    pub async fn create_raw_table(
+        &self,
+        name: &str,
+        description: Option<&str>,
+        schema_definition: &str,
+        now: DateTime<Utc>,
+    ) -> Result<RawTableRow> {
+        let sql = format!(
+            "INSERT INTO raw_tables (name, description, schema_definition, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $4) RETURNING {RAW_TABLE_COLUMNS}"
+        );
+        on_pool!(self, write, |p| sqlx::query_as(&sql)
+            .bind(name)
+            .bind(description)
+            .bind(schema_definition)
+            .bind(now)
+            .fetch_one(p)
+            .await
+            .map_err(classify))
+    }
+
+    pub async fn list_raw_tables(&self) -> Result<Vec<RawTableRow>> {
+        let sql = format!("SELECT {RAW_TABLE_COLUMNS} FROM raw_tables ORDER BY id");
+        Ok(on_pool!(self, read, |p| sqlx::query_as(&sql)
+            .fetch_all(p)
+            .await)?)
+    }
+
+    pub async fn get_raw_table(&self, id: i64) -> Result<Option<RawTableRow>> {
+        let sql = format!("SELECT {RAW_TABLE_COLUMNS} FROM raw_tables WHERE id = $1");
+        Ok(on_pool!(self, read, |p| sqlx::query_as(&sql)
+            .bind(id)
+            .fetch_optional(p)
+            .await)?)
+    }
+
+    /// Deletes the table and its stored rows; refused while a feature reads it.
+    pub async fn delete_raw_table(&self, id: i64) -> Result<bool> {
+        on_pool!(self, write, |p| sqlx::query(
+            "DELETE FROM raw_tables WHERE id = $1"
+        )
+        .bind(id)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected() > 0)
+        .map_err(classify))
+    }
+
+    pub async fn feature_names_of_raw_table(&self, raw_table_id: i64) -> Result<Vec<String>> {
+        Ok(on_pool!(self, read, |p| sqlx::query_scalar(
+            "SELECT name FROM features WHERE raw_table_id = $1 ORDER BY name"
+        )
+        .bind(raw_table_id)
+        .fetch_all(p)
+        .await)?)
+    }
+
+    // ---- stored rows ----
+
+    pub async fn append_batch(
+        &self,
+        raw_table_id: i64,
+        row_count: i64,
+        data: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        on_pool!(self, write, |p| sqlx::query(
+            "INSERT INTO raw_table_batches (raw_table_id, row_count, data, created_at) \
+             VALUES ($1, $2, $3, $4)"
+        )
+        .bind(raw_table_id)
+        .bind(row_count)
+        .bind(data)
+        .bind(now)
+        .execute(p)
+        .await
+        .map(|_| ())
+        .map_err(classify))
+    }
+
+    pub async fn load_batches(&self, raw_table_id: i64) -> Result<Vec<Vec<u8>>> {
+        Ok(on_pool!(self, read, |p| sqlx::query_scalar(
+            "SELECT data FROM raw_table_batches WHERE raw_table_id = $1 ORDER BY id"
+        )
+        .bind(raw_table_id)
+        .fetch_all(p)
+        .await)?)
+    }
+
+    /// The oldest batches that together hold at least `rows` rows (for previews).
+    pub async fn load_first_batches(&self, raw_table_id: i64, rows: i64) -> Result<Vec<Vec<u8>>> {
+        Ok(on_pool!(self, read, |p| {
+            sqlx::query_scalar(
+            "SELECT data FROM (SELECT id, data, SUM(row_count) OVER (ORDER BY id) - row_count AS before \
+             FROM raw_table_batches WHERE raw_table_id = $1) b WHERE before < $2 ORDER BY id"
+        )
+        .bind(raw_table_id)
+        .bind(rows)
+        .fetch_all(p)
+        .await
+        })?)
+    }
+
+    pub async fn stored_row_count(&self, raw_table_id: i64) -> Result<i64> {
+        let n: Option<i64> =
+            on_pool!(self, read, |p| {
+                sqlx::query_scalar(
+            "SELECT CAST(SUM(row_count) AS BIGINT) FROM raw_table_batches WHERE raw_table_id = $1"
+        )
+        .bind(raw_table_id)
+        .fetch_one(p)
+        .await
+            })?;
+        Ok(n.unwrap_or(0))
+    }
+
+    // ---- features ----
+
+    pub async fn create_feature(
+        &self,
+        name: &str,
+        description: Option<&str>,
+        raw_table_id: i64,
+        computation_logic: &str,
+        entity_key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<FeatureRow> {
+        let sql = format!(
+            "INSERT INTO features (name, description, raw_table_id, computation_logic, entity_key, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING {FEATURE_COLUMNS}"
+        );
+        on_pool!(self, write, |p| sqlx::query_as(&sql)
+            .bind(name)
+            .bind(description)
+            .bind(raw_table_id)
+            .bind(computation_logic)
+            .bind(entity_key)
+            .bind(now)
+            .fetch_one(p)
+            .await
+            .map_err(classify))
+    }
+
+    pub async fn list_features(&self) -> Result<Vec<FeatureRow>> {
+        let sql = format!("SELECT {FEATURE_COLUMNS} FROM features ORDER BY id");
+        Ok(on_pool!(self, read, |p| sqlx::query_as(&sql)
+            .fetch_all(p)
+            .await)?)
+    }
+
+    pub async fn get_feature(&self, id: i64) -> Result<Option<FeatureRow>> {
+        let sql = format!("SELECT {FEATURE_COLUMNS} FROM features WHERE id = $1");
+        Ok(on_pool!(self, read, |p| sqlx::query_as(&sql)
+            .bind(id)
+            .fetch_optional(p)
+            .await)?)
+    }
+
+    pub async fn feature_exists_by_name(&self, name: &str) -> Result<bool> {
+        let found: Option<i64> = on_pool!(self, read, |p| sqlx::query_scalar(
+            "SELECT id FROM features WHERE name = $1"
+        )
+        .bind(name)
+        .fetch_optional(p)
+        .await)?;
+        Ok(found.is_some())
+    }
+
+    /// Deletes the feature with its versions and their vectors.
+    pub async fn delete_feature(&self, id: i64) -> Result<bool> {
+        Ok(on_pool!(self, write, |p| sqlx::query(
+            "DELETE FROM features WHERE id = $1"
+        )
+        .bind(id)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected() > 0))?)
+    }
+
+    // ---- versions ----
+
+    pub async fn create_version(
+        &self,
+        feature_id: i64,
+        version: &str,
+        status: &str,
+        computation_logic: &str,
+        entity_key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<VersionRow> {
+        let sql = format!(
+            "INSERT INTO feature_versions (feature_id, version, status, computation_logic, \
+             entity_key, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6) \
+             RETURNING {VERSION_COLUMNS}"
+        );
+        on_pool!(self, write, |p| sqlx::query_as(&sql)
+            .bind(feature_id)
+            .bind(version)
+            .bind(status)
+            .bind(computation_logic)
+            .bind(entity_key)
+            .bind(now)
+            .fetch_one(p)
+            .await
+            .map_err(classify))
+    }
+
+    pub async fn list_versions(&self, feature_id: i64) -> Result<Vec<VersionRow>> {
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM feature_versions WHERE feature_id = $1 ORDER BY id"
+        );
+        Ok(on_pool!(self, read, |p| sqlx::query_as(&sql)
+            .bind(feature_id)
+            .fetch_all(p)
+            .await)?)
+    }
+
+    pub async fn get_version(&self, id: i64) -> Result<Option<VersionRow>> {
+        let sql = format!("SELECT {VERSION_COLUMNS} FROM feature_versions WHERE id = $1");
+        Ok(on_pool!(self, read, |p| sqlx::query_as(&sql)
+            .bind(id)
+            .fetch_optional(p)
+            .await)?)
+    }
+
+    pub async fn find_version(&self, feature_id: i64, version: &str) -> Result<Option<VersionRow>> {
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM feature_versions WHERE feature_id = $1 AND version = $2"
+        );
+        Ok(on_pool!(self, read, |p| sqlx::query_as(&sql)
+            .bind(feature_id)
+            .bind(version)
+            .fetch_optional(p)
+            .await)?)
+    }
+
+    pub async fn set_version_status(
+        &self,
+        id: i64,
+        status: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<VersionRow>> {
+        let sql = format!(
+            "UPDATE feature_versions SET status = $2, updated_at = $3 WHERE id = $1 \
+             RETURNING {VERSION_COLUMNS}"
+        );
+        Ok(on_pool!(self, write, |p| sqlx::query_as(&sql)
+            .bind(id)
+            .bind(status)
+            .bind(now)
+            .fetch_optional(p)
+            .await)?)
+    }
+
+    pub async fn delete_version(&self, id: i64) -> Result<bool> {
+        Ok(on_pool!(self, write, |p| sqlx::query(
+            "DELETE FROM feature_versions WHERE id = $1"
+        )
+        .bind(id)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected() > 0))?)
+    }
+
+    // ---- serving ----
+
+    /// The newest active version of a feature (by id) that has been computed.
+    pub async fn latest_served_version(&self, feature_name: &str) -> Result<Option<VersionMeta>> {
+        Ok(on_pool!(self, read, |p| sqlx::query_as(
+            "SELECT v.id AS version_id, v.generation FROM feature_versions v \
+             JOIN features f ON f.id = v.feature_id \
+             WHERE f.name = $1 AND v.status = 'active' AND v.computed_at IS NOT NULL \
+             ORDER BY v.id DESC LIMIT 1"
+        )
+        .bind(feature_name)
+        .fetch_optional(p)
+        .await)?)
+    }
+
+    pub async fn version_meta(&self, version_id: i64) -> Result<Option<VersionMeta>> {
+        Ok(on_pool!(self, read, |p| sqlx::query_as(
+            "SELECT id AS version_id, generation FROM feature_versions WHERE id = $1"
+        )
+        .bind(version_id)
+        .fetch_optional(p)
+        .await)?)
+    }
+
+    pub async fn get_vector(&self, version_id: i64, entity_id: &str) -> Result<Option<VectorRow>> {
+        Ok(on_pool!(self, read, |p| sqlx::query_as(
+            "SELECT entity_id, feature_values, computed_at FROM feature_vectors \
+             WHERE feature_version_id = $1 AND entity_id = $2"
+        )
+        .bind(version_id)
+        .bind(entity_id)
+        .fetch_optional(p)
+        .await)?)
+    }
+
+    // ---- publishing ----
+
+    /// Create the version if it does not exist, then replace all its vectors, in one
+    /// transaction. The version row is updated first: on Postgres its row lock serializes
+    /// concurrent publishes of one version, on SQLite the single writer does, so the stored set
+    /// is always exactly one compute's output.
+    pub async fn publish(&self, req: &PublishRequest<'_>) -> Result<Published> {
+        let count = req.vectors.len() as i64;
+        on_pool!(self, write, |p| {
+            let mut tx = p.begin().await?;
+            sqlx::query(
+                "INSERT INTO feature_versions (feature_id, version, status, computation_logic, \
+                 entity_key, created_at, updated_at) VALUES ($1, $2, 'active', $3, $4, $5, $5) \
+                 ON CONFLICT (feature_id, version) DO NOTHING",
+            )
+            .bind(req.feature_id)
+            .bind(req.version)
+            .bind(req.computation_logic)
+            .bind(req.entity_key)
+            .bind(req.computed_at)
+            .execute(&mut *tx)
+            .await?;
+            let published: (i64, i64) = sqlx::query_as(
+                "UPDATE feature_versions SET generation = generation + 1, computed_at = $3, \
+                 entity_count = $4, output_schema = $5, updated_at = $3 \
+                 WHERE feature_id = $1 AND version = $2 RETURNING id, generation",
+            )
+            .bind(req.feature_id)
+            .bind(req.version)
+            .bind(req.computed_at)
+            .bind(count)
+            .bind(req.output_schema)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM feature_vectors WHERE feature_version_id = $1")
+                .bind(published.0)
+                .execute(&mut *tx)
+                .await?;
+            for chunk in req.vectors.chunks(INSERT_CHUNK) {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO feature_vectors (feature_version_id, entity_id, feature_values, computed_at) ",
+                );
+                insert.push_values(chunk, |mut row, v| {
+                    row.push_bind(published.0)
+                        .push_bind(&v.entity_id)
+                        .push_bind(&v.values)
+                        .push_bind(req.computed_at);
+                });
+                insert.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(Published {
+                version_id: published.0,
+                generation: published.1,
+            })
+        })
+    }
+}

@@ -1,0 +1,284 @@
+//! `spawn_app()`: the real app on a free port, with a fresh database per test.
+//!
+//! SQLite in a temporary directory by default; with `TEST_DATABASE_URL=postgres://...` each
+//! test gets its own freshly created Postgres database instead.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use feature_store::{build_app, serve, AppState, Config};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sqlx::{Connection, Executor};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    pub database_url: String,
+    pub redis_prefix: Option<String>,
+    dir: Option<Arc<TempDir>>,
+    _stop: oneshot::Sender<()>,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn unique_suffix() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        nanos % 1_000_000_000,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A database URL nobody else uses.
+pub async fn fresh_database() -> (String, Option<Arc<TempDir>>) {
+    match std::env::var("TEST_DATABASE_URL") {
+        Ok(base) if !base.trim().is_empty() => {
+            let name = format!("fs_test_{}", unique_suffix());
+            let mut admin = sqlx::PgConnection::connect(&base)
+                .await
+                .expect("connect to TEST_DATABASE_URL");
+            admin
+                .execute(format!("CREATE DATABASE {name}").as_str())
+                .await
+                .expect("create test database");
+            let (prefix, _) = base
+                .split('?')
+                .next()
+                .and_then(|u| u.rsplit_once('/'))
+                .expect("TEST_DATABASE_URL has a database path");
+            (format!("{prefix}/{name}"), None)
+        }
+        _ => {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = format!("sqlite://{}/feature_store.db", dir.path().display());
+            (url, Some(Arc::new(dir)))
+        }
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// The Redis a test should use, if the environment provides one (`TEST_REDIS_URL`).
+pub fn test_redis_url() -> Option<String> {
+    std::env::var("TEST_REDIS_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+}
+
+/// A fresh database, and Redis with a key prefix of its own when `TEST_REDIS_URL` is set.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let (database_url, dir) = fresh_database().await;
+    let prefix = test_redis_url().map(|_| format!("fs_test:{}:", unique_suffix()));
+    start(database_url, dir, prefix, adjust).await
+}
+
+/// Another replica of `app`: the same database and the same Redis key prefix.
+pub async fn spawn_replica(app: &TestApp) -> TestApp {
+    start(
+        app.database_url.clone(),
+        app.dir.clone(),
+        app.redis_prefix.clone(),
+        |_| {},
+    )
+    .await
+}
+
+async fn start(
+    database_url: String,
+    dir: Option<Arc<TempDir>>,
+    redis_prefix: Option<String>,
+    adjust: impl FnOnce(&mut Config),
+) -> TestApp {
+    let mut config = Config {
+        database_url: database_url.clone(),
+        ..Config::default()
+    };
+    if let (Some(url), Some(prefix)) = (test_redis_url(), &redis_prefix) {
+        config.redis_url = Some(url);
+        config.redis_key_prefix = prefix.clone();
+    }
+    adjust(&mut config);
+    let uses_redis = config.redis_url.is_some();
+    let (state, router) = build_app(config).await.expect("build app");
+    if uses_redis {
+        wait_for_cache_mode(&state, "redis").await;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(serve(listener, router, async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        base: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+        state,
+        database_url,
+        redis_prefix,
+        dir,
+        _stop: stop,
+    }
+}
+
+/// Poll until the cache reports `mode` (the Redis watchdog connects in the background).
+pub async fn wait_for_cache_mode(state: &AppState, mode: &str) {
+    for _ in 0..200 {
+        if state.cache.mode() == mode {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("cache mode is {:?}, expected {mode:?}", state.cache.mode());
+}
+
+async fn decode(resp: reqwest::Response) -> (StatusCode, Value) {
+    let status = resp.status();
+    let text = resp.text().await.expect("body");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"))
+    };
+    (status, body)
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        decode(self.client.get(self.url(path)).send().await.expect("send")).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        decode(
+            self.client
+                .delete(self.url(path))
+                .send()
+                .await
+                .expect("send"),
+        )
+        .await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        decode(
+            self.client
+                .post(self.url(path))
+                .json(body)
+                .send()
+                .await
+                .expect("send"),
+        )
+        .await
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        decode(
+            self.client
+                .patch(self.url(path))
+                .json(body)
+                .send()
+                .await
+                .expect("send"),
+        )
+        .await
+    }
+
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.post(self.url(path)).body(body.to_string());
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        decode(req.send().await.expect("send")).await
+    }
+
+    /// Register `user_transactions` as the original's sample does; returns its id.
+    pub async fn register_transactions(&self) -> i64 {
+        let (status, body) = self
+            .post(
+                "/api/v1/raw-tables",
+                &json!({
+                    "name": "user_transactions",
+                    "description": "User transaction data",
+                    "schema_definition": {
+                        "user_id": "string",
+                        "transaction_amount": "float",
+                        "transaction_date": "string"
+                    }
+                }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_i64().expect("id")
+    }
+
+    /// Create `avg_transaction_amount` over the table; returns its id.
+    pub async fn create_avg_feature(&self, table_id: i64) -> i64 {
+        let (status, body) = self
+            .post(
+                "/api/v1/features",
+                &json!({
+                    "name": "avg_transaction_amount",
+                    "description": "Average transaction amount per user",
+                    "raw_table_id": table_id,
+                    "computation_logic": "SELECT user_id, AVG(transaction_amount) as avg_amount FROM data GROUP BY user_id",
+                    "entity_key": "user_id"
+                }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_i64().expect("id")
+    }
+
+    pub async fn ingest(&self, table_id: i64, rows: Value) -> (StatusCode, Value) {
+        self.post(
+            "/api/v1/ingest",
+            &json!({"raw_table_id": table_id, "data": rows}),
+        )
+        .await
+    }
+}
+
+/// The sample rows: user_001 averages 112.875, user_002 212.75, user_003 75.0.
+pub fn sample_rows() -> Value {
+    json!([
+        {"user_id": "user_001", "transaction_amount": 150.50, "transaction_date": "2024-01-15"},
+        {"user_id": "user_001", "transaction_amount": 75.25, "transaction_date": "2024-01-16"},
+        {"user_id": "user_002", "transaction_amount": 300.00, "transaction_date": "2024-01-15"},
+        {"user_id": "user_001", "transaction_amount": 200.00, "transaction_date": "2024-01-17"},
+        {"user_id": "user_003", "transaction_amount": 50.00, "transaction_date": "2024-01-15"},
+        {"user_id": "user_002", "transaction_amount": 125.50, "transaction_date": "2024-01-18"},
+        {"user_id": "user_001", "transaction_amount": 25.75, "transaction_date": "2024-01-19"},
+        {"user_id": "user_003", "transaction_amount": 100.00, "transaction_date": "2024-01-20"}
+    ])
+}
+
+/// A table, the average feature and the sample rows ingested: (table id, feature id).
+pub async fn seeded(app: &TestApp) -> (i64, i64) {
+    let table = app.register_transactions().await;
+    let (status, body) = app.ingest(table, sample_rows()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let feature = app.create_avg_feature(table).await;
+    (table, feature)
+}

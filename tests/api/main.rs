@@ -1,0 +1,14 @@
+//! One integration-test binary: every test starts the app on port 0 with its own database.
+
+mod helpers;
+
+mod compute;
+mod docs;
+mod errors;
+mod features;
+mod ingest;
+mod raw_tables;
+mod redis_outage;
+mod replicas;
+mod vectors;
+mod versions;

@@ -1,0 +1,155 @@
+//! A Redis that goes away under load: no request fails, and Redis serves again once it is back.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{seeded, spawn_app_with, test_redis_url, wait_for_cache_mode};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+struct RedisServer {
+    port: u16,
+    child: Child,
+}
+
+impl RedisServer {
+    fn start(port: u16) -> RedisServer {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH");
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        RedisServer { port, child }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    async fn key_count(&self) -> i64 {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}", self.port)).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs where a Redis environment is provided (`TEST_REDIS_URL`, as `.ci/run` sets), since it
+/// needs the `redis-server` binary.
+#[tokio::test]
+async fn serving_survives_redis_stopping_under_load_and_uses_it_again_when_back() {
+    if test_redis_url().is_none() {
+        eprintln!("TEST_REDIS_URL unset: no redis-server to stop; not run");
+        return;
+    }
+    let port = free_port();
+    let mut redis = RedisServer::start(port);
+    let app = spawn_app_with(|c| {
+        c.redis_url = Some(format!("redis://127.0.0.1:{port}"));
+        c.redis_key_prefix = "outage:".into();
+    })
+    .await;
+    wait_for_cache_mode(&app.state, "redis").await;
+    let (_, feature) = seeded(&app).await;
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/features/{feature}/compute"),
+            &json!({"version": "v1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let failures = Arc::new(AtomicUsize::new(0));
+    let served = Arc::new(AtomicUsize::new(0));
+    let slowest = Arc::new(std::sync::Mutex::new(Duration::ZERO));
+    let stop_at = Instant::now() + Duration::from_secs(3);
+    let mut load = Vec::new();
+    for worker in 0..8 {
+        let (client, base) = (app.client.clone(), app.base.clone());
+        let (failures, served, slowest) = (failures.clone(), served.clone(), slowest.clone());
+        load.push(tokio::spawn(async move {
+            let users = ["user_001", "user_002", "user_003"];
+            let mut i = worker;
+            while Instant::now() < stop_at {
+                let url = format!(
+                    "{base}/api/v1/feature-vectors?entity_id={}&feature_name=avg_transaction_amount",
+                    users[i % 3]
+                );
+                let started = Instant::now();
+                let ok = matches!(client.get(url).send().await, Ok(r) if r.status() == StatusCode::OK);
+                let took = started.elapsed();
+                if ok {
+                    served.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+                let mut s = slowest.lock().unwrap();
+                *s = (*s).max(took);
+                i += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    redis.stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.state.cache.mode(), "memory (redis unreachable)");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut redis = RedisServer::start(port);
+    for task in load {
+        task.await.unwrap();
+    }
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "requests failed while Redis was away"
+    );
+    assert!(served.load(Ordering::Relaxed) > 100);
+    let slowest = *slowest.lock().unwrap();
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a request waited {slowest:?}"
+    );
+
+    wait_for_cache_mode(&app.state, "redis").await;
+    let (status, _) = app
+        .get("/api/v1/feature-vectors?entity_id=user_002&feature_name=avg_transaction_amount")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        redis.key_count().await > 0,
+        "Redis is not used again after it came back"
+    );
+    redis.stop();
+}
