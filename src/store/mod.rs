@@ -272,15 +272,14 @@ impl Store {
     }
 
     pub async fn stored_row_count(&self, raw_table_id: i64) -> Result<i64> {
-        let n: Option<i64> =
-            on_pool!(self, read, |p| {
-                sqlx::query_scalar(
+        let n: Option<i64> = on_pool!(self, read, |p| {
+            sqlx::query_scalar(
             "SELECT CAST(SUM(row_count) AS BIGINT) FROM raw_table_batches WHERE raw_table_id = $1"
         )
         .bind(raw_table_id)
         .fetch_one(p)
         .await
-            })?;
+        })?;
         Ok(n.unwrap_or(0))
     }
 
@@ -472,35 +471,50 @@ impl Store {
     /// Create the version if it does not exist, then replace all its vectors, in one
     /// transaction. The version row is updated first: on Postgres its row lock serializes
     /// concurrent publishes of one version, on SQLite the single writer does, so the stored set
-    /// is always exactly one compute's output.
+    /// is always exactly one compute's output. Updating before inserting keeps recomputes from
+    /// consuming ids (a conflicting insert burns a sequence value on both backends).
     pub async fn publish(&self, req: &PublishRequest<'_>) -> Result<Published> {
         let count = req.vectors.len() as i64;
         on_pool!(self, write, |p| {
             let mut tx = p.begin().await?;
-            sqlx::query(
-                "INSERT INTO feature_versions (feature_id, version, status, computation_logic, \
-                 entity_key, created_at, updated_at) VALUES ($1, $2, 'active', $3, $4, $5, $5) \
-                 ON CONFLICT (feature_id, version) DO NOTHING",
-            )
-            .bind(req.feature_id)
-            .bind(req.version)
-            .bind(req.computation_logic)
-            .bind(req.entity_key)
-            .bind(req.computed_at)
-            .execute(&mut *tx)
-            .await?;
-            let published: (i64, i64) = sqlx::query_as(
+            let bump =
                 "UPDATE feature_versions SET generation = generation + 1, computed_at = $3, \
                  entity_count = $4, output_schema = $5, updated_at = $3 \
-                 WHERE feature_id = $1 AND version = $2 RETURNING id, generation",
-            )
-            .bind(req.feature_id)
-            .bind(req.version)
-            .bind(req.computed_at)
-            .bind(count)
-            .bind(req.output_schema)
-            .fetch_one(&mut *tx)
-            .await?;
+                 WHERE feature_id = $1 AND version = $2 RETURNING id, generation";
+            let mut published: Option<(i64, i64)> = sqlx::query_as(bump)
+                .bind(req.feature_id)
+                .bind(req.version)
+                .bind(req.computed_at)
+                .bind(count)
+                .bind(req.output_schema)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if published.is_none() {
+                // First compute of this version: create it. A concurrent publish may create it
+                // first; then this insert does nothing and the update below waits for it.
+                sqlx::query(
+                    "INSERT INTO feature_versions (feature_id, version, status, computation_logic, \
+                     entity_key, created_at, updated_at) VALUES ($1, $2, 'active', $3, $4, $5, $5) \
+                     ON CONFLICT (feature_id, version) DO NOTHING",
+                )
+                .bind(req.feature_id)
+                .bind(req.version)
+                .bind(req.computation_logic)
+                .bind(req.entity_key)
+                .bind(req.computed_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+                published = sqlx::query_as(bump)
+                    .bind(req.feature_id)
+                    .bind(req.version)
+                    .bind(req.computed_at)
+                    .bind(count)
+                    .bind(req.output_schema)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            }
+            let published = published.ok_or(AppError::StillReferenced)?;
             sqlx::query("DELETE FROM feature_vectors WHERE feature_version_id = $1")
                 .bind(published.0)
                 .execute(&mut *tx)

@@ -311,3 +311,18 @@ async fn concurrent_recomputes_leave_exactly_one_computes_output() {
         );
     }
 }
+
+#[tokio::test]
+async fn recomputes_do_not_consume_version_ids() {
+    let app = spawn_app().await;
+    let (_, feature) = seeded(&app).await;
+    let compute = format!("/api/v1/features/{feature}/compute");
+    let (_, v1) = app.post(&compute, &json!({"version": "v1"})).await;
+    app.post(&compute, &json!({"version": "v1"})).await;
+    app.post(&compute, &json!({"version": "v1"})).await;
+    let (_, v2) = app.post(&compute, &json!({"version": "v2"})).await;
+    assert_eq!(
+        v2["feature_version_id"].as_i64().unwrap(),
+        v1["feature_version_id"].as_i64().unwrap() + 1
+    );
+}
