@@ -270,6 +270,45 @@ pub struct FeatureVector {
     pub computed_at: String,
 }
 
+/// A feature in a batch request: `"name"` (newest active computed version), `"name@v2"` (that
+/// version) or a version id.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum FeatureRef {
+    Id(i64),
+    Name(String),
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct BatchRequest {
+    #[schema(example = json!(["user_001", "user_002"]))]
+    pub entity_ids: Vec<String>,
+    #[schema(example = json!(["avg_transaction_amount", "avg_transaction_amount@v1", 1]))]
+    pub features: Vec<FeatureRef>,
+}
+
+/// Documented shape of a batch answer; the body is assembled from stored JSON text.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResponse {
+    /// Feature reference -> the version id that served it (null when it did not resolve).
+    #[schema(value_type = Object)]
+    pub versions: Map<String, Value>,
+    /// Feature reference -> why it did not resolve (unknown feature, no computed version...).
+    #[schema(value_type = Object)]
+    pub unresolved: Map<String, Value>,
+    pub results: Vec<BatchRow>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchRow {
+    pub entity_id: String,
+    /// Feature reference -> its `feature_values` for this entity, or null when missing.
+    #[schema(value_type = Object)]
+    pub features: Map<String, Value>,
+    /// The references with no values for this entity.
+    pub missing: Vec<String>,
+}
+
 // ---- ingest ----
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -42,6 +42,8 @@ pub enum LookupKey {
     FeatureName(String),
     /// A version addressed by id.
     Version(i64),
+    /// A version addressed by feature name and version label (`name@v2`).
+    Label(String, String),
 }
 
 /// A lookup result, or the epoch to store a fresh one under (`None`: do not store it).
@@ -56,7 +58,10 @@ pub struct Cache {
 }
 
 struct Inner {
+    /// Whole single-vector responses.
     vectors: Moka<VectorKey, Bytes>,
+    /// Bare `feature_values` objects, for batch responses.
+    values: Moka<VectorKey, Bytes>,
     lookups: Moka<LookupKey, (VersionMeta, u64)>,
     epoch: AtomicU64,
     redis: Option<RedisTier>,
@@ -80,22 +85,25 @@ impl Cache {
     }
 
     fn build(ttl: Duration, redis: Option<RedisTier>) -> Self {
-        let vectors = Moka::builder()
-            .max_capacity(VECTOR_CACHE_BYTES)
-            .weigher(|k: &VectorKey, v: &Bytes| {
-                (k.entity_id.len() + v.len() + 32)
-                    .try_into()
-                    .unwrap_or(u32::MAX)
-            })
-            .time_to_live(ttl)
-            .build();
+        let bodies = || {
+            Moka::builder()
+                .max_capacity(VECTOR_CACHE_BYTES)
+                .weigher(|k: &VectorKey, v: &Bytes| {
+                    (k.entity_id.len() + v.len() + 32)
+                        .try_into()
+                        .unwrap_or(u32::MAX)
+                })
+                .time_to_live(ttl)
+                .build()
+        };
         let lookups = Moka::builder()
             .max_capacity(LOOKUP_CACHE_ENTRIES)
             .time_to_live(ttl)
             .build();
         Cache {
             inner: Arc::new(Inner {
-                vectors,
+                vectors: bodies(),
+                values: bodies(),
                 lookups,
                 epoch: AtomicU64::new(0),
                 redis,
@@ -126,6 +134,16 @@ impl Cache {
             redis.put_vector(&key, &body).await;
         }
         self.inner.vectors.insert(key, body).await;
+    }
+
+    /// Batch serving's values: in process only (entries are immutable per generation, so
+    /// nothing needs to be shared to stay exact).
+    pub async fn values(&self, key: &VectorKey) -> Option<Bytes> {
+        self.inner.values.get(key).await
+    }
+
+    pub async fn put_values(&self, key: VectorKey, values: Bytes) {
+        self.inner.values.insert(key, values).await;
     }
 
     /// Look a version up; on a miss, query the database and call `put_lookup` with the epoch

@@ -73,6 +73,11 @@ impl RedisTier {
         match key {
             LookupKey::FeatureName(name) => format!("{}lookup:name:{name}", self.shared.prefix),
             LookupKey::Version(id) => format!("{}lookup:version:{id}", self.shared.prefix),
+            LookupKey::Label(name, version) => format!(
+                "{}lookup:label:{}:{name}@{version}",
+                self.shared.prefix,
+                name.len()
+            ),
         }
     }
 

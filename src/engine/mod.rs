@@ -4,6 +4,8 @@
 
 pub mod batches;
 pub mod execute;
+pub mod formats;
+pub mod ndjson;
 pub mod result;
 pub mod schema;
 pub mod sql_guard;

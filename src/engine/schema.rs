@@ -89,6 +89,21 @@ impl TableSchema {
         self.columns.is_empty()
     }
 
+    /// (column, type, type as declared), in column-name order.
+    pub fn columns(&self) -> impl Iterator<Item = (&str, ColumnType, &str)> {
+        self.columns
+            .iter()
+            .map(|(n, t, d)| (n.as_str(), *t, d.as_str()))
+    }
+
+    /// The schema's columns that `present` lacks, sorted, as the "Missing required columns"
+    /// message lists them.
+    pub fn missing_columns<'a>(&'a self, present: &[&str]) -> Vec<&'a str> {
+        self.column_names()
+            .filter(|c| !present.contains(c))
+            .collect()
+    }
+
     pub fn column_names(&self) -> impl Iterator<Item = &str> {
         self.columns.iter().map(|(n, _, _)| n.as_str())
     }
@@ -148,7 +163,7 @@ fn python_type(v: &Value) -> &'static str {
     }
 }
 
-fn parse_date(s: &str) -> Option<i32> {
+pub(crate) fn parse_date(s: &str) -> Option<i32> {
     let d = NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").ok()?;
     Some((d - NaiveDate::from_ymd_opt(1970, 1, 1)?).num_days() as i32)
 }

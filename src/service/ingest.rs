@@ -1,11 +1,40 @@
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use polars::prelude::DataFrame;
 use serde_json::{Map, Value};
 
-use crate::engine::batches;
+use crate::engine::schema::TableSchema;
+use crate::engine::{batches, formats, ndjson::NdjsonReader};
 use crate::error::{AppError, Result};
 use crate::model::{now, IngestResponse};
+use crate::store::RawTableRow;
 use crate::AppState;
 
 use super::{blocking, raw_tables};
+
+/// A bulk upload in one of the accepted formats.
+pub enum Upload {
+    Rows(Vec<Map<String, Value>>),
+    Csv(Bytes),
+    Parquet(Bytes),
+}
+
+fn invalid(reason: impl std::fmt::Display) -> AppError {
+    AppError::BadRequest(format!("Invalid data: {reason}"))
+}
+
+/// The table and its schema, refusing tables registered without one.
+async fn target(state: &AppState, raw_table_id: i64) -> Result<(RawTableRow, TableSchema)> {
+    let table = raw_tables::get_row(state, raw_table_id).await?;
+    let schema = raw_tables::schema_of(&table)?;
+    if schema.is_empty() {
+        return Err(invalid(format!(
+            "raw table '{}' has no schema_definition; register it with one to ingest rows",
+            table.name
+        )));
+    }
+    Ok((table, schema))
+}
 
 /// Validate rows against the table's schema and append them as one stored batch.
 /// A batch with any invalid row stores nothing.
@@ -14,27 +43,66 @@ pub async fn ingest(
     raw_table_id: i64,
     rows: Vec<Map<String, Value>>,
 ) -> Result<IngestResponse> {
-    let table = raw_tables::get_row(state, raw_table_id).await?;
-    let schema = raw_tables::schema_of(&table)?;
-    if schema.is_empty() {
-        return Err(AppError::BadRequest(format!(
-            "Invalid data: raw table '{}' has no schema_definition; register it with one to ingest rows",
-            table.name
-        )));
-    }
-    let count = rows.len();
-    let blob = blocking(move || {
-        let mut frame = schema.frame_from_rows(&rows)?;
-        batches::encode(&mut frame).map_err(|e| format!("could not encode rows: {e}"))
+    ingest_upload(state, raw_table_id, Upload::Rows(rows)).await
+}
+
+pub async fn ingest_upload(
+    state: &AppState,
+    raw_table_id: i64,
+    upload: Upload,
+) -> Result<IngestResponse> {
+    let (table, schema) = target(state, raw_table_id).await?;
+    let frame = blocking(move || match upload {
+        Upload::Rows(rows) => schema.frame_from_rows(&rows),
+        Upload::Csv(body) => formats::frame_from_csv(&schema, body.into()),
+        Upload::Parquet(body) => formats::frame_from_parquet(&schema, body.into()),
     })
     .await?
-    .map_err(|e| AppError::BadRequest(format!("Invalid data: {e}")))?;
+    .map_err(invalid)?;
+    store_frame(state, &table, frame).await
+}
+
+/// NDJSON, parsed as it arrives; `max_bytes` bounds the body (413 beyond it).
+pub async fn ingest_ndjson<S, E>(
+    state: &AppState,
+    raw_table_id: i64,
+    mut body: S,
+    max_bytes: usize,
+) -> Result<IngestResponse>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let (table, schema) = target(state, raw_table_id).await?;
+    let mut reader = NdjsonReader::new(&schema);
+    let mut received = 0usize;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| AppError::validation(&["body"], e.to_string()))?;
+        received += chunk.len();
+        if received > max_bytes {
+            return Err(AppError::PayloadTooLarge);
+        }
+        reader.feed(&chunk).map_err(invalid)?;
+    }
+    let frame = reader.finish().map_err(invalid)?;
+    store_frame(state, &table, frame).await
+}
+
+async fn store_frame(
+    state: &AppState,
+    table: &RawTableRow,
+    mut frame: DataFrame,
+) -> Result<IngestResponse> {
+    let count = frame.height();
+    let blob = blocking(move || batches::encode(&mut frame))
+        .await?
+        .map_err(AppError::internal)?;
     state
         .store
-        .append_batch(raw_table_id, count as i64, &blob, now())
+        .append_batch(table.id, count as i64, &blob, now())
         .await
         .map_err(|e| match e {
-            AppError::StillReferenced => raw_tables::not_found(raw_table_id),
+            AppError::StillReferenced => raw_tables::not_found(table.id),
             e => e,
         })?;
     Ok(IngestResponse {

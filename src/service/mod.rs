@@ -1,5 +1,6 @@
 //! Domain rules, consistency checks and cache invalidation; handlers call these.
 
+pub mod batch;
 pub mod compute;
 pub mod features;
 pub mod ingest;

@@ -49,6 +49,12 @@ async fn resolve(state: &AppState, query: &VectorQuery) -> Result<VersionMeta> {
             ))
         }
     };
+    resolve_key(state, key).await
+}
+
+/// Resolve a version reference through the lookup cache; 404 with the reason when it does not
+/// exist.
+pub async fn resolve_key(state: &AppState, key: LookupKey) -> Result<VersionMeta> {
     let lookup = state.cache.lookup(&key).await;
     if let Some(meta) = lookup.hit {
         return Ok(meta);
@@ -68,6 +74,13 @@ async fn resolve(state: &AppState, query: &VectorQuery) -> Result<VersionMeta> {
             }
             None => return Err(AppError::NotFound(format!("Feature '{name}' not found"))),
         },
+        LookupKey::Label(name, version) => state
+            .store
+            .version_meta_by_label(name, version)
+            .await?
+            .ok_or_else(|| {
+                AppError::NotFound(format!("Version '{version}' of feature '{name}' not found"))
+            })?,
     };
     state.cache.put_lookup(key, meta, lookup.epoch).await;
     Ok(meta)

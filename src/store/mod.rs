@@ -455,6 +455,47 @@ impl Store {
         .await)?)
     }
 
+    /// A feature's version by its label, whatever its status.
+    pub async fn version_meta_by_label(
+        &self,
+        feature_name: &str,
+        version: &str,
+    ) -> Result<Option<VersionMeta>> {
+        Ok(on_pool!(self, read, |p| sqlx::query_as(
+            "SELECT v.id AS version_id, v.generation FROM feature_versions v \
+             JOIN features f ON f.id = v.feature_id WHERE f.name = $1 AND v.version = $2"
+        )
+        .bind(feature_name)
+        .bind(version)
+        .fetch_optional(p)
+        .await)?)
+    }
+
+    /// Stored values (JSON text) of many entities of one version; absent entities are absent.
+    pub async fn get_values_many(
+        &self,
+        version_id: i64,
+        entity_ids: &[&str],
+    ) -> Result<Vec<(String, String)>> {
+        let mut found = Vec::with_capacity(entity_ids.len());
+        for chunk in entity_ids.chunks(INSERT_CHUNK) {
+            let rows: Vec<(String, String)> = on_pool!(self, read, |p| {
+                let mut q = sqlx::QueryBuilder::new(
+                    "SELECT entity_id, feature_values FROM feature_vectors WHERE feature_version_id = ",
+                );
+                q.push_bind(version_id).push(" AND entity_id IN (");
+                let mut list = q.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                q.push(")");
+                q.build_query_as().fetch_all(p).await
+            })?;
+            found.extend(rows);
+        }
+        Ok(found)
+    }
+
     pub async fn get_vector(&self, version_id: i64, entity_id: &str) -> Result<Option<VectorRow>> {
         Ok(on_pool!(self, read, |p| sqlx::query_as(
             "SELECT entity_id, feature_values, computed_at FROM feature_vectors \

@@ -19,6 +19,7 @@ async fn openapi_lists_every_endpoint() {
         "/api/v1/features/{feature_id}/versions/{version_id}",
         "/api/v1/features/{feature_id}/compute",
         "/api/v1/feature-vectors",
+        "/api/v1/feature-vectors/batch",
         "/api/v1/ingest",
     ] {
         assert!(paths.contains_key(p), "missing {p}");

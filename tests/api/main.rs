@@ -2,6 +2,8 @@
 
 mod helpers;
 
+mod batch;
+mod bulk_ingest;
 mod compute;
 mod docs;
 mod errors;

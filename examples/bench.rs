@@ -1,0 +1,496 @@
+//! Benchmark driver (run it through `bench/run.sh`): starts feature-store on a fresh SQLite,
+//! loads synthetic data, times ingest and compute over HTTP, drives serving load with wrk next
+//! to a minimal axum handler (the ceiling), and prints one table.
+//!
+//! Options: --server BIN --ceiling BIN --scripts DIR [--duration SECS] [--rows N] [--entities N]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use polars::prelude::*;
+use serde_json::{json, Value};
+
+type Error = Box<dyn std::error::Error>;
+
+const CONNECTIONS: u32 = 16;
+const THREADS: u32 = 2;
+const FEATURES: usize = 10;
+const UNCACHED_SECS: u64 = 4;
+
+struct Opts {
+    server: String,
+    ceiling: String,
+    scripts: String,
+    duration: u64,
+    rows: usize,
+    entities: usize,
+}
+
+fn opts() -> Opts {
+    let mut o = Opts {
+        server: "target/release/feature-store".into(),
+        ceiling: "target/release/examples/bench_ceiling".into(),
+        scripts: "bench".into(),
+        duration: 10,
+        rows: 1_000_000,
+        entities: 100_000,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for pair in args.chunks(2) {
+        let value = pair.get(1).cloned().unwrap_or_default();
+        match pair[0].as_str() {
+            "--server" => o.server = value,
+            "--ceiling" => o.ceiling = value,
+            "--scripts" => o.scripts = value,
+            "--duration" => o.duration = value.parse().unwrap_or(o.duration),
+            "--rows" => o.rows = value.parse().unwrap_or(o.rows),
+            "--entities" => o.entities = value.parse().unwrap_or(o.entities),
+            other => eprintln!("ignoring unknown option {other}"),
+        }
+    }
+    o
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(18000)
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+async fn wait_up(url: &str) -> Result<(), Error> {
+    let client = reqwest::Client::new();
+    for _ in 0..300 {
+        if client.get(url).send().await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(format!("{url} did not come up").into())
+}
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn post(&self, path: &str, body: &Value) -> Result<Value, Error> {
+        let resp = self
+            .http
+            .post(format!("{}{}", self.base, path))
+            .json(body)
+            .send()
+            .await?;
+        let status = resp.status();
+        let body: Value = resp.json().await?;
+        if !status.is_success() {
+            return Err(format!("POST {path}: {status} {body}").into());
+        }
+        Ok(body)
+    }
+
+    async fn upload(&self, table: i64, content_type: &str, body: Vec<u8>) -> Result<Value, Error> {
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/raw-tables/{table}/data", self.base))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await?;
+        let status = resp.status();
+        let body: Value = resp.json().await?;
+        if !status.is_success() {
+            return Err(format!("upload: {status} {body}").into());
+        }
+        Ok(body)
+    }
+
+    async fn table(&self, name: &str) -> Result<i64, Error> {
+        let t = self
+            .post(
+                "/api/v1/raw-tables",
+                &json!({"name": name, "schema_definition": {
+                    "row_id": "integer", "user_id": "string", "amount": "float", "qty": "integer", "day": "date"}}),
+            )
+            .await?;
+        t["id"].as_i64().ok_or_else(|| "no id".into())
+    }
+}
+
+/// Synthetic rows: entity `u{i % entities}`, deterministic amounts.
+fn frame(rows: usize, entities: usize) -> DataFrame {
+    let row_id: Vec<i64> = (0..rows as i64).collect();
+    let users: Vec<String> = (0..rows).map(|i| format!("u{}", i % entities)).collect();
+    let amount: Vec<f64> = (0..rows)
+        .map(|i| ((i * 7919) % 10_000) as f64 / 10.0)
+        .collect();
+    let qty: Vec<i64> = (0..rows).map(|i| (i % 13) as i64).collect();
+    let day: Vec<String> = (0..rows)
+        .map(|i| format!("2024-01-{:02}", i % 28 + 1))
+        .collect();
+    df!("row_id" => row_id, "user_id" => users, "amount" => amount, "qty" => qty, "day" => day)
+        .expect("frame")
+}
+
+fn json_rows(rows: usize, entities: usize) -> Vec<Value> {
+    (0..rows)
+        .map(|i| {
+            json!({"row_id": i, "user_id": format!("u{}", i % entities), "amount": ((i * 7919) % 10_000) as f64 / 10.0,
+                   "qty": (i % 13) as i64, "day": format!("2024-01-{:02}", i % 28 + 1)})
+        })
+        .collect()
+}
+
+#[derive(Default, Clone)]
+struct Load {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn parse_ms(s: &str) -> f64 {
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
+    let n: f64 = num.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        "m" => n * 60_000.0,
+        _ => f64::NAN,
+    }
+}
+
+fn wrk(url: &str, duration: u64, script: Option<(&str, Vec<String>)>) -> Result<Load, Error> {
+    let mut cmd = Command::new("wrk");
+    cmd.args([
+        "-t",
+        &THREADS.to_string(),
+        "-c",
+        &CONNECTIONS.to_string(),
+        "-d",
+        &format!("{duration}s"),
+        "--latency",
+    ]);
+    if let Some((path, _)) = &script {
+        cmd.args(["-s", path]);
+    }
+    cmd.arg(url);
+    if let Some((_, args)) = &script {
+        cmd.arg("--");
+        cmd.args(args);
+    }
+    let out = cmd.output()?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    if text.contains("unexpected status") || !out.status.success() {
+        return Err(format!(
+            "wrk failed:\n{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    let mut load = Load::default();
+    for line in text.lines() {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        match parts.as_slice() {
+            ["Requests/sec:", v] => load.rps = v.parse().unwrap_or(0.0),
+            ["50%", v] => load.p50_ms = parse_ms(v),
+            ["99%", v] => load.p99_ms = parse_ms(v),
+            _ => {}
+        }
+    }
+    Ok(load)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let o = opts();
+    let dir = tempfile::tempdir()?;
+    let port = free_port();
+    let server = Proc(
+        Command::new(&o.server)
+            .env(
+                "DATABASE_URL",
+                format!("sqlite://{}/bench.db", dir.path().display()),
+            )
+            .env("PORT", port.to_string())
+            .env("RUST_LOG", "warn")
+            .env("REDIS_URL", "")
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    wait_up(&format!("{base}/health")).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_rss = rss_mib(server.0.id());
+    let api = Api {
+        base: base.clone(),
+        http: reqwest::Client::new(),
+    };
+    let mut results: Vec<(String, String)> = Vec::new();
+    let mut note = |k: &str, v: String| {
+        println!("  {k}: {v}");
+        results.push((k.to_string(), v));
+    };
+
+    println!("loading {} rows over {} entities", o.rows, o.entities);
+    // CSV ingest: the table every feature reads.
+    let events = api.table("events").await?;
+    let mut df = frame(o.rows, o.entities);
+    let mut csv = Vec::new();
+    CsvWriter::new(&mut csv).finish(&mut df)?;
+    let t = Instant::now();
+    api.upload(events, "text/csv", csv).await?;
+    let secs = t.elapsed().as_secs_f64();
+    note(
+        "ingest CSV",
+        format!(
+            "{:.0} rows/s ({} rows in {secs:.2} s)",
+            o.rows as f64 / secs,
+            o.rows
+        ),
+    );
+
+    let pq_table = api.table("events_parquet").await?;
+    let mut parquet = Vec::new();
+    ParquetWriter::new(&mut parquet).finish(&mut df)?;
+    let t = Instant::now();
+    api.upload(pq_table, "application/vnd.apache.parquet", parquet)
+        .await?;
+    let secs = t.elapsed().as_secs_f64();
+    note(
+        "ingest Parquet",
+        format!(
+            "{:.0} rows/s ({} rows in {secs:.2} s)",
+            o.rows as f64 / secs,
+            o.rows
+        ),
+    );
+
+    let json_table = api.table("events_json").await?;
+    let json_n = 200_000.min(o.rows);
+    let body = serde_json::to_vec(
+        &json!({"raw_table_id": json_table, "data": json_rows(json_n, o.entities)}),
+    )?;
+    let t = Instant::now();
+    let resp = api
+        .http
+        .post(format!("{base}/api/v1/ingest"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        return Err(format!("json ingest: {}", resp.text().await?).into());
+    }
+    let secs = t.elapsed().as_secs_f64();
+    note(
+        "ingest JSON",
+        format!(
+            "{:.0} rows/s ({json_n} rows in {secs:.2} s)",
+            json_n as f64 / secs
+        ),
+    );
+
+    // Features over the stored rows.
+    let aggregates = [
+        "AVG(amount)",
+        "SUM(amount)",
+        "COUNT(*)",
+        "MAX(amount)",
+        "MIN(amount)",
+        "SUM(qty)",
+        "AVG(qty)",
+        "MAX(qty)",
+        "MIN(qty)",
+        "COUNT(DISTINCT day)",
+    ];
+    let mut feature_ids = Vec::new();
+    for (i, agg) in aggregates.iter().enumerate().take(FEATURES) {
+        let f = api
+            .post(
+                "/api/v1/features",
+                &json!({"name": format!("f{i}"), "raw_table_id": events, "entity_key": "user_id",
+                        "computation_logic": format!("SELECT user_id, {agg} AS v FROM data GROUP BY user_id")}),
+            )
+            .await?;
+        feature_ids.push(f["id"].as_i64().ok_or("no id")?);
+    }
+    let t = Instant::now();
+    let r = api
+        .post(
+            &format!("/api/v1/features/{}/compute", feature_ids[0]),
+            &json!({"version": "v1"}),
+        )
+        .await?;
+    let secs = t.elapsed().as_secs_f64();
+    note(
+        "compute stored rows",
+        format!(
+            "{secs:.2} s ({} rows -> {} vectors, published)",
+            o.rows, r["vectors_created"]
+        ),
+    );
+    for id in &feature_ids[1..] {
+        api.post(
+            &format!("/api/v1/features/{id}/compute"),
+            &json!({"version": "v1"}),
+        )
+        .await?;
+    }
+    let body_rows = json_rows(100_000.min(o.rows), o.entities / 10);
+    let body_feature = api
+        .post(
+            "/api/v1/features",
+            &json!({"name": "body_avg", "raw_table_id": json_table, "entity_key": "user_id",
+                    "computation_logic": "SELECT user_id, AVG(amount) AS v FROM data GROUP BY user_id"}),
+        )
+        .await?;
+    let body = serde_json::to_vec(&json!({"version": "v1", "raw_data": body_rows}))?;
+    let t = Instant::now();
+    let resp = api
+        .http
+        .post(format!(
+            "{base}/api/v1/features/{}/compute",
+            body_feature["id"]
+        ))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        return Err(format!("body compute: {}", resp.text().await?).into());
+    }
+    let secs = t.elapsed().as_secs_f64();
+    note("compute rows in body", format!("{secs:.3} s (100000 rows)"));
+
+    // Serving: the ceiling first, then each case under the same load.
+    let sample = api
+        .http
+        .get(format!(
+            "{base}/api/v1/feature-vectors?entity_id=u1&feature_name=f0"
+        ))
+        .send()
+        .await?
+        .bytes()
+        .await?;
+    let ceiling_port = free_port();
+    let _ceiling = Proc(
+        Command::new(&o.ceiling)
+            .args([ceiling_port.to_string(), sample.len().to_string()])
+            .spawn()?,
+    );
+    wait_up(&format!("http://127.0.0.1:{ceiling_port}/v")).await?;
+    let script = |name: &str| format!("{}/{name}", o.scripts);
+    let entities = o.entities.to_string();
+    let threads = THREADS.to_string();
+
+    let ceiling = wrk(
+        &format!("http://127.0.0.1:{ceiling_port}/v"),
+        o.duration,
+        None,
+    )?;
+    let serve_script = script("serve_cycle.lua");
+    let cycle = |entities: &str, feature: &str, prefix: &str| {
+        Some((
+            serve_script.as_str(),
+            vec![
+                entities.to_string(),
+                threads.clone(),
+                feature.to_string(),
+                prefix.to_string(),
+            ],
+        ))
+    };
+    wrk(&base, 2, cycle("10000", "f0", "u"))?; // warm 10k entities
+    let cached = wrk(&base, o.duration, cycle("10000", "f0", "u"))?;
+
+    // One vector per stored row: each request reads an entity nobody read before (a run of
+    // UNCACHED_SECS stays below one request per row at this machine's ceiling).
+    api.post(
+        "/api/v1/features",
+        &json!({"name": "by_row", "raw_table_id": events, "entity_key": "row_id",
+                "computation_logic": "SELECT row_id, amount AS v FROM data"}),
+    )
+    .await
+    .and(Ok(()))?;
+    let by_row = api
+        .http
+        .get(format!("{base}/api/v1/features"))
+        .send()
+        .await?
+        .json::<Value>()
+        .await?;
+    let by_row_id = by_row
+        .as_array()
+        .and_then(|a| a.iter().find(|f| f["name"] == "by_row"))
+        .and_then(|f| f["id"].as_i64())
+        .ok_or("by_row feature missing")?;
+    api.post(
+        &format!("/api/v1/features/{by_row_id}/compute"),
+        &json!({"version": "v1"}),
+    )
+    .await?;
+    let uncached = wrk(
+        &base,
+        UNCACHED_SECS,
+        cycle(&o.rows.to_string(), "by_row", ""),
+    )?;
+
+    let names: Vec<String> = (0..FEATURES).map(|i| format!("f{i}")).collect();
+    let batch_args = vec![entities.clone(), names.join(",")];
+    let batch_script = script("batch.lua");
+    wrk(&base, 3, Some((batch_script.as_str(), batch_args.clone())))?;
+    let batch = wrk(&base, o.duration, Some((batch_script.as_str(), batch_args)))?;
+    let loaded_rss = rss_mib(server.0.id());
+
+    println!();
+    println!("| case | req/s | p50 ms | p99 ms | req/s vs ceiling | p99 vs ceiling |");
+    println!("|---|---|---|---|---|---|");
+    for (name, l) in [
+        ("minimal axum handler (ceiling)", &ceiling),
+        ("one cached vector (GET by name)", &cached),
+        ("one uncached vector (each entity once, SQLite)", &uncached),
+        ("batch 100 entities x 10 features", &batch),
+    ] {
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            l.rps,
+            l.p50_ms,
+            l.p99_ms,
+            l.rps / ceiling.rps,
+            l.p99_ms / ceiling.p99_ms
+        );
+    }
+    println!();
+    println!("| measure | value |");
+    println!("|---|---|");
+    for (k, v) in &results {
+        println!("| {k} | {v} |");
+    }
+    println!("| batch entity vectors/s | {:.0} |", batch.rps * 100.0);
+    println!("| idle RSS | {idle_rss:.1} MiB |");
+    println!("| loaded RSS | {loaded_rss:.1} MiB |");
+    drop(server);
+    Ok(())
+}

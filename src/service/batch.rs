@@ -1,0 +1,203 @@
+//! Batch serving: many entities x many features in one call.
+//!
+//! Each feature reference is resolved once; values come from the in-process values cache and
+//! the misses of each version from one database query. The response is assembled as text from
+//! the stored JSON, with an explicit marker for what is missing instead of a 404.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+use crate::cache::{LookupKey, VectorKey};
+use crate::error::{AppError, Result};
+use crate::model::{BatchRequest, FeatureRef};
+use crate::store::VersionMeta;
+use crate::AppState;
+
+use super::vectors::resolve_key;
+
+pub const MAX_BATCH_ENTITIES: usize = 10_000;
+pub const MAX_BATCH_FEATURES: usize = 100;
+
+impl FeatureRef {
+    /// The key this reference has in the response, and the lookup that resolves it.
+    fn parse(&self) -> Result<(String, LookupKey)> {
+        match self {
+            FeatureRef::Id(id) => Ok((id.to_string(), LookupKey::Version(*id))),
+            FeatureRef::Name(text) => {
+                let key = match text.rsplit_once('@') {
+                    Some((name, version)) if !name.is_empty() && !version.is_empty() => {
+                        LookupKey::Label(name.to_string(), version.to_string())
+                    }
+                    Some(_) => {
+                        return Err(AppError::BadRequest(format!(
+                            "Invalid feature reference '{text}': use name, name@version or a version id"
+                        )))
+                    }
+                    None if text.is_empty() => {
+                        return Err(AppError::BadRequest("Empty feature reference".into()))
+                    }
+                    None => LookupKey::FeatureName(text.clone()),
+                };
+                Ok((text.clone(), key))
+            }
+        }
+    }
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+struct Column {
+    name_json: String,
+    meta: Option<VersionMeta>,
+    /// Values per requested entity (index-aligned with the request), `None` when absent.
+    values: Vec<Option<Bytes>>,
+}
+
+pub async fn get(state: &AppState, req: &BatchRequest) -> Result<Bytes> {
+    if req.features.is_empty() {
+        return Err(AppError::BadRequest("features must not be empty".into()));
+    }
+    if req.features.len() > MAX_BATCH_FEATURES {
+        return Err(AppError::BadRequest(format!(
+            "at most {MAX_BATCH_FEATURES} features per batch"
+        )));
+    }
+    if req.entity_ids.len() > MAX_BATCH_ENTITIES {
+        return Err(AppError::BadRequest(format!(
+            "at most {MAX_BATCH_ENTITIES} entity_ids per batch"
+        )));
+    }
+
+    let mut unresolved = Vec::new();
+    let mut columns = Vec::with_capacity(req.features.len());
+    for feature in &req.features {
+        let (name, key) = feature.parse()?;
+        let meta = match resolve_key(state, key).await {
+            Ok(meta) => Some(meta),
+            Err(AppError::NotFound(reason)) => {
+                unresolved.push((name.clone(), reason));
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        let values = match meta {
+            Some(meta) => fetch_values(state, meta, &req.entity_ids).await?,
+            None => vec![None; req.entity_ids.len()],
+        };
+        columns.push(Column {
+            name_json: json_str(&name),
+            meta,
+            values,
+        });
+    }
+    Ok(render(&req.entity_ids, &columns, &unresolved))
+}
+
+/// Values of one version for every requested entity: cache first, then one query for the
+/// misses.
+async fn fetch_values(
+    state: &AppState,
+    meta: VersionMeta,
+    entity_ids: &[String],
+) -> Result<Vec<Option<Bytes>>> {
+    let key = |entity: &str| VectorKey {
+        version_id: meta.version_id,
+        generation: meta.generation,
+        entity_id: entity.to_string(),
+    };
+    let mut values = Vec::with_capacity(entity_ids.len());
+    let mut misses: Vec<&str> = Vec::new();
+    for entity in entity_ids {
+        let hit = state.cache.values(&key(entity)).await;
+        if hit.is_none() {
+            misses.push(entity);
+        }
+        values.push(hit);
+    }
+    if misses.is_empty() {
+        return Ok(values);
+    }
+    misses.sort_unstable();
+    misses.dedup();
+    let mut found: HashMap<String, Bytes> = HashMap::with_capacity(misses.len());
+    for (entity, text) in state
+        .store
+        .get_values_many(meta.version_id, &misses)
+        .await?
+    {
+        let body = Bytes::from(text);
+        state.cache.put_values(key(&entity), body.clone()).await;
+        found.insert(entity, body);
+    }
+    for (slot, entity) in values.iter_mut().zip(entity_ids) {
+        if slot.is_none() {
+            *slot = found.get(entity).cloned();
+        }
+    }
+    Ok(values)
+}
+
+/// `{"versions":{ref:id|null},"unresolved":{ref:reason},"results":[{"entity_id":..,
+/// "features":{ref:values|null},"missing":[ref..]}]}`
+fn render(entity_ids: &[String], columns: &[Column], unresolved: &[(String, String)]) -> Bytes {
+    let approx: usize = columns
+        .iter()
+        .flat_map(|c| c.values.iter().flatten())
+        .map(|v| v.len() + 24)
+        .sum();
+    let mut out = String::with_capacity(approx + 64 * entity_ids.len() + 256);
+    out.push_str("{\"versions\":{");
+    for (i, c) in columns.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&c.name_json);
+        out.push(':');
+        match c.meta {
+            Some(m) => out.push_str(&m.version_id.to_string()),
+            None => out.push_str("null"),
+        }
+    }
+    out.push_str("},\"unresolved\":{");
+    for (i, (name, reason)) in unresolved.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&json_str(name));
+        out.push(':');
+        out.push_str(&json_str(reason));
+    }
+    out.push_str("},\"results\":[");
+    let mut missing: Vec<&str> = Vec::with_capacity(columns.len());
+    for (row, entity) in entity_ids.iter().enumerate() {
+        if row > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"entity_id\":");
+        out.push_str(&json_str(entity));
+        out.push_str(",\"features\":{");
+        missing.clear();
+        for (i, c) in columns.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&c.name_json);
+            out.push(':');
+            match &c.values[row] {
+                Some(v) => out.push_str(std::str::from_utf8(v).unwrap_or("null")),
+                None => {
+                    out.push_str("null");
+                    missing.push(&c.name_json);
+                }
+            }
+        }
+        out.push_str("},\"missing\":[");
+        out.push_str(&missing.join(","));
+        out.push_str("]}");
+    }
+    out.push_str("]}");
+    Bytes::from(out)
+}

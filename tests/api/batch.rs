@@ -1,0 +1,143 @@
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{seeded, spawn_app};
+
+#[tokio::test]
+async fn batch_serves_many_entities_and_features_with_missing_marked() {
+    let app = spawn_app().await;
+    let (table, feature) = seeded(&app).await;
+    let (_, v1) = app
+        .post(
+            &format!("/api/v1/features/{feature}/compute"),
+            &json!({"version": "v1"}),
+        )
+        .await;
+    let (status, body) = app
+        .post(
+            "/api/v1/features",
+            &json!({"name": "tx_count", "raw_table_id": table, "entity_key": "user_id",
+                    "computation_logic": "SELECT user_id, COUNT(*) AS n FROM data WHERE transaction_amount > 100 GROUP BY user_id"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, counts) = app
+        .post(
+            &format!("/api/v1/features/{}/compute", body["id"]),
+            &json!({"version": "v1"}),
+        )
+        .await;
+    let v1_id = v1["feature_version_id"].as_i64().unwrap();
+
+    let (status, batch) = app
+        .post(
+            "/api/v1/feature-vectors/batch",
+            &json!({
+                "entity_ids": ["user_001", "user_003", "ghost"],
+                "features": ["avg_transaction_amount", "tx_count", "avg_transaction_amount@v1", v1_id, "nope", "tx_count@v9"]
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{batch}");
+    assert_eq!(batch["versions"]["avg_transaction_amount"], v1_id);
+    assert_eq!(batch["versions"]["tx_count"], counts["feature_version_id"]);
+    assert_eq!(batch["versions"]["nope"], serde_json::Value::Null);
+    assert_eq!(batch["unresolved"]["nope"], "Feature 'nope' not found");
+    assert!(batch["unresolved"]["tx_count@v9"].is_string());
+
+    let rows = batch["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0]["entity_id"], "user_001");
+    assert_eq!(
+        rows[0]["features"]["avg_transaction_amount"],
+        json!({"avg_amount": 112.875})
+    );
+    assert_eq!(
+        rows[0]["features"]["avg_transaction_amount@v1"],
+        json!({"avg_amount": 112.875})
+    );
+    assert_eq!(
+        rows[0]["features"][v1_id.to_string()],
+        json!({"avg_amount": 112.875})
+    );
+    assert_eq!(rows[0]["features"]["tx_count"], json!({"n": 2}));
+    assert_eq!(rows[0]["missing"], json!(["nope", "tx_count@v9"]));
+    // user_003 has no transaction over 100: tx_count is missing for it, not an error.
+    assert_eq!(rows[1]["features"]["tx_count"], serde_json::Value::Null);
+    assert_eq!(
+        rows[1]["missing"],
+        json!(["tx_count", "nope", "tx_count@v9"])
+    );
+    assert_eq!(rows[2]["missing"].as_array().unwrap().len(), 6);
+
+    // Asked again (now from the cache) the answer is the same.
+    let (_, again) = app
+        .post(
+            "/api/v1/feature-vectors/batch",
+            &json!({
+                "entity_ids": ["user_001", "user_003", "ghost"],
+                "features": ["avg_transaction_amount", "tx_count", "avg_transaction_amount@v1", v1_id, "nope", "tx_count@v9"]
+            }),
+        )
+        .await;
+    assert_eq!(again, batch);
+}
+
+#[tokio::test]
+async fn batch_follows_a_recompute_at_once() {
+    let app = spawn_app().await;
+    let (table, feature) = seeded(&app).await;
+    let compute = format!("/api/v1/features/{feature}/compute");
+    app.post(&compute, &json!({"version": "v1"})).await;
+    let ask = json!({"entity_ids": ["user_001"], "features": ["avg_transaction_amount"]});
+    let (_, before) = app.post("/api/v1/feature-vectors/batch", &ask).await;
+    assert_eq!(
+        before["results"][0]["features"]["avg_transaction_amount"]["avg_amount"],
+        112.875
+    );
+    app.ingest(
+        table,
+        json!([{"user_id": "user_001", "transaction_amount": 1000.0, "transaction_date": "d"}]),
+    )
+    .await;
+    app.post(&compute, &json!({"version": "v1"})).await;
+    let (_, after) = app.post("/api/v1/feature-vectors/batch", &ask).await;
+    assert_eq!(
+        after["results"][0]["features"]["avg_transaction_amount"]["avg_amount"],
+        290.3
+    );
+}
+
+#[tokio::test]
+async fn batch_refuses_empty_or_oversized_requests() {
+    let app = spawn_app().await;
+    let (status, _) = app
+        .post(
+            "/api/v1/feature-vectors/batch",
+            &json!({"entity_ids": ["a"], "features": []}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let many: Vec<String> = (0..10_001).map(|i| i.to_string()).collect();
+    let (status, _) = app
+        .post(
+            "/api/v1/feature-vectors/batch",
+            &json!({"entity_ids": many, "features": ["f"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = app
+        .post(
+            "/api/v1/feature-vectors/batch",
+            &json!({"entity_ids": ["a"], "features": ["@v1"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = app
+        .post(
+            "/api/v1/feature-vectors/batch",
+            &json!({"entity_ids": "a", "features": ["f"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+}
