@@ -231,10 +231,9 @@ async fn main() -> Result<(), Error> {
         Command::new(&o.server)
             .env(
                 "DATABASE_URL",
-                format!("sqlite://{}/bench.db", dir.path().display()),
+                format!("sqlite:{}/bench.db", dir.path().display()),
             )
             .env("PORT", port.to_string())
-            .env("RUST_LOG", "warn")
             .env("REDIS_URL", "")
             .stdout(Stdio::null())
             .spawn()?,

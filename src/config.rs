@@ -25,6 +25,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub compute_timeout: Duration,
     pub compute_max_rows: usize,
+    /// Batch serving holds versions with up to this many vectors whole in memory.
+    pub batch_snapshot_max_entities: i64,
 }
 
 impl Default for Config {
@@ -40,6 +42,7 @@ impl Default for Config {
             max_body_bytes: 64 * 1024 * 1024,
             compute_timeout: Duration::from_secs(30),
             compute_max_rows: 10_000_000,
+            batch_snapshot_max_entities: 2_000_000,
         }
     }
 }
@@ -65,6 +68,10 @@ impl fmt::Debug for Config {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("compute_timeout", &self.compute_timeout)
             .field("compute_max_rows", &self.compute_max_rows)
+            .field(
+                "batch_snapshot_max_entities",
+                &self.batch_snapshot_max_entities,
+            )
             .finish()
     }
 }
@@ -150,6 +157,11 @@ impl Config {
                 "COMPUTE_MAX_ROWS",
                 get("COMPUTE_MAX_ROWS"),
                 d.compute_max_rows,
+            )?,
+            batch_snapshot_max_entities: parse(
+                "BATCH_SNAPSHOT_MAX_ENTITIES",
+                get("BATCH_SNAPSHOT_MAX_ENTITIES"),
+                d.batch_snapshot_max_entities,
             )?,
         };
         if config.cache_ttl.is_zero() {

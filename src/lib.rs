@@ -22,15 +22,25 @@ use cache::Cache;
 pub use config::Config;
 use store::Store;
 
-/// Shared by every handler; cheap to clone.
+/// Shared by every handler: one `Arc`, so each request's clone is a single atomic increment.
 #[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
+    pub config: Config,
     pub store: Store,
     pub cache: Cache,
     /// Computes run on the blocking pool; this bounds how many run at once so serving keeps
     /// its cores.
-    pub compute_permits: Arc<Semaphore>,
+    pub compute_permits: Semaphore,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl AppState {
@@ -42,12 +52,12 @@ impl AppState {
             None => Cache::in_memory(config.cache_ttl),
         };
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Ok(AppState {
-            config: Arc::new(config),
+        Ok(AppState(Arc::new(Shared {
+            config,
             store,
             cache,
-            compute_permits: Arc::new(Semaphore::new(cores.max(1))),
-        })
+            compute_permits: Semaphore::new(cores.max(1)),
+        })))
     }
 }
 

@@ -3,6 +3,11 @@ use std::net::SocketAddr;
 use feature_store::{build_app, serve, telemetry, Config};
 use tokio::net::TcpListener;
 
+// mimalloc: the serving path and polars both allocate heavily from several threads, where
+// glibc malloc showed up in profiles (malloc/free/consolidate ~6% of serving CPU).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::from_env()?;

@@ -13,7 +13,7 @@ use crate::service::compute;
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/features/{feature_id}/compute", post(compute))
+    Router::new().route("/api/v1/features/{feature_id}/compute", post(compute))
 }
 
 /// Both of the original's request forms: `{version, raw_data}` (its code) or a bare array of

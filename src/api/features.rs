@@ -11,8 +11,8 @@ use crate::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/features", get(list).post(create))
-        .route("/features/{feature_id}", get(get_one).delete(delete))
+        .route("/api/v1/features", get(list).post(create))
+        .route("/api/v1/features/{feature_id}", get(get_one).delete(delete))
 }
 
 /// Define a feature: SQL over the raw table `data`, keyed by `entity_key`.

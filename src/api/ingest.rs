@@ -9,7 +9,7 @@ use crate::service::ingest;
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/ingest", post(ingest_rows))
+    Router::new().route("/api/v1/ingest", post(ingest_rows))
 }
 
 /// Ingest JSON rows into a raw table; they are validated against its schema and stored.

@@ -18,9 +18,12 @@ use crate::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/raw-tables", get(list).post(create))
-        .route("/raw-tables/{table_id}", get(get_one).delete(delete))
-        .route("/raw-tables/{table_id}/data", get(preview).post(upload))
+        .route("/api/v1/raw-tables", get(list).post(create))
+        .route("/api/v1/raw-tables/{table_id}", get(get_one).delete(delete))
+        .route(
+            "/api/v1/raw-tables/{table_id}/data",
+            get(preview).post(upload),
+        )
 }
 
 /// Register a raw table.

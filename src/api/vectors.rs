@@ -12,8 +12,8 @@ use crate::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/feature-vectors", get(get_vector))
-        .route("/feature-vectors/batch", post(get_batch))
+        .route("/api/v1/feature-vectors", get(get_vector))
+        .route("/api/v1/feature-vectors/batch", post(get_batch))
 }
 
 /// Serve one entity's feature vector, by feature name (newest active computed version) or by

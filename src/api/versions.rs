@@ -11,9 +11,12 @@ use crate::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/features/{feature_id}/versions", get(list).post(create))
         .route(
-            "/features/{feature_id}/versions/{version_id}",
+            "/api/v1/features/{feature_id}/versions",
+            get(list).post(create),
+        )
+        .route(
+            "/api/v1/features/{feature_id}/versions/{version_id}",
             get(get_one).patch(set_status).delete(delete),
         )
 }

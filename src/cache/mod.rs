@@ -14,6 +14,7 @@
 //!   truth every replica shares.
 
 mod redis_tier;
+mod snapshot;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,10 +25,13 @@ use moka::future::Cache as Moka;
 
 use crate::store::VersionMeta;
 use redis_tier::RedisTier;
+pub use snapshot::Snapshot;
 
 /// Upper bound on cached vector bytes (keys and bodies) in process.
 const VECTOR_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 const LOOKUP_CACHE_ENTRIES: u64 = 100_000;
+/// Upper bound on bytes of whole versions held for batch serving.
+const SNAPSHOT_CACHE_BYTES: u64 = 512 * 1024 * 1024;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct VectorKey {
@@ -60,8 +64,10 @@ pub struct Cache {
 struct Inner {
     /// Whole single-vector responses.
     vectors: Moka<VectorKey, Bytes>,
-    /// Bare `feature_values` objects, for batch responses.
+    /// Bare `feature_values` objects, for batch responses of versions too large to snapshot.
     values: Moka<VectorKey, Bytes>,
+    /// Whole versions, for batch responses, by (version, generation).
+    snapshots: Moka<(i64, i64), Arc<Snapshot>>,
     lookups: Moka<LookupKey, (VersionMeta, u64)>,
     epoch: AtomicU64,
     redis: Option<RedisTier>,
@@ -104,6 +110,11 @@ impl Cache {
             inner: Arc::new(Inner {
                 vectors: bodies(),
                 values: bodies(),
+                snapshots: Moka::builder()
+                    .max_capacity(SNAPSHOT_CACHE_BYTES)
+                    .weigher(|_, s: &Arc<Snapshot>| s.weight())
+                    .time_to_live(ttl)
+                    .build(),
                 lookups,
                 epoch: AtomicU64::new(0),
                 redis,
@@ -144,6 +155,22 @@ impl Cache {
 
     pub async fn put_values(&self, key: VectorKey, values: Bytes) {
         self.inner.values.insert(key, values).await;
+    }
+
+    /// The snapshot of a published version, loading it once however many requests ask at the
+    /// same moment.
+    pub async fn snapshot<F>(
+        &self,
+        meta: VersionMeta,
+        load: F,
+    ) -> Result<Arc<Snapshot>, Arc<crate::error::AppError>>
+    where
+        F: std::future::Future<Output = Result<Arc<Snapshot>, crate::error::AppError>>,
+    {
+        self.inner
+            .snapshots
+            .try_get_with((meta.version_id, meta.generation), load)
+            .await
     }
 
     /// Look a version up; on a miss, query the database and call `put_lookup` with the epoch

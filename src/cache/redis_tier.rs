@@ -164,7 +164,13 @@ impl RedisTier {
 
     pub async fn put_lookup(&self, key: &LookupKey, meta: VersionMeta, epoch: u64) {
         let k = self.lookup_key(key);
-        let v = format!("{}:{}:{}", meta.version_id, meta.generation, epoch);
+        let v = format!(
+            "{}:{}:{}:{}",
+            meta.version_id,
+            meta.generation,
+            epoch,
+            meta.entity_count.map_or(-1, |n| n)
+        );
         let ttl = self.shared.ttl_secs;
         let _: Option<()> = self
             .call(|mut c| async move { c.set_ex(k, v, ttl).await })
@@ -219,15 +225,18 @@ impl RedisTier {
     }
 }
 
+/// `version_id:generation:epoch:entity_count` (-1: never computed).
 fn parse_entry(s: &str) -> Option<(VersionMeta, u64)> {
-    let mut parts = s.splitn(3, ':');
+    let mut parts = s.splitn(4, ':');
     let version_id = parts.next()?.parse().ok()?;
     let generation = parts.next()?.parse().ok()?;
     let epoch = parts.next()?.parse().ok()?;
+    let count: i64 = parts.next()?.parse().ok()?;
     Some((
         VersionMeta {
             version_id,
             generation,
+            entity_count: (count >= 0).then_some(count),
         },
         epoch,
     ))

@@ -5,10 +5,11 @@
 //! the stored JSON, with an explicit marker for what is missing instead of a 404.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::cache::{LookupKey, VectorKey};
+use crate::cache::{LookupKey, Snapshot, VectorKey};
 use crate::error::{AppError, Result};
 use crate::model::{BatchRequest, FeatureRef};
 use crate::store::VersionMeta;
@@ -49,11 +50,30 @@ fn json_str(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
+enum Source {
+    /// The whole version, in memory.
+    Snapshot(Arc<Snapshot>),
+    /// Values per requested entity (index-aligned with the request), `None` when absent.
+    Fetched(Vec<Option<Bytes>>),
+    Unresolved,
+}
+
 struct Column {
     name_json: String,
     meta: Option<VersionMeta>,
-    /// Values per requested entity (index-aligned with the request), `None` when absent.
-    values: Vec<Option<Bytes>>,
+    source: Source,
+}
+
+impl Column {
+    fn value<'a>(&'a self, row: usize, entity: &str) -> Option<&'a str> {
+        match &self.source {
+            Source::Snapshot(s) => s.get(entity),
+            Source::Fetched(values) => values[row]
+                .as_ref()
+                .and_then(|v| std::str::from_utf8(v).ok()),
+            Source::Unresolved => None,
+        }
+    }
 }
 
 pub async fn get(state: &AppState, req: &BatchRequest) -> Result<Bytes> {
@@ -83,17 +103,42 @@ pub async fn get(state: &AppState, req: &BatchRequest) -> Result<Bytes> {
             }
             Err(e) => return Err(e),
         };
-        let values = match meta {
-            Some(meta) => fetch_values(state, meta, &req.entity_ids).await?,
-            None => vec![None; req.entity_ids.len()],
+        let source = match meta {
+            // Versions up to the configured size are held whole in memory; larger ones are read
+            // entity by entity.
+            Some(meta)
+                if meta.entity_count.unwrap_or(0) <= state.config.batch_snapshot_max_entities =>
+            {
+                Source::Snapshot(snapshot(state, meta).await?)
+            }
+            Some(meta) => Source::Fetched(fetch_values(state, meta, &req.entity_ids).await?),
+            None => Source::Unresolved,
         };
         columns.push(Column {
             name_json: json_str(&name),
             meta,
-            values,
+            source,
         });
     }
     Ok(render(&req.entity_ids, &columns, &unresolved))
+}
+
+async fn snapshot(state: &AppState, meta: VersionMeta) -> Result<Arc<Snapshot>> {
+    let store = state.store.clone();
+    state
+        .cache
+        .snapshot(meta, async move {
+            let rows = store.all_values(meta.version_id).await?;
+            let built = super::blocking(move || Snapshot::build(rows)).await?;
+            built.map(Arc::new).ok_or_else(|| {
+                AppError::Internal(format!(
+                    "version {} is too large to snapshot",
+                    meta.version_id
+                ))
+            })
+        })
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))
 }
 
 /// Values of one version for every requested entity: cache first, then one query for the
@@ -143,12 +188,7 @@ async fn fetch_values(
 /// `{"versions":{ref:id|null},"unresolved":{ref:reason},"results":[{"entity_id":..,
 /// "features":{ref:values|null},"missing":[ref..]}]}`
 fn render(entity_ids: &[String], columns: &[Column], unresolved: &[(String, String)]) -> Bytes {
-    let approx: usize = columns
-        .iter()
-        .flat_map(|c| c.values.iter().flatten())
-        .map(|v| v.len() + 24)
-        .sum();
-    let mut out = String::with_capacity(approx + 64 * entity_ids.len() + 256);
+    let mut out = String::with_capacity(entity_ids.len() * (32 + 48 * columns.len()) + 256);
     out.push_str("{\"versions\":{");
     for (i, c) in columns.iter().enumerate() {
         if i > 0 {
@@ -186,8 +226,8 @@ fn render(entity_ids: &[String], columns: &[Column], unresolved: &[(String, Stri
             }
             out.push_str(&c.name_json);
             out.push(':');
-            match &c.values[row] {
-                Some(v) => out.push_str(std::str::from_utf8(v).unwrap_or("null")),
+            match c.value(row, entity) {
+                Some(v) => out.push_str(v),
                 None => {
                     out.push_str("null");
                     missing.push(&c.name_json);

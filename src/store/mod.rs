@@ -436,7 +436,7 @@ impl Store {
     /// The newest active version of a feature (by id) that has been computed.
     pub async fn latest_served_version(&self, feature_name: &str) -> Result<Option<VersionMeta>> {
         Ok(on_pool!(self, read, |p| sqlx::query_as(
-            "SELECT v.id AS version_id, v.generation FROM feature_versions v \
+            "SELECT v.id AS version_id, v.generation, v.entity_count FROM feature_versions v \
              JOIN features f ON f.id = v.feature_id \
              WHERE f.name = $1 AND v.status = 'active' AND v.computed_at IS NOT NULL \
              ORDER BY v.id DESC LIMIT 1"
@@ -448,7 +448,7 @@ impl Store {
 
     pub async fn version_meta(&self, version_id: i64) -> Result<Option<VersionMeta>> {
         Ok(on_pool!(self, read, |p| sqlx::query_as(
-            "SELECT id AS version_id, generation FROM feature_versions WHERE id = $1"
+            "SELECT id AS version_id, generation, entity_count FROM feature_versions WHERE id = $1"
         )
         .bind(version_id)
         .fetch_optional(p)
@@ -462,7 +462,7 @@ impl Store {
         version: &str,
     ) -> Result<Option<VersionMeta>> {
         Ok(on_pool!(self, read, |p| sqlx::query_as(
-            "SELECT v.id AS version_id, v.generation FROM feature_versions v \
+            "SELECT v.id AS version_id, v.generation, v.entity_count FROM feature_versions v \
              JOIN features f ON f.id = v.feature_id WHERE f.name = $1 AND v.version = $2"
         )
         .bind(feature_name)
@@ -494,6 +494,16 @@ impl Store {
             found.extend(rows);
         }
         Ok(found)
+    }
+
+    /// Every stored (entity, values) of a version, for an in-memory snapshot.
+    pub async fn all_values(&self, version_id: i64) -> Result<Vec<(String, String)>> {
+        Ok(on_pool!(self, read, |p| sqlx::query_as(
+            "SELECT entity_id, feature_values FROM feature_vectors WHERE feature_version_id = $1"
+        )
+        .bind(version_id)
+        .fetch_all(p)
+        .await)?)
     }
 
     pub async fn get_vector(&self, version_id: i64, entity_id: &str) -> Result<Option<VectorRow>> {

@@ -1,7 +1,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{seeded, spawn_app};
+use crate::helpers::{seeded, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn batch_serves_many_entities_and_features_with_missing_marked() {
@@ -140,4 +140,32 @@ async fn batch_refuses_empty_or_oversized_requests() {
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn batch_reads_entity_by_entity_when_versions_are_too_large_to_snapshot() {
+    let app = spawn_app_with(|c| c.batch_snapshot_max_entities = 0).await;
+    let (_, feature) = seeded(&app).await;
+    app.post(
+        &format!("/api/v1/features/{feature}/compute"),
+        &json!({"version": "v1"}),
+    )
+    .await;
+    let ask = json!({"entity_ids": ["user_002", "ghost", "user_001"], "features": ["avg_transaction_amount"]});
+    for _ in 0..2 {
+        let (status, body) = app.post("/api/v1/feature-vectors/batch", &ask).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            body["results"][0]["features"]["avg_transaction_amount"]["avg_amount"],
+            212.75
+        );
+        assert_eq!(
+            body["results"][1]["missing"],
+            json!(["avg_transaction_amount"])
+        );
+        assert_eq!(
+            body["results"][2]["features"]["avg_transaction_amount"]["avg_amount"],
+            112.875
+        );
+    }
 }

@@ -62,7 +62,7 @@ pub async fn fresh_database() -> (String, Option<Arc<TempDir>>) {
         }
         _ => {
             let dir = tempfile::tempdir().expect("temp dir");
-            let url = format!("sqlite://{}/feature_store.db", dir.path().display());
+            let url = format!("sqlite:{}/feature_store.db", dir.path().display());
             (url, Some(Arc::new(dir)))
         }
     }

@@ -1,0 +1,38 @@
+//! A whole published version held in memory for batch serving: every entity's values in one
+//! text buffer, indexed by entity id. Keyed by (version, generation), so it never goes stale.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+pub struct Snapshot {
+    text: String,
+    index: HashMap<Box<str>, Range<u32>>,
+}
+
+impl Snapshot {
+    /// Returns `None` if the values do not fit the 4 GiB a snapshot can address.
+    pub fn build(rows: Vec<(String, String)>) -> Option<Snapshot> {
+        let total: usize = rows.iter().map(|(_, v)| v.len()).sum();
+        u32::try_from(total).ok()?;
+        let mut text = String::with_capacity(total);
+        let mut index = HashMap::with_capacity(rows.len());
+        for (entity, values) in rows {
+            let start = text.len() as u32;
+            text.push_str(&values);
+            index.insert(entity.into_boxed_str(), start..text.len() as u32);
+        }
+        Some(Snapshot { text, index })
+    }
+
+    pub fn get(&self, entity: &str) -> Option<&str> {
+        self.index
+            .get(entity)
+            .map(|r| &self.text[r.start as usize..r.end as usize])
+    }
+
+    /// Approximate bytes held, for the cache's weigher.
+    pub fn weight(&self) -> u32 {
+        let keys: usize = self.index.keys().map(|k| k.len() + 32).sum();
+        (self.text.len() + keys).try_into().unwrap_or(u32::MAX)
+    }
+}
