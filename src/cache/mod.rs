@@ -173,6 +173,14 @@ impl Cache {
             .await
     }
 
+    /// Hold a just-published version for batch serving, so it is warm from its first request.
+    pub async fn put_snapshot(&self, meta: VersionMeta, snapshot: Snapshot) {
+        self.inner
+            .snapshots
+            .insert((meta.version_id, meta.generation), Arc::new(snapshot))
+            .await;
+    }
+
     /// Look a version up; on a miss, query the database and call `put_lookup` with the epoch
     /// returned here (read before the query, which is what makes it safe).
     pub async fn lookup(&self, key: &LookupKey) -> Lookup {

@@ -10,16 +10,17 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Returns `None` if the values do not fit the 4 GiB a snapshot can address.
-    pub fn build(rows: Vec<(String, String)>) -> Option<Snapshot> {
-        let total: usize = rows.iter().map(|(_, v)| v.len()).sum();
+    /// From (entity, values JSON) pairs. Returns `None` if the values do not fit the 4 GiB a
+    /// snapshot can address.
+    pub fn build<E: AsRef<str>, V: AsRef<str>>(rows: &[(E, V)]) -> Option<Snapshot> {
+        let total: usize = rows.iter().map(|(_, v)| v.as_ref().len()).sum();
         u32::try_from(total).ok()?;
         let mut text = String::with_capacity(total);
         let mut index = HashMap::with_capacity(rows.len());
         for (entity, values) in rows {
             let start = text.len() as u32;
-            text.push_str(&values);
-            index.insert(entity.into_boxed_str(), start..text.len() as u32);
+            text.push_str(values.as_ref());
+            index.insert(Box::from(entity.as_ref()), start..text.len() as u32);
         }
         Some(Snapshot { text, index })
     }

@@ -163,9 +163,22 @@ fn python_type(v: &Value) -> &'static str {
     }
 }
 
+/// `YYYY-MM-DD` as days since 1970-01-01. The common exact form is read by hand (a bulk CSV
+/// holds millions of them and chrono's format parser showed in the ingest profile).
 pub(crate) fn parse_date(s: &str) -> Option<i32> {
-    let d = NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").ok()?;
-    Some((d - NaiveDate::from_ymd_opt(1970, 1, 1)?).num_days() as i32)
+    let s = s.trim();
+    let b = s.as_bytes();
+    let date = if b.len() == 10 && b[4] == b'-' && b[7] == b'-' {
+        let num = |r: std::ops::Range<usize>| -> Option<u32> {
+            b[r].iter().try_fold(0u32, |acc, c| {
+                c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+            })
+        };
+        NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?
+    } else {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?
+    };
+    Some((date - NaiveDate::from_ymd_opt(1970, 1, 1)?).num_days() as i32)
 }
 
 /// RFC 3339 with an offset (converted to UTC), or a naive ISO 8601 timestamp taken as UTC.
@@ -351,6 +364,15 @@ mod tests {
         assert_eq!(df.height(), 2);
         assert_eq!(df.column("d").unwrap().null_count(), 1);
         assert_eq!(df.column("a").unwrap().null_count(), 1);
+    }
+
+    #[test]
+    fn dates_parse_to_days_since_the_epoch() {
+        assert_eq!(parse_date("1970-01-02"), Some(1));
+        assert_eq!(parse_date("2024-01-15"), Some(19737));
+        assert_eq!(parse_date(" 2024-1-15 "), Some(19737));
+        assert_eq!(parse_date("2024-02-30"), None);
+        assert_eq!(parse_date("2024-0a-15"), None);
     }
 
     #[test]

@@ -59,6 +59,7 @@ enum Source {
 }
 
 struct Column {
+    name: String,
     name_json: String,
     meta: Option<VersionMeta>,
     source: Source,
@@ -91,36 +92,60 @@ pub async fn get(state: &AppState, req: &BatchRequest) -> Result<Bytes> {
         )));
     }
 
-    let mut unresolved = Vec::new();
-    let mut columns = Vec::with_capacity(req.features.len());
-    for feature in &req.features {
-        let (name, key) = feature.parse()?;
-        let meta = match resolve_key(state, key).await {
-            Ok(meta) => Some(meta),
-            Err(AppError::NotFound(reason)) => {
-                unresolved.push((name.clone(), reason));
-                None
-            }
-            Err(e) => return Err(e),
-        };
-        let source = match meta {
-            // Versions up to the configured size are held whole in memory; larger ones are read
-            // entity by entity.
-            Some(meta)
-                if meta.entity_count.unwrap_or(0) <= state.config.batch_snapshot_max_entities =>
-            {
-                Source::Snapshot(snapshot(state, meta).await?)
-            }
-            Some(meta) => Source::Fetched(fetch_values(state, meta, &req.entity_ids).await?),
-            None => Source::Unresolved,
-        };
-        columns.push(Column {
-            name_json: json_str(&name),
+    // Features resolve and load concurrently: a cold batch waits for its slowest version, not
+    // for the sum of them.
+    let parsed = req
+        .features
+        .iter()
+        .map(FeatureRef::parse)
+        .collect::<Result<Vec<_>>>()?;
+    let columns = futures::future::try_join_all(
+        parsed
+            .into_iter()
+            .map(|(name, key)| column(state, name, key, &req.entity_ids)),
+    )
+    .await?;
+    let unresolved: Vec<(String, String)> = columns
+        .iter()
+        .filter_map(|(c, reason)| reason.clone().map(|r| (c.name.clone(), r)))
+        .collect();
+    let columns: Vec<Column> = columns.into_iter().map(|(c, _)| c).collect();
+    Ok(render(&req.entity_ids, &columns, &unresolved))
+}
+
+/// One feature's column of the answer, and why it did not resolve (if it did not).
+async fn column(
+    state: &AppState,
+    name: String,
+    key: LookupKey,
+    entity_ids: &[String],
+) -> Result<(Column, Option<String>)> {
+    let (meta, reason) = match resolve_key(state, key).await {
+        Ok(meta) => (Some(meta), None),
+        Err(AppError::NotFound(reason)) => (None, Some(reason)),
+        Err(e) => return Err(e),
+    };
+    let source = match meta {
+        // Versions up to the configured size are held whole in memory; larger ones are read
+        // entity by entity.
+        Some(meta)
+            if meta.entity_count.unwrap_or(0) <= state.config.batch_snapshot_max_entities =>
+        {
+            Source::Snapshot(snapshot(state, meta).await?)
+        }
+        Some(meta) => Source::Fetched(fetch_values(state, meta, entity_ids).await?),
+        None => Source::Unresolved,
+    };
+    let name_json = json_str(&name);
+    Ok((
+        Column {
+            name,
+            name_json,
             meta,
             source,
-        });
-    }
-    Ok(render(&req.entity_ids, &columns, &unresolved))
+        },
+        reason,
+    ))
 }
 
 async fn snapshot(state: &AppState, meta: VersionMeta) -> Result<Arc<Snapshot>> {
@@ -129,7 +154,7 @@ async fn snapshot(state: &AppState, meta: VersionMeta) -> Result<Arc<Snapshot>> 
         .cache
         .snapshot(meta, async move {
             let rows = store.all_values(meta.version_id).await?;
-            let built = super::blocking(move || Snapshot::build(rows)).await?;
+            let built = super::blocking(move || Snapshot::build(&rows)).await?;
             built.map(Arc::new).ok_or_else(|| {
                 AppError::Internal(format!(
                     "version {} is too large to snapshot",

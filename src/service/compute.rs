@@ -1,9 +1,10 @@
 use serde_json::{Map, Value};
 
+use crate::cache::Snapshot;
 use crate::engine::{batches, execute, result};
 use crate::error::{AppError, Result};
 use crate::model::{now, ComputeResponse};
-use crate::store::PublishRequest;
+use crate::store::{PublishRequest, VersionMeta};
 use crate::AppState;
 
 use super::{blocking, check_label, features, raw_tables, versions};
@@ -90,17 +91,56 @@ pub async fn compute(
             e => e,
         })?;
     state.cache.versions_changed().await;
+    let count = encoded.vectors.len();
+    warm_batch_snapshot(
+        state,
+        published.version_id,
+        published.generation,
+        encoded.vectors,
+    );
     tracing::info!(
         feature_id,
         version,
         version_id = published.version_id,
         generation = published.generation,
-        vectors = encoded.vectors.len(),
+        vectors = count,
         "published feature version"
     );
     Ok(ComputeResponse {
         feature_version_id: published.version_id,
-        vectors_created: encoded.vectors.len(),
-        entities_processed: encoded.vectors.len(),
+        vectors_created: count,
+        entities_processed: count,
     })
+}
+
+/// Batch serving reads small enough versions from an in-memory snapshot; build it from the
+/// vectors just published (in the background) instead of reading them back on first use.
+fn warm_batch_snapshot(
+    state: &AppState,
+    version_id: i64,
+    generation: i64,
+    vectors: Vec<result::EncodedVector>,
+) {
+    if vectors.len() as i64 > state.config.batch_snapshot_max_entities {
+        return;
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        let meta = VersionMeta {
+            version_id,
+            generation,
+            entity_count: Some(vectors.len() as i64),
+        };
+        let built = blocking(move || {
+            let pairs: Vec<(&str, &str)> = vectors
+                .iter()
+                .map(|v| (v.entity_id.as_str(), v.values.as_str()))
+                .collect();
+            Snapshot::build(&pairs)
+        })
+        .await;
+        if let Ok(Some(snapshot)) = built {
+            state.cache.put_snapshot(meta, snapshot).await;
+        }
+    });
 }
