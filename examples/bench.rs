@@ -265,10 +265,25 @@ async fn main() -> Result<(), Error> {
     let json_rows_body = json_rows(json_n, o.entities);
     for (label, content_type, body, rows) in [
         ("ingest CSV", "text/csv", csv.clone(), o.rows),
-        ("ingest Parquet", "application/vnd.apache.parquet", parquet.clone(), o.rows),
-        ("ingest JSON", "application/json", serde_json::to_vec(&json_rows_body)?, json_n),
+        (
+            "ingest Parquet",
+            "application/vnd.apache.parquet",
+            parquet.clone(),
+            o.rows,
+        ),
+        (
+            "ingest JSON",
+            "application/json",
+            serde_json::to_vec(&json_rows_body)?,
+            json_n,
+        ),
     ] {
-        let scratch = api.table(&format!("scratch_{}", label.replace(' ', "_").to_lowercase())).await?;
+        let scratch = api
+            .table(&format!(
+                "scratch_{}",
+                label.replace(' ', "_").to_lowercase()
+            ))
+            .await?;
         let mut times = Vec::new();
         for _ in 0..3 {
             let t = Instant::now();
@@ -289,8 +304,12 @@ async fn main() -> Result<(), Error> {
     let events = api.table("events").await?;
     api.upload(events, "text/csv", csv).await?;
     let json_table = api.table("events_json").await?;
-    api.upload(json_table, "application/json", serde_json::to_vec(&json_rows_body)?)
-        .await?;
+    api.upload(
+        json_table,
+        "application/json",
+        serde_json::to_vec(&json_rows_body)?,
+    )
+    .await?;
 
     // Features over the stored rows.
     let aggregates = [
