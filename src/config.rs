@@ -5,6 +5,8 @@ use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::auth::ApiKeys;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -27,6 +29,8 @@ pub struct Config {
     pub compute_max_rows: usize,
     /// Batch serving holds versions with up to this many vectors whole in memory.
     pub batch_snapshot_max_entities: i64,
+    /// Empty: the API is open.
+    pub api_keys: ApiKeys,
 }
 
 impl Default for Config {
@@ -43,6 +47,7 @@ impl Default for Config {
             compute_timeout: Duration::from_secs(30),
             compute_max_rows: 10_000_000,
             batch_snapshot_max_entities: 2_000_000,
+            api_keys: ApiKeys::default(),
         }
     }
 }
@@ -72,6 +77,7 @@ impl fmt::Debug for Config {
                 "batch_snapshot_max_entities",
                 &self.batch_snapshot_max_entities,
             )
+            .field("api_keys", &self.api_keys)
             .finish()
     }
 }
@@ -163,6 +169,7 @@ impl Config {
                 get("BATCH_SNAPSHOT_MAX_ENTITIES"),
                 d.batch_snapshot_max_entities,
             )?,
+            api_keys: ApiKeys::parse(&get("API_KEYS").unwrap_or_default()).map_err(ConfigError)?,
         };
         if config.cache_ttl.is_zero() {
             return Err(ConfigError("CACHE_TTL_SECONDS must be at least 1".into()));

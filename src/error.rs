@@ -32,6 +32,15 @@ pub enum AppError {
     /// The body declares a type this endpoint does not read (415).
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// No API key, or one that is not configured (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A read-only API key asked for a change (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The database does not answer (503, from /ready).
+    #[error("{0}")]
+    Unavailable(String),
     /// The route exists but not for this method (405).
     #[error("Method Not Allowed")]
     MethodNotAllowed,
@@ -68,6 +77,9 @@ impl AppError {
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::ComputeLimit(_) => StatusCode::BAD_REQUEST,
             AppError::Database(_) | AppError::Migrate(_) | AppError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -89,6 +101,13 @@ impl IntoResponse for AppError {
             }
             other => json!({ "detail": other.to_string() }),
         };
-        (status, axum::Json(body)).into_response()
+        let mut response = (status, axum::Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }

@@ -2,10 +2,12 @@
 //! versions and serve feature vectors over HTTP.
 
 pub mod api;
+pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod metrics;
 pub mod model;
 pub mod service;
 pub mod store;
@@ -30,6 +32,7 @@ pub struct Shared {
     pub config: Config,
     pub store: Store,
     pub cache: Cache,
+    pub metrics: metrics::Metrics,
     /// Computes run on the blocking pool; this bounds how many run at once so serving keeps
     /// its cores.
     pub compute_permits: Semaphore,
@@ -46,16 +49,23 @@ impl std::ops::Deref for AppState {
 impl AppState {
     pub async fn new(config: Config) -> error::Result<Self> {
         let store = Store::connect(&config.database_url).await?;
+        let metrics = metrics::Metrics::new();
         let cache = match &config.redis_url {
-            Some(url) => Cache::with_redis(config.cache_ttl, url, &config.redis_key_prefix)
-                .map_err(error::AppError::Internal)?,
-            None => Cache::in_memory(config.cache_ttl),
+            Some(url) => Cache::with_redis(
+                config.cache_ttl,
+                url,
+                &config.redis_key_prefix,
+                metrics.clone(),
+            )
+            .map_err(error::AppError::Internal)?,
+            None => Cache::in_memory(config.cache_ttl, metrics.clone()),
         };
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(AppState(Arc::new(Shared {
             config,
             store,
             cache,
+            metrics,
             compute_permits: Semaphore::new(cores.max(1)),
         })))
     }

@@ -14,6 +14,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     telemetry::init(config.log_format);
     tracing::info!(?config, "starting feature-store");
     let addr = SocketAddr::new(config.host, config.port);
+    if !config.api_keys.is_enabled() && !config.host.is_loopback() {
+        tracing::warn!(%addr, "API_KEYS is not set: the API is open to anyone who can reach this address");
+    }
     let (state, router) = build_app(config).await?;
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(

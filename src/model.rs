@@ -37,6 +37,16 @@ pub struct Health {
     pub status: &'static str,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    #[schema(example = "ready")]
+    pub status: &'static str,
+    #[schema(example = "sqlite")]
+    pub database: &'static str,
+    #[schema(example = "memory")]
+    pub cache: &'static str,
+}
+
 // ---- raw tables ----
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -324,8 +334,24 @@ pub struct IngestResponse {
     pub records_ingested: usize,
 }
 
+/// Every error: `{"detail": "<message>"}`, or for request-validation failures (422) FastAPI's
+/// list of `{loc, msg, type}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
-    #[schema(value_type = String)]
-    pub detail: Value,
+    pub detail: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ErrorDetail {
+    Message(String),
+    Validation(Vec<ValidationError>),
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ValidationError {
+    pub loc: Vec<String>,
+    pub msg: String,
+    #[serde(rename = "type")]
+    pub kind: String,
 }

@@ -19,6 +19,7 @@ use crate::AppState;
     ),
     paths(
         super::health::health,
+        super::health::ready,
         super::raw_tables::create,
         super::raw_tables::list,
         super::raw_tables::get_one,
@@ -41,6 +42,7 @@ use crate::AppState;
     ),
     components(schemas(
         model::Health,
+        model::Readiness,
         model::RawTableCreate,
         model::RawTable,
         model::RawTablePreview,
@@ -60,6 +62,8 @@ use crate::AppState;
         model::IngestRequest,
         model::IngestResponse,
         model::ErrorBody,
+        model::ErrorDetail,
+        model::ValidationError,
     ))
 )]
 pub struct ApiDoc;

@@ -1,11 +1,31 @@
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 
-use crate::model::Health;
+use crate::error::{AppError, Result};
+use crate::model::{ErrorBody, Health, Readiness};
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/health", get(health))
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+}
+
+/// Readiness: the database answers; reports the database backend and the cache mode
+/// (`memory`, `redis`, or `memory (redis unreachable)`).
+#[utoipa::path(get, path = "/ready", tag = "health",
+    responses((status = 200, body = Readiness), (status = 503, body = ErrorBody)))]
+pub async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>> {
+    let ping = tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await;
+    if !matches!(ping, Ok(Ok(()))) {
+        return Err(AppError::Unavailable("Database unavailable".into()));
+    }
+    Ok(Json(Readiness {
+        status: "ready",
+        database: state.store.backend(),
+        cache: state.cache.mode(),
+    }))
 }
 
 /// Liveness: the process is up and serving.

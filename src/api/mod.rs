@@ -37,6 +37,43 @@ async fn log_server_errors(
     response
 }
 
+/// With API keys configured, every /api/v1 call needs one; reads need read, changes write.
+async fn require_api_key(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Result<axum::response::Response, AppError> {
+    let keys = &state.config.api_keys;
+    if !keys.is_enabled() {
+        return Ok(next.run(req).await);
+    }
+    let headers = req.headers();
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+        .ok_or_else(|| {
+            AppError::Unauthorized(
+                "Missing API key: send Authorization: Bearer <key> or X-API-Key".into(),
+            )
+        })?;
+    let role = keys
+        .role_of(presented)
+        .ok_or_else(|| AppError::Unauthorized("Invalid API key".into()))?;
+    let method = req.method();
+    let is_read = method == axum::http::Method::GET
+        || method == axum::http::Method::HEAD
+        || req.uri().path() == "/api/v1/feature-vectors/batch";
+    if !is_read && role < crate::auth::Role::Write {
+        return Err(AppError::Forbidden(
+            "This API key may only read; changes need a write key".into(),
+        ));
+    }
+    Ok(next.run(req).await)
+}
+
 pub fn router(state: AppState) -> Router {
     // Full paths rather than `nest("/api/v1", ...)`: nesting rewrites every request's URI.
     let api = Router::new()
@@ -45,12 +82,21 @@ pub fn router(state: AppState) -> Router {
         .merge(versions::router())
         .merge(compute::router())
         .merge(vectors::router())
-        .merge(ingest::router());
+        .merge(ingest::router())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_api_key,
+        ));
     let limit = state.config.max_body_bytes;
     Router::new()
         .merge(api)
         .merge(health::router())
         .merge(docs::router())
+        .route("/metrics", axum::routing::get(crate::metrics::serve))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ))
         .fallback(|| async { AppError::NotFound("Not Found".into()) })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(limit))

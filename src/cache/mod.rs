@@ -23,6 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use moka::future::Cache as Moka;
 
+use crate::metrics::Metrics;
 use crate::store::VersionMeta;
 use redis_tier::RedisTier;
 pub use snapshot::Snapshot;
@@ -71,26 +72,32 @@ struct Inner {
     lookups: Moka<LookupKey, (VersionMeta, u64)>,
     epoch: AtomicU64,
     redis: Option<RedisTier>,
+    metrics: Metrics,
 }
 
 impl Cache {
     /// In-process only.
-    pub fn in_memory(ttl: Duration) -> Self {
-        Self::build(ttl, None)
+    pub fn in_memory(ttl: Duration, metrics: Metrics) -> Self {
+        Self::build(ttl, None, metrics)
     }
 
     /// Redis shared by every replica, moka in front of it. Never fails and never waits on
     /// Redis: an unreachable Redis is retried in the background.
-    pub fn with_redis(ttl: Duration, url: &str, prefix: &str) -> Result<Self, String> {
+    pub fn with_redis(
+        ttl: Duration,
+        url: &str,
+        prefix: &str,
+        metrics: Metrics,
+    ) -> Result<Self, String> {
         let tier = RedisTier::new(url, prefix, ttl)?;
-        let cache = Self::build(ttl, Some(tier));
+        let cache = Self::build(ttl, Some(tier), metrics);
         if let Some(tier) = &cache.inner.redis {
             tier.spawn_watchdog();
         }
         Ok(cache)
     }
 
-    fn build(ttl: Duration, redis: Option<RedisTier>) -> Self {
+    fn build(ttl: Duration, redis: Option<RedisTier>, metrics: Metrics) -> Self {
         let bodies = || {
             Moka::builder()
                 .max_capacity(VECTOR_CACHE_BYTES)
@@ -118,6 +125,7 @@ impl Cache {
                 lookups,
                 epoch: AtomicU64::new(0),
                 redis,
+                metrics,
             }),
         }
     }
@@ -132,10 +140,15 @@ impl Cache {
     }
 
     pub async fn vector(&self, key: &VectorKey) -> Option<Bytes> {
-        if let Some(body) = self.inner.vectors.get(key).await {
-            return Some(body);
+        let local = self.inner.vectors.get(key).await;
+        self.inner.metrics.cache_lookup("memory", local.is_some());
+        if local.is_some() {
+            return local;
         }
-        let body = self.inner.redis.as_ref()?.get_vector(key).await?;
+        let redis = self.inner.redis.as_ref().filter(|r| r.is_up())?;
+        let body = redis.get_vector(key).await;
+        self.inner.metrics.cache_lookup("redis", body.is_some());
+        let body = body?;
         self.inner.vectors.insert(key.clone(), body.clone()).await;
         Some(body)
     }
@@ -150,7 +163,9 @@ impl Cache {
     /// Batch serving's values: in process only (entries are immutable per generation, so
     /// nothing needs to be shared to stay exact).
     pub async fn values(&self, key: &VectorKey) -> Option<Bytes> {
-        self.inner.values.get(key).await
+        let hit = self.inner.values.get(key).await;
+        self.inner.metrics.cache_lookup("memory", hit.is_some());
+        hit
     }
 
     pub async fn put_values(&self, key: VectorKey, values: Bytes) {
@@ -167,10 +182,13 @@ impl Cache {
     where
         F: std::future::Future<Output = Result<Arc<Snapshot>, crate::error::AppError>>,
     {
-        self.inner
-            .snapshots
-            .try_get_with((meta.version_id, meta.generation), load)
-            .await
+        let key = (meta.version_id, meta.generation);
+        if let Some(hit) = self.inner.snapshots.get(&key).await {
+            self.inner.metrics.cache_lookup("snapshot", true);
+            return Ok(hit);
+        }
+        self.inner.metrics.cache_lookup("snapshot", false);
+        self.inner.snapshots.try_get_with(key, load).await
     }
 
     /// Hold a just-published version for batch serving, so it is warm from its first request.

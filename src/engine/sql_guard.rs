@@ -9,7 +9,8 @@ use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    ObjectName, ObjectNamePart, Query, SetExpr, Statement, TableFactor, Visit, Visitor,
+    JoinOperator, ObjectName, ObjectNamePart, Query, SetExpr, Statement, TableFactor, Visit,
+    Visitor,
 };
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::{Parser, ParserOptions};
@@ -18,6 +19,9 @@ use sqlparser::parser::{Parser, ParserOptions};
 pub const DATA_TABLE: &str = "data";
 /// Longer SQL than this is refused before parsing.
 pub const MAX_SQL_LEN: usize = 64 * 1024;
+/// Joins in one statement, all subqueries and CTEs included. Each join of `data` with itself
+/// can multiply the rows; a feature rarely needs more than a couple.
+pub const MAX_JOINS: usize = 4;
 
 /// Parse `sql` exactly as polars will and refuse anything but one read-only SELECT over `data`.
 pub fn check(sql: &str) -> Result<(), String> {
@@ -68,6 +72,41 @@ fn is_plain_select(body: &SetExpr) -> bool {
 #[derive(Default)]
 struct Guard {
     ctes: HashSet<String>,
+    joins: usize,
+}
+
+impl Guard {
+    /// Cross joins (explicit, or a comma list in FROM) multiply rows with no condition: a
+    /// chain of them over a large `data` is unbounded work, so they are refused outright.
+    fn check_joins(&mut self, body: &SetExpr) -> Result<(), String> {
+        match body {
+            SetExpr::Select(select) => {
+                if select.from.len() > 1 {
+                    return Err(
+                        "cross joins are not allowed (FROM a, b): join on a condition".into(),
+                    );
+                }
+                for from in &select.from {
+                    for join in &from.joins {
+                        if matches!(join.join_operator, JoinOperator::CrossJoin(_)) {
+                            return Err("CROSS JOIN is not allowed: join on a condition".into());
+                        }
+                        self.joins += 1;
+                    }
+                }
+                if self.joins > MAX_JOINS {
+                    return Err(format!("at most {MAX_JOINS} joins are allowed"));
+                }
+                Ok(())
+            }
+            SetExpr::Query(q) => self.check_joins(&q.body),
+            SetExpr::SetOperation { left, right, .. } => {
+                self.check_joins(left)?;
+                self.check_joins(right)
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 fn single_name(name: &ObjectName) -> Option<&str> {
@@ -89,7 +128,10 @@ impl Visitor for Guard {
         if !is_plain_select(&query.body) {
             return ControlFlow::Break("only SELECT queries are allowed".into());
         }
-        ControlFlow::Continue(())
+        match self.check_joins(&query.body) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(reason) => ControlFlow::Break(reason),
+        }
     }
 
     fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<String> {
@@ -138,6 +180,30 @@ mod tests {
         .unwrap();
         check("SELECT a.user_id FROM data a JOIN (SELECT user_id FROM data) b ON a.user_id = b.user_id")
             .unwrap();
+    }
+
+    #[test]
+    fn cross_joins_and_long_join_chains_are_refused() {
+        for sql in [
+            "SELECT a.user_id FROM data a, data b",
+            "SELECT a.user_id FROM data a CROSS JOIN data b",
+            "SELECT * FROM (SELECT a.user_id FROM data a, data b, data c) x",
+            "WITH x AS (SELECT a.k FROM data a CROSS JOIN data b) SELECT * FROM x",
+        ] {
+            let err = check(sql).unwrap_err();
+            assert!(
+                err.contains("cross join") || err.contains("CROSS JOIN"),
+                "{sql}: {err}"
+            );
+        }
+        let chain = format!(
+            "SELECT d0.k FROM data d0 {}",
+            (1..=5)
+                .map(|i| format!("JOIN data d{i} ON d{i}.k = d0.k"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        assert!(check(&chain).unwrap_err().contains("at most 4 joins"));
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub async fn compute(
     rows: Vec<Map<String, Value>>,
 ) -> Result<ComputeResponse> {
     check_label("version", version, versions::MAX_VERSION_LEN)?;
+    let started = std::time::Instant::now();
     let feature = features::get_row(state, feature_id).await?;
     let table = raw_tables::get_row(state, feature.raw_table_id).await?;
     let schema = raw_tables::schema_of(&table)?;
@@ -48,6 +49,7 @@ pub async fn compute(
         .await
         .map_err(AppError::internal)?;
     let max_rows = state.config.compute_max_rows;
+    let limit = state.config.compute_timeout;
     let (sql, key) = (logic.clone(), entity_key.clone());
     let work = blocking(
         move || -> std::result::Result<result::EncodedResult, AppError> {
@@ -58,14 +60,15 @@ pub async fn compute(
                     .frame_from_rows(&rows)
                     .map_err(|e| AppError::BadRequest(format!("Invalid raw data: {e}")))?,
             };
-            let out = execute::run_sql(&sql, frame)
+            let out = execute::run_sql_within(&sql, frame, Some(limit))
                 .map_err(|e| AppError::BadRequest(format!("Feature computation failed: {e}")))?;
             result::encode(&out, &key, max_rows)
                 .map_err(|e| AppError::BadRequest(format!("Invalid feature result: {e}")))
         },
     );
-    let limit = state.config.compute_timeout;
-    let encoded = tokio::time::timeout(limit, work).await.map_err(|_| {
+    // The engine cancels its own query at the limit; this outer bound (with slack for decoding
+    // and encoding) keeps the request from waiting on anything else that runs long.
+    let encoded = tokio::time::timeout(limit * 2, work).await.map_err(|_| {
         AppError::ComputeLimit(format!(
             "Feature computation exceeded the time limit of {} s",
             limit.as_secs()
@@ -91,6 +94,10 @@ pub async fn compute(
             e => e,
         })?;
     state.cache.versions_changed().await;
+    state
+        .metrics
+        .compute_seconds
+        .observe(started.elapsed().as_secs_f64());
     let count = encoded.vectors.len();
     warm_batch_snapshot(
         state,

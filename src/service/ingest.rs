@@ -105,6 +105,7 @@ async fn store_frame(
             AppError::StillReferenced => raw_tables::not_found(table.id),
             e => e,
         })?;
+    state.metrics.ingested_rows.inc_by(count as u64);
     Ok(IngestResponse {
         message: format!(
             "Successfully ingested {count} records into raw table '{}'",

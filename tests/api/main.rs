@@ -2,13 +2,16 @@
 
 mod helpers;
 
+mod auth;
 mod batch;
 mod bulk_ingest;
 mod compute;
+mod crash;
 mod docs;
 mod errors;
 mod features;
 mod ingest;
+mod metrics;
 mod raw_tables;
 mod redis_outage;
 mod replicas;
