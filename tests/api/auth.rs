@@ -96,7 +96,7 @@ async fn ready_reports_the_database_and_cache_mode() {
     let (status, body) = app.get("/ready").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "ready");
-    let expected_db = if std::env::var("TEST_DATABASE_URL").map_or(false, |u| !u.is_empty()) {
+    let expected_db = if std::env::var("TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
         "postgres"
     } else {
         "sqlite"

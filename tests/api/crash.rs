@@ -30,11 +30,20 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("start feature-store");
-        let base = format!("http://127.0.0.1:{port}");
+        // Owned by `Server` at once, so its Drop kills and reaps it on every path.
+        let server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
         let client = reqwest::Client::new();
         for _ in 0..500 {
-            if client.get(format!("{base}/health")).send().await.is_ok() {
-                return Server { child, base };
+            if client
+                .get(format!("{}/health", server.base))
+                .send()
+                .await
+                .is_ok()
+            {
+                return server;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
