@@ -66,7 +66,8 @@ impl AppState {
             store,
             cache,
             metrics,
-            compute_permits: Semaphore::new(cores.max(1)),
+            // Half the cores at most: a burst of computes never takes every core from serving.
+            compute_permits: Semaphore::new((cores / 2).max(1)),
         })))
     }
 }

@@ -10,6 +10,61 @@ use serde_json::{json, Value};
 
 use crate::helpers::fresh_database;
 
+/// Start the binary with `env`, read its log lines until it says it is listening, stop it.
+fn startup_log(env: &[(&str, &str)]) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_feature-store"));
+    cmd.env("DATABASE_URL", format!("sqlite:{}/log.db", dir.path().display()))
+        .env("PORT", port.to_string())
+        .env("REDIS_URL", "")
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("start feature-store");
+    let mut lines = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let done = line.contains("listening");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    lines
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_and_an_open_public_bind_is_warned_about() {
+    let lines = startup_log(&[("LOG_FORMAT", "json"), ("HOST", "0.0.0.0")]);
+    assert!(lines.iter().any(|l| l.contains("listening")), "{lines:?}");
+    for line in &lines {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        assert!(v["level"].is_string(), "{line}");
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("WARN") && l.contains("API_KEYS is not set")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn api_keys_are_never_logged() {
+    let key = "very-secret-key-0123456789";
+    let lines = startup_log(&[("API_KEYS", &format!("{key}:write")), ("HOST", "0.0.0.0")]);
+    assert!(lines.iter().any(|l| l.contains("listening")), "{lines:?}");
+    assert!(lines.iter().all(|l| !l.contains(key)), "{lines:?}");
+    assert!(lines.iter().all(|l| !l.contains("API_KEYS is not set")));
+}
+
 struct Server {
     child: Child,
     base: String,
