@@ -19,13 +19,16 @@ fn startup_log(env: &[(&str, &str)]) -> Vec<String> {
         .map(|a| a.port())
         .expect("free port");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_feature-store"));
-    cmd.env("DATABASE_URL", format!("sqlite:{}/log.db", dir.path().display()))
-        .env("PORT", port.to_string())
-        .env("REDIS_URL", "")
-        .env("RUST_LOG", "info")
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+    cmd.env(
+        "DATABASE_URL",
+        format!("sqlite:{}/log.db", dir.path().display()),
+    )
+    .env("PORT", port.to_string())
+    .env("REDIS_URL", "")
+    .env("RUST_LOG", "info")
+    .envs(env.iter().copied())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
     let mut child = cmd.spawn().expect("start feature-store");
     let mut lines = Vec::new();
     if let Some(out) = child.stdout.take() {
@@ -51,7 +54,9 @@ fn json_logs_are_one_object_per_line_and_an_open_public_bind_is_warned_about() {
         assert!(v["level"].is_string(), "{line}");
     }
     assert!(
-        lines.iter().any(|l| l.contains("WARN") && l.contains("API_KEYS is not set")),
+        lines
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("API_KEYS is not set")),
         "{lines:?}"
     );
 }

@@ -11,6 +11,7 @@ mod docs;
 mod errors;
 mod features;
 mod ingest;
+mod limits;
 mod metrics;
 mod raw_tables;
 mod redis_outage;
