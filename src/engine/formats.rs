@@ -124,34 +124,34 @@ fn conform_column(column: &Column, ty: ColumnType) -> Result<Column, String> {
         (ColumnType::Datetime, DataType::Datetime(_, _) | DataType::Date) => {
             strict(column, &ty.dtype())
         }
-        (ColumnType::Date, DataType::String) => {
-            let text = column.str().map_err(|_| got())?;
-            let mut days: Vec<Option<i32>> = Vec::with_capacity(text.len());
-            for v in text.iter() {
-                days.push(match v {
-                    None => None,
-                    Some(s) => Some(parse_date(s).ok_or_else(|| format!("str {s:?}"))?),
-                });
-            }
-            Column::new(column.name().clone(), days)
-                .cast(&DataType::Date)
-                .map_err(|e| e.to_string())
-        }
+        (ColumnType::Date, DataType::String) => parse_text(column, parse_date, &ty.dtype()),
         (ColumnType::Datetime, DataType::String) => {
-            let text = column.str().map_err(|_| got())?;
-            let mut micros: Vec<Option<i64>> = Vec::with_capacity(text.len());
-            for v in text.iter() {
-                micros.push(match v {
-                    None => None,
-                    Some(s) => Some(parse_datetime_micros(s).ok_or_else(|| format!("str {s:?}"))?),
-                });
-            }
-            Column::new(column.name().clone(), micros)
-                .cast(&ty.dtype())
-                .map_err(|e| e.to_string())
+            parse_text(column, parse_datetime_micros, &ty.dtype())
         }
         _ => Err(got()),
     }
+}
+
+/// Parse a text column value by value (as JSON rows are parsed) into `dtype`'s physical type.
+fn parse_text<T>(
+    column: &Column,
+    parse: fn(&str) -> Option<T>,
+    dtype: &DataType,
+) -> Result<Column, String>
+where
+    Series: NamedFrom<Vec<Option<T>>, [Option<T>]>,
+{
+    let text = column.str().map_err(|_| python_type(column.dtype()))?;
+    let mut out: Vec<Option<T>> = Vec::with_capacity(text.len());
+    for v in text.iter() {
+        out.push(match v {
+            None => None,
+            Some(s) => Some(parse(s).ok_or_else(|| format!("str {s:?}"))?),
+        });
+    }
+    Column::new(column.name().clone(), out)
+        .cast(dtype)
+        .map_err(|e| e.to_string())
 }
 
 fn first_line(msg: &str) -> String {

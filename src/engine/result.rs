@@ -82,20 +82,9 @@ pub fn encode(
                 "the result has more than one row for entity '{entity}'; the SQL must return one row per '{entity_key}' (GROUP BY {entity_key})"
             ));
         }
-        let mut values = String::with_capacity(16 * encoded_columns.len() + 2);
-        values.push('{');
-        for (i, (name, cells)) in encoded_columns.iter().enumerate() {
-            if i > 0 {
-                values.push(',');
-            }
-            values.push_str(name);
-            values.push(':');
-            values.push_str(&cells[row]);
-        }
-        values.push('}');
         vectors.push(EncodedVector {
             entity_id: entity.to_string(),
-            values,
+            values: row_object(&encoded_columns, row),
         });
     }
     Ok(EncodedResult {
@@ -119,20 +108,24 @@ pub fn rows_as_json(
         })
         .collect::<Result<Vec<_>, String>>()?;
     (0..frame.height())
-        .map(|row| {
-            let mut text = String::from("{");
-            for (i, (name, cells)) in columns.iter().enumerate() {
-                if i > 0 {
-                    text.push(',');
-                }
-                text.push_str(name);
-                text.push(':');
-                text.push_str(&cells[row]);
-            }
-            text.push('}');
-            serde_json::from_str(&text).map_err(|e| e.to_string())
-        })
+        .map(|row| serde_json::from_str(&row_object(&columns, row)).map_err(|e| e.to_string()))
         .collect()
+}
+
+/// One row as a JSON object, from (quoted name, encoded cells) columns.
+fn row_object(columns: &[(String, Vec<String>)], row: usize) -> String {
+    let mut text = String::with_capacity(16 * columns.len() + 2);
+    text.push('{');
+    for (i, (name, cells)) in columns.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(name);
+        text.push(':');
+        text.push_str(&cells[row]);
+    }
+    text.push('}');
+    text
 }
 
 fn json_f64(v: f64) -> String {
