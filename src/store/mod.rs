@@ -5,6 +5,7 @@
 //! its own statement, the method matches on the variant instead.
 
 mod rows;
+mod sqlite_reads;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -27,6 +28,8 @@ pub enum Store {
     Sqlite {
         read: SqlitePool,
         write: SqlitePool,
+        /// Point reads off sqlx's worker threads (file databases only).
+        fast: Option<sqlite_reads::FastReads>,
     },
     Postgres(PgPool),
 }
@@ -115,17 +118,19 @@ impl Store {
                 Store::Sqlite {
                     read: pool.clone(),
                     write: pool,
+                    fast: None,
                 }
             } else {
                 let write = SqlitePoolOptions::new()
                     .max_connections(1)
                     .connect_with(options.clone())
                     .await?;
+                let fast = Some(sqlite_reads::FastReads::new(options.get_filename()));
                 let read = SqlitePoolOptions::new()
                     .max_connections(8)
                     .connect_with(options)
                     .await?;
-                Store::Sqlite { read, write }
+                Store::Sqlite { read, write, fast }
             };
             if let Store::Sqlite { write, .. } = &store {
                 sqlx::migrate!("migrations/sqlite").run(write).await?;
@@ -151,7 +156,7 @@ impl Store {
 
     pub async fn close(&self) {
         match self {
-            Store::Sqlite { read, write } => {
+            Store::Sqlite { read, write, .. } => {
                 read.close().await;
                 write.close().await;
             }
@@ -507,6 +512,15 @@ impl Store {
     }
 
     pub async fn get_vector(&self, version_id: i64, entity_id: &str) -> Result<Option<VectorRow>> {
+        if let Store::Sqlite {
+            fast: Some(fast), ..
+        } = self
+        {
+            match fast.get_vector(version_id, entity_id) {
+                Ok(found) => return Ok(found),
+                Err(e) => tracing::debug!(error = e, "fast SQLite read failed; using sqlx"),
+            }
+        }
         Ok(on_pool!(self, read, |p| sqlx::query_as(
             "SELECT entity_id, feature_values, computed_at FROM feature_vectors \
              WHERE feature_version_id = $1 AND entity_id = $2"
