@@ -213,56 +213,63 @@ async fn fetch_values(
 /// `{"versions":{ref:id|null},"unresolved":{ref:reason},"results":[{"entity_id":..,
 /// "features":{ref:values|null},"missing":[ref..]}]}`
 fn render(entity_ids: &[String], columns: &[Column], unresolved: &[(String, String)]) -> Bytes {
-    let mut out = String::with_capacity(entity_ids.len() * (32 + 48 * columns.len()) + 256);
-    out.push_str("{\"versions\":{");
+    let mut out: Vec<u8> = Vec::with_capacity(entity_ids.len() * (32 + 48 * columns.len()) + 256);
+    out.extend_from_slice(b"{\"versions\":{");
     for (i, c) in columns.iter().enumerate() {
         if i > 0 {
-            out.push(',');
+            out.push(b',');
         }
-        out.push_str(&c.name_json);
-        out.push(':');
+        out.extend_from_slice(c.name_json.as_bytes());
+        out.push(b':');
         match c.meta {
-            Some(m) => out.push_str(&m.version_id.to_string()),
-            None => out.push_str("null"),
+            Some(m) => out.extend_from_slice(m.version_id.to_string().as_bytes()),
+            None => out.extend_from_slice(b"null"),
         }
     }
-    out.push_str("},\"unresolved\":{");
+    out.extend_from_slice(b"},\"unresolved\":{");
     for (i, (name, reason)) in unresolved.iter().enumerate() {
         if i > 0 {
-            out.push(',');
+            out.push(b',');
         }
-        out.push_str(&json_str(name));
-        out.push(':');
-        out.push_str(&json_str(reason));
+        push_json_str(&mut out, name);
+        out.push(b':');
+        push_json_str(&mut out, reason);
     }
-    out.push_str("},\"results\":[");
+    out.extend_from_slice(b"},\"results\":[");
     let mut missing: Vec<&str> = Vec::with_capacity(columns.len());
     for (row, entity) in entity_ids.iter().enumerate() {
         if row > 0 {
-            out.push(',');
+            out.push(b',');
         }
-        out.push_str("{\"entity_id\":");
-        out.push_str(&json_str(entity));
-        out.push_str(",\"features\":{");
+        out.extend_from_slice(b"{\"entity_id\":");
+        push_json_str(&mut out, entity);
+        out.extend_from_slice(b",\"features\":{");
         missing.clear();
         for (i, c) in columns.iter().enumerate() {
             if i > 0 {
-                out.push(',');
+                out.push(b',');
             }
-            out.push_str(&c.name_json);
-            out.push(':');
+            out.extend_from_slice(c.name_json.as_bytes());
+            out.push(b':');
             match c.value(row, entity) {
-                Some(v) => out.push_str(v),
+                Some(v) => out.extend_from_slice(v.as_bytes()),
                 None => {
-                    out.push_str("null");
+                    out.extend_from_slice(b"null");
                     missing.push(&c.name_json);
                 }
             }
         }
-        out.push_str("},\"missing\":[");
-        out.push_str(&missing.join(","));
-        out.push_str("]}");
+        out.extend_from_slice(b"},\"missing\":[");
+        out.extend_from_slice(missing.join(",").as_bytes());
+        out.extend_from_slice(b"]}");
     }
-    out.push_str("]}");
+    out.extend_from_slice(b"]}");
     Bytes::from(out)
+}
+
+/// A JSON string literal, escaped in place (no allocation per value).
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    if serde_json::to_writer(&mut *out, s).is_err() {
+        out.extend_from_slice(b"\"\"");
+    }
 }
