@@ -39,6 +39,13 @@ pub fn run_sql_within(
         }
         if started.elapsed() >= limit {
             query.cancel();
+            // polars' worker sends the outcome with `unwrap()` once its current operator ends;
+            // a dropped receiver would make that panic and rayon abort the whole process. A
+            // detached thread keeps the receiver until then.
+            let draining = query.clone();
+            std::thread::spawn(move || {
+                let _ = draining.fetch_blocking();
+            });
             return Err(format!(
                 "the computation exceeded the time limit of {} s and was cancelled",
                 limit.as_secs()
