@@ -9,9 +9,19 @@ use polars::prelude::*;
 
 use super::schema::{parse_date, parse_datetime_micros, ColumnType, TableSchema};
 
-fn missing_message(schema: &TableSchema, present: &[&str]) -> Option<String> {
-    let missing = schema.missing_columns(present);
-    (!missing.is_empty()).then(|| format!("Missing required columns: {}", missing.join(", ")))
+/// Every schema column must be among the frame's columns.
+fn check_columns(schema: &TableSchema, frame: &DataFrame) -> Result<(), String> {
+    let present: Vec<&str> = frame
+        .get_column_names()
+        .into_iter()
+        .map(|n| n.as_str())
+        .collect();
+    let missing = schema.missing_columns(&present);
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("Missing required columns: {}", missing.join(", ")))
+    }
 }
 
 /// The name a value type has in the original's messages (Python's type names).
@@ -37,25 +47,19 @@ pub fn frame_from_csv(schema: &TableSchema, body: Vec<u8>) -> Result<DataFrame, 
         .into_reader_with_file_handle(Cursor::new(body.as_slice()))
         .finish()
         .map_err(|e| format!("CSV does not parse: {e}"))?;
-    let present: Vec<&str> = header
+    check_columns(schema, &header)?;
+    let read_schema: Schema = header
         .get_column_names()
         .into_iter()
-        .map(|n| n.as_str())
-        .collect();
-    if let Some(msg) = missing_message(schema, &present) {
-        return Err(msg);
-    }
-    let read_schema: Schema = present
-        .iter()
         .map(|name| {
-            let dtype = schema.columns().find(|(n, _, _)| n == name).map_or(
-                DataType::String,
-                |(_, ty, _)| match ty {
+            let dtype = schema
+                .columns()
+                .find(|(n, _, _)| *n == name.as_str())
+                .map_or(DataType::String, |(_, ty, _)| match ty {
                     ColumnType::Date | ColumnType::Datetime => DataType::String,
                     other => other.dtype(),
-                },
-            );
-            Field::new((*name).into(), dtype)
+                });
+            Field::new(name.clone(), dtype)
         })
         .collect();
     let wanted: Arc<[PlSmallStr]> = schema.column_names().map(PlSmallStr::from).collect();
@@ -78,14 +82,7 @@ pub fn frame_from_parquet(schema: &TableSchema, body: Vec<u8>) -> Result<DataFra
     let frame = ParquetReader::new(Cursor::new(body))
         .finish()
         .map_err(|e| format!("Parquet does not parse: {}", first_line(&e.to_string())))?;
-    let present: Vec<&str> = frame
-        .get_column_names()
-        .into_iter()
-        .map(|n| n.as_str())
-        .collect();
-    if let Some(msg) = missing_message(schema, &present) {
-        return Err(msg);
-    }
+    check_columns(schema, &frame)?;
     if frame.height() == 0 {
         return Err("No data provided".into());
     }

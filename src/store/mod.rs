@@ -546,17 +546,21 @@ impl Store {
                 "UPDATE feature_versions SET generation = generation + 1, computed_at = $3, \
                  entity_count = $4, output_schema = $5, updated_at = $3 \
                  WHERE feature_id = $1 AND version = $2 RETURNING id, generation";
-            let mut published: Option<(i64, i64)> = sqlx::query_as(bump)
-                .bind(req.feature_id)
-                .bind(req.version)
-                .bind(req.computed_at)
-                .bind(count)
-                .bind(req.output_schema)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if published.is_none() {
-                // First compute of this version: create it. A concurrent publish may create it
-                // first; then this insert does nothing and the update below waits for it.
+            let mut published: Option<(i64, i64)> = None;
+            for attempt in 0..2 {
+                published = sqlx::query_as(bump)
+                    .bind(req.feature_id)
+                    .bind(req.version)
+                    .bind(req.computed_at)
+                    .bind(count)
+                    .bind(req.output_schema)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if published.is_some() || attempt == 1 {
+                    break;
+                }
+                // First compute of this version: create it, then bump it. A concurrent publish
+                // may create it first; then this insert does nothing and the bump waits for it.
                 sqlx::query(
                     "INSERT INTO feature_versions (feature_id, version, status, computation_logic, \
                      entity_key, created_at, updated_at) VALUES ($1, $2, 'active', $3, $4, $5, $5) \
@@ -570,14 +574,6 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .map_err(classify)?;
-                published = sqlx::query_as(bump)
-                    .bind(req.feature_id)
-                    .bind(req.version)
-                    .bind(req.computed_at)
-                    .bind(count)
-                    .bind(req.output_schema)
-                    .fetch_optional(&mut *tx)
-                    .await?;
             }
             let published = published.ok_or(AppError::StillReferenced)?;
             sqlx::query("DELETE FROM feature_vectors WHERE feature_version_id = $1")
