@@ -7,12 +7,7 @@ use crate::helpers::{seeded, spawn_app, spawn_app_with};
 async fn batch_serves_many_entities_and_features_with_missing_marked() {
     let app = spawn_app().await;
     let (table, feature) = seeded(&app).await;
-    let (_, v1) = app
-        .post(
-            &format!("/api/v1/features/{feature}/compute"),
-            &json!({"version": "v1"}),
-        )
-        .await;
+    let v1 = app.compute(feature, "v1").await;
     let (status, body) = app
         .post(
             "/api/v1/features",
@@ -146,11 +141,7 @@ async fn batch_refuses_empty_or_oversized_requests() {
 async fn batch_reads_entity_by_entity_when_versions_are_too_large_to_snapshot() {
     let app = spawn_app_with(|c| c.batch_snapshot_max_entities = 0).await;
     let (_, feature) = seeded(&app).await;
-    app.post(
-        &format!("/api/v1/features/{feature}/compute"),
-        &json!({"version": "v1"}),
-    )
-    .await;
+    app.compute(feature, "v1").await;
     let ask = json!({"entity_ids": ["user_002", "ghost", "user_001"], "features": ["avg_transaction_amount"]});
     for _ in 0..2 {
         let (status, body) = app.post("/api/v1/feature-vectors/batch", &ask).await;

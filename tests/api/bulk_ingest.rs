@@ -32,13 +32,7 @@ async fn total_rows(app: &TestApp, table: i64) -> i64 {
 
 async fn served_average(app: &TestApp, table: i64) -> Value {
     let feature = app.create_avg_feature(table).await;
-    let (status, body) = app
-        .post(
-            &format!("/api/v1/features/{feature}/compute"),
-            &json!({"version": "v1"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    app.compute(feature, "v1").await;
     app.get("/api/v1/feature-vectors?entity_id=user_001&feature_name=avg_transaction_amount")
         .await
         .1["feature_values"]["avg_amount"]

@@ -246,12 +246,7 @@ async fn a_version_recomputes_with_the_sql_it_was_created_with() {
             &json!({"version": "v1"}),
         )
         .await;
-    let (_, computed) = app
-        .post(
-            &format!("/api/v1/features/{feature}/compute"),
-            &json!({"version": "v1"}),
-        )
-        .await;
+    let computed = app.compute(feature, "v1").await;
     assert_eq!(created["id"], computed["feature_version_id"]);
     let (_, version) = app
         .get(&format!(

@@ -139,6 +139,17 @@ async fn get(base: &str, path: &str) -> (StatusCode, Value) {
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+async fn register_tx_table(base: &str) -> i64 {
+    let (_, table) = post(
+        base,
+        "/api/v1/raw-tables",
+        &json!({"name": "tx", "schema_definition":
+        {"user_id": "string", "transaction_amount": "float", "transaction_date": "string"}}),
+    )
+    .await;
+    table["id"].as_i64().expect("table id")
+}
+
 fn csv_rows(n: usize, amount: f64) -> String {
     let mut csv = String::from("user_id,transaction_amount,transaction_date\n");
     for i in 0..n {
@@ -152,14 +163,7 @@ async fn a_killed_server_loses_no_acknowledged_ingest_and_shows_no_half_publishe
     let (url, _dir) = fresh_database().await;
     let mut server = Server::start(&url).await;
     let base = server.base.clone();
-    let (_, table) = post(
-        &base,
-        "/api/v1/raw-tables",
-        &json!({"name": "tx", "schema_definition":
-        {"user_id": "string", "transaction_amount": "float", "transaction_date": "string"}}),
-    )
-    .await;
-    let table = table["id"].as_i64().unwrap();
+    let table = register_tx_table(&base).await;
     let upload = |base: String, body: String| async move {
         reqwest::Client::new()
             .post(format!("{base}/api/v1/raw-tables/{table}/data"))
@@ -249,14 +253,7 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits() {
     let (url, _dir) = fresh_database().await;
     let mut server = Server::start(&url).await;
     let base = server.base.clone();
-    let (_, table) = post(
-        &base,
-        "/api/v1/raw-tables",
-        &json!({"name": "tx", "schema_definition":
-        {"user_id": "string", "transaction_amount": "float", "transaction_date": "string"}}),
-    )
-    .await;
-    let table = table["id"].as_i64().unwrap();
+    let table = register_tx_table(&base).await;
     let body = csv_rows(1_000_000, 1.0);
     let in_flight = {
         let base = base.clone();

@@ -172,13 +172,7 @@ async fn features_can_be_listed_fetched_and_are_404_when_unknown() {
 async fn deleting_a_feature_removes_its_versions_and_stops_serving_it() {
     let app = spawn_app().await;
     let (_, feature) = seeded(&app).await;
-    let (status, _) = app
-        .post(
-            &format!("/api/v1/features/{feature}/compute"),
-            &json!({"version": "v1"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    app.compute(feature, "v1").await;
     let by_name = "/api/v1/feature-vectors?entity_id=user_001&feature_name=avg_transaction_amount";
     assert_eq!(app.get(by_name).await.0, StatusCode::OK);
 

@@ -251,6 +251,18 @@ impl TestApp {
         body["id"].as_i64().expect("id")
     }
 
+    /// Compute `version` of `feature` over its ingested rows; must succeed. Returns the body.
+    pub async fn compute(&self, feature: i64, version: &str) -> Value {
+        let (status, body) = self
+            .post(
+                &format!("/api/v1/features/{feature}/compute"),
+                &json!({ "version": version }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
     pub async fn ingest(&self, table_id: i64, rows: Value) -> (StatusCode, Value) {
         self.post(
             "/api/v1/ingest",

@@ -1,5 +1,4 @@
 use reqwest::StatusCode;
-use serde_json::json;
 
 use crate::helpers::{seeded, spawn_app};
 
@@ -7,11 +6,7 @@ use crate::helpers::{seeded, spawn_app};
 async fn metrics_count_requests_by_route_cache_lookups_computes_and_ingested_rows() {
     let app = spawn_app().await;
     let (_, feature) = seeded(&app).await;
-    app.post(
-        &format!("/api/v1/features/{feature}/compute"),
-        &json!({"version": "v1"}),
-    )
-    .await;
+    app.compute(feature, "v1").await;
     let by_name = "/api/v1/feature-vectors?entity_id=user_001&feature_name=avg_transaction_amount";
     for _ in 0..3 {
         assert_eq!(app.get(by_name).await.0, StatusCode::OK);

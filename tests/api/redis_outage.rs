@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use serde_json::json;
 
 use crate::helpers::{seeded, spawn_app_with, test_redis_url, wait_for_cache_mode};
 
@@ -83,13 +82,7 @@ async fn serving_survives_redis_stopping_under_load_and_uses_it_again_when_back(
     .await;
     wait_for_cache_mode(&app.state, "redis").await;
     let (_, feature) = seeded(&app).await;
-    let (status, _) = app
-        .post(
-            &format!("/api/v1/features/{feature}/compute"),
-            &json!({"version": "v1"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    app.compute(feature, "v1").await;
 
     let failures = Arc::new(AtomicUsize::new(0));
     let served = Arc::new(AtomicUsize::new(0));

@@ -18,11 +18,7 @@ fn rows(round: usize) -> Value {
 async fn data_survives_a_restart_of_the_service() {
     let app = spawn_app().await;
     let (_, feature) = seeded(&app).await;
-    app.post(
-        &format!("/api/v1/features/{feature}/compute"),
-        &json!({"version": "v1"}),
-    )
-    .await;
+    app.compute(feature, "v1").await;
     let restarted = spawn_replica(&app).await;
     drop(app);
     let (status, vector) = restarted

@@ -5,13 +5,7 @@ use crate::helpers::{seeded, spawn_app, TestApp};
 
 async fn computed(app: &TestApp) -> i64 {
     let (_, feature) = seeded(app).await;
-    let (status, body) = app
-        .post(
-            &format!("/api/v1/features/{feature}/compute"),
-            &json!({"version": "v1"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = app.compute(feature, "v1").await;
     body["feature_version_id"].as_i64().unwrap()
 }
 

@@ -152,12 +152,7 @@ async fn archiving_the_newest_version_makes_serving_by_name_fall_back_at_once() 
 async fn deleting_a_version_removes_it_and_its_vectors() {
     let app = spawn_app().await;
     let (_, feature) = seeded(&app).await;
-    let (_, v1) = app
-        .post(
-            &format!("/api/v1/features/{feature}/compute"),
-            &json!({"version": "v1"}),
-        )
-        .await;
+    let v1 = app.compute(feature, "v1").await;
     let id = v1["feature_version_id"].as_i64().unwrap();
     let (status, _) = app
         .delete(&format!("/api/v1/features/{feature}/versions/{id}"))
