@@ -2,7 +2,11 @@
 //! loads synthetic data, times ingest and compute over HTTP, drives serving load with wrk next
 //! to a minimal axum handler (the ceiling), and prints one table.
 //!
+//! Last, it measures isolation: cached GETs on a second server while feature SQL is killed at
+//! its memory and time limits in compute workers, and that server's RSS meanwhile.
+//!
 //! Options: --server BIN --ceiling BIN --scripts DIR [--duration SECS] [--rows N] [--entities N]
+//!          [--only isolation]
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,6 +28,7 @@ struct Opts {
     duration: u64,
     rows: usize,
     entities: usize,
+    only_isolation: bool,
 }
 
 fn opts() -> Opts {
@@ -34,6 +39,7 @@ fn opts() -> Opts {
         duration: 10,
         rows: 1_000_000,
         entities: 100_000,
+        only_isolation: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -45,6 +51,7 @@ fn opts() -> Opts {
             "--duration" => o.duration = value.parse().unwrap_or(o.duration),
             "--rows" => o.rows = value.parse().unwrap_or(o.rows),
             "--entities" => o.entities = value.parse().unwrap_or(o.entities),
+            "--only" => o.only_isolation = value == "isolation",
             other => eprintln!("ignoring unknown option {other}"),
         }
     }
@@ -225,19 +232,180 @@ fn wrk(url: &str, duration: u64, script: Option<(&str, Vec<String>)>) -> Result<
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let o = opts();
+    if !o.only_isolation {
+        serving_and_compute(&o).await?;
+    }
+    isolation(&o).await
+}
+
+fn start_server(
+    program: &str,
+    dir: &std::path::Path,
+    port: u16,
+    env: &[(&str, &str)],
+) -> Result<Proc, Error> {
+    let mut cmd = Command::new(program);
+    cmd.env("DATABASE_URL", format!("sqlite:{}/bench.db", dir.display()))
+        .env("PORT", port.to_string())
+        .env("REDIS_URL", "")
+        .stdout(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Ok(Proc(cmd.spawn()?))
+}
+
+/// Cached GETs on a server whose compute workers are being killed at their limits, against
+/// the same GETs with no compute running; and the server's own RSS meanwhile.
+async fn isolation(o: &Opts) -> Result<(), Error> {
     let dir = tempfile::tempdir()?;
     let port = free_port();
-    let server = Proc(
-        Command::new(&o.server)
-            .env(
-                "DATABASE_URL",
-                format!("sqlite:{}/bench.db", dir.path().display()),
-            )
-            .env("PORT", port.to_string())
-            .env("REDIS_URL", "")
-            .stdout(Stdio::null())
-            .spawn()?,
+    let server = start_server(
+        &o.server,
+        dir.path(),
+        port,
+        &[
+            ("COMPUTE_MEMORY_LIMIT_MB", "512"),
+            ("COMPUTE_TIMEOUT_SECONDS", "2"),
+        ],
+    )?;
+    let base = format!("http://127.0.0.1:{port}");
+    wait_up(&format!("{base}/health")).await?;
+    let api = Api {
+        base: base.clone(),
+        http: reqwest::Client::new(),
+    };
+    println!("isolation: 2M stored rows, a served feature, and two hostile ones");
+    let events = api.table("events").await?;
+    let mut df = frame(2_000_000, 100_000);
+    let mut csv = Vec::new();
+    CsvWriter::new(&mut csv).finish(&mut df)?;
+    api.upload(events, "text/csv", csv).await?;
+    let feature = |name: &str, sql: &str| {
+        let body = json!({"name": name, "raw_table_id": events, "entity_key": "user_id",
+                          "computation_logic": sql});
+        let api = &api;
+        async move {
+            api.post("/api/v1/features", &body)
+                .await
+                .map(|f| f["id"].clone())
+        }
+    };
+    let served = feature(
+        "served",
+        "SELECT user_id, AVG(amount) AS v FROM data GROUP BY user_id",
+    )
+    .await?;
+    let pad = feature(
+        "pad",
+        "SELECT user_id, MAX(RPAD(user_id, 2000000000, 'x')) AS p FROM data GROUP BY user_id",
+    )
+    .await?;
+    let slow = feature(
+        "slow",
+        "SELECT user_id, SUM(amount * 1.5) AS s, COUNT(DISTINCT row_id) AS d, MEDIAN(amount) AS m, \
+         STDDEV(amount) AS sd FROM data GROUP BY user_id ORDER BY s",
+    )
+    .await?;
+    api.post(
+        &format!("/api/v1/features/{served}/compute"),
+        &json!({"version": "v1"}),
+    )
+    .await?;
+    let script = format!("{}/serve_cycle.lua", o.scripts);
+    let args = vec![
+        "10000".to_string(),
+        THREADS.to_string(),
+        "served".to_string(),
+        "u".to_string(),
+    ];
+    wrk(&base, 2, Some((script.as_str(), args.clone())))?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = server.0.id();
+    let rss_before = rss_mib(pid);
+    let quiet = wrk(&base, o.duration, Some((script.as_str(), args.clone())))?;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hostile = {
+        let (http, base, stop) = (api.http.clone(), base.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut outcomes: Vec<String> = Vec::new();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = if i % 2 == 0 { &pad } else { &slow };
+                i += 1;
+                let resp = http
+                    .post(format!("{base}/api/v1/features/{id}/compute"))
+                    .json(&json!({"version": "v1"}))
+                    .send()
+                    .await;
+                let outcome = match resp {
+                    Ok(r) => {
+                        let status = r.status();
+                        let body: Value = r.json().await.unwrap_or(Value::Null);
+                        format!("{status} {}", body["detail"].as_str().unwrap_or(""))
+                    }
+                    Err(e) => format!("error {e}"),
+                };
+                outcomes.push(outcome);
+            }
+            outcomes
+        })
+    };
+    let sampler = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut max = 0.0f64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                max = max.max(rss_mib(pid));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            max
+        })
+    };
+    // Let the first hostile compute get going before the measured load starts.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let busy = tokio::task::spawn_blocking({
+        let (base, script, duration) = (base.clone(), script.clone(), o.duration);
+        move || wrk(&base, duration, Some((script.as_str(), args))).map_err(|e| e.to_string())
+    })
+    .await??;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let outcomes = hostile.await?;
+    let rss_max = sampler.await?;
+    drop(server);
+
+    println!();
+    println!("| cached GET by name | req/s | p50 ms | p99 ms |");
+    println!("|---|---|---|---|");
+    println!(
+        "| no compute running | {:.0} | {:.2} | {:.2} |",
+        quiet.rps, quiet.p50_ms, quiet.p99_ms
     );
+    println!(
+        "| workers killed at their memory / time limits meanwhile | {:.0} | {:.2} | {:.2} |",
+        busy.rps, busy.p50_ms, busy.p99_ms
+    );
+    println!();
+    println!(
+        "server RSS: {rss_before:.1} MiB before, at most {rss_max:.1} MiB while workers were killed (+{:.1} MiB)",
+        rss_max - rss_before
+    );
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    for outcome in &outcomes {
+        *counts.entry(outcome.as_str()).or_default() += 1;
+    }
+    println!("hostile computes answered:");
+    for (outcome, n) in counts {
+        println!("  {n} x {outcome}");
+    }
+    Ok(())
+}
+
+async fn serving_and_compute(o: &Opts) -> Result<(), Error> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port();
+    let server = start_server(&o.server, dir.path(), port, &[])?;
     let base = format!("http://127.0.0.1:{port}");
     wait_up(&format!("{base}/health")).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -325,7 +493,9 @@ async fn main() -> Result<(), Error> {
         "COUNT(DISTINCT day)",
     ];
     let mut feature_ids = Vec::new();
+    let mut registrations = Vec::new();
     for (i, agg) in aggregates.iter().enumerate().take(FEATURES) {
+        let t = Instant::now();
         let f = api
             .post(
                 "/api/v1/features",
@@ -333,8 +503,20 @@ async fn main() -> Result<(), Error> {
                         "computation_logic": format!("SELECT user_id, {agg} AS v FROM data GROUP BY user_id")}),
             )
             .await?;
+        registrations.push(t.elapsed().as_secs_f64() * 1000.0);
         feature_ids.push(f["id"].as_i64().ok_or("no id")?);
     }
+    registrations.sort_by(|a, b| a.total_cmp(b));
+    note(
+        "register a feature (dry run in a worker)",
+        format!(
+            "{:.1} ms median of {} ({:.1}-{:.1} ms)",
+            registrations[registrations.len() / 2],
+            registrations.len(),
+            registrations[0],
+            registrations[registrations.len() - 1]
+        ),
+    );
     let t = Instant::now();
     let r = api
         .post(

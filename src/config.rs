@@ -2,10 +2,12 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use crate::auth::ApiKeys;
+use crate::worker::PoolSettings;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
@@ -27,6 +29,19 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub compute_timeout: Duration,
     pub compute_max_rows: usize,
+    /// A compute worker's memory ceiling (RLIMIT_DATA).
+    pub compute_memory_limit_mb: u64,
+    /// Polars threads in each compute worker.
+    pub compute_threads: usize,
+    /// Compute workers running at once.
+    pub compute_workers: usize,
+    /// Computes that may wait for a worker; past this they are answered 503.
+    pub compute_queue_size: usize,
+    /// A compute result larger than this (in MiB, as Arrow IPC) is refused.
+    pub compute_max_result_mb: usize,
+    /// The executable started as a compute worker; `None`: this process's own. Tests point it
+    /// at the built server binary, since their own executable is the test harness.
+    pub compute_worker_program: Option<PathBuf>,
     /// Batch serving holds versions with up to this many vectors whole in memory.
     pub batch_snapshot_max_entities: i64,
     /// Empty: the API is open.
@@ -46,10 +61,21 @@ impl Default for Config {
             max_body_bytes: 64 * 1024 * 1024,
             compute_timeout: Duration::from_secs(30),
             compute_max_rows: 10_000_000,
+            compute_memory_limit_mb: 4096,
+            compute_threads: half_the_cores(),
+            compute_workers: half_the_cores(),
+            compute_queue_size: 16,
+            compute_max_result_mb: 1024,
+            compute_worker_program: None,
             batch_snapshot_max_entities: 2_000_000,
             api_keys: ApiKeys::default(),
         }
     }
+}
+
+/// Half the machine's cores, at least one: the default share of compute.
+fn half_the_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 /// Hide credentials embedded in URLs (`scheme://user:secret@host`).
@@ -73,6 +99,11 @@ impl fmt::Debug for Config {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("compute_timeout", &self.compute_timeout)
             .field("compute_max_rows", &self.compute_max_rows)
+            .field("compute_memory_limit_mb", &self.compute_memory_limit_mb)
+            .field("compute_threads", &self.compute_threads)
+            .field("compute_workers", &self.compute_workers)
+            .field("compute_queue_size", &self.compute_queue_size)
+            .field("compute_max_result_mb", &self.compute_max_result_mb)
             .field(
                 "batch_snapshot_max_entities",
                 &self.batch_snapshot_max_entities,
@@ -164,6 +195,24 @@ impl Config {
                 get("COMPUTE_MAX_ROWS"),
                 d.compute_max_rows,
             )?,
+            compute_memory_limit_mb: parse(
+                "COMPUTE_MEMORY_LIMIT_MB",
+                get("COMPUTE_MEMORY_LIMIT_MB"),
+                d.compute_memory_limit_mb,
+            )?,
+            compute_threads: parse("COMPUTE_THREADS", get("COMPUTE_THREADS"), d.compute_threads)?,
+            compute_workers: parse("COMPUTE_WORKERS", get("COMPUTE_WORKERS"), d.compute_workers)?,
+            compute_queue_size: parse(
+                "COMPUTE_QUEUE_SIZE",
+                get("COMPUTE_QUEUE_SIZE"),
+                d.compute_queue_size,
+            )?,
+            compute_max_result_mb: parse(
+                "COMPUTE_MAX_RESULT_MB",
+                get("COMPUTE_MAX_RESULT_MB"),
+                d.compute_max_result_mb,
+            )?,
+            compute_worker_program: None,
             batch_snapshot_max_entities: parse(
                 "BATCH_SNAPSHOT_MAX_ENTITIES",
                 get("BATCH_SNAPSHOT_MAX_ENTITIES"),
@@ -179,9 +228,51 @@ impl Config {
                 "COMPUTE_TIMEOUT_SECONDS must be at least 1".into(),
             ));
         }
+        for (name, value) in [
+            (
+                "COMPUTE_MEMORY_LIMIT_MB",
+                config.compute_memory_limit_mb as usize,
+            ),
+            ("COMPUTE_THREADS", config.compute_threads),
+            ("COMPUTE_WORKERS", config.compute_workers),
+            ("COMPUTE_MAX_RESULT_MB", config.compute_max_result_mb),
+        ] {
+            if value == 0 {
+                return Err(ConfigError(format!("{name} must be at least 1")));
+            }
+        }
+        if config.compute_memory_limit_mb < MIN_WORKER_MEMORY_MB {
+            return Err(ConfigError(format!(
+                "COMPUTE_MEMORY_LIMIT_MB must be at least {MIN_WORKER_MEMORY_MB}: a worker needs that much to start"
+            )));
+        }
         Ok(config)
     }
+
+    /// How the compute workers run, from these settings.
+    pub fn compute_pool(&self) -> Result<PoolSettings, ConfigError> {
+        let program = match &self.compute_worker_program {
+            Some(p) => p.clone(),
+            None => std::env::current_exe().map_err(|e| {
+                ConfigError(format!(
+                    "cannot find this executable to start compute workers: {e}"
+                ))
+            })?,
+        };
+        Ok(PoolSettings {
+            program,
+            workers: self.compute_workers,
+            queue: self.compute_queue_size,
+            threads: self.compute_threads,
+            memory_limit_mb: self.compute_memory_limit_mb,
+            timeout: self.compute_timeout,
+            max_result_bytes: self.compute_max_result_mb.saturating_mul(1024 * 1024),
+        })
+    }
 }
+
+/// Below this a worker cannot load the engine and its input at all.
+const MIN_WORKER_MEMORY_MB: u64 = 64;
 
 #[cfg(test)]
 mod tests {

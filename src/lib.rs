@@ -12,13 +12,13 @@ pub mod model;
 pub mod service;
 pub mod store;
 pub mod telemetry;
+pub mod worker;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use cache::Cache;
 pub use config::Config;
@@ -33,9 +33,8 @@ pub struct Shared {
     pub store: Store,
     pub cache: Cache,
     pub metrics: metrics::Metrics,
-    /// Computes run on the blocking pool; this bounds how many run at once so serving keeps
-    /// its cores.
-    pub compute_permits: Semaphore,
+    /// Runs every feature SQL in a worker process under limits.
+    pub compute: worker::ComputePool,
 }
 
 impl std::ops::Deref for AppState {
@@ -60,14 +59,17 @@ impl AppState {
             .map_err(error::AppError::Internal)?,
             None => Cache::in_memory(config.cache_ttl, metrics.clone()),
         };
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let compute = worker::ComputePool::new(
+            config
+                .compute_pool()
+                .map_err(|e| error::AppError::Internal(e.to_string()))?,
+        );
         Ok(AppState(Arc::new(Shared {
             config,
             store,
             cache,
             metrics,
-            // Half the cores at most: a burst of computes never takes every core from serving.
-            compute_permits: Semaphore::new((cores / 2).max(1)),
+            compute,
         })))
     }
 }

@@ -1,6 +1,8 @@
 use std::net::SocketAddr;
 
-use feature_store::{build_app, serve, telemetry, Config};
+use std::process::ExitCode;
+
+use feature_store::{build_app, serve, telemetry, worker, Config};
 use tokio::net::TcpListener;
 
 // mimalloc: the serving path and polars both allocate heavily from several threads, where
@@ -8,8 +10,19 @@ use tokio::net::TcpListener;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
+    // A compute worker reads no configuration and starts no runtime: its job comes on stdin.
+    if std::env::args().nth(1).as_deref() == Some(worker::SUBCOMMAND) {
+        return Ok(worker::child::main());
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::from_env()?;
     telemetry::init(config.log_format);
     tracing::info!(?config, "starting feature-store");

@@ -1,10 +1,11 @@
 use serde_json::{Map, Value};
 
 use crate::cache::Snapshot;
-use crate::engine::{batches, execute, result};
+use crate::engine::{batches, result};
 use crate::error::{AppError, Result};
 use crate::model::{now, ComputeResponse};
 use crate::store::{PublishRequest, VersionMeta};
+use crate::worker::{ComputeError, FailureKind, Job};
 use crate::AppState;
 
 use super::{blocking, check_label, features, raw_tables, versions};
@@ -26,6 +27,7 @@ pub async fn compute(
     let feature = features::get_row(state, feature_id).await?;
     let table = raw_tables::get_row(state, feature.raw_table_id).await?;
     let schema = raw_tables::schema_of(&table)?;
+    let definition = raw_tables::definition_of(&table)?;
     let (logic, entity_key) = match state.store.find_version(feature_id, version).await? {
         Some(v) => (v.computation_logic, v.entity_key),
         None => (feature.computation_logic, feature.entity_key),
@@ -43,37 +45,33 @@ pub async fn compute(
         None
     };
 
-    let _permit = state
-        .compute_permits
-        .acquire()
-        .await
-        .map_err(AppError::internal)?;
-    let max_rows = state.config.compute_max_rows;
-    let limit = state.config.compute_timeout;
-    let (sql, key) = (logic.clone(), entity_key.clone());
-    let work = blocking(
-        move || -> std::result::Result<result::EncodedResult, AppError> {
-            let frame = match stored {
-                Some(blobs) => batches::decode_all(&blobs, &schema.polars_schema())
-                    .map_err(AppError::internal)?,
-                None => schema
+    let inputs = match stored {
+        Some(blobs) => blobs,
+        // Body rows are checked here (they are the client's input, not SQL) and handed to the
+        // worker as one Arrow IPC batch.
+        None => vec![
+            blocking(move || {
+                let mut frame = schema
                     .frame_from_rows(&rows)
-                    .map_err(|e| AppError::BadRequest(format!("Invalid raw data: {e}")))?,
-            };
-            let out = execute::run_sql_within(&sql, frame, Some(limit))
-                .map_err(|e| AppError::BadRequest(format!("Feature computation failed: {e}")))?;
-            result::encode(&out, &key, max_rows)
-                .map_err(|e| AppError::BadRequest(format!("Invalid feature result: {e}")))
-        },
-    );
-    // The engine cancels its own query at the limit; this outer bound (with slack for decoding
-    // and encoding) keeps the request from waiting on anything else that runs long.
-    let encoded = tokio::time::timeout(limit * 2, work).await.map_err(|_| {
-        AppError::ComputeLimit(format!(
-            "Feature computation exceeded the time limit of {} s",
-            limit.as_secs()
-        ))
-    })???;
+                    .map_err(|e| AppError::BadRequest(format!("Invalid raw data: {e}")))?;
+                batches::encode(&mut frame).map_err(AppError::internal)
+            })
+            .await??,
+        ],
+    };
+    let job = Job {
+        sql: logic.clone(),
+        entity_key: entity_key.clone(),
+        max_rows: state.config.compute_max_rows,
+        schema: definition,
+        dry_run: false,
+    };
+    let encoded = state
+        .compute
+        .run(&job, &inputs)
+        .await
+        .map_err(compute_failed)?;
+    drop(inputs);
 
     let output_schema =
         serde_json::to_string(&encoded.output_schema).map_err(AppError::internal)?;
@@ -118,6 +116,26 @@ pub async fn compute(
         vectors_created: count,
         entities_processed: count,
     })
+}
+
+/// A worker's refusal in the words compute has always used.
+fn compute_failed(e: ComputeError) -> AppError {
+    match e {
+        ComputeError::Refused(FailureKind::Result, reason) => {
+            AppError::BadRequest(format!("Invalid feature result: {reason}"))
+        }
+        e => worker_error(e, "Feature computation failed"),
+    }
+}
+
+/// Overload is a 503, a server-side fault a 500, and anything about the job a 400 under
+/// `prefix`.
+pub(crate) fn worker_error(e: ComputeError, prefix: &str) -> AppError {
+    match e {
+        ComputeError::Overloaded { .. } => AppError::Overloaded(e.to_string()),
+        ComputeError::Io(_) | ComputeError::Refused(FailureKind::Input, _) => AppError::internal(e),
+        e => AppError::BadRequest(format!("{prefix}: {e}")),
+    }
 }
 
 /// Batch serving reads small enough versions from an in-memory snapshot; build it from the

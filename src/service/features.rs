@@ -1,10 +1,10 @@
-use crate::engine::{execute, result};
 use crate::error::{AppError, Result};
 use crate::model::{now, Feature, FeatureCreate};
 use crate::store::FeatureRow;
+use crate::worker::Job;
 use crate::AppState;
 
-use super::{blocking, check_label, raw_tables};
+use super::{check_label, compute, raw_tables};
 
 pub fn not_found(id: i64) -> AppError {
     AppError::NotFound(format!("Feature with ID {id} not found"))
@@ -35,16 +35,20 @@ pub async fn create(state: &AppState, req: FeatureCreate) -> Result<Feature> {
             table.name
         )));
     }
-    let sql = req.computation_logic.clone();
-    let entity_key = req.entity_key.clone();
-    let dry_run = blocking(move || {
-        let out = execute::run_sql(&sql, schema.empty_frame())?;
-        result::encode(&out, &entity_key, usize::MAX).map(|_| ())
-    });
-    tokio::time::timeout(state.config.compute_timeout, dry_run)
+    // In a worker, like every run of user SQL: rows can come from literals even over an
+    // empty frame.
+    let dry_run = Job {
+        sql: req.computation_logic.clone(),
+        entity_key: req.entity_key.clone(),
+        max_rows: usize::MAX,
+        schema: raw_tables::definition_of(&table)?,
+        dry_run: true,
+    };
+    state
+        .compute
+        .run(&dry_run, &[])
         .await
-        .map_err(|_| invalid("the dry run exceeded the compute time limit"))??
-        .map_err(invalid)?;
+        .map_err(|e| compute::worker_error(e, "Invalid feature computation"))?;
     let row = state
         .store
         .create_feature(

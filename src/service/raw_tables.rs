@@ -13,9 +13,14 @@ pub fn not_found(id: i64) -> AppError {
 
 /// The table's schema as registered; an empty schema when it was registered without one.
 pub fn schema_of(table: &RawTableRow) -> Result<TableSchema> {
+    TableSchema::from_definition(&definition_of(table)?).map_err(AppError::internal)
+}
+
+/// The stored `schema_definition` (column -> declared type); empty when none was given.
+pub fn definition_of(table: &RawTableRow) -> Result<std::collections::BTreeMap<String, String>> {
     let def: Option<std::collections::BTreeMap<String, String>> =
         serde_json::from_str(&table.schema_definition).map_err(AppError::internal)?;
-    TableSchema::from_definition(&def.unwrap_or_default()).map_err(AppError::internal)
+    Ok(def.unwrap_or_default())
 }
 
 pub async fn create(state: &AppState, req: RawTableCreate) -> Result<RawTable> {

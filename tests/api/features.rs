@@ -81,8 +81,8 @@ async fn create_feature_returns_400_for_other_tables_statements_and_garbage() {
         "SELECT * FROM raw_tables",
         "SELECT user_id FROM data; SELECT user_id FROM data",
         "DROP TABLE data",
-        "SELECT a.user_id FROM data a, data b, data c, data d",
-        "SELECT a.user_id FROM data a CROSS JOIN data b",
+        "SELECT a.user_id FROM (data a CROSS JOIN raw_tables b)",
+        "SELECT a.user_id FROM (data a CROSS JOIN read_csv('/etc/passwd') b)",
         "not sql at all",
         "",
     ] {

@@ -105,6 +105,8 @@ async fn start(
 ) -> TestApp {
     let mut config = Config {
         database_url: database_url.clone(),
+        // The test harness is this process's executable; workers are the server binary.
+        compute_worker_program: Some(env!("CARGO_BIN_EXE_feature-store").into()),
         ..Config::default()
     };
     if let (Some(url), Some(prefix)) = (test_redis_url(), &redis_prefix) {

@@ -1,0 +1,109 @@
+//! The worker's side: read one job from stdin, run it, write the reply to stdout, exit.
+//!
+//! Limits are not enforced here: the server set them on this process before it started, and
+//! kills it at the deadline. What this side adds is a readable reason when the engine panics.
+
+use std::io::{self, BufReader, BufWriter};
+use std::panic::{self, AssertUnwindSafe};
+use std::process::ExitCode;
+
+use super::protocol::{self, FailureKind, Job, Reply};
+use crate::engine::{batches, execute, result, schema::TableSchema};
+
+/// A panic is reported on stderr on one line after this marker, so the server can quote it.
+pub const PANIC_MARK: &str = "feature-store worker panic: ";
+
+pub fn main() -> ExitCode {
+    panic::set_hook(Box::new(|info| {
+        let message = panic_message(info.payload());
+        eprintln!("{PANIC_MARK}{}", one_line(&message));
+    }));
+    let (job, inputs) = match protocol::read_job(&mut BufReader::new(io::stdin().lock())) {
+        Ok(job) => job,
+        Err(e) => {
+            eprintln!("the compute worker could not read its job: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome =
+        panic::catch_unwind(AssertUnwindSafe(|| run(&job, inputs))).unwrap_or_else(|payload| {
+            Err((
+                FailureKind::Sql,
+                format!(
+                    "the engine crashed: {}",
+                    one_line(&panic_message(&*payload))
+                ),
+            ))
+        });
+    let (reply, vectors) = match outcome {
+        Ok((output_schema, rows, vectors)) => (
+            Reply {
+                failure: None,
+                output_schema,
+                rows,
+            },
+            vectors,
+        ),
+        Err(failure) => (
+            Reply {
+                failure: Some(failure),
+                output_schema: Default::default(),
+                rows: 0,
+            },
+            None,
+        ),
+    };
+    let mut out = BufWriter::new(io::stdout().lock());
+    match protocol::write_reply(&mut out, &reply, vectors.as_deref()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("the compute worker could not write its reply: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+type Outcome = (
+    std::collections::BTreeMap<String, String>,
+    usize,
+    Option<Vec<u8>>,
+);
+
+fn run(job: &Job, inputs: Vec<Vec<u8>>) -> Result<Outcome, (FailureKind, String)> {
+    let schema = TableSchema::from_definition(&job.schema).map_err(|e| (FailureKind::Input, e))?;
+    let frame = if job.dry_run {
+        schema.empty_frame()
+    } else {
+        batches::decode_all(&inputs, &schema.polars_schema())
+            .map_err(|e| (FailureKind::Input, e))?
+    };
+    drop(inputs);
+    let out = execute::run_sql(&job.sql, frame).map_err(|e| (FailureKind::Sql, e))?;
+    let encoded = result::encode(&out, &job.entity_key, job.max_rows)
+        .map_err(|e| (FailureKind::Result, e))?;
+    drop(out);
+    if job.dry_run {
+        return Ok((encoded.output_schema, 0, None));
+    }
+    let ipc = result::vectors_to_ipc(&encoded.vectors).map_err(|e| (FailureKind::Result, e))?;
+    Ok((encoded.output_schema, encoded.vectors.len(), Some(ipc)))
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    }
+}
+
+fn one_line(s: &str) -> String {
+    let line = s
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("unknown panic");
+    line.chars().take(500).collect()
+}
