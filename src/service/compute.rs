@@ -66,12 +66,14 @@ pub async fn compute(
         schema: definition,
         dry_run: false,
     };
+    let loaded = started.elapsed();
     let encoded = state
         .compute
         .run(&job, &inputs)
         .await
         .map_err(compute_failed)?;
     drop(inputs);
+    let worked = started.elapsed();
 
     let output_schema =
         serde_json::to_string(&encoded.output_schema).map_err(AppError::internal)?;
@@ -109,6 +111,9 @@ pub async fn compute(
         version_id = published.version_id,
         generation = published.generation,
         vectors = count,
+        load_ms = loaded.as_millis() as u64,
+        worker_ms = (worked - loaded).as_millis() as u64,
+        publish_ms = (started.elapsed() - worked).as_millis() as u64,
         "published feature version"
     );
     Ok(ComputeResponse {

@@ -142,6 +142,7 @@ impl ComputePool {
     /// Run `job` over `batches` (Arrow IPC files of the raw table's columns) in a worker.
     pub async fn run(&self, job: &Job, batches: &[Vec<u8>]) -> Result<WorkerOutput, ComputeError> {
         let _permit = self.admit().await?;
+        let started = std::time::Instant::now();
         let mut child = self.spawn()?;
         let _live = child.id().map(|pid| {
             if let Ok(mut live) = self.live.lock() {
@@ -161,6 +162,7 @@ impl ComputePool {
                 return Err(ComputeError::TimedOut(deadline));
             }
         };
+        let talked = started.elapsed();
         if overflowed {
             return Err(ComputeError::ResultTooLarge(self.settings.max_result_bytes));
         }
@@ -178,6 +180,12 @@ impl ComputePool {
                     }
                     None => Vec::new(),
                 };
+                tracing::debug!(
+                    worker_ms = talked.as_millis() as u64,
+                    decode_ms = (started.elapsed() - talked).as_millis() as u64,
+                    vectors = vectors.len(),
+                    "compute worker finished"
+                );
                 return Ok(WorkerOutput {
                     output_schema: reply.output_schema,
                     vectors,
