@@ -49,15 +49,19 @@ impl AppState {
     pub async fn new(config: Config) -> error::Result<Self> {
         let store = Store::connect(&config.database_url).await?;
         let metrics = metrics::Metrics::new();
+        let changes = store.change_state().await?;
+        let counter = changes.changes.max(0) as u64;
         let cache = match &config.redis_url {
             Some(url) => Cache::with_redis(
                 config.cache_ttl,
                 url,
                 &config.redis_key_prefix,
+                &changes.instance,
+                counter,
                 metrics.clone(),
             )
             .map_err(error::AppError::Internal)?,
-            None => Cache::in_memory(config.cache_ttl, metrics.clone()),
+            None => Cache::in_memory(config.cache_ttl, counter, metrics.clone()),
         };
         let compute = worker::ComputePool::new(
             config
@@ -77,6 +81,7 @@ impl AppState {
 /// The whole application: state plus router.
 pub async fn build_app(config: Config) -> error::Result<(AppState, Router)> {
     let state = AppState::new(config).await?;
+    service::changes::spawn_poller(&state);
     let router = api::router(state.clone());
     Ok((state, router))
 }

@@ -6,12 +6,16 @@
 //! - vector entries are keyed by (version, generation, entity); every publish bumps the
 //!   version's generation in the database, so a recompute makes old entries unreachable in
 //!   every tier and every replica;
-//! - lookups (feature name -> newest active version, version -> generation) carry the cache
-//!   *epoch* read before their database query; every change to versions bumps the epoch after
-//!   its commit, and an entry whose epoch is not the current one is ignored. With Redis the
-//!   epoch lives in Redis, so a change on one replica retires lookups on all of them; while
-//!   Redis is unreachable lookups are not cached at all and go to the database, which is the
-//!   truth every replica shares.
+//! - lookups (feature name -> newest active version, version -> generation) carry the *epoch*
+//!   read before their database query, and an entry whose epoch is not the current one is
+//!   ignored. The epoch is the database's change counter (`cache_state.changes`), which every
+//!   change to what is served bumps inside its own transaction. Each replica knows the highest
+//!   counter it has committed or seen (`known`), and polls the database for it every
+//!   `service::changes::POLL_PERIOD`. With Redis, the epoch is mirrored there so a change on
+//!   one replica retires lookups on all of them at once; a Redis epoch below `known` (a
+//!   restart, a rollback to an older snapshot, a failover, a replica that could not tell it)
+//!   is never trusted and is raised back. So Redis only speeds invalidation up: whatever it
+//!   does, no replica serves a lookup older than the last change it could have polled.
 
 mod redis_tier;
 mod snapshot;
@@ -70,34 +74,44 @@ struct Inner {
     /// Whole versions, for batch responses, by (version, generation).
     snapshots: Moka<(i64, i64), Arc<Snapshot>>,
     lookups: Moka<LookupKey, (VersionMeta, u64)>,
-    epoch: AtomicU64,
+    /// The highest change counter this replica has committed or polled.
+    known: Arc<AtomicU64>,
     redis: Option<RedisTier>,
     metrics: Metrics,
 }
 
 impl Cache {
-    /// In-process only.
-    pub fn in_memory(ttl: Duration, metrics: Metrics) -> Self {
-        Self::build(ttl, None, metrics)
+    /// In-process only; `changes` is the database's change counter now.
+    pub fn in_memory(ttl: Duration, changes: u64, metrics: Metrics) -> Self {
+        Self::build(ttl, None, Arc::new(AtomicU64::new(changes)), metrics)
     }
 
     /// Redis shared by every replica, moka in front of it. Never fails and never waits on
-    /// Redis: an unreachable Redis is retried in the background.
+    /// Redis: an unreachable Redis is retried in the background. `instance` names the
+    /// database, so its epoch in Redis is its own.
     pub fn with_redis(
         ttl: Duration,
         url: &str,
         prefix: &str,
+        instance: &str,
+        changes: u64,
         metrics: Metrics,
     ) -> Result<Self, String> {
-        let tier = RedisTier::new(url, prefix, ttl)?;
-        let cache = Self::build(ttl, Some(tier), metrics);
+        let known = Arc::new(AtomicU64::new(changes));
+        let tier = RedisTier::new(url, prefix, instance, ttl, known.clone())?;
+        let cache = Self::build(ttl, Some(tier), known, metrics);
         if let Some(tier) = &cache.inner.redis {
             tier.spawn_watchdog();
         }
         Ok(cache)
     }
 
-    fn build(ttl: Duration, redis: Option<RedisTier>, metrics: Metrics) -> Self {
+    fn build(
+        ttl: Duration,
+        redis: Option<RedisTier>,
+        known: Arc<AtomicU64>,
+        metrics: Metrics,
+    ) -> Self {
         let bodies = || {
             Moka::builder()
                 .max_capacity(VECTOR_CACHE_BYTES)
@@ -123,7 +137,7 @@ impl Cache {
                     .time_to_live(ttl)
                     .build(),
                 lookups,
-                epoch: AtomicU64::new(0),
+                known,
                 redis,
                 metrics,
             }),
@@ -205,7 +219,7 @@ impl Cache {
         match &self.inner.redis {
             Some(redis) => redis.lookup(key).await,
             None => {
-                let epoch = self.inner.epoch.load(Ordering::Acquire);
+                let epoch = self.inner.known.load(Ordering::Acquire);
                 let hit = match self.inner.lookups.get(key).await {
                     Some((meta, e)) if e == epoch => Some(meta),
                     _ => None,
@@ -223,19 +237,27 @@ impl Cache {
         match &self.inner.redis {
             Some(redis) => redis.put_lookup(&key, meta, epoch).await,
             None => {
-                if epoch == self.inner.epoch.load(Ordering::Acquire) {
+                if epoch == self.inner.known.load(Ordering::Acquire) {
                     self.inner.lookups.insert(key, (meta, epoch)).await;
                 }
             }
         }
     }
 
-    /// Call after a change to versions (publish, status, delete) has committed.
-    pub async fn versions_changed(&self) {
-        self.inner.epoch.fetch_add(1, Ordering::AcqRel);
-        self.inner.lookups.invalidate_all();
-        if let Some(redis) = &self.inner.redis {
-            redis.bump_epoch().await;
+    /// A change with counter `change` has committed: here (call it right after the commit) or
+    /// on another replica (the poller calls it). Lookups read before it stop being served.
+    pub async fn advance(&self, change: u64) {
+        let before = self.inner.known.fetch_max(change, Ordering::AcqRel);
+        if change > before {
+            self.inner.lookups.invalidate_all();
         }
+        if let Some(redis) = &self.inner.redis {
+            redis.raise_epoch(change.max(before)).await;
+        }
+    }
+
+    /// The highest change counter this replica knows of.
+    pub fn known_change(&self) -> u64 {
+        self.inner.known.load(Ordering::Acquire)
     }
 }

@@ -3,7 +3,7 @@
 //! it answer again (logged once). Nothing on a request path ever waits on a dead Redis for
 //! longer than `CALL_TIMEOUT`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -25,14 +25,35 @@ pub struct RedisTier {
 struct Shared {
     conn: ConnectionManager,
     prefix: String,
+    /// `{prefix}changes:{database instance}`: the mirrored change counter.
+    epoch_key: String,
     ttl_secs: u64,
     up: AtomicBool,
-    /// Versions changed while Redis was unreachable: its epoch must move when it returns.
-    missed_change: AtomicBool,
+    /// The highest change counter the replica knows of (shared with the cache).
+    known: Arc<AtomicU64>,
+    raise: redis::Script,
 }
 
+/// Set the epoch to ARGV[1] unless it is already at least that: epochs only move forward, and
+/// a replica that knows of a later change repairs a Redis that lost it.
+const RAISE_SCRIPT: &str = r"
+local current = tonumber(redis.call('GET', KEYS[1]) or '-1')
+local wanted = tonumber(ARGV[1])
+if current < wanted then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return wanted
+end
+return current
+";
+
 impl RedisTier {
-    pub fn new(url: &str, prefix: &str, ttl: Duration) -> Result<Self, String> {
+    pub fn new(
+        url: &str,
+        prefix: &str,
+        instance: &str,
+        ttl: Duration,
+        known: Arc<AtomicU64>,
+    ) -> Result<Self, String> {
         let client = redis::Client::open(url).map_err(|e| format!("REDIS_URL: {e}"))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_millis(250)))
@@ -44,10 +65,12 @@ impl RedisTier {
             shared: Arc::new(Shared {
                 conn,
                 prefix: prefix.to_string(),
+                epoch_key: format!("{prefix}changes:{instance}"),
                 ttl_secs: ttl.as_secs().max(1),
                 // Unknown until the watchdog's first ping; until then, the database serves.
                 up: AtomicBool::new(false),
-                missed_change: AtomicBool::new(true),
+                known,
+                raise: redis::Script::new(RAISE_SCRIPT),
             }),
         })
     }
@@ -63,10 +86,6 @@ impl RedisTier {
                 "redis unreachable; serving from the in-process cache and the database"
             );
         }
-    }
-
-    fn epoch_key(&self) -> String {
-        format!("{}epoch", self.shared.prefix)
     }
 
     fn lookup_key(&self, key: &LookupKey) -> String {
@@ -125,8 +144,11 @@ impl RedisTier {
     }
 
     /// One round trip: the current epoch and the entry, which is valid only under that epoch.
+    /// An epoch below what this replica knows is a Redis that lost changes: nothing under it
+    /// is served, and it is raised.
     pub async fn lookup(&self, key: &LookupKey) -> Lookup {
-        let keys = vec![self.epoch_key(), self.lookup_key(key)];
+        let known = self.shared.known.load(Ordering::Acquire);
+        let keys = vec![self.shared.epoch_key.clone(), self.lookup_key(key)];
         let got: Option<(Option<u64>, Option<String>)> =
             self.call(|mut c| async move { c.mget(keys).await }).await;
         let Some((epoch, entry)) = got else {
@@ -135,12 +157,15 @@ impl RedisTier {
                 epoch: None,
             };
         };
-        let Some(epoch) = epoch else {
-            self.init_epoch().await;
-            return Lookup {
-                hit: None,
-                epoch: None,
-            };
+        let epoch = match epoch {
+            Some(epoch) if epoch >= known => epoch,
+            _ => {
+                self.raise_epoch(known).await;
+                return Lookup {
+                    hit: None,
+                    epoch: None,
+                };
+            }
         };
         let hit = entry
             .and_then(|e| parse_entry(&e))
@@ -149,17 +174,6 @@ impl RedisTier {
             hit,
             epoch: Some(epoch),
         }
-    }
-
-    /// A fresh Redis (or one restarted without persistence) has no epoch: start it at the
-    /// clock, so epochs never repeat across Redis restarts and no entry from an earlier life can
-    /// become valid again.
-    async fn init_epoch(&self) {
-        let k = self.epoch_key();
-        let start = chrono::Utc::now().timestamp_micros().max(0) as u64;
-        let _: Option<bool> = self
-            .call(|mut c| async move { c.set_nx(k, start).await })
-            .await;
     }
 
     pub async fn put_lookup(&self, key: &LookupKey, meta: VersionMeta, epoch: u64) {
@@ -177,16 +191,36 @@ impl RedisTier {
             .await;
     }
 
-    pub async fn bump_epoch(&self) {
-        let k = self.epoch_key();
-        let bumped: Option<u64> = self.call(|mut c| async move { c.incr(k, 1).await }).await;
-        if bumped.is_none() {
-            self.shared.missed_change.store(true, Ordering::Release);
+    /// Move the epoch up to `change` (never down). Tried twice: the first command after a
+    /// Redis restart fails on the old connection while the manager reconnects, and the
+    /// change this announces should reach the other replicas at once, not a poll later.
+    pub async fn raise_epoch(&self, change: u64) {
+        // Down: the watchdog raises it when it answers again.
+        if !self.is_up() {
+            return;
+        }
+        for _ in 0..2 {
+            let (script, key) = (self.shared.raise.clone(), self.shared.epoch_key.clone());
+            let attempt = self.shared.conn.clone();
+            let raised = tokio::time::timeout(CALL_TIMEOUT, async move {
+                let mut c = attempt;
+                script
+                    .key(key)
+                    .arg(change)
+                    .invoke_async::<u64>(&mut c)
+                    .await
+            })
+            .await;
+            match raised {
+                Ok(Ok(_)) => return,
+                Ok(Err(e)) => self.mark_down(&e.to_string()),
+                Err(_) => self.mark_down("timed out"),
+            }
         }
     }
 
-    /// Ping while Redis is down; when it answers, move its epoch past anything cached before
-    /// (if changes were missed) and serve from it again. Stops when the cache is dropped.
+    /// Ping while Redis is down; when it answers, raise its epoch to what this replica knows
+    /// and serve from it again. Stops when the cache is dropped.
     pub fn spawn_watchdog(&self) {
         let weak: Weak<Shared> = Arc::downgrade(&self.shared);
         tokio::spawn(async move {
@@ -195,20 +229,19 @@ impl RedisTier {
                 let Some(shared) = weak.upgrade() else { return };
                 if !shared.up.load(Ordering::Acquire) {
                     let mut conn = shared.conn.clone();
-                    let epoch_key = format!("{}epoch", shared.prefix);
-                    let missed = shared.missed_change.load(Ordering::Acquire);
+                    let known = shared.known.load(Ordering::Acquire);
                     let ping = async {
                         let _: () = redis::cmd("PING").query_async(&mut conn).await?;
-                        let start = chrono::Utc::now().timestamp_micros().max(0) as u64;
-                        let _: bool = conn.set_nx(&epoch_key, start).await?;
-                        if missed {
-                            let _: u64 = conn.incr(&epoch_key, 1).await?;
-                        }
+                        let _: u64 = shared
+                            .raise
+                            .key(&shared.epoch_key)
+                            .arg(known)
+                            .invoke_async(&mut conn)
+                            .await?;
                         redis::RedisResult::Ok(())
                     };
                     if let Ok(Ok(())) = tokio::time::timeout(Duration::from_millis(500), ping).await
                     {
-                        shared.missed_change.store(false, Ordering::Release);
                         shared.up.store(true, Ordering::Release);
                         if ever_up {
                             tracing::info!("redis reachable again; serving from it");

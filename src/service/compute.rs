@@ -75,25 +75,34 @@ pub async fn compute(
     drop(inputs);
     let worked = started.elapsed();
 
-    let output_schema =
-        serde_json::to_string(&encoded.output_schema).map_err(AppError::internal)?;
-    let published = state
-        .store
-        .publish(&PublishRequest {
-            feature_id,
-            version,
-            computation_logic: &logic,
-            entity_key: &entity_key,
-            output_schema: &output_schema,
-            computed_at: now(),
-            vectors: &encoded.vectors,
-        })
-        .await
-        .map_err(|e| match e {
-            AppError::StillReferenced => features::not_found(feature_id),
-            e => e,
-        })?;
-    state.cache.versions_changed().await;
+    // Publishing and announcing it finish even if the client goes away meanwhile.
+    let publish = {
+        let state = state.clone();
+        let version = version.to_string();
+        async move {
+            let output_schema =
+                serde_json::to_string(&encoded.output_schema).map_err(AppError::internal)?;
+            let published = state
+                .store
+                .publish(&PublishRequest {
+                    feature_id,
+                    version: &version,
+                    computation_logic: &logic,
+                    entity_key: &entity_key,
+                    output_schema: &output_schema,
+                    computed_at: now(),
+                    vectors: &encoded.vectors,
+                })
+                .await
+                .map_err(|e| match e {
+                    AppError::StillReferenced => features::not_found(feature_id),
+                    e => e,
+                })?;
+            state.cache.advance(published.change as u64).await;
+            Ok((published, encoded))
+        }
+    };
+    let (published, encoded) = super::detached(publish).await?;
     state
         .metrics
         .compute_seconds

@@ -86,9 +86,15 @@ pub async fn get(state: &AppState, id: i64) -> Result<Feature> {
 
 /// Deletes the feature, its versions and their vectors; serving stops at once.
 pub async fn delete(state: &AppState, id: i64) -> Result<()> {
-    if !state.store.delete_feature(id).await? {
-        return Err(not_found(id));
-    }
-    state.cache.versions_changed().await;
-    Ok(())
+    let state = state.clone();
+    super::detached(async move {
+        let change = state
+            .store
+            .delete_feature(id)
+            .await?
+            .ok_or_else(|| not_found(id))?;
+        state.cache.advance(change as u64).await;
+        Ok(())
+    })
+    .await
 }

@@ -1,6 +1,7 @@
 //! Domain rules, consistency checks and cache invalidation; handlers call these.
 
 pub mod batch;
+pub mod changes;
 pub mod compute;
 pub mod features;
 pub mod ingest;
@@ -17,6 +18,14 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(AppError::internal)
+}
+
+/// Run `work` to its end even if the request that started it goes away: a change that has
+/// committed must also be announced, whether or not anyone waits for the answer.
+pub(crate) async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(work).await.map_err(AppError::internal)?
 }
 
 /// Names shown in URLs and lists: non-empty, bounded, no control characters.

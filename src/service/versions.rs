@@ -84,20 +84,30 @@ pub async fn set_status(
     status: VersionStatus,
 ) -> Result<FeatureVersion> {
     get_row(state, feature_id, version_id).await?;
-    let row = state
-        .store
-        .set_version_status(version_id, status.as_str(), now())
-        .await?
-        .ok_or_else(|| not_found(version_id))?;
-    state.cache.versions_changed().await;
-    Ok(row.into())
+    let state = state.clone();
+    super::detached(async move {
+        let (row, change) = state
+            .store
+            .set_version_status(version_id, status.as_str(), now())
+            .await?
+            .ok_or_else(|| not_found(version_id))?;
+        state.cache.advance(change as u64).await;
+        Ok(row.into())
+    })
+    .await
 }
 
 pub async fn delete(state: &AppState, feature_id: i64, version_id: i64) -> Result<()> {
     get_row(state, feature_id, version_id).await?;
-    if !state.store.delete_version(version_id).await? {
-        return Err(not_found(version_id));
-    }
-    state.cache.versions_changed().await;
-    Ok(())
+    let state = state.clone();
+    super::detached(async move {
+        let change = state
+            .store
+            .delete_version(version_id)
+            .await?
+            .ok_or_else(|| not_found(version_id))?;
+        state.cache.advance(change as u64).await;
+        Ok(())
+    })
+    .await
 }

@@ -58,7 +58,21 @@ const INSERT_CHUNK: usize = 1000;
 pub struct Published {
     pub version_id: i64,
     pub generation: i64,
+    /// The change counter this publish committed (see `changes`).
+    pub change: i64,
 }
+
+/// The database's change counter and the name of this database (`cache_state`).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ChangeState {
+    pub instance: String,
+    pub changes: i64,
+}
+
+/// Every change to what is served bumps the counter in its own transaction, so the counter
+/// can never lag the change it stands for.
+const BUMP_CHANGES: &str =
+    "UPDATE cache_state SET changes = changes + 1 WHERE id = 1 RETURNING changes";
 
 /// Everything a publish writes besides the vectors.
 pub struct PublishRequest<'a> {
@@ -340,15 +354,23 @@ impl Store {
         Ok(found.is_some())
     }
 
-    /// Deletes the feature with its versions and their vectors.
-    pub async fn delete_feature(&self, id: i64) -> Result<bool> {
-        Ok(on_pool!(self, write, |p| sqlx::query(
-            "DELETE FROM features WHERE id = $1"
-        )
-        .bind(id)
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected() > 0))?)
+    /// Deletes the feature with its versions and their vectors; the change counter it
+    /// committed, or `None` when there was no such feature.
+    pub async fn delete_feature(&self, id: i64) -> Result<Option<i64>> {
+        on_pool!(self, write, |p| {
+            let mut tx = p.begin().await?;
+            let deleted = sqlx::query("DELETE FROM features WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if deleted == 0 {
+                return Ok(None);
+            }
+            let change: i64 = sqlx::query_scalar(BUMP_CHANGES).fetch_one(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(Some(change))
+        })
     }
 
     // ---- versions ----
@@ -408,32 +430,57 @@ impl Store {
             .await)?)
     }
 
+    /// The updated version and the change counter it committed.
     pub async fn set_version_status(
         &self,
         id: i64,
         status: &str,
         now: DateTime<Utc>,
-    ) -> Result<Option<VersionRow>> {
+    ) -> Result<Option<(VersionRow, i64)>> {
         let sql = format!(
             "UPDATE feature_versions SET status = $2, updated_at = $3 WHERE id = $1 \
              RETURNING {VERSION_COLUMNS}"
         );
-        Ok(on_pool!(self, write, |p| sqlx::query_as(&sql)
-            .bind(id)
-            .bind(status)
-            .bind(now)
-            .fetch_optional(p)
-            .await)?)
+        on_pool!(self, write, |p| {
+            let mut tx = p.begin().await?;
+            let row: Option<VersionRow> = sqlx::query_as(&sql)
+                .bind(id)
+                .bind(status)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(row) = row else { return Ok(None) };
+            let change: i64 = sqlx::query_scalar(BUMP_CHANGES).fetch_one(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(Some((row, change)))
+        })
     }
 
-    pub async fn delete_version(&self, id: i64) -> Result<bool> {
-        Ok(on_pool!(self, write, |p| sqlx::query(
-            "DELETE FROM feature_versions WHERE id = $1"
+    /// The change counter the delete committed, or `None` when there was no such version.
+    pub async fn delete_version(&self, id: i64) -> Result<Option<i64>> {
+        on_pool!(self, write, |p| {
+            let mut tx = p.begin().await?;
+            let deleted = sqlx::query("DELETE FROM feature_versions WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if deleted == 0 {
+                return Ok(None);
+            }
+            let change: i64 = sqlx::query_scalar(BUMP_CHANGES).fetch_one(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(Some(change))
+        })
+    }
+
+    /// The change counter as committed now: what every replica polls.
+    pub async fn change_state(&self) -> Result<ChangeState> {
+        Ok(on_pool!(self, read, |p| sqlx::query_as(
+            "SELECT instance, changes FROM cache_state WHERE id = 1"
         )
-        .bind(id)
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected() > 0))?)
+        .fetch_one(p)
+        .await)?)
     }
 
     // ---- serving ----
@@ -592,10 +639,12 @@ impl Store {
                 });
                 insert.build().execute(&mut *tx).await?;
             }
+            let change: i64 = sqlx::query_scalar(BUMP_CHANGES).fetch_one(&mut *tx).await?;
             tx.commit().await?;
             Ok(Published {
                 version_id: published.0,
                 generation: published.1,
+                change,
             })
         })
     }

@@ -88,11 +88,16 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
 
 /// Another replica of `app`: the same database and the same Redis key prefix.
 pub async fn spawn_replica(app: &TestApp) -> TestApp {
+    spawn_replica_with(app, |_| {}).await
+}
+
+/// Another replica of `app` (same database, same Redis key prefix), configured by `adjust`.
+pub async fn spawn_replica_with(app: &TestApp, adjust: impl FnOnce(&mut Config)) -> TestApp {
     start(
         app.database_url.clone(),
         app.dir.clone(),
         app.redis_prefix.clone(),
-        |_| {},
+        adjust,
     )
     .await
 }
@@ -114,7 +119,8 @@ async fn start(
         config.redis_key_prefix = prefix.clone();
     }
     adjust(&mut config);
-    let uses_redis = config.redis_url.is_some();
+    // A test that points at a Redis of its own (or an unreachable one) waits for what it expects.
+    let uses_redis = config.redis_url.is_some() && config.redis_url == test_redis_url();
     let (state, router) = build_app(config).await.expect("build app");
     if uses_redis {
         wait_for_cache_mode(&state, "redis").await;
