@@ -21,6 +21,9 @@ pub struct Config {
     pub port: u16,
     /// Normalised: SQLAlchemy's `sqlite:///x` form is rewritten to sqlx's `sqlite://x`.
     pub database_url: String,
+    /// How long a write waits for SQLite's writer, or any query for a pooled connection,
+    /// before it is answered 503.
+    pub database_busy_timeout: Duration,
     pub redis_url: Option<String>,
     /// Prepended to every Redis key, so several deployments (or tests) can share one Redis.
     pub redis_key_prefix: String,
@@ -54,6 +57,7 @@ impl Default for Config {
             host: IpAddr::from([127, 0, 0, 1]),
             port: 8000,
             database_url: "sqlite://./feature_store.db".into(),
+            database_busy_timeout: Duration::from_secs(5),
             redis_url: None,
             redis_key_prefix: "feature-store:".into(),
             cache_ttl: Duration::from_secs(3600),
@@ -92,6 +96,7 @@ impl fmt::Debug for Config {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("database_url", &redact(&self.database_url))
+            .field("database_busy_timeout", &self.database_busy_timeout)
             .field("redis_url", &self.redis_url.as_deref().map(redact))
             .field("redis_key_prefix", &self.redis_key_prefix)
             .field("cache_ttl", &self.cache_ttl)
@@ -174,6 +179,11 @@ impl Config {
             host: parse("HOST", get("HOST"), d.host)?,
             port: parse("PORT", get("PORT"), d.port)?,
             database_url,
+            database_busy_timeout: Duration::from_millis(parse(
+                "DATABASE_BUSY_TIMEOUT_MS",
+                get("DATABASE_BUSY_TIMEOUT_MS"),
+                d.database_busy_timeout.as_millis() as u64,
+            )?),
             redis_url: get("REDIS_URL").filter(|v| !v.trim().is_empty()),
             redis_key_prefix: get("REDIS_KEY_PREFIX")
                 .filter(|v| !v.trim().is_empty())

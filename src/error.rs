@@ -50,12 +50,37 @@ pub enum AppError {
     /// Too much work is already waiting (503 with Retry-After).
     #[error("{0}")]
     Overloaded(String),
+    /// Busy and pool-exhaustion errors become `Overloaded` on the way in (see `From`).
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[source] sqlx::Error),
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<sqlx::Error> for AppError {
+    fn from(e: sqlx::Error) -> Self {
+        if is_overload(&e) {
+            tracing::warn!(error = %e, "database overloaded; answering 503");
+            AppError::Overloaded("The database is busy; retry later".into())
+        } else {
+            AppError::Database(e)
+        }
+    }
+}
+
+/// Waiting too long for a connection, or for SQLite's one writer (SQLITE_BUSY, SQLITE_LOCKED
+/// and their extended codes), or Postgres refusing more connections: load, not a bug.
+fn is_overload(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(d) => matches!(
+            d.code().as_deref(),
+            Some("5" | "6" | "261" | "262" | "517" | "53300")
+        ),
+        _ => false,
+    }
 }
 
 impl AppError {

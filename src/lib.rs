@@ -47,7 +47,7 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     pub async fn new(config: Config) -> error::Result<Self> {
-        let store = Store::connect(&config.database_url).await?;
+        let store = Store::connect(&config.database_url, config.database_busy_timeout).await?;
         let metrics = metrics::Metrics::new();
         let changes = store.change_state().await?;
         let counter = changes.changes.max(0) as u64;

@@ -101,7 +101,7 @@ fn classify(e: sqlx::Error) -> AppError {
     } else if is_foreign_key_violation(&e) {
         AppError::StillReferenced
     } else {
-        AppError::Database(e)
+        AppError::from(e)
     }
 }
 
@@ -112,14 +112,16 @@ const VERSION_COLUMNS: &str = "id, feature_id, version, status, computation_logi
      created_at, updated_at, computed_at, entity_count, output_schema, generation";
 
 impl Store {
-    pub async fn connect(url: &str) -> Result<Store> {
+    /// `busy_timeout`: how long a write waits for SQLite's one writer (and a request for a
+    /// pooled connection) before it is answered 503.
+    pub async fn connect(url: &str, busy_timeout: Duration) -> Result<Store> {
         if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(10));
+                .busy_timeout(busy_timeout);
             let store = if url.contains(":memory:") || url.contains("mode=memory") {
                 // An in-memory database lives as long as its one connection: keep it forever.
                 let pool = SqlitePoolOptions::new()
@@ -137,11 +139,13 @@ impl Store {
             } else {
                 let write = SqlitePoolOptions::new()
                     .max_connections(1)
+                    .acquire_timeout(busy_timeout)
                     .connect_with(options.clone())
                     .await?;
                 let fast = Some(sqlite_reads::FastReads::new(options.get_filename()));
                 let read = SqlitePoolOptions::new()
                     .max_connections(8)
+                    .acquire_timeout(busy_timeout)
                     .connect_with(options)
                     .await?;
                 Store::Sqlite { read, write, fast }
@@ -153,7 +157,7 @@ impl Store {
         } else {
             let pool = PgPoolOptions::new()
                 .max_connections(16)
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(busy_timeout)
                 .connect(url)
                 .await?;
             sqlx::migrate!("migrations/postgres").run(&pool).await?;

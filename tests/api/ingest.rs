@@ -99,6 +99,8 @@ async fn ingested_rows_survive_a_restart() {
     app.ingest(table, sample_rows()).await;
     let url = app.database_url.clone();
     app.state.store.close().await;
-    let reopened = feature_store::store::Store::connect(&url).await.unwrap();
+    let reopened = feature_store::store::Store::connect(&url, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(reopened.stored_row_count(table).await.unwrap(), 8);
 }

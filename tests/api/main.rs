@@ -14,6 +14,7 @@ mod features;
 mod ingest;
 mod limits;
 mod metrics;
+mod overload;
 mod raw_tables;
 mod redis_outage;
 mod redis_server;
