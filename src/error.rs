@@ -59,6 +59,25 @@ pub enum AppError {
     Internal(String),
 }
 
+/// Why a request failed on the server's side: the error and each of its sources, for the log.
+#[derive(Clone, Debug)]
+pub struct ErrorCause(pub String);
+
+fn cause_chain(e: &dyn std::error::Error) -> String {
+    let mut chain = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        // thiserror's `{0}` display often repeats the source verbatim.
+        if !chain.ends_with(&text) {
+            chain.push_str(": ");
+            chain.push_str(&text);
+        }
+        source = cause.source();
+    }
+    chain
+}
+
 impl From<sqlx::Error> for AppError {
     fn from(e: sqlx::Error) -> Self {
         if is_overload(&e) {
@@ -123,12 +142,17 @@ impl IntoResponse for AppError {
                 json!({ "detail": [{ "loc": loc, "msg": msg, "type": "value_error" }] })
             }
             AppError::Database(_) | AppError::Migrate(_) | AppError::Internal(_) => {
-                tracing::error!(error = %self, "request failed");
                 json!({ "detail": "Internal Server Error" })
             }
             other => json!({ "detail": other.to_string() }),
         };
         let mut response = (status, axum::Json(body)).into_response();
+        if status.is_server_error() {
+            // Logged by the metrics layer, which knows the request id.
+            response
+                .extensions_mut()
+                .insert(ErrorCause(cause_chain(&self)));
+        }
         if let AppError::Overloaded(_) = self {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,

@@ -172,11 +172,16 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
             .as_ref()
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
+        let cause = response
+            .extensions()
+            .get::<crate::error::ErrorCause>()
+            .map_or("", |c| c.0.as_str());
         tracing::error!(
             method,
             route,
             status = response.status().as_u16(),
             request_id = id,
+            cause,
             "request failed"
         );
     }

@@ -30,7 +30,7 @@ async fn require_api_key(
     let presented = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
         .map(str::trim)
         .ok_or_else(|| {
@@ -51,6 +51,12 @@ async fn require_api_key(
         ));
     }
     Ok(next.run(req).await)
+}
+
+/// The credentials of `Bearer <token>`; the scheme name is case-insensitive (RFC 9110).
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
 }
 
 pub fn router(state: AppState) -> Router {

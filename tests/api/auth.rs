@@ -102,7 +102,12 @@ async fn ready_reports_the_database_and_cache_mode() {
         "sqlite"
     };
     assert_eq!(body["database"], expected_db);
-    assert_eq!(body["cache"], app.state.cache.mode());
+    let expected_cache = if crate::helpers::test_redis_url().is_some() {
+        "redis"
+    } else {
+        "memory"
+    };
+    assert_eq!(body["cache"], expected_cache);
 
     app.state.store.close().await;
     let (status, body) = app.get("/ready").await;
@@ -123,4 +128,68 @@ async fn responses_carry_a_request_id_and_keep_the_one_sent() {
         .await
         .unwrap();
     assert_eq!(resp.headers()["x-request-id"], "trace-me-42");
+}
+
+#[tokio::test]
+async fn a_read_key_gets_403_for_delete_patch_and_compute_and_changes_nothing() {
+    let app = spawn_app_with(|c| {
+        c.api_keys =
+            feature_store::auth::ApiKeys::parse(&format!("{READER}:read,{WRITER}:write")).unwrap()
+    })
+    .await;
+    let write = |req: reqwest::RequestBuilder| req.bearer_auth(WRITER);
+    let table = json!({"name": "user_transactions", "schema_definition": {
+        "user_id": "string", "transaction_amount": "float", "transaction_date": "string"}});
+    let resp = write(app.client.post(app.url("/api/v1/raw-tables")))
+        .json(&table)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let feature = json!({"name": "avg", "raw_table_id": 1, "entity_key": "user_id",
+        "computation_logic": "SELECT user_id, AVG(transaction_amount) AS a FROM data GROUP BY user_id"});
+    let resp = write(app.client.post(app.url("/api/v1/features")))
+        .json(&feature)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let resp = write(app.client.post(app.url("/api/v1/features/1/compute")))
+        .json(&json!({"version": "v1", "raw_data": [
+            {"user_id": "u1", "transaction_amount": 2.0, "transaction_date": "d"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    let attempts = [
+        app.client.delete(app.url("/api/v1/features/1/versions/1")),
+        app.client
+            .patch(app.url("/api/v1/features/1/versions/1"))
+            .json(&json!({"status": "archived"})),
+        app.client
+            .post(app.url("/api/v1/features/1/compute"))
+            .json(&json!({"version": "v2"})),
+        app.client.delete(app.url("/api/v1/features/1")),
+    ];
+    for attempt in attempts {
+        // The scheme name is matched case-insensitively: the key is recognised, then refused.
+        let resp = attempt
+            .header("authorization", format!("bearer {READER}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    }
+    let resp = app
+        .client
+        .get(app.url("/api/v1/features/1/versions"))
+        .header("authorization", format!("BEARER {READER}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let versions: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(versions.as_array().unwrap().len(), 1);
+    assert_eq!(versions[0]["status"], "active");
 }

@@ -9,6 +9,7 @@ mod compute;
 mod consistency;
 mod crash;
 mod docs;
+mod error_log;
 mod errors;
 mod features;
 mod ingest;
