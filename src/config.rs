@@ -45,8 +45,9 @@ pub struct Config {
     /// The executable started as a compute worker; `None`: this process's own. Tests point it
     /// at the built server binary, since their own executable is the test harness.
     pub compute_worker_program: Option<PathBuf>,
-    /// Batch serving holds versions with up to this many vectors whole in memory.
-    pub batch_snapshot_max_entities: i64,
+    /// Bytes of whole versions batch serving may hold in memory (measured on what is held);
+    /// a version bigger than this is served entity by entity.
+    pub batch_snapshot_max_bytes: u64,
     /// Empty: the API is open.
     pub api_keys: ApiKeys,
 }
@@ -71,7 +72,7 @@ impl Default for Config {
             compute_queue_size: 16,
             compute_max_result_mb: 1024,
             compute_worker_program: None,
-            batch_snapshot_max_entities: 2_000_000,
+            batch_snapshot_max_bytes: 512 * 1024 * 1024,
             api_keys: ApiKeys::default(),
         }
     }
@@ -109,10 +110,7 @@ impl fmt::Debug for Config {
             .field("compute_workers", &self.compute_workers)
             .field("compute_queue_size", &self.compute_queue_size)
             .field("compute_max_result_mb", &self.compute_max_result_mb)
-            .field(
-                "batch_snapshot_max_entities",
-                &self.batch_snapshot_max_entities,
-            )
+            .field("batch_snapshot_max_bytes", &self.batch_snapshot_max_bytes)
             .field("api_keys", &self.api_keys)
             .finish()
     }
@@ -223,10 +221,10 @@ impl Config {
                 d.compute_max_result_mb,
             )?,
             compute_worker_program: None,
-            batch_snapshot_max_entities: parse(
-                "BATCH_SNAPSHOT_MAX_ENTITIES",
-                get("BATCH_SNAPSHOT_MAX_ENTITIES"),
-                d.batch_snapshot_max_entities,
+            batch_snapshot_max_bytes: parse(
+                "BATCH_SNAPSHOT_MAX_BYTES",
+                get("BATCH_SNAPSHOT_MAX_BYTES"),
+                d.batch_snapshot_max_bytes,
             )?,
             api_keys: ApiKeys::parse(&get("API_KEYS").unwrap_or_default()).map_err(ConfigError)?,
         };

@@ -54,6 +54,7 @@ impl AppState {
         let cache = match &config.redis_url {
             Some(url) => Cache::with_redis(
                 config.cache_ttl,
+                config.batch_snapshot_max_bytes,
                 url,
                 &config.redis_key_prefix,
                 &changes.instance,
@@ -61,7 +62,12 @@ impl AppState {
                 metrics.clone(),
             )
             .map_err(error::AppError::Internal)?,
-            None => Cache::in_memory(config.cache_ttl, counter, metrics.clone()),
+            None => Cache::in_memory(
+                config.cache_ttl,
+                config.batch_snapshot_max_bytes,
+                counter,
+                metrics.clone(),
+            ),
         };
         let compute = worker::ComputePool::new(
             config

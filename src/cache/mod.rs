@@ -35,8 +35,14 @@ pub use snapshot::Snapshot;
 /// Upper bound on cached vector bytes (keys and bodies) in process.
 const VECTOR_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 const LOOKUP_CACHE_ENTRIES: u64 = 100_000;
-/// Upper bound on bytes of whole versions held for batch serving.
-const SNAPSHOT_CACHE_BYTES: u64 = 512 * 1024 * 1024;
+/// Whole versions loaded from the database at once for batch serving: each load holds a
+/// version's rows twice while it builds, so a burst of requests naming many versions must not
+/// start them all together.
+const SNAPSHOT_LOADS: usize = 2;
+
+const TOO_BIG: &str = "the version is larger than the batch snapshot cap";
+/// What one entry of a snapshot's index costs at least, besides its bytes.
+const SNAPSHOT_SLOT_BYTES: u64 = 25;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct VectorKey {
@@ -71,8 +77,15 @@ struct Inner {
     vectors: Moka<VectorKey, Bytes>,
     /// Bare `feature_values` objects, for batch responses of versions too large to snapshot.
     values: Moka<VectorKey, Bytes>,
-    /// Whole versions, for batch responses, by (version, generation).
+    /// Whole versions, for batch responses, by (version, generation); weighed in bytes held.
     snapshots: Moka<(i64, i64), Arc<Snapshot>>,
+    /// The byte cap of `snapshots`; a version bigger than this is never held whole.
+    snapshot_cap: u64,
+    /// (version, generation) found too big for the cap: served entity by entity, never rebuilt.
+    too_big: Moka<(i64, i64), ()>,
+    snapshot_loads: tokio::sync::Semaphore,
+    /// Snapshots built (loaded or warmed), for tests and metrics.
+    snapshot_builds: AtomicU64,
     lookups: Moka<LookupKey, (VersionMeta, u64)>,
     /// The highest change counter this replica has committed or polled.
     known: Arc<AtomicU64>,
@@ -82,8 +95,14 @@ struct Inner {
 
 impl Cache {
     /// In-process only; `changes` is the database's change counter now.
-    pub fn in_memory(ttl: Duration, changes: u64, metrics: Metrics) -> Self {
-        Self::build(ttl, None, Arc::new(AtomicU64::new(changes)), metrics)
+    pub fn in_memory(ttl: Duration, snapshot_cap: u64, changes: u64, metrics: Metrics) -> Self {
+        Self::build(
+            ttl,
+            snapshot_cap,
+            None,
+            Arc::new(AtomicU64::new(changes)),
+            metrics,
+        )
     }
 
     /// Redis shared by every replica, moka in front of it. Never fails and never waits on
@@ -91,6 +110,7 @@ impl Cache {
     /// database, so its epoch in Redis is its own.
     pub fn with_redis(
         ttl: Duration,
+        snapshot_cap: u64,
         url: &str,
         prefix: &str,
         instance: &str,
@@ -99,7 +119,7 @@ impl Cache {
     ) -> Result<Self, String> {
         let known = Arc::new(AtomicU64::new(changes));
         let tier = RedisTier::new(url, prefix, instance, ttl, known.clone())?;
-        let cache = Self::build(ttl, Some(tier), known, metrics);
+        let cache = Self::build(ttl, snapshot_cap, Some(tier), known, metrics);
         if let Some(tier) = &cache.inner.redis {
             tier.spawn_watchdog();
         }
@@ -108,6 +128,7 @@ impl Cache {
 
     fn build(
         ttl: Duration,
+        snapshot_cap: u64,
         redis: Option<RedisTier>,
         known: Arc<AtomicU64>,
         metrics: Metrics,
@@ -132,10 +153,18 @@ impl Cache {
                 vectors: bodies(),
                 values: bodies(),
                 snapshots: Moka::builder()
-                    .max_capacity(SNAPSHOT_CACHE_BYTES)
-                    .weigher(|_, s: &Arc<Snapshot>| s.weight())
+                    .max_capacity(snapshot_cap)
+                    .weigher(|_, s: &Arc<Snapshot>| u32::try_from(s.bytes()).unwrap_or(u32::MAX))
+                    .time_to_live(ttl)
+                    .support_invalidation_closures()
+                    .build(),
+                snapshot_cap,
+                too_big: Moka::builder()
+                    .max_capacity(10_000)
                     .time_to_live(ttl)
                     .build(),
+                snapshot_loads: tokio::sync::Semaphore::new(SNAPSHOT_LOADS),
+                snapshot_builds: AtomicU64::new(0),
                 lookups,
                 known,
                 redis,
@@ -187,30 +216,111 @@ impl Cache {
     }
 
     /// The snapshot of a published version, loading it once however many requests ask at the
-    /// same moment.
+    /// same moment, at most `SNAPSHOT_LOADS` versions at a time. `Ok(None)`: the version is too
+    /// big to hold whole (known from an earlier build, which is not repeated); read it entity
+    /// by entity.
     pub async fn snapshot<F>(
         &self,
         meta: VersionMeta,
         load: F,
-    ) -> Result<Arc<Snapshot>, Arc<crate::error::AppError>>
+    ) -> Result<Option<Arc<Snapshot>>, Arc<crate::error::AppError>>
     where
-        F: std::future::Future<Output = Result<Arc<Snapshot>, crate::error::AppError>>,
+        F: std::future::Future<Output = Result<Option<Snapshot>, crate::error::AppError>>,
     {
         let key = (meta.version_id, meta.generation);
         if let Some(hit) = self.inner.snapshots.get(&key).await {
             self.inner.metrics.cache_lookup("snapshot", true);
-            return Ok(hit);
+            return Ok(Some(hit));
         }
         self.inner.metrics.cache_lookup("snapshot", false);
-        self.inner.snapshots.try_get_with(key, load).await
+        // Every entry costs at least its index slot: a version that cannot fit is known
+        // without loading it.
+        let floor = meta.entity_count.unwrap_or(0).max(0) as u64 * SNAPSHOT_SLOT_BYTES;
+        if floor > self.inner.snapshot_cap {
+            self.inner.too_big.insert(key, ()).await;
+        }
+        if self.inner.too_big.contains_key(&key) {
+            return Ok(None);
+        }
+        let inner = &self.inner;
+        let built = inner
+            .snapshots
+            .try_get_with(key, async {
+                let _slot = inner
+                    .snapshot_loads
+                    .acquire()
+                    .await
+                    .map_err(crate::error::AppError::internal)?;
+                let snapshot = load.await?;
+                inner.snapshot_builds.fetch_add(1, Ordering::Relaxed);
+                let Some(snapshot) = snapshot.filter(|s| s.bytes() <= inner.snapshot_cap) else {
+                    inner.too_big.insert(key, ()).await;
+                    return Err(crate::error::AppError::Internal(TOO_BIG.into()));
+                };
+                Ok(Arc::new(snapshot))
+            })
+            .await;
+        match built {
+            Ok(snapshot) => Ok(Some(snapshot)),
+            Err(e) if self.inner.too_big.contains_key(&key) => {
+                drop(e);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
-    /// Hold a just-published version for batch serving, so it is warm from its first request.
+    /// Hold a just-published version for batch serving, so it is warm from its first request,
+    /// and let go of the version's older generations, which nothing can ask for any more.
     pub async fn put_snapshot(&self, meta: VersionMeta, snapshot: Snapshot) {
-        self.inner
+        self.drop_older_snapshots(meta.version_id, meta.generation);
+        self.inner.snapshot_builds.fetch_add(1, Ordering::Relaxed);
+        let key = (meta.version_id, meta.generation);
+        if snapshot.bytes() > self.inner.snapshot_cap {
+            self.inner.too_big.insert(key, ()).await;
+            return;
+        }
+        self.inner.snapshots.insert(key, Arc::new(snapshot)).await;
+    }
+
+    /// Would `vectors` (entity, values) fit the snapshot cap? Checked before building one at
+    /// publish; a version that would not is marked, and served entity by entity.
+    pub async fn fits_snapshot(
+        &self,
+        meta: VersionMeta,
+        ids_and_values_bytes: u64,
+        n: u64,
+    ) -> bool {
+        let estimate = ids_and_values_bytes + n * SNAPSHOT_SLOT_BYTES;
+        if estimate > self.inner.snapshot_cap {
+            self.drop_older_snapshots(meta.version_id, meta.generation);
+            self.inner
+                .too_big
+                .insert((meta.version_id, meta.generation), ())
+                .await;
+            return false;
+        }
+        true
+    }
+
+    /// Forget snapshots of `version_id` older than `generation`.
+    pub fn drop_older_snapshots(&self, version_id: i64, generation: i64) {
+        // Only fails when closures are not supported, which `build` turns on.
+        let _ = self
+            .inner
             .snapshots
-            .insert((meta.version_id, meta.generation), Arc::new(snapshot))
-            .await;
+            .invalidate_entries_if(move |k, _| k.0 == version_id && k.1 < generation);
+    }
+
+    /// Snapshots built so far (loaded on a batch miss or warmed at publish).
+    pub fn snapshot_builds(&self) -> u64 {
+        self.inner.snapshot_builds.load(Ordering::Relaxed)
+    }
+
+    /// Versions held whole right now, as (version, generation).
+    pub async fn held_snapshots(&self) -> Vec<(i64, i64)> {
+        self.inner.snapshots.run_pending_tasks().await;
+        self.inner.snapshots.iter().map(|(k, _)| *k).collect()
     }
 
     /// Look a version up; on a miss, query the database and call `put_lookup` with the epoch

@@ -33,9 +33,30 @@ impl Snapshot {
             .map(|r| &self.text[r.start as usize..r.end as usize])
     }
 
-    /// Approximate bytes held, for the cache's weigher.
-    pub fn weight(&self) -> u32 {
-        let keys: usize = self.index.keys().map(|k| k.len() + 32).sum();
-        (self.text.len() + keys).try_into().unwrap_or(u32::MAX)
+    /// Bytes held: the text buffer's capacity, every key's bytes, and the index's table (one
+    /// slot and one control byte per bucket, empty buckets included).
+    pub fn bytes(&self) -> u64 {
+        let slot = std::mem::size_of::<(Box<str>, Range<u32>)>() + 1;
+        let keys: usize = self.index.keys().map(|k| k.len()).sum();
+        (std::mem::size_of::<Self>() + self.text.capacity() + keys + self.index.capacity() * slot)
+            as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_count_short_ids_by_their_index_slots_too() {
+        let rows: Vec<(String, String)> = (0..10_000)
+            .map(|i| (format!("{i}"), "{\"v\":1}".to_string()))
+            .collect();
+        let snapshot = Snapshot::build(&rows).unwrap();
+        let text: usize = rows.iter().map(|(_, v)| v.len()).sum();
+        let ids: usize = rows.iter().map(|(e, _)| e.len()).sum();
+        // Each entry costs a 24-byte slot besides its bytes: short ids are mostly overhead.
+        assert!(snapshot.bytes() as usize >= text + ids + 10_000 * 25);
+        assert_eq!(snapshot.get("42"), Some("{\"v\":1}"));
     }
 }

@@ -126,14 +126,12 @@ async fn column(
         Err(e) => return Err(e),
     };
     let source = match meta {
-        // Versions up to the configured size are held whole in memory; larger ones are read
+        // Versions that fit the byte cap are held whole in memory; larger ones are read
         // entity by entity.
-        Some(meta)
-            if meta.entity_count.unwrap_or(0) <= state.config.batch_snapshot_max_entities =>
-        {
-            Source::Snapshot(snapshot(state, meta).await?)
-        }
-        Some(meta) => Source::Fetched(fetch_values(state, meta, entity_ids).await?),
+        Some(meta) => match snapshot(state, meta).await? {
+            Some(snapshot) => Source::Snapshot(snapshot),
+            None => Source::Fetched(fetch_values(state, meta, entity_ids).await?),
+        },
         None => Source::Unresolved,
     };
     let name_json = json_str(&name);
@@ -148,19 +146,14 @@ async fn column(
     ))
 }
 
-async fn snapshot(state: &AppState, meta: VersionMeta) -> Result<Arc<Snapshot>> {
+/// The version held whole, or `None` when it is too big for the snapshot cap.
+async fn snapshot(state: &AppState, meta: VersionMeta) -> Result<Option<Arc<Snapshot>>> {
     let store = state.store.clone();
     state
         .cache
         .snapshot(meta, async move {
             let rows = store.all_values(meta.version_id).await?;
-            let built = super::blocking(move || Snapshot::build(&rows)).await?;
-            built.map(Arc::new).ok_or_else(|| {
-                AppError::Internal(format!(
-                    "version {} is too large to snapshot",
-                    meta.version_id
-                ))
-            })
+            super::blocking(move || Snapshot::build(&rows)).await
         })
         .await
         .map_err(|e| AppError::Internal(e.to_string()))

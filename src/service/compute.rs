@@ -152,17 +152,15 @@ pub(crate) fn worker_error(e: ComputeError, prefix: &str) -> AppError {
     }
 }
 
-/// Batch serving reads small enough versions from an in-memory snapshot; build it from the
-/// vectors just published (in the background) instead of reading them back on first use.
+/// Batch serving reads versions that fit its byte cap from an in-memory snapshot; build it
+/// from the vectors just published (in the background) instead of reading them back on first
+/// use, and drop the version's older generations.
 fn warm_batch_snapshot(
     state: &AppState,
     version_id: i64,
     generation: i64,
     vectors: Vec<result::EncodedVector>,
 ) {
-    if vectors.len() as i64 > state.config.batch_snapshot_max_entities {
-        return;
-    }
     let state = state.clone();
     tokio::spawn(async move {
         let meta = VersionMeta {
@@ -170,6 +168,17 @@ fn warm_batch_snapshot(
             generation,
             entity_count: Some(vectors.len() as i64),
         };
+        let bytes: usize = vectors
+            .iter()
+            .map(|v| v.entity_id.len() + v.values.len())
+            .sum();
+        if !state
+            .cache
+            .fits_snapshot(meta, bytes as u64, vectors.len() as u64)
+            .await
+        {
+            return;
+        }
         let built = blocking(move || {
             let pairs: Vec<(&str, &str)> = vectors
                 .iter()

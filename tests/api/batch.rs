@@ -1,7 +1,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{seeded, spawn_app, spawn_app_with};
+use crate::helpers::{seeded, spawn_app, spawn_app_with, spawn_replica_with};
 
 #[tokio::test]
 async fn batch_serves_many_entities_and_features_with_missing_marked() {
@@ -139,7 +139,8 @@ async fn batch_refuses_empty_or_oversized_requests() {
 
 #[tokio::test]
 async fn batch_reads_entity_by_entity_when_versions_are_too_large_to_snapshot() {
-    let app = spawn_app_with(|c| c.batch_snapshot_max_entities = 0).await;
+    // 100 bytes: the three sample vectors with their index slots need more.
+    let app = spawn_app_with(|c| c.batch_snapshot_max_bytes = 100).await;
     let (_, feature) = seeded(&app).await;
     app.compute(feature, "v1").await;
     let ask = json!({"entity_ids": ["user_002", "ghost", "user_001"], "features": ["avg_transaction_amount"]});
@@ -159,4 +160,58 @@ async fn batch_reads_entity_by_entity_when_versions_are_too_large_to_snapshot() 
             112.875
         );
     }
+    // Found too big once (at publish, from the vectors' sizes) and never built since.
+    assert_eq!(app.state.cache.snapshot_builds(), 0);
+    assert!(app.state.cache.held_snapshots().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_version_found_too_big_on_first_use_is_not_rebuilt_on_later_calls() {
+    // 6,000 bytes: 203 entities pass the slot floor (25 bytes each) but not the real size, so
+    // a replica that did not publish them builds the snapshot once to find out.
+    let app = spawn_app_with(|c| c.batch_snapshot_max_bytes = 6_000).await;
+    let (table, feature) = seeded(&app).await;
+    let many: Vec<serde_json::Value> = (0..200)
+        .map(|i| json!({"user_id": format!("u{i:04}"), "transaction_amount": i as f64, "transaction_date": "d"}))
+        .collect();
+    let (status, body) = app.ingest(table, json!(many)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v1 = app.compute(feature, "v1").await["feature_version_id"].clone();
+    let replica = spawn_replica_with(&app, |c| c.batch_snapshot_max_bytes = 6_000).await;
+    let ask = json!({"entity_ids": ["u0007", "user_001", "ghost"], "features": [v1]});
+    let key = v1.to_string();
+    for _ in 0..3 {
+        let (status, body) = replica.post("/api/v1/feature-vectors/batch", &ask).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["results"][0]["features"][&key]["avg_amount"], 7.0);
+        assert_eq!(body["results"][1]["features"][&key]["avg_amount"], 112.875);
+        assert_eq!(body["results"][2]["missing"], json!([key]));
+    }
+    assert_eq!(replica.state.cache.snapshot_builds(), 1, "rebuilt");
+    assert!(replica.state.cache.held_snapshots().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_publish_lets_go_of_its_versions_older_snapshots() {
+    let app = spawn_app().await;
+    let (_, feature) = seeded(&app).await;
+    let ask = json!({"entity_ids": ["user_001"], "features": ["avg_transaction_amount"]});
+    let mut version = 0;
+    for _ in 0..3 {
+        version = app.compute(feature, "v1").await["feature_version_id"]
+            .as_i64()
+            .unwrap();
+        let (status, body) = app.post("/api/v1/feature-vectors/batch", &ask).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    // Warming runs in the background after compute returns: wait for evidence.
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        held = app.state.cache.held_snapshots().await;
+        if held.len() == 1 && held[0].1 == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(held, vec![(version, 3)], "older generations are still held");
 }
