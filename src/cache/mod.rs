@@ -156,7 +156,6 @@ impl Cache {
                     .max_capacity(snapshot_cap)
                     .weigher(|_, s: &Arc<Snapshot>| u32::try_from(s.bytes()).unwrap_or(u32::MAX))
                     .time_to_live(ttl)
-                    .support_invalidation_closures()
                     .build(),
                 snapshot_cap,
                 too_big: Moka::builder()
@@ -303,13 +302,17 @@ impl Cache {
         true
     }
 
-    /// Forget snapshots of `version_id` older than `generation`.
+    /// Forget snapshots of `version_id` older than `generation`. Each publish does this for
+    /// the generations just before its own, so no older one is left held; explicit keys rather
+    /// than moka's invalidation closures, which would add a predicate check to every read on
+    /// the batch path.
     pub fn drop_older_snapshots(&self, version_id: i64, generation: i64) {
-        // Only fails when closures are not supported, which `build` turns on.
-        let _ = self
-            .inner
-            .snapshots
-            .invalidate_entries_if(move |k, _| k.0 == version_id && k.1 < generation);
+        let snapshots = self.inner.snapshots.clone();
+        tokio::spawn(async move {
+            for older in generation.saturating_sub(2).max(0)..generation {
+                snapshots.invalidate(&(version_id, older)).await;
+            }
+        });
     }
 
     /// Snapshots built so far (loaded on a batch miss or warmed at publish).
