@@ -361,9 +361,16 @@ impl Store {
     /// Deletes the feature with its versions and their vectors; the change counter it
     /// committed, or `None` when there was no such feature.
     pub async fn delete_feature(&self, id: i64) -> Result<Option<i64>> {
+        self.delete_counted("DELETE FROM features WHERE id = $1", id)
+            .await
+    }
+
+    /// Run a one-row delete and, when it deleted something, bump the change counter in the
+    /// same transaction.
+    async fn delete_counted(&self, sql: &'static str, id: i64) -> Result<Option<i64>> {
         on_pool!(self, write, |p| {
             let mut tx = p.begin().await?;
-            let deleted = sqlx::query("DELETE FROM features WHERE id = $1")
+            let deleted = sqlx::query(sql)
                 .bind(id)
                 .execute(&mut *tx)
                 .await?
@@ -462,20 +469,8 @@ impl Store {
 
     /// The change counter the delete committed, or `None` when there was no such version.
     pub async fn delete_version(&self, id: i64) -> Result<Option<i64>> {
-        on_pool!(self, write, |p| {
-            let mut tx = p.begin().await?;
-            let deleted = sqlx::query("DELETE FROM feature_versions WHERE id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if deleted == 0 {
-                return Ok(None);
-            }
-            let change: i64 = sqlx::query_scalar(BUMP_CHANGES).fetch_one(&mut *tx).await?;
-            tx.commit().await?;
-            Ok(Some(change))
-        })
+        self.delete_counted("DELETE FROM feature_versions WHERE id = $1", id)
+            .await
     }
 
     /// The change counter as committed now: what every replica polls.

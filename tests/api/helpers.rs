@@ -302,3 +302,17 @@ pub async fn seeded(app: &TestApp) -> (i64, i64) {
     let feature = app.create_avg_feature(table).await;
     (table, feature)
 }
+
+/// A 503 with `Retry-After: 2` and a JSON `detail`; returns the body.
+pub async fn assert_overloaded(resp: reqwest::Response) -> Value {
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        resp.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("2")
+    );
+    let body: Value = resp.json().await.expect("JSON body");
+    assert!(body["detail"].is_string(), "{body}");
+    body
+}

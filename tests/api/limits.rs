@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{seeded, spawn_app_with, TestApp};
+use crate::helpers::{assert_overloaded, seeded, spawn_app_with, TestApp};
 
 const MEMORY_MB: u64 = 256;
 
@@ -66,6 +66,15 @@ fn detail(body: &Value) -> &str {
     body["detail"].as_str().unwrap_or_default()
 }
 
+/// A 400 whose detail says which limit stopped the work, under `prefix`.
+fn assert_stopped_by_a_limit(status: StatusCode, body: &Value, prefix: &str) {
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        detail(body).starts_with(&format!("{prefix}: the computation exceeded the")),
+        "{body}"
+    );
+}
+
 /// The app answers, serves a computed vector, and can still compute.
 async fn assert_still_serving(app: &TestApp) {
     assert_eq!(app.get("/health").await.0, StatusCode::OK);
@@ -111,11 +120,7 @@ async fn registration_returns_400_when_the_sql_generates_rows_from_a_literal() {
          (SELECT UNNEST(STRING_TO_ARRAY(RPAD('', 200000000, ','), ',')) AS x) GROUP BY k",
     )
     .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert!(
-        detail(&body).starts_with("Invalid feature computation: the computation exceeded the"),
-        "{body}"
-    );
+    assert_stopped_by_a_limit(status, &body, "Invalid feature computation");
     let (_, features) = app.get("/api/v1/features").await;
     assert_eq!(features, json!([]));
     assert_still_serving(&app).await;
@@ -174,11 +179,7 @@ async fn compute_returns_400_when_a_cross_join_outgrows_the_limits() {
         "SELECT a.k, COUNT(*) AS n, MAX(b.v) AS m FROM data a CROSS JOIN data b GROUP BY a.k",
     )
     .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert!(
-        detail(&body).starts_with("Feature computation failed: the computation exceeded the"),
-        "{body}"
-    );
+    assert_stopped_by_a_limit(status, &body, "Feature computation failed");
     assert_still_serving(&app).await;
 }
 
@@ -229,11 +230,7 @@ async fn ctes_that_double_the_rows_level_after_level_are_refused_by_a_limit() {
     } else {
         (status, feature, "Invalid feature computation")
     };
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert!(
-        detail(&body).starts_with(&format!("{prefix}: the computation exceeded the")),
-        "{body}"
-    );
+    assert_stopped_by_a_limit(status, &body, prefix);
     assert_still_serving(&app).await;
 }
 
@@ -388,14 +385,7 @@ async fn compute_returns_503_with_retry_after_when_the_queue_is_full() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(
-        resp.headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok()),
-        Some("2")
-    );
-    let body: Value = resp.json().await.unwrap();
+    let body = assert_overloaded(resp).await;
     assert!(detail(&body).contains("compute workers are busy"), "{body}");
     // The first one holds its worker until it is killed at the time limit.
     assert_eq!(first.await.unwrap(), StatusCode::BAD_REQUEST);

@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::helpers::spawn_app_with;
+use crate::helpers::{assert_overloaded, spawn_app_with};
 
 /// Always on SQLite (whatever `TEST_DATABASE_URL` says): the single writer is what is held.
 #[tokio::test]
@@ -28,14 +28,7 @@ async fn a_write_answers_503_with_retry_after_while_the_sqlite_writer_is_held_el
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(
-        resp.headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok()),
-        Some("2")
-    );
-    let body: Value = resp.json().await.unwrap();
+    let body = assert_overloaded(resp).await;
     assert_eq!(body, json!({"detail": "The database is busy; retry later"}));
 
     holder.execute_batch("ROLLBACK").unwrap();
