@@ -17,9 +17,9 @@ pub fn run_sql(sql: &str, frame: DataFrame) -> Result<DataFrame, String> {
         .map_err(|e| clean_message(&e.to_string()))
 }
 
-/// Polars' messages end with a backtrace hint and sometimes carry plan dumps; keep the first
-/// meaningful line so a client sees a readable reason.
-fn clean_message(msg: &str) -> String {
+/// Polars' messages (and panics) end with a backtrace hint and sometimes carry plan dumps;
+/// keep the first meaningful line so a client sees a readable reason.
+pub fn clean_message(msg: &str) -> String {
     let first = msg
         .lines()
         .map(str::trim)

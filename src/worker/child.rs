@@ -16,7 +16,7 @@ pub const PANIC_MARK: &str = "feature-store worker panic: ";
 pub fn main() -> ExitCode {
     panic::set_hook(Box::new(|info| {
         let message = panic_message(info.payload());
-        eprintln!("{PANIC_MARK}{}", one_line(&message));
+        eprintln!("{PANIC_MARK}{}", execute::clean_message(&message));
     }));
     let (job, inputs) = match protocol::read_job(&mut BufReader::new(io::stdin().lock())) {
         Ok(job) => job,
@@ -31,7 +31,7 @@ pub fn main() -> ExitCode {
                 FailureKind::Sql,
                 format!(
                     "the engine crashed: {}",
-                    one_line(&panic_message(&*payload))
+                    execute::clean_message(&panic_message(&*payload))
                 ),
             ))
         });
@@ -97,13 +97,4 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     } else {
         "unknown panic".to_string()
     }
-}
-
-fn one_line(s: &str) -> String {
-    let line = s
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("unknown panic");
-    line.chars().take(500).collect()
 }
