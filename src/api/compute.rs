@@ -65,7 +65,7 @@ fn parse_request(query: ComputeQuery, body: &[u8]) -> Result<(String, Vec<Map<St
 #[utoipa::path(post, path = "/api/v1/features/{feature_id}/compute", tag = "versions",
     params(("feature_id" = i64, Path), ComputeQuery),
     request_body(content = ComputeRequest, description = "`{version, raw_data}`, or a bare array of rows with `?version=`; no rows means the rows ingested into the raw table"),
-    responses((status = 200, body = ComputeResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = ComputeResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, description = "All compute workers are busy and the queue is full; retry after Retry-After seconds", body = ErrorBody)))]
 pub async fn compute(
     State(state): State<AppState>,
     Path(feature_id): Path<i64>,

@@ -17,7 +17,7 @@ pub fn router() -> Router<AppState> {
 
 /// Define a feature: SQL over the raw table `data`, keyed by `entity_key`.
 #[utoipa::path(post, path = "/api/v1/features", tag = "features", request_body = FeatureCreate,
-    responses((status = 201, body = Feature), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = Feature), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, description = "All compute workers are busy and the queue is full; retry after Retry-After seconds", body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     Json(req): Json<FeatureCreate>,

@@ -361,16 +361,14 @@ impl Cache {
     /// on another replica (the poller calls it). Lookups read before it stop being served.
     pub async fn advance(&self, change: u64) {
         let before = self.inner.known.fetch_max(change, Ordering::AcqRel);
-        if change > before {
-            self.inner.lookups.invalidate_all();
+        if change <= before {
+            // Nothing new; a Redis that went back is raised by the next lookup or by the
+            // watchdog when it reconnects, so idle polls cost no Redis round trip.
+            return;
         }
+        self.inner.lookups.invalidate_all();
         if let Some(redis) = &self.inner.redis {
-            redis.raise_epoch(change.max(before)).await;
+            redis.raise_epoch(change).await;
         }
-    }
-
-    /// The highest change counter this replica knows of.
-    pub fn known_change(&self) -> u64 {
-        self.inner.known.load(Ordering::Acquire)
     }
 }

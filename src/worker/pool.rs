@@ -114,10 +114,6 @@ impl ComputePool {
         }
     }
 
-    pub fn settings(&self) -> &PoolSettings {
-        &self.settings
-    }
-
     /// Workers running right now.
     pub fn running(&self) -> usize {
         self.settings
@@ -132,11 +128,6 @@ impl ComputePool {
             .lock()
             .map(|live| live.iter().copied().collect())
             .unwrap_or_default()
-    }
-
-    /// Jobs waiting for a worker right now.
-    pub fn queued(&self) -> usize {
-        self.waiting.load(Ordering::Acquire)
     }
 
     /// Run `job` over `batches` (Arrow IPC files of the raw table's columns) in a worker.

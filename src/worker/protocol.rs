@@ -52,15 +52,6 @@ pub struct Reply {
     pub rows: usize,
 }
 
-pub fn write_job(out: &mut impl Write, job: &Job, batches: &[impl AsRef<[u8]>]) -> io::Result<()> {
-    write_header(out, job)?;
-    out.write_all(&(batches.len() as u32).to_le_bytes())?;
-    for batch in batches {
-        write_blob(out, batch.as_ref())?;
-    }
-    Ok(())
-}
-
 /// The job header and the framing of its batches, without the batch bytes themselves, so the
 /// server can stream stored batches without copying them into one buffer.
 pub fn job_prefix(job: &Job, batch_count: usize) -> io::Result<Vec<u8>> {
@@ -161,8 +152,12 @@ mod tests {
             schema: BTreeMap::from([("k".to_string(), "string".to_string())]),
             dry_run: false,
         };
-        let mut buf = Vec::new();
-        write_job(&mut buf, &job, &[vec![1u8, 2, 3], vec![]]).unwrap();
+        // Framed as the server streams it: the prefix, then each batch after its length.
+        let mut buf = job_prefix(&job, 2).unwrap();
+        for batch in [vec![1u8, 2, 3], vec![]] {
+            buf.extend_from_slice(&blob_prefix(batch.len()));
+            buf.extend_from_slice(&batch);
+        }
         let (back, batches) = read_job(&mut buf.as_slice()).unwrap();
         assert_eq!(back.sql, job.sql);
         assert_eq!(batches, vec![vec![1, 2, 3], vec![]]);

@@ -104,8 +104,35 @@ async fn workers_seen_during<T>(app: &TestApp, job: tokio::task::JoinHandle<T>) 
     (job.await.unwrap(), seen)
 }
 
-fn process_exists(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
+/// Every worker seen ran, and none outlived its job (killed and reaped before the answer).
+fn assert_workers_gone(workers: &[u32]) {
+    assert!(!workers.is_empty(), "no worker was seen");
+    let alive = |pid: &u32| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    assert!(!workers.iter().any(alive), "a worker outlived its job");
+}
+
+/// Compute v1 of `feature` in the background: (status, body, how long it took).
+fn spawn_compute(
+    app: &TestApp,
+    feature: &Value,
+) -> tokio::task::JoinHandle<(StatusCode, Value, Duration)> {
+    let client = app.client.clone();
+    let url = app.url(&format!("/api/v1/features/{}/compute", feature["id"]));
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let resp = client
+            .post(url)
+            .json(&json!({"version": "v1"}))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        (
+            status,
+            resp.json::<Value>().await.unwrap(),
+            started.elapsed(),
+        )
+    })
 }
 
 #[tokio::test]
@@ -138,22 +165,8 @@ async fn compute_returns_400_at_the_memory_limit_when_the_sql_pads_values() {
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{feature}");
-    let compute = {
-        let (client, url) = (
-            app.client.clone(),
-            app.url(&format!("/api/v1/features/{}/compute", feature["id"])),
-        );
-        tokio::spawn(async move {
-            let resp = client
-                .post(url)
-                .json(&json!({"version": "v1"}))
-                .send()
-                .await
-                .unwrap();
-            (resp.status(), resp.json::<Value>().await.unwrap())
-        })
-    };
-    let ((status, body), workers) = workers_seen_during(&app, compute).await;
+    let compute = spawn_compute(&app, &feature);
+    let ((status, body, _), workers) = workers_seen_during(&app, compute).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(
         detail(&body),
@@ -161,11 +174,7 @@ async fn compute_returns_400_at_the_memory_limit_when_the_sql_pads_values() {
             "Feature computation failed: the computation exceeded the memory limit of {MEMORY_MB} MiB"
         )
     );
-    assert!(!workers.is_empty(), "no worker was seen");
-    assert!(
-        !workers.iter().any(|pid| process_exists(*pid)),
-        "a worker outlived its job"
-    );
+    assert_workers_gone(&workers);
     assert_still_serving(&app).await;
 }
 
@@ -291,24 +300,7 @@ async fn compute_returns_400_at_the_time_limit_and_kills_the_worker_while_servin
     .await;
     let feature = heavy_feature(&app).await;
 
-    let compute = {
-        let client = app.client.clone();
-        let url = app.url(&format!("/api/v1/features/{}/compute", feature["id"]));
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let resp = client
-                .post(url)
-                .json(&json!({"version": "v1"}))
-                .send()
-                .await
-                .unwrap();
-            (
-                resp.status(),
-                resp.json::<Value>().await.unwrap(),
-                started.elapsed(),
-            )
-        })
-    };
+    let compute = spawn_compute(&app, &feature);
     let health = {
         let (client, url) = (app.client.clone(), app.url("/health"));
         tokio::spawn(async move {
@@ -335,11 +327,7 @@ async fn compute_returns_400_at_the_time_limit_and_kills_the_worker_while_servin
         "serving stalled {slowest:?}"
     );
     // Killed and reaped before the answer, not left running.
-    assert!(!workers.is_empty(), "no worker was seen");
-    assert!(
-        !workers.iter().any(|pid| process_exists(*pid)),
-        "a worker outlived its job"
-    );
+    assert_workers_gone(&workers);
     let (_, versions) = app
         .get(&format!("/api/v1/features/{}/versions", feature["id"]))
         .await;
@@ -359,19 +347,7 @@ async fn compute_returns_503_with_retry_after_when_the_queue_is_full() {
     let (status, quick) = register(&app, table, "quick", "SELECT k FROM data GROUP BY k").await;
     assert_eq!(status, StatusCode::CREATED, "{quick}");
 
-    let first = {
-        let client = app.client.clone();
-        let url = app.url(&format!("/api/v1/features/{}/compute", slow["id"]));
-        tokio::spawn(async move {
-            client
-                .post(url)
-                .json(&json!({"version": "v1"}))
-                .send()
-                .await
-                .unwrap()
-                .status()
-        })
-    };
+    let first = spawn_compute(&app, &slow);
     // Evidence, not a sleep: the one worker is taken.
     let waited = Instant::now();
     while app.state.compute.running() == 0 {
@@ -388,7 +364,7 @@ async fn compute_returns_503_with_retry_after_when_the_queue_is_full() {
     let body = assert_overloaded(resp).await;
     assert!(detail(&body).contains("compute workers are busy"), "{body}");
     // The first one holds its worker until it is killed at the time limit.
-    assert_eq!(first.await.unwrap(), StatusCode::BAD_REQUEST);
+    assert_eq!(first.await.unwrap().0, StatusCode::BAD_REQUEST);
     // With the worker free again the same compute goes through.
     app.compute(quick["id"].as_i64().unwrap(), "v1").await;
 }
