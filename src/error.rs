@@ -7,6 +7,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+pub use crate::store::StoreError;
+
 /// What an overloaded answer asks a client to wait before trying again.
 const RETRY_AFTER_SECONDS: &str = "2";
 
@@ -26,12 +28,6 @@ pub enum AppError {
     /// The request body is larger than the configured limit (413).
     #[error("Request body too large")]
     PayloadTooLarge,
-    /// A write hit a uniqueness rule; services replace this with their own message.
-    #[error("Already exists")]
-    Duplicate,
-    /// A delete hit a row that is still referenced; services replace this with their own message.
-    #[error("Still in use")]
-    StillReferenced,
     /// The body declares a type this endpoint does not read (415).
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -50,11 +46,10 @@ pub enum AppError {
     /// Too much work is already waiting (503 with Retry-After).
     #[error("{0}")]
     Overloaded(String),
-    /// Busy and pool-exhaustion errors become `Overloaded` on the way in (see `From`).
-    #[error("database error: {0}")]
-    Database(#[source] sqlx::Error),
-    #[error("migration error: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A store failure the service did not word for the client: busy is a 503 (see `From`),
+    /// anything else a 500 that keeps its cause for the log.
+    #[error("store error")]
+    Store(#[source] StoreError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -78,27 +73,14 @@ fn cause_chain(e: &dyn std::error::Error) -> String {
     chain
 }
 
-impl From<sqlx::Error> for AppError {
-    fn from(e: sqlx::Error) -> Self {
-        if is_overload(&e) {
-            tracing::warn!(error = %e, "database overloaded; answering 503");
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        if let StoreError::Busy(cause) = &e {
+            tracing::warn!(error = %cause, "database overloaded; answering 503");
             AppError::Overloaded("The database is busy; retry later".into())
         } else {
-            AppError::Database(e)
+            AppError::Store(e)
         }
-    }
-}
-
-/// Waiting too long for a connection, or for SQLite's one writer (SQLITE_BUSY, SQLITE_LOCKED
-/// and their extended codes), or Postgres refusing more connections: load, not a bug.
-fn is_overload(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::PoolTimedOut => true,
-        sqlx::Error::Database(d) => matches!(
-            d.code().as_deref(),
-            Some("5" | "6" | "261" | "262" | "517" | "53300")
-        ),
-        _ => false,
     }
 }
 
@@ -116,9 +98,7 @@ impl AppError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            AppError::BadRequest(_) | AppError::Duplicate | AppError::StillReferenced => {
-                StatusCode::BAD_REQUEST
-            }
+            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -127,9 +107,7 @@ impl AppError {
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::Unavailable(_) | AppError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
-            AppError::Database(_) | AppError::Migrate(_) | AppError::Internal(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            AppError::Store(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -141,7 +119,7 @@ impl IntoResponse for AppError {
             AppError::Validation { loc, msg } => {
                 json!({ "detail": [{ "loc": loc, "msg": msg, "type": "value_error" }] })
             }
-            AppError::Database(_) | AppError::Migrate(_) | AppError::Internal(_) => {
+            AppError::Store(_) | AppError::Internal(_) => {
                 json!({ "detail": "Internal Server Error" })
             }
             other => json!({ "detail": other.to_string() }),

@@ -28,7 +28,7 @@ use bytes::Bytes;
 use moka::future::Cache as Moka;
 
 use crate::metrics::Metrics;
-use crate::store::VersionMeta;
+use crate::served::VersionMeta;
 use redis_tier::RedisTier;
 pub use snapshot::Snapshot;
 

@@ -12,7 +12,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 
 use super::{Lookup, LookupKey, VectorKey};
-use crate::store::VersionMeta;
+use crate::served::VersionMeta;
 
 const CALL_TIMEOUT: Duration = Duration::from_millis(50);
 const WATCHDOG_PERIOD: Duration = Duration::from_millis(250);

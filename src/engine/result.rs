@@ -8,12 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use chrono::{DateTime, SecondsFormat};
 use polars::prelude::*;
 
-/// One entity's vector, ready to store: `values` is a JSON object as text.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EncodedVector {
-    pub entity_id: String,
-    pub values: String,
-}
+pub use crate::served::EncodedVector;
 
 #[derive(Debug)]
 pub struct EncodedResult {

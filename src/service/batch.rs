@@ -12,7 +12,7 @@ use bytes::Bytes;
 use crate::cache::{LookupKey, Snapshot, VectorKey};
 use crate::error::{AppError, Result};
 use crate::model::{BatchRequest, FeatureRef};
-use crate::store::VersionMeta;
+use crate::served::VersionMeta;
 use crate::AppState;
 
 use super::vectors::resolve_key;

@@ -4,7 +4,9 @@ use crate::cache::Snapshot;
 use crate::engine::{batches, result};
 use crate::error::{AppError, Result};
 use crate::model::{now, ComputeResponse};
-use crate::store::{PublishRequest, VersionMeta};
+use crate::served::VersionMeta;
+use crate::store::PublishRequest;
+use crate::store::StoreError;
 use crate::worker::{ComputeError, FailureKind, Job};
 use crate::AppState;
 
@@ -95,8 +97,8 @@ pub async fn compute(
                 })
                 .await
                 .map_err(|e| match e {
-                    AppError::StillReferenced => features::not_found(feature_id),
-                    e => e,
+                    StoreError::StillReferenced => features::not_found(feature_id),
+                    e => e.into(),
                 })?;
             state.cache.advance(published.change as u64).await;
             Ok((published, encoded))

@@ -1,6 +1,7 @@
 use crate::error::{AppError, Result};
 use crate::model::{now, Feature, FeatureCreate};
 use crate::store::FeatureRow;
+use crate::store::StoreError;
 use crate::worker::Job;
 use crate::AppState;
 
@@ -61,11 +62,11 @@ pub async fn create(state: &AppState, req: FeatureCreate) -> Result<Feature> {
         )
         .await
         .map_err(|e| match e {
-            AppError::Duplicate => {
+            StoreError::Duplicate => {
                 AppError::BadRequest(format!("Feature with name '{}' already exists", req.name))
             }
-            AppError::StillReferenced => raw_tables::not_found(req.raw_table_id),
-            e => e,
+            StoreError::StillReferenced => raw_tables::not_found(req.raw_table_id),
+            e => e.into(),
         })?;
     Ok(row.into())
 }

@@ -8,6 +8,7 @@ use crate::engine::{batches, formats, ndjson::NdjsonReader};
 use crate::error::{AppError, Result};
 use crate::model::{now, IngestResponse};
 use crate::store::RawTableRow;
+use crate::store::StoreError;
 use crate::AppState;
 
 use super::{blocking, raw_tables};
@@ -102,8 +103,8 @@ async fn store_frame(
         .append_batch(table.id, count as i64, &blob, now())
         .await
         .map_err(|e| match e {
-            AppError::StillReferenced => raw_tables::not_found(table.id),
-            e => e,
+            StoreError::StillReferenced => raw_tables::not_found(table.id),
+            e => e.into(),
         })?;
     state.metrics.ingested_rows.inc_by(count as u64);
     Ok(IngestResponse {

@@ -3,6 +3,7 @@ use crate::engine::{batches, result};
 use crate::error::{AppError, Result};
 use crate::model::{now, RawTable, RawTableCreate, RawTablePreview};
 use crate::store::RawTableRow;
+use crate::store::StoreError;
 use crate::AppState;
 
 const MAX_PREVIEW_ROWS: usize = 1000;
@@ -39,10 +40,10 @@ pub async fn create(state: &AppState, req: RawTableCreate) -> Result<RawTable> {
         .create_raw_table(&req.name, req.description.as_deref(), &schema_json, now())
         .await
         .map_err(|e| match e {
-            AppError::Duplicate => {
+            StoreError::Duplicate => {
                 AppError::BadRequest(format!("Raw table with name '{}' already exists", req.name))
             }
-            e => e,
+            e => e.into(),
         })?;
     Ok(row.into())
 }
@@ -86,10 +87,10 @@ pub async fn delete(state: &AppState, id: i64) -> Result<()> {
     match state.store.delete_raw_table(id).await {
         Ok(true) => Ok(()),
         Ok(false) => Err(not_found(id)),
-        Err(AppError::StillReferenced) => {
+        Err(StoreError::StillReferenced) => {
             Err(in_use(state.store.feature_names_of_raw_table(id).await?))
         }
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -3,7 +3,8 @@ use bytes::Bytes;
 use crate::cache::{LookupKey, VectorKey};
 use crate::error::{AppError, Result};
 use crate::model::{format_ts, VectorQuery};
-use crate::store::{VectorRow, VersionMeta};
+use crate::served::VersionMeta;
+use crate::store::VectorRow;
 use crate::AppState;
 
 use super::versions;

@@ -1,5 +1,6 @@
 use crate::error::{AppError, Result};
 use crate::model::{now, FeatureVersion, VersionCreate, VersionStatus};
+use crate::store::StoreError;
 use crate::store::VersionRow;
 use crate::AppState;
 
@@ -44,9 +45,9 @@ pub async fn create(
         )
         .await
         .map_err(|e| match e {
-            AppError::Duplicate => duplicate(&req.version, feature_id),
-            AppError::StillReferenced => features::not_found(feature_id),
-            e => e,
+            StoreError::Duplicate => duplicate(&req.version, feature_id),
+            StoreError::StillReferenced => features::not_found(feature_id),
+            e => e.into(),
         })?;
     // No cache change: serving by name only considers computed versions.
     Ok(row.into())

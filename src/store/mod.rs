@@ -4,6 +4,7 @@
 //! each method is written once and expanded per backend by `on_pool!`. Where a backend needs
 //! its own statement, the method matches on the variant instead.
 
+mod error;
 mod rows;
 mod sqlite_reads;
 
@@ -16,10 +17,11 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-pub use rows::{FeatureRow, RawTableRow, VectorRow, VersionMeta, VersionRow};
+pub use error::StoreError;
+pub use rows::{FeatureRow, RawTableRow, VectorRow, VersionRow};
 
-use crate::engine::result::EncodedVector;
-use crate::error::{AppError, Result};
+use crate::served::{EncodedVector, VersionMeta};
+use error::{classify, Result};
 
 #[derive(Clone, Debug)]
 pub enum Store {
@@ -83,26 +85,6 @@ pub struct PublishRequest<'a> {
     pub output_schema: &'a str,
     pub computed_at: DateTime<Utc>,
     pub vectors: &'a [EncodedVector],
-}
-
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
-}
-
-fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.is_foreign_key_violation())
-}
-
-/// Unique and foreign-key violations are domain outcomes (duplicate name, row still
-/// referenced) that the service words for the client; everything else is a database error.
-fn classify(e: sqlx::Error) -> AppError {
-    if is_unique_violation(&e) {
-        AppError::Duplicate
-    } else if is_foreign_key_violation(&e) {
-        AppError::StillReferenced
-    } else {
-        AppError::from(e)
-    }
 }
 
 const RAW_TABLE_COLUMNS: &str = "id, name, description, schema_definition, created_at, updated_at";
@@ -257,18 +239,23 @@ impl Store {
         data: &[u8],
         now: DateTime<Utc>,
     ) -> Result<()> {
-        on_pool!(self, write, |p| sqlx::query(
-            "INSERT INTO raw_table_batches (raw_table_id, row_count, data, created_at) \
-             VALUES ($1, $2, $3, $4)"
-        )
-        .bind(raw_table_id)
-        .bind(row_count)
-        .bind(data)
-        .bind(now)
-        .execute(p)
-        .await
-        .map(|_| ())
-        .map_err(classify))
+        on_pool!(self, write, |p| {
+            let mut tx = p.begin().await?;
+            sqlx::query(
+                "INSERT INTO raw_table_batches (raw_table_id, row_count, data, created_at) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(raw_table_id)
+            .bind(row_count)
+            .bind(data)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+            crate::failpoint::reach(crate::failpoint::INGEST_BEFORE_COMMIT).await;
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     pub async fn load_batches(&self, raw_table_id: i64) -> Result<Vec<Vec<u8>>> {
@@ -621,7 +608,7 @@ impl Store {
                 .await
                 .map_err(classify)?;
             }
-            let published = published.ok_or(AppError::StillReferenced)?;
+            let published = published.ok_or(StoreError::StillReferenced)?;
             sqlx::query("DELETE FROM feature_vectors WHERE feature_version_id = $1")
                 .bind(published.0)
                 .execute(&mut *tx)
@@ -639,6 +626,7 @@ impl Store {
                 insert.build().execute(&mut *tx).await?;
             }
             let change: i64 = sqlx::query_scalar(BUMP_CHANGES).fetch_one(&mut *tx).await?;
+            crate::failpoint::reach(crate::failpoint::PUBLISH_BEFORE_COMMIT).await;
             tx.commit().await?;
             Ok(Published {
                 version_id: published.0,

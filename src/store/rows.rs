@@ -41,15 +41,6 @@ pub struct VersionRow {
     pub generation: i64,
 }
 
-/// What serving needs to know about a version: its id, how many times it was published, and
-/// how many vectors the last publish stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
-pub struct VersionMeta {
-    pub version_id: i64,
-    pub generation: i64,
-    pub entity_count: Option<i64>,
-}
-
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct VectorRow {
     pub entity_id: String,

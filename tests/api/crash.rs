@@ -73,27 +73,52 @@ fn api_keys_are_never_logged() {
 struct Server {
     child: Child,
     base: String,
+    /// Log lines, when the server was started with a failpoint armed.
+    log: Option<std::sync::mpsc::Receiver<String>>,
 }
 
 impl Server {
     async fn start(database_url: &str) -> Server {
+        Server::start_with(database_url, None).await
+    }
+
+    /// `failpoint`: where the server stops for good (`src/failpoint.rs`), logging that it did.
+    async fn start_with(database_url: &str, failpoint: Option<&str>) -> Server {
+        use std::io::{BufRead, BufReader};
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("free port");
-        let child = Command::new(env!("CARGO_BIN_EXE_feature-store"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_feature-store"))
             .env("DATABASE_URL", database_url)
             .env("PORT", port.to_string())
             .env("REDIS_URL", "")
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            .env("FEATURE_STORE_FAILPOINT", failpoint.unwrap_or(""))
+            .stdout(if failpoint.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stderr(Stdio::null())
             .spawn()
             .expect("start feature-store");
+        let log = child.stdout.take().map(|out| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        });
         // Owned by `Server` at once, so its Drop kills and reaps it on every path.
         let server = Server {
             child,
             base: format!("http://127.0.0.1:{port}"),
+            log,
         };
         let client = reqwest::Client::new();
         for _ in 0..500 {
@@ -108,6 +133,23 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("feature-store did not start");
+    }
+
+    /// Wait until the server logs that it reached its failpoint: proof that the write began
+    /// and has not committed.
+    async fn wait_for_failpoint(&mut self) {
+        let log = self.log.take().expect("started with a failpoint");
+        let found = tokio::task::spawn_blocking(move || {
+            while let Ok(line) = log.recv_timeout(Duration::from_secs(60)) {
+                if line.contains("failpoint reached") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .unwrap();
+        assert!(found, "the server never reached its failpoint");
     }
 
     fn kill(&mut self) {
@@ -158,94 +200,138 @@ fn csv_rows(n: usize, amount: f64) -> String {
     csv
 }
 
-#[tokio::test]
-async fn a_killed_server_loses_no_acknowledged_ingest_and_shows_no_half_published_version() {
-    let (url, _dir) = fresh_database().await;
-    let mut server = Server::start(&url).await;
-    let base = server.base.clone();
-    let table = register_tx_table(&base).await;
-    let upload = |base: String, body: String| async move {
-        reqwest::Client::new()
-            .post(format!("{base}/api/v1/raw-tables/{table}/data"))
-            .header("content-type", "text/csv")
-            .body(body)
-            .send()
-            .await
-    };
-    let acked = upload(base.clone(), csv_rows(100_000, 1.0)).await.unwrap();
+const FEATURE_SQL: &str =
+    "SELECT user_id, AVG(transaction_amount) AS a, COUNT(*) AS n FROM data GROUP BY user_id";
+
+/// A table with 100k acknowledged rows (50k users, amount 1.0) and `avg` computed as v1.
+async fn seed(base: &str) -> (i64, i64, i64) {
+    let table = register_tx_table(base).await;
+    let acked = reqwest::Client::new()
+        .post(format!("{base}/api/v1/raw-tables/{table}/data"))
+        .header("content-type", "text/csv")
+        .body(csv_rows(100_000, 1.0))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(acked.status(), StatusCode::OK);
     let (_, feature) = post(
-        &base,
+        base,
         "/api/v1/features",
-        &json!({"name": "avg", "raw_table_id": table,
-        "entity_key": "user_id", "computation_logic":
-        "SELECT user_id, AVG(transaction_amount) AS a, COUNT(*) AS n FROM data GROUP BY user_id"}),
+        &json!({"name": "avg", "raw_table_id": table, "entity_key": "user_id",
+            "computation_logic": FEATURE_SQL}),
     )
     .await;
     let feature = feature["id"].as_i64().unwrap();
     let (status, v1) = post(
-        &base,
+        base,
         &format!("/api/v1/features/{feature}/compute"),
         &json!({"version": "v1"}),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{v1}");
+    (table, feature, v1["feature_version_id"].as_i64().unwrap())
+}
 
-    // Kill during a large ingest.
-    let big_body = csv_rows(1_500_000, 2.0);
-    let big = tokio::spawn(upload(base.clone(), big_body));
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    server.kill();
-    let big_acked = matches!(big.await.unwrap(), Ok(r) if r.status() == StatusCode::OK);
-
-    let mut server = Server::start(&url).await;
-    let base = server.base.clone();
-    let (_, preview) = get(&base, &format!("/api/v1/raw-tables/{table}/data?limit=1")).await;
-    let total = preview["total_rows"].as_i64().unwrap();
-    if big_acked {
-        assert_eq!(total, 1_600_000);
-    } else {
-        assert!(
-            total == 100_000 || total == 1_600_000,
-            "a partial batch is visible: {total}"
-        );
-    }
-
-    // Kill during a compute of v2 over all stored rows.
-    let compute = {
-        let base = base.clone();
-        tokio::spawn(async move {
-            post(
-                &base,
-                &format!("/api/v1/features/{feature}/compute"),
-                &json!({"version": "v2"}),
-            )
-            .await
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    server.kill();
-    let _ = compute.await;
-
-    let server = Server::start(&url).await;
-    let base = server.base.clone();
-    let (_, versions) = get(&base, &format!("/api/v1/features/{feature}/versions")).await;
-    for v in versions.as_array().unwrap() {
-        // Every version that exists is whole: computed, with all its vectors.
-        assert!(v["computed_at"].is_string(), "half-published version: {v}");
-        assert_eq!(v["entity_count"], 50_000);
-    }
+/// What a restarted server must show after a write was killed before its COMMIT: exactly the
+/// seeded state, and v1 serving its values.
+async fn assert_seeded_state_only(base: &str, table: i64, feature: i64, v1: i64) {
+    let (_, preview) = get(base, &format!("/api/v1/raw-tables/{table}/data?limit=1")).await;
+    assert_eq!(preview["total_rows"], 100_000, "{preview}");
+    let (_, versions) = get(base, &format!("/api/v1/features/{feature}/versions")).await;
+    let versions = versions.as_array().unwrap();
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    assert_eq!(versions[0]["version"], "v1");
+    assert_eq!(versions[0]["entity_count"], 50_000);
     let (status, vector) = get(
-        &base,
-        &format!(
-            "/api/v1/feature-vectors?entity_id=u7&feature_version_id={}",
-            v1["feature_version_id"]
-        ),
+        base,
+        &format!("/api/v1/feature-vectors?entity_id=u7&feature_version_id={v1}"),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(vector["feature_values"]["a"], 1.0);
-    assert_eq!(vector["feature_values"]["n"], 2);
+    assert_eq!(vector["feature_values"], json!({"a": 1.0, "n": 2}));
+    let (status, vector) = get(
+        base,
+        "/api/v1/feature-vectors?entity_id=u49999&feature_name=avg",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(vector["feature_version_id"], v1);
+}
+
+#[tokio::test]
+async fn a_server_killed_inside_an_ingest_transaction_keeps_exactly_the_acknowledged_rows() {
+    let (url, _dir) = fresh_database().await;
+    let seeding = Server::start(&url).await;
+    let (table, feature, v1) = seed(&seeding.base).await;
+    drop(seeding);
+    let mut server = Server::start_with(&url, Some("ingest-before-commit")).await;
+    let base = server.base.clone();
+
+    let big = tokio::spawn({
+        let base = base.clone();
+        async move {
+            reqwest::Client::new()
+                .post(format!("{base}/api/v1/raw-tables/{table}/data"))
+                .header("content-type", "text/csv")
+                .body(csv_rows(200_000, 2.0))
+                .send()
+                .await
+        }
+    });
+    server.wait_for_failpoint().await;
+    server.kill();
+    assert!(
+        big.await.unwrap().is_err(),
+        "the killed ingest was answered"
+    );
+
+    let server = Server::start(&url).await;
+    assert_seeded_state_only(&server.base, table, feature, v1).await;
+}
+
+#[tokio::test]
+async fn a_server_killed_inside_a_publish_transaction_shows_no_part_of_the_new_version() {
+    let (url, _dir) = fresh_database().await;
+    let seeding = Server::start(&url).await;
+    let (table, feature, v1) = seed(&seeding.base).await;
+    drop(seeding);
+    let mut server = Server::start_with(&url, Some("publish-before-commit")).await;
+    let base = server.base.clone();
+
+    // v2 over the stored rows, then (on a new server) a recompute of v1 over other rows:
+    // each is killed before its COMMIT.
+    let compute = |base: String, body: Value| {
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{base}/api/v1/features/{feature}/compute"))
+                .json(&body)
+                .send()
+                .await
+        })
+    };
+    let v2 = compute(base, json!({"version": "v2"}));
+    server.wait_for_failpoint().await;
+    server.kill();
+    assert!(
+        v2.await.unwrap().is_err(),
+        "the killed compute was answered"
+    );
+
+    let mut server = Server::start_with(&url, Some("publish-before-commit")).await;
+    let recompute = compute(
+        server.base.clone(),
+        json!({"version": "v1", "raw_data": [
+            {"user_id": "u7", "transaction_amount": 9.0, "transaction_date": "d"}]}),
+    );
+    server.wait_for_failpoint().await;
+    server.kill();
+    assert!(
+        recompute.await.unwrap().is_err(),
+        "the killed compute was answered"
+    );
+
+    let server = Server::start(&url).await;
+    assert_seeded_state_only(&server.base, table, feature, v1).await;
 }
 
 #[tokio::test]
