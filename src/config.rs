@@ -50,6 +50,10 @@ pub struct Config {
     pub batch_snapshot_max_bytes: u64,
     /// Empty: the API is open.
     pub api_keys: ApiKeys,
+    /// Web origins (`scheme://host[:port]`) allowed to call the API from a browser: CORS
+    /// answers for them, and a change sent with any other `Origin` (the server's own aside)
+    /// is refused.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -74,6 +78,7 @@ impl Default for Config {
             compute_worker_program: None,
             batch_snapshot_max_bytes: 512 * 1024 * 1024,
             api_keys: ApiKeys::default(),
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -112,6 +117,7 @@ impl fmt::Debug for Config {
             .field("compute_max_result_mb", &self.compute_max_result_mb)
             .field("batch_snapshot_max_bytes", &self.batch_snapshot_max_bytes)
             .field("api_keys", &self.api_keys)
+            .field("cors_allowed_origins", &self.cors_allowed_origins)
             .finish()
     }
 }
@@ -140,6 +146,27 @@ pub fn normalize_database_url(url: &str) -> String {
         return format!("postgres://{rest}");
     }
     url.to_string()
+}
+
+/// `https://a.example,http://localhost:3000`: each an origin as browsers send it, lowercased,
+/// with no path and no trailing slash.
+fn parse_origins(spec: &str) -> Result<Vec<String>, ConfigError> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|o| {
+            let origin = o.trim_end_matches('/').to_ascii_lowercase();
+            let rest = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
+            match rest {
+                Some(host) if !host.is_empty() && !host.contains('/') => Ok(origin),
+                _ => Err(ConfigError(format!(
+                    "CORS_ALLOWED_ORIGINS: {o:?} is not an origin like https://app.example.com"
+                ))),
+            }
+        })
+        .collect()
 }
 
 impl Config {
@@ -227,6 +254,7 @@ impl Config {
                 d.batch_snapshot_max_bytes,
             )?,
             api_keys: ApiKeys::parse(&get("API_KEYS").unwrap_or_default()).map_err(ConfigError)?,
+            cors_allowed_origins: parse_origins(&get("CORS_ALLOWED_ORIGINS").unwrap_or_default())?,
         };
         if config.cache_ttl.is_zero() {
             return Err(ConfigError("CACHE_TTL_SECONDS must be at least 1".into()));
@@ -307,6 +335,23 @@ mod tests {
         };
         let shown = format!("{c:?}");
         assert!(!shown.contains("secret"), "{shown}");
+    }
+
+    #[test]
+    fn allowed_origins_are_normalised_and_paths_refused() {
+        let c = Config::from_lookup(|k| {
+            (k == "CORS_ALLOWED_ORIGINS")
+                .then(|| "https://App.example.com/, http://localhost:3000".into())
+        })
+        .unwrap();
+        assert_eq!(
+            c.cors_allowed_origins,
+            ["https://app.example.com", "http://localhost:3000"]
+        );
+        for bad in ["app.example.com", "https://a.example/x", "*"] {
+            let r = Config::from_lookup(|k| (k == "CORS_ALLOWED_ORIGINS").then(|| bad.into()));
+            assert!(r.is_err(), "{bad} was accepted");
+        }
     }
 
     #[test]

@@ -51,14 +51,20 @@ pub struct Readiness {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RawTableCreate {
-    #[schema(example = "user_transactions")]
+    /// A plain SQL identifier: a letter or `_`, then letters, digits or `_`.
+    #[schema(
+        example = "user_transactions",
+        pattern = "^[A-Za-z_][A-Za-z0-9_]*$",
+        min_length = 1,
+        max_length = 63
+    )]
     pub name: String,
     #[serde(default)]
     pub description: Option<String>,
     /// Column name -> type: string, integer (int), float (double), boolean (bool), date,
     /// datetime (timestamp).
     #[serde(default)]
-    #[schema(example = json!({"user_id": "string", "transaction_amount": "float", "transaction_date": "string"}))]
+    #[schema(schema_with = schema_definition, example = json!({"user_id": "string", "transaction_amount": "float", "transaction_date": "string"}))]
     pub schema_definition: Option<BTreeMap<String, String>>,
 }
 
@@ -90,8 +96,10 @@ impl From<RawTableRow> for RawTable {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PreviewQuery {
     /// How many rows to return (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
@@ -109,17 +117,27 @@ pub struct RawTablePreview {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct FeatureCreate {
-    #[schema(example = "avg_transaction_amount")]
+    #[schema(
+        example = "avg_transaction_amount",
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
+        max_length = 200
+    )]
     pub name: String,
     #[serde(default)]
     pub description: Option<String>,
     pub raw_table_id: i64,
     /// One SELECT over the table `data`, returning one row per entity.
     #[schema(
-        example = "SELECT user_id, AVG(transaction_amount) as avg_amount FROM data GROUP BY user_id"
+        example = "SELECT user_id, AVG(transaction_amount) as avg_amount FROM data GROUP BY user_id",
+        max_length = 65536
     )]
     pub computation_logic: String,
-    #[schema(example = "user_id")]
+    /// The output column that names the entity.
+    #[schema(
+        example = "user_id",
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
+        max_length = 200
+    )]
     pub entity_key: String,
 }
 
@@ -177,7 +195,11 @@ impl VersionStatus {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct VersionCreate {
-    #[schema(example = "v1")]
+    #[schema(
+        example = "v1",
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
+        max_length = 100
+    )]
     pub version: String,
     #[serde(default)]
     pub status: VersionStatus,
@@ -237,7 +259,11 @@ impl From<VersionRow> for FeatureVersion {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ComputeRequest {
     #[serde(default)]
-    #[schema(example = "v1")]
+    #[schema(
+        example = "v1",
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
+        max_length = 100
+    )]
     pub version: Option<String>,
     /// Rows to compute over; absent or empty means the rows ingested into the raw table.
     #[serde(default)]
@@ -245,9 +271,25 @@ pub struct ComputeRequest {
     pub raw_data: Option<Vec<Map<String, Value>>>,
 }
 
+/// Documents compute's two body forms; the handler reads the body itself.
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum ComputeBody {
+    Request(ComputeRequest),
+    /// Rows to compute over, with the version in `?version=`.
+    #[schema(value_type = Vec<Object>)]
+    Rows(Vec<Map<String, Value>>),
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ComputeQuery {
     /// The version to compute (the original README's form); a body `version` takes precedence.
+    #[param(
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
+        max_length = 100
+    )]
     pub version: Option<String>,
 }
 
@@ -261,6 +303,7 @@ pub struct ComputeResponse {
 // ---- vectors ----
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct VectorQuery {
     pub entity_id: String,
     /// Serve the newest active computed version of this feature.
@@ -291,9 +334,9 @@ pub enum FeatureRef {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct BatchRequest {
-    #[schema(example = json!(["user_001", "user_002"]))]
+    #[schema(example = json!(["user_001", "user_002"]), max_items = 10000)]
     pub entity_ids: Vec<String>,
-    #[schema(example = json!(["avg_transaction_amount", "avg_transaction_amount@v1", 1]))]
+    #[schema(example = json!(["avg_transaction_amount", "avg_transaction_amount@v1", 1]), min_items = 1, max_items = 100)]
     pub features: Vec<FeatureRef>,
 }
 
@@ -320,6 +363,12 @@ pub struct BatchRow {
 }
 
 // ---- ingest ----
+
+/// A file's bytes (Parquet), as documentation of a binary body.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)]
+pub struct BinaryFile(Vec<u8>);
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct IngestRequest {
@@ -354,4 +403,37 @@ pub struct ValidationError {
     pub msg: String,
     #[serde(rename = "type")]
     pub kind: String,
+}
+
+/// Column name -> type: names are plain SQL identifiers, types one of `TYPE_NAMES` in any case.
+fn schema_definition() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let spellings: Vec<String> = crate::engine::schema::TYPE_NAMES
+        .iter()
+        .map(|(name, _)| {
+            name.chars()
+                .map(|c| match c.is_ascii_alphabetic() {
+                    true => format!("[{}{}]", c, c.to_ascii_uppercase()),
+                    false => c.to_string(),
+                })
+                .collect()
+        })
+        .collect();
+    let type_name = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(format!(r"^\s*({})\s*$", spellings.join("|"))))
+        .description(Some(crate::engine::schema::SUPPORTED_TYPES));
+    let column_name = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some("^[A-Za-z_][A-Za-z0-9_]*$"))
+        .max_length(Some(crate::engine::schema::MAX_IDENTIFIER_LEN));
+    ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            Type::Object,
+            Type::Null,
+        ]))
+        .additional_properties(Some(type_name))
+        .property_names(Some(column_name))
+        .description(Some("Column name -> type"))
+        .build()
 }

@@ -6,6 +6,7 @@ use axum::Router;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
+use super::access::Change;
 use super::extract::{body_rejection, parse_json, require_json_content_type, Path, Query};
 use crate::error::{AppError, Result};
 use crate::model::{ComputeQuery, ComputeRequest, ComputeResponse, ErrorBody};
@@ -19,6 +20,14 @@ pub fn router() -> Router<AppState> {
 /// Both of the original's request forms: `{version, raw_data}` (its code) or a bare array of
 /// rows with `?version=` (its README). No body or no rows: compute over the ingested rows.
 fn parse_request(query: ComputeQuery, body: &[u8]) -> Result<(String, Vec<Map<String, Value>>)> {
+    // Checked even when the body's version wins: a malformed parameter is never ignored.
+    if let Some(version) = &query.version {
+        crate::service::check_label(
+            "version",
+            version,
+            crate::service::versions::MAX_VERSION_LEN,
+        )?;
+    }
     let (version, rows) = if body.iter().all(u8::is_ascii_whitespace) {
         (query.version, Vec::new())
     } else {
@@ -44,6 +53,7 @@ fn parse_request(query: ComputeQuery, body: &[u8]) -> Result<(String, Vec<Map<St
                     req.raw_data.unwrap_or_default(),
                 )
             }
+            Value::Null => (query.version, Vec::new()),
             _ => {
                 return Err(AppError::validation(
                     &["body"],
@@ -62,11 +72,12 @@ fn parse_request(query: ComputeQuery, body: &[u8]) -> Result<(String, Vec<Map<St
 }
 
 /// Compute a version of a feature and publish its vectors.
-#[utoipa::path(post, path = "/api/v1/features/{feature_id}/compute", tag = "versions",
+#[utoipa::path(post, operation_id = "compute_version", path = "/api/v1/features/{feature_id}/compute", tag = "versions",
     params(("feature_id" = i64, Path), ComputeQuery),
-    request_body(content = ComputeRequest, description = "`{version, raw_data}`, or a bare array of rows with `?version=`; no rows means the rows ingested into the raw table"),
-    responses((status = 200, body = ComputeResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, description = "All compute workers are busy and the queue is full; retry after Retry-After seconds", body = ErrorBody)))]
+    request_body(content = Option<crate::model::ComputeBody>, description = "`{version, raw_data}`, or a bare array of rows with `?version=`; no rows means the rows ingested into the raw table"),
+    responses((status = 403, description = "A read-only API key, or a browser on an origin not allowed", body = ErrorBody), (status = 200, body = ComputeResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, description = "All compute workers are busy and the queue is full; retry after Retry-After seconds", body = ErrorBody)))]
 pub async fn compute(
+    _: Change,
     State(state): State<AppState>,
     Path(feature_id): Path<i64>,
     Query(query): Query<ComputeQuery>,

@@ -5,7 +5,7 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::Router;
-use utoipa::OpenApi;
+use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::model;
@@ -13,6 +13,7 @@ use crate::AppState;
 
 #[derive(OpenApi)]
 #[openapi(
+    modifiers(&CommonResponses),
     info(
         title = "feature-store",
         description = "Register raw tables, ingest rows, define features as SQL, compute immutable versions and serve feature vectors."
@@ -53,6 +54,7 @@ use crate::AppState;
         model::VersionStatusUpdate,
         model::FeatureVersion,
         model::ComputeRequest,
+        model::ComputeBody,
         model::ComputeResponse,
         model::FeatureRef,
         model::BatchRequest,
@@ -67,6 +69,76 @@ use crate::AppState;
     ))
 )]
 pub struct ApiDoc;
+
+/// Answers any /api/v1 operation can give, declared once rather than on every handler: 401
+/// (API keys configured), 503 (database busy past `DATABASE_BUSY_TIMEOUT_MS`), and for
+/// operations with a body 413 and 415. Also the two ways to send a key.
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder};
+        use utoipa::openapi::security::{SecurityRequirement, SecurityScheme};
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        let security = vec![
+            SecurityRequirement::default(),
+            SecurityRequirement::new("bearer", Vec::<String>::new()),
+            SecurityRequirement::new("api_key", Vec::<String>::new()),
+        ];
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/api/v1/") {
+                continue;
+            }
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.patch,
+                &mut item.delete,
+            ];
+            for op in operations.into_iter().flatten() {
+                let has_body = op.request_body.is_some();
+                let responses = &mut op.responses.responses;
+                responses.entry("401".into()).or_insert_with(|| {
+                    error("API keys are configured and none, or an unknown one, was sent").into()
+                });
+                responses.entry("503".into()).or_insert_with(|| {
+                    error("The database is busy; retry after the Retry-After header's seconds")
+                        .into()
+                });
+                if has_body {
+                    responses
+                        .entry("413".into())
+                        .or_insert_with(|| error("The body is larger than MAX_BODY_BYTES").into());
+                    responses.entry("415".into()).or_insert_with(|| {
+                        error("The body's Content-Type is not one this operation reads").into()
+                    });
+                }
+                op.security = Some(security.clone());
+            }
+        }
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+    }
+}
 
 const REDOC_JS: &[u8] = include_bytes!("../../assets/redoc/redoc.standalone.js");
 

@@ -14,7 +14,7 @@ pub fn router() -> Router<AppState> {
 
 /// Readiness: the database answers; reports the database backend and the cache mode
 /// (`memory`, `redis`, or `memory (redis unreachable)`).
-#[utoipa::path(get, path = "/ready", tag = "health",
+#[utoipa::path(get, operation_id = "ready", path = "/ready", tag = "health",
     responses((status = 200, body = Readiness), (status = 503, body = ErrorBody)))]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>> {
     let ping = tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await;
@@ -29,7 +29,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>> {
 }
 
 /// Liveness: the process is up and serving.
-#[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, body = Health)))]
+#[utoipa::path(get, operation_id = "health", path = "/health", tag = "health", responses((status = 200, body = Health)))]
 pub async fn health() -> Json<Health> {
     Json(Health { status: "healthy" })
 }

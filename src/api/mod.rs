@@ -1,5 +1,6 @@
 //! The HTTP surface: one router per resource, thin handlers, JSON errors everywhere.
 
+pub mod access;
 pub mod compute;
 pub mod docs;
 pub mod extract;
@@ -19,46 +20,6 @@ use tower_http::trace::TraceLayer;
 use crate::error::AppError;
 use crate::AppState;
 
-/// With API keys configured, every /api/v1 call needs one; reads need read, changes write.
-async fn require_api_key(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Result<axum::response::Response, AppError> {
-    let keys = &state.config.api_keys;
-    let headers = req.headers();
-    let presented = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token)
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
-        .map(str::trim)
-        .ok_or_else(|| {
-            AppError::Unauthorized(
-                "Missing API key: send Authorization: Bearer <key> or X-API-Key".into(),
-            )
-        })?;
-    let role = keys
-        .role_of(presented)
-        .ok_or_else(|| AppError::Unauthorized("Invalid API key".into()))?;
-    let method = req.method();
-    let is_read = method == axum::http::Method::GET
-        || method == axum::http::Method::HEAD
-        || req.uri().path() == "/api/v1/feature-vectors/batch";
-    if !is_read && role < crate::auth::Role::Write {
-        return Err(AppError::Forbidden(
-            "This API key may only read; changes need a write key".into(),
-        ));
-    }
-    Ok(next.run(req).await)
-}
-
-/// The credentials of `Bearer <token>`; the scheme name is case-insensitive (RFC 9110).
-fn bearer_token(header: &str) -> Option<&str> {
-    let (scheme, token) = header.trim_start().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token)
-}
-
 pub fn router(state: AppState) -> Router {
     // Full paths rather than `nest("/api/v1", ...)`: nesting rewrites every request's URI.
     let mut api = Router::new()
@@ -72,11 +33,12 @@ pub fn router(state: AppState) -> Router {
     if state.config.api_keys.is_enabled() {
         api = api.route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            require_api_key,
+            access::authenticate,
         ));
     }
     let limit = state.config.max_body_bytes;
-    Router::new()
+    let cors = access::cors(&state.config.cors_allowed_origins);
+    let router = Router::new()
         .merge(api)
         .merge(health::router())
         .merge(docs::router())
@@ -98,5 +60,9 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(request_id::MakeRequestId::new()))
-        .with_state(state)
+        .with_state(state);
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
 }

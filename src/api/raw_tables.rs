@@ -7,6 +7,7 @@ use axum::Router;
 use bytes::Bytes;
 use serde_json::Value;
 
+use super::access::Change;
 use super::extract::{body_rejection, parse_json, Json, Path, Query};
 use crate::error::{AppError, Result};
 use crate::model::{
@@ -27,9 +28,10 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Register a raw table.
-#[utoipa::path(post, path = "/api/v1/raw-tables", tag = "raw tables", request_body = RawTableCreate,
-    responses((status = 201, body = RawTable), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
+#[utoipa::path(post, operation_id = "create_raw_table", path = "/api/v1/raw-tables", tag = "raw tables", request_body = RawTableCreate,
+    responses((status = 403, description = "A read-only API key, or a browser on an origin not allowed", body = ErrorBody), (status = 201, body = RawTable), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(
+    _: Change,
     State(state): State<AppState>,
     Json(req): Json<RawTableCreate>,
 ) -> Result<(StatusCode, axum::Json<RawTable>)> {
@@ -40,14 +42,14 @@ pub async fn create(
 }
 
 /// List raw tables, oldest first.
-#[utoipa::path(get, path = "/api/v1/raw-tables", tag = "raw tables",
+#[utoipa::path(get, operation_id = "list_raw_tables", path = "/api/v1/raw-tables", tag = "raw tables",
     responses((status = 200, body = Vec<RawTable>)))]
 pub async fn list(State(state): State<AppState>) -> Result<axum::Json<Vec<RawTable>>> {
     Ok(axum::Json(raw_tables::list(&state).await?))
 }
 
 /// Get a raw table.
-#[utoipa::path(get, path = "/api/v1/raw-tables/{table_id}", tag = "raw tables",
+#[utoipa::path(get, operation_id = "get_raw_table", path = "/api/v1/raw-tables/{table_id}", tag = "raw tables",
     params(("table_id" = i64, Path)),
     responses((status = 200, body = RawTable), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn get_one(
@@ -58,10 +60,11 @@ pub async fn get_one(
 }
 
 /// Delete a raw table and its stored rows; refused while a feature reads it.
-#[utoipa::path(delete, path = "/api/v1/raw-tables/{table_id}", tag = "raw tables",
+#[utoipa::path(delete, operation_id = "delete_raw_table", path = "/api/v1/raw-tables/{table_id}", tag = "raw tables",
     params(("table_id" = i64, Path)),
-    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 403, description = "A read-only API key, or a browser on an origin not allowed", body = ErrorBody), (status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn delete(
+    _: Change,
     State(state): State<AppState>,
     Path(table_id): Path<i64>,
 ) -> Result<StatusCode> {
@@ -70,7 +73,7 @@ pub async fn delete(
 }
 
 /// Preview the rows stored in a raw table, in ingest order.
-#[utoipa::path(get, path = "/api/v1/raw-tables/{table_id}/data", tag = "raw tables",
+#[utoipa::path(get, operation_id = "preview_raw_table", path = "/api/v1/raw-tables/{table_id}/data", tag = "raw tables",
     params(("table_id" = i64, Path), PreviewQuery),
     responses((status = 200, body = RawTablePreview), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn preview(
@@ -116,13 +119,14 @@ fn json_rows(body: &[u8]) -> Result<Upload> {
 /// Upload rows in bulk: JSON, NDJSON (parsed as it streams in), CSV with a header row, or
 /// Parquet, chosen by Content-Type. Validated against the schema exactly like /ingest; a batch
 /// with any invalid row stores nothing.
-#[utoipa::path(post, path = "/api/v1/raw-tables/{table_id}/data", tag = "ingest",
+#[utoipa::path(post, operation_id = "upload_rows", path = "/api/v1/raw-tables/{table_id}/data", tag = "ingest",
     params(("table_id" = i64, Path)),
     request_body(description = "Rows as application/json (array), application/x-ndjson, text/csv (header row) or application/vnd.apache.parquet",
-        content((Vec<Object> = "application/json"), (String = "application/x-ndjson"), (String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet"))),
-    responses((status = 200, body = IngestResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        content((Vec<Object> = "application/json"), (String = "application/x-ndjson"), (String = "text/csv"), (crate::model::BinaryFile = "application/vnd.apache.parquet"))),
+    responses((status = 403, description = "A read-only API key, or a browser on an origin not allowed", body = ErrorBody), (status = 200, body = IngestResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn upload(
+    _: Change,
     State(state): State<AppState>,
     Path(table_id): Path<i64>,
     req: Request<Body>,

@@ -21,7 +21,7 @@ pub fn router() -> Router<AppState> {
 
 /// Serve one entity's feature vector, by feature name (newest active computed version) or by
 /// version id.
-#[utoipa::path(get, path = "/api/v1/feature-vectors", tag = "serving", params(VectorQuery),
+#[utoipa::path(get, operation_id = "get_feature_vector", path = "/api/v1/feature-vectors", tag = "serving", params(VectorQuery),
     responses((status = 200, body = FeatureVector), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn get_vector(
     State(state): State<AppState>,
@@ -34,7 +34,7 @@ pub async fn get_vector(
 
 /// Serve many entities x many features in one call: one row per entity, each feature's values
 /// (null when missing, listed in `missing`), and the version that served each feature.
-#[utoipa::path(post, path = "/api/v1/feature-vectors/batch", tag = "serving", request_body = BatchRequest,
+#[utoipa::path(post, operation_id = "get_feature_vectors_batch", path = "/api/v1/feature-vectors/batch", tag = "serving", request_body = BatchRequest,
     responses((status = 200, body = BatchResponse), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn get_batch(
     State(state): State<AppState>,

@@ -3,6 +3,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 
+use super::access::Change;
 use super::extract::{Json, Path};
 use crate::error::Result;
 use crate::model::{ErrorBody, FeatureVersion, VersionCreate, VersionStatusUpdate};
@@ -22,10 +23,11 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Create a version of a feature; it snapshots the feature's SQL and entity key.
-#[utoipa::path(post, path = "/api/v1/features/{feature_id}/versions", tag = "versions",
+#[utoipa::path(post, operation_id = "create_version", path = "/api/v1/features/{feature_id}/versions", tag = "versions",
     params(("feature_id" = i64, Path)), request_body = VersionCreate,
-    responses((status = 201, body = FeatureVersion), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 403, description = "A read-only API key, or a browser on an origin not allowed", body = ErrorBody), (status = 201, body = FeatureVersion), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(
+    _: Change,
     State(state): State<AppState>,
     Path(feature_id): Path<i64>,
     Json(req): Json<VersionCreate>,
@@ -35,7 +37,7 @@ pub async fn create(
 }
 
 /// List a feature's versions, oldest first.
-#[utoipa::path(get, path = "/api/v1/features/{feature_id}/versions", tag = "versions",
+#[utoipa::path(get, operation_id = "list_versions", path = "/api/v1/features/{feature_id}/versions", tag = "versions",
     params(("feature_id" = i64, Path)),
     responses((status = 200, body = Vec<FeatureVersion>), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn list(
@@ -46,7 +48,7 @@ pub async fn list(
 }
 
 /// Get one version of a feature.
-#[utoipa::path(get, path = "/api/v1/features/{feature_id}/versions/{version_id}", tag = "versions",
+#[utoipa::path(get, operation_id = "get_version", path = "/api/v1/features/{feature_id}/versions/{version_id}", tag = "versions",
     params(("feature_id" = i64, Path), ("version_id" = i64, Path)),
     responses((status = 200, body = FeatureVersion), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn get_one(
@@ -59,10 +61,11 @@ pub async fn get_one(
 }
 
 /// Change a version's status (active, deprecated, archived).
-#[utoipa::path(patch, path = "/api/v1/features/{feature_id}/versions/{version_id}", tag = "versions",
+#[utoipa::path(patch, operation_id = "set_version_status", path = "/api/v1/features/{feature_id}/versions/{version_id}", tag = "versions",
     params(("feature_id" = i64, Path), ("version_id" = i64, Path)), request_body = VersionStatusUpdate,
-    responses((status = 200, body = FeatureVersion), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 403, description = "A read-only API key, or a browser on an origin not allowed", body = ErrorBody), (status = 200, body = FeatureVersion), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn set_status(
+    _: Change,
     State(state): State<AppState>,
     Path((feature_id, version_id)): Path<(i64, i64)>,
     Json(req): Json<VersionStatusUpdate>,
@@ -72,10 +75,11 @@ pub async fn set_status(
 }
 
 /// Delete a version and its vectors.
-#[utoipa::path(delete, path = "/api/v1/features/{feature_id}/versions/{version_id}", tag = "versions",
+#[utoipa::path(delete, operation_id = "delete_version", path = "/api/v1/features/{feature_id}/versions/{version_id}", tag = "versions",
     params(("feature_id" = i64, Path), ("version_id" = i64, Path)),
-    responses((status = 204), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 403, description = "A read-only API key, or a browser on an origin not allowed", body = ErrorBody), (status = 204), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn delete(
+    _: Change,
     State(state): State<AppState>,
     Path((feature_id, version_id)): Path<(i64, i64)>,
 ) -> Result<StatusCode> {

@@ -22,20 +22,40 @@ pub enum ColumnType {
     Datetime,
 }
 
+/// Every accepted spelling of a column type (matched case-insensitively, surrounding spaces
+/// ignored), as the OpenAPI document lists them too.
+pub const TYPE_NAMES: &[(&str, ColumnType)] = &[
+    ("string", ColumnType::String),
+    ("str", ColumnType::String),
+    ("text", ColumnType::String),
+    ("varchar", ColumnType::String),
+    ("integer", ColumnType::Integer),
+    ("int", ColumnType::Integer),
+    ("int64", ColumnType::Integer),
+    ("bigint", ColumnType::Integer),
+    ("long", ColumnType::Integer),
+    ("float", ColumnType::Float),
+    ("double", ColumnType::Float),
+    ("float64", ColumnType::Float),
+    ("number", ColumnType::Float),
+    ("real", ColumnType::Float),
+    ("boolean", ColumnType::Boolean),
+    ("bool", ColumnType::Boolean),
+    ("date", ColumnType::Date),
+    ("datetime", ColumnType::Datetime),
+    ("timestamp", ColumnType::Datetime),
+];
+
 pub const SUPPORTED_TYPES: &str =
     "string, integer (int), float (double), boolean (bool), date, datetime (timestamp)";
 
 impl ColumnType {
     pub fn parse(declared: &str) -> Option<Self> {
-        Some(match declared.trim().to_ascii_lowercase().as_str() {
-            "string" | "str" | "text" | "varchar" => ColumnType::String,
-            "integer" | "int" | "int64" | "bigint" | "long" => ColumnType::Integer,
-            "float" | "double" | "float64" | "number" | "real" => ColumnType::Float,
-            "boolean" | "bool" => ColumnType::Boolean,
-            "date" => ColumnType::Date,
-            "datetime" | "timestamp" => ColumnType::Datetime,
-            _ => return None,
-        })
+        let declared = declared.trim().to_ascii_lowercase();
+        TYPE_NAMES
+            .iter()
+            .find(|(n, _)| *n == declared)
+            .map(|(_, t)| *t)
     }
 
     pub fn dtype(self) -> DataType {

@@ -193,3 +193,117 @@ async fn a_read_key_gets_403_for_delete_patch_and_compute_and_changes_nothing() 
     assert_eq!(versions.as_array().unwrap().len(), 1);
     assert_eq!(versions[0]["status"], "active");
 }
+
+/// Every operation of the served document that is not a read refuses a read key, so a new
+/// route that forgets to declare itself a change fails here.
+#[tokio::test]
+async fn every_changing_operation_in_the_openapi_document_refuses_a_read_key() {
+    let app = spawn_app_with(|c| {
+        c.api_keys =
+            feature_store::auth::ApiKeys::parse(&format!("{READER}:read,{WRITER}:write")).unwrap()
+    })
+    .await;
+    let (_, doc) = app.get("/openapi.json").await;
+    let reads_sent_as_post = ["/api/v1/feature-vectors/batch"];
+    let mut checked = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            if method == "get" || reads_sent_as_post.contains(&path.as_str()) {
+                continue;
+            }
+            let url = app.url(
+                &path
+                    .replace("{table_id}", "1")
+                    .replace("{feature_id}", "1")
+                    .replace("{version_id}", "1"),
+            );
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let resp = app
+                .client
+                .request(method.clone(), &url)
+                .bearer_auth(READER)
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{method} {path}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} changing operations found");
+}
+
+#[tokio::test]
+async fn a_web_page_on_another_origin_cannot_change_data_even_without_keys() {
+    let app = crate::helpers::spawn_app().await;
+    let own_origin = app.url("");
+    let table = r#"{"name": "t", "schema_definition": {"a": "int"}}"#;
+    // What a page elsewhere can send without a preflight: a typeless body.
+    let resp = app
+        .client
+        .post(app.url("/api/v1/raw-tables"))
+        .header("origin", "https://evil.example")
+        .body(table)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("CORS_ALLOWED_ORIGINS"));
+    let (_, tables) = app.get("/api/v1/raw-tables").await;
+    assert_eq!(tables, json!([]));
+
+    // The server's own pages (Swagger UI's "try it out") are its own origin.
+    let resp = app
+        .client
+        .post(app.url("/api/v1/raw-tables"))
+        .header("origin", own_origin.trim_end_matches('/'))
+        .body(table)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn a_listed_origin_may_change_data_and_gets_cors_answers() {
+    let app =
+        spawn_app_with(|c| c.cors_allowed_origins = vec!["https://app.example.com".into()]).await;
+    let preflight = app
+        .client
+        .request(reqwest::Method::OPTIONS, app.url("/api/v1/raw-tables"))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success());
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let resp = app
+        .client
+        .post(app.url("/api/v1/raw-tables"))
+        .header("origin", "https://app.example.com")
+        .json(&json!({"name": "t", "schema_definition": {"a": "int"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let resp = app
+        .client
+        .delete(app.url("/api/v1/raw-tables/1"))
+        .header("origin", "https://other.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+    let (status, _) = app.get("/api/v1/raw-tables/1").await;
+    assert_eq!(status, StatusCode::OK);
+}
