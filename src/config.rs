@@ -48,6 +48,10 @@ pub struct Config {
     /// Bytes of whole versions batch serving may hold in memory (measured on what is held);
     /// a version bigger than this is served entity by entity.
     pub batch_snapshot_max_bytes: u64,
+    /// Bytes of decoded snapshots kept for `as_of` serving and training sets.
+    pub snapshot_cache_max_bytes: u64,
+    /// Snapshots superseded longer ago than this are pruned (never a version's newest).
+    pub snapshot_retention: Duration,
     /// Empty: the API is open.
     pub api_keys: ApiKeys,
     /// Web origins (`scheme://host[:port]`) allowed to call the API from a browser: CORS
@@ -77,6 +81,8 @@ impl Default for Config {
             compute_max_result_mb: 1024,
             compute_worker_program: None,
             batch_snapshot_max_bytes: 512 * 1024 * 1024,
+            snapshot_cache_max_bytes: 256 * 1024 * 1024,
+            snapshot_retention: Duration::from_secs(365 * 86_400),
             api_keys: ApiKeys::default(),
             cors_allowed_origins: Vec::new(),
         }
@@ -116,6 +122,8 @@ impl fmt::Debug for Config {
             .field("compute_queue_size", &self.compute_queue_size)
             .field("compute_max_result_mb", &self.compute_max_result_mb)
             .field("batch_snapshot_max_bytes", &self.batch_snapshot_max_bytes)
+            .field("snapshot_cache_max_bytes", &self.snapshot_cache_max_bytes)
+            .field("snapshot_retention", &self.snapshot_retention)
             .field("api_keys", &self.api_keys)
             .field("cors_allowed_origins", &self.cors_allowed_origins)
             .finish()
@@ -253,6 +261,18 @@ impl Config {
                 get("BATCH_SNAPSHOT_MAX_BYTES"),
                 d.batch_snapshot_max_bytes,
             )?,
+            snapshot_cache_max_bytes: parse(
+                "SNAPSHOT_CACHE_MAX_BYTES",
+                get("SNAPSHOT_CACHE_MAX_BYTES"),
+                d.snapshot_cache_max_bytes,
+            )?,
+            snapshot_retention: Duration::from_secs(
+                parse(
+                    "SNAPSHOT_RETENTION_DAYS",
+                    get("SNAPSHOT_RETENTION_DAYS"),
+                    d.snapshot_retention.as_secs() / 86_400,
+                )? * 86_400,
+            ),
             api_keys: ApiKeys::parse(&get("API_KEYS").unwrap_or_default()).map_err(ConfigError)?,
             cors_allowed_origins: parse_origins(&get("CORS_ALLOWED_ORIGINS").unwrap_or_default())?,
         };

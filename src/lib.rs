@@ -37,6 +37,8 @@ pub struct Shared {
     pub metrics: metrics::Metrics,
     /// Runs every feature SQL in a worker process under limits.
     pub compute: worker::ComputePool,
+    /// Decoded snapshots, for `as_of` serving and training sets.
+    pub history: service::history::History,
 }
 
 impl std::ops::Deref for AppState {
@@ -76,12 +78,14 @@ impl AppState {
                 .compute_pool()
                 .map_err(|e| error::AppError::Internal(e.to_string()))?,
         );
+        let history = service::history::History::new(config.snapshot_cache_max_bytes);
         Ok(AppState(Arc::new(Shared {
             config,
             store,
             cache,
             metrics,
             compute,
+            history,
         })))
     }
 }
@@ -90,6 +94,7 @@ impl AppState {
 pub async fn build_app(config: Config) -> error::Result<(AppState, Router)> {
     let state = AppState::new(config).await?;
     service::changes::spawn_poller(&state);
+    service::history::spawn_pruner(&state);
     let router = api::router(state.clone());
     Ok((state, router))
 }

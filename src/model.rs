@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::store::{FeatureRow, RawTableRow, VersionRow};
+use crate::store::{FeatureRow, RawTableRow, SnapshotRow, VersionRow};
 
 /// Now, at the precision both databases keep (microseconds), so what a write returns equals
 /// what a later read returns.
@@ -66,6 +66,10 @@ pub struct RawTableCreate {
     #[serde(default)]
     #[schema(schema_with = schema_definition, example = json!({"user_id": "string", "transaction_amount": "float", "transaction_date": "string"}))]
     pub schema_definition: Option<BTreeMap<String, String>>,
+    /// The column that says when each row happened: a `date` or `datetime` column of the
+    /// schema. Needed for `as_of` computes and backfills.
+    #[serde(default)]
+    pub event_time_column: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -74,6 +78,7 @@ pub struct RawTable {
     pub name: String,
     pub description: Option<String>,
     pub schema_definition: Option<BTreeMap<String, String>>,
+    pub event_time_column: Option<String>,
     #[serde(serialize_with = "ts")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: DateTime<Utc>,
@@ -89,6 +94,7 @@ impl From<RawTableRow> for RawTable {
             name: r.name,
             description: r.description,
             schema_definition: serde_json::from_str(&r.schema_definition).unwrap_or_default(),
+            event_time_column: r.event_time_column,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
@@ -269,6 +275,11 @@ pub struct ComputeRequest {
     #[serde(default)]
     #[schema(value_type = Option<Vec<Object>>)]
     pub raw_data: Option<Vec<Map<String, Value>>>,
+    /// Compute over the rows whose event time is at or before this instant (RFC 3339); the
+    /// snapshot is valid from it. Needs the raw table's `event_time_column`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub as_of: Option<DateTime<Utc>>,
 }
 
 /// Documents compute's two body forms; the handler reads the body itself.
@@ -291,6 +302,9 @@ pub struct ComputeQuery {
         max_length = 100
     )]
     pub version: Option<String>,
+    /// As the body's `as_of`; the body's takes precedence.
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub as_of: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -298,6 +312,51 @@ pub struct ComputeResponse {
     pub feature_version_id: i64,
     pub vectors_created: usize,
     pub entities_processed: usize,
+    /// The snapshot this compute made.
+    pub snapshot_id: i64,
+    /// When it counts from: the publish time, or `as_of`.
+    #[schema(format = DateTime)]
+    pub valid_from: String,
+}
+
+// ---- history ----
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct BackfillRequest {
+    #[schema(value_type = String, format = DateTime)]
+    pub start: DateTime<Utc>,
+    #[schema(value_type = String, format = DateTime)]
+    pub end: DateTime<Utc>,
+    #[schema(minimum = 1)]
+    pub every_seconds: i64,
+}
+
+/// One publish of a version: its whole vector set, valid from `valid_from`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Snapshot {
+    pub id: i64,
+    #[serde(serialize_with = "ts")]
+    #[schema(value_type = String, format = DateTime)]
+    pub valid_from: DateTime<Utc>,
+    #[serde(serialize_with = "ts")]
+    #[schema(value_type = String, format = DateTime)]
+    pub computed_at: DateTime<Utc>,
+    pub entity_count: i64,
+    /// `compute` or `backfill`.
+    #[schema(example = "compute")]
+    pub kind: String,
+}
+
+impl From<SnapshotRow> for Snapshot {
+    fn from(r: SnapshotRow) -> Self {
+        Snapshot {
+            id: r.id,
+            valid_from: r.valid_from,
+            computed_at: r.computed_at,
+            entity_count: r.entity_count,
+            kind: r.kind,
+        }
+    }
 }
 
 // ---- vectors ----
@@ -310,6 +369,9 @@ pub struct VectorQuery {
     pub feature_name: Option<String>,
     /// Serve this version (takes precedence over `feature_name`).
     pub feature_version_id: Option<i64>,
+    /// Serve what was served at this instant (RFC 3339): the version's snapshot in force then.
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub as_of: Option<DateTime<Utc>>,
 }
 
 /// Documented shape of a served vector; the body itself is assembled from stored JSON text.

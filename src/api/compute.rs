@@ -4,6 +4,7 @@ use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::Router;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use super::access::Change;
@@ -19,7 +20,10 @@ pub fn router() -> Router<AppState> {
 
 /// Both of the original's request forms: `{version, raw_data}` (its code) or a bare array of
 /// rows with `?version=` (its README). No body or no rows: compute over the ingested rows.
-fn parse_request(query: ComputeQuery, body: &[u8]) -> Result<(String, Vec<Map<String, Value>>)> {
+/// The version, the rows and `as_of` of a compute request.
+type Parsed = (String, Vec<Map<String, Value>>, Option<DateTime<Utc>>);
+
+fn parse_request(query: ComputeQuery, body: &[u8]) -> Result<Parsed> {
     // Checked even when the body's version wins: a malformed parameter is never ignored.
     if let Some(version) = &query.version {
         crate::service::check_label(
@@ -28,6 +32,7 @@ fn parse_request(query: ComputeQuery, body: &[u8]) -> Result<(String, Vec<Map<St
             crate::service::versions::MAX_VERSION_LEN,
         )?;
     }
+    let mut as_of = query.as_of;
     let (version, rows) = if body.iter().all(u8::is_ascii_whitespace) {
         (query.version, Vec::new())
     } else {
@@ -48,6 +53,7 @@ fn parse_request(query: ComputeQuery, body: &[u8]) -> Result<(String, Vec<Map<St
             object @ Value::Object(_) => {
                 let req: ComputeRequest = serde_json::from_value(object)
                     .map_err(|e| AppError::validation(&["body"], format!("Invalid body: {e}")))?;
+                as_of = req.as_of.or(as_of);
                 (
                     req.version.or(query.version),
                     req.raw_data.unwrap_or_default(),
@@ -68,7 +74,7 @@ fn parse_request(query: ComputeQuery, body: &[u8]) -> Result<(String, Vec<Map<St
             "Field required: version (in the body or ?version=)",
         )
     })?;
-    Ok((version, rows))
+    Ok((version, rows, as_of))
 }
 
 /// Compute a version of a feature and publish its vectors.
@@ -86,8 +92,8 @@ pub async fn compute(
 ) -> Result<axum::Json<ComputeResponse>> {
     require_json_content_type(&headers)?;
     let body = body.map_err(body_rejection)?;
-    let (version, rows) = parse_request(query, &body)?;
+    let (version, rows, as_of) = parse_request(query, &body)?;
     Ok(axum::Json(
-        compute::compute(&state, feature_id, &version, rows).await?,
+        compute::compute(&state, feature_id, &version, rows, as_of).await?,
     ))
 }

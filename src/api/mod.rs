@@ -6,6 +6,7 @@ pub mod docs;
 pub mod extract;
 pub mod features;
 pub mod health;
+pub mod history;
 pub mod ingest;
 pub mod raw_tables;
 mod request_id;
@@ -27,6 +28,7 @@ pub fn router(state: AppState) -> Router {
         .merge(features::router())
         .merge(versions::router())
         .merge(compute::router())
+        .merge(history::router())
         .merge(vectors::router())
         .merge(ingest::router());
     // Only when keys are configured: every layer costs the serving path a little.

@@ -3,6 +3,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use chrono::{DateTime, Utc};
 
 use axum::extract::RawQuery;
 
@@ -10,7 +11,7 @@ use super::extract::Json;
 use crate::error::AppError;
 use crate::error::Result;
 use crate::model::{BatchRequest, BatchResponse, ErrorBody, FeatureVector, VectorQuery};
-use crate::service::{batch, vectors};
+use crate::service::{batch, history, vectors};
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -28,7 +29,10 @@ pub async fn get_vector(
     RawQuery(raw): RawQuery,
 ) -> Result<Response> {
     let query = parse_vector_query(raw.as_deref().unwrap_or(""))?;
-    let body = vectors::get(&state, &query).await?;
+    let body = match query.as_of {
+        Some(at) => history::vector_as_of(&state, &query, at).await?,
+        None => vectors::get(&state, &query).await?,
+    };
     Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
 }
 
@@ -50,6 +54,7 @@ fn parse_vector_query(raw: &str) -> Result<VectorQuery> {
     let mut entity_id = None;
     let mut feature_name = None;
     let mut feature_version_id = None;
+    let mut as_of = None;
     for (key, value) in form_urlencoded::parse(raw.as_bytes()) {
         match key.as_ref() {
             "entity_id" => entity_id = Some(value.into_owned()),
@@ -62,6 +67,7 @@ fn parse_vector_query(raw: &str) -> Result<VectorQuery> {
                     )
                 })?)
             }
+            "as_of" => as_of = Some(parse_instant("as_of", &value)?),
             _ => {}
         }
     }
@@ -72,7 +78,20 @@ fn parse_vector_query(raw: &str) -> Result<VectorQuery> {
         entity_id,
         feature_name,
         feature_version_id,
+        as_of,
     })
+}
+
+/// An RFC 3339 instant, or a 422 naming the parameter.
+pub fn parse_instant(name: &str, value: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(value.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            AppError::validation(
+                &["query", name],
+                format!("{name} must be an RFC 3339 date-time like 2024-01-31T00:00:00Z: {e}"),
+            )
+        })
 }
 
 #[cfg(test)]

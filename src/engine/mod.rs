@@ -3,6 +3,7 @@
 //! Everything here is synchronous and CPU-bound; callers run it on the blocking pool.
 
 pub mod batches;
+pub mod event_time;
 pub mod execute;
 pub mod formats;
 pub mod ndjson;

@@ -108,6 +108,34 @@ pub fn vectors_to_ipc(vectors: &[EncodedVector]) -> Result<Vec<u8>, String> {
     Ok(buf)
 }
 
+/// A result frame as a stored snapshot: the entity key first (as text), then the value
+/// columns with their types, as an LZ4-compressed Arrow IPC file. Readers take the first
+/// column as the key whatever its name, so a value column may be called `entity_id`.
+pub fn snapshot_to_ipc(frame: DataFrame, entity_key: &str) -> Result<Vec<u8>, String> {
+    let key = frame
+        .column(entity_key)
+        .and_then(|c| c.cast(&DataType::String))
+        .map_err(|e| e.to_string())?;
+    let mut columns = Vec::with_capacity(frame.width());
+    columns.push(key);
+    columns.extend(
+        frame
+            .columns()
+            .iter()
+            .filter(|c| c.name().as_str() != entity_key)
+            .cloned(),
+    );
+    let mut frame = DataFrame::new(frame.height(), columns).map_err(|e| e.to_string())?;
+    super::batches::encode(&mut frame)
+}
+
+/// A stored snapshot back as a frame (key column first).
+pub fn snapshot_from_ipc(bytes: &[u8]) -> Result<DataFrame, String> {
+    IpcReader::new(std::io::Cursor::new(bytes))
+        .finish()
+        .map_err(|e| e.to_string())
+}
+
 /// The inverse of `vectors_to_ipc`.
 pub fn vectors_from_ipc(bytes: &[u8]) -> Result<Vec<EncodedVector>, String> {
     let frame = IpcReader::new(std::io::Cursor::new(bytes))

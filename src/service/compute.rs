@@ -1,13 +1,14 @@
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::cache::Snapshot;
+use crate::cache::Snapshot as BatchSnapshot;
 use crate::engine::{batches, result};
 use crate::error::{AppError, Result};
-use crate::model::{now, ComputeResponse};
+use crate::model::{format_ts, now, BackfillRequest, ComputeResponse, Snapshot};
 use crate::served::VersionMeta;
-use crate::store::PublishRequest;
 use crate::store::StoreError;
-use crate::worker::{ComputeError, FailureKind, Job};
+use crate::store::{PublishRequest, Published, RawTableRow, SnapshotKind};
+use crate::worker::{ComputeError, EventTimeLimit, FailureKind, Job};
 use crate::AppState;
 
 use super::{blocking, check_label, features, raw_tables, versions};
@@ -16,42 +17,42 @@ use super::{blocking, check_label, features, raw_tables, versions};
 ///
 /// The version is created (active) only when the compute succeeds; an existing version is
 /// recomputed with the SQL it snapshotted at creation. `rows` empty means the rows ingested
-/// into the raw table. Publishing replaces the version's vectors in one transaction, then the
-/// cache moves on, so every reader sees the new set as soon as this returns.
+/// into the raw table. With `as_of`, only rows whose event time is at or before it count, and
+/// the snapshot is valid from `as_of` (served only if no newer one exists). Publishing replaces
+/// the served vectors in one transaction, then the cache moves on, so every reader sees the new
+/// set as soon as this returns.
 pub async fn compute(
     state: &AppState,
     feature_id: i64,
     version: &str,
     rows: Vec<Map<String, Value>>,
+    as_of: Option<DateTime<Utc>>,
 ) -> Result<ComputeResponse> {
     check_label("version", version, versions::MAX_VERSION_LEN)?;
     let started = std::time::Instant::now();
     let feature = features::get_row(state, feature_id).await?;
     let table = raw_tables::get_row(state, feature.raw_table_id).await?;
-    let schema = raw_tables::schema_of(&table)?;
-    let definition = raw_tables::definition_of(&table)?;
     let (logic, entity_key) = match state.store.find_version(feature_id, version).await? {
         Some(v) => (v.computation_logic, v.entity_key),
         None => (feature.computation_logic, feature.entity_key),
     };
-    let stored = if rows.is_empty() {
-        let blobs = state.store.load_batches(table.id).await?;
-        if blobs.is_empty() {
-            return Err(AppError::BadRequest(format!(
-                "Invalid raw data: No data provided, and raw table '{}' has no ingested rows",
-                table.name
-            )));
-        }
-        Some(blobs)
-    } else {
-        None
+    let target = Target {
+        feature_id,
+        version: version.to_string(),
+        logic,
+        entity_key,
     };
-
-    let inputs = match stored {
-        Some(blobs) => blobs,
+    let event_time = match as_of {
+        Some(at) => Some(event_time_limit(&table, at)?),
+        None => None,
+    };
+    let inputs = if rows.is_empty() {
+        stored_inputs(state, &table).await?
+    } else {
         // Body rows are checked here (they are the client's input, not SQL) and handed to the
         // worker as one Arrow IPC batch.
-        None => vec![
+        let schema = raw_tables::schema_of(&table)?;
+        vec![
             blocking(move || {
                 let mut frame = schema
                     .frame_from_rows(&rows)
@@ -59,31 +60,202 @@ pub async fn compute(
                 batches::encode(&mut frame).map_err(AppError::internal)
             })
             .await??,
-        ],
-    };
-    let job = Job {
-        sql: logic.clone(),
-        entity_key: entity_key.clone(),
-        max_rows: state.config.compute_max_rows,
-        schema: definition,
-        dry_run: false,
+        ]
     };
     let loaded = started.elapsed();
+    let definition = raw_tables::definition_of(&table)?;
+    let made = run_and_publish(
+        state,
+        &target,
+        &definition,
+        &inputs,
+        event_time,
+        SnapshotKind::Compute,
+    )
+    .await?;
+    drop(inputs);
+    state
+        .metrics
+        .compute_seconds
+        .observe(started.elapsed().as_secs_f64());
+    tracing::info!(
+        feature_id,
+        version,
+        version_id = made.published.version_id,
+        snapshot_id = made.published.snapshot_id,
+        served = made.published.served,
+        vectors = made.vectors,
+        load_ms = loaded.as_millis() as u64,
+        worker_ms = made.worker.as_millis() as u64,
+        publish_ms = made.publish.as_millis() as u64,
+        "published feature version"
+    );
+    Ok(ComputeResponse {
+        feature_version_id: made.published.version_id,
+        vectors_created: made.vectors,
+        entities_processed: made.vectors,
+        snapshot_id: made.published.snapshot_id,
+        valid_from: format_ts(&made.valid_from),
+    })
+}
+
+/// Make one snapshot per step from `start` to `end` inclusive, each over the stored rows whose
+/// event time is at or before the step, in the compute workers. A step older than the served
+/// snapshot is kept as history only.
+pub async fn backfill(
+    state: &AppState,
+    feature_id: i64,
+    version_id: i64,
+    req: &BackfillRequest,
+) -> Result<Vec<Snapshot>> {
+    let steps = backfill_steps(req)?;
+    let version = versions::get_row(state, feature_id, version_id).await?;
+    let feature = features::get_row(state, feature_id).await?;
+    let table = raw_tables::get_row(state, feature.raw_table_id).await?;
+    // Checked before any work: every step needs the event time.
+    event_time_limit(&table, req.end)?;
+    let target = Target {
+        feature_id,
+        version: version.version,
+        logic: version.computation_logic,
+        entity_key: version.entity_key,
+    };
+    let definition = raw_tables::definition_of(&table)?;
+    let inputs = stored_inputs(state, &table).await?;
+    let mut made = Vec::with_capacity(steps.len());
+    for at in steps {
+        let limit = event_time_limit(&table, at)?;
+        let step = run_and_publish(
+            state,
+            &target,
+            &definition,
+            &inputs,
+            Some(limit),
+            SnapshotKind::Backfill,
+        )
+        .await?;
+        made.push(step.published.snapshot_id);
+    }
+    let listed = state.store.list_snapshots(version_id).await?;
+    Ok(listed
+        .into_iter()
+        .filter(|s| made.contains(&s.id))
+        .map(Snapshot::from)
+        .collect())
+}
+
+/// At most this many snapshots per backfill.
+pub const MAX_BACKFILL_STEPS: i64 = 1000;
+
+fn backfill_steps(req: &BackfillRequest) -> Result<Vec<DateTime<Utc>>> {
+    if req.every_seconds < 1 {
+        return Err(AppError::BadRequest(
+            "every_seconds must be at least 1".into(),
+        ));
+    }
+    if req.end < req.start {
+        return Err(AppError::BadRequest("end must not be before start".into()));
+    }
+    if req.end > now() {
+        return Err(AppError::BadRequest("end must not be in the future".into()));
+    }
+    let span = (req.end - req.start).num_seconds();
+    let count = span / req.every_seconds + 1;
+    if count > MAX_BACKFILL_STEPS {
+        return Err(AppError::BadRequest(format!(
+            "the backfill has {count} steps; at most {MAX_BACKFILL_STEPS} are allowed"
+        )));
+    }
+    Ok((0..count)
+        .map(|i| req.start + chrono::Duration::seconds(i * req.every_seconds))
+        .collect())
+}
+
+/// What a compute runs and where it publishes.
+struct Target {
+    feature_id: i64,
+    version: String,
+    logic: String,
+    entity_key: String,
+}
+
+struct Made {
+    published: Published,
+    valid_from: DateTime<Utc>,
+    vectors: usize,
+    worker: std::time::Duration,
+    publish: std::time::Duration,
+}
+
+/// The `as_of` limit of a compute over `table`, or why there can be none.
+fn event_time_limit(table: &RawTableRow, at: DateTime<Utc>) -> Result<EventTimeLimit> {
+    let column = table.event_time_column.clone().ok_or_else(|| {
+        AppError::BadRequest(format!(
+            "as_of needs an event time: raw table '{}' has no event_time_column",
+            table.name
+        ))
+    })?;
+    if at > now() {
+        return Err(AppError::BadRequest(
+            "as_of must not be in the future".into(),
+        ));
+    }
+    Ok(EventTimeLimit {
+        column,
+        micros: at.timestamp_micros(),
+    })
+}
+
+async fn stored_inputs(state: &AppState, table: &RawTableRow) -> Result<Vec<Vec<u8>>> {
+    let blobs = state.store.load_batches(table.id).await?;
+    if blobs.is_empty() {
+        return Err(AppError::BadRequest(format!(
+            "Invalid raw data: No data provided, and raw table '{}' has no ingested rows",
+            table.name
+        )));
+    }
+    Ok(blobs)
+}
+
+async fn run_and_publish(
+    state: &AppState,
+    target: &Target,
+    definition: &std::collections::BTreeMap<String, String>,
+    inputs: &[Vec<u8>],
+    as_of: Option<EventTimeLimit>,
+    kind: SnapshotKind,
+) -> Result<Made> {
+    let started = std::time::Instant::now();
+    let valid_from_as_of = as_of
+        .as_ref()
+        .and_then(|l| DateTime::<Utc>::from_timestamp_micros(l.micros));
+    let job = Job {
+        sql: target.logic.clone(),
+        entity_key: target.entity_key.clone(),
+        max_rows: state.config.compute_max_rows,
+        schema: definition.clone(),
+        dry_run: false,
+        as_of,
+    };
     let encoded = state
         .compute
-        .run(&job, &inputs)
+        .run(&job, inputs)
         .await
         .map_err(compute_failed)?;
-    drop(inputs);
-    let worked = started.elapsed();
+    let worker = started.elapsed();
 
     // Publishing and announcing it finish even if the client goes away meanwhile.
     let publish = {
         let state = state.clone();
-        let version = version.to_string();
+        let feature_id = target.feature_id;
+        let version = target.version.clone();
+        let logic = target.logic.clone();
+        let entity_key = target.entity_key.clone();
         async move {
             let output_schema =
                 serde_json::to_string(&encoded.output_schema).map_err(AppError::internal)?;
+            let computed_at = now();
+            let valid_from = valid_from_as_of.unwrap_or(computed_at);
             let published = state
                 .store
                 .publish(&PublishRequest {
@@ -92,45 +264,34 @@ pub async fn compute(
                     computation_logic: &logic,
                     entity_key: &entity_key,
                     output_schema: &output_schema,
-                    computed_at: now(),
+                    computed_at,
                     vectors: &encoded.vectors,
+                    valid_from,
+                    kind,
+                    snapshot: &encoded.snapshot,
                 })
                 .await
                 .map_err(|e| match e {
                     StoreError::StillReferenced => features::not_found(feature_id),
                     e => e.into(),
                 })?;
-            state.cache.advance(published.change as u64).await;
-            Ok((published, encoded))
+            if let Some(change) = published.change {
+                state.cache.advance(change as u64).await;
+            }
+            Ok((published, valid_from, encoded.vectors))
         }
     };
-    let (published, encoded) = super::detached(publish).await?;
-    state
-        .metrics
-        .compute_seconds
-        .observe(started.elapsed().as_secs_f64());
-    let count = encoded.vectors.len();
-    warm_batch_snapshot(
-        state,
-        published.version_id,
-        published.generation,
-        encoded.vectors,
-    );
-    tracing::info!(
-        feature_id,
-        version,
-        version_id = published.version_id,
-        generation = published.generation,
-        vectors = count,
-        load_ms = loaded.as_millis() as u64,
-        worker_ms = (worked - loaded).as_millis() as u64,
-        publish_ms = (started.elapsed() - worked).as_millis() as u64,
-        "published feature version"
-    );
-    Ok(ComputeResponse {
-        feature_version_id: published.version_id,
-        vectors_created: count,
-        entities_processed: count,
+    let (published, valid_from, vectors) = super::detached(publish).await?;
+    let count = vectors.len();
+    if published.served {
+        warm_batch_snapshot(state, published.version_id, published.generation, vectors);
+    }
+    Ok(Made {
+        published,
+        valid_from,
+        vectors: count,
+        worker,
+        publish: started.elapsed() - worker,
     })
 }
 
@@ -186,7 +347,7 @@ fn warm_batch_snapshot(
                 .iter()
                 .map(|v| (v.entity_id.as_str(), v.values.as_str()))
                 .collect();
-            Snapshot::build(&pairs)
+            BatchSnapshot::build(&pairs)
         })
         .await;
         if let Ok(Some(snapshot)) = built {

@@ -44,6 +44,7 @@ pub async fn create(state: &AppState, req: FeatureCreate) -> Result<Feature> {
         max_rows: usize::MAX,
         schema: raw_tables::definition_of(&table)?,
         dry_run: true,
+        as_of: None,
     };
     state
         .compute

@@ -4,6 +4,7 @@ pub mod batch;
 pub mod changes;
 pub mod compute;
 pub mod features;
+pub mod history;
 pub mod ingest;
 pub mod raw_tables;
 pub mod vectors;

@@ -1,4 +1,4 @@
-use crate::engine::schema::{is_identifier, TableSchema, MAX_IDENTIFIER_LEN};
+use crate::engine::schema::{is_identifier, ColumnType, TableSchema, MAX_IDENTIFIER_LEN};
 use crate::engine::{batches, result};
 use crate::error::{AppError, Result};
 use crate::model::{now, RawTable, RawTableCreate, RawTablePreview};
@@ -31,13 +31,30 @@ pub async fn create(state: &AppState, req: RawTableCreate) -> Result<RawTable> {
             req.name
         )));
     }
-    if let Some(def) = &req.schema_definition {
-        TableSchema::from_definition(def).map_err(AppError::BadRequest)?;
+    let schema = match &req.schema_definition {
+        Some(def) => Some(TableSchema::from_definition(def).map_err(AppError::BadRequest)?),
+        None => None,
+    };
+    if let Some(column) = &req.event_time_column {
+        let ty = schema
+            .as_ref()
+            .and_then(|s| s.columns().find(|(n, _, _)| n == column).map(|(_, t, _)| t));
+        if !matches!(ty, Some(ColumnType::Date | ColumnType::Datetime)) {
+            return Err(AppError::BadRequest(format!(
+                "event_time_column '{column}' must be a date or datetime column of schema_definition"
+            )));
+        }
     }
     let schema_json = serde_json::to_string(&req.schema_definition).map_err(AppError::internal)?;
     let row = state
         .store
-        .create_raw_table(&req.name, req.description.as_deref(), &schema_json, now())
+        .create_raw_table(
+            &req.name,
+            req.description.as_deref(),
+            &schema_json,
+            req.event_time_column.as_deref(),
+            now(),
+        )
         .await
         .map_err(|e| match e {
             StoreError::Duplicate => {

@@ -40,7 +40,7 @@ pub async fn get(state: &AppState, query: &VectorQuery) -> Result<Bytes> {
 
 /// Which version serves this request: `feature_version_id` if given, else the newest active
 /// computed version of `feature_name`.
-async fn resolve(state: &AppState, query: &VectorQuery) -> Result<VersionMeta> {
+pub(crate) async fn resolve(state: &AppState, query: &VectorQuery) -> Result<VersionMeta> {
     let key = match (query.feature_version_id, &query.feature_name) {
         (Some(id), _) => LookupKey::Version(id),
         (None, Some(name)) => LookupKey::FeatureName(name.clone()),

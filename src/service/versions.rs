@@ -65,7 +65,7 @@ pub async fn list(state: &AppState, feature_id: i64) -> Result<Vec<FeatureVersio
 }
 
 /// A version of this feature; a version of another feature is not found here.
-async fn get_row(state: &AppState, feature_id: i64, version_id: i64) -> Result<VersionRow> {
+pub async fn get_row(state: &AppState, feature_id: i64, version_id: i64) -> Result<VersionRow> {
     features::get_row(state, feature_id).await?;
     match state.store.get_version(version_id).await? {
         Some(v) if v.feature_id == feature_id => Ok(v),

@@ -19,6 +19,7 @@ use sqlx::sqlite::{
 
 pub use error::StoreError;
 pub use rows::{FeatureRow, RawTableRow, VectorRow, VersionRow};
+pub use snapshots::{SnapshotKind, SnapshotRow};
 
 use crate::served::{EncodedVector, VersionMeta};
 use error::{classify, Result};
@@ -52,16 +53,23 @@ macro_rules! on_pool {
     };
 }
 
+// After `on_pool!`, which it uses.
+mod snapshots;
+
 /// Rows per multi-row INSERT: 4 parameters each stays far below both backends' limits.
 const INSERT_CHUNK: usize = 1000;
 
-/// The outcome of replacing a version's vectors.
+/// The outcome of a publish.
 #[derive(Debug, Clone)]
 pub struct Published {
     pub version_id: i64,
+    pub snapshot_id: i64,
+    /// Whether the snapshot became the served set (it is the newest by `valid_from`); then
+    /// `generation` and `change` are the new ones. An older one is only kept as history.
+    pub served: bool,
     pub generation: i64,
-    /// The change counter this publish committed (see `changes`).
-    pub change: i64,
+    /// The change counter this publish committed (see `changes`), when it served.
+    pub change: Option<i64>,
 }
 
 /// The database's change counter and the name of this database (`cache_state`).
@@ -85,9 +93,15 @@ pub struct PublishRequest<'a> {
     pub output_schema: &'a str,
     pub computed_at: DateTime<Utc>,
     pub vectors: &'a [EncodedVector],
+    /// When the snapshot starts to count: the publish time of a live compute, `as_of` else.
+    pub valid_from: DateTime<Utc>,
+    pub kind: SnapshotKind,
+    /// The typed result, as `engine::result::snapshot_to_ipc` wrote it.
+    pub snapshot: &'a [u8],
 }
 
-const RAW_TABLE_COLUMNS: &str = "id, name, description, schema_definition, created_at, updated_at";
+const RAW_TABLE_COLUMNS: &str =
+    "id, name, description, schema_definition, event_time_column, created_at, updated_at";
 const FEATURE_COLUMNS: &str =
     "id, name, description, raw_table_id, computation_logic, entity_key, created_at, updated_at";
 const VERSION_COLUMNS: &str = "id, feature_id, version, status, computation_logic, entity_key, \
@@ -178,16 +192,18 @@ impl Store {
         name: &str,
         description: Option<&str>,
         schema_definition: &str,
+        event_time_column: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<RawTableRow> {
         let sql = format!(
-            "INSERT INTO raw_tables (name, description, schema_definition, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $4) RETURNING {RAW_TABLE_COLUMNS}"
+            "INSERT INTO raw_tables (name, description, schema_definition, event_time_column, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5) RETURNING {RAW_TABLE_COLUMNS}"
         );
         on_pool!(self, write, |p| sqlx::query_as(&sql)
             .bind(name)
             .bind(description)
             .bind(schema_definition)
+            .bind(event_time_column)
             .bind(now)
             .fetch_one(p)
             .await
@@ -575,25 +591,22 @@ impl Store {
         let count = req.vectors.len() as i64;
         on_pool!(self, write, |p| {
             let mut tx = p.begin().await?;
-            let bump =
-                "UPDATE feature_versions SET generation = generation + 1, computed_at = $3, \
-                 entity_count = $4, output_schema = $5, updated_at = $3 \
-                 WHERE feature_id = $1 AND version = $2 RETURNING id, generation";
-            let mut published: Option<(i64, i64)> = None;
+            // Taking the version row's lock (Postgres) before reading its newest snapshot keeps
+            // two publishes of one version from both deciding they are the newest.
+            let lock = "UPDATE feature_versions SET updated_at = updated_at \
+                        WHERE feature_id = $1 AND version = $2 RETURNING id, computed_at";
+            let mut found: Option<(i64, Option<DateTime<Utc>>)> = None;
             for attempt in 0..2 {
-                published = sqlx::query_as(bump)
+                found = sqlx::query_as(lock)
                     .bind(req.feature_id)
                     .bind(req.version)
-                    .bind(req.computed_at)
-                    .bind(count)
-                    .bind(req.output_schema)
                     .fetch_optional(&mut *tx)
                     .await?;
-                if published.is_some() || attempt == 1 {
+                if found.is_some() || attempt == 1 {
                     break;
                 }
-                // First compute of this version: create it, then bump it. A concurrent publish
-                // may create it first; then this insert does nothing and the bump waits for it.
+                // First compute of this version: create it. A concurrent publish may create it
+                // first; then this insert does nothing and the lock waits for it.
                 sqlx::query(
                     "INSERT INTO feature_versions (feature_id, version, status, computation_logic, \
                      entity_key, created_at, updated_at) VALUES ($1, $2, 'active', $3, $4, $5, $5) \
@@ -608,9 +621,51 @@ impl Store {
                 .await
                 .map_err(classify)?;
             }
-            let published = published.ok_or(StoreError::StillReferenced)?;
+            let (version_id, computed_at) = found.ok_or(StoreError::StillReferenced)?;
+            let newest: Option<DateTime<Utc>> = sqlx::query_scalar(
+                "SELECT valid_from FROM feature_snapshots WHERE feature_version_id = $1 \
+                 ORDER BY valid_from DESC, id DESC LIMIT 1",
+            )
+            .bind(version_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            // A version computed before snapshots existed has served since its computed_at.
+            let served = newest.or(computed_at).is_none_or(|n| req.valid_from >= n);
+            let snapshot_id: i64 = sqlx::query_scalar(
+                "INSERT INTO feature_snapshots (feature_version_id, valid_from, computed_at, \
+                 entity_count, kind, data) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .bind(version_id)
+            .bind(req.valid_from)
+            .bind(req.computed_at)
+            .bind(count)
+            .bind(req.kind.as_str())
+            .bind(req.snapshot)
+            .fetch_one(&mut *tx)
+            .await?;
+            if !served {
+                tx.commit().await?;
+                return Ok(Published {
+                    version_id,
+                    snapshot_id,
+                    served,
+                    generation: 0,
+                    change: None,
+                });
+            }
+            let generation: i64 = sqlx::query_scalar(
+                "UPDATE feature_versions SET generation = generation + 1, computed_at = $2, \
+                 entity_count = $3, output_schema = $4, updated_at = $2 \
+                 WHERE id = $1 RETURNING generation",
+            )
+            .bind(version_id)
+            .bind(req.computed_at)
+            .bind(count)
+            .bind(req.output_schema)
+            .fetch_one(&mut *tx)
+            .await?;
             sqlx::query("DELETE FROM feature_vectors WHERE feature_version_id = $1")
-                .bind(published.0)
+                .bind(version_id)
                 .execute(&mut *tx)
                 .await?;
             for chunk in req.vectors.chunks(INSERT_CHUNK) {
@@ -618,7 +673,7 @@ impl Store {
                     "INSERT INTO feature_vectors (feature_version_id, entity_id, feature_values, computed_at) ",
                 );
                 insert.push_values(chunk, |mut row, v| {
-                    row.push_bind(published.0)
+                    row.push_bind(version_id)
                         .push_bind(&v.entity_id)
                         .push_bind(&v.values)
                         .push_bind(req.computed_at);
@@ -629,9 +684,11 @@ impl Store {
             crate::failpoint::reach(crate::failpoint::PUBLISH_BEFORE_COMMIT).await;
             tx.commit().await?;
             Ok(Published {
-                version_id: published.0,
-                generation: published.1,
-                change,
+                version_id,
+                snapshot_id,
+                served,
+                generation,
+                change: Some(change),
             })
         })
     }

@@ -9,6 +9,7 @@ pub struct RawTableRow {
     pub name: String,
     pub description: Option<String>,
     pub schema_definition: String,
+    pub event_time_column: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

@@ -7,8 +7,8 @@ use std::io::{self, BufReader, BufWriter};
 use std::panic::{self, AssertUnwindSafe};
 use std::process::ExitCode;
 
-use super::protocol::{self, FailureKind, Job, Reply};
-use crate::engine::{batches, execute, result, schema::TableSchema};
+use super::protocol::{self, FailureKind, Job, Reply, Results};
+use crate::engine::{batches, event_time, execute, result, schema::TableSchema};
 
 /// A panic is reported on stderr on one line after this marker, so the server can quote it.
 pub const PANIC_MARK: &str = "feature-store worker panic: ";
@@ -35,14 +35,14 @@ pub fn main() -> ExitCode {
                 ),
             ))
         });
-    let (reply, vectors) = match outcome {
-        Ok((output_schema, rows, vectors)) => (
+    let (reply, results) = match outcome {
+        Ok((output_schema, rows, results)) => (
             Reply {
                 failure: None,
                 output_schema,
                 rows,
             },
-            vectors,
+            results,
         ),
         Err(failure) => (
             Reply {
@@ -54,7 +54,7 @@ pub fn main() -> ExitCode {
         ),
     };
     let mut out = BufWriter::new(io::stdout().lock());
-    match protocol::write_reply(&mut out, &reply, vectors.as_deref()) {
+    match protocol::write_reply(&mut out, &reply, results.as_ref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("the compute worker could not write its reply: {e}");
@@ -66,7 +66,7 @@ pub fn main() -> ExitCode {
 type Outcome = (
     std::collections::BTreeMap<String, String>,
     usize,
-    Option<Vec<u8>>,
+    Option<Results>,
 );
 
 fn run(job: &Job, inputs: Vec<Vec<u8>>) -> Result<Outcome, (FailureKind, String)> {
@@ -78,15 +78,25 @@ fn run(job: &Job, inputs: Vec<Vec<u8>>) -> Result<Outcome, (FailureKind, String)
             .map_err(|e| (FailureKind::Input, e))?
     };
     drop(inputs);
+    let frame = match &job.as_of {
+        Some(limit) => event_time::rows_until(frame, &limit.column, limit.micros)
+            .map_err(|e| (FailureKind::Input, e))?,
+        None => frame,
+    };
     let out = execute::run_sql(&job.sql, frame).map_err(|e| (FailureKind::Sql, e))?;
     let encoded = result::encode(&out, &job.entity_key, job.max_rows)
         .map_err(|e| (FailureKind::Result, e))?;
-    drop(out);
     if job.dry_run {
         return Ok((encoded.output_schema, 0, None));
     }
-    let ipc = result::vectors_to_ipc(&encoded.vectors).map_err(|e| (FailureKind::Result, e))?;
-    Ok((encoded.output_schema, encoded.vectors.len(), Some(ipc)))
+    let vectors = result::vectors_to_ipc(&encoded.vectors).map_err(|e| (FailureKind::Result, e))?;
+    let snapshot =
+        result::snapshot_to_ipc(out, &job.entity_key).map_err(|e| (FailureKind::Result, e))?;
+    Ok((
+        encoded.output_schema,
+        encoded.vectors.len(),
+        Some(Results { vectors, snapshot }),
+    ))
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

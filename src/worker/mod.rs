@@ -12,7 +12,7 @@ pub mod pool;
 pub mod protocol;
 
 pub use pool::{ComputeError, ComputePool, PoolSettings, WorkerOutput};
-pub use protocol::{FailureKind, Job};
+pub use protocol::{EventTimeLimit, FailureKind, Job};
 
 /// The subcommand that turns this binary into a compute worker.
 pub const SUBCOMMAND: &str = "compute-worker";

@@ -74,6 +74,8 @@ pub struct WorkerOutput {
     pub output_schema: BTreeMap<String, String>,
     /// Empty for a dry run.
     pub vectors: Vec<EncodedVector>,
+    /// The typed result as a stored snapshot (`result::snapshot_to_ipc`); empty for a dry run.
+    pub snapshot: Vec<u8>,
 }
 
 pub struct ComputePool {
@@ -158,18 +160,20 @@ impl ComputePool {
             return Err(ComputeError::ResultTooLarge(self.settings.max_result_bytes));
         }
         if status.success() {
-            if let Ok((reply, vectors)) = protocol::read_reply(&stdout) {
+            if let Ok((reply, results)) = protocol::read_reply(&stdout) {
                 if let Some((kind, reason)) = reply.failure {
                     return Err(ComputeError::Refused(kind, reason));
                 }
-                let vectors = match vectors {
-                    Some(bytes) => {
-                        tokio::task::spawn_blocking(move || result::vectors_from_ipc(&bytes))
-                            .await
-                            .map_err(|e| ComputeError::Io(io::Error::other(e)))?
-                            .map_err(ComputeError::Crashed)?
+                let (vectors, snapshot) = match results {
+                    Some(protocol::Results { vectors, snapshot }) => {
+                        let vectors =
+                            tokio::task::spawn_blocking(move || result::vectors_from_ipc(&vectors))
+                                .await
+                                .map_err(|e| ComputeError::Io(io::Error::other(e)))?
+                                .map_err(ComputeError::Crashed)?;
+                        (vectors, snapshot)
                     }
-                    None => Vec::new(),
+                    None => (Vec::new(), Vec::new()),
                 };
                 tracing::debug!(
                     worker_ms = talked.as_millis() as u64,
@@ -180,6 +184,7 @@ impl ComputePool {
                 return Ok(WorkerOutput {
                     output_schema: reply.output_schema,
                     vectors,
+                    snapshot,
                 });
             }
         }

@@ -4,6 +4,7 @@
 //! `u64 LE length` + an Arrow IPC file (the raw table's columns; stored batches are passed on
 //! as they are stored). Reply (stdout): `u32 LE length` + reply JSON, then, on success, the
 //! vectors as one Arrow IPC file (`entity_id`, `values`: the JSON object text that is served),
+//! then the typed result columns as an LZ4 Arrow IPC file (the snapshot that is stored), each
 //! `u64 LE length` first. Only the small headers are JSON; rows never are.
 
 use std::collections::BTreeMap;
@@ -26,6 +27,26 @@ pub struct Job {
     pub schema: BTreeMap<String, String>,
     /// Run over an empty frame of `schema` and check the result's shape; send no vectors.
     pub dry_run: bool,
+    /// Only rows whose event time is at or before this instant go into the SQL.
+    #[serde(default)]
+    pub as_of: Option<EventTimeLimit>,
+}
+
+/// An `as_of` compute: the raw table's event-time column and the instant, in microseconds
+/// since the Unix epoch (UTC).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventTimeLimit {
+    pub column: String,
+    pub micros: i64,
+}
+
+/// What a successful job sends back besides its header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Results {
+    /// `entity_id`, `values` (JSON text), uncompressed: it is decoded once, at once.
+    pub vectors: Vec<u8>,
+    /// The typed result columns, LZ4-compressed: stored as the snapshot as it is.
+    pub snapshot: Vec<u8>,
 }
 
 /// Which step refused the job, so the server can word its answer as before.
@@ -75,23 +96,31 @@ pub fn read_job(input: &mut impl Read) -> io::Result<(Job, Vec<Vec<u8>>)> {
     Ok((job, batches))
 }
 
-pub fn write_reply(out: &mut impl Write, reply: &Reply, vectors: Option<&[u8]>) -> io::Result<()> {
+pub fn write_reply(
+    out: &mut impl Write,
+    reply: &Reply,
+    results: Option<&Results>,
+) -> io::Result<()> {
     write_header(out, reply)?;
-    if let Some(vectors) = vectors {
-        write_blob(out, vectors)?;
+    if let Some(results) = results {
+        write_blob(out, &results.vectors)?;
+        write_blob(out, &results.snapshot)?;
     }
     out.flush()
 }
 
 /// Parse a worker's whole stdout. `Err` means the worker died before finishing its reply.
-pub fn read_reply(mut bytes: &[u8]) -> io::Result<(Reply, Option<Vec<u8>>)> {
+pub fn read_reply(mut bytes: &[u8]) -> io::Result<(Reply, Option<Results>)> {
     let reply: Reply = read_header(&mut bytes)?;
-    let vectors = if reply.failure.is_none() && !bytes.is_empty() {
-        Some(read_blob(&mut bytes)?)
+    let results = if reply.failure.is_none() && !bytes.is_empty() {
+        Some(Results {
+            vectors: read_blob(&mut bytes)?,
+            snapshot: read_blob(&mut bytes)?,
+        })
     } else {
         None
     };
-    Ok((reply, vectors))
+    Ok((reply, results))
 }
 
 fn write_header(out: &mut impl Write, value: &impl Serialize) -> io::Result<()> {
@@ -151,6 +180,7 @@ mod tests {
             max_rows: 10,
             schema: BTreeMap::from([("k".to_string(), "string".to_string())]),
             dry_run: false,
+            as_of: None,
         };
         // Framed as the server streams it: the prefix, then each batch after its length.
         let mut buf = job_prefix(&job, 2).unwrap();
@@ -168,10 +198,14 @@ mod tests {
             rows: 1,
         };
         let mut out = Vec::new();
-        write_reply(&mut out, &reply, Some(&[9, 9])).unwrap();
-        let (back, vectors) = read_reply(&out).unwrap();
+        let results = Results {
+            vectors: vec![9, 9],
+            snapshot: vec![7],
+        };
+        write_reply(&mut out, &reply, Some(&results)).unwrap();
+        let (back, read) = read_reply(&out).unwrap();
         assert_eq!(back.rows, 1);
-        assert_eq!(vectors, Some(vec![9, 9]));
+        assert_eq!(read, Some(results));
     }
 
     #[test]
@@ -182,7 +216,11 @@ mod tests {
             rows: 1,
         };
         let mut out = Vec::new();
-        write_reply(&mut out, &reply, Some(&[9; 100])).unwrap();
+        let results = Results {
+            vectors: vec![9; 100],
+            snapshot: vec![7; 10],
+        };
+        write_reply(&mut out, &reply, Some(&results)).unwrap();
         assert!(read_reply(&out[..out.len() - 10]).is_err());
         assert!(read_reply(&out[..3]).is_err());
     }

@@ -12,6 +12,7 @@ mod docs;
 mod error_log;
 mod errors;
 mod features;
+mod history;
 mod ingest;
 mod limits;
 mod metrics;

@@ -1,0 +1,170 @@
+//! Snapshot history: listing, decoded snapshots (immutable, so cached by id without any
+//! invalidation) and serving what was served at an instant.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use polars::prelude::DataFrame;
+
+use crate::engine::result;
+use crate::error::{AppError, Result};
+use crate::model::{format_ts, Snapshot, VectorQuery};
+use crate::store::SnapshotRow;
+use crate::AppState;
+
+use super::{blocking, vectors, versions};
+
+/// A stored snapshot, decoded: the typed frame (entity key first) and where each entity is.
+pub struct Decoded {
+    pub frame: DataFrame,
+    pub rows: HashMap<String, u32>,
+    bytes: u64,
+}
+
+impl Decoded {
+    fn from_ipc(data: &[u8]) -> std::result::Result<Decoded, String> {
+        let frame = result::snapshot_from_ipc(data)?;
+        let key = frame
+            .columns()
+            .first()
+            .ok_or("a snapshot without columns")?
+            .str()
+            .map_err(|e| e.to_string())?
+            .clone();
+        let mut rows = HashMap::with_capacity(frame.height());
+        for (i, id) in key.iter().enumerate() {
+            if let Some(id) = id {
+                rows.insert(id.to_string(), i as u32);
+            }
+        }
+        let bytes = frame.estimated_size() as u64 + rows.len() as u64 * 48;
+        Ok(Decoded { frame, rows, bytes })
+    }
+}
+
+/// Decoded snapshots by id, bounded in bytes.
+#[derive(Clone)]
+pub struct History {
+    decoded: moka::future::Cache<i64, Arc<Decoded>>,
+}
+
+impl History {
+    pub fn new(max_bytes: u64) -> History {
+        History {
+            decoded: moka::future::Cache::builder()
+                .weigher(|_, d: &Arc<Decoded>| d.bytes.min(u32::MAX as u64) as u32)
+                .max_capacity(max_bytes)
+                .build(),
+        }
+    }
+}
+
+/// A snapshot's frame, from the cache or the database.
+pub async fn decoded(state: &AppState, snapshot_id: i64) -> Result<Arc<Decoded>> {
+    if let Some(hit) = state.history.decoded.get(&snapshot_id).await {
+        return Ok(hit);
+    }
+    let data = state
+        .store
+        .snapshot_data(snapshot_id)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("Snapshot {snapshot_id} not found")))?;
+    let decoded = Arc::new(
+        blocking(move || Decoded::from_ipc(&data))
+            .await?
+            .map_err(AppError::internal)?,
+    );
+    state
+        .history
+        .decoded
+        .insert(snapshot_id, decoded.clone())
+        .await;
+    Ok(decoded)
+}
+
+pub async fn list(state: &AppState, feature_id: i64, version_id: i64) -> Result<Vec<Snapshot>> {
+    versions::get_row(state, feature_id, version_id).await?;
+    Ok(state
+        .store
+        .list_snapshots(version_id)
+        .await?
+        .into_iter()
+        .map(Snapshot::from)
+        .collect())
+}
+
+/// The snapshot of `version_id` in force at `at`, or a 404 saying there was none.
+pub async fn in_force(state: &AppState, version_id: i64, at: DateTime<Utc>) -> Result<SnapshotRow> {
+    state
+        .store
+        .snapshot_at(version_id, at)
+        .await?
+        .ok_or_else(|| {
+            AppError::NotFound(format!(
+                "Feature version {version_id} has no snapshot valid at or before {}",
+                format_ts(&at)
+            ))
+        })
+}
+
+/// What `GET /feature-vectors` served at `at`: the same body, from the snapshot then in force.
+pub async fn vector_as_of(
+    state: &AppState,
+    query: &VectorQuery,
+    at: DateTime<Utc>,
+) -> Result<Bytes> {
+    let meta = vectors::resolve(state, query).await?;
+    let snapshot = in_force(state, meta.version_id, at).await?;
+    let decoded = decoded(state, snapshot.id).await?;
+    let row = *decoded.rows.get(&query.entity_id).ok_or_else(|| {
+        AppError::NotFound(format!(
+            "Feature vector not found for entity '{}'",
+            query.entity_id
+        ))
+    })?;
+    let frame = decoded.frame.slice(row as i64, 1);
+    let key = frame.columns()[0].name().to_string();
+    let encoded = result::encode(&frame, &key, 1).map_err(AppError::internal)?;
+    let values = encoded
+        .vectors
+        .into_iter()
+        .next()
+        .map(|v| v.values)
+        .ok_or_else(|| AppError::internal("an empty snapshot row"))?;
+    let body = format!(
+        r#"{{"entity_id":{},"feature_values":{},"feature_version_id":{},"computed_at":"{}","snapshot_id":{},"valid_from":"{}"}}"#,
+        serde_json::to_string(&query.entity_id).map_err(AppError::internal)?,
+        values,
+        meta.version_id,
+        format_ts(&snapshot.computed_at),
+        snapshot.id,
+        format_ts(&snapshot.valid_from),
+    );
+    Ok(Bytes::from(body))
+}
+
+/// Prune snapshots superseded more than `SNAPSHOT_RETENTION_DAYS` ago, at start and hourly.
+/// Every replica may run it: the delete is idempotent.
+pub fn spawn_pruner(state: &AppState) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            every.tick().await;
+            let retention = chrono::Duration::from_std(state.config.snapshot_retention)
+                .unwrap_or(chrono::Duration::MAX);
+            let cutoff = Utc::now()
+                .checked_sub_signed(retention)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC);
+            match state.store.prune_snapshots(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pruned = n, "pruned superseded snapshots"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning snapshots failed; retrying in an hour")
+                }
+            }
+        }
+    });
+}

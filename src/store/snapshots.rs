@@ -1,0 +1,98 @@
+//! Snapshot history: every publish of a version keeps its whole result, typed and compressed.
+
+use chrono::{DateTime, Utc};
+
+use super::error::Result;
+use super::Store;
+
+/// How a snapshot came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotKind {
+    /// A compute, live (valid from its publish) or `as_of` (valid from that instant).
+    Compute,
+    /// One step of a backfill.
+    Backfill,
+}
+
+impl SnapshotKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotKind::Compute => "compute",
+            SnapshotKind::Backfill => "backfill",
+        }
+    }
+}
+
+/// A snapshot without its data.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct SnapshotRow {
+    pub id: i64,
+    pub feature_version_id: i64,
+    pub valid_from: DateTime<Utc>,
+    pub computed_at: DateTime<Utc>,
+    pub entity_count: i64,
+    pub kind: String,
+}
+
+const SNAPSHOT_COLUMNS: &str =
+    "id, feature_version_id, valid_from, computed_at, entity_count, kind";
+
+impl Store {
+    /// A version's snapshots, oldest first (ties by id, as serving breaks them).
+    pub async fn list_snapshots(&self, version_id: i64) -> Result<Vec<SnapshotRow>> {
+        let sql = format!(
+            "SELECT {SNAPSHOT_COLUMNS} FROM feature_snapshots WHERE feature_version_id = $1 \
+             ORDER BY valid_from, id"
+        );
+        Ok(on_pool!(self, read, |p| sqlx::query_as(&sql)
+            .bind(version_id)
+            .fetch_all(p)
+            .await)?)
+    }
+
+    /// The snapshot in force at `at`: the greatest `valid_from` at or before it.
+    pub async fn snapshot_at(
+        &self,
+        version_id: i64,
+        at: DateTime<Utc>,
+    ) -> Result<Option<SnapshotRow>> {
+        let sql = format!(
+            "SELECT {SNAPSHOT_COLUMNS} FROM feature_snapshots \
+             WHERE feature_version_id = $1 AND valid_from <= $2 \
+             ORDER BY valid_from DESC, id DESC LIMIT 1"
+        );
+        Ok(on_pool!(self, read, |p| sqlx::query_as(&sql)
+            .bind(version_id)
+            .bind(at)
+            .fetch_optional(p)
+            .await)?)
+    }
+
+    pub async fn snapshot_data(&self, snapshot_id: i64) -> Result<Option<Vec<u8>>> {
+        Ok(on_pool!(self, read, |p| sqlx::query_scalar(
+            "SELECT data FROM feature_snapshots WHERE id = $1"
+        )
+        .bind(snapshot_id)
+        .fetch_optional(p)
+        .await)?)
+    }
+
+    /// Delete the snapshots superseded at or before `cutoff` (a newer one of the same version
+    /// was valid from then): no `as_of` at or after the cutoff resolves to them, and each
+    /// version keeps its newest. Returns how many went.
+    pub async fn prune_snapshots(&self, cutoff: DateTime<Utc>) -> Result<u64> {
+        Ok(on_pool!(self, write, |p| {
+            sqlx::query(
+            "DELETE FROM feature_snapshots WHERE EXISTS (SELECT 1 FROM feature_snapshots newer \
+             WHERE newer.feature_version_id = feature_snapshots.feature_version_id \
+             AND newer.valid_from <= $1 \
+             AND (newer.valid_from > feature_snapshots.valid_from \
+                  OR (newer.valid_from = feature_snapshots.valid_from AND newer.id > feature_snapshots.id)))"
+        )
+        .bind(cutoff)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected())
+        })?)
+    }
+}

@@ -1,0 +1,266 @@
+//! Snapshot history: every publish kept, event time, as-of computes, backfills, as-of serving.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app, TestApp};
+
+/// A table with event time `ts`, and `total` = SUM(amount) per user.
+async fn table_with_event_time(app: &TestApp) -> (i64, i64) {
+    let (status, table) = app
+        .post(
+            "/api/v1/raw-tables",
+            &json!({"name": "tx", "event_time_column": "ts",
+                "schema_definition": {"user_id": "string", "amount": "float", "ts": "datetime"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{table}");
+    assert_eq!(table["event_time_column"], "ts");
+    let table = table["id"].as_i64().unwrap();
+    let (status, body) = app
+        .ingest(
+            table,
+            json!([
+                {"user_id": "u1", "amount": 1.0, "ts": "2024-01-01T00:00:00Z"},
+                {"user_id": "u1", "amount": 2.0, "ts": "2024-01-02T00:00:00Z"},
+                {"user_id": "u2", "amount": 5.0, "ts": "2024-01-03T00:00:00Z"},
+                {"user_id": "u1", "amount": 4.0, "ts": "2024-01-03T00:00:00.000001Z"}
+            ]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, feature) = app
+        .post(
+            "/api/v1/features",
+            &json!({"name": "total", "raw_table_id": table, "entity_key": "user_id",
+                "computation_logic": "SELECT user_id, SUM(amount) AS total FROM data GROUP BY user_id"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{feature}");
+    (table, feature["id"].as_i64().unwrap())
+}
+
+async fn value_as_of(app: &TestApp, version: i64, entity: &str, at: &str) -> (StatusCode, Value) {
+    app.get(&format!(
+        "/api/v1/feature-vectors?entity_id={entity}&feature_version_id={version}&as_of={}",
+        at.replace('+', "%2B")
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn event_time_must_be_a_date_or_datetime_column_of_the_schema() {
+    let app = spawn_app().await;
+    for (column, schema) in [
+        ("ts", json!({"ts": "string"})),
+        ("missing", json!({"ts": "datetime"})),
+    ] {
+        let (status, body) = app
+            .post(
+                "/api/v1/raw-tables",
+                &json!({"name": "t", "event_time_column": column, "schema_definition": schema}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("event_time_column"));
+    }
+    let (_, tables) = app.get("/api/v1/raw-tables").await;
+    assert_eq!(tables, json!([]));
+}
+
+#[tokio::test]
+async fn an_as_of_compute_sees_rows_at_or_before_the_instant_only() {
+    let app = spawn_app().await;
+    let (_, feature) = table_with_event_time(&app).await;
+    // Exactly at u1's third row minus one microsecond: that row is left out.
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/features/{feature}/compute"),
+            &json!({"version": "v1", "as_of": "2024-01-03T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["valid_from"], "2024-01-03T00:00:00.000000Z");
+    let version = body["feature_version_id"].as_i64().unwrap();
+    let (_, vector) = app
+        .get(&format!(
+            "/api/v1/feature-vectors?entity_id=u1&feature_version_id={version}"
+        ))
+        .await;
+    assert_eq!(vector["feature_values"], json!({"total": 3.0}));
+    let (_, vector) = app
+        .get(&format!(
+            "/api/v1/feature-vectors?entity_id=u2&feature_version_id={version}"
+        ))
+        .await;
+    assert_eq!(vector["feature_values"], json!({"total": 5.0}));
+
+    // A live compute afterwards sees every row and becomes what is served.
+    let live = app.compute(feature, "v1").await;
+    let (_, vector) = app
+        .get(&format!(
+            "/api/v1/feature-vectors?entity_id=u1&feature_version_id={version}"
+        ))
+        .await;
+    assert_eq!(vector["feature_values"], json!({"total": 7.0}));
+    let (_, snapshots) = app
+        .get(&format!(
+            "/api/v1/features/{feature}/versions/{version}/snapshots"
+        ))
+        .await;
+    let snapshots = snapshots.as_array().unwrap();
+    assert_eq!(snapshots.len(), 2);
+    assert_eq!(snapshots[0]["valid_from"], "2024-01-03T00:00:00.000000Z");
+    assert_eq!(snapshots[0]["kind"], "compute");
+    assert_eq!(snapshots[1]["id"], live["snapshot_id"]);
+    assert_eq!(snapshots[1]["entity_count"], 2);
+}
+
+#[tokio::test]
+async fn as_of_needs_an_event_time_column_and_a_past_instant() {
+    let app = spawn_app().await;
+    let (_, feature) = crate::helpers::seeded(&app).await;
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/features/{feature}/compute"),
+            &json!({"version": "v1", "as_of": "2024-01-03T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("event_time_column"));
+
+    let app = spawn_app().await;
+    let (_, feature) = table_with_event_time(&app).await;
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/features/{feature}/compute?as_of=2999-01-01T00:00:00Z"),
+            &json!({"version": "v1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (_, versions) = app
+        .get(&format!("/api/v1/features/{feature}/versions"))
+        .await;
+    assert_eq!(versions, json!([]));
+}
+
+#[tokio::test]
+async fn a_backfill_into_the_past_keeps_history_and_never_replaces_the_served_set() {
+    let app = spawn_app().await;
+    let (_, feature) = table_with_event_time(&app).await;
+    let live = app.compute(feature, "v1").await;
+    let version = live["feature_version_id"].as_i64().unwrap();
+    let (status, made) = app
+        .post(
+            &format!("/api/v1/features/{feature}/versions/{version}/backfill"),
+            &json!({"start": "2024-01-01T00:00:00Z", "end": "2024-01-03T00:00:00Z",
+                "every_seconds": 86400}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{made}");
+    let made = made.as_array().unwrap();
+    let valid_from: Vec<&str> = made
+        .iter()
+        .map(|s| s["valid_from"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        valid_from,
+        [
+            "2024-01-01T00:00:00.000000Z",
+            "2024-01-02T00:00:00.000000Z",
+            "2024-01-03T00:00:00.000000Z"
+        ]
+    );
+    assert!(made.iter().all(|s| s["kind"] == "backfill"));
+    assert_eq!(made[0]["entity_count"], 1);
+
+    // Served: still the live compute.
+    let (_, vector) = app
+        .get("/api/v1/feature-vectors?entity_id=u1&feature_name=total")
+        .await;
+    assert_eq!(vector["feature_values"], json!({"total": 7.0}));
+
+    // As of each instant: the snapshot in force then; exactly at valid_from counts.
+    for (at, expected) in [
+        ("2024-01-01T00:00:00Z", json!({"total": 1.0})),
+        ("2024-01-01T23:59:59.999999Z", json!({"total": 1.0})),
+        ("2024-01-02T00:00:00Z", json!({"total": 3.0})),
+        ("2024-01-03T12:00:00Z", json!({"total": 3.0})),
+    ] {
+        let (status, vector) = value_as_of(&app, version, "u1", at).await;
+        assert_eq!(status, StatusCode::OK, "{at}: {vector}");
+        assert_eq!(vector["feature_values"], expected, "{at}");
+    }
+    // Before any snapshot, and an entity that appears only later.
+    let (status, _) = value_as_of(&app, version, "u1", "2023-12-31T23:59:59.999999Z").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = value_as_of(&app, version, "u2", "2024-01-02T00:00:00Z").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, vector) = value_as_of(&app, version, "u2", "2024-01-03T00:00:00Z").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(vector["feature_values"], json!({"total": 5.0}));
+
+    let (_, snapshots) = app
+        .get(&format!(
+            "/api/v1/features/{feature}/versions/{version}/snapshots"
+        ))
+        .await;
+    assert_eq!(snapshots.as_array().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn a_backfill_refuses_too_many_steps_and_tables_without_event_time() {
+    let app = spawn_app().await;
+    let (_, feature) = table_with_event_time(&app).await;
+    let version = app.compute(feature, "v1").await["feature_version_id"]
+        .as_i64()
+        .unwrap();
+    let url = format!("/api/v1/features/{feature}/versions/{version}/backfill");
+    let (status, body) = app
+        .post(
+            &url,
+            &json!({"start": "2024-01-01T00:00:00Z", "end": "2024-01-01T00:16:40Z",
+                "every_seconds": 1}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("1001 steps"));
+    let (status, _) = app
+        .post(
+            &url,
+            &json!({"start": "2024-01-02T00:00:00Z", "end": "2024-01-01T00:00:00Z",
+                "every_seconds": 60}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (_, snapshots) = app
+        .get(&format!(
+            "/api/v1/features/{feature}/versions/{version}/snapshots"
+        ))
+        .await;
+    assert_eq!(snapshots.as_array().unwrap().len(), 1);
+
+    let app = spawn_app().await;
+    let (_, feature) = crate::helpers::seeded(&app).await;
+    let version = app.compute(feature, "v1").await["feature_version_id"]
+        .as_i64()
+        .unwrap();
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/features/{feature}/versions/{version}/backfill"),
+            &json!({"start": "2024-01-01T00:00:00Z", "end": "2024-01-02T00:00:00Z",
+                "every_seconds": 3600}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("event_time_column"));
+}
