@@ -321,6 +321,21 @@ pub struct ComputeResponse {
 
 // ---- history ----
 
+/// Documents the JSON form of a training-set request; the handler reads the body itself.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct TrainingSetRequest {
+    /// As in batch serving: `name`, `name@version` or a version id.
+    #[schema(example = json!(["total"]), min_items = 1, max_items = 100)]
+    features: Vec<FeatureRef>,
+    /// Each with `entity_id`, `timestamp` (RFC 3339) and any other columns (a label, say),
+    /// which come back as sent.
+    #[schema(value_type = Vec<Object>, example = json!([{"entity_id": "u1", "timestamp": "2024-01-02T12:00:00Z", "label": 1}]))]
+    rows: Vec<Map<String, Value>>,
+    #[schema(minimum = 0)]
+    max_age_seconds: Option<i64>,
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct BackfillRequest {
     #[schema(value_type = String, format = DateTime)]
@@ -400,6 +415,10 @@ pub struct BatchRequest {
     pub entity_ids: Vec<String>,
     #[schema(example = json!(["avg_transaction_amount", "avg_transaction_amount@v1", 1]), min_items = 1, max_items = 100)]
     pub features: Vec<FeatureRef>,
+    /// Serve what was served at this instant (RFC 3339): each version's snapshot in force then.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub as_of: Option<DateTime<Utc>>,
 }
 
 /// Documented shape of a batch answer; the body is assembled from stored JSON text.

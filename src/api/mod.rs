@@ -10,6 +10,7 @@ pub mod history;
 pub mod ingest;
 pub mod raw_tables;
 mod request_id;
+pub mod training;
 pub mod vectors;
 pub mod versions;
 
@@ -29,6 +30,7 @@ pub fn router(state: AppState) -> Router {
         .merge(versions::router())
         .merge(compute::router())
         .merge(history::router())
+        .merge(training::router())
         .merge(vectors::router())
         .merge(ingest::router());
     // Only when keys are configured: every layer costs the serving path a little.

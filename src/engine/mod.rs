@@ -6,6 +6,7 @@ pub mod batches;
 pub mod event_time;
 pub mod execute;
 pub mod formats;
+pub mod history;
 pub mod ndjson;
 pub mod result;
 pub mod schema;

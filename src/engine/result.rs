@@ -179,7 +179,7 @@ pub fn rows_as_json(
 }
 
 /// One row as a JSON object, from (quoted name, encoded cells) columns.
-fn row_object(columns: &[(String, Vec<String>)], row: usize) -> String {
+pub(crate) fn row_object(columns: &[(String, Vec<String>)], row: usize) -> String {
     let mut text = String::with_capacity(16 * columns.len() + 2);
     text.push('{');
     for (i, (name, cells)) in columns.iter().enumerate() {
@@ -203,7 +203,7 @@ fn json_str(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "null".to_string())
 }
 
-fn encode_cells(column: &Column) -> Result<Vec<String>, String> {
+pub(crate) fn encode_cells(column: &Column) -> Result<Vec<String>, String> {
     let err = |e: PolarsError| e.to_string();
     let null = || "null".to_string();
     let dtype = column.dtype();

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 
 use crate::cache::{LookupKey, Snapshot, VectorKey};
 use crate::error::{AppError, Result};
@@ -15,6 +16,7 @@ use crate::model::{BatchRequest, FeatureRef};
 use crate::served::VersionMeta;
 use crate::AppState;
 
+use super::history;
 use super::vectors::resolve_key;
 
 pub const MAX_BATCH_ENTITIES: usize = 10_000;
@@ -22,7 +24,7 @@ pub const MAX_BATCH_FEATURES: usize = 100;
 
 impl FeatureRef {
     /// The key this reference has in the response, and the lookup that resolves it.
-    fn parse(&self) -> Result<(String, LookupKey)> {
+    pub(crate) fn parse(&self) -> Result<(String, LookupKey)> {
         match self {
             FeatureRef::Id(id) => Ok((id.to_string(), LookupKey::Version(*id))),
             FeatureRef::Name(text) => {
@@ -102,7 +104,7 @@ pub async fn get(state: &AppState, req: &BatchRequest) -> Result<Bytes> {
     let columns = futures::future::try_join_all(
         parsed
             .into_iter()
-            .map(|(name, key)| column(state, name, key, &req.entity_ids)),
+            .map(|(name, key)| column(state, name, key, &req.entity_ids, req.as_of)),
     )
     .await?;
     let unresolved: Vec<(String, String)> = columns
@@ -119,20 +121,32 @@ async fn column(
     name: String,
     key: LookupKey,
     entity_ids: &[String],
+    as_of: Option<DateTime<Utc>>,
 ) -> Result<(Column, Option<String>)> {
-    let (meta, reason) = match resolve_key(state, key).await {
+    let (meta, mut reason) = match resolve_key(state, key).await {
         Ok(meta) => (Some(meta), None),
         Err(AppError::NotFound(reason)) => (None, Some(reason)),
         Err(e) => return Err(e),
     };
-    let source = match meta {
-        // Versions that fit the byte cap are held whole in memory; larger ones are read
-        // entity by entity.
-        Some(meta) => match snapshot(state, meta).await? {
-            Some(snapshot) => Source::Snapshot(snapshot),
-            None => Source::Fetched(fetch_values(state, meta, entity_ids).await?),
+    let source = match (meta, as_of) {
+        (Some(meta), Some(at)) => match history::in_force(state, meta.version_id, at).await {
+            Ok(snapshot) => Source::Fetched(values_as_of(state, snapshot.id, entity_ids).await?),
+            Err(AppError::NotFound(why)) => {
+                reason = Some(why);
+                Source::Unresolved
+            }
+            Err(e) => return Err(e),
         },
-        None => Source::Unresolved,
+        (meta, None) => match meta {
+            // Versions that fit the byte cap are held whole in memory; larger ones are read
+            // entity by entity.
+            Some(meta) => match snapshot(state, meta).await? {
+                Some(snapshot) => Source::Snapshot(snapshot),
+                None => Source::Fetched(fetch_values(state, meta, entity_ids).await?),
+            },
+            None => Source::Unresolved,
+        },
+        (None, Some(_)) => Source::Unresolved,
     };
     let name_json = json_str(&name);
     Ok((
@@ -144,6 +158,42 @@ async fn column(
         },
         reason,
     ))
+}
+
+/// Each requested entity's values in a stored snapshot, `None` when it is not in it.
+async fn values_as_of(
+    state: &AppState,
+    snapshot_id: i64,
+    entity_ids: &[String],
+) -> Result<Vec<Option<Bytes>>> {
+    let decoded = history::decoded(state, snapshot_id).await?;
+    let entity_ids = entity_ids.to_vec();
+    super::blocking(move || {
+        let rows: Vec<Option<u32>> = entity_ids
+            .iter()
+            .map(|e| decoded.rows.get(e).copied())
+            .collect();
+        // Each snapshot row once: a batch may name an entity twice.
+        let mut unique: Vec<u32> = rows.iter().flatten().copied().collect();
+        unique.sort_unstable();
+        unique.dedup();
+        let idx = polars::prelude::IdxCa::from_vec("idx".into(), unique.clone());
+        let frame = decoded.frame.take(&idx).map_err(|e| e.to_string())?;
+        let key = frame.columns()[0].name().to_string();
+        let encoded = crate::engine::result::encode(&frame, &key, usize::MAX)?;
+        let by_row: HashMap<u32, Bytes> = unique
+            .into_iter()
+            .zip(encoded.vectors)
+            .map(|(row, v)| (row, Bytes::from(v.values)))
+            .collect();
+        Ok::<_, String>(
+            rows.iter()
+                .map(|r| r.and_then(|r| by_row.get(&r).cloned()))
+                .collect(),
+        )
+    })
+    .await?
+    .map_err(AppError::internal)
 }
 
 /// The version held whole, or `None` when it is too big for the snapshot cap.

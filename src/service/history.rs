@@ -1,12 +1,11 @@
 //! Snapshot history: listing, decoded snapshots (immutable, so cached by id without any
 //! invalidation) and serving what was served at an instant.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use polars::prelude::DataFrame;
+use polars::prelude::{DataFrame, PlHashMap};
 
 use crate::engine::result;
 use crate::error::{AppError, Result};
@@ -19,11 +18,18 @@ use super::{blocking, vectors, versions};
 /// A stored snapshot, decoded: the typed frame (entity key first) and where each entity is.
 pub struct Decoded {
     pub frame: DataFrame,
-    pub rows: HashMap<String, u32>,
+    pub rows: PlHashMap<String, u32>,
     bytes: u64,
 }
 
 impl Decoded {
+    pub fn view(&self) -> crate::engine::history::SnapshotView<'_> {
+        crate::engine::history::SnapshotView {
+            frame: &self.frame,
+            rows: &self.rows,
+        }
+    }
+
     fn from_ipc(data: &[u8]) -> std::result::Result<Decoded, String> {
         let frame = result::snapshot_from_ipc(data)?;
         let key = frame
@@ -33,7 +39,7 @@ impl Decoded {
             .str()
             .map_err(|e| e.to_string())?
             .clone();
-        let mut rows = HashMap::with_capacity(frame.height());
+        let mut rows = PlHashMap::with_capacity_and_hasher(frame.height(), Default::default());
         for (i, id) in key.iter().enumerate() {
             if let Some(id) = id {
                 rows.insert(id.to_string(), i as u32);

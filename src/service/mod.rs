@@ -7,6 +7,7 @@ pub mod features;
 pub mod history;
 pub mod ingest;
 pub mod raw_tables;
+pub mod training;
 pub mod vectors;
 pub mod versions;
 

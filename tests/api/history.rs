@@ -264,3 +264,231 @@ async fn a_backfill_refuses_too_many_steps_and_tables_without_event_time() {
         .unwrap()
         .contains("event_time_column"));
 }
+
+/// v1 of `total` with snapshots valid from Jan 1, 2 and 3 (backfilled) and the live one.
+async fn backfilled(app: &TestApp) -> (i64, i64) {
+    let (_, feature) = table_with_event_time(app).await;
+    let version = app.compute(feature, "v1").await["feature_version_id"]
+        .as_i64()
+        .unwrap();
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/features/{feature}/versions/{version}/backfill"),
+            &json!({"start": "2024-01-01T00:00:00Z", "end": "2024-01-03T00:00:00Z",
+                "every_seconds": 86400}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    (feature, version)
+}
+
+#[tokio::test]
+async fn a_training_set_takes_each_rows_values_from_the_snapshot_in_force_and_never_a_later_one() {
+    let app = spawn_app().await;
+    let (_, version) = backfilled(&app).await;
+    let (status, body) = app
+        .post(
+            "/api/v1/training-sets",
+            &json!({"features": ["total", version, "nope"], "rows": [
+                {"entity_id": "u1", "timestamp": "2024-01-02T00:00:00Z", "label": 1},
+                {"entity_id": "u1", "timestamp": "2024-01-01T23:59:59.999999Z", "label": 0},
+                {"entity_id": "u1", "timestamp": "2023-12-31T00:00:00Z", "label": 0},
+                {"entity_id": "u2", "timestamp": "2024-01-02T12:00:00Z", "label": 1},
+                {"entity_id": "u2", "timestamp": "2024-01-03T00:00:00Z", "label": 1}
+            ]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["versions"]["total"], version);
+    assert_eq!(body["versions"]["nope"], Value::Null);
+    assert!(body["unresolved"]["nope"].is_string());
+    let rows = body["rows"].as_array().unwrap();
+    let totals: Vec<Value> = rows
+        .iter()
+        .map(|r| r["features"]["total"].clone())
+        .collect();
+    assert_eq!(
+        totals,
+        [
+            json!({"total": 3.0}),
+            json!({"total": 1.0}),
+            Value::Null,
+            Value::Null,
+            json!({"total": 5.0})
+        ]
+    );
+    // By version id, the same values; the row's own columns come back as sent, in order.
+    assert_eq!(
+        rows[0]["features"][version.to_string()],
+        json!({"total": 3.0})
+    );
+    assert_eq!(rows[0]["entity_id"], "u1");
+    assert_eq!(rows[0]["timestamp"], "2024-01-02T00:00:00.000000Z");
+    assert_eq!(rows[0]["label"], 1);
+    assert_eq!(rows[1]["label"], 0);
+    assert_eq!(rows[2]["features"]["nope"], Value::Null);
+}
+
+#[tokio::test]
+async fn max_age_nulls_values_from_snapshots_older_than_the_row_by_more() {
+    let app = spawn_app().await;
+    backfilled(&app).await;
+    let (status, body) = app
+        .post(
+            "/api/v1/training-sets",
+            &json!({"features": ["total"], "max_age_seconds": 3600, "rows": [
+                {"entity_id": "u1", "timestamp": "2024-01-02T01:00:00Z"},
+                {"entity_id": "u1", "timestamp": "2024-01-02T01:00:00.000001Z"}
+            ]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["rows"][0]["features"]["total"], json!({"total": 3.0}));
+    assert_eq!(body["rows"][1]["features"]["total"], Value::Null);
+}
+
+#[tokio::test]
+async fn a_training_set_goes_csv_in_csv_out_and_parquet_in_parquet_out_with_nulls_kept() {
+    let app = spawn_app().await;
+    backfilled(&app).await;
+    let csv = "entity_id,timestamp,label\nu1,2024-01-02T00:00:00Z,1\nu9,2024-01-02T00:00:00Z,0\nu2,2024-01-01T00:00:00Z,1\n";
+    let resp = app
+        .client
+        .post(app.url("/api/v1/training-sets?features=total"))
+        .header("content-type", "text/csv")
+        .header("accept", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = resp.text().await.unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "entity_id,timestamp,label,total__total");
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(
+        lines[1].starts_with("u1,") && lines[1].ends_with(",1,3.0"),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("u9,") && lines[2].ends_with(",0,"),
+        "{text}"
+    );
+    assert!(
+        lines[3].starts_with("u2,") && lines[3].ends_with(",1,"),
+        "{text}"
+    );
+
+    use polars::prelude::*;
+    let mut rows = df!(
+        "entity_id" => ["u1", "u2"],
+        "timestamp" => ["2024-01-03T00:00:00Z", "2024-01-03T00:00:00Z"],
+        "label" => [1i64, 0]
+    )
+    .unwrap();
+    let mut parquet = Vec::new();
+    ParquetWriter::new(&mut parquet).finish(&mut rows).unwrap();
+    let resp = app
+        .client
+        .post(app.url("/api/v1/training-sets?features=total&max_age_seconds=0"))
+        .header("content-type", "application/vnd.apache.parquet")
+        .header("accept", "application/vnd.apache.parquet")
+        .body(parquet)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let bytes = resp.bytes().await.unwrap();
+    let out = ParquetReader::new(std::io::Cursor::new(bytes.to_vec()))
+        .finish()
+        .unwrap();
+    assert_eq!(out.height(), 2);
+    let totals: Vec<Option<f64>> = out
+        .column("total__total")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .iter()
+        .collect();
+    assert_eq!(totals, [Some(3.0), Some(5.0)]);
+    let labels: Vec<Option<i64>> = out.column("label").unwrap().i64().unwrap().iter().collect();
+    assert_eq!(labels, [Some(1), Some(0)]);
+}
+
+#[tokio::test]
+async fn a_training_set_names_bad_timestamps_and_missing_columns() {
+    let app = spawn_app().await;
+    backfilled(&app).await;
+    let (status, body) = app
+        .post(
+            "/api/v1/training-sets",
+            &json!({"features": ["total"], "rows": [
+                {"entity_id": "u1", "timestamp": "2024-01-02T00:00:00Z"},
+                {"entity_id": "u1", "timestamp": "yesterday"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("rows[1]: timestamp"));
+    let (status, body) = app
+        .post_raw(
+            "/api/v1/training-sets?features=total",
+            Some("text/csv"),
+            "entity,timestamp\nu1,2024-01-02T00:00:00Z\n",
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["detail"].as_str().unwrap().contains("entity_id"));
+    let (status, _) = app
+        .post(
+            "/api/v1/training-sets",
+            &json!({"features": [], "rows": []}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_batch_as_of_serves_each_versions_snapshot_in_force_then() {
+    let app = spawn_app().await;
+    backfilled(&app).await;
+    let (status, body) = app
+        .post(
+            "/api/v1/feature-vectors/batch",
+            &json!({"entity_ids": ["u1", "u2", "u1"], "features": ["total"],
+                "as_of": "2024-01-02T06:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results[0]["features"]["total"], json!({"total": 3.0}));
+    assert_eq!(results[1]["features"]["total"], Value::Null);
+    assert_eq!(results[1]["missing"], json!(["total"]));
+    assert_eq!(results[2]["features"]["total"], json!({"total": 3.0}));
+
+    // Before any snapshot: unresolved, with the reason.
+    let (status, body) = app
+        .post(
+            "/api/v1/feature-vectors/batch",
+            &json!({"entity_ids": ["u1"], "features": ["total"], "as_of": "2023-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body["unresolved"]["total"]
+        .as_str()
+        .unwrap()
+        .contains("no snapshot"));
+    // Without as_of: the live set.
+    let (_, body) = app
+        .post(
+            "/api/v1/feature-vectors/batch",
+            &json!({"entity_ids": ["u1"], "features": ["total"]}),
+        )
+        .await;
+    assert_eq!(
+        body["results"][0]["features"]["total"],
+        json!({"total": 7.0})
+    );
+}

@@ -1,0 +1,145 @@
+//! Point-in-time lookups over a version's snapshots: for each (entity, timestamp) row, the
+//! values of the snapshot in force at that timestamp, never a later one.
+
+use polars::prelude::*;
+
+/// For each row's timestamp, the position (in `valid_from`, sorted ascending with ties in
+/// serving order) of the snapshot in force then: the last one valid at or before it. `None`
+/// before the first snapshot, or when that snapshot is older than the row by more than
+/// `max_age` microseconds.
+pub fn snapshot_positions(
+    row_micros: &[i64],
+    valid_from: &[i64],
+    max_age: Option<i64>,
+) -> Vec<Option<u32>> {
+    row_micros
+        .iter()
+        .map(|&t| {
+            let after = valid_from.partition_point(|&v| v <= t);
+            let position = after.checked_sub(1)?;
+            match max_age {
+                Some(age) if t - valid_from[position] > age => None,
+                _ => Some(position as u32),
+            }
+        })
+        .collect()
+}
+
+/// One snapshot as the gather needs it: its frame (entity key first) and each entity's row.
+pub struct SnapshotView<'a> {
+    pub frame: &'a DataFrame,
+    pub rows: &'a PlHashMap<String, u32>,
+}
+
+/// The value columns of the snapshot each row resolves to, one output row per input row:
+/// nulls where the row has no snapshot or its entity is not in it. `present[i]` says whether
+/// row `i` found its entity. `views[p]` must be `Some` for every position used, and at least
+/// one must be, for the columns.
+pub fn gather(
+    entity: &StringChunked,
+    positions: &[Option<u32>],
+    views: &[Option<SnapshotView<'_>>],
+) -> Result<(DataFrame, Vec<bool>), String> {
+    let mut offsets = vec![0 as IdxSize; views.len()];
+    let mut parts = Vec::new();
+    let mut total: IdxSize = 0;
+    for (p, view) in views.iter().enumerate() {
+        if let Some(view) = view {
+            offsets[p] = total;
+            total += view.frame.height() as IdxSize;
+            let names: Vec<PlSmallStr> = view
+                .frame
+                .get_column_names()
+                .into_iter()
+                .skip(1)
+                .cloned()
+                .collect();
+            parts.push(view.frame.select(names).map_err(|e| e.to_string())?.lazy());
+        }
+    }
+    if parts.is_empty() {
+        return Err("no snapshot to take the columns from".into());
+    }
+    let all = concat(
+        parts,
+        UnionArgs {
+            to_supertypes: true,
+            diagonal: true,
+            ..Default::default()
+        },
+    )
+    .and_then(|lf| lf.collect())
+    .map_err(|e| e.to_string())?;
+    let mut present = Vec::with_capacity(positions.len());
+    let indices: IdxCa = entity
+        .iter()
+        .zip(positions)
+        .map(|(id, position)| {
+            let found = match (id, position) {
+                (Some(id), Some(p)) => views[*p as usize]
+                    .as_ref()
+                    .and_then(|v| v.rows.get(id).map(|r| offsets[*p as usize] + *r as IdxSize)),
+                _ => None,
+            };
+            present.push(found.is_some());
+            found
+        })
+        .collect_ca(PlSmallStr::from_static("idx"));
+    let gathered = all.take(&indices).map_err(|e| e.to_string())?;
+    Ok((gathered, present))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_row_gets_the_last_snapshot_valid_at_or_before_it_within_max_age() {
+        let valid_from = [10, 20, 20, 30];
+        let rows = [5, 10, 19, 20, 29, 30, 100];
+        assert_eq!(
+            snapshot_positions(&rows, &valid_from, None),
+            [None, Some(0), Some(0), Some(2), Some(2), Some(3), Some(3)]
+        );
+        assert_eq!(
+            snapshot_positions(&rows, &valid_from, Some(9)),
+            [None, Some(0), Some(0), Some(2), Some(2), Some(3), None]
+        );
+    }
+
+    #[test]
+    fn gathered_rows_are_null_where_the_entity_or_snapshot_is_missing() {
+        let a = df!("k" => ["u1", "u2"], "v" => [1.0, 2.0]).unwrap();
+        let b = df!("k" => ["u1"], "v" => [10.0]).unwrap();
+        let index = |f: &DataFrame| -> PlHashMap<String, u32> {
+            f.column("k")
+                .unwrap()
+                .str()
+                .unwrap()
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (k.unwrap().to_string(), i as u32))
+                .collect()
+        };
+        let (ia, ib) = (index(&a), index(&b));
+        let views = [
+            Some(SnapshotView {
+                frame: &a,
+                rows: &ia,
+            }),
+            Some(SnapshotView {
+                frame: &b,
+                rows: &ib,
+            }),
+        ];
+        let entity = StringChunked::from_iter_options(
+            PlSmallStr::from_static("e"),
+            [Some("u2"), Some("u2"), Some("u1"), Some("u1")].into_iter(),
+        );
+        let positions = [Some(0), Some(1), Some(1), None];
+        let (frame, present) = gather(&entity, &positions, &views).unwrap();
+        let v: Vec<Option<f64>> = frame.column("v").unwrap().f64().unwrap().iter().collect();
+        assert_eq!(v, [Some(2.0), None, Some(10.0), None]);
+        assert_eq!(present, [true, false, true, false]);
+    }
+}
