@@ -6,7 +6,7 @@
 //! its memory and time limits in compute workers, and that server's RSS meanwhile.
 //!
 //! Options: --server BIN --ceiling BIN --scripts DIR [--duration SECS] [--rows N] [--entities N]
-//!          [--only isolation]
+//!          [--only isolation|serving]
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,6 +29,7 @@ struct Opts {
     rows: usize,
     entities: usize,
     only_isolation: bool,
+    only_serving: bool,
 }
 
 fn opts() -> Opts {
@@ -40,6 +41,7 @@ fn opts() -> Opts {
         rows: 1_000_000,
         entities: 100_000,
         only_isolation: false,
+        only_serving: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -51,7 +53,10 @@ fn opts() -> Opts {
             "--duration" => o.duration = value.parse().unwrap_or(o.duration),
             "--rows" => o.rows = value.parse().unwrap_or(o.rows),
             "--entities" => o.entities = value.parse().unwrap_or(o.entities),
-            "--only" => o.only_isolation = value == "isolation",
+            "--only" => {
+                o.only_isolation = value == "isolation";
+                o.only_serving = value == "serving";
+            }
             other => eprintln!("ignoring unknown option {other}"),
         }
     }
@@ -234,6 +239,9 @@ async fn main() -> Result<(), Error> {
     let o = opts();
     if !o.only_isolation {
         serving_and_compute(&o).await?;
+    }
+    if o.only_serving {
+        return Ok(());
     }
     isolation(&o).await
 }

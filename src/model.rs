@@ -330,7 +330,7 @@ pub struct TrainingSetRequest {
     features: Vec<FeatureRef>,
     /// Each with `entity_id`, `timestamp` (RFC 3339) and any other columns (a label, say),
     /// which come back as sent.
-    #[schema(value_type = Vec<Object>, example = json!([{"entity_id": "u1", "timestamp": "2024-01-02T12:00:00Z", "label": 1}]))]
+    #[schema(value_type = Vec<Object>, min_items = 1, example = json!([{"entity_id": "u1", "timestamp": "2024-01-02T12:00:00Z", "label": 1}]))]
     rows: Vec<Map<String, Value>>,
     #[schema(minimum = 0)]
     max_age_seconds: Option<i64>,

@@ -58,14 +58,16 @@ pub async fn build(
     body: std::result::Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response> {
     let body = body.map_err(body_rejection)?;
+    // Checked whatever the body: a malformed parameter is never ignored.
+    let (query_features, query_max_age) = query_params(query.as_deref().unwrap_or(""))?;
     let (features, rows, max_age) = match essence(&headers, CONTENT_TYPE).as_str() {
         "" | "application/json" => {
             let req: JsonBody = parse_json(&body)?;
             let rows = crate::service::blocking(move || json_rows(req.rows)).await??;
-            (req.features, rows, req.max_age_seconds)
+            (req.features, rows, req.max_age_seconds.or(query_max_age))
         }
         kind @ ("text/csv" | PARQUET) => {
-            let (features, max_age) = query_params(query.as_deref().unwrap_or(""))?;
+            let (features, max_age) = (query_features, query_max_age);
             let csv = kind == "text/csv";
             let rows = crate::service::blocking(move || frame_rows(&body, csv)).await??;
             (features, rows, max_age)
@@ -134,12 +136,18 @@ fn query_params(raw: &str) -> Result<(Vec<FeatureRef>, Option<i64>)> {
                 Err(_) => FeatureRef::Name(value.into_owned()),
             }),
             "max_age_seconds" => {
-                max_age = Some(value.parse::<i64>().map_err(|_| {
-                    AppError::validation(
-                        &["query", "max_age_seconds"],
-                        format!("Input should be a valid integer, got {value:?}"),
-                    )
-                })?)
+                max_age = Some(
+                    value
+                        .parse::<i64>()
+                        .ok()
+                        .filter(|v| *v >= 0)
+                        .ok_or_else(|| {
+                            AppError::validation(
+                                &["query", "max_age_seconds"],
+                                format!("Input should be a non-negative integer, got {value:?}"),
+                            )
+                        })?,
+                )
             }
             _ => {}
         }

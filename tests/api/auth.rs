@@ -6,13 +6,18 @@ use crate::helpers::spawn_app_with;
 const READER: &str = "reader-key-0123456789abcdef";
 const WRITER: &str = "writer-key-0123456789abcdef";
 
-#[tokio::test]
-async fn api_keys_guard_the_api_by_role_and_leave_health_and_docs_open() {
-    let app = spawn_app_with(|c| {
+/// An app with one read key and one write key.
+async fn app_with_keys() -> crate::helpers::TestApp {
+    spawn_app_with(|c| {
         c.api_keys =
             feature_store::auth::ApiKeys::parse(&format!("{READER}:read,{WRITER}:write")).unwrap()
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn api_keys_guard_the_api_by_role_and_leave_health_and_docs_open() {
+    let app = app_with_keys().await;
     let tables = app.url("/api/v1/raw-tables");
     let body = json!({"name": "t", "schema_definition": {"a": "int"}});
 
@@ -132,11 +137,7 @@ async fn responses_carry_a_request_id_and_keep_the_one_sent() {
 
 #[tokio::test]
 async fn a_read_key_gets_403_for_delete_patch_and_compute_and_changes_nothing() {
-    let app = spawn_app_with(|c| {
-        c.api_keys =
-            feature_store::auth::ApiKeys::parse(&format!("{READER}:read,{WRITER}:write")).unwrap()
-    })
-    .await;
+    let app = app_with_keys().await;
     let write = |req: reqwest::RequestBuilder| req.bearer_auth(WRITER);
     let table = json!({"name": "user_transactions", "schema_definition": {
         "user_id": "string", "transaction_amount": "float", "transaction_date": "string"}});
@@ -198,11 +199,7 @@ async fn a_read_key_gets_403_for_delete_patch_and_compute_and_changes_nothing() 
 /// route that forgets to declare itself a change fails here.
 #[tokio::test]
 async fn every_changing_operation_in_the_openapi_document_refuses_a_read_key() {
-    let app = spawn_app_with(|c| {
-        c.api_keys =
-            feature_store::auth::ApiKeys::parse(&format!("{READER}:read,{WRITER}:write")).unwrap()
-    })
-    .await;
+    let app = app_with_keys().await;
     let (_, doc) = app.get("/openapi.json").await;
     let reads_sent_as_post = ["/api/v1/feature-vectors/batch", "/api/v1/training-sets"];
     let mut checked = 0;

@@ -40,6 +40,28 @@ async fn table_with_event_time(app: &TestApp) -> (i64, i64) {
     (table, feature["id"].as_i64().unwrap())
 }
 
+/// The values `version` serves now for `entity`.
+async fn served(app: &TestApp, version: i64, entity: &str) -> Value {
+    let (status, vector) = app
+        .get(&format!(
+            "/api/v1/feature-vectors?entity_id={entity}&feature_version_id={version}"
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{vector}");
+    vector["feature_values"].clone()
+}
+
+/// A version's snapshots, oldest first.
+async fn snapshots(app: &TestApp, feature: i64, version: i64) -> Vec<Value> {
+    let (status, list) = app
+        .get(&format!(
+            "/api/v1/features/{feature}/versions/{version}/snapshots"
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    list.as_array().unwrap().clone()
+}
+
 async fn value_as_of(app: &TestApp, version: i64, entity: &str, at: &str) -> (StatusCode, Value) {
     app.get(&format!(
         "/api/v1/feature-vectors?entity_id={entity}&feature_version_id={version}&as_of={}",
@@ -85,33 +107,13 @@ async fn an_as_of_compute_sees_rows_at_or_before_the_instant_only() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["valid_from"], "2024-01-03T00:00:00.000000Z");
     let version = body["feature_version_id"].as_i64().unwrap();
-    let (_, vector) = app
-        .get(&format!(
-            "/api/v1/feature-vectors?entity_id=u1&feature_version_id={version}"
-        ))
-        .await;
-    assert_eq!(vector["feature_values"], json!({"total": 3.0}));
-    let (_, vector) = app
-        .get(&format!(
-            "/api/v1/feature-vectors?entity_id=u2&feature_version_id={version}"
-        ))
-        .await;
-    assert_eq!(vector["feature_values"], json!({"total": 5.0}));
+    assert_eq!(served(&app, version, "u1").await, json!({"total": 3.0}));
+    assert_eq!(served(&app, version, "u2").await, json!({"total": 5.0}));
 
     // A live compute afterwards sees every row and becomes what is served.
     let live = app.compute(feature, "v1").await;
-    let (_, vector) = app
-        .get(&format!(
-            "/api/v1/feature-vectors?entity_id=u1&feature_version_id={version}"
-        ))
-        .await;
-    assert_eq!(vector["feature_values"], json!({"total": 7.0}));
-    let (_, snapshots) = app
-        .get(&format!(
-            "/api/v1/features/{feature}/versions/{version}/snapshots"
-        ))
-        .await;
-    let snapshots = snapshots.as_array().unwrap();
+    assert_eq!(served(&app, version, "u1").await, json!({"total": 7.0}));
+    let snapshots = snapshots(&app, feature, version).await;
     assert_eq!(snapshots.len(), 2);
     assert_eq!(snapshots[0]["valid_from"], "2024-01-03T00:00:00.000000Z");
     assert_eq!(snapshots[0]["kind"], "compute");
@@ -206,12 +208,8 @@ async fn a_backfill_into_the_past_keeps_history_and_never_replaces_the_served_se
     assert_eq!(status, StatusCode::OK);
     assert_eq!(vector["feature_values"], json!({"total": 5.0}));
 
-    let (_, snapshots) = app
-        .get(&format!(
-            "/api/v1/features/{feature}/versions/{version}/snapshots"
-        ))
-        .await;
-    assert_eq!(snapshots.as_array().unwrap().len(), 4);
+    let snapshots = snapshots(&app, feature, version).await;
+    assert_eq!(snapshots.len(), 4);
 }
 
 #[tokio::test]
@@ -239,12 +237,8 @@ async fn a_backfill_refuses_too_many_steps_and_tables_without_event_time() {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (_, snapshots) = app
-        .get(&format!(
-            "/api/v1/features/{feature}/versions/{version}/snapshots"
-        ))
-        .await;
-    assert_eq!(snapshots.as_array().unwrap().len(), 1);
+    let snapshots = snapshots(&app, feature, version).await;
+    assert_eq!(snapshots.len(), 1);
 
     let app = spawn_app().await;
     let (_, feature) = crate::helpers::seeded(&app).await;
