@@ -155,6 +155,13 @@ fn query_params(raw: &str) -> Result<(Vec<FeatureRef>, Option<i64>)> {
     Ok((features, max_age))
 }
 
+/// The JSON answer puts each row's values under `features`, beside the row's own columns.
+fn reserved_features() -> AppError {
+    AppError::BadRequest(
+        "the rows have a column named 'features', which the answer uses for the feature values; rename it".into(),
+    )
+}
+
 fn too_many(n: usize) -> Result<()> {
     if n > MAX_ROWS {
         return Err(AppError::BadRequest(format!(
@@ -191,6 +198,9 @@ fn json_rows(rows: Vec<Map<String, Value>>) -> Result<Rows> {
                 "rows[{i}]: timestamp must be an RFC 3339 date-time like 2024-01-31T00:00:00Z"
             ))
         })?;
+        if row.contains_key("features") {
+            return Err(reserved_features());
+        }
         ids.push(id);
         micros.push(ts);
         extra.push(row);
@@ -215,6 +225,9 @@ fn frame_rows(body: &[u8], csv: bool) -> Result<Rows> {
             .map_err(|e| AppError::BadRequest(format!("Parquet does not parse: {e}")))?
     };
     too_many(frame.height())?;
+    if frame.column("features").is_ok() {
+        return Err(reserved_features());
+    }
     let column = |name: &str| {
         frame
             .column(name)

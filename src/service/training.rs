@@ -150,21 +150,16 @@ pub fn to_json(rows: &Rows, features: &[FeatureColumns]) -> Result<String> {
     let n = rows.micros.len();
     let mut encoded = Vec::with_capacity(features.len());
     for f in features {
-        let columns = match &f.values {
-            Some(frame) => frame
-                .columns()
-                .iter()
-                .map(|c| {
-                    let name =
-                        serde_json::to_string(c.name().as_str()).map_err(|e| e.to_string())?;
-                    Ok((name, encode_cells(c)?))
-                })
-                .collect::<std::result::Result<Vec<_>, String>>()
-                .map_err(AppError::internal)?,
+        encoded.push(match &f.values {
+            Some(frame) => encode_frame(frame)?,
             None => Vec::new(),
-        };
-        encoded.push(columns);
+        });
     }
+    // A CSV or Parquet upload's other columns come back as sent in the JSON answer too.
+    let extra_columns = match &rows.extra {
+        Extra::Frame(frame) => encode_frame(frame)?,
+        Extra::Json(_) => Vec::new(),
+    };
     let mut versions = Map::new();
     let mut unresolved = Map::new();
     for f in features {
@@ -195,12 +190,22 @@ pub fn to_json(rows: &Rows, features: &[FeatureColumns]) -> Result<String> {
         out.push_str(r#","timestamp":""#);
         out.push_str(&timestamp_text(rows.micros[i]));
         out.push('"');
-        if let Extra::Json(extra) = &rows.extra {
-            for (k, v) in &extra[i] {
-                out.push(',');
-                out.push_str(&serde_json::to_string(k).unwrap_or_default());
-                out.push(':');
-                out.push_str(&v.to_string());
+        match &rows.extra {
+            Extra::Json(extra) => {
+                for (k, v) in &extra[i] {
+                    out.push(',');
+                    out.push_str(&serde_json::to_string(k).unwrap_or_default());
+                    out.push(':');
+                    out.push_str(&v.to_string());
+                }
+            }
+            Extra::Frame(_) => {
+                for (name, cells) in &extra_columns {
+                    out.push(',');
+                    out.push_str(name);
+                    out.push(':');
+                    out.push_str(&cells[i]);
+                }
             }
         }
         out.push_str(r#","features":{"#);
@@ -220,6 +225,19 @@ pub fn to_json(rows: &Rows, features: &[FeatureColumns]) -> Result<String> {
     }
     out.push_str("]}");
     Ok(out)
+}
+
+/// Each column as (quoted name, JSON text per row).
+fn encode_frame(frame: &DataFrame) -> Result<Vec<(String, Vec<String>)>> {
+    frame
+        .columns()
+        .iter()
+        .map(|c| {
+            let name = serde_json::to_string(c.name().as_str()).map_err(|e| e.to_string())?;
+            Ok((name, encode_cells(c)?))
+        })
+        .collect::<std::result::Result<Vec<_>, String>>()
+        .map_err(AppError::internal)
 }
 
 /// The flat table: entity_id, timestamp, the other input columns, then `<ref>__<column>`.

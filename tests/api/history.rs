@@ -486,3 +486,29 @@ async fn a_batch_as_of_serves_each_versions_snapshot_in_force_then() {
         json!({"total": 7.0})
     );
 }
+
+#[tokio::test]
+async fn csv_rows_come_back_as_json_with_their_own_columns_and_a_features_column_is_refused() {
+    let app = spawn_app().await;
+    backfilled(&app).await;
+    let (status, body) = app
+        .post_raw(
+            "/api/v1/training-sets?features=total",
+            Some("text/csv"),
+            "entity_id,timestamp,label\nu1,2024-01-02T00:00:00Z,1\n",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["rows"][0]["label"], 1);
+    assert_eq!(body["rows"][0]["features"]["total"], json!({"total": 3.0}));
+
+    let (status, body) = app
+        .post(
+            "/api/v1/training-sets",
+            &json!({"features": ["total"], "rows": [
+                {"entity_id": "u1", "timestamp": "2024-01-02T00:00:00Z", "features": 1}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["detail"].as_str().unwrap().contains("'features'"));
+}
