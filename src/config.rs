@@ -58,6 +58,11 @@ pub struct Config {
     /// answers for them, and a change sent with any other `Origin` (the server's own aside)
     /// is refused.
     pub cors_allowed_origins: Vec<String>,
+    /// Whether this replica takes part in scheduled refresh (one replica schedules at a time).
+    pub refresh_scheduler: bool,
+    /// How long the scheduler lease lasts unrenewed: a dead scheduler is replaced within it
+    /// (plus one tick, a quarter of it).
+    pub scheduler_lease: Duration,
 }
 
 impl Default for Config {
@@ -85,6 +90,8 @@ impl Default for Config {
             snapshot_retention: Duration::from_secs(365 * 86_400),
             api_keys: ApiKeys::default(),
             cors_allowed_origins: Vec::new(),
+            refresh_scheduler: true,
+            scheduler_lease: Duration::from_secs(10),
         }
     }
 }
@@ -126,6 +133,8 @@ impl fmt::Debug for Config {
             .field("snapshot_retention", &self.snapshot_retention)
             .field("api_keys", &self.api_keys)
             .field("cors_allowed_origins", &self.cors_allowed_origins)
+            .field("refresh_scheduler", &self.refresh_scheduler)
+            .field("scheduler_lease", &self.scheduler_lease)
             .finish()
     }
 }
@@ -275,7 +284,26 @@ impl Config {
             ),
             api_keys: ApiKeys::parse(&get("API_KEYS").unwrap_or_default()).map_err(ConfigError)?,
             cors_allowed_origins: parse_origins(&get("CORS_ALLOWED_ORIGINS").unwrap_or_default())?,
+            refresh_scheduler: match get("REFRESH_SCHEDULER").as_deref().map(str::trim) {
+                None | Some("") | Some("on") => true,
+                Some("off") => false,
+                Some(other) => {
+                    return Err(ConfigError(format!(
+                        "REFRESH_SCHEDULER={other:?}: expected on or off"
+                    )))
+                }
+            },
+            scheduler_lease: Duration::from_secs(parse(
+                "SCHEDULER_LEASE_SECONDS",
+                get("SCHEDULER_LEASE_SECONDS"),
+                d.scheduler_lease.as_secs(),
+            )?),
         };
+        if config.scheduler_lease.is_zero() {
+            return Err(ConfigError(
+                "SCHEDULER_LEASE_SECONDS must be at least 1".into(),
+            ));
+        }
         if config.cache_ttl.is_zero() {
             return Err(ConfigError("CACHE_TTL_SECONDS must be at least 1".into()));
         }

@@ -96,6 +96,15 @@ impl AppError {
         AppError::Internal(err.to_string())
     }
 
+    /// What a client is told: the message, or a generic one for a server-side fault (whose
+    /// text stays in the log).
+    pub fn public_detail(&self) -> String {
+        match self {
+            AppError::Store(_) | AppError::Internal(_) => "Internal Server Error".into(),
+            other => other.to_string(),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -119,10 +128,7 @@ impl IntoResponse for AppError {
             AppError::Validation { loc, msg } => {
                 json!({ "detail": [{ "loc": loc, "msg": msg, "type": "value_error" }] })
             }
-            AppError::Store(_) | AppError::Internal(_) => {
-                json!({ "detail": "Internal Server Error" })
-            }
-            other => json!({ "detail": other.to_string() }),
+            other => json!({ "detail": other.public_detail() }),
         };
         let mut response = (status, axum::Json(body)).into_response();
         if status.is_server_error() {

@@ -39,6 +39,8 @@ pub struct Shared {
     pub compute: worker::ComputePool,
     /// Decoded snapshots, for `as_of` serving and training sets.
     pub history: service::history::History,
+    /// This process's name as a holder of the scheduler lease.
+    pub scheduler_id: String,
 }
 
 impl std::ops::Deref for AppState {
@@ -86,6 +88,7 @@ impl AppState {
             metrics,
             compute,
             history,
+            scheduler_id: service::scheduler::holder_id(),
         })))
     }
 }
@@ -95,6 +98,7 @@ pub async fn build_app(config: Config) -> error::Result<(AppState, Router)> {
     let state = AppState::new(config).await?;
     service::changes::spawn_poller(&state);
     service::history::spawn_pruner(&state);
+    service::scheduler::spawn(&state);
     let router = api::router(state.clone());
     Ok((state, router))
 }

@@ -39,6 +39,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         "listening"
     );
     serve(listener, router, shutdown_signal()).await?;
+    feature_store::service::scheduler::release(&state).await;
     state.store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -12,6 +12,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -58,6 +59,18 @@ pub struct CacheLabels {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `succeeded`, `failed` or `nothing_new`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    pub feature: String,
+    pub version: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~26 s
     Histogram::new(exponential_buckets(0.00005, 2.0, 20))
@@ -71,6 +84,13 @@ pub struct Metrics {
     pub cache: Family<CacheLabels, Counter>,
     pub compute_seconds: Histogram,
     pub ingested_rows: Counter,
+    pub refresh_runs: Family<ResultLabels, Counter>,
+    /// 1 while this replica holds the scheduler lease.
+    pub scheduler_leader: Gauge,
+    compute_queue_depth: Gauge,
+    compute_workers_busy: Gauge,
+    snapshot_age: Family<VersionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    version_stale: Family<VersionLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -88,6 +108,12 @@ impl Metrics {
         let cache = Family::<CacheLabels, Counter>::default();
         let compute_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 18));
         let ingested_rows = Counter::default();
+        let refresh_runs = Family::<ResultLabels, Counter>::default();
+        let scheduler_leader = Gauge::default();
+        let compute_queue_depth = Gauge::default();
+        let compute_workers_busy = Gauge::default();
+        let snapshot_age = Family::default();
+        let version_stale = Family::default();
         let mut registry = Registry::with_prefix("feature_store");
         registry.register(
             "http_requests",
@@ -114,6 +140,36 @@ impl Metrics {
             "Rows stored into raw tables",
             ingested_rows.clone(),
         );
+        registry.register(
+            "refresh_runs",
+            "Scheduled refreshes by result: succeeded, failed, nothing_new",
+            refresh_runs.clone(),
+        );
+        registry.register(
+            "scheduler_leader",
+            "1 while this replica holds the scheduler lease",
+            scheduler_leader.clone(),
+        );
+        registry.register(
+            "compute_queue_depth",
+            "Computes waiting for a compute worker",
+            compute_queue_depth.clone(),
+        );
+        registry.register(
+            "compute_workers_busy",
+            "Compute workers running a job",
+            compute_workers_busy.clone(),
+        );
+        registry.register(
+            "snapshot_age_seconds",
+            "Seconds since the served snapshot of each computed, unarchived version was computed",
+            snapshot_age.clone(),
+        );
+        registry.register(
+            "version_stale",
+            "1 when a version's raw table holds rows its served snapshot did not read",
+            version_stale.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             requests,
@@ -121,6 +177,12 @@ impl Metrics {
             cache,
             compute_seconds,
             ingested_rows,
+            refresh_runs,
+            scheduler_leader,
+            compute_queue_depth,
+            compute_workers_busy,
+            snapshot_age,
+            version_stale,
         }
     }
 
@@ -130,6 +192,12 @@ impl Metrics {
                 tier,
                 result: if hit { "hit" } else { "miss" },
             })
+            .inc();
+    }
+
+    pub fn refresh_run(&self, result: &'static str) {
+        self.refresh_runs
+            .get_or_create(&ResultLabels { result })
             .inc();
     }
 
@@ -199,8 +267,32 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
     response
 }
 
-/// Prometheus text format.
+/// Prometheus text format. Gauges of what the process and the database hold now are read at
+/// scrape time.
 pub async fn serve(State(state): State<AppState>) -> impl IntoResponse {
+    let m = &state.metrics;
+    m.compute_queue_depth.set(state.compute.waiting() as i64);
+    m.compute_workers_busy.set(state.compute.running() as i64);
+    match state.store.served_freshness().await {
+        Ok(versions) => {
+            // Rebuilt each time: a deleted or archived version must drop out.
+            m.snapshot_age.clear();
+            m.version_stale.clear();
+            let now = chrono::Utc::now();
+            for v in versions {
+                let labels = VersionLabels {
+                    feature: v.feature,
+                    version: v.version,
+                };
+                let age = (now - v.computed_at).num_milliseconds() as f64 / 1000.0;
+                m.snapshot_age.get_or_create(&labels).set(age.max(0.0));
+                m.version_stale
+                    .get_or_create(&labels)
+                    .set(i64::from(v.stale));
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not read versions' freshness for /metrics"),
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::store::{FeatureRow, RawTableRow, SnapshotRow, VersionRow};
+use crate::store::{FeatureRow, JobRow, RawTableRow, SnapshotRow, VersionRow};
 
 /// Now, at the precision both databases keep (microseconds), so what a write returns equals
 /// what a later read returns.
@@ -212,11 +212,31 @@ pub struct VersionCreate {
     /// Accepted for compatibility with the original; must equal the path's id when given.
     #[serde(default)]
     pub feature_id: Option<i64>,
+    /// Recompute from stored rows every this many seconds when the raw table has rows the
+    /// served snapshot did not read; null or absent: only when asked.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 31_536_000)]
+    pub refresh_every_seconds: Option<i64>,
 }
 
+/// A change to a version: its status, its refresh period, or both.
 #[derive(Debug, Deserialize, ToSchema)]
-pub struct VersionStatusUpdate {
-    pub status: VersionStatus,
+pub struct VersionUpdate {
+    #[serde(default)]
+    pub status: Option<VersionStatus>,
+    /// Seconds between scheduled refreshes; null: back to manual; absent: unchanged.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 31_536_000)]
+    pub refresh_every_seconds: Option<Option<i64>>,
+}
+
+/// A field that is present, null or not: absent stays `None` (through `default`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -238,6 +258,25 @@ pub struct FeatureVersion {
     pub entity_count: Option<i64>,
     /// Output column -> type, recorded by the last compute.
     pub output_schema: Option<BTreeMap<String, String>>,
+    /// Ingest time of the newest stored batch the served snapshot read; null when it read
+    /// none (its rows came with the request) or nothing was computed.
+    #[serde(serialize_with = "opt_ts")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub data_as_of: Option<DateTime<Utc>>,
+    /// The raw table holds rows the served snapshot did not read.
+    pub stale: bool,
+    /// Seconds between scheduled refreshes; null: manual.
+    pub refresh_every_seconds: Option<i64>,
+    /// When the scheduler next looks for new rows (null: manual).
+    #[serde(serialize_with = "opt_ts")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_refresh_at: Option<DateTime<Utc>>,
+    /// When a scheduled refresh last succeeded or found nothing new.
+    #[serde(serialize_with = "opt_ts")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub refresh_checked_at: Option<DateTime<Utc>>,
+    /// Scheduled refreshes that failed in a row (each doubles the wait, up to an hour).
+    pub refresh_failures: i32,
 }
 
 impl From<VersionRow> for FeatureVersion {
@@ -256,6 +295,12 @@ impl From<VersionRow> for FeatureVersion {
                 .output_schema
                 .as_deref()
                 .and_then(|s| serde_json::from_str(s).ok()),
+            data_as_of: r.data_as_of,
+            stale: r.stale,
+            refresh_every_seconds: r.refresh_every_seconds,
+            next_refresh_at: r.next_refresh_at,
+            refresh_checked_at: r.refresh_checked_at,
+            refresh_failures: r.refresh_failures,
         }
     }
 }
@@ -357,9 +402,14 @@ pub struct Snapshot {
     #[schema(value_type = String, format = DateTime)]
     pub computed_at: DateTime<Utc>,
     pub entity_count: i64,
-    /// `compute` or `backfill`.
+    /// `compute`, `backfill` or `refresh`.
     #[schema(example = "compute")]
     pub kind: String,
+    /// Ingest time of the newest stored raw batch it read; null when its rows came with the
+    /// compute request.
+    #[serde(serialize_with = "opt_ts")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub data_as_of: Option<DateTime<Utc>>,
 }
 
 impl From<SnapshotRow> for Snapshot {
@@ -370,6 +420,67 @@ impl From<SnapshotRow> for Snapshot {
             computed_at: r.computed_at,
             entity_count: r.entity_count,
             kind: r.kind,
+            data_as_of: r.data_as_of,
+        }
+    }
+}
+
+// ---- jobs ----
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JobsQuery {
+    /// Only this feature's jobs.
+    pub feature_id: Option<i64>,
+    /// Only jobs in this state.
+    #[param(pattern = "^(queued|running|succeeded|failed)$")]
+    pub status: Option<String>,
+    /// How many, newest first (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+}
+
+/// A compute, backfill or scheduled refresh, and how it went.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Job {
+    pub id: i64,
+    /// `compute`, `backfill` or `refresh`.
+    #[schema(example = "refresh")]
+    pub kind: String,
+    pub feature_id: i64,
+    /// Null for a first compute that failed before its version existed.
+    pub version_id: Option<i64>,
+    /// The version's label.
+    pub version: String,
+    /// `queued` (waiting for a compute worker), `running`, `succeeded` or `failed`.
+    #[schema(example = "succeeded")]
+    pub status: String,
+    #[serde(serialize_with = "ts")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "opt_ts")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "opt_ts")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Why it failed, as its client was told.
+    pub error: Option<String>,
+}
+
+impl From<JobRow> for Job {
+    fn from(r: JobRow) -> Self {
+        Job {
+            id: r.id,
+            kind: r.kind,
+            feature_id: r.feature_id,
+            version_id: r.version_id,
+            version: r.version,
+            status: r.status,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            error: r.error,
         }
     }
 }
@@ -398,6 +509,18 @@ pub struct FeatureVector {
     pub feature_version_id: i64,
     #[schema(value_type = String, format = DateTime)]
     pub computed_at: String,
+    /// Ingest time of the newest stored raw batch the snapshot read; null when its rows came
+    /// with the compute request.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub data_as_of: Option<String>,
+    /// The raw table holds rows this snapshot did not read.
+    pub stale: bool,
+    /// With `as_of`: the snapshot that served it.
+    #[schema(nullable = false)]
+    pub snapshot_id: Option<i64>,
+    /// With `as_of`: when that snapshot started to count.
+    #[schema(value_type = Option<String>, format = DateTime, nullable = false)]
+    pub valid_from: Option<String>,
 }
 
 /// A feature in a batch request: `"name"` (newest active computed version), `"name@v2"` (that
@@ -427,6 +550,10 @@ pub struct BatchResponse {
     /// Feature reference -> the version id that served it (null when it did not resolve).
     #[schema(value_type = Object)]
     pub versions: Map<String, Value>,
+    /// Feature reference -> `{data_as_of, stale}` of the snapshot that served it (null when it
+    /// did not resolve).
+    #[schema(value_type = Object)]
+    pub freshness: Map<String, Value>,
     /// Feature reference -> why it did not resolve (unknown feature, no computed version...).
     #[schema(value_type = Object)]
     pub unresolved: Map<String, Value>,

@@ -8,11 +8,33 @@ pub struct EncodedVector {
     pub values: String,
 }
 
-/// What serving needs to know about a version: its id, how many times it was published, and
-/// how many vectors the last publish stored.
+/// What serving needs to know about a version: its id, how many times it was published, how
+/// many vectors the last publish stored, and how fresh that publish is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
 pub struct VersionMeta {
     pub version_id: i64,
     pub generation: i64,
     pub entity_count: Option<i64>,
+    #[sqlx(flatten)]
+    pub freshness: Freshness,
+}
+
+/// How fresh a snapshot is: the ingest time of the newest stored batch it read (`None`: it read
+/// none, its rows came with the request), and whether its raw table holds batches it did not
+/// read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, sqlx::FromRow)]
+pub struct Freshness {
+    pub data_as_of: Option<chrono::DateTime<chrono::Utc>>,
+    pub stale: bool,
+}
+
+impl Freshness {
+    /// `"data_as_of":"...","stale":false` (no braces), as every answer carries it.
+    pub fn json_fields(&self) -> String {
+        let at = match &self.data_as_of {
+            Some(t) => format!("\"{}\"", crate::model::format_ts(t)),
+            None => "null".into(),
+        };
+        format!("\"data_as_of\":{at},\"stale\":{}", self.stale)
+    }
 }

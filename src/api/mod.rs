@@ -8,6 +8,7 @@ pub mod features;
 pub mod health;
 pub mod history;
 pub mod ingest;
+pub mod jobs;
 pub mod raw_tables;
 mod request_id;
 pub mod training;
@@ -30,6 +31,7 @@ pub fn router(state: AppState) -> Router {
         .merge(versions::router())
         .merge(compute::router())
         .merge(history::router())
+        .merge(jobs::router())
         .merge(training::router())
         .merge(vectors::router())
         .merge(ingest::router());

@@ -6,7 +6,7 @@ use axum::Router;
 use super::access::Change;
 use super::extract::{Json, Path};
 use crate::error::Result;
-use crate::model::{ErrorBody, FeatureVersion, VersionCreate, VersionStatusUpdate};
+use crate::model::{ErrorBody, FeatureVersion, VersionCreate, VersionUpdate};
 use crate::service::versions;
 use crate::AppState;
 
@@ -18,7 +18,7 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/api/v1/features/{feature_id}/versions/{version_id}",
-            get(get_one).patch(set_status).delete(delete),
+            get(get_one).patch(update).delete(delete),
         )
 }
 
@@ -60,17 +60,17 @@ pub async fn get_one(
     ))
 }
 
-/// Change a version's status (active, deprecated, archived).
-#[utoipa::path(patch, operation_id = "set_version_status", path = "/api/v1/features/{feature_id}/versions/{version_id}", tag = "versions",
-    params(("feature_id" = i64, Path), ("version_id" = i64, Path)), request_body = VersionStatusUpdate,
-    responses((status = 403, description = "A read-only API key, or a browser on an origin not allowed", body = ErrorBody), (status = 200, body = FeatureVersion), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn set_status(
+/// Change a version's status (active, deprecated, archived) and/or its refresh period.
+#[utoipa::path(patch, operation_id = "update_version", path = "/api/v1/features/{feature_id}/versions/{version_id}", tag = "versions",
+    params(("feature_id" = i64, Path), ("version_id" = i64, Path)), request_body = VersionUpdate,
+    responses((status = 403, description = "A read-only API key, or a browser on an origin not allowed", body = ErrorBody), (status = 200, body = FeatureVersion), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update(
     _: Change,
     State(state): State<AppState>,
     Path((feature_id, version_id)): Path<(i64, i64)>,
-    Json(req): Json<VersionStatusUpdate>,
+    Json(req): Json<VersionUpdate>,
 ) -> Result<axum::Json<FeatureVersion>> {
-    let version = versions::set_status(&state, feature_id, version_id, req.status).await?;
+    let version = versions::update(&state, feature_id, version_id, req).await?;
     Ok(axum::Json(version))
 }
 

@@ -12,7 +12,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 
 use super::{Lookup, LookupKey, VectorKey};
-use crate::served::VersionMeta;
+use crate::served::{Freshness, VersionMeta};
+use chrono::{DateTime, Utc};
 
 const CALL_TIMEOUT: Duration = Duration::from_millis(50);
 const WATCHDOG_PERIOD: Duration = Duration::from_millis(250);
@@ -179,11 +180,15 @@ impl RedisTier {
     pub async fn put_lookup(&self, key: &LookupKey, meta: VersionMeta, epoch: u64) {
         let k = self.lookup_key(key);
         let v = format!(
-            "{}:{}:{}:{}",
+            "{}:{}:{}:{}:{}:{}",
             meta.version_id,
             meta.generation,
             epoch,
-            meta.entity_count.map_or(-1, |n| n)
+            meta.entity_count.map_or(-1, |n| n),
+            meta.freshness
+                .data_as_of
+                .map_or(String::new(), |t| t.timestamp_micros().to_string()),
+            u8::from(meta.freshness.stale),
         );
         let ttl = self.shared.ttl_secs;
         let _: Option<()> = self
@@ -258,18 +263,35 @@ impl RedisTier {
     }
 }
 
-/// `version_id:generation:epoch:entity_count` (-1: never computed).
+/// `version_id:generation:epoch:entity_count:data_as_of:stale` (count -1: never computed;
+/// data_as_of in microseconds, empty when unknown; stale 0 or 1). An entry in any other form
+/// (an older replica's) is a miss.
 fn parse_entry(s: &str) -> Option<(VersionMeta, u64)> {
-    let mut parts = s.splitn(4, ':');
+    let mut parts = s.split(':');
     let version_id = parts.next()?.parse().ok()?;
     let generation = parts.next()?.parse().ok()?;
     let epoch = parts.next()?.parse().ok()?;
     let count: i64 = parts.next()?.parse().ok()?;
+    let data_as_of = match parts.next()? {
+        "" => None,
+        micros => Some(DateTime::<Utc>::from_timestamp_micros(
+            micros.parse().ok()?,
+        )?),
+    };
+    let stale = match parts.next()? {
+        "0" => false,
+        "1" => true,
+        _ => return None,
+    };
+    if parts.next().is_some() {
+        return None;
+    }
     Some((
         VersionMeta {
             version_id,
             generation,
             entity_count: (count >= 0).then_some(count),
+            freshness: Freshness { data_as_of, stale },
         },
         epoch,
     ))

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use crate::cache::{LookupKey, Snapshot, VectorKey};
 use crate::error::{AppError, Result};
 use crate::model::{BatchRequest, FeatureRef};
-use crate::served::VersionMeta;
+use crate::served::{Freshness, VersionMeta};
 use crate::AppState;
 
 use super::history;
@@ -64,6 +64,8 @@ struct Column {
     name: String,
     name_json: String,
     meta: Option<VersionMeta>,
+    /// Of the snapshot that served the column (null when unresolved).
+    freshness: Option<Freshness>,
     source: Source,
 }
 
@@ -128,11 +130,17 @@ async fn column(
         Err(AppError::NotFound(reason)) => (None, Some(reason)),
         Err(e) => return Err(e),
     };
+    let mut freshness = meta.map(|m| m.freshness);
     let source = match (meta, as_of) {
         (Some(meta), Some(at)) => match history::in_force(state, meta.version_id, at).await {
-            Ok(snapshot) => Source::Fetched(values_as_of(state, snapshot.id, entity_ids).await?),
+            Ok(snapshot) => {
+                freshness =
+                    Some(history::snapshot_freshness(state, meta.version_id, &snapshot).await?);
+                Source::Fetched(values_as_of(state, snapshot.id, entity_ids).await?)
+            }
             Err(AppError::NotFound(why)) => {
                 reason = Some(why);
+                freshness = None;
                 Source::Unresolved
             }
             Err(e) => return Err(e),
@@ -154,6 +162,7 @@ async fn column(
             name,
             name_json,
             meta,
+            freshness,
             source,
         },
         reason,
@@ -253,7 +262,7 @@ async fn fetch_values(
     Ok(values)
 }
 
-/// `{"versions":{ref:id|null},"unresolved":{ref:reason},"results":[{"entity_id":..,
+/// `{"versions":{ref:id|null},"freshness":{ref:{data_as_of,stale}|null},"unresolved":{ref:reason},"results":[{"entity_id":..,
 /// "features":{ref:values|null},"missing":[ref..]}]}`
 fn render(entity_ids: &[String], columns: &[Column], unresolved: &[(String, String)]) -> Bytes {
     let mut out: Vec<u8> = Vec::with_capacity(entity_ids.len() * (32 + 48 * columns.len()) + 256);
@@ -266,6 +275,22 @@ fn render(entity_ids: &[String], columns: &[Column], unresolved: &[(String, Stri
         out.push(b':');
         match c.meta {
             Some(m) => out.extend_from_slice(m.version_id.to_string().as_bytes()),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+    out.extend_from_slice(b"},\"freshness\":{");
+    for (i, c) in columns.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(c.name_json.as_bytes());
+        out.push(b':');
+        match &c.freshness {
+            Some(f) => {
+                out.push(b'{');
+                out.extend_from_slice(f.json_fields().as_bytes());
+                out.push(b'}');
+            }
             None => out.extend_from_slice(b"null"),
         }
     }

@@ -7,10 +7,13 @@ use crate::error::{AppError, Result};
 use crate::model::{format_ts, now, BackfillRequest, ComputeResponse, Snapshot};
 use crate::served::VersionMeta;
 use crate::store::StoreError;
-use crate::store::{PublishRequest, Published, RawTableRow, SnapshotKind};
+use crate::store::{
+    BatchMark, JobKind, PublishRequest, Published, RawTableRow, SnapshotKind, StoredBatches,
+};
 use crate::worker::{ComputeError, EventTimeLimit, FailureKind, Job};
 use crate::AppState;
 
+use super::jobs::Tracked;
 use super::{blocking, check_label, features, raw_tables, versions};
 
 /// Compute a version of a feature and publish its vectors.
@@ -32,9 +35,9 @@ pub async fn compute(
     let started = std::time::Instant::now();
     let feature = features::get_row(state, feature_id).await?;
     let table = raw_tables::get_row(state, feature.raw_table_id).await?;
-    let (logic, entity_key) = match state.store.find_version(feature_id, version).await? {
-        Some(v) => (v.computation_logic, v.entity_key),
-        None => (feature.computation_logic, feature.entity_key),
+    let (existing, logic, entity_key) = match state.store.find_version(feature_id, version).await? {
+        Some(v) => (Some(v.id), v.computation_logic, v.entity_key),
+        None => (None, feature.computation_logic, feature.entity_key),
     };
     let target = Target {
         feature_id,
@@ -46,33 +49,43 @@ pub async fn compute(
         Some(at) => Some(event_time_limit(&table, at)?),
         None => None,
     };
-    let inputs = if rows.is_empty() {
-        stored_inputs(state, &table).await?
+    let (inputs, data) = if rows.is_empty() {
+        let stored = stored_inputs(state, &table).await?;
+        (stored.blobs, stored.newest)
     } else {
         // Body rows are checked here (they are the client's input, not SQL) and handed to the
         // worker as one Arrow IPC batch.
         let schema = raw_tables::schema_of(&table)?;
-        vec![
-            blocking(move || {
-                let mut frame = schema
-                    .frame_from_rows(&rows)
-                    .map_err(|e| AppError::BadRequest(format!("Invalid raw data: {e}")))?;
-                batches::encode(&mut frame).map_err(AppError::internal)
-            })
-            .await??,
-        ]
+        let encoded = blocking(move || {
+            let mut frame = schema
+                .frame_from_rows(&rows)
+                .map_err(|e| AppError::BadRequest(format!("Invalid raw data: {e}")))?;
+            batches::encode(&mut frame).map_err(AppError::internal)
+        })
+        .await??;
+        (vec![encoded], None)
     };
     let loaded = started.elapsed();
     let definition = raw_tables::definition_of(&table)?;
+    let job = Tracked::queue(state, JobKind::Compute, feature_id, existing, version).await?;
     let made = run_and_publish(
         state,
         &target,
-        &definition,
-        &inputs,
-        event_time,
-        SnapshotKind::Compute,
+        Run {
+            definition: &definition,
+            inputs: &inputs,
+            as_of: event_time,
+            data,
+            kind: SnapshotKind::Compute,
+        },
+        &job,
+        true,
     )
-    .await?;
+    .await;
+    if made.is_err() {
+        job.finish(&made, None).await;
+    }
+    let made = made?;
     drop(inputs);
     state
         .metrics
@@ -121,21 +134,45 @@ pub async fn backfill(
         entity_key: version.entity_key,
     };
     let definition = raw_tables::definition_of(&table)?;
-    let inputs = stored_inputs(state, &table).await?;
+    let stored = stored_inputs(state, &table).await?;
+    let job = Tracked::queue(
+        state,
+        JobKind::Backfill,
+        feature_id,
+        Some(version_id),
+        &target.version,
+    )
+    .await?;
     let mut made = Vec::with_capacity(steps.len());
     for at in steps {
-        let limit = event_time_limit(&table, at)?;
-        let step = run_and_publish(
-            state,
-            &target,
-            &definition,
-            &inputs,
-            Some(limit),
-            SnapshotKind::Backfill,
-        )
-        .await?;
-        made.push(step.published.snapshot_id);
+        let step = match event_time_limit(&table, at) {
+            Ok(limit) => {
+                let run = Run {
+                    definition: &definition,
+                    inputs: &stored.blobs,
+                    as_of: Some(limit),
+                    data: stored.newest,
+                    kind: SnapshotKind::Backfill,
+                };
+                run_and_publish(state, &target, run, &job, false).await
+            }
+            Err(e) => Err(e),
+        };
+        match step {
+            Ok(step) => made.push(step.published.snapshot_id),
+            Err(e) => {
+                let failed = Err(AppError::BadRequest(format!(
+                    "step {} of the backfill failed after {} snapshots: {}",
+                    made.len() + 1,
+                    made.len(),
+                    e.public_detail()
+                )));
+                job.finish::<()>(&failed, None).await;
+                return Err(e);
+            }
+        }
     }
+    job.finish(&Ok(()), None).await;
     let listed = state.store.list_snapshots(version_id).await?;
     Ok(listed
         .into_iter()
@@ -206,26 +243,107 @@ fn event_time_limit(table: &RawTableRow, at: DateTime<Utc>) -> Result<EventTimeL
     })
 }
 
-async fn stored_inputs(state: &AppState, table: &RawTableRow) -> Result<Vec<Vec<u8>>> {
-    let blobs = state.store.load_batches(table.id).await?;
-    if blobs.is_empty() {
+async fn stored_inputs(state: &AppState, table: &RawTableRow) -> Result<StoredBatches> {
+    let stored = state.store.load_batches(table.id).await?;
+    if stored.blobs.is_empty() {
         return Err(AppError::BadRequest(format!(
             "Invalid raw data: No data provided, and raw table '{}' has no ingested rows",
             table.name
         )));
     }
-    Ok(blobs)
+    Ok(stored)
 }
 
+/// What a refresh did.
+pub enum Refreshed {
+    /// The raw table has no batch the served snapshot did not read.
+    NothingNew,
+    Published {
+        snapshot_id: i64,
+    },
+}
+
+/// Recompute a version from its stored rows if its raw table has batches the served snapshot
+/// did not read, and publish the result as a `refresh` snapshot.
+pub async fn refresh(state: &AppState, version_id: i64) -> Result<Refreshed> {
+    let version = state
+        .store
+        .get_version(version_id)
+        .await?
+        .ok_or_else(|| versions::not_found(version_id))?;
+    let feature = features::get_row(state, version.feature_id).await?;
+    let table = raw_tables::get_row(state, feature.raw_table_id).await?;
+    let newest = state.store.newest_batch(table.id).await?;
+    let unread = match (newest, version.data_batch_id) {
+        (None, _) => false,
+        (Some(n), Some(read)) => n.batch_id > read,
+        (Some(_), None) => true,
+    };
+    if !unread {
+        return Ok(Refreshed::NothingNew);
+    }
+    let target = Target {
+        feature_id: feature.id,
+        version: version.version,
+        logic: version.computation_logic,
+        entity_key: version.entity_key,
+    };
+    let job = Tracked::queue(
+        state,
+        JobKind::Refresh,
+        feature.id,
+        Some(version_id),
+        &target.version,
+    )
+    .await?;
+    let made = async {
+        let stored = stored_inputs(state, &table).await?;
+        let definition = raw_tables::definition_of(&table)?;
+        let run = Run {
+            definition: &definition,
+            inputs: &stored.blobs,
+            as_of: None,
+            data: stored.newest,
+            kind: SnapshotKind::Refresh,
+        };
+        run_and_publish(state, &target, run, &job, true).await
+    }
+    .await;
+    if made.is_err() {
+        job.finish(&made, None).await;
+    }
+    Ok(Refreshed::Published {
+        snapshot_id: made?.published.snapshot_id,
+    })
+}
+
+/// What one worker run computes over, and what kind of snapshot it makes.
+struct Run<'a> {
+    definition: &'a std::collections::BTreeMap<String, String>,
+    inputs: &'a [Vec<u8>],
+    as_of: Option<EventTimeLimit>,
+    /// The newest stored batch among `inputs` (`None`: rows from the request).
+    data: Option<BatchMark>,
+    kind: SnapshotKind,
+}
+
+/// Run in a worker and publish. `job` is marked running once a worker takes it, and when
+/// `finishes`, succeeded as soon as the publish commits, even if the client has gone.
 async fn run_and_publish(
     state: &AppState,
     target: &Target,
-    definition: &std::collections::BTreeMap<String, String>,
-    inputs: &[Vec<u8>],
-    as_of: Option<EventTimeLimit>,
-    kind: SnapshotKind,
+    run: Run<'_>,
+    tracked: &Tracked,
+    finishes: bool,
 ) -> Result<Made> {
     let started = std::time::Instant::now();
+    let Run {
+        definition,
+        inputs,
+        as_of,
+        data,
+        kind,
+    } = run;
     let valid_from_as_of = as_of
         .as_ref()
         .and_then(|l| DateTime::<Utc>::from_timestamp_micros(l.micros));
@@ -237,9 +355,11 @@ async fn run_and_publish(
         dry_run: false,
         as_of,
     };
+    let admitted = state.compute.admit().await.map_err(compute_failed)?;
+    tracked.running().await;
     let encoded = state
         .compute
-        .run(&job, inputs)
+        .run_admitted(admitted, &job, inputs)
         .await
         .map_err(compute_failed)?;
     let worker = started.elapsed();
@@ -251,6 +371,7 @@ async fn run_and_publish(
         let version = target.version.clone();
         let logic = target.logic.clone();
         let entity_key = target.entity_key.clone();
+        let tracked = tracked.clone();
         async move {
             let output_schema =
                 serde_json::to_string(&encoded.output_schema).map_err(AppError::internal)?;
@@ -269,6 +390,7 @@ async fn run_and_publish(
                     valid_from,
                     kind,
                     snapshot: &encoded.snapshot,
+                    data,
                 })
                 .await
                 .map_err(|e| match e {
@@ -277,6 +399,9 @@ async fn run_and_publish(
                 })?;
             if let Some(change) = published.change {
                 state.cache.advance(change as u64).await;
+            }
+            if finishes {
+                tracked.finish(&Ok(()), Some(published.version_id)).await;
             }
             Ok((published, valid_from, encoded.vectors))
         }
@@ -330,6 +455,8 @@ fn warm_batch_snapshot(
             version_id,
             generation,
             entity_count: Some(vectors.len() as i64),
+            // Batch snapshots are keyed by version and generation only.
+            freshness: Default::default(),
         };
         let bytes: usize = vectors
             .iter()

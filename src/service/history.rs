@@ -10,6 +10,7 @@ use polars::prelude::{DataFrame, PlHashMap};
 use crate::engine::result;
 use crate::error::{AppError, Result};
 use crate::model::{format_ts, Snapshot, VectorQuery};
+use crate::served::Freshness;
 use crate::store::SnapshotRow;
 use crate::AppState;
 
@@ -115,6 +116,21 @@ pub async fn in_force(state: &AppState, version_id: i64, at: DateTime<Utc>) -> R
         })
 }
 
+/// How fresh a stored snapshot is: the batches it read against what its raw table holds now.
+pub async fn snapshot_freshness(
+    state: &AppState,
+    version_id: i64,
+    snapshot: &SnapshotRow,
+) -> Result<Freshness> {
+    Ok(Freshness {
+        data_as_of: snapshot.data_as_of,
+        stale: state
+            .store
+            .has_unread_batches(version_id, snapshot.data_batch_id)
+            .await?,
+    })
+}
+
 /// What `GET /feature-vectors` served at `at`: the same body, from the snapshot then in force.
 pub async fn vector_as_of(
     state: &AppState,
@@ -139,19 +155,25 @@ pub async fn vector_as_of(
         .next()
         .map(|v| v.values)
         .ok_or_else(|| AppError::internal("an empty snapshot row"))?;
+    let freshness = snapshot_freshness(state, meta.version_id, &snapshot).await?;
     let body = format!(
-        r#"{{"entity_id":{},"feature_values":{},"feature_version_id":{},"computed_at":"{}","snapshot_id":{},"valid_from":"{}"}}"#,
+        r#"{{"entity_id":{},"feature_values":{},"feature_version_id":{},"computed_at":"{}","snapshot_id":{},"valid_from":"{}",{}}}"#,
         serde_json::to_string(&query.entity_id).map_err(AppError::internal)?,
         values,
         meta.version_id,
         format_ts(&snapshot.computed_at),
         snapshot.id,
         format_ts(&snapshot.valid_from),
+        freshness.json_fields(),
     );
     Ok(Bytes::from(body))
 }
 
-/// Prune snapshots superseded more than `SNAPSHOT_RETENTION_DAYS` ago, at start and hourly.
+/// Finished jobs are kept this long.
+pub const JOB_RETENTION_DAYS: i64 = 30;
+
+/// Prune snapshots superseded more than `SNAPSHOT_RETENTION_DAYS` ago, and jobs that finished
+/// more than `JOB_RETENTION_DAYS` ago, at start and hourly.
 /// Every replica may run it: the delete is idempotent.
 pub fn spawn_pruner(state: &AppState) {
     let state = state.clone();
@@ -170,6 +192,12 @@ pub fn spawn_pruner(state: &AppState) {
                 Err(e) => {
                     tracing::warn!(error = %e, "pruning snapshots failed; retrying in an hour")
                 }
+            }
+            let jobs_cutoff = Utc::now() - chrono::Duration::days(JOB_RETENTION_DAYS);
+            match state.store.prune_jobs(jobs_cutoff).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pruned = n, "pruned finished jobs"),
+                Err(e) => tracing::warn!(error = %e, "pruning jobs failed; retrying in an hour"),
             }
         }
     });

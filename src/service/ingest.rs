@@ -98,14 +98,20 @@ async fn store_frame(
     let blob = blocking(move || batches::encode(&mut frame))
         .await?
         .map_err(AppError::internal)?;
-    state
-        .store
-        .append_batch(table.id, count as i64, &blob, now())
-        .await
-        .map_err(|e| match e {
-            StoreError::StillReferenced => raw_tables::not_found(table.id),
-            e => e.into(),
-        })?;
+    // The versions over this table turn stale: tell serving, even if the client has gone.
+    let (store, cache, table_id) = (state.store.clone(), state.cache.clone(), table.id);
+    super::detached(async move {
+        let change = store
+            .append_batch(table_id, count as i64, &blob, now())
+            .await
+            .map_err(|e| match e {
+                StoreError::StillReferenced => raw_tables::not_found(table_id),
+                e => e.into(),
+            })?;
+        cache.advance(change as u64).await;
+        Ok(())
+    })
+    .await?;
     state.metrics.ingested_rows.inc_by(count as u64);
     Ok(IngestResponse {
         message: format!(

@@ -21,7 +21,7 @@ pub async fn get(state: &AppState, query: &VectorQuery) -> Result<Bytes> {
         entity_id: query.entity_id.clone(),
     };
     if let Some(body) = state.cache.vector(&key).await {
-        return Ok(body);
+        return Ok(with_stale(&body, meta.freshness.stale));
     }
     let row = state
         .store
@@ -33,9 +33,28 @@ pub async fn get(state: &AppState, query: &VectorQuery) -> Result<Bytes> {
                 query.entity_id
             ))
         })?;
-    let body = encode(&row, meta.version_id)?;
-    state.cache.put_vector(key, body.clone()).await;
-    Ok(body)
+    let body = encode(&row, &meta)?;
+    let answer = with_stale(&body, meta.freshness.stale);
+    state.cache.put_vector(key, body).await;
+    Ok(answer)
+}
+
+/// A cached body with `stale` added last. The body is fixed for a generation; `stale` is not
+/// (it turns true on an ingest, with no new generation), so it is added per answer: one copy
+/// of a few hundred bytes.
+fn with_stale(body: &Bytes, stale: bool) -> Bytes {
+    let suffix: &[u8] = if stale {
+        b",\"stale\":true}"
+    } else {
+        b",\"stale\":false}"
+    };
+    let Some(open) = body.len().checked_sub(1) else {
+        return body.clone();
+    };
+    let mut out = Vec::with_capacity(open + suffix.len());
+    out.extend_from_slice(&body[..open]);
+    out.extend_from_slice(suffix);
+    Bytes::from(out)
 }
 
 /// Which version serves this request: `feature_version_id` if given, else the newest active
@@ -87,19 +106,47 @@ pub async fn resolve_key(state: &AppState, key: LookupKey) -> Result<VersionMeta
     Ok(meta)
 }
 
-/// `{"entity_id":..,"feature_values":..,"feature_version_id":..,"computed_at":..}`, with the
-/// stored values spliced in as they are (they were encoded once, at compute time).
-fn encode(row: &VectorRow, version_id: i64) -> Result<Bytes> {
+/// `{"entity_id":..,"feature_values":..,"feature_version_id":..,"computed_at":..,
+/// "data_as_of":..}`, with the stored values spliced in as they are (they were encoded once, at
+/// compute time).
+fn encode(row: &VectorRow, meta: &VersionMeta) -> Result<Bytes> {
     let entity = serde_json::to_string(&row.entity_id).map_err(AppError::internal)?;
-    let mut out = String::with_capacity(row.feature_values.len() + entity.len() + 96);
+    let mut out = String::with_capacity(row.feature_values.len() + entity.len() + 128);
     out.push_str("{\"entity_id\":");
     out.push_str(&entity);
     out.push_str(",\"feature_values\":");
     out.push_str(&row.feature_values);
     out.push_str(",\"feature_version_id\":");
-    out.push_str(&version_id.to_string());
+    out.push_str(&meta.version_id.to_string());
     out.push_str(",\"computed_at\":\"");
     out.push_str(&format_ts(&row.computed_at));
-    out.push_str("\"}");
+    out.push_str("\",\"data_as_of\":");
+    match &meta.freshness.data_as_of {
+        Some(t) => {
+            out.push('"');
+            out.push_str(&format_ts(t));
+            out.push('"');
+        }
+        None => out.push_str("null"),
+    }
+    out.push('}');
     Ok(Bytes::from(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_is_added_as_the_last_field() {
+        let body = Bytes::from_static(br#"{"a":1,"data_as_of":null}"#);
+        assert_eq!(
+            with_stale(&body, true),
+            Bytes::from_static(br#"{"a":1,"data_as_of":null,"stale":true}"#)
+        );
+        assert_eq!(
+            with_stale(&body, false),
+            Bytes::from_static(br#"{"a":1,"data_as_of":null,"stale":false}"#)
+        );
+    }
 }

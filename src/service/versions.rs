@@ -1,12 +1,23 @@
 use crate::error::{AppError, Result};
-use crate::model::{now, FeatureVersion, VersionCreate, VersionStatus};
+use crate::model::{now, FeatureVersion, VersionCreate, VersionUpdate};
 use crate::store::StoreError;
-use crate::store::VersionRow;
+use crate::store::{NewVersion, VersionChange, VersionRow};
 use crate::AppState;
 
 use super::{check_label, features};
 
 pub const MAX_VERSION_LEN: usize = 100;
+/// The longest refresh period: a year.
+pub const MAX_REFRESH_SECONDS: i64 = 31_536_000;
+
+fn check_refresh(every: Option<i64>) -> Result<()> {
+    match every {
+        Some(s) if !(1..=MAX_REFRESH_SECONDS).contains(&s) => Err(AppError::BadRequest(format!(
+            "refresh_every_seconds must be between 1 and {MAX_REFRESH_SECONDS}, or null for manual"
+        ))),
+        _ => Ok(()),
+    }
+}
 
 pub fn not_found(id: i64) -> AppError {
     AppError::NotFound(format!("Feature version with ID {id} not found"))
@@ -32,15 +43,19 @@ pub async fn create(
         }
     }
     check_label("version", &req.version, MAX_VERSION_LEN)?;
+    check_refresh(req.refresh_every_seconds)?;
     let feature = features::get_row(state, feature_id).await?;
     let row = state
         .store
         .create_version(
-            feature_id,
-            &req.version,
-            req.status.as_str(),
-            &feature.computation_logic,
-            &feature.entity_key,
+            &NewVersion {
+                feature_id,
+                version: &req.version,
+                status: req.status.as_str(),
+                computation_logic: &feature.computation_logic,
+                entity_key: &feature.entity_key,
+                refresh_every_seconds: req.refresh_every_seconds,
+            },
             now(),
         )
         .await
@@ -77,22 +92,35 @@ pub async fn get(state: &AppState, feature_id: i64, version_id: i64) -> Result<F
     Ok(get_row(state, feature_id, version_id).await?.into())
 }
 
-/// Activate, deprecate or archive a version; "latest" serving follows at once.
-pub async fn set_status(
+/// Activate, deprecate or archive a version ("latest" serving follows at once), and/or set
+/// its refresh period.
+pub async fn update(
     state: &AppState,
     feature_id: i64,
     version_id: i64,
-    status: VersionStatus,
+    req: VersionUpdate,
 ) -> Result<FeatureVersion> {
+    if req.status.is_none() && req.refresh_every_seconds.is_none() {
+        return Err(AppError::BadRequest(
+            "Nothing to change: give status and/or refresh_every_seconds".into(),
+        ));
+    }
+    check_refresh(req.refresh_every_seconds.flatten())?;
     get_row(state, feature_id, version_id).await?;
     let state = state.clone();
     super::detached(async move {
-        let (row, change) = state
+        let change = VersionChange {
+            status: req.status.map(|s| s.as_str()),
+            refresh_every_seconds: req.refresh_every_seconds,
+        };
+        let (row, counted) = state
             .store
-            .set_version_status(version_id, status.as_str(), now())
+            .update_version(version_id, &change, now())
             .await?
             .ok_or_else(|| not_found(version_id))?;
-        state.cache.advance(change as u64).await;
+        if let Some(counted) = counted {
+            state.cache.advance(counted as u64).await;
+        }
         Ok(row.into())
     })
     .await

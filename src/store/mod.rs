@@ -18,7 +18,9 @@ use sqlx::sqlite::{
 };
 
 pub use error::StoreError;
+pub use jobs::{JobFilter, JobKind, JobRow, JobStatus};
 pub use rows::{FeatureRow, RawTableRow, VectorRow, VersionRow};
+pub use schedule::DueRefresh;
 pub use snapshots::{SnapshotKind, SnapshotRow};
 
 use crate::served::{EncodedVector, VersionMeta};
@@ -53,7 +55,9 @@ macro_rules! on_pool {
     };
 }
 
-// After `on_pool!`, which it uses.
+// After `on_pool!`, which they use.
+mod jobs;
+mod schedule;
 mod snapshots;
 
 /// Rows per multi-row INSERT: 4 parameters each stays far below both backends' limits.
@@ -98,6 +102,38 @@ pub struct PublishRequest<'a> {
     pub kind: SnapshotKind,
     /// The typed result, as `engine::result::snapshot_to_ipc` wrote it.
     pub snapshot: &'a [u8],
+    /// The newest stored batch the compute read; `None` when its rows came with the request.
+    pub data: Option<BatchMark>,
+}
+
+/// A stored raw batch, as freshness counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct BatchMark {
+    pub batch_id: i64,
+    pub ingested_at: DateTime<Utc>,
+}
+
+/// A version to create.
+pub struct NewVersion<'a> {
+    pub feature_id: i64,
+    pub version: &'a str,
+    pub status: &'a str,
+    pub computation_logic: &'a str,
+    pub entity_key: &'a str,
+    pub refresh_every_seconds: Option<i64>,
+}
+
+/// What a PATCH of a version changes; `None` leaves that part as it is.
+pub struct VersionChange<'a> {
+    pub status: Option<&'a str>,
+    /// `Some(None)`: back to manual.
+    pub refresh_every_seconds: Option<Option<i64>>,
+}
+
+/// A table's stored batches, oldest first, and the newest one's mark.
+pub struct StoredBatches {
+    pub blobs: Vec<Vec<u8>>,
+    pub newest: Option<BatchMark>,
 }
 
 const RAW_TABLE_COLUMNS: &str =
@@ -105,7 +141,17 @@ const RAW_TABLE_COLUMNS: &str =
 const FEATURE_COLUMNS: &str =
     "id, name, description, raw_table_id, computation_logic, entity_key, created_at, updated_at";
 const VERSION_COLUMNS: &str = "id, feature_id, version, status, computation_logic, entity_key, \
-     created_at, updated_at, computed_at, entity_count, output_schema, generation";
+     created_at, updated_at, computed_at, entity_count, output_schema, generation, data_batch_id, \
+     data_as_of, refresh_every_seconds, next_refresh_at, refresh_checked_at, refresh_failures, \
+     EXISTS (SELECT 1 FROM raw_table_batches b JOIN features f ON f.raw_table_id = b.raw_table_id \
+     WHERE f.id = feature_versions.feature_id \
+     AND b.id > COALESCE(feature_versions.data_batch_id, 0)) AS stale";
+
+/// What serving reports about a version besides its id: how fresh its served snapshot is.
+/// `stale`: the raw table has batches that snapshot did not read.
+const META_COLUMNS: &str = "v.id AS version_id, v.generation, v.entity_count, v.data_as_of, \
+     EXISTS (SELECT 1 FROM raw_table_batches b WHERE b.raw_table_id = f.raw_table_id \
+     AND b.id > COALESCE(v.data_batch_id, 0)) AS stale";
 
 impl Store {
     /// `busy_timeout`: how long a write waits for SQLite's one writer (and a request for a
@@ -248,13 +294,15 @@ impl Store {
 
     // ---- stored rows ----
 
+    /// Store a batch; returns the change counter it committed: every version over this table
+    /// is now stale, and serving says so.
     pub async fn append_batch(
         &self,
         raw_table_id: i64,
         row_count: i64,
         data: &[u8],
         now: DateTime<Utc>,
-    ) -> Result<()> {
+    ) -> Result<i64> {
         on_pool!(self, write, |p| {
             let mut tx = p.begin().await?;
             sqlx::query(
@@ -268,18 +316,56 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(classify)?;
+            let change: i64 = sqlx::query_scalar(BUMP_CHANGES).fetch_one(&mut *tx).await?;
             crate::failpoint::reach(crate::failpoint::INGEST_BEFORE_COMMIT).await;
             tx.commit().await?;
-            Ok(())
+            Ok(change)
         })
     }
 
-    pub async fn load_batches(&self, raw_table_id: i64) -> Result<Vec<Vec<u8>>> {
-        Ok(on_pool!(self, read, |p| sqlx::query_scalar(
-            "SELECT data FROM raw_table_batches WHERE raw_table_id = $1 ORDER BY id"
+    /// Every stored batch of a table, oldest first, and which one is the newest.
+    pub async fn load_batches(&self, raw_table_id: i64) -> Result<StoredBatches> {
+        let rows: Vec<(i64, DateTime<Utc>, Vec<u8>)> = on_pool!(self, read, |p| {
+            sqlx::query_as(
+            "SELECT id, created_at, data FROM raw_table_batches WHERE raw_table_id = $1 ORDER BY id"
         )
         .bind(raw_table_id)
         .fetch_all(p)
+        .await
+        })?;
+        let newest = rows.last().map(|(id, at, _)| BatchMark {
+            batch_id: *id,
+            ingested_at: *at,
+        });
+        Ok(StoredBatches {
+            blobs: rows.into_iter().map(|(_, _, data)| data).collect(),
+            newest,
+        })
+    }
+
+    /// The newest batch stored into a table, if any.
+    pub async fn newest_batch(&self, raw_table_id: i64) -> Result<Option<BatchMark>> {
+        Ok(on_pool!(self, read, |p| sqlx::query_as(
+            "SELECT id AS batch_id, created_at AS ingested_at FROM raw_table_batches \
+             WHERE raw_table_id = $1 ORDER BY id DESC LIMIT 1"
+        )
+        .bind(raw_table_id)
+        .fetch_optional(p)
+        .await)?)
+    }
+
+    /// Whether the raw table of a version holds batches newer than `read` (the newest one a
+    /// snapshot read; `None`: it read none).
+    pub async fn has_unread_batches(&self, version_id: i64, read: Option<i64>) -> Result<bool> {
+        Ok(on_pool!(self, read, |p| sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM raw_table_batches b \
+             JOIN features f ON f.raw_table_id = b.raw_table_id \
+             JOIN feature_versions v ON v.feature_id = f.id \
+             WHERE v.id = $1 AND b.id > $2)"
+        )
+        .bind(version_id)
+        .bind(read.unwrap_or(0))
+        .fetch_one(p)
         .await)?)
     }
 
@@ -389,27 +475,28 @@ impl Store {
 
     // ---- versions ----
 
+    /// `refresh_every_seconds`: the refresh period, or `None` for manual; a scheduled version
+    /// is due at once (the first check finds out whether there is anything to compute).
     pub async fn create_version(
         &self,
-        feature_id: i64,
-        version: &str,
-        status: &str,
-        computation_logic: &str,
-        entity_key: &str,
+        new: &NewVersion<'_>,
         now: DateTime<Utc>,
     ) -> Result<VersionRow> {
         let sql = format!(
             "INSERT INTO feature_versions (feature_id, version, status, computation_logic, \
-             entity_key, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6) \
-             RETURNING {VERSION_COLUMNS}"
+             entity_key, created_at, updated_at, refresh_every_seconds, next_refresh_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8) RETURNING {VERSION_COLUMNS}"
         );
+        let next = new.refresh_every_seconds.map(|_| now);
         on_pool!(self, write, |p| sqlx::query_as(&sql)
-            .bind(feature_id)
-            .bind(version)
-            .bind(status)
-            .bind(computation_logic)
-            .bind(entity_key)
+            .bind(new.feature_id)
+            .bind(new.version)
+            .bind(new.status)
+            .bind(new.computation_logic)
+            .bind(new.entity_key)
             .bind(now)
+            .bind(new.refresh_every_seconds)
+            .bind(next)
             .fetch_one(p)
             .await
             .map_err(classify))
@@ -444,29 +531,50 @@ impl Store {
             .await)?)
     }
 
-    /// The updated version and the change counter it committed.
-    pub async fn set_version_status(
+    /// Change a version's status and/or refresh period in one transaction. Returns the updated
+    /// version and, when the status changed what is served, the change counter it committed.
+    pub async fn update_version(
         &self,
         id: i64,
-        status: &str,
+        change: &VersionChange<'_>,
         now: DateTime<Utc>,
-    ) -> Result<Option<(VersionRow, i64)>> {
-        let sql = format!(
-            "UPDATE feature_versions SET status = $2, updated_at = $3 WHERE id = $1 \
-             RETURNING {VERSION_COLUMNS}"
-        );
+    ) -> Result<Option<(VersionRow, Option<i64>)>> {
+        let sql = format!("SELECT {VERSION_COLUMNS} FROM feature_versions WHERE id = $1");
         on_pool!(self, write, |p| {
             let mut tx = p.begin().await?;
-            let row: Option<VersionRow> = sqlx::query_as(&sql)
+            let touched = sqlx::query("UPDATE feature_versions SET updated_at = $2 WHERE id = $1")
                 .bind(id)
-                .bind(status)
                 .bind(now)
-                .fetch_optional(&mut *tx)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if touched == 0 {
+                return Ok(None);
+            }
+            let mut counted = None;
+            if let Some(status) = change.status {
+                sqlx::query("UPDATE feature_versions SET status = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(status)
+                    .execute(&mut *tx)
+                    .await?;
+                counted = Some(sqlx::query_scalar(BUMP_CHANGES).fetch_one(&mut *tx).await?);
+            }
+            if let Some(every) = change.refresh_every_seconds {
+                // A new period starts now: the first check is due at once.
+                sqlx::query(
+                    "UPDATE feature_versions SET refresh_every_seconds = $2, next_refresh_at = $3, \
+                     refresh_failures = 0 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(every)
+                .bind(every.map(|_| now))
+                .execute(&mut *tx)
                 .await?;
-            let Some(row) = row else { return Ok(None) };
-            let change: i64 = sqlx::query_scalar(BUMP_CHANGES).fetch_one(&mut *tx).await?;
+            }
+            let row: VersionRow = sqlx::query_as(&sql).bind(id).fetch_one(&mut *tx).await?;
             tx.commit().await?;
-            Ok(Some((row, change)))
+            Ok(Some((row, counted)))
         })
     }
 
@@ -489,24 +597,26 @@ impl Store {
 
     /// The newest active version of a feature (by id) that has been computed.
     pub async fn latest_served_version(&self, feature_name: &str) -> Result<Option<VersionMeta>> {
-        Ok(on_pool!(self, read, |p| sqlx::query_as(
-            "SELECT v.id AS version_id, v.generation, v.entity_count FROM feature_versions v \
-             JOIN features f ON f.id = v.feature_id \
+        let sql = format!(
+            "SELECT {META_COLUMNS} FROM feature_versions v JOIN features f ON f.id = v.feature_id \
              WHERE f.name = $1 AND v.status = 'active' AND v.computed_at IS NOT NULL \
              ORDER BY v.id DESC LIMIT 1"
-        )
-        .bind(feature_name)
-        .fetch_optional(p)
-        .await)?)
+        );
+        Ok(on_pool!(self, read, |p| sqlx::query_as(&sql)
+            .bind(feature_name)
+            .fetch_optional(p)
+            .await)?)
     }
 
     pub async fn version_meta(&self, version_id: i64) -> Result<Option<VersionMeta>> {
-        Ok(on_pool!(self, read, |p| sqlx::query_as(
-            "SELECT id AS version_id, generation, entity_count FROM feature_versions WHERE id = $1"
-        )
-        .bind(version_id)
-        .fetch_optional(p)
-        .await)?)
+        let sql = format!(
+            "SELECT {META_COLUMNS} FROM feature_versions v JOIN features f ON f.id = v.feature_id \
+             WHERE v.id = $1"
+        );
+        Ok(on_pool!(self, read, |p| sqlx::query_as(&sql)
+            .bind(version_id)
+            .fetch_optional(p)
+            .await)?)
     }
 
     /// A feature's version by its label, whatever its status.
@@ -515,14 +625,15 @@ impl Store {
         feature_name: &str,
         version: &str,
     ) -> Result<Option<VersionMeta>> {
-        Ok(on_pool!(self, read, |p| sqlx::query_as(
-            "SELECT v.id AS version_id, v.generation, v.entity_count FROM feature_versions v \
-             JOIN features f ON f.id = v.feature_id WHERE f.name = $1 AND v.version = $2"
-        )
-        .bind(feature_name)
-        .bind(version)
-        .fetch_optional(p)
-        .await)?)
+        let sql = format!(
+            "SELECT {META_COLUMNS} FROM feature_versions v JOIN features f ON f.id = v.feature_id \
+             WHERE f.name = $1 AND v.version = $2"
+        );
+        Ok(on_pool!(self, read, |p| sqlx::query_as(&sql)
+            .bind(feature_name)
+            .bind(version)
+            .fetch_optional(p)
+            .await)?)
     }
 
     /// Stored values (JSON text) of many entities of one version; absent entities are absent.
@@ -631,9 +742,14 @@ impl Store {
             .await?;
             // A version computed before snapshots existed has served since its computed_at.
             let served = newest.or(computed_at).is_none_or(|n| req.valid_from >= n);
+            let (data_batch_id, data_as_of) = match req.data {
+                Some(m) => (Some(m.batch_id), Some(m.ingested_at)),
+                None => (None, None),
+            };
             let snapshot_id: i64 = sqlx::query_scalar(
                 "INSERT INTO feature_snapshots (feature_version_id, valid_from, computed_at, \
-                 entity_count, kind, data) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                 entity_count, kind, data, data_batch_id, data_as_of) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
             )
             .bind(version_id)
             .bind(req.valid_from)
@@ -641,6 +757,8 @@ impl Store {
             .bind(count)
             .bind(req.kind.as_str())
             .bind(req.snapshot)
+            .bind(data_batch_id)
+            .bind(data_as_of)
             .fetch_one(&mut *tx)
             .await?;
             if !served {
@@ -655,13 +773,15 @@ impl Store {
             }
             let generation: i64 = sqlx::query_scalar(
                 "UPDATE feature_versions SET generation = generation + 1, computed_at = $2, \
-                 entity_count = $3, output_schema = $4, updated_at = $2 \
-                 WHERE id = $1 RETURNING generation",
+                 entity_count = $3, output_schema = $4, updated_at = $2, data_batch_id = $5, \
+                 data_as_of = $6 WHERE id = $1 RETURNING generation",
             )
             .bind(version_id)
             .bind(req.computed_at)
             .bind(count)
             .bind(req.output_schema)
+            .bind(data_batch_id)
+            .bind(data_as_of)
             .fetch_one(&mut *tx)
             .await?;
             sqlx::query("DELETE FROM feature_vectors WHERE feature_version_id = $1")

@@ -40,6 +40,17 @@ pub struct VersionRow {
     pub entity_count: Option<i64>,
     pub output_schema: Option<String>,
     pub generation: i64,
+    /// The newest raw batch the served snapshot read, and its ingest time.
+    pub data_batch_id: Option<i64>,
+    pub data_as_of: Option<DateTime<Utc>>,
+    /// Scheduled refresh: the period (null: manual), when it is next due, when it last found
+    /// nothing new, and how many refreshes in a row failed (for back-off).
+    pub refresh_every_seconds: Option<i64>,
+    pub next_refresh_at: Option<DateTime<Utc>>,
+    pub refresh_checked_at: Option<DateTime<Utc>>,
+    pub refresh_failures: i32,
+    /// The raw table holds batches the served snapshot did not read.
+    pub stale: bool,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -12,6 +12,8 @@ pub enum SnapshotKind {
     Compute,
     /// One step of a backfill.
     Backfill,
+    /// A scheduled refresh after new rows arrived.
+    Refresh,
 }
 
 impl SnapshotKind {
@@ -19,6 +21,7 @@ impl SnapshotKind {
         match self {
             SnapshotKind::Compute => "compute",
             SnapshotKind::Backfill => "backfill",
+            SnapshotKind::Refresh => "refresh",
         }
     }
 }
@@ -32,10 +35,14 @@ pub struct SnapshotRow {
     pub computed_at: DateTime<Utc>,
     pub entity_count: i64,
     pub kind: String,
+    /// The newest raw batch it read (`None`: its rows came with the request), and when that
+    /// batch was ingested.
+    pub data_batch_id: Option<i64>,
+    pub data_as_of: Option<DateTime<Utc>>,
 }
 
 const SNAPSHOT_COLUMNS: &str =
-    "id, feature_version_id, valid_from, computed_at, entity_count, kind";
+    "id, feature_version_id, valid_from, computed_at, entity_count, kind, data_batch_id, data_as_of";
 
 impl Store {
     /// A version's snapshots, oldest first (ties by id, as serving breaks them).

@@ -11,7 +11,7 @@ pub mod child;
 pub mod pool;
 pub mod protocol;
 
-pub use pool::{ComputeError, ComputePool, PoolSettings, WorkerOutput};
+pub use pool::{Admitted, ComputeError, ComputePool, PoolSettings, WorkerOutput};
 pub use protocol::{EventTimeLimit, FailureKind, Job};
 
 /// The subcommand that turns this binary into a compute worker.

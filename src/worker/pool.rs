@@ -97,6 +97,11 @@ impl Drop for Live<'_> {
     }
 }
 
+/// A worker slot, held while a job runs.
+pub struct Admitted<'a> {
+    _permit: SemaphorePermit<'a>,
+}
+
 /// Counts a job as waiting until it gets a worker or gives up (its request went away).
 struct Waiting<'a>(&'a AtomicUsize);
 
@@ -132,9 +137,24 @@ impl ComputePool {
             .unwrap_or_default()
     }
 
+    /// Computes waiting for a worker right now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
+    }
+
     /// Run `job` over `batches` (Arrow IPC files of the raw table's columns) in a worker.
     pub async fn run(&self, job: &Job, batches: &[Vec<u8>]) -> Result<WorkerOutput, ComputeError> {
-        let _permit = self.admit().await?;
+        let admitted = self.admit().await?;
+        self.run_admitted(admitted, job, batches).await
+    }
+
+    /// Run `job` in the worker slot `_admitted` holds (from `admit`).
+    pub async fn run_admitted(
+        &self,
+        _admitted: Admitted<'_>,
+        job: &Job,
+        batches: &[Vec<u8>],
+    ) -> Result<WorkerOutput, ComputeError> {
         let started = std::time::Instant::now();
         let mut child = self.spawn()?;
         let _live = child.id().map(|pid| {
@@ -191,9 +211,10 @@ impl ComputePool {
         Err(self.explain_death(status, &stderr))
     }
 
-    async fn admit(&self) -> Result<SemaphorePermit<'_>, ComputeError> {
+    /// Wait for a worker slot in the bounded queue; `Overloaded` at once when it is full.
+    pub async fn admit(&self) -> Result<Admitted<'_>, ComputeError> {
         if let Ok(permit) = self.permits.try_acquire() {
-            return Ok(permit);
+            return Ok(Admitted { _permit: permit });
         }
         let overloaded = ComputeError::Overloaded {
             workers: self.settings.workers,
@@ -204,7 +225,11 @@ impl ComputePool {
             return Err(overloaded);
         }
         let _waiting = Waiting(&self.waiting);
-        self.permits.acquire().await.map_err(|_| overloaded)
+        self.permits
+            .acquire()
+            .await
+            .map(|permit| Admitted { _permit: permit })
+            .map_err(|_| overloaded)
     }
 
     fn spawn(&self) -> Result<Child, ComputeError> {

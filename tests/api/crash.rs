@@ -70,9 +70,9 @@ fn api_keys_are_never_logged() {
     assert!(lines.iter().all(|l| !l.contains("API_KEYS is not set")));
 }
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     /// Log lines, when the server was started with a failpoint armed.
     log: Option<std::sync::mpsc::Receiver<String>>,
 }
@@ -84,6 +84,15 @@ impl Server {
 
     /// `failpoint`: where the server stops for good (`src/failpoint.rs`), logging that it did.
     async fn start_with(database_url: &str, failpoint: Option<&str>) -> Server {
+        Server::start_env(database_url, failpoint, &[]).await
+    }
+
+    /// As `start_with`, with more environment variables.
+    pub(crate) async fn start_env(
+        database_url: &str,
+        failpoint: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Server {
         use std::io::{BufRead, BufReader};
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -95,6 +104,7 @@ impl Server {
             .env("REDIS_URL", "")
             .env("RUST_LOG", "warn")
             .env("FEATURE_STORE_FAILPOINT", failpoint.unwrap_or(""))
+            .envs(env.iter().copied())
             .stdout(if failpoint.is_some() {
                 Stdio::piped()
             } else {
@@ -152,7 +162,8 @@ impl Server {
         assert!(found, "the server never reached its failpoint");
     }
 
-    fn kill(&mut self) {
+    /// SIGKILL: no shutdown, no lease given back.
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -164,7 +175,7 @@ impl Drop for Server {
     }
 }
 
-async fn post(base: &str, path: &str, body: &Value) -> (StatusCode, Value) {
+pub(crate) async fn post(base: &str, path: &str, body: &Value) -> (StatusCode, Value) {
     let resp = reqwest::Client::new()
         .post(format!("{base}{path}"))
         .json(body)
@@ -175,7 +186,7 @@ async fn post(base: &str, path: &str, body: &Value) -> (StatusCode, Value) {
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-async fn get(base: &str, path: &str) -> (StatusCode, Value) {
+pub(crate) async fn get(base: &str, path: &str) -> (StatusCode, Value) {
     let resp = reqwest::get(format!("{base}{path}")).await.expect("send");
     let status = resp.status();
     (status, resp.json().await.unwrap_or(Value::Null))

@@ -36,4 +36,19 @@ async fn metrics_count_requests_by_route_cache_lookups_computes_and_ingested_row
     assert!(line("feature_store_ingested_rows_total").ends_with(" 8"));
     assert!(line("feature_store_compute_duration_seconds_count").ends_with(" 1"));
     assert!(text.contains("feature_store_http_request_duration_seconds_bucket"));
+    let age: f64 = line(
+        r#"feature_store_snapshot_age_seconds{feature="avg_transaction_amount",version="v1"}"#,
+    )
+    .rsplit(' ')
+    .next()
+    .unwrap()
+    .parse()
+    .unwrap();
+    assert!((0.0..60.0).contains(&age), "{age}");
+    assert!(
+        line(r#"feature_store_version_stale{feature="avg_transaction_amount",version="v1"}"#)
+            .ends_with(" 0")
+    );
+    assert!(line("feature_store_compute_queue_depth").ends_with(" 0"));
+    assert!(line("feature_store_compute_workers_busy").ends_with(" 0"));
 }

@@ -27,9 +27,11 @@ async fn vectors_are_served_by_version_id_and_by_name_alike() {
         by_id.as_object().unwrap().keys().collect::<Vec<_>>(),
         vec![
             "computed_at",
+            "data_as_of",
             "entity_id",
             "feature_values",
-            "feature_version_id"
+            "feature_version_id",
+            "stale"
         ]
     );
     // Served twice: the second answer comes from the cache and is the same.

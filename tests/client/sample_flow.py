@@ -1,6 +1,7 @@
 """The README's sample flow through a client generated from the served /openapi.json by
 openapi-python-client: register a table, ingest rows, define a feature, compute a version,
-serve a vector by feature name and a batch. Exits non-zero on the first answer that differs.
+serve a vector by feature name and a batch, see it turn stale on ingest, schedule refresh, list
+jobs. Exits non-zero on the first answer that differs.
 
 Usage: python3 sample_flow.py <base-url>   (with the generated package `client` on PYTHONPATH)
 """
@@ -12,7 +13,8 @@ from client.api.features import create_feature
 from client.api.ingest import ingest_rows
 from client.api.raw_tables import create_raw_table
 from client.api.serving import get_feature_vector, get_feature_vectors_batch
-from client.api.versions import compute_version, list_versions
+from client.api.jobs import list_jobs
+from client.api.versions import compute_version, list_versions, update_version
 from client.models import (
     BatchRequest,
     ComputeRequest,
@@ -21,6 +23,7 @@ from client.models import (
     IngestRequestDataItem,
     RawTableCreate,
     RawTableCreateSchemaDefinitionType0,
+    VersionUpdate,
 )
 
 
@@ -82,6 +85,22 @@ def main(base_url):
         "batch: user_002's values",
     )
     expect(by_entity["nobody"].missing == ["avg_transaction_amount"], "batch: an unknown entity is listed as missing")
+    expect(vector.stale is False and vector.data_as_of is not None, f"the vector says it is fresh, as of {vector.data_as_of}")
+
+    more = [{"user_id": "user_002", "transaction_amount": 100.0, "transaction_date": "2024-01-03"}]
+    ingest_rows.sync(
+        client=api,
+        body=IngestRequest(raw_table_id=table.id, data=[IngestRequestDataItem.from_dict(r) for r in more]),
+    )
+    vector = get_feature_vector.sync(client=api, entity_id="user_002", feature_name="avg_transaction_amount")
+    expect(vector.stale is True, "after an ingest the vector says it is stale")
+
+    version = update_version.sync(
+        feature.id, computed.feature_version_id, client=api, body=VersionUpdate(refresh_every_seconds=3600)
+    )
+    expect(version.refresh_every_seconds == 3600 and version.stale is True, "v1 refreshes hourly and is stale")
+    jobs = list_jobs.sync(client=api, feature_id=feature.id)
+    expect([(j.kind, j.status) for j in jobs][-1] == ("compute", "succeeded"), "the compute is a succeeded job")
 
 
 if __name__ == "__main__":

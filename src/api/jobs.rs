@@ -1,0 +1,27 @@
+//! The jobs log: computes, backfills and scheduled refreshes.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::Router;
+
+use super::extract::Query;
+use crate::error::Result;
+use crate::model::{ErrorBody, Job, JobsQuery};
+use crate::service::jobs;
+use crate::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/v1/jobs", get(list))
+}
+
+/// Computes, backfills and scheduled refreshes, newest first: when each was queued, started
+/// and finished, and why it failed.
+#[utoipa::path(get, operation_id = "list_jobs", path = "/api/v1/jobs", tag = "jobs",
+    params(JobsQuery),
+    responses((status = 200, body = Vec<Job>), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<JobsQuery>,
+) -> Result<axum::Json<Vec<Job>>> {
+    Ok(axum::Json(jobs::list(&state, &q).await?))
+}

@@ -1,0 +1,125 @@
+//! Jobs: each compute, backfill and refresh is recorded as it waits, runs and ends.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::error::{AppError, Result};
+use crate::model::{now, Job, JobsQuery};
+use crate::store::{JobFilter, JobKind, JobStatus};
+use crate::AppState;
+
+pub const DEFAULT_LIMIT: i64 = 100;
+pub const MAX_LIMIT: i64 = 1000;
+
+pub async fn list(state: &AppState, query: &JobsQuery) -> Result<Vec<Job>> {
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(AppError::BadRequest(format!(
+            "limit must be between 1 and {MAX_LIMIT}"
+        )));
+    }
+    let status = match query.status.as_deref() {
+        None => None,
+        Some("queued") => Some(JobStatus::Queued),
+        Some("running") => Some(JobStatus::Running),
+        Some("succeeded") => Some(JobStatus::Succeeded),
+        Some("failed") => Some(JobStatus::Failed),
+        Some(other) => {
+            return Err(AppError::BadRequest(format!(
+                "status must be queued, running, succeeded or failed, not '{other}'"
+            )))
+        }
+    };
+    let rows = state
+        .store
+        .list_jobs(&JobFilter {
+            feature_id: query.feature_id,
+            status,
+            limit,
+        })
+        .await?;
+    Ok(rows.into_iter().map(Job::from).collect())
+}
+
+/// A job being recorded; clones share it. When the last clone goes before `finish` (its
+/// request went away mid-compute), it is recorded as failed, so no job stays running forever
+/// because a client hung up.
+#[derive(Clone)]
+pub struct Tracked(Arc<Inner>);
+
+struct Inner {
+    state: AppState,
+    id: i64,
+    running: AtomicBool,
+    finished: AtomicBool,
+}
+
+impl Tracked {
+    /// Record a queued job; `version_id` is `None` when a first compute will create it.
+    pub async fn queue(
+        state: &AppState,
+        kind: JobKind,
+        feature_id: i64,
+        version_id: Option<i64>,
+        version: &str,
+    ) -> Result<Tracked> {
+        let id = state
+            .store
+            .queue_job(kind, feature_id, version_id, version, now())
+            .await?;
+        Ok(Tracked(Arc::new(Inner {
+            state: state.clone(),
+            id,
+            running: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
+        })))
+    }
+
+    /// A worker took it (the first time only is recorded).
+    pub async fn running(&self) {
+        if self.0.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Err(e) = self.0.state.store.job_running(self.0.id, now()).await {
+            tracing::warn!(job = self.0.id, error = %e, "could not record a job as running");
+        }
+    }
+
+    /// Record how it ended (the first call only): a failure keeps the words its client got.
+    pub async fn finish<T>(&self, outcome: &Result<T>, version_id: Option<i64>) {
+        if self.0.finished.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (status, error) = match outcome {
+            Ok(_) => (JobStatus::Succeeded, None),
+            Err(e) => (JobStatus::Failed, Some(e.public_detail())),
+        };
+        let recorded = self
+            .0
+            .state
+            .store
+            .job_finished(self.0.id, status, version_id, error.as_deref(), now())
+            .await;
+        if let Err(e) = recorded {
+            tracing::warn!(job = self.0.id, error = %e, "could not record how a job ended");
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if *self.finished.get_mut() {
+            return;
+        }
+        let (state, id) = (self.state.clone(), self.id);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let error = "the request went away before the job finished";
+                let _ = state
+                    .store
+                    .job_finished(id, JobStatus::Failed, None, Some(error), now())
+                    .await;
+            });
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! One scheduler across replicas: the lease moves to a survivor when its holder is killed.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::crash::{get, post, Server};
+use crate::helpers::{fresh_database, sample_rows};
+
+/// Whether the server at `base` says it holds the scheduler lease.
+async fn leads(base: &str) -> bool {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .any(|l| l.starts_with("feature_store_scheduler_leader ") && l.ends_with(" 1"))
+}
+
+/// Which of `servers` holds the lease, waiting up to 10 s for one to take it.
+async fn leader_among(servers: &[&Server]) -> Option<usize> {
+    for _ in 0..100 {
+        for (i, s) in servers.iter().enumerate() {
+            if leads(&s.base).await {
+                return Some(i);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+#[tokio::test]
+async fn killing_the_scheduling_replica_hands_the_lease_over_and_refreshes_go_on() {
+    let (url, _dir) = fresh_database().await;
+    let env = [("SCHEDULER_LEASE_SECONDS", "1")];
+    let mut servers = vec![
+        Server::start_env(&url, None, &env).await,
+        Server::start_env(&url, None, &env).await,
+    ];
+    let refs: Vec<&Server> = servers.iter().collect();
+    let at = leader_among(&refs)
+        .await
+        .expect("one replica takes the lease");
+    let mut leader = servers.remove(at);
+    let survivor = servers.remove(0);
+    assert!(!leads(&survivor.base).await, "both replicas hold the lease");
+
+    let base = survivor.base.clone();
+    let (status, table) = post(
+        &base,
+        "/api/v1/raw-tables",
+        &json!({"name": "user_transactions", "schema_definition":
+            {"user_id": "string", "transaction_amount": "float", "transaction_date": "string"}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{table}");
+    let table = table["id"].as_i64().unwrap();
+    post(
+        &base,
+        "/api/v1/ingest",
+        &json!({"raw_table_id": table, "data": sample_rows()}),
+    )
+    .await;
+    let (_, feature) = post(
+        &base,
+        "/api/v1/features",
+        &json!({"name": "avg", "raw_table_id": table, "entity_key": "user_id",
+            "computation_logic": "SELECT user_id, AVG(transaction_amount) AS a FROM data GROUP BY user_id"}),
+    )
+    .await;
+    let feature = feature["id"].as_i64().unwrap();
+    let (status, version) = post(
+        &base,
+        &format!("/api/v1/features/{feature}/versions"),
+        &json!({"version": "v1", "refresh_every_seconds": 1}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{version}");
+
+    leader.kill();
+    let started = std::time::Instant::now();
+    let mut took_over = false;
+    while started.elapsed() < Duration::from_secs(10) {
+        if leads(&survivor.base).await {
+            took_over = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(took_over, "the survivor never took the lease");
+    // Expiry (one lease, 1 s) plus one tick (250 ms), with room for a slow machine.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}, more than two lease periods and a tick",
+        started.elapsed()
+    );
+
+    // The survivor schedules: the version, never computed by anyone, is computed by a refresh.
+    let path = "/api/v1/feature-vectors?entity_id=user_001&feature_name=avg";
+    let mut served = None;
+    for _ in 0..100 {
+        let (status, body) = get(&base, path).await;
+        if status == StatusCode::OK {
+            served = Some(body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let served = served.expect("the survivor never refreshed the version");
+    assert_eq!(served["feature_values"]["a"], 112.875);
+    assert_eq!(served["stale"], false);
+    let (_, jobs) = get(&base, "/api/v1/jobs?status=succeeded").await;
+    assert_eq!(jobs[0]["kind"], "refresh", "{jobs}");
+}
