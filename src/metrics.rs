@@ -91,6 +91,14 @@ pub struct Metrics {
     compute_workers_busy: Gauge,
     snapshot_age: Family<VersionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     version_stale: Family<VersionLabels, Gauge>,
+    drift_psi: Family<ColumnLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ColumnLabels {
+    pub feature: String,
+    pub version: String,
+    pub column: String,
 }
 
 impl Default for Metrics {
@@ -114,6 +122,7 @@ impl Metrics {
         let compute_workers_busy = Gauge::default();
         let snapshot_age = Family::default();
         let version_stale = Family::default();
+        let drift_psi = Family::default();
         let mut registry = Registry::with_prefix("feature_store");
         registry.register(
             "http_requests",
@@ -170,6 +179,11 @@ impl Metrics {
             "1 when a version's raw table holds rows its served snapshot did not read",
             version_stale.clone(),
         );
+        registry.register(
+            "drift_psi",
+            "PSI of each value column between a version's two newest snapshots",
+            drift_psi.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             requests,
@@ -183,6 +197,7 @@ impl Metrics {
             compute_workers_busy,
             snapshot_age,
             version_stale,
+            drift_psi,
         }
     }
 
@@ -199,6 +214,26 @@ impl Metrics {
         self.refresh_runs
             .get_or_create(&ResultLabels { result })
             .inc();
+    }
+
+    /// Record the drift between a version's two newest snapshots.
+    pub fn set_drift(
+        &self,
+        feature: &str,
+        version: &str,
+        columns: &std::collections::BTreeMap<String, crate::engine::drift::ColumnDrift>,
+    ) {
+        for (column, drift) in columns {
+            if let Some(psi) = drift.psi {
+                self.drift_psi
+                    .get_or_create(&ColumnLabels {
+                        feature: feature.to_string(),
+                        version: version.to_string(),
+                        column: column.clone(),
+                    })
+                    .set(psi);
+            }
+        }
     }
 
     pub fn render(&self) -> String {

@@ -85,6 +85,12 @@ pub struct RawTable {
     #[serde(serialize_with = "ts")]
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: DateTime<Utc>,
+    /// Rows stored in the table.
+    pub row_count: i64,
+    /// When rows were last ingested (null: never).
+    #[serde(serialize_with = "opt_ts")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_ingest_at: Option<DateTime<Utc>>,
 }
 
 impl From<RawTableRow> for RawTable {
@@ -97,6 +103,8 @@ impl From<RawTableRow> for RawTable {
             event_time_column: r.event_time_column,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            row_count: 0,
+            last_ingest_at: None,
         }
     }
 }
@@ -219,24 +227,40 @@ pub struct VersionCreate {
     pub refresh_every_seconds: Option<i64>,
 }
 
-/// A change to a version: its status, its refresh period, or both.
+/// A change to a version: its status, its refresh period, or both. Read from a JSON object
+/// only: serde would otherwise take `[null, null]` as a struct, field by field.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(try_from = "Map<String, Value>")]
 pub struct VersionUpdate {
-    #[serde(default)]
     pub status: Option<VersionStatus>,
     /// Seconds between scheduled refreshes; null: back to manual; absent: unchanged.
-    #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<i64>, minimum = 1, maximum = 31_536_000)]
     pub refresh_every_seconds: Option<Option<i64>>,
 }
 
-/// A field that is present, null or not: absent stays `None` (through `default`).
-fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
+impl TryFrom<Map<String, Value>> for VersionUpdate {
+    type Error = String;
+
+    fn try_from(mut body: Map<String, Value>) -> Result<Self, String> {
+        let status =
+            match body.remove("status") {
+                None => None,
+                Some(v) => Some(serde_json::from_value(v).map_err(|_| {
+                    "status must be one of active, deprecated, archived".to_string()
+                })?),
+            };
+        let refresh_every_seconds = match body.remove("refresh_every_seconds") {
+            None => None,
+            Some(Value::Null) => Some(None),
+            Some(v) => Some(Some(v.as_i64().ok_or(
+                "refresh_every_seconds must be an integer number of seconds, or null",
+            )?)),
+        };
+        Ok(VersionUpdate {
+            status,
+            refresh_every_seconds,
+        })
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -423,6 +447,40 @@ impl From<SnapshotRow> for Snapshot {
             data_as_of: r.data_as_of,
         }
     }
+}
+
+// ---- statistics ----
+
+/// A snapshot's column statistics: for numbers `type`, `count`, `nulls`, `mean`, `std`, `min`,
+/// `max`, `quantiles` (p01 .. p99) and `histogram` (`edges`, `counts`); for strings and
+/// booleans `type`, `count`, `nulls`, `distinct` and `top` (up to 20 `{value, count}`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SnapshotStats {
+    pub snapshot_id: i64,
+    pub entity_count: i64,
+    /// Output column (all but the entity key) -> its statistics.
+    #[schema(value_type = Object)]
+    pub columns: serde_json::Value,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DriftQuery {
+    /// The snapshot to compare from (default: the one before `target`).
+    pub base: Option<i64>,
+    /// The snapshot to compare (default: the newest).
+    pub target: Option<i64>,
+}
+
+/// Drift from one snapshot of a version to another, per value column.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Drift {
+    pub base: i64,
+    pub target: i64,
+    /// Column -> `{kind, psi, null_rate_change, base_null_rate, target_null_rate, bins:
+    /// [{label, base, target}]}`.
+    #[schema(value_type = Object)]
+    pub columns: std::collections::BTreeMap<String, crate::engine::drift::ColumnDrift>,
 }
 
 // ---- jobs ----

@@ -11,7 +11,9 @@ pub mod ingest;
 pub mod jobs;
 pub mod raw_tables;
 mod request_id;
+pub mod stats;
 pub mod training;
+pub mod ui;
 pub mod vectors;
 pub mod versions;
 
@@ -32,6 +34,7 @@ pub fn router(state: AppState) -> Router {
         .merge(compute::router())
         .merge(history::router())
         .merge(jobs::router())
+        .merge(stats::router())
         .merge(training::router())
         .merge(vectors::router())
         .merge(ingest::router());
@@ -48,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .merge(health::router())
         .merge(docs::router())
+        .merge(ui::router())
         .route("/metrics", axum::routing::get(crate::metrics::serve))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -3,6 +3,7 @@
 //! Everything here is synchronous and CPU-bound; callers run it on the blocking pool.
 
 pub mod batches;
+pub mod drift;
 pub mod event_time;
 pub mod execute;
 pub mod formats;
@@ -11,3 +12,4 @@ pub mod ndjson;
 pub mod result;
 pub mod schema;
 pub mod sql_guard;
+pub mod stats;

@@ -391,6 +391,7 @@ async fn run_and_publish(
                     kind,
                     snapshot: &encoded.snapshot,
                     data,
+                    stats: encoded.stats.as_deref(),
                 })
                 .await
                 .map_err(|e| match e {
@@ -410,6 +411,7 @@ async fn run_and_publish(
     let count = vectors.len();
     if published.served {
         warm_batch_snapshot(state, published.version_id, published.generation, vectors);
+        super::stats::refresh_drift_gauge(state, target.feature_id, published.version_id);
     }
     Ok(Made {
         published,

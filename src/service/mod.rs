@@ -9,6 +9,7 @@ pub mod ingest;
 pub mod jobs;
 pub mod raw_tables;
 pub mod scheduler;
+pub mod stats;
 pub mod training;
 pub mod vectors;
 pub mod versions;

@@ -2,8 +2,8 @@ use crate::engine::schema::{is_identifier, ColumnType, TableSchema, MAX_IDENTIFI
 use crate::engine::{batches, result};
 use crate::error::{AppError, Result};
 use crate::model::{now, RawTable, RawTableCreate, RawTablePreview};
-use crate::store::RawTableRow;
 use crate::store::StoreError;
+use crate::store::{IngestSummary, RawTableRow};
 use crate::AppState;
 
 const MAX_PREVIEW_ROWS: usize = 1000;
@@ -66,13 +66,23 @@ pub async fn create(state: &AppState, req: RawTableCreate) -> Result<RawTable> {
 }
 
 pub async fn list(state: &AppState) -> Result<Vec<RawTable>> {
-    Ok(state
-        .store
-        .list_raw_tables()
-        .await?
+    let rows = state.store.list_raw_tables().await?;
+    let summaries = state.store.ingest_summaries(None).await?;
+    Ok(rows
         .into_iter()
-        .map(Into::into)
+        .map(|r| with_summary(r, &summaries))
         .collect())
+}
+
+/// A table as shown, with its row count and last ingest.
+fn with_summary(row: RawTableRow, summaries: &[IngestSummary]) -> RawTable {
+    let summary = summaries.iter().find(|s| s.raw_table_id == row.id);
+    let mut table = RawTable::from(row);
+    if let Some(s) = summary {
+        table.row_count = s.row_count;
+        table.last_ingest_at = Some(s.last_ingest_at);
+    }
+    table
 }
 
 pub async fn get_row(state: &AppState, id: i64) -> Result<RawTableRow> {
@@ -84,7 +94,9 @@ pub async fn get_row(state: &AppState, id: i64) -> Result<RawTableRow> {
 }
 
 pub async fn get(state: &AppState, id: i64) -> Result<RawTable> {
-    Ok(get_row(state, id).await?.into())
+    let row = get_row(state, id).await?;
+    let summaries = state.store.ingest_summaries(Some(id)).await?;
+    Ok(with_summary(row, &summaries))
 }
 
 /// A raw table can be deleted (with its stored rows) once no feature reads it.

@@ -104,6 +104,8 @@ pub struct PublishRequest<'a> {
     pub snapshot: &'a [u8],
     /// The newest stored batch the compute read; `None` when its rows came with the request.
     pub data: Option<BatchMark>,
+    /// The snapshot's column statistics as JSON.
+    pub stats: Option<&'a str>,
 }
 
 /// A stored raw batch, as freshness counts it.
@@ -128,6 +130,14 @@ pub struct VersionChange<'a> {
     pub status: Option<&'a str>,
     /// `Some(None)`: back to manual.
     pub refresh_every_seconds: Option<Option<i64>>,
+}
+
+/// How much a raw table holds, and when it last took rows.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct IngestSummary {
+    pub raw_table_id: i64,
+    pub row_count: i64,
+    pub last_ingest_at: DateTime<Utc>,
 }
 
 /// A table's stored batches, oldest first, and the newest one's mark.
@@ -381,6 +391,18 @@ impl Store {
         .fetch_all(p)
         .await
         })?)
+    }
+
+    /// Rows stored and the newest ingest of each table that has any (all tables, or one).
+    pub async fn ingest_summaries(&self, only: Option<i64>) -> Result<Vec<IngestSummary>> {
+        Ok(on_pool!(self, read, |p| sqlx::query_as(
+            "SELECT raw_table_id, CAST(SUM(row_count) AS BIGINT) AS row_count, \
+             MAX(created_at) AS last_ingest_at FROM raw_table_batches \
+             WHERE $1 IS NULL OR raw_table_id = $1 GROUP BY raw_table_id"
+        )
+        .bind(only)
+        .fetch_all(p)
+        .await)?)
     }
 
     pub async fn stored_row_count(&self, raw_table_id: i64) -> Result<i64> {
@@ -748,8 +770,8 @@ impl Store {
             };
             let snapshot_id: i64 = sqlx::query_scalar(
                 "INSERT INTO feature_snapshots (feature_version_id, valid_from, computed_at, \
-                 entity_count, kind, data, data_batch_id, data_as_of) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+                 entity_count, kind, data, data_batch_id, data_as_of, stats) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
             )
             .bind(version_id)
             .bind(req.valid_from)
@@ -759,6 +781,7 @@ impl Store {
             .bind(req.snapshot)
             .bind(data_batch_id)
             .bind(data_as_of)
+            .bind(req.stats)
             .fetch_one(&mut *tx)
             .await?;
             if !served {
@@ -782,6 +805,7 @@ impl Store {
             .bind(req.output_schema)
             .bind(data_batch_id)
             .bind(data_as_of)
+            .bind(req.stats)
             .fetch_one(&mut *tx)
             .await?;
             sqlx::query("DELETE FROM feature_vectors WHERE feature_version_id = $1")

@@ -84,6 +84,25 @@ impl Store {
         .await)?)
     }
 
+    /// A snapshot's stored statistics (JSON; `None` for snapshots made before statistics).
+    pub async fn snapshot_stats(&self, snapshot_id: i64) -> Result<Option<String>> {
+        let stats: Option<Option<String>> = on_pool!(self, read, |p| sqlx::query_scalar(
+            "SELECT stats FROM feature_snapshots WHERE id = $1"
+        )
+        .bind(snapshot_id)
+        .fetch_optional(p)
+        .await)?;
+        Ok(stats.flatten())
+    }
+
+    pub async fn get_snapshot(&self, snapshot_id: i64) -> Result<Option<SnapshotRow>> {
+        let sql = format!("SELECT {SNAPSHOT_COLUMNS} FROM feature_snapshots WHERE id = $1");
+        Ok(on_pool!(self, read, |p| sqlx::query_as(&sql)
+            .bind(snapshot_id)
+            .fetch_optional(p)
+            .await)?)
+    }
+
     /// Delete the snapshots superseded at or before `cutoff` (a newer one of the same version
     /// was valid from then): no `as_of` at or after the cutoff resolves to them, and each
     /// version keeps its newest. Returns how many went.

@@ -8,7 +8,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::process::ExitCode;
 
 use super::protocol::{self, FailureKind, Job, Reply, Results};
-use crate::engine::{batches, event_time, execute, result, schema::TableSchema};
+use crate::engine::{batches, event_time, execute, result, schema::TableSchema, stats};
 
 /// A panic is reported on stderr on one line after this marker, so the server can quote it.
 pub const PANIC_MARK: &str = "feature-store worker panic: ";
@@ -90,12 +90,19 @@ fn run(job: &Job, inputs: Vec<Vec<u8>>) -> Result<Outcome, (FailureKind, String)
         return Ok((encoded.output_schema, 0, None));
     }
     let vectors = result::vectors_to_ipc(&encoded.vectors).map_err(|e| (FailureKind::Result, e))?;
+    let stats = stats::frame_stats(&out, &job.entity_key)
+        .and_then(|s| serde_json::to_vec(&s).map_err(|e| e.to_string()))
+        .map_err(|e| (FailureKind::Result, e))?;
     let snapshot =
         result::snapshot_to_ipc(out, &job.entity_key).map_err(|e| (FailureKind::Result, e))?;
     Ok((
         encoded.output_schema,
         encoded.vectors.len(),
-        Some(Results { vectors, snapshot }),
+        Some(Results {
+            vectors,
+            snapshot,
+            stats,
+        }),
     ))
 }
 

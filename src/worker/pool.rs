@@ -76,6 +76,8 @@ pub struct WorkerOutput {
     pub vectors: Vec<EncodedVector>,
     /// The typed result as a stored snapshot (`result::snapshot_to_ipc`); empty for a dry run.
     pub snapshot: Vec<u8>,
+    /// The snapshot's statistics as JSON (`engine::stats`); `None` for a dry run.
+    pub stats: Option<String>,
 }
 
 pub struct ComputePool {
@@ -184,16 +186,22 @@ impl ComputePool {
                 if let Some((kind, reason)) = reply.failure {
                     return Err(ComputeError::Refused(kind, reason));
                 }
-                let (vectors, snapshot) = match results {
-                    Some(protocol::Results { vectors, snapshot }) => {
+                let (vectors, snapshot, stats) = match results {
+                    Some(protocol::Results {
+                        vectors,
+                        snapshot,
+                        stats,
+                    }) => {
                         let vectors =
                             tokio::task::spawn_blocking(move || result::vectors_from_ipc(&vectors))
                                 .await
                                 .map_err(|e| ComputeError::Io(io::Error::other(e)))?
                                 .map_err(ComputeError::Crashed)?;
-                        (vectors, snapshot)
+                        let stats = String::from_utf8(stats)
+                            .map_err(|e| ComputeError::Crashed(e.to_string()))?;
+                        (vectors, snapshot, Some(stats))
                     }
-                    None => (Vec::new(), Vec::new()),
+                    None => (Vec::new(), Vec::new(), None),
                 };
                 tracing::debug!(
                     worker_ms = talked.as_millis() as u64,
@@ -205,6 +213,7 @@ impl ComputePool {
                     output_schema: reply.output_schema,
                     vectors,
                     snapshot,
+                    stats,
                 });
             }
         }

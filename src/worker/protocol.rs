@@ -47,6 +47,8 @@ pub struct Results {
     pub vectors: Vec<u8>,
     /// The typed result columns, LZ4-compressed: stored as the snapshot as it is.
     pub snapshot: Vec<u8>,
+    /// The snapshot's column statistics as JSON (`engine::stats`), stored with it.
+    pub stats: Vec<u8>,
 }
 
 /// Which step refused the job, so the server can word its answer as before.
@@ -105,6 +107,7 @@ pub fn write_reply(
     if let Some(results) = results {
         write_blob(out, &results.vectors)?;
         write_blob(out, &results.snapshot)?;
+        write_blob(out, &results.stats)?;
     }
     out.flush()
 }
@@ -116,6 +119,7 @@ pub fn read_reply(mut bytes: &[u8]) -> io::Result<(Reply, Option<Results>)> {
         Some(Results {
             vectors: read_blob(&mut bytes)?,
             snapshot: read_blob(&mut bytes)?,
+            stats: read_blob(&mut bytes)?,
         })
     } else {
         None
@@ -201,6 +205,7 @@ mod tests {
         let results = Results {
             vectors: vec![9, 9],
             snapshot: vec![7],
+            stats: b"{}".to_vec(),
         };
         write_reply(&mut out, &reply, Some(&results)).unwrap();
         let (back, read) = read_reply(&out).unwrap();
@@ -219,6 +224,7 @@ mod tests {
         let results = Results {
             vectors: vec![9; 100],
             snapshot: vec![7; 10],
+            stats: vec![1; 5],
         };
         write_reply(&mut out, &reply, Some(&results)).unwrap();
         assert!(read_reply(&out[..out.len() - 10]).is_err());

@@ -7,7 +7,7 @@ const READER: &str = "reader-key-0123456789abcdef";
 const WRITER: &str = "writer-key-0123456789abcdef";
 
 /// An app with one read key and one write key.
-async fn app_with_keys() -> crate::helpers::TestApp {
+pub(crate) async fn app_with_keys() -> crate::helpers::TestApp {
     spawn_app_with(|c| {
         c.api_keys =
             feature_store::auth::ApiKeys::parse(&format!("{READER}:read,{WRITER}:write")).unwrap()

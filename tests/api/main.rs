@@ -23,5 +23,7 @@ mod raw_tables;
 mod redis_outage;
 mod redis_server;
 mod replicas;
+mod stats;
+mod ui;
 mod vectors;
 mod versions;

@@ -1,0 +1,219 @@
+//! The web console: served offline from the binary, and rendering what the API holds in a
+//! real browser (Debian's chromium, headless).
+
+use std::process::Command;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::auth::app_with_keys;
+use crate::helpers::{spawn_app, TestApp};
+
+const PAGES: [&str; 4] = ["/ui", "/ui/", "/ui/features/1", "/ui/raw-tables/1"];
+
+#[tokio::test]
+async fn the_console_is_served_from_the_binary_with_a_policy_that_allows_nothing_from_outside() {
+    let app = spawn_app().await;
+    for path in PAGES {
+        let resp = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        let policy = resp.headers()["content-security-policy"].to_str().unwrap();
+        assert!(policy.starts_with("default-src 'none'"), "{policy}");
+        assert!(policy.contains("connect-src 'self'"), "{policy}");
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        let page = resp.text().await.unwrap();
+        assert!(
+            page.contains(r#"<script src="/ui/assets/app.js">"#),
+            "{page}"
+        );
+    }
+    for (path, kind) in [
+        ("/ui/assets/app.js", "text/javascript"),
+        ("/ui/assets/app.css", "text/css"),
+    ] {
+        let resp = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with(kind));
+        let text = resp.text().await.unwrap();
+        // The only absolute URL is SVG's namespace, which names and fetches nothing.
+        let outside = text
+            .replace("http://www.w3.org/2000/svg", "")
+            .contains("://");
+        assert!(!outside, "{path} names another server");
+    }
+}
+
+#[tokio::test]
+async fn with_api_keys_the_console_page_loads_but_its_data_needs_a_key() {
+    let app = app_with_keys().await;
+    let (status, _) = app.get("/api/v1/features").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let resp = app.client.get(app.url("/ui")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+// ---- in a real browser ----
+
+/// A feature with two snapshots whose `amount` drifted, on a table with an event column.
+async fn seeded_console(app: &TestApp) -> (i64, i64) {
+    let (status, table) = app
+        .post(
+            "/api/v1/raw-tables",
+            &json!({"name": "payments", "description": "card payments",
+                "schema_definition": {"user_id": "string", "amount": "float", "method": "string"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{table}");
+    let table = table["id"].as_i64().unwrap();
+    let (status, feature) = app
+        .post(
+            "/api/v1/features",
+            &json!({"name": "spend_profile", "description": "what each user spends", "raw_table_id": table,
+                "entity_key": "user_id",
+                "computation_logic": "SELECT user_id, AVG(amount) AS avg_amount, MAX(method) AS method FROM data GROUP BY user_id"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{feature}");
+    let feature = feature["id"].as_i64().unwrap();
+    for shift in [0.0, 60.0] {
+        let rows: Vec<Value> = (0..300)
+            .map(|i| {
+                let method = if i % 2 == 0 { "card" } else { "cash" };
+                json!({"user_id": format!("u{}", i % 100), "amount": (i % 37) as f64 + shift,
+                    "method": method})
+            })
+            .collect();
+        let (status, body) = app.ingest(table, json!(rows)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        app.compute(feature, "v1").await;
+    }
+    (table, feature)
+}
+
+/// Load `url` in headless chromium and return the DOM once the page has settled, and every
+/// request the page itself made (from chromium's network log).
+fn browse(url: &str) -> (String, Vec<String>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let netlog = dir.path().join("net.json");
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-extensions",
+            "--no-first-run",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            dir.path().join("profile").display()
+        ))
+        .arg(format!("--log-net-log={}", netlog.display()))
+        .arg(url)
+        .output()
+        .expect("run chromium (apt-get install chromium)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log: Value = serde_json::from_str(&std::fs::read_to_string(&netlog).expect("net log"))
+        .expect("net log is JSON");
+    // What the page asked for: requests with an initiator (chromium's own background
+    // requests have none).
+    let mut requested: Vec<String> = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| {
+            let p = &e["params"];
+            let initiated = p["initiator"]
+                .as_str()
+                .is_some_and(|i| i != "not an origin");
+            initiated
+                .then(|| p["url"].as_str().map(str::to_string))
+                .flatten()
+        })
+        .collect();
+    requested.sort();
+    requested.dedup();
+    (String::from_utf8_lossy(&out.stdout).into_owned(), requested)
+}
+
+async fn browse_async(url: String) -> (String, Vec<String>) {
+    tokio::task::spawn_blocking(move || browse(&url))
+        .await
+        .unwrap()
+}
+
+fn assert_only_this_server(base: &str, requested: &[String]) {
+    assert!(!requested.is_empty(), "the page made no requests");
+    for url in requested {
+        assert!(url.starts_with(base), "the page requested {url}");
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs chromium; .ci/run installs it"]
+async fn the_console_shows_features_distributions_and_drift_in_a_browser() {
+    let app = spawn_app().await;
+    let (table, feature) = seeded_console(&app).await;
+
+    let (dom, requested) = browse_async(app.url("/ui")).await;
+    assert!(dom.contains(r#"data-loaded="true""#), "{dom}");
+    assert!(dom.contains(r#"data-feature="spend_profile""#), "{dom}");
+    assert!(dom.contains(">payments<"), "{dom}");
+    assert!(
+        dom.contains(">300<") || dom.contains(">600<"),
+        "row count shown: {dom}"
+    );
+    assert!(dom.contains(">fresh<"), "{dom}");
+    assert!(
+        dom.contains("data-psi="),
+        "the newest drift is shown: {dom}"
+    );
+    assert_only_this_server(&app.base, &requested);
+
+    let (dom, requested) = browse_async(app.url(&format!("/ui/features/{feature}"))).await;
+    assert!(dom.contains("SELECT user_id, AVG(amount)"), "{dom}");
+    assert!(dom.contains(r#"data-column="avg_amount""#), "{dom}");
+    let bars = dom.matches(r#"<rect class="bar""#).count();
+    assert!(bars >= 10, "a histogram is drawn: {bars} bars");
+    assert!(
+        dom.contains(r#"<rect class="bar target""#),
+        "drift bars are drawn"
+    );
+    assert!(dom.contains(r#"id="drift""#), "{dom}");
+    let (_, drift) = app
+        .get(&format!("/api/v1/features/{feature}/versions/1/drift"))
+        .await;
+    let psi = drift["columns"]["avg_amount"]["psi"].as_f64().unwrap();
+    assert!(
+        dom.contains(&format!("PSI {psi:.3}")),
+        "the drift the API computes ({psi:.3}) is shown: {dom}"
+    );
+    assert_eq!(dom.matches(r#"<circle class="dot compute""#).count(), 2);
+    assert_only_this_server(&app.base, &requested);
+
+    let (dom, requested) = browse_async(app.url(&format!("/ui/raw-tables/{table}"))).await;
+    assert!(dom.contains(r#"id="schema""#), "{dom}");
+    assert!(dom.contains(">method<") && dom.contains(">cash<"), "{dom}");
+    assert_only_this_server(&app.base, &requested);
+}
+
+#[tokio::test]
+#[ignore = "needs chromium; .ci/run installs it"]
+async fn with_api_keys_the_console_asks_for_a_key_and_shows_nothing_without_one() {
+    let app = app_with_keys().await;
+    let (dom, requested) = browse_async(app.url("/ui")).await;
+    assert!(dom.contains(r#"id="key-form""#), "{dom}");
+    assert!(!dom.contains("features-table"), "{dom}");
+    assert_only_this_server(&app.base, &requested);
+}
