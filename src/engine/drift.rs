@@ -85,7 +85,7 @@ fn null_rate<T>(values: &[Option<T>]) -> f64 {
 
 fn numeric(base: &[Option<f64>], target: &[Option<f64>]) -> ColumnDrift {
     let mut sorted: Vec<f64> = base.iter().flatten().copied().collect();
-    sorted.sort_by(f64::total_cmp);
+    sorted.sort_unstable_by(f64::total_cmp);
     let mut edges: Vec<f64> = if sorted.is_empty() {
         Vec::new()
     } else {

@@ -139,12 +139,14 @@ fn column_stats(series: &Series) -> Result<ColumnStats, String> {
     }
     let boolean = matches!(series.dtype(), DataType::Boolean);
     let kind = if boolean { "boolean" } else { "string" };
-    let values = categories(series)?;
+    // Counted over the column's own text, without a String per value.
+    let text = series.cast(&DataType::String).map_err(|e| e.to_string())?;
+    let text = text.str().map_err(|e| e.to_string())?;
     let mut counts: HashMap<&str, u64> = HashMap::new();
     let mut nulls = 0;
-    for v in &values {
+    for v in text.iter() {
         match v {
-            Some(v) => *counts.entry(v.as_str()).or_default() += 1,
+            Some(v) => *counts.entry(v).or_default() += 1,
             None => nulls += 1,
         }
     }
@@ -172,7 +174,7 @@ fn column_stats(series: &Series) -> Result<ColumnStats, String> {
 }
 
 fn numeric(kind: &str, count: u64, nulls: u64, values: &mut [f64]) -> NumericStats {
-    values.sort_by(f64::total_cmp);
+    values.sort_unstable_by(f64::total_cmp);
     let n = values.len();
     let (mean, std) = match n {
         0 => (None, None),

@@ -100,6 +100,7 @@ pub async fn compute(
         vectors = made.vectors,
         load_ms = loaded.as_millis() as u64,
         worker_ms = made.worker.as_millis() as u64,
+        stats_ms = made.stats.as_millis() as u64,
         publish_ms = made.publish.as_millis() as u64,
         "published feature version"
     );
@@ -221,6 +222,8 @@ struct Made {
     valid_from: DateTime<Utc>,
     vectors: usize,
     worker: std::time::Duration,
+    /// Of `worker`, the time spent on the snapshot's statistics.
+    stats: std::time::Duration,
     publish: std::time::Duration,
 }
 
@@ -363,6 +366,7 @@ async fn run_and_publish(
         .await
         .map_err(compute_failed)?;
     let worker = started.elapsed();
+    let stats_time = encoded.stats_time;
 
     // Publishing and announcing it finish even if the client goes away meanwhile.
     let publish = {
@@ -418,6 +422,7 @@ async fn run_and_publish(
         valid_from,
         vectors: count,
         worker,
+        stats: stats_time,
         publish: started.elapsed() - worker,
     })
 }

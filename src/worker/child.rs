@@ -36,19 +36,21 @@ pub fn main() -> ExitCode {
             ))
         });
     let (reply, results) = match outcome {
-        Ok((output_schema, rows, results)) => (
+        Ok(done) => (
             Reply {
                 failure: None,
-                output_schema,
-                rows,
+                output_schema: done.output_schema,
+                rows: done.rows,
+                stats_micros: done.stats_micros,
             },
-            results,
+            done.results,
         ),
         Err(failure) => (
             Reply {
                 failure: Some(failure),
                 output_schema: Default::default(),
                 rows: 0,
+                stats_micros: 0,
             },
             None,
         ),
@@ -63,11 +65,12 @@ pub fn main() -> ExitCode {
     }
 }
 
-type Outcome = (
-    std::collections::BTreeMap<String, String>,
-    usize,
-    Option<Results>,
-);
+struct Outcome {
+    output_schema: std::collections::BTreeMap<String, String>,
+    rows: usize,
+    results: Option<Results>,
+    stats_micros: u64,
+}
 
 fn run(job: &Job, inputs: Vec<Vec<u8>>) -> Result<Outcome, (FailureKind, String)> {
     let schema = TableSchema::from_definition(&job.schema).map_err(|e| (FailureKind::Input, e))?;
@@ -87,23 +90,31 @@ fn run(job: &Job, inputs: Vec<Vec<u8>>) -> Result<Outcome, (FailureKind, String)
     let encoded = result::encode(&out, &job.entity_key, job.max_rows)
         .map_err(|e| (FailureKind::Result, e))?;
     if job.dry_run {
-        return Ok((encoded.output_schema, 0, None));
+        return Ok(Outcome {
+            output_schema: encoded.output_schema,
+            rows: 0,
+            results: None,
+            stats_micros: 0,
+        });
     }
     let vectors = result::vectors_to_ipc(&encoded.vectors).map_err(|e| (FailureKind::Result, e))?;
+    let timer = std::time::Instant::now();
     let stats = stats::frame_stats(&out, &job.entity_key)
         .and_then(|s| serde_json::to_vec(&s).map_err(|e| e.to_string()))
         .map_err(|e| (FailureKind::Result, e))?;
+    let stats_micros = timer.elapsed().as_micros() as u64;
     let snapshot =
         result::snapshot_to_ipc(out, &job.entity_key).map_err(|e| (FailureKind::Result, e))?;
-    Ok((
-        encoded.output_schema,
-        encoded.vectors.len(),
-        Some(Results {
+    Ok(Outcome {
+        output_schema: encoded.output_schema,
+        rows: encoded.vectors.len(),
+        results: Some(Results {
             vectors,
             snapshot,
             stats,
         }),
-    ))
+        stats_micros,
+    })
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

@@ -78,6 +78,8 @@ pub struct WorkerOutput {
     pub snapshot: Vec<u8>,
     /// The snapshot's statistics as JSON (`engine::stats`); `None` for a dry run.
     pub stats: Option<String>,
+    /// How long the worker spent on them.
+    pub stats_time: std::time::Duration,
 }
 
 pub struct ComputePool {
@@ -211,6 +213,7 @@ impl ComputePool {
                 );
                 return Ok(WorkerOutput {
                     output_schema: reply.output_schema,
+                    stats_time: std::time::Duration::from_micros(reply.stats_micros),
                     vectors,
                     snapshot,
                     stats,

@@ -73,6 +73,9 @@ pub struct Reply {
     /// Vectors in the result (0 for a dry run).
     #[serde(default)]
     pub rows: usize,
+    /// Time spent on the snapshot's statistics, in microseconds (part of the worker's time).
+    #[serde(default)]
+    pub stats_micros: u64,
 }
 
 /// The job header and the framing of its batches, without the batch bytes themselves, so the
@@ -200,6 +203,7 @@ mod tests {
             failure: None,
             output_schema: BTreeMap::new(),
             rows: 1,
+            stats_micros: 0,
         };
         let mut out = Vec::new();
         let results = Results {
@@ -219,6 +223,7 @@ mod tests {
             failure: None,
             output_schema: BTreeMap::new(),
             rows: 1,
+            stats_micros: 0,
         };
         let mut out = Vec::new();
         let results = Results {
