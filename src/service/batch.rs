@@ -266,35 +266,17 @@ async fn fetch_values(
 /// "features":{ref:values|null},"missing":[ref..]}]}`
 fn render(entity_ids: &[String], columns: &[Column], unresolved: &[(String, String)]) -> Bytes {
     let mut out: Vec<u8> = Vec::with_capacity(entity_ids.len() * (32 + 48 * columns.len()) + 256);
-    out.extend_from_slice(b"{\"versions\":{");
-    for (i, c) in columns.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(c.name_json.as_bytes());
-        out.push(b':');
-        match c.meta {
-            Some(m) => out.extend_from_slice(m.version_id.to_string().as_bytes()),
-            None => out.extend_from_slice(b"null"),
-        }
-    }
-    out.extend_from_slice(b"},\"freshness\":{");
-    for (i, c) in columns.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(c.name_json.as_bytes());
-        out.push(b':');
-        match &c.freshness {
-            Some(f) => {
-                out.push(b'{');
-                out.extend_from_slice(f.json_fields().as_bytes());
-                out.push(b'}');
-            }
-            None => out.extend_from_slice(b"null"),
-        }
-    }
-    out.extend_from_slice(b"},\"unresolved\":{");
+    out.extend_from_slice(b"{\"versions\":");
+    push_by_reference(&mut out, columns, |c| {
+        c.meta
+            .map_or_else(|| "null".into(), |m| m.version_id.to_string())
+    });
+    out.extend_from_slice(b",\"freshness\":");
+    push_by_reference(&mut out, columns, |c| {
+        c.freshness
+            .map_or_else(|| "null".into(), |f| format!("{{{}}}", f.json_fields()))
+    });
+    out.extend_from_slice(b",\"unresolved\":{");
     for (i, (name, reason)) in unresolved.iter().enumerate() {
         if i > 0 {
             out.push(b',');
@@ -333,6 +315,20 @@ fn render(entity_ids: &[String], columns: &[Column], unresolved: &[(String, Stri
     }
     out.extend_from_slice(b"]}");
     Bytes::from(out)
+}
+
+/// `{ref: value, ...}` over the columns, each value already JSON.
+fn push_by_reference(out: &mut Vec<u8>, columns: &[Column], value: impl Fn(&Column) -> String) {
+    out.push(b'{');
+    for (i, c) in columns.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(c.name_json.as_bytes());
+        out.push(b':');
+        out.extend_from_slice(value(c).as_bytes());
+    }
+    out.push(b'}');
 }
 
 /// A JSON string literal, escaped in place (no allocation per value).

@@ -275,15 +275,7 @@ async fn a_refresh_that_now_fails_is_a_failed_job_and_nothing_else() {
         .get(&format!("/api/v1/features/{fragile}/versions/{fragile_v1}"))
         .await;
     assert!(shown["refresh_failures"].as_i64().unwrap() >= 1, "{shown}");
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("feature_store_refresh_runs_total{result=\"failed\"}"),
         "{metrics}"

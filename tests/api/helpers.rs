@@ -271,6 +271,18 @@ impl TestApp {
         body
     }
 
+    /// The Prometheus text of /metrics.
+    pub async fn metrics_text(&self) -> String {
+        let resp = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.text().await.expect("metrics text")
+    }
+
     pub async fn ingest(&self, table_id: i64, rows: Value) -> (StatusCode, Value) {
         self.post(
             "/api/v1/ingest",

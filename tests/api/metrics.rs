@@ -13,9 +13,7 @@ async fn metrics_count_requests_by_route_cache_lookups_computes_and_ingested_row
     }
     app.get("/api/v1/raw-tables/12345").await;
 
-    let resp = app.client.get(app.url("/metrics")).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let text = resp.text().await.unwrap();
+    let text = app.metrics_text().await;
     let line = |needle: &str| {
         text.lines()
             .find(|l| l.contains(needle) && !l.starts_with('#'))

@@ -288,15 +288,7 @@ async fn drift_between_snapshots_is_the_documented_psi() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 
     // The gauge holds the newest pair's PSI.
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     let line = metrics
         .lines()
         .find(|l| {
