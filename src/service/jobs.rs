@@ -9,6 +9,19 @@ use crate::store::{JobFilter, JobKind, JobStatus};
 use crate::AppState;
 
 pub const DEFAULT_LIMIT: i64 = 100;
+/// Heartbeats a job may miss (each one lease period apart) before it counts as abandoned.
+pub const MISSED_HEARTBEATS: u32 = 3;
+
+/// Fail the jobs whose replica stopped beating: it died, and nobody else will finish them.
+pub async fn fail_abandoned(state: &AppState) {
+    let silence = state.config.scheduler_lease * MISSED_HEARTBEATS;
+    let cutoff = now() - chrono::Duration::from_std(silence).unwrap_or_default();
+    match state.store.fail_abandoned_jobs(cutoff, now()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(jobs = n, "marked jobs failed: their replica stopped"),
+        Err(e) => tracing::warn!(error = %e, "could not check for abandoned jobs"),
+    }
+}
 pub const MAX_LIMIT: i64 = 1000;
 
 pub async fn list(state: &AppState, query: &JobsQuery) -> Result<Vec<Job>> {
@@ -67,12 +80,32 @@ impl Tracked {
             .store
             .queue_job(kind, feature_id, version_id, version, now())
             .await?;
-        Ok(Tracked(Arc::new(Inner {
+        let tracked = Tracked(Arc::new(Inner {
             state: state.clone(),
             id,
             running: AtomicBool::new(false),
             finished: AtomicBool::new(false),
-        })))
+        }));
+        tracked.beat(state.config.scheduler_lease);
+        Ok(tracked)
+    }
+
+    /// Tell the database every `period` that this replica still works on the job, until it
+    /// ends; the scheduler fails jobs whose heartbeat stopped (see `fail_abandoned`).
+    fn beat(&self, period: std::time::Duration) {
+        let job = Arc::downgrade(&self.0);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(job) = job.upgrade() else { return };
+                if job.finished.load(Ordering::Acquire) {
+                    return;
+                }
+                if let Err(e) = job.state.store.job_heartbeat(job.id, now()).await {
+                    tracing::warn!(job = job.id, error = %e, "could not record a job heartbeat");
+                }
+            }
+        });
     }
 
     /// A worker took it (the first time only is recorded).

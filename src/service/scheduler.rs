@@ -64,6 +64,7 @@ pub fn spawn(state: &AppState) {
             if !leader {
                 continue;
             }
+            super::jobs::fail_abandoned(&state).await;
             let free = state.config.compute_workers.saturating_sub(tasks.len());
             if free == 0 {
                 continue;

@@ -77,8 +77,8 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<i64> {
         Ok(on_pool!(self, write, |p| sqlx::query_scalar(
-            "INSERT INTO jobs (kind, feature_id, version_id, version, status, created_at) \
-             VALUES ($1, $2, $3, $4, 'queued', $5) RETURNING id"
+            "INSERT INTO jobs (kind, feature_id, version_id, version, status, created_at, \
+             heartbeat_at) VALUES ($1, $2, $3, $4, 'queued', $5, $5) RETURNING id"
         )
         .bind(kind.as_str())
         .bind(feature_id)
@@ -92,13 +92,14 @@ impl Store {
     pub async fn job_running(&self, id: i64, now: DateTime<Utc>) -> Result<()> {
         on_pool!(self, write, |p| {
             sqlx::query(
-            "UPDATE jobs SET status = 'running', started_at = $2 WHERE id = $1 AND status = 'queued'"
-        )
-        .bind(id)
-        .bind(now)
-        .execute(p)
-        .await
-        .map(|_| ())
+                "UPDATE jobs SET status = 'running', started_at = $2, heartbeat_at = $2 \
+             WHERE id = $1 AND status = 'queued'",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(p)
+            .await
+            .map(|_| ())
         })?;
         Ok(())
     }
@@ -140,6 +141,38 @@ impl Store {
             q.push(" ORDER BY id DESC LIMIT ").push_bind(filter.limit);
             q.build_query_as().fetch_all(p).await
         })?)
+    }
+
+    /// The replica working on a job is still alive.
+    pub async fn job_heartbeat(&self, id: i64, now: DateTime<Utc>) -> Result<()> {
+        on_pool!(self, write, |p| sqlx::query(
+            "UPDATE jobs SET heartbeat_at = $2 WHERE id = $1 AND finished_at IS NULL"
+        )
+        .bind(id)
+        .bind(now)
+        .execute(p)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Mark failed the queued or running jobs whose replica stopped beating before `cutoff`;
+    /// returns how many.
+    pub async fn fail_abandoned_jobs(
+        &self,
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        Ok(on_pool!(self, write, |p| sqlx::query(
+            "UPDATE jobs SET status = 'failed', finished_at = $2, \
+             error = 'the replica running this job stopped before it finished' \
+             WHERE status IN ('queued', 'running') AND heartbeat_at < $1"
+        )
+        .bind(cutoff)
+        .bind(now)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?)
     }
 
     /// Delete finished jobs older than `cutoff`; returns how many went.

@@ -147,7 +147,7 @@ impl Server {
 
     /// Wait until the server logs that it reached its failpoint: proof that the write began
     /// and has not committed.
-    async fn wait_for_failpoint(&mut self) {
+    pub(crate) async fn wait_for_failpoint(&mut self) {
         let log = self.log.take().expect("started with a failpoint");
         let found = tokio::task::spawn_blocking(move || {
             while let Ok(line) = log.recv_timeout(Duration::from_secs(60)) {
@@ -215,7 +215,7 @@ const FEATURE_SQL: &str =
     "SELECT user_id, AVG(transaction_amount) AS a, COUNT(*) AS n FROM data GROUP BY user_id";
 
 /// A table with 100k acknowledged rows (50k users, amount 1.0) and `avg` computed as v1.
-async fn seed(base: &str) -> (i64, i64, i64) {
+pub(crate) async fn seed(base: &str) -> (i64, i64, i64) {
     let table = register_tx_table(base).await;
     let acked = reqwest::Client::new()
         .post(format!("{base}/api/v1/raw-tables/{table}/data"))

@@ -116,3 +116,44 @@ async fn killing_the_scheduling_replica_hands_the_lease_over_and_refreshes_go_on
     let (_, jobs) = get(&base, "/api/v1/jobs?status=succeeded").await;
     assert_eq!(jobs[0]["kind"], "refresh", "{jobs}");
 }
+
+#[tokio::test]
+async fn a_job_whose_replica_died_is_marked_failed_by_the_scheduler() {
+    let (url, _dir) = fresh_database().await;
+    let env = [("SCHEDULER_LEASE_SECONDS", "1")];
+    let seeding = Server::start_env(&url, None, &env).await;
+    let (_, feature, _) = crate::crash::seed(&seeding.base).await;
+    drop(seeding);
+    // The compute stops for good inside its publish: its job is running, and will never end.
+    let mut dying = Server::start_env(&url, Some("publish-before-commit"), &env).await;
+    let base = dying.base.clone();
+    let compute = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(format!("{base}/api/v1/features/{feature}/compute"))
+            .json(&json!({"version": "v2"}))
+            .send()
+            .await
+    });
+    dying.wait_for_failpoint().await;
+    dying.kill();
+    assert!(
+        compute.await.unwrap().is_err(),
+        "the killed compute was answered"
+    );
+
+    // Nothing in the killed process could record the end: only the survivor's scheduler can.
+    let survivor = Server::start_env(&url, None, &env).await;
+    let mut failed = None;
+    for _ in 0..100 {
+        let (_, jobs) = get(&survivor.base, "/api/v1/jobs?limit=1").await;
+        if jobs[0]["status"] == "failed" {
+            failed = Some(jobs[0].clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let job = failed.expect("the abandoned job was never marked failed");
+    assert_eq!(job["kind"], "compute");
+    assert!(job["error"].as_str().unwrap().contains("replica"), "{job}");
+    assert!(job["finished_at"].is_string());
+}
