@@ -9,6 +9,7 @@ use crate::store::{JobFilter, JobKind, JobStatus};
 use crate::AppState;
 
 pub const DEFAULT_LIMIT: i64 = 100;
+pub const MAX_LIMIT: i64 = 1000;
 /// Heartbeats a job may miss (each one lease period apart) before it counts as abandoned.
 pub const MISSED_HEARTBEATS: u32 = 3;
 
@@ -22,7 +23,6 @@ pub async fn fail_abandoned(state: &AppState) {
         Err(e) => tracing::warn!(error = %e, "could not check for abandoned jobs"),
     }
 }
-pub const MAX_LIMIT: i64 = 1000;
 
 pub async fn list(state: &AppState, query: &JobsQuery) -> Result<Vec<Job>> {
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
