@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use polars::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::stats::{categories, numbers, numeric_kind, quantile, TOP_VALUES};
 
@@ -20,10 +20,10 @@ use super::stats::{categories, numbers, numeric_kind, quantile, TOP_VALUES};
 const SMOOTHING: f64 = 0.5;
 const OTHER: &str = "(other)";
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ColumnDrift {
     /// `numeric` or `categorical`.
-    pub kind: &'static str,
+    pub kind: String,
     /// Null when either snapshot has no non-null value in the column.
     pub psi: Option<f64>,
     /// Target null share minus base null share.
@@ -33,14 +33,14 @@ pub struct ColumnDrift {
     pub bins: Vec<DriftBin>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DriftBin {
     /// `<= 1.5`, `(1.5, 2]`, `> 9` for numbers; the value (or `(other)`) for categories.
     pub label: String,
-    /// A numeric bin's bounds (`lower` excluded, `upper` included; null: unbounded).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// A numeric bin's bounds (`lower` excluded, `upper` included; absent: unbounded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lower: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upper: Option<f64>,
     pub base: u64,
     pub target: u64,
@@ -157,7 +157,7 @@ fn finish<T>(
 ) -> ColumnDrift {
     let (base_null_rate, target_null_rate) = (null_rate(base), null_rate(target));
     ColumnDrift {
-        kind,
+        kind: kind.into(),
         psi: psi(&b, &t),
         null_rate_change: target_null_rate - base_null_rate,
         base_null_rate,

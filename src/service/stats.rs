@@ -1,6 +1,9 @@
 //! Statistics of snapshots and drift between them.
 
-use crate::engine::{drift, stats};
+use std::collections::BTreeMap;
+
+use crate::engine::drift::{self, ColumnDrift};
+use crate::engine::stats;
 use crate::error::{AppError, Result};
 use crate::model::{Drift, SnapshotStats};
 use crate::store::SnapshotRow;
@@ -114,13 +117,31 @@ pub async fn drift(
     let newest_pair = list.len() >= 2
         && list[list.len() - 1].id == target.id
         && list[list.len() - 2].id == base.id;
-    let (b, t) = (
-        history::decoded(state, base.id).await?,
-        history::decoded(state, target.id).await?,
-    );
-    let columns = blocking(move || drift::frame_drift(&b.frame, &t.frame))
-        .await?
-        .map_err(AppError::internal)?;
+    // A snapshot's drift from the one before it is kept once computed: snapshots never change.
+    let consecutive = list
+        .windows(2)
+        .any(|w| w[0].id == base.id && w[1].id == target.id);
+    let kept = match consecutive {
+        true => state.store.kept_drift(target.id, base.id).await?,
+        false => None,
+    };
+    let columns: BTreeMap<String, ColumnDrift> = match kept {
+        Some(json) => serde_json::from_str(&json).map_err(AppError::internal)?,
+        None => {
+            let (b, t) = (
+                history::decoded(state, base.id).await?,
+                history::decoded(state, target.id).await?,
+            );
+            let columns = blocking(move || drift::frame_drift(&b.frame, &t.frame))
+                .await?
+                .map_err(AppError::internal)?;
+            if consecutive {
+                let json = serde_json::to_string(&columns).map_err(AppError::internal)?;
+                state.store.keep_drift(target.id, base.id, &json).await?;
+            }
+            columns
+        }
+    };
     if newest_pair {
         state
             .metrics

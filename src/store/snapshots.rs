@@ -95,6 +95,32 @@ impl Store {
         Ok(stats.flatten())
     }
 
+    /// The drift of `target` from `base` (JSON), if it was kept.
+    pub async fn kept_drift(&self, target: i64, base: i64) -> Result<Option<String>> {
+        let drift: Option<Option<String>> = on_pool!(self, read, |p| sqlx::query_scalar(
+            "SELECT drift FROM feature_snapshots WHERE id = $1 AND drift_base = $2"
+        )
+        .bind(target)
+        .bind(base)
+        .fetch_optional(p)
+        .await)?;
+        Ok(drift.flatten())
+    }
+
+    /// Keep the drift of `target` from `base`, the snapshot before it.
+    pub async fn keep_drift(&self, target: i64, base: i64, drift: &str) -> Result<()> {
+        on_pool!(self, write, |p| sqlx::query(
+            "UPDATE feature_snapshots SET drift_base = $2, drift = $3 WHERE id = $1"
+        )
+        .bind(target)
+        .bind(base)
+        .bind(drift)
+        .execute(p)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
     pub async fn get_snapshot(&self, snapshot_id: i64) -> Result<Option<SnapshotRow>> {
         let sql = format!("SELECT {SNAPSHOT_COLUMNS} FROM feature_snapshots WHERE id = $1");
         Ok(on_pool!(self, read, |p| sqlx::query_as(&sql)

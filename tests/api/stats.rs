@@ -250,6 +250,27 @@ async fn drift_between_snapshots_is_the_documented_psi() {
     assert_eq!(status, StatusCode::OK, "{drift}");
     assert_eq!(drift["base"], first["snapshot_id"]);
     assert_eq!(drift["target"], second["snapshot_id"]);
+    // Kept, so the next request (and the console's overview) reads it instead of computing.
+    let kept = app
+        .state
+        .store
+        .kept_drift(
+            drift["target"].as_i64().unwrap(),
+            drift["base"].as_i64().unwrap(),
+        )
+        .await
+        .unwrap()
+        .expect("the newest pair's drift is kept");
+    assert_eq!(
+        serde_json::from_str::<Value>(&kept).unwrap(),
+        drift["columns"]
+    );
+    let (_, again) = app
+        .get(&format!(
+            "/api/v1/features/{feature}/versions/{version}/drift"
+        ))
+        .await;
+    assert_eq!(again, drift);
     let amount = &drift["columns"]["amount"];
     let expected = psi_by_hand(&amounts(0), &amounts(1));
     assert!(close(&amount["psi"], expected), "{amount} vs {expected}");
