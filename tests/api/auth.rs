@@ -3,8 +3,8 @@ use serde_json::json;
 
 use crate::helpers::spawn_app_with;
 
-const READER: &str = "reader-key-0123456789abcdef";
-const WRITER: &str = "writer-key-0123456789abcdef";
+pub(crate) const READER: &str = "reader-key-0123456789abcdef";
+pub(crate) const WRITER: &str = "writer-key-0123456789abcdef";
 
 /// An app with one read key and one write key.
 pub(crate) async fn app_with_keys() -> crate::helpers::TestApp {

@@ -5,6 +5,7 @@ mod helpers;
 mod auth;
 mod batch;
 mod bulk_ingest;
+mod cdp;
 mod compute;
 mod consistency;
 mod crash;

@@ -7,6 +7,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::auth::app_with_keys;
+use crate::cdp::Browser;
 use crate::helpers::{spawn_app, TestApp};
 
 const PAGES: [&str; 4] = ["/ui", "/ui/", "/ui/features/1", "/ui/raw-tables/1"];
@@ -206,6 +207,56 @@ async fn the_console_shows_features_distributions_and_drift_in_a_browser() {
     assert!(dom.contains(r#"id="schema""#), "{dom}");
     assert!(dom.contains(">method<") && dom.contains(">cash<"), "{dom}");
     assert_only_this_server(&app.base, &requested);
+}
+
+#[tokio::test]
+#[ignore = "needs chromium; .ci/run installs it"]
+async fn with_api_keys_the_console_takes_a_typed_key_and_sends_it_on_its_calls() {
+    let app = app_with_keys().await;
+    // Data made with the write key; the console is given the read key.
+    let writer = reqwest::Client::new();
+    let (status, table) = {
+        let resp = writer
+            .post(app.url("/api/v1/raw-tables"))
+            .header("x-api-key", crate::auth::WRITER)
+            .json(&json!({"name": "guarded", "schema_definition": {"user_id": "string"}}))
+            .send()
+            .await
+            .unwrap();
+        (resp.status(), resp.json::<Value>().await.unwrap())
+    };
+    assert_eq!(status, StatusCode::CREATED, "{table}");
+    let url = app.url("/ui");
+    let shown = tokio::task::spawn_blocking(move || {
+        let mut browser = Browser::launch();
+        browser.open(&url);
+        assert!(
+            browser.wait_for("!!document.getElementById('key-form')"),
+            "no key prompt"
+        );
+        assert_eq!(
+            browser.eval("!!document.getElementById('tables-table')"),
+            json!(false),
+            "data shown without a key"
+        );
+        browser.eval(&format!(
+            "document.getElementById('api-key').value = '{}'; \
+             document.getElementById('key-form').requestSubmit(); true",
+            crate::auth::READER
+        ));
+        assert!(
+            browser.wait_for("!!document.querySelector('#tables-table tr[data-name=\"guarded\"]')"),
+            "the typed key did not bring the data: {}",
+            browser.eval("document.body.innerText")
+        );
+        // Forgetting the key hides everything again.
+        browser.eval("document.getElementById('forget-key').click(); true");
+        assert!(browser.wait_for("!!document.getElementById('key-form')"));
+        browser.eval("document.body.innerText")
+    })
+    .await
+    .unwrap();
+    assert!(!shown.as_str().unwrap().contains("guarded"), "{shown}");
 }
 
 #[tokio::test]
