@@ -92,7 +92,6 @@ pub async fn drift(
     base: Option<i64>,
     target: Option<i64>,
 ) -> Result<Drift> {
-    let feature = super::features::get_row(state, feature_id).await?;
     let version = versions::get_row(state, feature_id, version_id).await?;
     let list = ordered(state, version_id).await?;
     let target = match target {
@@ -143,6 +142,7 @@ pub async fn drift(
         }
     };
     if newest_pair {
+        let feature = super::features::get_row(state, feature_id).await?;
         state
             .metrics
             .set_drift(&feature.name, &version.version, &columns);

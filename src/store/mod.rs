@@ -39,6 +39,21 @@ pub enum Store {
     Postgres(PgPool),
 }
 
+/// `... AS stale`: whether the raw table (`$raw_table_id`) holds batches newer than the newest
+/// one the served snapshot of `$version` (a feature_versions row) read. The one definition of
+/// staleness every query uses.
+macro_rules! stale_sql {
+    ($version:literal, $raw_table_id:literal) => {
+        concat!(
+            "EXISTS (SELECT 1 FROM raw_table_batches b WHERE b.raw_table_id = ",
+            $raw_table_id,
+            " AND b.id > COALESCE(",
+            $version,
+            ".data_batch_id, 0)) AS stale"
+        )
+    };
+}
+
 /// Run `$body` with `$p` bound to the pool of either backend.
 macro_rules! on_pool {
     ($self:expr, read, |$p:ident| $body:expr) => {
@@ -150,18 +165,21 @@ const RAW_TABLE_COLUMNS: &str =
     "id, name, description, schema_definition, event_time_column, created_at, updated_at";
 const FEATURE_COLUMNS: &str =
     "id, name, description, raw_table_id, computation_logic, entity_key, created_at, updated_at";
-const VERSION_COLUMNS: &str = "id, feature_id, version, status, computation_logic, entity_key, \
-     created_at, updated_at, computed_at, entity_count, output_schema, generation, data_batch_id, \
-     data_as_of, refresh_every_seconds, next_refresh_at, refresh_checked_at, refresh_failures, \
-     EXISTS (SELECT 1 FROM raw_table_batches b JOIN features f ON f.raw_table_id = b.raw_table_id \
-     WHERE f.id = feature_versions.feature_id \
-     AND b.id > COALESCE(feature_versions.data_batch_id, 0)) AS stale";
+const VERSION_COLUMNS: &str = concat!(
+    "id, feature_id, version, status, computation_logic, entity_key, created_at, updated_at, \
+     computed_at, entity_count, output_schema, generation, data_batch_id, data_as_of, \
+     refresh_every_seconds, next_refresh_at, refresh_checked_at, refresh_failures, ",
+    stale_sql!(
+        "feature_versions",
+        "(SELECT raw_table_id FROM features WHERE id = feature_versions.feature_id)"
+    )
+);
 
 /// What serving reports about a version besides its id: how fresh its served snapshot is.
-/// `stale`: the raw table has batches that snapshot did not read.
-const META_COLUMNS: &str = "v.id AS version_id, v.generation, v.entity_count, v.data_as_of, \
-     EXISTS (SELECT 1 FROM raw_table_batches b WHERE b.raw_table_id = f.raw_table_id \
-     AND b.id > COALESCE(v.data_batch_id, 0)) AS stale";
+const META_COLUMNS: &str = concat!(
+    "v.id AS version_id, v.generation, v.entity_count, v.data_as_of, ",
+    stale_sql!("v", "f.raw_table_id")
+);
 
 impl Store {
     /// `busy_timeout`: how long a write waits for SQLite's one writer (and a request for a

@@ -33,13 +33,12 @@ impl Store {
     /// Every computed version that is not archived, with its served snapshot's age and whether
     /// it is stale.
     pub async fn served_freshness(&self) -> Result<Vec<ServedFreshness>> {
-        Ok(on_pool!(self, read, |p| sqlx::query_as(
-            "SELECT f.name AS feature, v.version, v.computed_at, \
-             EXISTS (SELECT 1 FROM raw_table_batches b WHERE b.raw_table_id = f.raw_table_id \
-             AND b.id > COALESCE(v.data_batch_id, 0)) AS stale \
-             FROM feature_versions v JOIN features f ON f.id = v.feature_id \
+        Ok(on_pool!(self, read, |p| sqlx::query_as(concat!(
+            "SELECT f.name AS feature, v.version, v.computed_at, ",
+            stale_sql!("v", "f.raw_table_id"),
+            " FROM feature_versions v JOIN features f ON f.id = v.feature_id \
              WHERE v.computed_at IS NOT NULL AND v.status <> 'archived' ORDER BY v.id"
-        )
+        ))
         .fetch_all(p)
         .await)?)
     }
