@@ -145,7 +145,8 @@ pub async fn backfill(
     )
     .await?;
     let mut made = Vec::with_capacity(steps.len());
-    for at in steps {
+    let last = steps.len().saturating_sub(1);
+    for (i, at) in steps.into_iter().enumerate() {
         let step = match event_time_limit(&table, at) {
             Ok(limit) => {
                 let run = Run {
@@ -155,7 +156,7 @@ pub async fn backfill(
                     data: stored.newest,
                     kind: SnapshotKind::Backfill,
                 };
-                run_and_publish(state, &target, run, &job, false).await
+                run_and_publish(state, &target, run, &job, i == last).await
             }
             Err(e) => Err(e),
         };
@@ -173,7 +174,6 @@ pub async fn backfill(
             }
         }
     }
-    job.finish(&Ok(()), None).await;
     let listed = state.store.list_snapshots(version_id).await?;
     Ok(listed
         .into_iter()
@@ -331,7 +331,7 @@ struct Run<'a> {
 }
 
 /// Run in a worker and publish. `job` is marked running once a worker takes it, and when
-/// `finishes`, succeeded as soon as the publish commits, even if the client has gone.
+/// `finishes`, succeeded by the publish's own transaction, even if the client has gone.
 async fn run_and_publish(
     state: &AppState,
     target: &Target,
@@ -396,6 +396,7 @@ async fn run_and_publish(
                     snapshot: &encoded.snapshot,
                     data,
                     stats: encoded.stats.as_deref(),
+                    job: finishes.then(|| tracked.id()),
                 })
                 .await
                 .map_err(|e| match e {
@@ -406,7 +407,7 @@ async fn run_and_publish(
                 state.cache.advance(change as u64).await;
             }
             if finishes {
-                tracked.finish(&Ok(()), Some(published.version_id)).await;
+                tracked.finished_by_publish();
             }
             Ok((published, valid_from, encoded.vectors))
         }

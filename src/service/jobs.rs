@@ -118,6 +118,15 @@ impl Tracked {
         }
     }
 
+    pub fn id(&self) -> i64 {
+        self.0.id
+    }
+
+    /// The publish that ended it recorded it succeeded (`PublishRequest::job`).
+    pub fn finished_by_publish(&self) {
+        self.0.finished.store(true, Ordering::Release);
+    }
+
     /// Record how it ended (the first call only): a failure keeps the words its client got.
     pub async fn finish<T>(&self, outcome: &Result<T>, version_id: Option<i64>) {
         if self.0.finished.swap(true, Ordering::AcqRel) {

@@ -121,6 +121,9 @@ pub struct PublishRequest<'a> {
     pub data: Option<BatchMark>,
     /// The snapshot's column statistics as JSON.
     pub stats: Option<&'a str>,
+    /// The job this publish ends, recorded succeeded in the same transaction: nobody can see
+    /// the snapshot while its job still says it runs, nor the job succeeded without it.
+    pub job: Option<i64>,
 }
 
 /// A stored raw batch, as freshness counts it.
@@ -802,6 +805,17 @@ impl Store {
             .bind(req.stats)
             .fetch_one(&mut *tx)
             .await?;
+            if let Some(job) = req.job {
+                sqlx::query(
+                    "UPDATE jobs SET status = 'succeeded', version_id = $2, error = NULL, \
+                     finished_at = $3 WHERE id = $1",
+                )
+                .bind(job)
+                .bind(version_id)
+                .bind(req.computed_at)
+                .execute(&mut *tx)
+                .await?;
+            }
             if !served {
                 tx.commit().await?;
                 return Ok(Published {
@@ -823,7 +837,6 @@ impl Store {
             .bind(req.output_schema)
             .bind(data_batch_id)
             .bind(data_as_of)
-            .bind(req.stats)
             .fetch_one(&mut *tx)
             .await?;
             sqlx::query("DELETE FROM feature_vectors WHERE feature_version_id = $1")

@@ -73,13 +73,6 @@ async fn killing_the_scheduling_replica_hands_the_lease_over_and_refreshes_go_on
     )
     .await;
     let feature = feature["id"].as_i64().unwrap();
-    let (status, version) = post(
-        &base,
-        &format!("/api/v1/features/{feature}/versions"),
-        &json!({"version": "v1", "refresh_every_seconds": 1}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{version}");
 
     leader.kill();
     let started = std::time::Instant::now();
@@ -99,7 +92,15 @@ async fn killing_the_scheduling_replica_hands_the_lease_over_and_refreshes_go_on
         started.elapsed()
     );
 
-    // The survivor schedules: the version, never computed by anyone, is computed by a refresh.
+    // The survivor schedules: a version made after the handover, never computed by anyone, is
+    // computed by a refresh. (Made before, the old holder could have refreshed it already.)
+    let (status, version) = post(
+        &base,
+        &format!("/api/v1/features/{feature}/versions"),
+        &json!({"version": "v1", "refresh_every_seconds": 1}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{version}");
     let path = "/api/v1/feature-vectors?entity_id=user_001&feature_name=avg";
     let mut served = None;
     for _ in 0..100 {
@@ -113,8 +114,10 @@ async fn killing_the_scheduling_replica_hands_the_lease_over_and_refreshes_go_on
     let served = served.expect("the survivor never refreshed the version");
     assert_eq!(served["feature_values"]["a"], 112.875);
     assert_eq!(served["stale"], false);
+    // The job is recorded succeeded by the publish that made the vector servable.
     let (_, jobs) = get(&base, "/api/v1/jobs?status=succeeded").await;
     assert_eq!(jobs[0]["kind"], "refresh", "{jobs}");
+    assert_eq!(jobs[0]["version_id"], version["id"], "{jobs}");
 }
 
 #[tokio::test]
