@@ -90,18 +90,14 @@ impl Store {
     }
 
     pub async fn job_running(&self, id: i64, now: DateTime<Utc>) -> Result<()> {
-        on_pool!(self, write, |p| {
-            sqlx::query(
-                "UPDATE jobs SET status = 'running', started_at = $2, heartbeat_at = $2 \
+        self.update_at(
+            "UPDATE jobs SET status = 'running', started_at = $2, heartbeat_at = $2 \
              WHERE id = $1 AND status = 'queued'",
-            )
-            .bind(id)
-            .bind(now)
-            .execute(p)
-            .await
-            .map(|_| ())
-        })?;
-        Ok(())
+            id,
+            now,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Record how a job ended; `version_id` fills in the version a first compute created.
@@ -145,15 +141,13 @@ impl Store {
 
     /// The replica working on a job is still alive.
     pub async fn job_heartbeat(&self, id: i64, now: DateTime<Utc>) -> Result<()> {
-        on_pool!(self, write, |p| sqlx::query(
-            "UPDATE jobs SET heartbeat_at = $2 WHERE id = $1 AND finished_at IS NULL"
+        self.update_at(
+            "UPDATE jobs SET heartbeat_at = $2 WHERE id = $1 AND finished_at IS NULL",
+            id,
+            now,
         )
-        .bind(id)
-        .bind(now)
-        .execute(p)
         .await
-        .map(|_| ()))?;
-        Ok(())
+        .map(|_| ())
     }
 
     /// Mark failed the queued or running jobs whose replica stopped beating before `cutoff`;

@@ -497,6 +497,17 @@ impl Store {
             .await
     }
 
+    /// Run an `UPDATE` that takes a row's id as `$1` and a time as `$2`; returns the rows it
+    /// changed.
+    async fn update_at(&self, sql: &'static str, id: i64, at: DateTime<Utc>) -> Result<u64> {
+        Ok(on_pool!(self, write, |p| sqlx::query(sql)
+            .bind(id)
+            .bind(at)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))?)
+    }
+
     /// Run a one-row delete and, when it deleted something, bump the change counter in the
     /// same transaction.
     async fn delete_counted(&self, sql: &'static str, id: i64) -> Result<Option<i64>> {

@@ -130,30 +130,25 @@ impl Store {
 
     /// A refresh found nothing new, or succeeded: record when, and clear the failure count.
     pub async fn refresh_checked(&self, version_id: i64, now: DateTime<Utc>) -> Result<()> {
-        on_pool!(self, write, |p| {
-            sqlx::query(
-            "UPDATE feature_versions SET refresh_checked_at = $2, refresh_failures = 0 WHERE id = $1"
+        self.update_at(
+            "UPDATE feature_versions SET refresh_checked_at = $2, refresh_failures = 0 \
+             WHERE id = $1",
+            version_id,
+            now,
         )
-        .bind(version_id)
-        .bind(now)
-        .execute(p)
         .await
         .map(|_| ())
-        })?;
-        Ok(())
     }
 
     /// A refresh failed: count it and put the next try off until `retry_at`.
     pub async fn refresh_failed(&self, version_id: i64, retry_at: DateTime<Utc>) -> Result<()> {
-        on_pool!(self, write, |p| sqlx::query(
+        self.update_at(
             "UPDATE feature_versions SET refresh_failures = refresh_failures + 1, \
-             next_refresh_at = $2 WHERE id = $1 AND refresh_every_seconds IS NOT NULL"
+             next_refresh_at = $2 WHERE id = $1 AND refresh_every_seconds IS NOT NULL",
+            version_id,
+            retry_at,
         )
-        .bind(version_id)
-        .bind(retry_at)
-        .execute(p)
         .await
-        .map(|_| ()))?;
-        Ok(())
+        .map(|_| ())
     }
 }

@@ -221,6 +221,23 @@ impl TestApp {
         decode(req.send().await.expect("send")).await
     }
 
+    /// POST `body` in the media type `format` and ask for the answer in the same one.
+    pub async fn post_as(
+        &self,
+        path: &str,
+        format: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("content-type", format)
+            .header("accept", format)
+            .body(body)
+            .send()
+            .await
+            .expect("send")
+    }
+
     /// Register `user_transactions` as the original's sample does; returns its id.
     pub async fn register_transactions(&self) -> i64 {
         let (status, body) = self

@@ -347,14 +347,8 @@ async fn a_training_set_goes_csv_in_csv_out_and_parquet_in_parquet_out_with_null
     backfilled(&app).await;
     let csv = "entity_id,timestamp,label\nu1,2024-01-02T00:00:00Z,1\nu9,2024-01-02T00:00:00Z,0\nu2,2024-01-01T00:00:00Z,1\n";
     let resp = app
-        .client
-        .post(app.url("/api/v1/training-sets?features=total"))
-        .header("content-type", "text/csv")
-        .header("accept", "text/csv")
-        .body(csv)
-        .send()
-        .await
-        .unwrap();
+        .post_as("/api/v1/training-sets?features=total", "text/csv", csv)
+        .await;
     assert_eq!(resp.status(), StatusCode::OK);
     let text = resp.text().await.unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -383,14 +377,12 @@ async fn a_training_set_goes_csv_in_csv_out_and_parquet_in_parquet_out_with_null
     let mut parquet = Vec::new();
     ParquetWriter::new(&mut parquet).finish(&mut rows).unwrap();
     let resp = app
-        .client
-        .post(app.url("/api/v1/training-sets?features=total&max_age_seconds=0"))
-        .header("content-type", "application/vnd.apache.parquet")
-        .header("accept", "application/vnd.apache.parquet")
-        .body(parquet)
-        .send()
-        .await
-        .unwrap();
+        .post_as(
+            "/api/v1/training-sets?features=total&max_age_seconds=0",
+            "application/vnd.apache.parquet",
+            parquet,
+        )
+        .await;
     assert_eq!(resp.status(), StatusCode::OK);
     let bytes = resp.bytes().await.unwrap();
     let out = ParquetReader::new(std::io::Cursor::new(bytes.to_vec()))
