@@ -31,10 +31,27 @@ pub struct Freshness {
 impl Freshness {
     /// `"data_as_of":"...","stale":false` (no braces), as every answer carries it.
     pub fn json_fields(&self) -> String {
-        let at = match &self.data_as_of {
-            Some(t) => format!("\"{}\"", crate::model::format_ts(t)),
-            None => "null".into(),
-        };
-        format!("\"data_as_of\":{at},\"stale\":{}", self.stale)
+        let mut out = String::with_capacity(64);
+        self.push_data_as_of(&mut out);
+        out.push_str(if self.stale {
+            ",\"stale\":true"
+        } else {
+            ",\"stale\":false"
+        });
+        out
+    }
+
+    /// `"data_as_of":"..."` or `"data_as_of":null`: the part of the freshness that is fixed
+    /// for a generation, so cached bodies hold it.
+    pub fn push_data_as_of(&self, out: &mut String) {
+        out.push_str("\"data_as_of\":");
+        match &self.data_as_of {
+            Some(t) => {
+                out.push('"');
+                out.push_str(&crate::model::format_ts(t));
+                out.push('"');
+            }
+            None => out.push_str("null"),
+        }
     }
 }

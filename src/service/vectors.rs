@@ -120,15 +120,8 @@ fn encode(row: &VectorRow, meta: &VersionMeta) -> Result<Bytes> {
     out.push_str(&meta.version_id.to_string());
     out.push_str(",\"computed_at\":\"");
     out.push_str(&format_ts(&row.computed_at));
-    out.push_str("\",\"data_as_of\":");
-    match &meta.freshness.data_as_of {
-        Some(t) => {
-            out.push('"');
-            out.push_str(&format_ts(t));
-            out.push('"');
-        }
-        None => out.push_str("null"),
-    }
+    out.push_str("\",");
+    meta.freshness.push_data_as_of(&mut out);
     out.push('}');
     Ok(Bytes::from(out))
 }
