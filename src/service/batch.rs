@@ -132,6 +132,7 @@ async fn column(
     };
     let mut freshness = meta.map(|m| m.freshness);
     let source = match (meta, as_of) {
+        (None, _) => Source::Unresolved,
         (Some(meta), Some(at)) => match history::in_force(state, meta.version_id, at).await {
             Ok(snapshot) => {
                 freshness =
@@ -145,16 +146,12 @@ async fn column(
             }
             Err(e) => return Err(e),
         },
-        (meta, None) => match meta {
-            // Versions that fit the byte cap are held whole in memory; larger ones are read
-            // entity by entity.
-            Some(meta) => match snapshot(state, meta).await? {
-                Some(snapshot) => Source::Snapshot(snapshot),
-                None => Source::Fetched(fetch_values(state, meta, entity_ids).await?),
-            },
-            None => Source::Unresolved,
+        // Versions that fit the byte cap are held whole in memory; larger ones are read entity
+        // by entity.
+        (Some(meta), None) => match snapshot(state, meta).await? {
+            Some(snapshot) => Source::Snapshot(snapshot),
+            None => Source::Fetched(fetch_values(state, meta, entity_ids).await?),
         },
-        (None, Some(_)) => Source::Unresolved,
     };
     let name_json = json_str(&name);
     Ok((
@@ -262,8 +259,9 @@ async fn fetch_values(
     Ok(values)
 }
 
-/// `{"versions":{ref:id|null},"freshness":{ref:{data_as_of,stale}|null},"unresolved":{ref:reason},"results":[{"entity_id":..,
-/// "features":{ref:values|null},"missing":[ref..]}]}`
+/// `{"versions":{ref:id|null},"freshness":{ref:{data_as_of,stale}|null},
+/// "unresolved":{ref:reason},"results":[{"entity_id":..,"features":{ref:values|null},
+/// "missing":[ref..]}]}`
 fn render(entity_ids: &[String], columns: &[Column], unresolved: &[(String, String)]) -> Bytes {
     let mut out: Vec<u8> = Vec::with_capacity(entity_ids.len() * (32 + 48 * columns.len()) + 256);
     out.extend_from_slice(b"{\"versions\":");
