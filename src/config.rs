@@ -1,5 +1,6 @@
 //! Typed configuration read once from the environment (and `.env`, when present).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -63,6 +64,15 @@ pub struct Config {
     /// How long the scheduler lease lasts unrenewed: a dead scheduler is replaced within it
     /// (plus one tick, a quarter of it).
     pub scheduler_lease: Duration,
+    /// Where raw tables (Delta) and snapshots (Parquet) live: a directory or `s3://bucket/prefix`.
+    /// `None`: `data` beside the SQLite file (`./data` for Postgres).
+    pub data_dir: Option<String>,
+    /// S3 settings (`aws_endpoint_url`, `aws_region`, `aws_access_key_id`,
+    /// `aws_secret_access_key`, `aws_session_token`, `aws_allow_http`), from the `AWS_*`
+    /// variables of the same names.
+    pub storage_options: BTreeMap<String, String>,
+    /// Where external datasets may be registered from, besides `data_dir`.
+    pub external_source_prefixes: Vec<String>,
 }
 
 impl Default for Config {
@@ -92,9 +102,22 @@ impl Default for Config {
             cors_allowed_origins: Vec::new(),
             refresh_scheduler: true,
             scheduler_lease: Duration::from_secs(10),
+            data_dir: None,
+            storage_options: BTreeMap::new(),
+            external_source_prefixes: Vec::new(),
         }
     }
 }
+
+/// The `AWS_*` variables read into the storage options, by the option each one sets.
+const STORAGE_VARIABLES: &[(&str, &str)] = &[
+    ("AWS_ENDPOINT_URL", "aws_endpoint_url"),
+    ("AWS_REGION", "aws_region"),
+    ("AWS_ACCESS_KEY_ID", "aws_access_key_id"),
+    ("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key"),
+    ("AWS_SESSION_TOKEN", "aws_session_token"),
+    ("AWS_ALLOW_HTTP", "aws_allow_http"),
+];
 
 /// Half the machine's cores, at least one: the default share of compute.
 fn half_the_cores() -> usize {
@@ -135,6 +158,23 @@ impl fmt::Debug for Config {
             .field("cors_allowed_origins", &self.cors_allowed_origins)
             .field("refresh_scheduler", &self.refresh_scheduler)
             .field("scheduler_lease", &self.scheduler_lease)
+            .field("data_dir", &self.data_dir)
+            .field(
+                "storage_options",
+                &self
+                    .storage_options
+                    .iter()
+                    .map(|(k, v)| {
+                        let shown = if k.contains("secret") || k.contains("token") {
+                            "***"
+                        } else {
+                            v.as_str()
+                        };
+                        (k.as_str(), shown)
+                    })
+                    .collect::<BTreeMap<_, _>>(),
+            )
+            .field("external_source_prefixes", &self.external_source_prefixes)
             .finish()
     }
 }
@@ -298,7 +338,31 @@ impl Config {
                 get("SCHEDULER_LEASE_SECONDS"),
                 d.scheduler_lease.as_secs(),
             )?),
+            data_dir: get("DATA_DIR").filter(|v| !v.trim().is_empty()),
+            storage_options: STORAGE_VARIABLES
+                .iter()
+                .filter_map(|(var, key)| {
+                    get(var)
+                        .filter(|v| !v.trim().is_empty())
+                        .map(|v| (key.to_string(), v.trim().to_string()))
+                })
+                .collect(),
+            external_source_prefixes: get("EXTERNAL_SOURCE_PREFIXES")
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect(),
         };
+        for spec in config
+            .data_dir
+            .iter()
+            .chain(&config.external_source_prefixes)
+        {
+            crate::offline::Location::parse(spec)
+                .map_err(|e| ConfigError(format!("DATA_DIR or EXTERNAL_SOURCE_PREFIXES: {e}")))?;
+        }
         if config.scheduler_lease.is_zero() {
             return Err(ConfigError(
                 "SCHEDULER_LEASE_SECONDS must be at least 1".into(),
@@ -331,6 +395,29 @@ impl Config {
             )));
         }
         Ok(config)
+    }
+
+    /// Where raw tables and snapshots live: `DATA_DIR`, or `data` beside the SQLite file
+    /// (`./data` with Postgres or an in-memory SQLite).
+    pub fn data_location(&self) -> Result<crate::offline::Location, ConfigError> {
+        let spec = match &self.data_dir {
+            Some(dir) => dir.clone(),
+            None => {
+                let file = self
+                    .database_url
+                    .strip_prefix("sqlite://")
+                    .or_else(|| self.database_url.strip_prefix("sqlite:"))
+                    .map(|rest| rest.split('?').next().unwrap_or(rest))
+                    .filter(|path| !path.is_empty() && !path.contains(":memory:"));
+                match file.and_then(|f| std::path::Path::new(f).parent()) {
+                    Some(dir) if !dir.as_os_str().is_empty() => {
+                        dir.join("data").display().to_string()
+                    }
+                    _ => "data".to_string(),
+                }
+            }
+        };
+        crate::offline::Location::parse(&spec).map_err(|e| ConfigError(format!("DATA_DIR: {e}")))
     }
 
     /// How the compute workers run, from these settings.
@@ -406,6 +493,24 @@ mod tests {
     fn empty_redis_url_means_no_redis() {
         let c = Config::from_lookup(|k| (k == "REDIS_URL").then(|| " ".to_string())).unwrap();
         assert!(c.redis_url.is_none());
+    }
+
+    #[test]
+    fn the_data_dir_defaults_to_data_beside_the_sqlite_file() {
+        let c = Config::from_lookup(|k| {
+            (k == "DATABASE_URL").then(|| "sqlite:/srv/fs/store.db".to_string())
+        })
+        .unwrap();
+        assert_eq!(c.data_location().unwrap().uri(), "/srv/fs/data");
+        let c = Config::from_lookup(|k| match k {
+            "DATA_DIR" => Some("s3://bucket/fs".to_string()),
+            "AWS_SECRET_ACCESS_KEY" => Some("hidden-secret".to_string()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.data_location().unwrap().uri(), "s3://bucket/fs");
+        assert!(!format!("{c:?}").contains("hidden-secret"));
+        assert!(Config::from_lookup(|k| (k == "DATA_DIR").then(|| "ftp://x/y".into())).is_err());
     }
 
     #[test]

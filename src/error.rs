@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+pub use crate::offline::OfflineError;
 pub use crate::store::StoreError;
 
 /// What an overloaded answer asks a client to wait before trying again.
@@ -50,6 +51,10 @@ pub enum AppError {
     /// anything else a 500 that keeps its cause for the log.
     #[error("store error")]
     Store(#[source] StoreError),
+    /// The data location (DATA_DIR, object storage) failed: a 503 with Retry-After, whose
+    /// cause is logged.
+    #[error("The data storage is unavailable; retry later")]
+    DataStorage(#[source] OfflineError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -80,6 +85,15 @@ impl From<StoreError> for AppError {
             AppError::Overloaded("The database is busy; retry later".into())
         } else {
             AppError::Store(e)
+        }
+    }
+}
+
+impl From<OfflineError> for AppError {
+    fn from(e: OfflineError) -> Self {
+        match e {
+            OfflineError::Invalid(reason) => AppError::BadRequest(reason),
+            e => AppError::DataStorage(e),
         }
     }
 }
@@ -115,7 +129,9 @@ impl AppError {
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
-            AppError::Unavailable(_) | AppError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Unavailable(_) | AppError::Overloaded(_) | AppError::DataStorage(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             AppError::Store(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -137,7 +153,7 @@ impl IntoResponse for AppError {
                 .extensions_mut()
                 .insert(ErrorCause(cause_chain(&self)));
         }
-        if let AppError::Overloaded(_) = self {
+        if let AppError::Overloaded(_) | AppError::DataStorage(_) = self {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from_static(RETRY_AFTER_SECONDS),

@@ -10,6 +10,7 @@ pub mod error;
 pub mod failpoint;
 pub mod metrics;
 pub mod model;
+pub mod offline;
 pub mod served;
 pub mod service;
 pub mod store;
@@ -37,10 +38,14 @@ pub struct Shared {
     pub metrics: metrics::Metrics,
     /// Runs every feature SQL in a worker process under limits.
     pub compute: worker::ComputePool,
+    /// Raw tables (Delta) and snapshot files, under DATA_DIR or object storage.
+    pub offline: offline::OfflineStore,
     /// Decoded snapshots, for `as_of` serving and training sets.
     pub history: service::history::History,
     /// This process's name as a holder of the scheduler lease.
     pub scheduler_id: String,
+    /// The last answer about the data location, for `/ready`.
+    pub ready: service::readiness::ReadyCache,
 }
 
 impl std::ops::Deref for AppState {
@@ -81,14 +86,30 @@ impl AppState {
                 .map_err(|e| error::AppError::Internal(e.to_string()))?,
         );
         let history = service::history::History::new(config.snapshot_cache_max_bytes);
+        let prefixes = config
+            .external_source_prefixes
+            .iter()
+            .map(|p| offline::Location::parse(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let location = config
+            .data_location()
+            .map_err(|e| error::AppError::Internal(e.to_string()))?;
+        let offline = offline::OfflineStore::new(
+            location,
+            config.storage_options.clone(),
+            prefixes,
+            &changes.instance,
+        );
         Ok(AppState(Arc::new(Shared {
             config,
             store,
             cache,
             metrics,
             compute,
+            offline,
             history,
             scheduler_id: service::scheduler::holder_id(),
+            ready: Default::default(),
         })))
     }
 }
@@ -96,6 +117,9 @@ impl AppState {
 /// The whole application: state plus router.
 pub async fn build_app(config: Config) -> error::Result<(AppState, Router)> {
     let state = AppState::new(config).await?;
+    // Blobs stored in the database by earlier versions move into the data location once,
+    // before anything reads them there.
+    offline::migrate::run(&state).await?;
     service::changes::spawn_poller(&state);
     service::history::spawn_pruner(&state);
     service::scheduler::spawn(&state);

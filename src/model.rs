@@ -70,6 +70,27 @@ pub struct RawTableCreate {
     /// schema. Needed for `as_of` computes and backfills.
     #[serde(default)]
     pub event_time_column: Option<String>,
+    /// Register an existing dataset, read-only, instead of a table this service stores:
+    /// its schema is read from it (and checked against `schema_definition` when one is given).
+    #[serde(default)]
+    pub source: Option<RawTableSource>,
+}
+
+/// An external dataset: a Delta table, or a directory of Parquet files, under `DATA_DIR` or a
+/// prefix listed in `EXTERNAL_SOURCE_PREFIXES` (a path or an `s3://` URI).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RawTableSource {
+    #[schema(example = "delta")]
+    pub format: SourceFormat,
+    #[schema(example = "s3://lake/events", min_length = 1, max_length = 2048)]
+    pub uri: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceFormat {
+    Delta,
+    Parquet,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -91,10 +112,27 @@ pub struct RawTable {
     #[serde(serialize_with = "opt_ts")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub last_ingest_at: Option<DateTime<Utc>>,
+    /// The table's newest version (a Delta version; for a Parquet dataset, a count of the
+    /// listings seen); null before the first ingest.
+    pub version: Option<i64>,
+    /// The external dataset it reads, read-only; null for a table this service stores (a Delta
+    /// table under DATA_DIR).
+    pub source: Option<RawTableSource>,
 }
 
 impl From<RawTableRow> for RawTable {
     fn from(r: RawTableRow) -> Self {
+        let source = match (r.source_format.as_deref(), r.storage_uri) {
+            (Some("delta"), Some(uri)) => Some(RawTableSource {
+                format: SourceFormat::Delta,
+                uri,
+            }),
+            (Some("parquet"), Some(uri)) => Some(RawTableSource {
+                format: SourceFormat::Parquet,
+                uri,
+            }),
+            _ => None,
+        };
         RawTable {
             id: r.id,
             name: r.name,
@@ -105,6 +143,8 @@ impl From<RawTableRow> for RawTable {
             updated_at: r.updated_at,
             row_count: 0,
             last_ingest_at: None,
+            version: None,
+            source,
         }
     }
 }

@@ -15,13 +15,14 @@ pub struct VersionMeta {
     pub version_id: i64,
     pub generation: i64,
     pub entity_count: Option<i64>,
+    /// When the served generation was computed.
+    pub computed_at: Option<chrono::DateTime<chrono::Utc>>,
     #[sqlx(flatten)]
     pub freshness: Freshness,
 }
 
-/// How fresh a snapshot is: the ingest time of the newest stored batch it read (`None`: it read
-/// none, its rows came with the request), and whether its raw table holds batches it did not
-/// read.
+/// How fresh a snapshot is: when the table version it read was committed (`None`: it read
+/// none, its rows came with the request), and whether its raw table has a newer version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, sqlx::FromRow)]
 pub struct Freshness {
     pub data_as_of: Option<chrono::DateTime<chrono::Utc>>,

@@ -52,6 +52,8 @@ use crate::AppState;
         model::Health,
         model::Readiness,
         model::RawTableCreate,
+        model::RawTableSource,
+        model::SourceFormat,
         model::RawTable,
         model::RawTablePreview,
         model::FeatureCreate,

@@ -12,7 +12,8 @@ pub fn router() -> Router<AppState> {
         .route("/ready", get(ready))
 }
 
-/// Readiness: the database answers; reports the database backend and the cache mode
+/// Readiness: the database answers and the data location holds every table the database
+/// registers (checked at most every few seconds); reports the database backend and the cache mode
 /// (`memory`, `redis`, or `memory (redis unreachable)`).
 #[utoipa::path(get, operation_id = "ready", path = "/ready", tag = "health",
     responses((status = 200, body = Readiness), (status = 503, body = ErrorBody)))]
@@ -20,6 +21,9 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>> {
     let ping = tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await;
     if !matches!(ping, Ok(Ok(()))) {
         return Err(AppError::Unavailable("Database unavailable".into()));
+    }
+    if let Err(reason) = crate::service::readiness::data_location(&state).await {
+        return Err(AppError::Unavailable(reason));
     }
     Ok(Json(Readiness {
         status: "ready",

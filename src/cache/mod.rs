@@ -269,50 +269,27 @@ impl Cache {
         }
     }
 
-    /// Hold a just-published version for batch serving, so it is warm from its first request,
-    /// and let go of the version's older generations, which nothing can ask for any more.
-    pub async fn put_snapshot(&self, meta: VersionMeta, snapshot: Snapshot) {
-        self.drop_older_snapshots(meta.version_id, meta.generation);
-        self.inner.snapshot_builds.fetch_add(1, Ordering::Relaxed);
-        let key = (meta.version_id, meta.generation);
-        if snapshot.bytes() > self.inner.snapshot_cap {
-            self.inner.too_big.insert(key, ()).await;
-            return;
-        }
-        self.inner.snapshots.insert(key, Arc::new(snapshot)).await;
-    }
-
-    /// Would `vectors` (entity, values) fit the snapshot cap? Checked before building one at
-    /// publish; a version that would not is marked, and served entity by entity.
-    pub async fn fits_snapshot(
-        &self,
-        meta: VersionMeta,
-        ids_and_values_bytes: u64,
-        n: u64,
-    ) -> bool {
+    /// Would vectors of these sizes (entity ids and values, `n` of them) fit the snapshot cap?
+    /// Checked at publish from what was written; a version that would not is marked, and
+    /// served entity by entity without ever being loaded whole.
+    pub async fn note_size(&self, meta: VersionMeta, ids_and_values_bytes: u64, n: u64) {
         let estimate = ids_and_values_bytes + n * SNAPSHOT_SLOT_BYTES;
         if estimate > self.inner.snapshot_cap {
-            self.drop_older_snapshots(meta.version_id, meta.generation);
             self.inner
                 .too_big
                 .insert((meta.version_id, meta.generation), ())
                 .await;
-            return false;
         }
-        true
     }
 
-    /// Forget snapshots of `version_id` older than `generation`. Each publish does this for
-    /// the generations just before its own, so no older one is left held; explicit keys rather
-    /// than moka's invalidation closures, which would add a predicate check to every read on
-    /// the batch path.
-    pub fn drop_older_snapshots(&self, version_id: i64, generation: i64) {
-        let snapshots = self.inner.snapshots.clone();
-        tokio::spawn(async move {
-            for older in generation.saturating_sub(2).max(0)..generation {
-                snapshots.invalidate(&(version_id, older)).await;
-            }
-        });
+    /// Forget the snapshot of a generation a publish retired, so no older one is left held;
+    /// an explicit key rather than moka's invalidation closures, which would add a predicate
+    /// check to every read on the batch path.
+    pub async fn drop_snapshot(&self, version_id: i64, generation: i64) {
+        self.inner
+            .snapshots
+            .invalidate(&(version_id, generation))
+            .await;
     }
 
     /// Snapshots built so far (loaded on a batch miss or warmed at publish).

@@ -179,16 +179,18 @@ impl RedisTier {
 
     pub async fn put_lookup(&self, key: &LookupKey, meta: VersionMeta, epoch: u64) {
         let k = self.lookup_key(key);
+        let micros = |t: Option<DateTime<Utc>>| {
+            t.map_or(String::new(), |t| t.timestamp_micros().to_string())
+        };
         let v = format!(
-            "{}:{}:{}:{}:{}:{}",
+            "{}:{}:{}:{}:{}:{}:{}",
             meta.version_id,
             meta.generation,
             epoch,
             meta.entity_count.map_or(-1, |n| n),
-            meta.freshness
-                .data_as_of
-                .map_or(String::new(), |t| t.timestamp_micros().to_string()),
+            micros(meta.freshness.data_as_of),
             u8::from(meta.freshness.stale),
+            micros(meta.computed_at),
         );
         let ttl = self.shared.ttl_secs;
         let _: Option<()> = self
@@ -263,26 +265,30 @@ impl RedisTier {
     }
 }
 
-/// `version_id:generation:epoch:entity_count:data_as_of:stale` (count -1: never computed;
-/// data_as_of in microseconds, empty when unknown; stale 0 or 1). An entry in any other form
-/// (an older replica's) is a miss.
+/// `version_id:generation:epoch:entity_count:data_as_of:stale:computed_at` (count -1: never
+/// computed; times in microseconds, empty when unknown; stale 0 or 1). An entry in any other
+/// form (an older replica's) is a miss.
 fn parse_entry(s: &str) -> Option<(VersionMeta, u64)> {
     let mut parts = s.split(':');
     let version_id = parts.next()?.parse().ok()?;
     let generation = parts.next()?.parse().ok()?;
     let epoch = parts.next()?.parse().ok()?;
     let count: i64 = parts.next()?.parse().ok()?;
-    let data_as_of = match parts.next()? {
-        "" => None,
-        micros => Some(DateTime::<Utc>::from_timestamp_micros(
-            micros.parse().ok()?,
-        )?),
+    let time = |part: &str| -> Option<Option<DateTime<Utc>>> {
+        match part {
+            "" => Some(None),
+            micros => Some(Some(DateTime::<Utc>::from_timestamp_micros(
+                micros.parse().ok()?,
+            )?)),
+        }
     };
+    let data_as_of = time(parts.next()?)?;
     let stale = match parts.next()? {
         "0" => false,
         "1" => true,
         _ => return None,
     };
+    let computed_at = time(parts.next()?)?;
     if parts.next().is_some() {
         return None;
     }
@@ -291,6 +297,7 @@ fn parse_entry(s: &str) -> Option<(VersionMeta, u64)> {
             version_id,
             generation,
             entity_count: (count >= 0).then_some(count),
+            computed_at,
             freshness: Freshness { data_as_of, stale },
         },
         epoch,

@@ -17,6 +17,19 @@ pub fn run_sql(sql: &str, frame: DataFrame) -> Result<DataFrame, String> {
         .map_err(|e| clean_message(&e.to_string()))
 }
 
+/// Guard, then execute `sql` over `data` (a lazy scan) with polars' streaming engine: the
+/// input is read a morsel at a time, so only the query's own state (a group-by's groups, a
+/// sort) has to fit in memory, not the table.
+pub fn run_sql_streaming(sql: &str, data: LazyFrame) -> Result<DataFrame, String> {
+    sql_guard::check(sql)?;
+    let mut ctx = SQLContext::new();
+    ctx.register(DATA_TABLE, data);
+    ctx.execute(sql)
+        .and_then(|lf| lf.collect_with_engine(Engine::Streaming))
+        .map(|r| r.unwrap_single())
+        .map_err(|e| clean_message(&e.to_string()))
+}
+
 /// Polars' messages (and panics) end with a backtrace hint and sometimes carry plan dumps;
 /// keep the first meaningful line so a client sees a readable reason.
 pub fn clean_message(msg: &str) -> String {

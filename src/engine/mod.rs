@@ -4,12 +4,12 @@
 
 pub mod batches;
 pub mod drift;
-pub mod event_time;
 pub mod execute;
 pub mod formats;
 pub mod history;
 pub mod ndjson;
 pub mod result;
+pub mod scan;
 pub mod schema;
 pub mod sql_guard;
 pub mod stats;

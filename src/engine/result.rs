@@ -3,7 +3,7 @@
 //! Encoding is column by column (one typed loop per column) and rows are assembled as text,
 //! so a million-cell result never builds a `serde_json::Value` per cell.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat};
 use polars::prelude::*;
@@ -31,12 +31,40 @@ pub fn type_name(dtype: &DataType) -> String {
 }
 
 /// Check the result (has the entity key, one row per entity, no null key, not too many rows)
-/// and encode it.
+/// and encode it, in key order.
 pub fn encode(
     frame: &DataFrame,
     entity_key: &str,
     max_rows: usize,
 ) -> Result<EncodedResult, String> {
+    let checked = check(frame.clone(), entity_key, max_rows)?;
+    Ok(EncodedResult {
+        vectors: encode_part(&checked.frame, &checked.key_name)?,
+        output_schema: checked.output_schema,
+    })
+}
+
+/// A result that passed the checks: the entity key as text, first (under its own name),
+/// then the value columns, sorted by key, so the snapshot file is ordered for lookups and
+/// the vectors reach the database in index order.
+#[derive(Debug)]
+pub struct Checked {
+    pub frame: DataFrame,
+    pub key_name: String,
+    /// Output column -> type name (the key with its type before it became text).
+    pub output_schema: BTreeMap<String, String>,
+}
+
+impl Checked {
+    /// The frame as a stored snapshot holds it (key first, as text).
+    pub fn snapshot_frame(&self) -> Result<DataFrame, String> {
+        Ok(self.frame.clone())
+    }
+}
+
+/// Check a result (not too many rows, has the entity key, no null key, one row per entity)
+/// without encoding it.
+pub fn check(frame: DataFrame, entity_key: &str, max_rows: usize) -> Result<Checked, String> {
     if frame.height() > max_rows {
         return Err(format!(
             "the result has {} rows, more than the limit of {max_rows}",
@@ -46,78 +74,28 @@ pub fn encode(
     let key = frame.column(entity_key).map_err(|_| {
         format!("the result has no column '{entity_key}' (the feature's entity_key)")
     })?;
-    let key = key.cast(&DataType::String).map_err(|e| e.to_string())?;
-    let key = key.str().map_err(|e| e.to_string())?;
-
-    let value_columns: Vec<&Column> = frame
-        .columns()
-        .iter()
-        .filter(|c| c.name().as_str() != entity_key)
-        .collect();
     let mut output_schema = BTreeMap::new();
-    let mut encoded_columns = Vec::with_capacity(value_columns.len());
-    for column in &value_columns {
+    for column in frame.columns() {
         output_schema.insert(column.name().to_string(), type_name(column.dtype()));
-        let name = serde_json::to_string(column.name().as_str()).map_err(|e| e.to_string())?;
-        encoded_columns.push((name, encode_cells(column)?));
     }
-    output_schema.insert(
-        entity_key.to_string(),
-        type_name(frame.column(entity_key).map_err(|e| e.to_string())?.dtype()),
-    );
-
-    let mut seen = HashSet::with_capacity(frame.height());
-    let mut vectors = Vec::with_capacity(frame.height());
-    for (row, entity) in key.iter().enumerate() {
-        let Some(entity) = entity else {
-            return Err(format!("the result has a null '{entity_key}'"));
-        };
-        if !seen.insert(entity) {
-            return Err(format!(
-                "the result has more than one row for entity '{entity}'; the SQL must return one row per '{entity_key}' (GROUP BY {entity_key})"
-            ));
-        }
-        vectors.push(EncodedVector {
-            entity_id: entity.to_string(),
-            values: row_object(&encoded_columns, row),
-        });
+    let key = key.cast(&DataType::String).map_err(|e| e.to_string())?;
+    if key.null_count() > 0 {
+        return Err(format!("the result has a null '{entity_key}'"));
     }
-    Ok(EncodedResult {
-        vectors,
-        output_schema,
-    })
-}
-
-/// Vectors as an Arrow IPC file of two text columns, `entity_id` and `values`: how a compute
-/// worker hands its result to the server. Uncompressed: it crosses a local pipe once.
-pub fn vectors_to_ipc(vectors: &[EncodedVector]) -> Result<Vec<u8>, String> {
-    let ids: Vec<&str> = vectors.iter().map(|v| v.entity_id.as_str()).collect();
-    let values: Vec<&str> = vectors.iter().map(|v| v.values.as_str()).collect();
-    let mut frame = DataFrame::new(
-        vectors.len(),
-        vec![
-            Column::new(PlSmallStr::from_static("entity_id"), ids),
-            Column::new(PlSmallStr::from_static("values"), values),
-        ],
-    )
-    .map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    IpcWriter::new(&mut buf)
-        .finish(&mut frame)
-        .map_err(|e| e.to_string())?;
-    Ok(buf)
-}
-
-/// A result frame as a stored snapshot: the entity key first (as text), then the value
-/// columns with their types, as an LZ4-compressed Arrow IPC file. Readers take the first
-/// column as the key whatever its name, so a value column may be called `entity_id`.
-pub fn snapshot_to_ipc(frame: DataFrame, entity_key: &str) -> Result<Vec<u8>, String> {
-    let key = frame
-        .column(entity_key)
-        .and_then(|c| c.cast(&DataType::String))
-        .map_err(|e| e.to_string())?;
+    let text = key.str().map_err(|e| e.to_string())?;
+    if text.n_unique().map_err(|e| e.to_string())? < text.len() {
+        let mut seen = std::collections::HashSet::with_capacity(text.len());
+        let entity = text
+            .iter()
+            .flatten()
+            .find(|e| !seen.insert(*e))
+            .unwrap_or_default();
+        return Err(format!(
+            "the result has more than one row for entity '{entity}'; the SQL must return one row per '{entity_key}' (GROUP BY {entity_key})"
+        ));
+    }
     let mut columns = Vec::with_capacity(frame.width());
-    columns.push(key);
+    columns.push(key.with_name(PlSmallStr::from(entity_key)));
     columns.extend(
         frame
             .columns()
@@ -125,8 +103,42 @@ pub fn snapshot_to_ipc(frame: DataFrame, entity_key: &str) -> Result<Vec<u8>, St
             .filter(|c| c.name().as_str() != entity_key)
             .cloned(),
     );
-    let mut frame = DataFrame::new(frame.height(), columns).map_err(|e| e.to_string())?;
-    super::batches::encode(&mut frame)
+    let frame = DataFrame::new(frame.height(), columns)
+        .and_then(|f| {
+            f.sort(
+                [entity_key],
+                SortMultipleOptions::default().with_multithreaded(true),
+            )
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(Checked {
+        frame,
+        key_name: entity_key.to_string(),
+        output_schema,
+    })
+}
+
+/// Vectors of a checked frame's rows (key first, as text).
+pub fn encode_part(frame: &DataFrame, key_name: &str) -> Result<Vec<EncodedVector>, String> {
+    let key = frame.column(key_name).map_err(|e| e.to_string())?;
+    let key = key.str().map_err(|e| e.to_string())?;
+    let mut columns = Vec::with_capacity(frame.width());
+    for column in frame
+        .columns()
+        .iter()
+        .filter(|c| c.name().as_str() != key_name)
+    {
+        let name = serde_json::to_string(column.name().as_str()).map_err(|e| e.to_string())?;
+        columns.push((name, encode_cells(column)?));
+    }
+    Ok(key
+        .iter()
+        .enumerate()
+        .map(|(row, entity)| EncodedVector {
+            entity_id: entity.unwrap_or_default().to_string(),
+            values: row_object(&columns, row),
+        })
+        .collect())
 }
 
 /// A stored snapshot back as a frame (key column first).
@@ -134,29 +146,6 @@ pub fn snapshot_from_ipc(bytes: &[u8]) -> Result<DataFrame, String> {
     IpcReader::new(std::io::Cursor::new(bytes))
         .finish()
         .map_err(|e| e.to_string())
-}
-
-/// The inverse of `vectors_to_ipc`.
-pub fn vectors_from_ipc(bytes: &[u8]) -> Result<Vec<EncodedVector>, String> {
-    let frame = IpcReader::new(std::io::Cursor::new(bytes))
-        .finish()
-        .map_err(|e| e.to_string())?;
-    let ids = frame.column("entity_id").map_err(|e| e.to_string())?;
-    let values = frame.column("values").map_err(|e| e.to_string())?;
-    let (ids, values) = (
-        ids.str().map_err(|e| e.to_string())?,
-        values.str().map_err(|e| e.to_string())?,
-    );
-    ids.iter()
-        .zip(values.iter())
-        .map(|(id, values)| match (id, values) {
-            (Some(id), Some(values)) => Ok(EncodedVector {
-                entity_id: id.to_string(),
-                values: values.to_string(),
-            }),
-            _ => Err("a vector without an entity or values".to_string()),
-        })
-        .collect()
 }
 
 /// A frame's rows as JSON objects (for previews; not on a hot path).
@@ -299,21 +288,5 @@ mod tests {
         assert!(encode(&df, "id", 1)
             .unwrap_err()
             .contains("more than the limit"));
-    }
-
-    #[test]
-    fn vectors_survive_the_trip_through_arrow_ipc() {
-        let vectors = vec![
-            EncodedVector {
-                entity_id: "u1".into(),
-                values: r#"{"a":1}"#.into(),
-            },
-            EncodedVector {
-                entity_id: "é".into(),
-                values: "{}".into(),
-            },
-        ];
-        let back = vectors_from_ipc(&vectors_to_ipc(&vectors).unwrap()).unwrap();
-        assert_eq!(back, vectors);
     }
 }

@@ -208,7 +208,7 @@ async fn snapshot(state: &AppState, meta: VersionMeta) -> Result<Option<Arc<Snap
     state
         .cache
         .snapshot(meta, async move {
-            let rows = store.all_values(meta.version_id).await?;
+            let rows = store.all_values(meta.generation).await?;
             super::blocking(move || Snapshot::build(&rows)).await
         })
         .await
@@ -244,7 +244,7 @@ async fn fetch_values(
     let mut found: HashMap<String, Bytes> = HashMap::with_capacity(misses.len());
     for (entity, text) in state
         .store
-        .get_values_many(meta.version_id, &misses)
+        .get_values_many(meta.generation, &misses)
         .await?
     {
         let body = Bytes::from(text);

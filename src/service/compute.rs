@@ -1,16 +1,16 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::cache::Snapshot as BatchSnapshot;
-use crate::engine::{batches, result};
 use crate::error::{AppError, Result};
 use crate::model::{format_ts, now, BackfillRequest, ComputeResponse, Snapshot};
+use crate::offline::Pinned;
 use crate::served::VersionMeta;
-use crate::store::StoreError;
 use crate::store::{
-    BatchMark, JobKind, PublishRequest, Published, RawTableRow, SnapshotKind, StoredBatches,
+    DataMark, Deleted, JobKind, PublishRequest, Published, RawTableRow, SnapshotKind, StoreError,
 };
-use crate::worker::{ComputeError, EventTimeLimit, FailureKind, Job};
+use crate::worker::{
+    ComputeError, ComputeJob, EventTimeLimit, FailureKind, Input, Job, Running, Task,
+};
 use crate::AppState;
 
 use super::jobs::Tracked;
@@ -20,10 +20,11 @@ use super::{blocking, check_label, features, raw_tables, versions};
 ///
 /// The version is created (active) only when the compute succeeds; an existing version is
 /// recomputed with the SQL it snapshotted at creation. `rows` empty means the rows ingested
-/// into the raw table. With `as_of`, only rows whose event time is at or before it count, and
-/// the snapshot is valid from `as_of` (served only if no newer one exists). Publishing replaces
-/// the served vectors in one transaction, then the cache moves on, so every reader sees the new
-/// set as soon as this returns.
+/// into the raw table: the worker scans the files of its newest version. With `as_of`, only
+/// rows whose event time is at or before it count, and the snapshot is valid from `as_of`
+/// (served only if no newer one exists). Publishing serves the new vectors in one small
+/// transaction, then the cache moves on, so every reader sees the new set as soon as this
+/// returns.
 pub async fn compute(
     state: &AppState,
     feature_id: i64,
@@ -49,33 +50,29 @@ pub async fn compute(
         Some(at) => Some(event_time_limit(&table, at)?),
         None => None,
     };
-    let (inputs, data) = if rows.is_empty() {
-        let stored = stored_inputs(state, &table).await?;
-        (stored.blobs, stored.newest)
+    let source = if rows.is_empty() {
+        Source::Table(&table)
     } else {
         // Body rows are checked here (they are the client's input, not SQL) and handed to the
-        // worker as one Arrow IPC batch.
+        // worker as one Arrow IPC file.
         let schema = raw_tables::schema_of(&table)?;
         let encoded = blocking(move || {
             let mut frame = schema
                 .frame_from_rows(&rows)
                 .map_err(|e| AppError::BadRequest(format!("Invalid raw data: {e}")))?;
-            batches::encode(&mut frame).map_err(AppError::internal)
+            crate::engine::batches::encode(&mut frame).map_err(AppError::internal)
         })
         .await??;
-        (vec![encoded], None)
+        Source::Piped(encoded)
     };
-    let loaded = started.elapsed();
-    let definition = raw_tables::definition_of(&table)?;
     let job = Tracked::queue(state, JobKind::Compute, feature_id, existing, version).await?;
     let made = run_and_publish(
         state,
         &target,
         Run {
-            definition: &definition,
-            inputs: &inputs,
+            table: &table,
+            source,
             as_of: event_time,
-            data,
             kind: SnapshotKind::Compute,
         },
         &job,
@@ -86,7 +83,6 @@ pub async fn compute(
         job.finish(&made, None).await;
     }
     let made = made?;
-    drop(inputs);
     state
         .metrics
         .compute_seconds
@@ -98,10 +94,13 @@ pub async fn compute(
         snapshot_id = made.published.snapshot_id,
         served = made.published.served,
         vectors = made.vectors,
-        load_ms = loaded.as_millis() as u64,
+        queued_ms = made.queued.as_millis() as u64,
         worker_ms = made.worker.as_millis() as u64,
+        query_ms = made.query.as_millis() as u64,
         stats_ms = made.stats.as_millis() as u64,
+        snapshot_ms = made.snapshot.as_millis() as u64,
         publish_ms = made.publish.as_millis() as u64,
+        worker_peak_rss_mib = made.peak_rss_kib / 1024,
         "published feature version"
     );
     Ok(ComputeResponse {
@@ -113,9 +112,10 @@ pub async fn compute(
     })
 }
 
-/// Make one snapshot per step from `start` to `end` inclusive, each over the stored rows whose
-/// event time is at or before the step, in the compute workers. A step older than the served
-/// snapshot is kept as history only.
+/// Make one snapshot per step from `start` to `end` inclusive, each over the rows whose event
+/// time is at or before the step, in the compute workers. Every step reads the same table
+/// version (pinned once: a file list, not the rows). A step older than the served snapshot is
+/// kept as history only.
 pub async fn backfill(
     state: &AppState,
     feature_id: i64,
@@ -134,8 +134,7 @@ pub async fn backfill(
         logic: version.computation_logic,
         entity_key: version.entity_key,
     };
-    let definition = raw_tables::definition_of(&table)?;
-    let stored = stored_inputs(state, &table).await?;
+    let pinned = pinned_rows(state, &table).await?;
     let job = Tracked::queue(
         state,
         JobKind::Backfill,
@@ -150,10 +149,9 @@ pub async fn backfill(
         let step = match event_time_limit(&table, at) {
             Ok(limit) => {
                 let run = Run {
-                    definition: &definition,
-                    inputs: &stored.blobs,
+                    table: &table,
+                    source: Source::Pinned(pinned.clone()),
                     as_of: Some(limit),
-                    data: stored.newest,
                     kind: SnapshotKind::Backfill,
                 };
                 run_and_publish(state, &target, run, &job, i == last).await
@@ -221,10 +219,16 @@ struct Made {
     published: Published,
     valid_from: DateTime<Utc>,
     vectors: usize,
+    /// Waiting for a worker.
+    queued: std::time::Duration,
+    /// From the worker's start to its reply: the query, the checks, statistics, the snapshot.
     worker: std::time::Duration,
-    /// Of `worker`, the time spent on the snapshot's statistics.
+    query: std::time::Duration,
     stats: std::time::Duration,
+    snapshot: std::time::Duration,
+    /// From the reply to the publish's commit: the vectors written, then served.
     publish: std::time::Duration,
+    peak_rss_kib: u64,
 }
 
 /// The `as_of` limit of a compute over `table`, or why there can be none.
@@ -246,28 +250,27 @@ fn event_time_limit(table: &RawTableRow, at: DateTime<Utc>) -> Result<EventTimeL
     })
 }
 
-async fn stored_inputs(state: &AppState, table: &RawTableRow) -> Result<StoredBatches> {
-    let stored = state.store.load_batches(table.id).await?;
-    if stored.blobs.is_empty() {
-        return Err(AppError::BadRequest(format!(
+/// The newest version of a table and its files; a 400 when it holds no rows yet.
+async fn pinned_rows(state: &AppState, table: &RawTableRow) -> Result<(Pinned, DataMark)> {
+    raw_tables::pin(state, table).await?.ok_or_else(|| {
+        AppError::BadRequest(format!(
             "Invalid raw data: No data provided, and raw table '{}' has no ingested rows",
             table.name
-        )));
-    }
-    Ok(stored)
+        ))
+    })
 }
 
 /// What a refresh did.
 pub enum Refreshed {
-    /// The raw table has no batch the served snapshot did not read.
+    /// The raw table has no version the served snapshot did not read.
     NothingNew,
     Published {
         snapshot_id: i64,
     },
 }
 
-/// Recompute a version from its stored rows if its raw table has batches the served snapshot
-/// did not read, and publish the result as a `refresh` snapshot.
+/// Recompute a version from its table's newest version if the served snapshot did not read
+/// it, and publish the result as a `refresh` snapshot.
 pub async fn refresh(state: &AppState, version_id: i64) -> Result<Refreshed> {
     let version = state
         .store
@@ -276,13 +279,13 @@ pub async fn refresh(state: &AppState, version_id: i64) -> Result<Refreshed> {
         .ok_or_else(|| versions::not_found(version_id))?;
     let feature = features::get_row(state, version.feature_id).await?;
     let table = raw_tables::get_row(state, feature.raw_table_id).await?;
-    let newest = state.store.newest_batch(table.id).await?;
-    let unread = match (newest, version.data_batch_id) {
-        (None, _) => false,
-        (Some(n), Some(read)) => n.batch_id > read,
-        (Some(_), None) => true,
+    let Some(pinned) = raw_tables::pin(state, &table).await? else {
+        return Ok(Refreshed::NothingNew);
     };
-    if !unread {
+    if version
+        .data_version
+        .is_some_and(|read| read >= pinned.1.version)
+    {
         return Ok(Refreshed::NothingNew);
     }
     let target = Target {
@@ -299,19 +302,13 @@ pub async fn refresh(state: &AppState, version_id: i64) -> Result<Refreshed> {
         &target.version,
     )
     .await?;
-    let made = async {
-        let stored = stored_inputs(state, &table).await?;
-        let definition = raw_tables::definition_of(&table)?;
-        let run = Run {
-            definition: &definition,
-            inputs: &stored.blobs,
-            as_of: None,
-            data: stored.newest,
-            kind: SnapshotKind::Refresh,
-        };
-        run_and_publish(state, &target, run, &job, true).await
-    }
-    .await;
+    let run = Run {
+        table: &table,
+        source: Source::Pinned(pinned),
+        as_of: None,
+        kind: SnapshotKind::Refresh,
+    };
+    let made = run_and_publish(state, &target, run, &job, true).await;
     if made.is_err() {
         job.finish(&made, None).await;
     }
@@ -320,18 +317,27 @@ pub async fn refresh(state: &AppState, version_id: i64) -> Result<Refreshed> {
     })
 }
 
+/// Where a run's rows come from.
+enum Source<'a> {
+    /// Rows sent with the request, as an Arrow IPC file.
+    Piped(Vec<u8>),
+    /// The table's newest version, pinned once a worker is free.
+    Table(&'a RawTableRow),
+    /// A version pinned already (a backfill's steps, a refresh).
+    Pinned((Pinned, DataMark)),
+}
+
 /// What one worker run computes over, and what kind of snapshot it makes.
 struct Run<'a> {
-    definition: &'a std::collections::BTreeMap<String, String>,
-    inputs: &'a [Vec<u8>],
+    table: &'a RawTableRow,
+    source: Source<'a>,
     as_of: Option<EventTimeLimit>,
-    /// The newest stored batch among `inputs` (`None`: rows from the request).
-    data: Option<BatchMark>,
     kind: SnapshotKind,
 }
 
-/// Run in a worker and publish. `job` is marked running once a worker takes it, and when
-/// `finishes`, succeeded by the publish's own transaction, even if the client has gone.
+/// Run in a worker and publish. The worker slot comes first and the input after (a queued job
+/// holds no data). `job` is marked running once a worker takes it, and when `finishes`,
+/// succeeded by the publish's own transaction, even if the client has gone.
 async fn run_and_publish(
     state: &AppState,
     target: &Target,
@@ -340,33 +346,52 @@ async fn run_and_publish(
     finishes: bool,
 ) -> Result<Made> {
     let started = std::time::Instant::now();
-    let Run {
-        definition,
-        inputs,
-        as_of,
-        data,
-        kind,
-    } = run;
-    let valid_from_as_of = as_of
+    let admitted = state.compute.admit().await.map_err(compute_failed)?;
+    let queued = started.elapsed();
+    tracked.running().await;
+    let (input, piped, data) = match run.source {
+        Source::Piped(rows) => (Input::Piped, Some(rows), None),
+        Source::Table(table) => {
+            let (pinned, mark) = pinned_rows(state, table).await?;
+            (files_of(pinned), None, Some(mark))
+        }
+        Source::Pinned((pinned, mark)) => (files_of(pinned), None, Some(mark)),
+    };
+    let valid_from_as_of = run
+        .as_of
         .as_ref()
         .and_then(|l| DateTime::<Utc>::from_timestamp_micros(l.micros));
-    let job = Job {
-        sql: target.logic.clone(),
-        entity_key: target.entity_key.clone(),
-        max_rows: state.config.compute_max_rows,
-        schema: definition.clone(),
-        dry_run: false,
-        as_of,
+    // A result older than what is served can only be history: its vectors are not written.
+    let may_serve = match valid_from_as_of {
+        Some(at) => state
+            .store
+            .newest_valid_from(target.feature_id, &target.version)
+            .await?
+            .is_none_or(|newest| at >= newest),
+        None => true,
     };
-    let admitted = state.compute.admit().await.map_err(compute_failed)?;
-    tracked.running().await;
-    let encoded = state
+    let location = state.offline.new_snapshot_path(target.feature_id);
+    let job = Job {
+        task: Task::Compute(ComputeJob {
+            sql: target.logic.clone(),
+            entity_key: target.entity_key.clone(),
+            max_rows: state.config.compute_max_rows,
+            schema: raw_tables::definition_of(run.table)?,
+            dry_run: false,
+            input,
+            as_of: run.as_of,
+            snapshot: Some(state.offline.root().join(&location).uri()),
+            vectors: may_serve,
+        }),
+        storage: state.offline.options().clone(),
+    };
+    let running = state
         .compute
-        .run_admitted(admitted, &job, inputs)
+        .start(admitted, &job, piped.as_deref())
         .await
         .map_err(compute_failed)?;
-    let worker = started.elapsed();
-    let stats_time = encoded.stats_time;
+    let worker = started.elapsed() - queued;
+    let reply = running.reply().clone();
 
     // Publishing and announcing it finish even if the client goes away meanwhile.
     let publish = {
@@ -376,56 +401,198 @@ async fn run_and_publish(
         let logic = target.logic.clone();
         let entity_key = target.entity_key.clone();
         let tracked = tracked.clone();
+        let kind = run.kind;
         async move {
             let output_schema =
-                serde_json::to_string(&encoded.output_schema).map_err(AppError::internal)?;
-            let computed_at = now();
-            let valid_from = valid_from_as_of.unwrap_or(computed_at);
-            let published = state
-                .store
-                .publish(&PublishRequest {
-                    feature_id,
-                    version: &version,
-                    computation_logic: &logic,
-                    entity_key: &entity_key,
-                    output_schema: &output_schema,
-                    computed_at,
-                    vectors: &encoded.vectors,
-                    valid_from,
-                    kind,
-                    snapshot: &encoded.snapshot,
-                    data,
-                    stats: encoded.stats.as_deref(),
-                    job: finishes.then(|| tracked.id()),
-                })
-                .await
-                .map_err(|e| match e {
-                    StoreError::StillReferenced => features::not_found(feature_id),
-                    e => e.into(),
-                })?;
+                serde_json::to_string(&reply.output_schema).map_err(AppError::internal)?;
+            let generation = match may_serve {
+                true => Some(
+                    state
+                        .store
+                        .begin_generation(Some(tracked.id()), now())
+                        .await?,
+                ),
+                false => None,
+            };
+            let written = write_vectors(&state, generation, running).await;
+            let published = match written {
+                Ok(vector_bytes) => {
+                    let computed_at = now();
+                    let valid_from = valid_from_as_of.unwrap_or(computed_at);
+                    state
+                        .store
+                        .publish(&PublishRequest {
+                            feature_id,
+                            version: &version,
+                            computation_logic: &logic,
+                            entity_key: &entity_key,
+                            output_schema: &output_schema,
+                            computed_at,
+                            entity_count: reply.rows as i64,
+                            generation,
+                            valid_from,
+                            kind,
+                            location: &location,
+                            data,
+                            stats: reply.stats.as_deref(),
+                            job: finishes.then(|| tracked.id()),
+                        })
+                        .await
+                        .map(|p| (p, valid_from, vector_bytes))
+                        .map_err(|e| match e {
+                            StoreError::StillReferenced => features::not_found(feature_id),
+                            e => e.into(),
+                        })
+                }
+                Err(e) => Err(e),
+            };
+            let (published, valid_from, vector_bytes) = match published {
+                Ok(done) => done,
+                Err(e) => {
+                    abandon(&state, generation, &location);
+                    return Err(e);
+                }
+            };
             if let Some(change) = published.change {
                 state.cache.advance(change as u64).await;
             }
             if finishes {
                 tracked.finished_by_publish();
             }
-            Ok((published, valid_from, encoded.vectors))
+            if published.served {
+                // Batch serving loads a version whole on first use; one too big for its cap is
+                // known now, from what was written, and never loaded.
+                let meta = VersionMeta {
+                    version_id: published.version_id,
+                    generation: published.generation,
+                    entity_count: Some(reply.rows as i64),
+                    computed_at: None,
+                    freshness: Default::default(),
+                };
+                state
+                    .cache
+                    .note_size(meta, vector_bytes, reply.rows as u64)
+                    .await;
+            }
+            if let Some(retired) = published.retired {
+                state
+                    .cache
+                    .drop_snapshot(published.version_id, retired)
+                    .await;
+                drop_generations(&state, vec![retired]);
+            }
+            Ok((published, valid_from))
         }
     };
-    let (published, valid_from, vectors) = super::detached(publish).await?;
-    let count = vectors.len();
+    let publish_started = std::time::Instant::now();
+    let (published, valid_from) = super::detached(publish).await?;
+    let publish_time = publish_started.elapsed();
     if published.served {
-        warm_batch_snapshot(state, published.version_id, published.generation, vectors);
         super::stats::refresh_drift_gauge(state, target.feature_id, published.version_id);
     }
+    let micros = std::time::Duration::from_micros;
     Ok(Made {
         published,
         valid_from,
-        vectors: count,
+        vectors: reply.rows,
+        queued,
         worker,
-        stats: stats_time,
-        publish: started.elapsed() - worker,
+        query: micros(reply.query_micros),
+        stats: micros(reply.stats_micros),
+        snapshot: micros(reply.snapshot_micros),
+        publish: publish_time,
+        peak_rss_kib: reply.peak_rss_kib,
     })
+}
+
+fn files_of(pinned: Pinned) -> Input {
+    Input::Files {
+        files: pinned.files,
+        partitioned: pinned.partitioned,
+    }
+}
+
+/// Write the worker's vectors under `generation` as they arrive, a chunk at a time, then wait
+/// for the worker to exit. Without a generation there are none to write. Returns the bytes of
+/// entity ids and values written.
+async fn write_vectors(
+    state: &AppState,
+    generation: Option<i64>,
+    mut running: Running,
+) -> Result<u64> {
+    let Some(generation) = generation else {
+        running.finish().await.map_err(compute_failed)?;
+        return Ok(0);
+    };
+    let mut writer = state.store.vector_writer(generation).await?;
+    let mut bytes = 0u64;
+    loop {
+        let chunk = match running.next_chunk().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(e) => {
+                writer.abort().await;
+                return Err(compute_failed(e));
+            }
+        };
+        // The framing (two u32 lengths a row) is all that is not ids and values.
+        bytes += (chunk.bytes.len() as u64).saturating_sub(8 * u64::from(chunk.rows));
+        if let Err(e) = writer.write(chunk).await {
+            writer.abort().await;
+            return Err(e.into());
+        }
+    }
+    writer.finish().await?;
+    running.finish().await.map_err(compute_failed)?;
+    Ok(bytes)
+}
+
+/// A publish that failed after its worker replied: its vectors and snapshot file are nobody's.
+fn abandon(state: &AppState, generation: Option<i64>, location: &str) {
+    let state = state.clone();
+    let location = location.to_string();
+    tokio::spawn(async move {
+        if let Some(g) = generation {
+            if let Err(e) = state.store.retire_generation(g).await {
+                tracing::warn!(generation = g, error = %e, "could not retire a generation");
+            }
+        }
+        if let Ok(file) = state.offline.resolve(&location) {
+            state.offline.remove_file(&file).await;
+        }
+        if let Some(g) = generation {
+            drop_generations(&state, vec![g]);
+        }
+    });
+}
+
+/// Drop generations nobody serves, in the background, a chunk per statement.
+pub(crate) fn drop_generations(state: &AppState, generations: Vec<i64>) {
+    if generations.is_empty() {
+        return;
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        for g in generations {
+            if let Err(e) = state.store.drop_generation(g).await {
+                tracing::warn!(generation = g, error = %e, "could not drop a generation; the sweep retries");
+            }
+        }
+    });
+}
+
+/// What a deleted feature or version left: its vectors and its snapshot files, dropped in the
+/// background once the delete has committed.
+pub(crate) fn forget(state: &AppState, deleted: Deleted) {
+    drop_generations(state, deleted.generations);
+    let state = state.clone();
+    tokio::spawn(async move {
+        for file in deleted.files {
+            if let Ok(location) = state.offline.resolve(&file) {
+                state.offline.remove_file(&location).await;
+            }
+        }
+    });
 }
 
 /// A worker's refusal in the words compute has always used.
@@ -446,47 +613,4 @@ pub(crate) fn worker_error(e: ComputeError, prefix: &str) -> AppError {
         ComputeError::Io(_) | ComputeError::Refused(FailureKind::Input, _) => AppError::internal(e),
         e => AppError::BadRequest(format!("{prefix}: {e}")),
     }
-}
-
-/// Batch serving reads versions that fit its byte cap from an in-memory snapshot; build it
-/// from the vectors just published (in the background) instead of reading them back on first
-/// use, and drop the version's older generations.
-fn warm_batch_snapshot(
-    state: &AppState,
-    version_id: i64,
-    generation: i64,
-    vectors: Vec<result::EncodedVector>,
-) {
-    let state = state.clone();
-    tokio::spawn(async move {
-        let meta = VersionMeta {
-            version_id,
-            generation,
-            entity_count: Some(vectors.len() as i64),
-            // Batch snapshots are keyed by version and generation only.
-            freshness: Default::default(),
-        };
-        let bytes: usize = vectors
-            .iter()
-            .map(|v| v.entity_id.len() + v.values.len())
-            .sum();
-        if !state
-            .cache
-            .fits_snapshot(meta, bytes as u64, vectors.len() as u64)
-            .await
-        {
-            return;
-        }
-        let built = blocking(move || {
-            let pairs: Vec<(&str, &str)> = vectors
-                .iter()
-                .map(|v| (v.entity_id.as_str(), v.values.as_str()))
-                .collect();
-            BatchSnapshot::build(&pairs)
-        })
-        .await;
-        if let Ok(Some(snapshot)) = built {
-            state.cache.put_snapshot(meta, snapshot).await;
-        }
-    });
 }

@@ -2,7 +2,7 @@ use crate::error::{AppError, Result};
 use crate::model::{now, Feature, FeatureCreate};
 use crate::store::FeatureRow;
 use crate::store::StoreError;
-use crate::worker::Job;
+use crate::worker::{ComputeJob, Input, Job, Task};
 use crate::AppState;
 
 use super::{check_label, compute, raw_tables};
@@ -39,16 +39,22 @@ pub async fn create(state: &AppState, req: FeatureCreate) -> Result<Feature> {
     // In a worker, like every run of user SQL: rows can come from literals even over an
     // empty frame.
     let dry_run = Job {
-        sql: req.computation_logic.clone(),
-        entity_key: req.entity_key.clone(),
-        max_rows: usize::MAX,
-        schema: raw_tables::definition_of(&table)?,
-        dry_run: true,
-        as_of: None,
+        task: Task::Compute(ComputeJob {
+            sql: req.computation_logic.clone(),
+            entity_key: req.entity_key.clone(),
+            max_rows: usize::MAX,
+            schema: raw_tables::definition_of(&table)?,
+            dry_run: true,
+            input: Input::Empty,
+            as_of: None,
+            snapshot: None,
+            vectors: false,
+        }),
+        storage: Default::default(),
     };
     state
         .compute
-        .run(&dry_run, &[])
+        .run(&dry_run, None)
         .await
         .map_err(|e| compute::worker_error(e, "Invalid feature computation"))?;
     let row = state
@@ -90,12 +96,13 @@ pub async fn get(state: &AppState, id: i64) -> Result<Feature> {
 pub async fn delete(state: &AppState, id: i64) -> Result<()> {
     let state = state.clone();
     super::detached(async move {
-        let change = state
+        let deleted = state
             .store
             .delete_feature(id)
             .await?
             .ok_or_else(|| not_found(id))?;
-        state.cache.advance(change as u64).await;
+        state.cache.advance(deleted.change as u64).await;
+        super::compute::forget(&state, deleted);
         Ok(())
     })
     .await

@@ -31,8 +31,7 @@ impl Decoded {
         }
     }
 
-    fn from_ipc(data: &[u8]) -> std::result::Result<Decoded, String> {
-        let frame = result::snapshot_from_ipc(data)?;
+    fn from_frame(frame: DataFrame) -> std::result::Result<Decoded, String> {
         let key = frame
             .columns()
             .first()
@@ -68,18 +67,23 @@ impl History {
     }
 }
 
-/// A snapshot's frame, from the cache or the database.
+/// A snapshot's frame, from the cache or its file.
 pub async fn decoded(state: &AppState, snapshot_id: i64) -> Result<Arc<Decoded>> {
     if let Some(hit) = state.history.decoded.get(&snapshot_id).await {
         return Ok(hit);
     }
-    let data = state
+    let snapshot = state
         .store
-        .snapshot_data(snapshot_id)
+        .get_snapshot(snapshot_id)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("Snapshot {snapshot_id} not found")))?;
+    let location = snapshot
+        .location
+        .ok_or_else(|| AppError::internal(format!("snapshot {snapshot_id} has no file yet")))?;
+    let location = state.offline.resolve(&location)?;
+    let frame = crate::offline::read_snapshot(&location, state.offline.options()).await?;
     let decoded = Arc::new(
-        blocking(move || Decoded::from_ipc(&data))
+        blocking(move || Decoded::from_frame(frame))
             .await?
             .map_err(AppError::internal)?,
     );
@@ -116,7 +120,7 @@ pub async fn in_force(state: &AppState, version_id: i64, at: DateTime<Utc>) -> R
         })
 }
 
-/// How fresh a stored snapshot is: the batches it read against what its raw table holds now.
+/// How fresh a stored snapshot is: the table version it read against the table's newest.
 pub async fn snapshot_freshness(
     state: &AppState,
     version_id: i64,
@@ -126,7 +130,7 @@ pub async fn snapshot_freshness(
         data_as_of: snapshot.data_as_of,
         stale: state
             .store
-            .has_unread_batches(version_id, snapshot.data_batch_id)
+            .has_newer_table_version(version_id, snapshot.data_version)
             .await?,
     })
 }
@@ -187,11 +191,22 @@ pub fn spawn_pruner(state: &AppState) {
                 .checked_sub_signed(retention)
                 .unwrap_or(DateTime::<Utc>::MIN_UTC);
             match state.store.prune_snapshots(cutoff).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(pruned = n, "pruned superseded snapshots"),
+                Ok(files) if files.is_empty() => {}
+                Ok(files) => {
+                    tracing::info!(pruned = files.len(), "pruned superseded snapshots");
+                    for file in files.into_iter().flatten() {
+                        if let Ok(location) = state.offline.resolve(&file) {
+                            state.offline.remove_file(&location).await;
+                        }
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "pruning snapshots failed; retrying in an hour")
                 }
+            }
+            match state.store.generations_to_drop().await {
+                Ok(generations) => super::compute::drop_generations(&state, generations),
+                Err(e) => tracing::warn!(error = %e, "could not list generations to drop"),
             }
             let jobs_cutoff = Utc::now() - chrono::Duration::days(JOB_RETENTION_DAYS);
             match state.store.prune_jobs(jobs_cutoff).await {

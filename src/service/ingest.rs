@@ -4,9 +4,10 @@ use polars::prelude::DataFrame;
 use serde_json::{Map, Value};
 
 use crate::engine::schema::TableSchema;
-use crate::engine::{batches, formats, ndjson::NdjsonReader};
+use crate::engine::{formats, ndjson::NdjsonReader};
 use crate::error::{AppError, Result};
 use crate::model::{now, IngestResponse};
+use crate::offline;
 use crate::store::RawTableRow;
 use crate::store::StoreError;
 use crate::AppState;
@@ -24,9 +25,16 @@ fn invalid(reason: impl std::fmt::Display) -> AppError {
     AppError::BadRequest(format!("Invalid data: {reason}"))
 }
 
-/// The table and its schema, refusing tables registered without one.
+/// The table and its schema, refusing tables registered without one and external datasets.
 async fn target(state: &AppState, raw_table_id: i64) -> Result<(RawTableRow, TableSchema)> {
     let table = raw_tables::get_row(state, raw_table_id).await?;
+    if let Some(format) = raw_tables::external_format(&table) {
+        return Err(AppError::BadRequest(format!(
+            "Raw table '{}' reads an external {} dataset, read-only; write to it where it lives",
+            table.name,
+            format.as_str()
+        )));
+    }
     let schema = raw_tables::schema_of(&table)?;
     if schema.is_empty() {
         return Err(invalid(format!(
@@ -89,26 +97,44 @@ where
     store_frame(state, &table, frame).await
 }
 
+/// Write the rows as one Parquet file and commit it as one Delta version: until the commit,
+/// nothing of the upload is part of the table.
 async fn store_frame(
     state: &AppState,
     table: &RawTableRow,
     mut frame: DataFrame,
 ) -> Result<IngestResponse> {
     let count = frame.height();
-    let blob = blocking(move || batches::encode(&mut frame))
+    let location = raw_tables::location_of(state, table)
+        .await?
+        .ok_or_else(|| AppError::internal("a table with a schema has no storage"))?;
+    let parquet = blocking(move || offline::write_parquet(&mut frame))
         .await?
         .map_err(AppError::internal)?;
     // The versions over this table turn stale: tell serving, even if the client has gone.
-    let (store, cache, table_id) = (state.store.clone(), state.cache.clone(), table.id);
+    let (state2, table_id) = (state.clone(), table.id);
     super::detached(async move {
-        let change = store
-            .append_batch(table_id, count as i64, &blob, now())
+        let appended = state2
+            .offline
+            .append(
+                &location,
+                parquet.into(),
+                count as i64,
+                None,
+                crate::failpoint::reach(crate::failpoint::INGEST_BEFORE_COMMIT),
+            )
+            .await?;
+        let change = state2
+            .store
+            .record_table_version(table_id, appended.version, appended.rows, None, now())
             .await
             .map_err(|e| match e {
                 StoreError::StillReferenced => raw_tables::not_found(table_id),
                 e => e.into(),
             })?;
-        cache.advance(change as u64).await;
+        if let Some(change) = change {
+            state2.cache.advance(change as u64).await;
+        }
         Ok(())
     })
     .await?;

@@ -8,6 +8,7 @@ pub mod history;
 pub mod ingest;
 pub mod jobs;
 pub mod raw_tables;
+pub mod readiness;
 pub mod scheduler;
 pub mod stats;
 pub mod training;

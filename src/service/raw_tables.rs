@@ -1,9 +1,11 @@
+use std::collections::BTreeMap;
+
 use crate::engine::schema::{is_identifier, ColumnType, TableSchema, MAX_IDENTIFIER_LEN};
-use crate::engine::{batches, result};
 use crate::error::{AppError, Result};
-use crate::model::{now, RawTable, RawTableCreate, RawTablePreview};
-use crate::store::StoreError;
-use crate::store::{IngestSummary, RawTableRow};
+use crate::model::{now, RawTable, RawTableCreate, RawTablePreview, RawTableSource, SourceFormat};
+use crate::offline::{ExternalFormat, Location, Pinned};
+use crate::store::{DataMark, IngestSummary, InitialVersion, NewRawTable, RawTableRow, StoreError};
+use crate::worker::{Input, Job, PreviewJob, Task};
 use crate::AppState;
 
 const MAX_PREVIEW_ROWS: usize = 1000;
@@ -18,10 +20,29 @@ pub fn schema_of(table: &RawTableRow) -> Result<TableSchema> {
 }
 
 /// The stored `schema_definition` (column -> declared type); empty when none was given.
-pub fn definition_of(table: &RawTableRow) -> Result<std::collections::BTreeMap<String, String>> {
-    let def: Option<std::collections::BTreeMap<String, String>> =
+pub fn definition_of(table: &RawTableRow) -> Result<BTreeMap<String, String>> {
+    let def: Option<BTreeMap<String, String>> =
         serde_json::from_str(&table.schema_definition).map_err(AppError::internal)?;
     Ok(def.unwrap_or_default())
+}
+
+/// The external format of a table, or `None` for a table this service stores.
+pub fn external_format(table: &RawTableRow) -> Option<ExternalFormat> {
+    table
+        .source_format
+        .as_deref()
+        .and_then(ExternalFormat::parse)
+}
+
+fn type_name(ty: ColumnType) -> &'static str {
+    match ty {
+        ColumnType::String => "string",
+        ColumnType::Integer => "integer",
+        ColumnType::Float => "float",
+        ColumnType::Boolean => "boolean",
+        ColumnType::Date => "date",
+        ColumnType::Datetime => "datetime",
+    }
 }
 
 pub async fn create(state: &AppState, req: RawTableCreate) -> Result<RawTable> {
@@ -31,7 +52,17 @@ pub async fn create(state: &AppState, req: RawTableCreate) -> Result<RawTable> {
             req.name
         )));
     }
-    let schema = match &req.schema_definition {
+    if let Some(def) = &req.schema_definition {
+        TableSchema::from_definition(def).map_err(AppError::BadRequest)?;
+    }
+    let (definition, external) = match &req.source {
+        Some(source) => {
+            let (definition, found) = inspect_source(state, source, &req.schema_definition).await?;
+            (Some(definition), Some(found))
+        }
+        None => (req.schema_definition.clone(), None),
+    };
+    let schema = match &definition {
         Some(def) => Some(TableSchema::from_definition(def).map_err(AppError::BadRequest)?),
         None => None,
     };
@@ -45,14 +76,31 @@ pub async fn create(state: &AppState, req: RawTableCreate) -> Result<RawTable> {
             )));
         }
     }
-    let schema_json = serde_json::to_string(&req.schema_definition).map_err(AppError::internal)?;
+    let schema_json = serde_json::to_string(&definition).map_err(AppError::internal)?;
+    let (storage_uri, source_format, initial_version) = match external {
+        Some((location, format, pinned, fingerprint)) => (
+            Some(location.uri()),
+            Some(format.as_str()),
+            Some(InitialVersion {
+                version: pinned.version,
+                row_count: pinned.total_rows,
+                fingerprint,
+            }),
+        ),
+        None => (None, None, None),
+    };
     let row = state
         .store
         .create_raw_table(
-            &req.name,
-            req.description.as_deref(),
-            &schema_json,
-            req.event_time_column.as_deref(),
+            &NewRawTable {
+                name: &req.name,
+                description: req.description.as_deref(),
+                schema_definition: &schema_json,
+                event_time_column: req.event_time_column.as_deref(),
+                storage_uri: storage_uri.as_deref(),
+                source_format,
+                initial_version,
+            },
             now(),
         )
         .await
@@ -62,7 +110,225 @@ pub async fn create(state: &AppState, req: RawTableCreate) -> Result<RawTable> {
             }
             e => e.into(),
         })?;
-    Ok(row.into())
+    let row = if row.source_format.is_none() && schema.as_ref().is_some_and(|s| !s.is_empty()) {
+        match ensure_managed(state, row.clone()).await {
+            Ok(row) => row,
+            Err(e) => {
+                // A table whose storage could not be made is not registered.
+                let _ = state.store.delete_raw_table(row.id).await;
+                return Err(e);
+            }
+        }
+    } else {
+        row
+    };
+    let summaries = state.store.ingest_summaries(Some(row.id)).await?;
+    Ok(with_summary(row, &summaries))
+}
+
+/// An external dataset's schema (as given, checked against the dataset, or read from it) and
+/// where it stands now.
+async fn inspect_source(
+    state: &AppState,
+    source: &RawTableSource,
+    declared: &Option<BTreeMap<String, String>>,
+) -> Result<(
+    BTreeMap<String, String>,
+    (Location, ExternalFormat, Pinned, Option<String>),
+)> {
+    let format = match source.format {
+        SourceFormat::Delta => ExternalFormat::Delta,
+        SourceFormat::Parquet => ExternalFormat::Parquet,
+    };
+    let location = state
+        .offline
+        .check_external(&source.uri)
+        .map_err(|e| AppError::BadRequest(format!("Invalid source: {e}")))?;
+    let found = state
+        .offline
+        .inspect_external(format, &location)
+        .await
+        .map_err(|e| match e {
+            crate::offline::OfflineError::Invalid(reason) => {
+                AppError::BadRequest(format!("Invalid source: {reason}"))
+            }
+            e => e.into(),
+        })?;
+    let definition = match declared {
+        Some(declared) => {
+            for (name, declared_type) in declared {
+                let wanted = ColumnType::parse(declared_type);
+                let has = found
+                    .columns
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, t)| *t);
+                match (has, wanted) {
+                    (Some(has), Some(wanted)) if has == wanted => {}
+                    (Some(has), _) => return Err(AppError::BadRequest(format!(
+                        "Invalid source: column '{name}' is {} in the dataset, not {declared_type}",
+                        type_name(has)
+                    ))),
+                    (None, _) => {
+                        return Err(AppError::BadRequest(format!(
+                            "Invalid source: the dataset has no column '{name}'{}",
+                            if found.skipped.contains(name) {
+                                " of a type a raw table can hold"
+                            } else {
+                                ""
+                            }
+                        )))
+                    }
+                }
+            }
+            declared.clone()
+        }
+        None => found
+            .columns
+            .iter()
+            .filter(|(name, _)| is_identifier(name))
+            .map(|(name, ty)| (name.clone(), type_name(*ty).to_string()))
+            .collect(),
+    };
+    if definition.is_empty() {
+        return Err(AppError::BadRequest(
+            "Invalid source: the dataset has no column a raw table can hold".into(),
+        ));
+    }
+    Ok((
+        definition,
+        (location, format, found.pinned, found.fingerprint),
+    ))
+}
+
+/// Make the Delta table of a managed raw table if it has none yet; the row as it is after.
+pub async fn ensure_managed(state: &AppState, row: RawTableRow) -> Result<RawTableRow> {
+    if row.storage_uri.is_some() || row.source_format.is_some() {
+        return Ok(row);
+    }
+    let schema = schema_of(&row)?;
+    let relative = state.offline.managed_table_path(row.id);
+    let location = state.offline.root().join(&relative);
+    state.offline.create_managed(&location, &schema).await?;
+    state.store.set_storage_uri(row.id, &relative).await?;
+    Ok(RawTableRow {
+        storage_uri: Some(relative),
+        ..row
+    })
+}
+
+/// Where a table's rows live; `None` for a table registered without a schema (it holds none).
+pub async fn location_of(state: &AppState, table: &RawTableRow) -> Result<Option<Location>> {
+    let row = if table.storage_uri.is_none() && !schema_of(table)?.is_empty() {
+        ensure_managed(state, table.clone()).await?
+    } else {
+        table.clone()
+    };
+    match &row.storage_uri {
+        Some(stored) => Ok(Some(state.offline.resolve(stored)?)),
+        None => Ok(None),
+    }
+}
+
+/// The table version a compute reads now, and its files. Versions the database had not
+/// recorded yet (an ingest whose server stopped between its commit and its record, a commit
+/// to an external table, a changed Parquet listing) are recorded first, so freshness counts
+/// them. `None` when the table holds no rows at all.
+pub async fn pin(state: &AppState, table: &RawTableRow) -> Result<Option<(Pinned, DataMark)>> {
+    let Some(location) = location_of(state, table).await? else {
+        return Ok(None);
+    };
+    let newest = state.store.newest_table_version(table.id).await?;
+    let pinned = match external_format(table) {
+        Some(ExternalFormat::Parquet) => {
+            let (files, fingerprint) = state.offline.list_parquet(&location).await?;
+            let known = newest
+                .as_ref()
+                .filter(|v| v.fingerprint.as_deref() == Some(&fingerprint));
+            let version = match known {
+                Some(v) => v.version,
+                None => {
+                    let version = newest.as_ref().map_or(1, |v| v.version + 1);
+                    let total = {
+                        let (files, options) = (files.clone(), state.offline.options().clone());
+                        super::blocking(move || crate::engine::scan::row_count(&files, &options))
+                            .await?
+                            .unwrap_or(0)
+                    };
+                    let before = state.store.stored_row_count(table.id).await?;
+                    record(state, table.id, version, total - before, Some(&fingerprint)).await?;
+                    version
+                }
+            };
+            Pinned {
+                version,
+                files,
+                total_rows: 0,
+                partitioned: false,
+            }
+        }
+        _ => {
+            let pinned = state
+                .offline
+                .pin_delta(&location)
+                .await
+                .map_err(|e| match e {
+                    crate::offline::OfflineError::Invalid(reason) => AppError::BadRequest(format!(
+                        "raw table '{}' cannot be read: {reason}",
+                        table.name
+                    )),
+                    e => e.into(),
+                })?;
+            let known = newest.as_ref().map_or(0, |v| v.version);
+            if pinned.version > known {
+                let before = state.store.stored_row_count(table.id).await?;
+                let first = if external_format(table).is_some() || newest.is_some() {
+                    known + 1
+                } else {
+                    // Version 0 of a managed table is its creation: no rows.
+                    1
+                };
+                for version in first..=pinned.version {
+                    let rows = if version == pinned.version {
+                        pinned.total_rows - before
+                    } else {
+                        0
+                    };
+                    record(state, table.id, version, rows, None).await?;
+                }
+            }
+            pinned
+        }
+    };
+    if pinned.files.is_empty() {
+        return Ok(None);
+    }
+    let mark = state
+        .store
+        .table_version(table.id, pinned.version)
+        .await?
+        .map(|v| DataMark {
+            version: v.version,
+            ingested_at: v.created_at,
+        });
+    Ok(mark.map(|mark| (pinned, mark)))
+}
+
+async fn record(
+    state: &AppState,
+    table_id: i64,
+    version: i64,
+    rows: i64,
+    fingerprint: Option<&str>,
+) -> Result<()> {
+    if let Some(change) = state
+        .store
+        .record_table_version(table_id, version, rows, fingerprint, now())
+        .await?
+    {
+        state.cache.advance(change as u64).await;
+    }
+    Ok(())
 }
 
 pub async fn list(state: &AppState) -> Result<Vec<RawTable>> {
@@ -74,13 +340,14 @@ pub async fn list(state: &AppState) -> Result<Vec<RawTable>> {
         .collect())
 }
 
-/// A table as shown, with its row count and last ingest.
+/// A table as shown, with its row count, last ingest and version.
 fn with_summary(row: RawTableRow, summaries: &[IngestSummary]) -> RawTable {
     let summary = summaries.iter().find(|s| s.raw_table_id == row.id);
     let mut table = RawTable::from(row);
     if let Some(s) = summary {
         table.row_count = s.row_count;
         table.last_ingest_at = Some(s.last_ingest_at);
+        table.version = Some(s.version);
     }
     table
 }
@@ -99,7 +366,8 @@ pub async fn get(state: &AppState, id: i64) -> Result<RawTable> {
     Ok(with_summary(row, &summaries))
 }
 
-/// A raw table can be deleted (with its stored rows) once no feature reads it.
+/// A raw table can be deleted once no feature reads it. A table this service stores goes with
+/// its Delta table; an external dataset is left where it is.
 pub async fn delete(state: &AppState, id: i64) -> Result<()> {
     let table = get_row(state, id).await?;
     let in_use = |names: Vec<String>| {
@@ -114,16 +382,23 @@ pub async fn delete(state: &AppState, id: i64) -> Result<()> {
         return Err(in_use(users));
     }
     match state.store.delete_raw_table(id).await {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(not_found(id)),
+        Ok(true) => {}
+        Ok(false) => return Err(not_found(id)),
         Err(StoreError::StillReferenced) => {
-            Err(in_use(state.store.feature_names_of_raw_table(id).await?))
+            return Err(in_use(state.store.feature_names_of_raw_table(id).await?))
         }
-        Err(e) => Err(e.into()),
+        Err(e) => return Err(e.into()),
     }
+    if let (None, Some(stored)) = (&table.source_format, &table.storage_uri) {
+        if let Ok(location) = state.offline.resolve(stored) {
+            let offline = state.offline.clone();
+            tokio::spawn(async move { offline.remove_dir(&location).await });
+        }
+    }
+    Ok(())
 }
 
-/// The first rows stored in a raw table, as JSON objects.
+/// The first rows of a raw table's newest version, as JSON objects, read by a worker.
 pub async fn preview(state: &AppState, id: i64, limit: Option<usize>) -> Result<RawTablePreview> {
     let limit = limit.unwrap_or(100);
     if limit == 0 || limit > MAX_PREVIEW_ROWS {
@@ -132,15 +407,32 @@ pub async fn preview(state: &AppState, id: i64, limit: Option<usize>) -> Result<
         )));
     }
     let table = get_row(state, id).await?;
-    let schema = schema_of(&table)?;
+    let Some((pinned, _)) = pin(state, &table).await? else {
+        return Ok(RawTablePreview {
+            raw_table_id: id,
+            total_rows: state.store.stored_row_count(id).await?,
+            rows: Vec::new(),
+        });
+    };
     let total_rows = state.store.stored_row_count(id).await?;
-    let blobs = state.store.load_first_batches(id, limit as i64).await?;
-    let rows = super::blocking(move || {
-        let frame = batches::decode_all(&blobs, &schema.polars_schema())?;
-        result::rows_as_json(&frame.head(Some(limit)))
-    })
-    .await?
-    .map_err(AppError::internal)?;
+    let job = Job {
+        task: Task::Preview(PreviewJob {
+            input: Input::Files {
+                files: pinned.files,
+                partitioned: pinned.partitioned,
+            },
+            schema: definition_of(&table)?,
+            limit,
+        }),
+        storage: state.offline.options().clone(),
+    };
+    let (_, payload) = state
+        .compute
+        .run(&job, None)
+        .await
+        .map_err(|e| super::compute::worker_error(e, "Reading the table failed"))?;
+    let rows =
+        serde_json::from_slice(payload.as_deref().unwrap_or(b"[]")).map_err(AppError::internal)?;
     Ok(RawTablePreview {
         raw_table_id: id,
         total_rows,

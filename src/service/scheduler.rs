@@ -21,6 +21,9 @@ use super::compute::{self, Refreshed};
 
 /// Back-off after failures never waits longer than this (or the period, if longer).
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// How often the scheduler looks for new versions of external datasets (commits to an
+/// external Delta table, a changed Parquet listing), so their versions show as stale.
+const EXTERNAL_POLL: Duration = Duration::from_secs(10);
 
 /// A name for this process as a lease holder: unique across replicas and restarts.
 pub fn holder_id() -> String {
@@ -43,6 +46,8 @@ pub fn spawn(state: &AppState) {
         let running: Arc<Mutex<HashSet<i64>>> = Arc::default();
         let mut tasks = JoinSet::new();
         let mut leader = false;
+        let mut observed = tokio::time::Instant::now();
+        let mut observing: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             tokio::time::sleep(tick).await;
             let Some(shared) = weak.upgrade() else { return };
@@ -65,6 +70,13 @@ pub fn spawn(state: &AppState) {
                 continue;
             }
             super::jobs::fail_abandoned(&state).await;
+            if observed.elapsed() >= EXTERNAL_POLL
+                && observing.as_ref().is_none_or(|t| t.is_finished())
+            {
+                observed = tokio::time::Instant::now();
+                let state = state.clone();
+                observing = Some(tokio::spawn(async move { observe_external(&state).await }));
+            }
             let free = state.config.compute_workers.saturating_sub(tasks.len());
             if free == 0 {
                 continue;
@@ -106,6 +118,22 @@ pub fn spawn(state: &AppState) {
             }
         }
     });
+}
+
+/// Record the versions external datasets have gained since they were last read.
+async fn observe_external(state: &AppState) {
+    let tables = match state.store.list_raw_tables().await {
+        Ok(tables) => tables,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not list raw tables");
+            return;
+        }
+    };
+    for table in tables.iter().filter(|t| t.source_format.is_some()) {
+        if let Err(e) = super::raw_tables::pin(state, table).await {
+            tracing::warn!(table = %table.name, error = %e, "could not look at an external dataset");
+        }
+    }
 }
 
 /// Refresh one version and record the outcome; a failure backs off and touches nothing else.

@@ -4,7 +4,6 @@ use crate::cache::{LookupKey, VectorKey};
 use crate::error::{AppError, Result};
 use crate::model::{format_ts, VectorQuery};
 use crate::served::VersionMeta;
-use crate::store::VectorRow;
 use crate::AppState;
 
 use super::versions;
@@ -14,28 +13,41 @@ use super::versions;
 /// The hot path is two in-process cache hits (version lookup, then the encoded body): no
 /// database round trip and no JSON encoding.
 pub async fn get(state: &AppState, query: &VectorQuery) -> Result<Bytes> {
-    let meta = resolve(state, query).await?;
-    let key = VectorKey {
+    let mut meta = resolve(state, query).await?;
+    let key = |meta: &VersionMeta| VectorKey {
         version_id: meta.version_id,
         generation: meta.generation,
         entity_id: query.entity_id.clone(),
     };
-    if let Some(body) = state.cache.vector(&key).await {
+    if let Some(body) = state.cache.vector(&key(&meta)).await {
         return Ok(with_stale(&body, meta.freshness.stale));
     }
-    let row = state
+    let mut values = state
         .store
-        .get_vector(meta.version_id, &query.entity_id)
-        .await?
-        .ok_or_else(|| {
-            AppError::NotFound(format!(
-                "Feature vector not found for entity '{}'",
-                query.entity_id
-            ))
-        })?;
-    let body = encode(&row, &meta)?;
+        .get_vector(meta.generation, &query.entity_id)
+        .await?;
+    if values.is_none() {
+        // A lookup read just before a publish names the generation it replaced, which is
+        // dropped soon after: ask the database which generation serves now.
+        if let Some(now) = state.store.version_meta(meta.version_id).await? {
+            if now.generation != meta.generation {
+                meta = now;
+                values = state
+                    .store
+                    .get_vector(meta.generation, &query.entity_id)
+                    .await?;
+            }
+        }
+    }
+    let values = values.ok_or_else(|| {
+        AppError::NotFound(format!(
+            "Feature vector not found for entity '{}'",
+            query.entity_id
+        ))
+    })?;
+    let body = encode(&query.entity_id, &values, &meta)?;
     let answer = with_stale(&body, meta.freshness.stale);
-    state.cache.put_vector(key, body).await;
+    state.cache.put_vector(key(&meta), body).await;
     Ok(answer)
 }
 
@@ -109,17 +121,20 @@ pub async fn resolve_key(state: &AppState, key: LookupKey) -> Result<VersionMeta
 /// `{"entity_id":..,"feature_values":..,"feature_version_id":..,"computed_at":..,
 /// "data_as_of":..}`, with the stored values spliced in as they are (they were encoded once, at
 /// compute time).
-fn encode(row: &VectorRow, meta: &VersionMeta) -> Result<Bytes> {
-    let entity = serde_json::to_string(&row.entity_id).map_err(AppError::internal)?;
-    let mut out = String::with_capacity(row.feature_values.len() + entity.len() + 128);
+fn encode(entity_id: &str, values: &str, meta: &VersionMeta) -> Result<Bytes> {
+    let entity = serde_json::to_string(entity_id).map_err(AppError::internal)?;
+    let computed_at = meta
+        .computed_at
+        .ok_or_else(|| AppError::internal("a served version without computed_at"))?;
+    let mut out = String::with_capacity(values.len() + entity.len() + 128);
     out.push_str("{\"entity_id\":");
     out.push_str(&entity);
     out.push_str(",\"feature_values\":");
-    out.push_str(&row.feature_values);
+    out.push_str(values);
     out.push_str(",\"feature_version_id\":");
     out.push_str(&meta.version_id.to_string());
     out.push_str(",\"computed_at\":\"");
-    out.push_str(&format_ts(&row.computed_at));
+    out.push_str(&format_ts(&computed_at));
     out.push_str("\",");
     meta.freshness.push_data_as_of(&mut out);
     out.push('}');

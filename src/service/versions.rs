@@ -130,12 +130,13 @@ pub async fn delete(state: &AppState, feature_id: i64, version_id: i64) -> Resul
     get_row(state, feature_id, version_id).await?;
     let state = state.clone();
     super::detached(async move {
-        let change = state
+        let deleted = state
             .store
             .delete_version(version_id)
             .await?
             .ok_or_else(|| not_found(version_id))?;
-        state.cache.advance(change as u64).await;
+        state.cache.advance(deleted.change as u64).await;
+        super::compute::forget(&state, deleted);
         Ok(())
     })
     .await

@@ -13,9 +13,18 @@ pub enum StoreError {
     /// No connection, or SQLite's one writer, became free in time; or Postgres refused more
     /// connections.
     #[error("the database is busy")]
-    Busy(#[source] sqlx::Error),
+    Busy(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("database error")]
     Database(#[source] sqlx::Error),
+    /// The direct SQLite connections (point reads, bulk vector writes).
+    #[error("database error")]
+    Sqlite(#[source] rusqlite::Error),
+    /// What was to be stored is not well formed (a broken vector chunk).
+    #[error("{0}")]
+    Invalid(String),
+    /// A blocking task of the store was lost (it panicked or the runtime stopped).
+    #[error("a database task did not finish: {0}")]
+    Task(String),
     #[error("migration error")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -25,7 +34,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         if is_busy(&e) {
-            StoreError::Busy(e)
+            StoreError::Busy(Box::new(e))
         } else {
             StoreError::Database(e)
         }
@@ -42,6 +51,17 @@ fn is_busy(e: &sqlx::Error) -> bool {
             Some("5" | "6" | "261" | "262" | "517" | "53300")
         ),
         _ => false,
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                StoreError::Busy(Box::new(e))
+            }
+            _ => StoreError::Sqlite(e),
+        }
     }
 }
 

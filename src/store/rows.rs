@@ -10,6 +10,11 @@ pub struct RawTableRow {
     pub description: Option<String>,
     pub schema_definition: String,
     pub event_time_column: Option<String>,
+    /// Where its rows live: relative to the data location for a managed Delta table, a URI
+    /// for an external dataset; `None` for a managed table whose Delta table is not made yet.
+    pub storage_uri: Option<String>,
+    /// `None`: a managed Delta table; `delta` or `parquet`: an external dataset, read-only.
+    pub source_format: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -40,8 +45,8 @@ pub struct VersionRow {
     pub entity_count: Option<i64>,
     pub output_schema: Option<String>,
     pub generation: i64,
-    /// The newest raw batch the served snapshot read, and its ingest time.
-    pub data_batch_id: Option<i64>,
+    /// The table version the served snapshot read, and when it was committed.
+    pub data_version: Option<i64>,
     pub data_as_of: Option<DateTime<Utc>>,
     /// Scheduled refresh: the period (null: manual), when it is next due, when it last found
     /// nothing new, and how many refreshes in a row failed (for back-off).
@@ -51,11 +56,4 @@ pub struct VersionRow {
     pub refresh_failures: i32,
     /// The raw table holds batches the served snapshot did not read.
     pub stale: bool,
-}
-
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct VectorRow {
-    pub entity_id: String,
-    pub feature_values: String,
-    pub computed_at: DateTime<Utc>,
 }

@@ -15,8 +15,8 @@ pub struct DueRefresh {
     pub version: String,
     pub raw_table_id: i64,
     pub refresh_every_seconds: i64,
-    /// The newest raw batch the served snapshot read.
-    pub data_batch_id: Option<i64>,
+    /// The table version the served snapshot read.
+    pub data_version: Option<i64>,
     pub refresh_failures: i32,
 }
 
@@ -97,7 +97,7 @@ impl Store {
     pub async fn due_refreshes(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<DueRefresh>> {
         Ok(on_pool!(self, read, |p| sqlx::query_as(
             "SELECT v.id AS version_id, v.feature_id, v.version, f.raw_table_id, \
-             v.refresh_every_seconds, v.data_batch_id, v.refresh_failures \
+             v.refresh_every_seconds, v.data_version, v.refresh_failures \
              FROM feature_versions v JOIN features f ON f.id = v.feature_id \
              WHERE v.refresh_every_seconds IS NOT NULL AND v.status <> 'archived' \
              AND v.next_refresh_at <= $1 ORDER BY v.next_refresh_at LIMIT $2"

@@ -35,14 +35,17 @@ pub struct SnapshotRow {
     pub computed_at: DateTime<Utc>,
     pub entity_count: i64,
     pub kind: String,
-    /// The newest raw batch it read (`None`: its rows came with the request), and when that
-    /// batch was ingested.
-    pub data_batch_id: Option<i64>,
+    /// The table version it read (`None`: its rows came with the request), and when that
+    /// version was committed.
+    pub data_version: Option<i64>,
     pub data_as_of: Option<DateTime<Utc>>,
+    /// Its Parquet file, relative to the data location (`None` only for a snapshot still
+    /// waiting to be moved out of the database at start).
+    pub location: Option<String>,
 }
 
-const SNAPSHOT_COLUMNS: &str =
-    "id, feature_version_id, valid_from, computed_at, entity_count, kind, data_batch_id, data_as_of";
+const SNAPSHOT_COLUMNS: &str = "id, feature_version_id, valid_from, computed_at, entity_count, \
+     kind, data_version, data_as_of, location";
 
 impl Store {
     /// A version's snapshots, oldest first (ties by id, as serving breaks them).
@@ -55,6 +58,25 @@ impl Store {
             .bind(version_id)
             .fetch_all(p)
             .await)?)
+    }
+
+    /// The newest `valid_from` among a version's snapshots (by feature and label: a first
+    /// compute has no version id yet).
+    pub async fn newest_valid_from(
+        &self,
+        feature_id: i64,
+        version: &str,
+    ) -> Result<Option<DateTime<Utc>>> {
+        let newest: Option<Option<DateTime<Utc>>> = on_pool!(self, read, |p| sqlx::query_scalar(
+            "SELECT MAX(s.valid_from) FROM feature_snapshots s \
+             JOIN feature_versions v ON v.id = s.feature_version_id \
+             WHERE v.feature_id = $1 AND v.version = $2"
+        )
+        .bind(feature_id)
+        .bind(version)
+        .fetch_optional(p)
+        .await)?;
+        Ok(newest.flatten())
     }
 
     /// The snapshot in force at `at`: the greatest `valid_from` at or before it.
@@ -73,15 +95,6 @@ impl Store {
             .bind(at)
             .fetch_optional(p)
             .await)?)
-    }
-
-    pub async fn snapshot_data(&self, snapshot_id: i64) -> Result<Option<Vec<u8>>> {
-        Ok(on_pool!(self, read, |p| sqlx::query_scalar(
-            "SELECT data FROM feature_snapshots WHERE id = $1"
-        )
-        .bind(snapshot_id)
-        .fetch_optional(p)
-        .await)?)
     }
 
     /// A snapshot's stored statistics (JSON; `None` for snapshots made before statistics).
@@ -131,20 +144,20 @@ impl Store {
 
     /// Delete the snapshots superseded at or before `cutoff` (a newer one of the same version
     /// was valid from then): no `as_of` at or after the cutoff resolves to them, and each
-    /// version keeps its newest. Returns how many went.
-    pub async fn prune_snapshots(&self, cutoff: DateTime<Utc>) -> Result<u64> {
+    /// version keeps its newest. Returns the files of those that went.
+    pub async fn prune_snapshots(&self, cutoff: DateTime<Utc>) -> Result<Vec<Option<String>>> {
         Ok(on_pool!(self, write, |p| {
-            sqlx::query(
+            sqlx::query_scalar(
             "DELETE FROM feature_snapshots WHERE EXISTS (SELECT 1 FROM feature_snapshots newer \
              WHERE newer.feature_version_id = feature_snapshots.feature_version_id \
              AND newer.valid_from <= $1 \
              AND (newer.valid_from > feature_snapshots.valid_from \
-                  OR (newer.valid_from = feature_snapshots.valid_from AND newer.id > feature_snapshots.id)))"
+                  OR (newer.valid_from = feature_snapshots.valid_from AND newer.id > feature_snapshots.id))) \
+             RETURNING location"
         )
         .bind(cutoff)
-        .execute(p)
+        .fetch_all(p)
         .await
-        .map(|r| r.rows_affected())
         })?)
     }
 }

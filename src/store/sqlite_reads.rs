@@ -11,17 +11,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
-
-use super::VectorRow;
 
 thread_local! {
     static CONNECTIONS: RefCell<HashMap<PathBuf, Connection>> = RefCell::new(HashMap::new());
 }
 
-const GET_VECTOR: &str = "SELECT entity_id, feature_values, computed_at FROM feature_vectors \
-                          WHERE feature_version_id = ?1 AND entity_id = ?2";
+const GET_VALUES: &str =
+    "SELECT feature_values FROM feature_vectors WHERE generation = ?1 AND entity_id = ?2";
 
 #[derive(Clone, Debug)]
 pub struct FastReads {
@@ -45,11 +42,7 @@ impl FastReads {
     }
 
     /// `Err` means "ask sqlx instead" (the caller falls back), not a failed request.
-    pub fn get_vector(
-        &self,
-        version_id: i64,
-        entity_id: &str,
-    ) -> Result<Option<VectorRow>, String> {
+    pub fn get_values(&self, generation: i64, entity_id: &str) -> Result<Option<String>, String> {
         CONNECTIONS.with(|cell| {
             let mut connections = cell.borrow_mut();
             if !connections.contains_key(&self.path) {
@@ -59,24 +52,10 @@ impl FastReads {
             let conn = connections
                 .get(&self.path)
                 .ok_or_else(|| "no connection".to_string())?;
-            let mut stmt = conn.prepare_cached(GET_VECTOR).map_err(|e| e.to_string())?;
-            let row: Option<(String, String, String)> = stmt
-                .query_row(rusqlite::params![version_id, entity_id], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
+            let mut stmt = conn.prepare_cached(GET_VALUES).map_err(|e| e.to_string())?;
+            stmt.query_row(rusqlite::params![generation, entity_id], |r| r.get(0))
                 .optional()
-                .map_err(|e| e.to_string())?;
-            row.map(|(entity_id, feature_values, computed_at)| {
-                let computed_at = DateTime::parse_from_rfc3339(&computed_at)
-                    .map_err(|e| format!("computed_at {computed_at:?}: {e}"))?
-                    .with_timezone(&Utc);
-                Ok(VectorRow {
-                    entity_id,
-                    feature_values,
-                    computed_at,
-                })
-            })
-            .transpose()
+                .map_err(|e| e.to_string())
         })
     }
 }

@@ -3,60 +3,62 @@
 //! Limits are not enforced here: the server set them on this process before it started, and
 //! kills it at the deadline. What this side adds is a readable reason when the engine panics.
 
-use std::io::{self, BufReader, BufWriter};
+use std::io::{self, BufReader, BufWriter, Write};
 use std::panic::{self, AssertUnwindSafe};
 use std::process::ExitCode;
+use std::time::Instant;
 
-use super::protocol::{self, FailureKind, Job, Reply, Results};
-use crate::engine::{batches, event_time, execute, result, schema::TableSchema, stats};
+use polars::prelude::*;
+
+use super::protocol::{
+    self, ChunkWriter, ComputeJob, FailureKind, Input, Job, PreviewJob, Reply, Task,
+};
+use crate::engine::{execute, result, scan, schema::TableSchema, stats};
+use crate::offline::{self, Location};
 
 /// A panic is reported on stderr on one line after this marker, so the server can quote it.
 pub const PANIC_MARK: &str = "feature-store worker panic: ";
+
+/// Rows per vector chunk: the server writes each to the database in its own step.
+const CHUNK_ROWS: usize = 20_000;
+
+type Failure = (FailureKind, String);
 
 pub fn main() -> ExitCode {
     panic::set_hook(Box::new(|info| {
         let message = panic_message(info.payload());
         eprintln!("{PANIC_MARK}{}", execute::clean_message(&message));
     }));
-    let (job, inputs) = match protocol::read_job(&mut BufReader::new(io::stdin().lock())) {
+    let (job, piped) = match protocol::read_job(&mut BufReader::new(io::stdin().lock())) {
         Ok(job) => job,
         Err(e) => {
             eprintln!("the compute worker could not read its job: {e}");
             return ExitCode::from(2);
         }
     };
-    let outcome =
-        panic::catch_unwind(AssertUnwindSafe(|| run(&job, inputs))).unwrap_or_else(|payload| {
-            Err((
+    let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| run(&job, piped, &mut out)))
+        .unwrap_or_else(|payload| {
+            Err(Stage::Before((
                 FailureKind::Sql,
                 format!(
                     "the engine crashed: {}",
                     execute::clean_message(&panic_message(&*payload))
                 ),
-            ))
+            )))
         });
-    let (reply, results) = match outcome {
-        Ok(done) => (
-            Reply {
-                failure: None,
-                output_schema: done.output_schema,
-                rows: done.rows,
-                stats_micros: done.stats_micros,
-            },
-            done.results,
-        ),
-        Err(failure) => (
-            Reply {
+    let written = match outcome {
+        Ok(()) => out.flush(),
+        Err(Stage::Before(failure)) => {
+            let reply = Reply {
                 failure: Some(failure),
-                output_schema: Default::default(),
-                rows: 0,
-                stats_micros: 0,
-            },
-            None,
-        ),
+                ..Reply::default()
+            };
+            protocol::write_header(&mut out, &reply).and_then(|()| out.flush())
+        }
+        Err(Stage::Streaming(e)) => Err(e),
     };
-    let mut out = BufWriter::new(io::stdout().lock());
-    match protocol::write_reply(&mut out, &reply, results.as_ref()) {
+    match written {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("the compute worker could not write its reply: {e}");
@@ -65,56 +67,172 @@ pub fn main() -> ExitCode {
     }
 }
 
-struct Outcome {
-    output_schema: std::collections::BTreeMap<String, String>,
-    rows: usize,
-    results: Option<Results>,
-    stats_micros: u64,
+/// A failure before the reply was written is answered with a reply; once vectors stream, the
+/// pipe is all there is, and the worker just stops.
+enum Stage {
+    Before(Failure),
+    Streaming(io::Error),
 }
 
-fn run(job: &Job, inputs: Vec<Vec<u8>>) -> Result<Outcome, (FailureKind, String)> {
-    let schema = TableSchema::from_definition(&job.schema).map_err(|e| (FailureKind::Input, e))?;
-    let frame = if job.dry_run {
-        schema.empty_frame()
-    } else {
-        batches::decode_all(&inputs, &schema.polars_schema())
-            .map_err(|e| (FailureKind::Input, e))?
-    };
-    drop(inputs);
-    let frame = match &job.as_of {
-        Some(limit) => event_time::rows_until(frame, &limit.column, limit.micros)
-            .map_err(|e| (FailureKind::Input, e))?,
-        None => frame,
-    };
-    let out = execute::run_sql(&job.sql, frame).map_err(|e| (FailureKind::Sql, e))?;
-    let encoded = result::encode(&out, &job.entity_key, job.max_rows)
-        .map_err(|e| (FailureKind::Result, e))?;
-    if job.dry_run {
-        return Ok(Outcome {
-            output_schema: encoded.output_schema,
-            rows: 0,
-            results: None,
-            stats_micros: 0,
-        });
+impl From<Failure> for Stage {
+    fn from(f: Failure) -> Self {
+        Stage::Before(f)
     }
-    let vectors = result::vectors_to_ipc(&encoded.vectors).map_err(|e| (FailureKind::Result, e))?;
-    let timer = std::time::Instant::now();
-    let stats = stats::frame_stats(&out, &job.entity_key)
-        .and_then(|s| serde_json::to_vec(&s).map_err(|e| e.to_string()))
+}
+
+fn run(job: &Job, piped: Option<Vec<u8>>, out: &mut impl Write) -> Result<(), Stage> {
+    match &job.task {
+        Task::Compute(c) => compute(c, job, piped, out),
+        Task::Preview(p) => preview(p, job, piped, out),
+    }
+}
+
+/// The rows a job reads, as a lazy frame with the table's declared columns.
+fn input_frame(
+    input: &Input,
+    schema: &TableSchema,
+    storage: &std::collections::BTreeMap<String, String>,
+    piped: Option<Vec<u8>>,
+    until: Option<(&str, i64)>,
+) -> Result<LazyFrame, Failure> {
+    let input_failed = |e: String| (FailureKind::Input, e);
+    match input {
+        Input::Empty => scan::rows_until(schema.empty_frame().lazy(), until).map_err(input_failed),
+        Input::Piped => {
+            let bytes = piped.ok_or_else(|| input_failed("the piped rows are missing".into()))?;
+            let frame = IpcReader::new(std::io::Cursor::new(bytes))
+                .finish()
+                .map_err(|e| input_failed(e.to_string()))?;
+            scan::rows_until(frame.lazy(), until).map_err(input_failed)
+        }
+        Input::Files { files, partitioned } => {
+            scan::scan_files(files, storage, *partitioned, schema, until).map_err(input_failed)
+        }
+    }
+}
+
+fn compute(
+    task: &ComputeJob,
+    job: &Job,
+    piped: Option<Vec<u8>>,
+    out: &mut impl Write,
+) -> Result<(), Stage> {
+    let started = Instant::now();
+    let schema = TableSchema::from_definition(&task.schema).map_err(|e| (FailureKind::Input, e))?;
+    let input = if task.dry_run {
+        Input::Empty
+    } else {
+        task.input.clone()
+    };
+    let until = task.as_of.as_ref().map(|l| (l.column.as_str(), l.micros));
+    let data = input_frame(&input, &schema, &job.storage, piped, until)?;
+    let frame = execute::run_sql_streaming(&task.sql, data).map_err(|e| (FailureKind::Sql, e))?;
+    let checked = result::check(frame, &task.entity_key, task.max_rows)
         .map_err(|e| (FailureKind::Result, e))?;
-    let stats_micros = timer.elapsed().as_micros() as u64;
-    let snapshot =
-        result::snapshot_to_ipc(out, &job.entity_key).map_err(|e| (FailureKind::Result, e))?;
-    Ok(Outcome {
-        output_schema: encoded.output_schema,
-        rows: encoded.vectors.len(),
-        results: Some(Results {
-            vectors,
-            snapshot,
-            stats,
-        }),
-        stats_micros,
-    })
+    let query_micros = started.elapsed().as_micros() as u64;
+    let mut reply = Reply {
+        output_schema: checked.output_schema.clone(),
+        query_micros,
+        ..Reply::default()
+    };
+    if task.dry_run {
+        protocol::write_header(out, &reply).map_err(Stage::Streaming)?;
+        return Ok(());
+    }
+    let timer = Instant::now();
+    let stats = stats::frame_stats(&checked.frame, &checked.key_name)
+        .and_then(|s| serde_json::to_string(&s).map_err(|e| e.to_string()))
+        .map_err(|e| (FailureKind::Result, e))?;
+    reply.stats_micros = timer.elapsed().as_micros() as u64;
+    reply.stats = Some(stats);
+    reply.rows = checked.frame.height();
+    if let Some(target) = &task.snapshot {
+        let timer = Instant::now();
+        let mut snapshot = checked
+            .snapshot_frame()
+            .map_err(|e| (FailureKind::Result, e))?;
+        let bytes = offline::write_parquet(&mut snapshot).map_err(|e| (FailureKind::Output, e))?;
+        reply.snapshot_bytes = bytes.len() as u64;
+        put_file(target, bytes, &job.storage).map_err(|e| (FailureKind::Output, e))?;
+        reply.snapshot_micros = timer.elapsed().as_micros() as u64;
+    }
+    reply.vectors = task.vectors;
+    reply.peak_rss_kib = peak_rss_kib();
+    protocol::write_header(out, &reply).map_err(Stage::Streaming)?;
+    if task.vectors {
+        stream_vectors(&checked, out).map_err(Stage::Streaming)?;
+    }
+    Ok(())
+}
+
+/// Encode the vectors a chunk at a time and write each as it is ready, so neither side holds
+/// the whole encoded result.
+fn stream_vectors(checked: &result::Checked, out: &mut impl Write) -> io::Result<()> {
+    let mut chunk = ChunkWriter::default();
+    let height = checked.frame.height();
+    let mut start = 0;
+    while start < height {
+        let len = CHUNK_ROWS.min(height - start);
+        let part = checked.frame.slice(start as i64, len);
+        let encoded = result::encode_part(&part, &checked.key_name).map_err(io::Error::other)?;
+        for v in &encoded {
+            chunk.push(&v.entity_id, &v.values);
+        }
+        chunk.flush_to(out)?;
+        start += len;
+    }
+    ChunkWriter::write_end(out)
+}
+
+/// Write a file where the server said: a local path or an `s3://` key.
+fn put_file(
+    target: &str,
+    bytes: Vec<u8>,
+    storage: &std::collections::BTreeMap<String, String>,
+) -> Result<(), String> {
+    let location = Location::parse(target).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime
+        .block_on(offline::put_file(&location, bytes.into(), storage))
+        .map_err(|e| e.to_string())
+}
+
+fn preview(
+    task: &PreviewJob,
+    job: &Job,
+    piped: Option<Vec<u8>>,
+    out: &mut impl Write,
+) -> Result<(), Stage> {
+    let schema = TableSchema::from_definition(&task.schema).map_err(|e| (FailureKind::Input, e))?;
+    let frame = input_frame(&task.input, &schema, &job.storage, piped, None)?
+        .limit(task.limit as IdxSize)
+        .collect()
+        .map_err(|e| (FailureKind::Input, execute::clean_message(&e.to_string())))?;
+    let rows = result::rows_as_json(&frame).map_err(|e| (FailureKind::Input, e))?;
+    let json = serde_json::to_vec(&rows).map_err(|e| (FailureKind::Input, e.to_string()))?;
+    let reply = Reply {
+        rows: frame.height(),
+        payload: true,
+        ..Reply::default()
+    };
+    protocol::write_header(out, &reply).map_err(Stage::Streaming)?;
+    protocol::write_blob(out, &json).map_err(Stage::Streaming)
+}
+
+/// This process's peak resident memory so far, in KiB (0 where /proc does not say).
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

@@ -1,27 +1,30 @@
 //! The server's side: admit jobs (a fixed number of workers, a bounded queue), start a worker
-//! process per job under OS limits, feed it, read its reply, and kill it at the deadline.
+//! process per job under OS limits with a cleared environment, send it the job, read its reply
+//! and stream its vectors, and kill it at the deadline.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::io;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command};
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 
 use super::child::PANIC_MARK;
-use super::protocol::{self, FailureKind, Job};
+use super::protocol::{self, FailureKind, Job, Reply, VectorChunk};
 use super::SUBCOMMAND;
-use crate::engine::result::{self, EncodedVector};
 
 /// Rust's allocation-failure message: what a worker prints when it hits its memory limit.
 const ALLOC_FAILED: &str = "memory allocation of";
 /// How much of a worker's stderr is kept to explain a crash.
 const STDERR_TAIL: usize = 16 * 1024;
+/// Largest vector chunk a worker may send (it sends about 20,000 rows per chunk).
+const MAX_CHUNK_BYTES: u64 = 256 << 20;
 
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
@@ -35,7 +38,7 @@ pub struct PoolSettings {
     pub threads: usize,
     pub memory_limit_mb: u64,
     pub timeout: Duration,
-    /// A result larger than this (as it crosses the pipe) is refused.
+    /// Vectors larger than this in all (as they cross the pipe) are refused.
     pub max_result_bytes: usize,
 }
 
@@ -68,42 +71,21 @@ fn seconds(d: &Duration) -> String {
     }
 }
 
-#[derive(Debug)]
-pub struct WorkerOutput {
-    /// Output column -> type name.
-    pub output_schema: BTreeMap<String, String>,
-    /// Empty for a dry run.
-    pub vectors: Vec<EncodedVector>,
-    /// The typed result as a stored snapshot (`result::snapshot_to_ipc`); empty for a dry run.
-    pub snapshot: Vec<u8>,
-    /// The snapshot's statistics as JSON (`engine::stats`); `None` for a dry run.
-    pub stats: Option<String>,
-    /// How long the worker spent on them.
-    pub stats_time: std::time::Duration,
-}
+/// Cheap to clone: every clone is the same pool.
+#[derive(Clone)]
+pub struct ComputePool(Arc<Inner>);
 
-pub struct ComputePool {
+struct Inner {
     settings: PoolSettings,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
     waiting: AtomicUsize,
     /// Process ids of workers started and not yet reaped.
     live: Mutex<HashSet<u32>>,
 }
 
-/// Keeps a worker's pid in `live` until the job is over, however it ends.
-struct Live<'a>(&'a Mutex<HashSet<u32>>, u32);
-
-impl Drop for Live<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut live) = self.0.lock() {
-            live.remove(&self.1);
-        }
-    }
-}
-
-/// A worker slot, held while a job runs.
-pub struct Admitted<'a> {
-    _permit: SemaphorePermit<'a>,
+/// A worker slot, held while a job runs (and while its vectors are published).
+pub struct Admitted {
+    _permit: OwnedSemaphorePermit,
 }
 
 /// Counts a job as waiting until it gets a worker or gives up (its request went away).
@@ -115,27 +97,55 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// A worker that has replied and may still be sending vectors. Dropping it kills the worker.
+pub struct Running {
+    pool: ComputePool,
+    child: Child,
+    pid: Option<u32>,
+    stdout: BufReader<ChildStdout>,
+    stderr: Option<JoinHandle<String>>,
+    reply: Reply,
+    /// Vector bytes read so far, against `max_result_bytes`.
+    received: u64,
+    _admitted: Admitted,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        if let (Some(pid), Ok(mut live)) = (self.pid, self.pool.0.live.lock()) {
+            live.remove(&pid);
+        }
+    }
+}
+
 impl ComputePool {
     pub fn new(settings: PoolSettings) -> Self {
-        ComputePool {
-            permits: Semaphore::new(settings.workers.max(1)),
+        ComputePool(Arc::new(Inner {
+            permits: Arc::new(Semaphore::new(settings.workers.max(1))),
             waiting: AtomicUsize::new(0),
             live: Mutex::new(HashSet::new()),
             settings,
-        }
+        }))
+    }
+
+    pub fn settings(&self) -> &PoolSettings {
+        &self.0.settings
     }
 
     /// Workers running right now.
     pub fn running(&self) -> usize {
-        self.settings
+        self.0
+            .settings
             .workers
             .max(1)
-            .saturating_sub(self.permits.available_permits())
+            .saturating_sub(self.0.permits.available_permits())
     }
 
     /// Process ids of the workers running right now.
     pub fn worker_pids(&self) -> Vec<u32> {
-        self.live
+        self.0
+            .live
             .lock()
             .map(|live| live.iter().copied().collect())
             .unwrap_or_default()
@@ -143,109 +153,107 @@ impl ComputePool {
 
     /// Computes waiting for a worker right now.
     pub fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::Acquire)
-    }
-
-    /// Run `job` over `batches` (Arrow IPC files of the raw table's columns) in a worker.
-    pub async fn run(&self, job: &Job, batches: &[Vec<u8>]) -> Result<WorkerOutput, ComputeError> {
-        let admitted = self.admit().await?;
-        self.run_admitted(admitted, job, batches).await
-    }
-
-    /// Run `job` in the worker slot `_admitted` holds (from `admit`).
-    pub async fn run_admitted(
-        &self,
-        _admitted: Admitted<'_>,
-        job: &Job,
-        batches: &[Vec<u8>],
-    ) -> Result<WorkerOutput, ComputeError> {
-        let started = std::time::Instant::now();
-        let mut child = self.spawn()?;
-        let _live = child.id().map(|pid| {
-            if let Ok(mut live) = self.live.lock() {
-                live.insert(pid);
-            }
-            Live(&self.live, pid)
-        });
-        let deadline = self.settings.timeout;
-        let talk = talk(&mut child, job, batches, self.settings.max_result_bytes);
-        let (stdout, stderr, status, overflowed) = match tokio::time::timeout(deadline, talk).await
-        {
-            Ok(done) => done?,
-            Err(_) => {
-                // Killed, not asked: its memory and cores come back now, not when it is done.
-                let _ = child.start_kill();
-                let _ = child.wait().await;
-                return Err(ComputeError::TimedOut(deadline));
-            }
-        };
-        let talked = started.elapsed();
-        if overflowed {
-            return Err(ComputeError::ResultTooLarge(self.settings.max_result_bytes));
-        }
-        if status.success() {
-            if let Ok((reply, results)) = protocol::read_reply(&stdout) {
-                if let Some((kind, reason)) = reply.failure {
-                    return Err(ComputeError::Refused(kind, reason));
-                }
-                let (vectors, snapshot, stats) = match results {
-                    Some(protocol::Results {
-                        vectors,
-                        snapshot,
-                        stats,
-                    }) => {
-                        let vectors =
-                            tokio::task::spawn_blocking(move || result::vectors_from_ipc(&vectors))
-                                .await
-                                .map_err(|e| ComputeError::Io(io::Error::other(e)))?
-                                .map_err(ComputeError::Crashed)?;
-                        let stats = String::from_utf8(stats)
-                            .map_err(|e| ComputeError::Crashed(e.to_string()))?;
-                        (vectors, snapshot, Some(stats))
-                    }
-                    None => (Vec::new(), Vec::new(), None),
-                };
-                tracing::debug!(
-                    worker_ms = talked.as_millis() as u64,
-                    decode_ms = (started.elapsed() - talked).as_millis() as u64,
-                    vectors = vectors.len(),
-                    "compute worker finished"
-                );
-                return Ok(WorkerOutput {
-                    output_schema: reply.output_schema,
-                    stats_time: std::time::Duration::from_micros(reply.stats_micros),
-                    vectors,
-                    snapshot,
-                    stats,
-                });
-            }
-        }
-        Err(self.explain_death(status, &stderr))
+        self.0.waiting.load(Ordering::Acquire)
     }
 
     /// Wait for a worker slot in the bounded queue; `Overloaded` at once when it is full.
-    pub async fn admit(&self) -> Result<Admitted<'_>, ComputeError> {
-        if let Ok(permit) = self.permits.try_acquire() {
+    pub async fn admit(&self) -> Result<Admitted, ComputeError> {
+        let permits = self.0.permits.clone();
+        if let Ok(permit) = permits.clone().try_acquire_owned() {
             return Ok(Admitted { _permit: permit });
         }
         let overloaded = ComputeError::Overloaded {
-            workers: self.settings.workers,
-            queue: self.settings.queue,
+            workers: self.0.settings.workers,
+            queue: self.0.settings.queue,
         };
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.settings.queue {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
+        if self.0.waiting.fetch_add(1, Ordering::AcqRel) >= self.0.settings.queue {
+            self.0.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(overloaded);
         }
-        let _waiting = Waiting(&self.waiting);
-        self.permits
-            .acquire()
+        let _waiting = Waiting(&self.0.waiting);
+        permits
+            .acquire_owned()
             .await
             .map(|permit| Admitted { _permit: permit })
             .map_err(|_| overloaded)
     }
 
+    /// Admit, run `job` and read its whole reply and payload (jobs that send no vectors:
+    /// dry runs, previews, history-only snapshots).
+    pub async fn run(
+        &self,
+        job: &Job,
+        piped: Option<&[u8]>,
+    ) -> Result<(Reply, Option<Vec<u8>>), ComputeError> {
+        let admitted = self.admit().await?;
+        let mut running = self.start(admitted, job, piped).await?;
+        let payload = running.payload().await?;
+        let reply = running.reply.clone();
+        running.finish().await?;
+        Ok((reply, payload))
+    }
+
+    /// Start `job` in the slot `admitted` holds and wait for its reply, within the time limit.
+    /// A refusal or a crash comes back as the error; a success as a `Running` worker, from
+    /// which vectors may still be read.
+    pub async fn start(
+        &self,
+        admitted: Admitted,
+        job: &Job,
+        piped: Option<&[u8]>,
+    ) -> Result<Running, ComputeError> {
+        let mut child = self.spawn()?;
+        let pid = child.id();
+        if let (Some(pid), Ok(mut live)) = (pid, self.0.live.lock()) {
+            live.insert(pid);
+        }
+        let (Some(mut stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err(ComputeError::Io(io::Error::other("worker pipes missing")));
+        };
+        let mut running = Running {
+            pool: self.clone(),
+            child,
+            pid,
+            stdout: BufReader::with_capacity(1 << 20, stdout),
+            stderr: Some(tokio::spawn(tail(stderr))),
+            reply: Reply::default(),
+            received: 0,
+            _admitted: admitted,
+        };
+        let mut message = Vec::new();
+        protocol::write_job(&mut message, job, piped).map_err(ComputeError::Io)?;
+        let deadline = self.0.settings.timeout;
+        let talk = async {
+            // A write that fails means the worker stopped reading: it died, and its exit (or
+            // its reply) says why.
+            let write = async move {
+                let _ = stdin.write_all(&message).await;
+                let _ = stdin.shutdown().await;
+            };
+            let (_, reply) = tokio::join!(write, read_reply(&mut running.stdout));
+            reply
+        };
+        let reply = match tokio::time::timeout(deadline, talk).await {
+            Ok(reply) => reply,
+            Err(_) => return Err(ComputeError::TimedOut(deadline)),
+        };
+        match reply {
+            Ok(reply) => {
+                if let Some((kind, reason)) = reply.failure {
+                    let _ = running.child.wait().await;
+                    return Err(ComputeError::Refused(kind, reason));
+                }
+                running.reply = reply;
+                Ok(running)
+            }
+            Err(_) => Err(running.died().await),
+        }
+    }
+
     fn spawn(&self) -> Result<Child, ComputeError> {
-        let s = &self.settings;
+        let s = &self.0.settings;
         let mut command = Command::new(&s.program);
         command
             .arg(SUBCOMMAND)
@@ -253,12 +261,20 @@ impl ComputePool {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
+            // A worker gets nothing of the server's environment (database URL, API keys,
+            // credentials): its job says all it needs.
+            .env_clear()
             .env("POLARS_MAX_THREADS", s.threads.max(1).to_string())
             .env("RUST_BACKTRACE", "0");
+        for kept in ["PATH", "TMPDIR", "LANG"] {
+            if let Some(value) = std::env::var_os(kept) {
+                command.env(kept, value);
+            }
+        }
         let memory = s.memory_limit_mb.saturating_mul(1024 * 1024);
         // CPU seconds across all of its threads: only a backstop for a worker whose server
-        // died without killing it; the wall-clock deadline above normally comes first.
-        let cpu = (s.timeout.as_secs() + 1) * s.threads.max(1) as u64 + 5;
+        // died without killing it; the wall-clock deadline normally comes first.
+        let cpu = (s.timeout.as_secs() + 1) * s.threads.max(1) as u64 * 2 + 5;
         #[cfg(target_os = "linux")]
         // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
         // system calls (setrlimit, setpriority, prctl) on values copied in beforehand.
@@ -270,7 +286,7 @@ impl ComputePool {
 
     fn explain_death(&self, status: ExitStatus, stderr: &str) -> ComputeError {
         if stderr.contains(ALLOC_FAILED) {
-            return ComputeError::OutOfMemory(self.settings.memory_limit_mb);
+            return ComputeError::OutOfMemory(self.0.settings.memory_limit_mb);
         }
         if let Some(at) = stderr.find(PANIC_MARK) {
             let message = stderr[at + PANIC_MARK.len()..].lines().next().unwrap_or("");
@@ -291,43 +307,102 @@ impl ComputePool {
     }
 }
 
-/// Write the job, read the reply and stderr, wait for the exit: all at once, so neither side
-/// can block the other on a full pipe.
-async fn talk(
-    child: &mut Child,
-    job: &Job,
-    batches: &[Vec<u8>],
-    max_result: usize,
-) -> Result<(Vec<u8>, String, ExitStatus, bool), ComputeError> {
-    let (Some(mut stdin), Some(stdout), Some(stderr)) =
-        (child.stdin.take(), child.stdout.take(), child.stderr.take())
-    else {
-        return Err(ComputeError::Io(io::Error::other("worker pipes missing")));
-    };
-    let prefix = protocol::job_prefix(job, batches.len()).map_err(ComputeError::Io)?;
-    let write = async move {
-        stdin.write_all(&prefix).await?;
-        for batch in batches {
-            stdin.write_all(&protocol::blob_prefix(batch.len())).await?;
-            stdin.write_all(batch).await?;
+impl Running {
+    pub fn reply(&self) -> &Reply {
+        &self.reply
+    }
+
+    /// The next chunk of vectors, or `None` after the last. Each chunk must arrive within the
+    /// time limit; a worker that stalls is killed.
+    pub async fn next_chunk(&mut self) -> Result<Option<VectorChunk>, ComputeError> {
+        let deadline = self.pool.0.settings.timeout;
+        let max = self.pool.0.settings.max_result_bytes as u64;
+        let read = async {
+            let rows = self.stdout.read_u32_le().await?;
+            let len = self.stdout.read_u64_le().await?;
+            if len > MAX_CHUNK_BYTES || self.received + len > max {
+                return Ok(Err(()));
+            }
+            let mut bytes = vec![0; len as usize];
+            self.stdout.read_exact(&mut bytes).await?;
+            io::Result::Ok(Ok(VectorChunk { rows, bytes }))
+        };
+        match tokio::time::timeout(deadline, read).await {
+            Err(_) => Err(ComputeError::TimedOut(deadline)),
+            Ok(Ok(Err(()))) => Err(ComputeError::ResultTooLarge(
+                self.pool.0.settings.max_result_bytes,
+            )),
+            Ok(Ok(Ok(chunk))) => {
+                self.received += chunk.bytes.len() as u64;
+                Ok((chunk.rows > 0 || !chunk.bytes.is_empty()).then_some(chunk))
+            }
+            Ok(Err(_)) => Err(self.died().await),
         }
-        stdin.shutdown().await
-    };
-    let read = async move {
-        // The reply header and framing come on top of the result itself.
-        let cap = max_result as u64 + (1 << 20);
-        let mut out = Vec::new();
-        let read = stdout.take(cap).read_to_end(&mut out).await;
-        // Dropping the pipe here makes a worker still writing past the cap fail and exit.
-        let overflowed = out.len() as u64 >= cap;
-        (read.map(|_| out), overflowed)
-    };
-    let (written, (read, overflowed), stderr) = tokio::join!(write, read, tail(stderr));
-    let status = child.wait().await.map_err(ComputeError::Io)?;
-    // A write that failed means the worker stopped reading: it died, and its exit says why.
-    let _ = written;
-    let stdout = read.map_err(ComputeError::Io)?;
-    Ok((stdout, stderr, status, overflowed))
+    }
+
+    /// The payload blob that follows the reply, when it says there is one.
+    pub async fn payload(&mut self) -> Result<Option<Vec<u8>>, ComputeError> {
+        if !self.reply.payload {
+            return Ok(None);
+        }
+        let cap = self.pool.0.settings.max_result_bytes as u64;
+        let read = async {
+            let len = self.stdout.read_u64_le().await?;
+            if len > cap {
+                return Ok(Err(()));
+            }
+            let mut bytes = vec![0; len as usize];
+            self.stdout.read_exact(&mut bytes).await?;
+            io::Result::Ok(Ok(bytes))
+        };
+        match tokio::time::timeout(self.pool.0.settings.timeout, read).await {
+            Err(_) => Err(ComputeError::TimedOut(self.pool.0.settings.timeout)),
+            Ok(Ok(Err(()))) => Err(ComputeError::ResultTooLarge(
+                self.pool.0.settings.max_result_bytes,
+            )),
+            Ok(Ok(Ok(bytes))) => Ok(Some(bytes)),
+            Ok(Err(_)) => Err(self.died().await),
+        }
+    }
+
+    /// Wait for the worker to exit once everything was read.
+    pub async fn finish(mut self) -> Result<(), ComputeError> {
+        let status = self.child.wait().await.map_err(ComputeError::Io)?;
+        if status.success() {
+            return Ok(());
+        }
+        let stderr = match self.stderr.take() {
+            Some(task) => task.await.unwrap_or_default(),
+            None => String::new(),
+        };
+        Err(self.pool.explain_death(status, &stderr))
+    }
+
+    /// Why the worker stopped talking: its exit status and what it printed.
+    async fn died(&mut self) -> ComputeError {
+        let status = match self.child.wait().await {
+            Ok(status) => status,
+            Err(e) => return ComputeError::Io(e),
+        };
+        let stderr = match self.stderr.take() {
+            Some(task) => task.await.unwrap_or_default(),
+            None => String::new(),
+        };
+        self.pool.explain_death(status, &stderr)
+    }
+}
+
+async fn read_reply(stdout: &mut BufReader<ChildStdout>) -> io::Result<Reply> {
+    let len = stdout.read_u32_le().await?;
+    if len > protocol::MAX_HEADER_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a reply header of {len} bytes"),
+        ));
+    }
+    let mut buf = vec![0; len as usize];
+    stdout.read_exact(&mut buf).await?;
+    serde_json::from_slice(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// The last `STDERR_TAIL` bytes a worker printed.

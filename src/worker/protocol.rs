@@ -1,35 +1,87 @@
-//! What crosses the pipe between the server and a compute worker.
+//! What crosses the pipes between the server and a compute worker.
 //!
-//! Job (stdin): `u32 LE length` + job JSON, `u32 LE count`, then `count` input batches, each
-//! `u64 LE length` + an Arrow IPC file (the raw table's columns; stored batches are passed on
-//! as they are stored). Reply (stdout): `u32 LE length` + reply JSON, then, on success, the
-//! vectors as one Arrow IPC file (`entity_id`, `values`: the JSON object text that is served),
-//! then the typed result columns as an LZ4 Arrow IPC file (the snapshot that is stored), each
-//! `u64 LE length` first. Only the small headers are JSON; rows never are.
+//! Job (stdin): `u32 LE length` + job JSON; then, for piped input, `u64 LE length` + an Arrow
+//! IPC file of the rows (rows sent in a request). Stored data is never piped: the job names
+//! the files of one table version and the worker scans them itself.
+//!
+//! Reply (stdout): `u32 LE length` + reply JSON. On success it may be followed by a payload
+//! blob (`u64 LE length` + bytes: a preview's rows as JSON) or by vector chunks, each `u32 LE
+//! rows` + `u64 LE length` + the rows, every row `u32 LE length` + entity id + `u32 LE length`
+//! + values (the JSON object text that is served); a chunk of 0 rows and 0 bytes ends them.
+//! The server writes each chunk to the database as it arrives, so a result is never held
+//! whole by the server.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
-/// Headers larger than this are refused: both sides write small ones, and a corrupt length
-/// must not become a huge allocation.
-const MAX_HEADER_BYTES: u32 = 1 << 20;
+/// Headers larger than this are refused: a corrupt length must not become a huge allocation.
+pub const MAX_HEADER_BYTES: u32 = 16 << 20;
 
 /// One unit of work for a worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Job {
+    pub task: Task,
+    /// How to reach object storage (`aws_endpoint_url`, ...): passed here, not inherited,
+    /// since a worker starts with an empty environment.
+    #[serde(default)]
+    pub storage: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Task {
+    Compute(ComputeJob),
+    /// The first rows of a table version.
+    Preview(PreviewJob),
+}
+
+/// Run a feature's SQL over one input and check its result is one row per entity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ComputeJob {
     pub sql: String,
     pub entity_key: String,
     /// Results with more rows are refused.
     pub max_rows: usize,
     /// The raw table's `schema_definition`: column -> declared type.
     pub schema: BTreeMap<String, String>,
-    /// Run over an empty frame of `schema` and check the result's shape; send no vectors.
+    /// Run over an empty frame of `schema` and check the result's shape; write nothing.
     pub dry_run: bool,
+    pub input: Input,
     /// Only rows whose event time is at or before this instant go into the SQL.
     #[serde(default)]
     pub as_of: Option<EventTimeLimit>,
+    /// Where to write the result as the snapshot (a path or an `s3://` URI).
+    #[serde(default)]
+    pub snapshot: Option<String>,
+    /// Send the vectors back (not when the result will only be kept as history).
+    #[serde(default)]
+    pub vectors: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PreviewJob {
+    pub input: Input,
+    pub schema: BTreeMap<String, String>,
+    pub limit: usize,
+}
+
+/// Where a job's rows come from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "from", rename_all = "snake_case")]
+pub enum Input {
+    /// No rows: an empty frame of the schema.
+    Empty,
+    /// An Arrow IPC file follows the job on stdin.
+    Piped,
+    /// The Parquet files of one table version.
+    Files {
+        files: Vec<String>,
+        /// Partition values are in the paths (`col=value/`).
+        #[serde(default)]
+        partitioned: bool,
+    },
 }
 
 /// An `as_of` compute: the raw table's event-time column and the instant, in microseconds
@@ -40,103 +92,87 @@ pub struct EventTimeLimit {
     pub micros: i64,
 }
 
-/// What a successful job sends back besides its header.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Results {
-    /// `entity_id`, `values` (JSON text), uncompressed: it is decoded once, at once.
-    pub vectors: Vec<u8>,
-    /// The typed result columns, LZ4-compressed: stored as the snapshot as it is.
-    pub snapshot: Vec<u8>,
-    /// The snapshot's column statistics as JSON (`engine::stats`), stored with it.
-    pub stats: Vec<u8>,
-}
-
 /// Which step refused the job, so the server can word its answer as before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
-    /// The input batches could not be read (a server-side problem).
+    /// The input could not be read (a server-side problem).
     Input,
     /// The SQL was refused or failed in the engine.
     Sql,
     /// The SQL ran but its result is not one row per entity with the key present.
     Result,
+    /// The result could not be written where it belongs.
+    Output,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Reply {
     /// `None` on success.
     pub failure: Option<(FailureKind, String)>,
     /// Output column -> type name.
     #[serde(default)]
     pub output_schema: BTreeMap<String, String>,
-    /// Vectors in the result (0 for a dry run).
+    /// Rows in the result (entities; 0 for a dry run).
     #[serde(default)]
     pub rows: usize,
-    /// Time spent on the snapshot's statistics, in microseconds (part of the worker's time).
+    /// The snapshot's column statistics as JSON (`engine::stats`).
+    #[serde(default)]
+    pub stats: Option<String>,
+    /// Bytes of the snapshot file written.
+    #[serde(default)]
+    pub snapshot_bytes: u64,
+    /// Where the time went, in microseconds: the query (scan and SQL), the checks and sort,
+    /// the statistics, writing the snapshot.
+    #[serde(default)]
+    pub query_micros: u64,
     #[serde(default)]
     pub stats_micros: u64,
+    #[serde(default)]
+    pub snapshot_micros: u64,
+    /// The worker's peak resident memory when it replied (Linux `VmHWM`), in KiB.
+    #[serde(default)]
+    pub peak_rss_kib: u64,
+    /// Vector chunks follow.
+    #[serde(default)]
+    pub vectors: bool,
+    /// One payload blob follows.
+    #[serde(default)]
+    pub payload: bool,
 }
 
-/// The job header and the framing of its batches, without the batch bytes themselves, so the
-/// server can stream stored batches without copying them into one buffer.
-pub fn job_prefix(job: &Job, batch_count: usize) -> io::Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    write_header(&mut buf, job)?;
-    buf.extend_from_slice(&(batch_count as u32).to_le_bytes());
-    Ok(buf)
-}
-
-pub fn blob_prefix(len: usize) -> [u8; 8] {
-    (len as u64).to_le_bytes()
-}
-
-pub fn read_job(input: &mut impl Read) -> io::Result<(Job, Vec<Vec<u8>>)> {
-    let job: Job = read_header(input)?;
-    let count = read_u32(input)? as usize;
-    let mut batches = Vec::with_capacity(count.min(1 << 16));
-    for _ in 0..count {
-        batches.push(read_blob(input)?);
-    }
-    Ok((job, batches))
-}
-
-pub fn write_reply(
-    out: &mut impl Write,
-    reply: &Reply,
-    results: Option<&Results>,
-) -> io::Result<()> {
-    write_header(out, reply)?;
-    if let Some(results) = results {
-        write_blob(out, &results.vectors)?;
-        write_blob(out, &results.snapshot)?;
-        write_blob(out, &results.stats)?;
+pub fn write_job(out: &mut impl Write, job: &Job, piped: Option<&[u8]>) -> io::Result<()> {
+    write_header(out, job)?;
+    if let Some(piped) = piped {
+        write_blob(out, piped)?;
     }
     out.flush()
 }
 
-/// Parse a worker's whole stdout. `Err` means the worker died before finishing its reply.
-pub fn read_reply(mut bytes: &[u8]) -> io::Result<(Reply, Option<Results>)> {
-    let reply: Reply = read_header(&mut bytes)?;
-    let results = if reply.failure.is_none() && !bytes.is_empty() {
-        Some(Results {
-            vectors: read_blob(&mut bytes)?,
-            snapshot: read_blob(&mut bytes)?,
-            stats: read_blob(&mut bytes)?,
+/// The job and, when its input is piped, the rows.
+pub fn read_job(input: &mut impl Read) -> io::Result<(Job, Option<Vec<u8>>)> {
+    let job: Job = read_header(input)?;
+    let piped = match &job.task {
+        Task::Compute(ComputeJob {
+            input: Input::Piped,
+            ..
         })
-    } else {
-        None
+        | Task::Preview(PreviewJob {
+            input: Input::Piped,
+            ..
+        }) => Some(read_blob(input)?),
+        _ => None,
     };
-    Ok((reply, results))
+    Ok((job, piped))
 }
 
-fn write_header(out: &mut impl Write, value: &impl Serialize) -> io::Result<()> {
+pub fn write_header(out: &mut impl Write, value: &impl Serialize) -> io::Result<()> {
     let json = serde_json::to_vec(value).map_err(io::Error::other)?;
     out.write_all(&(json.len() as u32).to_le_bytes())?;
     out.write_all(&json)
 }
 
-fn read_header<T: for<'de> Deserialize<'de>>(input: &mut impl Read) -> io::Result<T> {
+pub fn read_header<T: for<'de> Deserialize<'de>>(input: &mut impl Read) -> io::Result<T> {
     let len = read_u32(input)?;
     if len > MAX_HEADER_BYTES {
         return Err(io::Error::new(
@@ -149,12 +185,12 @@ fn read_header<T: for<'de> Deserialize<'de>>(input: &mut impl Read) -> io::Resul
     serde_json::from_slice(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-fn write_blob(out: &mut impl Write, blob: &[u8]) -> io::Result<()> {
-    out.write_all(&blob_prefix(blob.len()))?;
+pub fn write_blob(out: &mut impl Write, blob: &[u8]) -> io::Result<()> {
+    out.write_all(&(blob.len() as u64).to_le_bytes())?;
     out.write_all(blob)
 }
 
-fn read_blob(input: &mut impl Read) -> io::Result<Vec<u8>> {
+pub fn read_blob(input: &mut impl Read) -> io::Result<Vec<u8>> {
     let mut len = [0; 8];
     input.read_exact(&mut len)?;
     let len = u64::from_le_bytes(len);
@@ -175,64 +211,129 @@ fn read_u32(input: &mut impl Read) -> io::Result<u32> {
     Ok(u32::from_le_bytes(b))
 }
 
+/// Vector rows framed for one chunk, as the worker builds it.
+#[derive(Debug, Default)]
+pub struct ChunkWriter {
+    rows: u32,
+    bytes: Vec<u8>,
+}
+
+impl ChunkWriter {
+    pub fn push(&mut self, entity_id: &str, values: &str) {
+        self.bytes
+            .extend_from_slice(&(entity_id.len() as u32).to_le_bytes());
+        self.bytes.extend_from_slice(entity_id.as_bytes());
+        self.bytes
+            .extend_from_slice(&(values.len() as u32).to_le_bytes());
+        self.bytes.extend_from_slice(values.as_bytes());
+        self.rows += 1;
+    }
+
+    pub fn rows(&self) -> u32 {
+        self.rows
+    }
+
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Write the chunk and start a new one.
+    pub fn flush_to(&mut self, out: &mut impl Write) -> io::Result<()> {
+        out.write_all(&self.rows.to_le_bytes())?;
+        out.write_all(&(self.bytes.len() as u64).to_le_bytes())?;
+        out.write_all(&self.bytes)?;
+        self.rows = 0;
+        self.bytes.clear();
+        Ok(())
+    }
+
+    /// The chunk that ends the vectors.
+    pub fn write_end(out: &mut impl Write) -> io::Result<()> {
+        out.write_all(&0u32.to_le_bytes())?;
+        out.write_all(&0u64.to_le_bytes())
+    }
+}
+
+/// One chunk of vectors as the server reads it: rows parsed lazily from the framed bytes.
+#[derive(Debug, Clone)]
+pub struct VectorChunk {
+    pub rows: u32,
+    pub bytes: Vec<u8>,
+}
+
+impl VectorChunk {
+    /// (entity id, values) of each row; `Err` if the framing or the text is broken.
+    pub fn iter(&self) -> impl Iterator<Item = Result<(&str, &str), String>> {
+        let mut rest: &[u8] = &self.bytes;
+        let mut left = self.rows;
+        std::iter::from_fn(move || {
+            if left == 0 {
+                return None;
+            }
+            left -= 1;
+            let mut take = || -> Result<&str, String> {
+                if rest.len() < 4 {
+                    return Err("a vector chunk ended early".into());
+                }
+                let (len, tail) = rest.split_at(4);
+                let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+                if tail.len() < len {
+                    return Err("a vector chunk ended early".into());
+                }
+                let (text, tail) = tail.split_at(len);
+                rest = tail;
+                std::str::from_utf8(text).map_err(|e| e.to_string())
+            };
+            Some(take().and_then(|id| take().map(|values| (id, values))))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_job_and_a_reply_round_trip() {
+    fn a_job_with_piped_rows_round_trips() {
         let job = Job {
-            sql: "SELECT k FROM data".into(),
-            entity_key: "k".into(),
-            max_rows: 10,
-            schema: BTreeMap::from([("k".to_string(), "string".to_string())]),
-            dry_run: false,
-            as_of: None,
+            task: Task::Compute(ComputeJob {
+                sql: "SELECT k FROM data".into(),
+                entity_key: "k".into(),
+                max_rows: 10,
+                schema: BTreeMap::from([("k".to_string(), "string".to_string())]),
+                dry_run: false,
+                input: Input::Piped,
+                as_of: None,
+                snapshot: None,
+                vectors: true,
+            }),
+            storage: BTreeMap::new(),
         };
-        // Framed as the server streams it: the prefix, then each batch after its length.
-        let mut buf = job_prefix(&job, 2).unwrap();
-        for batch in [vec![1u8, 2, 3], vec![]] {
-            buf.extend_from_slice(&blob_prefix(batch.len()));
-            buf.extend_from_slice(&batch);
-        }
-        let (back, batches) = read_job(&mut buf.as_slice()).unwrap();
-        assert_eq!(back.sql, job.sql);
-        assert_eq!(batches, vec![vec![1, 2, 3], vec![]]);
-
-        let reply = Reply {
-            failure: None,
-            output_schema: BTreeMap::new(),
-            rows: 1,
-            stats_micros: 0,
-        };
-        let mut out = Vec::new();
-        let results = Results {
-            vectors: vec![9, 9],
-            snapshot: vec![7],
-            stats: b"{}".to_vec(),
-        };
-        write_reply(&mut out, &reply, Some(&results)).unwrap();
-        let (back, read) = read_reply(&out).unwrap();
-        assert_eq!(back.rows, 1);
-        assert_eq!(read, Some(results));
+        let mut buf = Vec::new();
+        write_job(&mut buf, &job, Some(&[1, 2, 3])).unwrap();
+        let (back, piped) = read_job(&mut buf.as_slice()).unwrap();
+        assert!(matches!(back.task, Task::Compute(c) if c.sql == "SELECT k FROM data"));
+        assert_eq!(piped, Some(vec![1, 2, 3]));
     }
 
     #[test]
-    fn a_truncated_reply_is_an_error() {
-        let reply = Reply {
-            failure: None,
-            output_schema: BTreeMap::new(),
-            rows: 1,
-            stats_micros: 0,
-        };
+    fn vector_chunks_frame_rows_and_a_broken_one_is_an_error() {
+        let mut chunk = ChunkWriter::default();
+        chunk.push("u1", r#"{"a":1}"#);
+        chunk.push("é", "{}");
         let mut out = Vec::new();
-        let results = Results {
-            vectors: vec![9; 100],
-            snapshot: vec![7; 10],
-            stats: vec![1; 5],
+        chunk.flush_to(&mut out).unwrap();
+        let rows = u32::from_le_bytes(out[..4].try_into().unwrap());
+        let read = VectorChunk {
+            rows,
+            bytes: out[12..].to_vec(),
         };
-        write_reply(&mut out, &reply, Some(&results)).unwrap();
-        assert!(read_reply(&out[..out.len() - 10]).is_err());
-        assert!(read_reply(&out[..3]).is_err());
+        let pairs: Vec<_> = read.iter().collect::<Result<_, _>>().unwrap();
+        assert_eq!(pairs, [("u1", r#"{"a":1}"#), ("é", "{}")]);
+        let broken = VectorChunk {
+            rows,
+            bytes: out[12..out.len() - 1].to_vec(),
+        };
+        assert!(broken.iter().any(|r| r.is_err()));
     }
 }

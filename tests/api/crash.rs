@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::fresh_database;
+use crate::helpers::{data_dir_for, fresh_database};
 
 /// Start the binary with `env`, read its log lines until it says it is listening, stop it.
 fn startup_log(env: &[(&str, &str)]) -> Vec<String> {
@@ -98,8 +98,12 @@ impl Server {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("free port");
+        let data_dir = data_dir_for(database_url)
+            .map(|d| d.display().to_string())
+            .unwrap_or_default();
         let mut child = Command::new(env!("CARGO_BIN_EXE_feature-store"))
             .env("DATABASE_URL", database_url)
+            .env("DATA_DIR", data_dir)
             .env("PORT", port.to_string())
             .env("REDIS_URL", "")
             .env("RUST_LOG", "warn")

@@ -41,8 +41,33 @@ fn unique_suffix() -> String {
     )
 }
 
-/// A database URL nobody else uses.
+/// Where each test database's data location is (raw tables, snapshots): a temporary
+/// directory per database, shared by every replica of it.
+static DATA_DIRS: std::sync::Mutex<Vec<(String, std::path::PathBuf)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// The data directory of a database made by `fresh_database`.
+pub fn data_dir_for(database_url: &str) -> Option<std::path::PathBuf> {
+    DATA_DIRS
+        .lock()
+        .ok()?
+        .iter()
+        .find(|(url, _)| url == database_url)
+        .map(|(_, dir)| dir.clone())
+}
+
+/// A database URL nobody else uses, and a temporary directory that holds its data location
+/// (and, for SQLite, the database file).
 pub async fn fresh_database() -> (String, Option<Arc<TempDir>>) {
+    let (url, dir) = fresh_database_only().await;
+    let dir = dir.unwrap_or_else(|| Arc::new(tempfile::tempdir().expect("temp dir")));
+    if let Ok(mut dirs) = DATA_DIRS.lock() {
+        dirs.push((url.clone(), dir.path().join("data")));
+    }
+    (url, Some(dir))
+}
+
+async fn fresh_database_only() -> (String, Option<Arc<TempDir>>) {
     match std::env::var("TEST_DATABASE_URL") {
         Ok(base) if !base.trim().is_empty() => {
             let name = format!("fs_test_{}", unique_suffix());
@@ -112,6 +137,7 @@ async fn start(
         database_url: database_url.clone(),
         // The test harness is this process's executable; workers are the server binary.
         compute_worker_program: Some(env!("CARGO_BIN_EXE_feature-store").into()),
+        data_dir: data_dir_for(&database_url).map(|d| d.display().to_string()),
         ..Config::default()
     };
     if let (Some(url), Some(prefix)) = (test_redis_url(), &redis_prefix) {

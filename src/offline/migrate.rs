@@ -1,0 +1,117 @@
+//! The move, at start, of what earlier versions kept in the database: raw batches (LZ4 Arrow
+//! IPC blobs) into each table's Delta table, one commit per batch, and snapshot blobs into
+//! Parquet files. Every step commits on its own, and a batch's commit carries an application
+//! transaction (its batch id), so a move that stops anywhere resumes without doubling a batch.
+
+use crate::error::{AppError, Result};
+use crate::service::raw_tables;
+use crate::AppState;
+
+/// The application id of the move's Delta transactions.
+pub const MOVE_APP: &str = "feature-store-blob-move";
+
+pub async fn run(state: &AppState) -> Result<()> {
+    let lock = state.store.lock_blob_move().await?;
+    let outcome = move_everything(state).await;
+    lock.release().await;
+    outcome
+}
+
+async fn move_everything(state: &AppState) -> Result<()> {
+    for table in state.store.tables_without_storage().await? {
+        if raw_tables::schema_of(&table)?.is_empty() {
+            continue;
+        }
+        raw_tables::ensure_managed(state, table).await?;
+    }
+    for table_id in state.store.tables_with_blobs().await? {
+        move_batches(state, table_id).await?;
+    }
+    move_snapshots(state).await
+}
+
+async fn move_batches(state: &AppState, table_id: i64) -> Result<()> {
+    let Some(table) = state.store.get_raw_table(table_id).await? else {
+        return Ok(());
+    };
+    let schema = raw_tables::schema_of(&table)?;
+    let location = raw_tables::location_of(state, &table)
+        .await?
+        .ok_or_else(|| {
+            AppError::internal(format!("raw table {table_id} has batches but no schema"))
+        })?;
+    let batches = state.store.legacy_batches(table_id).await?;
+    tracing::info!(
+        table = %table.name,
+        batches = batches.len(),
+        "moving stored batches into the table's Delta table"
+    );
+    for batch in batches {
+        // A batch committed by a move that stopped before recording it is the newest commit.
+        let landed = state.offline.txn_version(&location, MOVE_APP).await?;
+        let version = if landed.is_some_and(|v| v >= batch.id) {
+            state.offline.pin_delta(&location).await?.version
+        } else {
+            let blob = state.store.legacy_batch_data(batch.id).await?;
+            let polars_schema = schema.polars_schema();
+            let parquet = crate::service::blocking(move || {
+                let mut frame = crate::engine::batches::decode_all(&[blob], &polars_schema)?;
+                super::write_parquet(&mut frame)
+            })
+            .await?
+            .map_err(AppError::internal)?;
+            state
+                .offline
+                .append(
+                    &location,
+                    parquet.into(),
+                    batch.row_count,
+                    Some((MOVE_APP, batch.id)),
+                    std::future::ready(()),
+                )
+                .await?
+                .version
+        };
+        state
+            .store
+            .finish_moved_batch(table_id, &batch, version)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn move_snapshots(state: &AppState) -> Result<()> {
+    let snapshots = state.store.legacy_snapshots().await?;
+    if !snapshots.is_empty() {
+        tracing::info!(
+            snapshots = snapshots.len(),
+            "moving stored snapshots into files"
+        );
+    }
+    for (snapshot_id, feature_id) in snapshots {
+        let Some(blob) = state.store.legacy_snapshot_data(snapshot_id).await? else {
+            continue;
+        };
+        let parquet = crate::service::blocking(move || {
+            let mut frame = crate::engine::result::snapshot_from_ipc(&blob)?;
+            super::write_parquet(&mut frame)
+        })
+        .await?
+        .map_err(AppError::internal)?;
+        let relative = format!(
+            "{}/moved-{snapshot_id}.parquet",
+            state
+                .offline
+                .new_snapshot_path(feature_id)
+                .rsplit_once('/')
+                .map_or("snapshots", |(dir, _)| dir)
+        );
+        let location = state.offline.root().join(&relative);
+        super::put_file(&location, parquet.into(), state.offline.options()).await?;
+        state
+            .store
+            .set_snapshot_location(snapshot_id, &relative)
+            .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,322 @@
+//! Served vectors, by generation: reading them, and writing a new generation in pieces that
+//! never hold SQLite's writer for long (Postgres: one COPY).
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgPoolCopyExt;
+
+use super::error::{classify, Result};
+use super::{Store, StoreError, INSERT_CHUNK};
+use crate::worker::protocol::VectorChunk;
+
+/// Rows deleted per statement when a generation is dropped: each statement is one short
+/// write, so other writers get SQLite's lock in between.
+const DELETE_CHUNK: i64 = 20_000;
+
+/// Writes one generation's vectors as they arrive.
+pub enum VectorWriter {
+    /// rusqlite on a connection of its own: each chunk is one `BEGIN IMMEDIATE ... COMMIT`
+    /// with a prepared statement, a few tens of milliseconds of the writer's lock.
+    Sqlite {
+        path: std::path::PathBuf,
+        busy_timeout: std::time::Duration,
+        conn: Option<rusqlite::Connection>,
+        generation: i64,
+    },
+    /// An in-memory SQLite database (tests): through its one pooled connection.
+    SqlitePool {
+        pool: sqlx::SqlitePool,
+        generation: i64,
+    },
+    /// One COPY for the whole generation: Postgres readers never wait on it.
+    Postgres {
+        copy: Option<sqlx::postgres::PgCopyIn<sqlx::pool::PoolConnection<sqlx::Postgres>>>,
+        generation: i64,
+    },
+}
+
+impl VectorWriter {
+    pub async fn write(&mut self, chunk: VectorChunk) -> Result<()> {
+        match self {
+            VectorWriter::Sqlite {
+                path,
+                busy_timeout,
+                conn,
+                generation,
+            } => {
+                let taken = conn.take();
+                let (path, timeout, generation) = (path.clone(), *busy_timeout, *generation);
+                let (back, written) = tokio::task::spawn_blocking(move || {
+                    let mut conn = match taken {
+                        Some(c) => c,
+                        None => match open_writer(&path, timeout) {
+                            Ok(c) => c,
+                            Err(e) => return (None, Err(e)),
+                        },
+                    };
+                    let written = insert_chunk(&mut conn, generation, &chunk);
+                    (Some(conn), written)
+                })
+                .await
+                .map_err(|e| StoreError::Task(e.to_string()))?;
+                *conn = back;
+                written
+            }
+            VectorWriter::SqlitePool { pool, generation } => {
+                let rows: Vec<(&str, &str)> = chunk
+                    .iter()
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(StoreError::Invalid)?;
+                let mut tx = pool.begin().await?;
+                for part in rows.chunks(INSERT_CHUNK) {
+                    let mut insert = sqlx::QueryBuilder::new(
+                        "INSERT INTO feature_vectors (generation, entity_id, feature_values) ",
+                    );
+                    insert.push_values(part, |mut row, (id, values)| {
+                        row.push_bind(*generation).push_bind(*id).push_bind(*values);
+                    });
+                    insert.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+            VectorWriter::Postgres { copy, generation } => {
+                let copy = copy
+                    .as_mut()
+                    .ok_or_else(|| StoreError::Invalid("the COPY has ended".into()))?;
+                let mut text = Vec::with_capacity(chunk.bytes.len() + 32 * chunk.rows as usize);
+                let prefix = format!("{generation}\t");
+                for row in chunk.iter() {
+                    let (id, values) = row.map_err(StoreError::Invalid)?;
+                    text.extend_from_slice(prefix.as_bytes());
+                    copy_escape(id, &mut text);
+                    text.push(b'\t');
+                    copy_escape(values, &mut text);
+                    text.push(b'\n');
+                }
+                copy.send(text).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Every chunk is written: end the COPY (Postgres). Nothing is served yet.
+    pub async fn finish(mut self) -> Result<()> {
+        if let VectorWriter::Postgres { copy, .. } = &mut self {
+            if let Some(copy) = copy.take() {
+                copy.finish().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Give up: what was written stays under a generation nobody serves, and is dropped.
+    pub async fn abort(mut self) {
+        if let VectorWriter::Postgres { copy, .. } = &mut self {
+            if let Some(copy) = copy.take() {
+                let _ = copy.abort("the publish was abandoned").await;
+            }
+        }
+    }
+}
+
+fn open_writer(
+    path: &std::path::Path,
+    busy_timeout: std::time::Duration,
+) -> Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(busy_timeout)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(conn)
+}
+
+fn insert_chunk(
+    conn: &mut rusqlite::Connection,
+    generation: i64,
+    chunk: &VectorChunk,
+) -> Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO feature_vectors (generation, entity_id, feature_values) \
+             VALUES (?1, ?2, ?3)",
+        )?;
+        for row in chunk.iter() {
+            let (id, values) = row.map_err(StoreError::Invalid)?;
+            insert.execute(rusqlite::params![generation, id, values])?;
+        }
+    }
+    Ok(tx.commit()?)
+}
+
+/// COPY's text format: backslash, tab, newline and carriage return escaped.
+fn copy_escape(text: &str, out: &mut Vec<u8>) {
+    for b in text.bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b => out.push(b),
+        }
+    }
+}
+
+impl Store {
+    /// A new generation to write vectors under, recorded `writing` for `job`: if the publish
+    /// dies, the sweep finds it by its job and drops it.
+    pub async fn begin_generation(&self, job: Option<i64>, now: DateTime<Utc>) -> Result<i64> {
+        Ok(on_pool!(self, write, |p| sqlx::query_scalar(
+            "INSERT INTO vector_generations (state, job_id, created_at) \
+             VALUES ('writing', $1, $2) RETURNING id"
+        )
+        .bind(job)
+        .bind(now)
+        .fetch_one(p)
+        .await)?)
+    }
+
+    /// Where a new generation's vectors go.
+    pub async fn vector_writer(&self, generation: i64) -> Result<VectorWriter> {
+        match self {
+            Store::Sqlite {
+                write,
+                path: Some(path),
+                busy_timeout,
+                ..
+            } => {
+                let _ = write;
+                Ok(VectorWriter::Sqlite {
+                    path: path.clone(),
+                    busy_timeout: *busy_timeout,
+                    conn: None,
+                    generation,
+                })
+            }
+            Store::Sqlite { write, .. } => Ok(VectorWriter::SqlitePool {
+                pool: write.clone(),
+                generation,
+            }),
+            Store::Postgres(p) => {
+                let copy = p
+                    .copy_in_raw(
+                        "COPY feature_vectors (generation, entity_id, feature_values) FROM STDIN",
+                    )
+                    .await?;
+                Ok(VectorWriter::Postgres {
+                    copy: Some(copy),
+                    generation,
+                })
+            }
+        }
+    }
+
+    /// Delete a generation nobody serves, a chunk per statement, then its record.
+    pub async fn drop_generation(&self, generation: i64) -> Result<()> {
+        loop {
+            let deleted = on_pool!(self, write, |p| sqlx::query(
+                "DELETE FROM feature_vectors WHERE generation = $1 AND entity_id IN \
+                 (SELECT entity_id FROM feature_vectors WHERE generation = $1 LIMIT $2)"
+            )
+            .bind(generation)
+            .bind(DELETE_CHUNK)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(classify))?;
+            if deleted == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        on_pool!(self, write, |p| sqlx::query(
+            "DELETE FROM vector_generations WHERE id = $1 AND state <> 'served'"
+        )
+        .bind(generation)
+        .execute(p)
+        .await
+        .map(|_| ())
+        .map_err(classify))?;
+        Ok(())
+    }
+
+    /// Mark a generation that will never be served (its publish failed) for dropping.
+    pub async fn retire_generation(&self, generation: i64) -> Result<()> {
+        on_pool!(self, write, |p| sqlx::query(
+            "UPDATE vector_generations SET state = 'retired' WHERE id = $1 AND state = 'writing'"
+        )
+        .bind(generation)
+        .execute(p)
+        .await
+        .map(|_| ())
+        .map_err(classify))?;
+        Ok(())
+    }
+
+    /// Generations to drop: retired ones, and those still `writing` whose job has ended (its
+    /// publish died with its replica, and the job was marked failed).
+    pub async fn generations_to_drop(&self) -> Result<Vec<i64>> {
+        Ok(on_pool!(self, read, |p| sqlx::query_scalar(
+            "SELECT g.id FROM vector_generations g WHERE g.state = 'retired' \
+             OR (g.state = 'writing' AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = g.job_id \
+                 AND j.status IN ('succeeded', 'failed'))) ORDER BY g.id"
+        )
+        .fetch_all(p)
+        .await)?)
+    }
+
+    /// Stored values (JSON text) of many entities of one generation; absent entities are
+    /// absent.
+    pub async fn get_values_many(
+        &self,
+        generation: i64,
+        entity_ids: &[&str],
+    ) -> Result<Vec<(String, String)>> {
+        let mut found = Vec::with_capacity(entity_ids.len());
+        for chunk in entity_ids.chunks(INSERT_CHUNK) {
+            let rows: Vec<(String, String)> = on_pool!(self, read, |p| {
+                let mut q = sqlx::QueryBuilder::new(
+                    "SELECT entity_id, feature_values FROM feature_vectors WHERE generation = ",
+                );
+                q.push_bind(generation).push(" AND entity_id IN (");
+                let mut list = q.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                q.push(")");
+                q.build_query_as().fetch_all(p).await
+            })?;
+            found.extend(rows);
+        }
+        Ok(found)
+    }
+
+    /// Every stored (entity, values) of a generation, for an in-memory snapshot.
+    pub async fn all_values(&self, generation: i64) -> Result<Vec<(String, String)>> {
+        Ok(on_pool!(self, read, |p| sqlx::query_as(
+            "SELECT entity_id, feature_values FROM feature_vectors WHERE generation = $1"
+        )
+        .bind(generation)
+        .fetch_all(p)
+        .await)?)
+    }
+
+    /// One entity's stored values (JSON text) in a generation.
+    pub async fn get_vector(&self, generation: i64, entity_id: &str) -> Result<Option<String>> {
+        if let Store::Sqlite {
+            fast: Some(fast), ..
+        } = self
+        {
+            match fast.get_values(generation, entity_id) {
+                Ok(found) => return Ok(found),
+                Err(e) => tracing::debug!(error = e, "fast SQLite read failed; using sqlx"),
+            }
+        }
+        Ok(on_pool!(self, read, |p| sqlx::query_scalar(
+            "SELECT feature_values FROM feature_vectors WHERE generation = $1 AND entity_id = $2"
+        )
+        .bind(generation)
+        .bind(entity_id)
+        .fetch_optional(p)
+        .await)?)
+    }
+}
