@@ -388,13 +388,17 @@ async fn main() -> Result<(), Error> {
             failures
         );
         println!(
-            "           worker {} ms (query {} + stats {} + snapshot {} ms), queued {} ms; \
+            "           worker {} ms (query {}, of it checks {}; stats {}; snapshot {} ms), \
+             queued {} ms; publish: waiting for vectors {} ms, writing them {} ms; \
              ours / polars = {:.2} (worker only: {:.2})",
             f["worker_ms"],
             f["query_ms"],
+            f["check_ms"],
             f["stats_ms"],
             f["snapshot_ms"],
             f["queued_ms"],
+            f["vectors_wait_ms"],
+            f["vectors_write_ms"],
             ours / baseline["secs"].as_f64().unwrap_or(f64::NAN),
             f["worker_ms"].as_f64().unwrap_or(f64::NAN)
                 / 1000.0

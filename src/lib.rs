@@ -1,6 +1,7 @@
 //! feature-store: register raw tables, ingest rows, define features as SQL, compute immutable
 //! versions and serve feature vectors over HTTP.
 
+pub mod alloc;
 pub mod api;
 pub mod auth;
 pub mod cache;
@@ -121,6 +122,7 @@ pub async fn build_app(config: Config) -> error::Result<(AppState, Router)> {
     // before anything reads them there.
     offline::migrate::run(&state).await?;
     service::changes::spawn_poller(&state);
+    service::changes::spawn_checkpointer(&state);
     service::history::spawn_pruner(&state);
     service::scheduler::spawn(&state);
     let router = api::router(state.clone());

@@ -40,3 +40,31 @@ pub fn spawn_poller(state: &AppState) {
         }
     });
 }
+
+/// How often SQLite's write-ahead log is copied into the database file.
+const CHECKPOINT_PERIOD: Duration = Duration::from_secs(1);
+
+/// Checkpoint SQLite's log in the background until the app is dropped (nothing on Postgres):
+/// a large publish leaves a long log, and copying it inside some later request's commit
+/// would hold SQLite's one writer meanwhile.
+pub fn spawn_checkpointer(state: &AppState) {
+    if state.store.backend() != "sqlite" {
+        return;
+    }
+    let weak = Arc::downgrade(&state.0);
+    tokio::spawn(async move {
+        let mut failing = false;
+        loop {
+            tokio::time::sleep(CHECKPOINT_PERIOD).await;
+            let Some(shared) = weak.upgrade() else { return };
+            match shared.store.checkpoint().await {
+                Ok(()) => failing = false,
+                Err(e) if !failing => {
+                    tracing::warn!(error = %e, "could not checkpoint the SQLite log; retrying");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+        }
+    });
+}

@@ -97,9 +97,12 @@ pub async fn compute(
         queued_ms = made.queued.as_millis() as u64,
         worker_ms = made.worker.as_millis() as u64,
         query_ms = made.query.as_millis() as u64,
+        check_ms = made.check.as_millis() as u64,
         stats_ms = made.stats.as_millis() as u64,
         snapshot_ms = made.snapshot.as_millis() as u64,
         publish_ms = made.publish.as_millis() as u64,
+        vectors_wait_ms = made.written.waited.as_millis() as u64,
+        vectors_write_ms = made.written.wrote.as_millis() as u64,
         worker_peak_rss_mib = made.peak_rss_kib / 1024,
         "published feature version"
     );
@@ -228,6 +231,9 @@ struct Made {
     snapshot: std::time::Duration,
     /// From the reply to the publish's commit: the vectors written, then served.
     publish: std::time::Duration,
+    written: Written,
+    /// Of `query`: checking and sorting the result.
+    check: std::time::Duration,
     peak_rss_kib: u64,
 }
 
@@ -416,7 +422,7 @@ async fn run_and_publish(
             };
             let written = write_vectors(&state, generation, running).await;
             let published = match written {
-                Ok(vector_bytes) => {
+                Ok(written) => {
                     let computed_at = now();
                     let valid_from = valid_from_as_of.unwrap_or(computed_at);
                     state
@@ -438,7 +444,7 @@ async fn run_and_publish(
                             job: finishes.then(|| tracked.id()),
                         })
                         .await
-                        .map(|p| (p, valid_from, vector_bytes))
+                        .map(|p| (p, valid_from, written))
                         .map_err(|e| match e {
                             StoreError::StillReferenced => features::not_found(feature_id),
                             e => e.into(),
@@ -446,7 +452,7 @@ async fn run_and_publish(
                 }
                 Err(e) => Err(e),
             };
-            let (published, valid_from, vector_bytes) = match published {
+            let (published, valid_from, written) = match published {
                 Ok(done) => done,
                 Err(e) => {
                     abandon(&state, generation, &location);
@@ -471,7 +477,7 @@ async fn run_and_publish(
                 };
                 state
                     .cache
-                    .note_size(meta, vector_bytes, reply.rows as u64)
+                    .note_size(meta, written.bytes, reply.rows as u64)
                     .await;
             }
             if let Some(retired) = published.retired {
@@ -481,11 +487,11 @@ async fn run_and_publish(
                     .await;
                 drop_generations(&state, vec![retired]);
             }
-            Ok((published, valid_from))
+            Ok((published, valid_from, written))
         }
     };
     let publish_started = std::time::Instant::now();
-    let (published, valid_from) = super::detached(publish).await?;
+    let (published, valid_from, written) = super::detached(publish).await?;
     let publish_time = publish_started.elapsed();
     if published.served {
         super::stats::refresh_drift_gauge(state, target.feature_id, published.version_id);
@@ -501,6 +507,8 @@ async fn run_and_publish(
         stats: micros(reply.stats_micros),
         snapshot: micros(reply.snapshot_micros),
         publish: publish_time,
+        written,
+        check: micros(reply.check_micros),
         peak_rss_kib: reply.peak_rss_kib,
     })
 }
@@ -512,22 +520,34 @@ fn files_of(pinned: Pinned) -> Input {
     }
 }
 
+/// What writing a generation's vectors took.
+#[derive(Debug, Default, Clone, Copy)]
+struct Written {
+    /// Bytes of entity ids and values.
+    bytes: u64,
+    /// Waiting for the worker's chunks, and writing them to the database.
+    waited: std::time::Duration,
+    wrote: std::time::Duration,
+}
+
 /// Write the worker's vectors under `generation` as they arrive, a chunk at a time, then wait
-/// for the worker to exit. Without a generation there are none to write. Returns the bytes of
-/// entity ids and values written.
+/// for the worker to exit. Without a generation there are none to write.
 async fn write_vectors(
     state: &AppState,
     generation: Option<i64>,
     mut running: Running,
-) -> Result<u64> {
+) -> Result<Written> {
     let Some(generation) = generation else {
         running.finish().await.map_err(compute_failed)?;
-        return Ok(0);
+        return Ok(Written::default());
     };
     let mut writer = state.store.vector_writer(generation).await?;
-    let mut bytes = 0u64;
+    let mut written = Written::default();
     loop {
-        let chunk = match running.next_chunk().await {
+        let waiting = std::time::Instant::now();
+        let next = running.next_chunk().await;
+        written.waited += waiting.elapsed();
+        let chunk = match next {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
             Err(e) => {
@@ -536,15 +556,20 @@ async fn write_vectors(
             }
         };
         // The framing (two u32 lengths a row) is all that is not ids and values.
-        bytes += (chunk.bytes.len() as u64).saturating_sub(8 * u64::from(chunk.rows));
-        if let Err(e) = writer.write(chunk).await {
+        written.bytes += (chunk.bytes.len() as u64).saturating_sub(8 * u64::from(chunk.rows));
+        let writing = std::time::Instant::now();
+        let stored = writer.write(chunk).await;
+        written.wrote += writing.elapsed();
+        if let Err(e) = stored {
             writer.abort().await;
             return Err(e.into());
         }
     }
+    let writing = std::time::Instant::now();
     writer.finish().await?;
+    written.wrote += writing.elapsed();
     running.finish().await.map_err(compute_failed)?;
-    Ok(bytes)
+    Ok(written)
 }
 
 /// A publish that failed after its worker replied: its vectors and snapshot file are nobody's.
@@ -566,13 +591,19 @@ fn abandon(state: &AppState, generation: Option<i64>, location: &str) {
     });
 }
 
-/// Drop generations nobody serves, in the background, a chunk per statement.
+/// How long a retired generation is kept before it is dropped: a request that resolved its
+/// version just before the publish may still read it.
+const RETIRED_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Drop generations nobody serves, in the background (after a grace period), a chunk per
+/// statement.
 pub(crate) fn drop_generations(state: &AppState, generations: Vec<i64>) {
     if generations.is_empty() {
         return;
     }
     let state = state.clone();
     tokio::spawn(async move {
+        tokio::time::sleep(RETIRED_GRACE).await;
         for g in generations {
             if let Err(e) = state.store.drop_generation(g).await {
                 tracing::warn!(generation = g, error = %e, "could not drop a generation; the sweep retries");

@@ -165,10 +165,12 @@ async fn inspect_source(
                     .map(|(_, t)| *t);
                 match (has, wanted) {
                     (Some(has), Some(wanted)) if has == wanted => {}
-                    (Some(has), _) => return Err(AppError::BadRequest(format!(
+                    (Some(has), _) => {
+                        return Err(AppError::BadRequest(format!(
                         "Invalid source: column '{name}' is {} in the dataset, not {declared_type}",
                         type_name(has)
-                    ))),
+                    )))
+                    }
                     (None, _) => {
                         return Err(AppError::BadRequest(format!(
                             "Invalid source: the dataset has no column '{name}'{}",

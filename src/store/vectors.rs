@@ -21,6 +21,10 @@ pub enum VectorWriter {
         busy_timeout: std::time::Duration,
         conn: Option<rusqlite::Connection>,
         generation: i64,
+        /// The pool every other write takes its one connection from: each chunk holds that
+        /// connection while it writes, so writers waiting for it get their turn between chunks
+        /// (SQLite's own busy wait backs off and can miss every gap in a steady stream).
+        turns: sqlx::SqlitePool,
     },
     /// An in-memory SQLite database (tests): through its one pooled connection.
     SqlitePool {
@@ -42,7 +46,9 @@ impl VectorWriter {
                 busy_timeout,
                 conn,
                 generation,
+                turns,
             } => {
+                let _turn = turns.acquire().await?;
                 let taken = conn.take();
                 let (path, timeout, generation) = (path.clone(), *busy_timeout, *generation);
                 let (back, written) = tokio::task::spawn_blocking(move || {
@@ -126,6 +132,7 @@ fn open_writer(
     let conn = rusqlite::Connection::open(path)?;
     conn.busy_timeout(busy_timeout)?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     Ok(conn)
 }
 
@@ -183,15 +190,13 @@ impl Store {
                 path: Some(path),
                 busy_timeout,
                 ..
-            } => {
-                let _ = write;
-                Ok(VectorWriter::Sqlite {
-                    path: path.clone(),
-                    busy_timeout: *busy_timeout,
-                    conn: None,
-                    generation,
-                })
-            }
+            } => Ok(VectorWriter::Sqlite {
+                path: path.clone(),
+                busy_timeout: *busy_timeout,
+                conn: None,
+                generation,
+                turns: write.clone(),
+            }),
             Store::Sqlite { write, .. } => Ok(VectorWriter::SqlitePool {
                 pool: write.clone(),
                 generation,

@@ -127,12 +127,13 @@ fn compute(
     let until = task.as_of.as_ref().map(|l| (l.column.as_str(), l.micros));
     let data = input_frame(&input, &schema, &job.storage, piped, until)?;
     let frame = execute::run_sql_streaming(&task.sql, data).map_err(|e| (FailureKind::Sql, e))?;
+    let checking = Instant::now();
     let checked = result::check(frame, &task.entity_key, task.max_rows)
         .map_err(|e| (FailureKind::Result, e))?;
-    let query_micros = started.elapsed().as_micros() as u64;
     let mut reply = Reply {
         output_schema: checked.output_schema.clone(),
-        query_micros,
+        query_micros: started.elapsed().as_micros() as u64,
+        check_micros: checking.elapsed().as_micros() as u64,
         ..Reply::default()
     };
     if task.dry_run {
@@ -148,9 +149,7 @@ fn compute(
     reply.rows = checked.frame.height();
     if let Some(target) = &task.snapshot {
         let timer = Instant::now();
-        let mut snapshot = checked
-            .snapshot_frame()
-            .map_err(|e| (FailureKind::Result, e))?;
+        let mut snapshot = checked.frame.clone();
         let bytes = offline::write_parquet(&mut snapshot).map_err(|e| (FailureKind::Output, e))?;
         reply.snapshot_bytes = bytes.len() as u64;
         put_file(target, bytes, &job.storage).map_err(|e| (FailureKind::Output, e))?;
@@ -173,8 +172,9 @@ fn stream_vectors(checked: &result::Checked, out: &mut impl Write) -> io::Result
     let mut start = 0;
     while start < height {
         let len = CHUNK_ROWS.min(height - start);
-        let part = checked.frame.slice(start as i64, len);
-        let encoded = result::encode_part(&part, &checked.key_name).map_err(io::Error::other)?;
+        let encoded = checked
+            .encode_in_order(start, len)
+            .map_err(io::Error::other)?;
         for v in &encoded {
             chunk.push(&v.entity_id, &v.values);
         }

@@ -265,6 +265,7 @@ impl ComputePool {
             // credentials): its job says all it needs.
             .env_clear()
             .env("POLARS_MAX_THREADS", s.threads.max(1).to_string())
+            .env(crate::alloc::WORKER_ALLOCATOR_VARIABLE, "1")
             .env("RUST_BACKTRACE", "0");
         for kept in ["PATH", "TMPDIR", "LANG"] {
             if let Some(value) = std::env::var_os(kept) {

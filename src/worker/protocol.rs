@@ -126,6 +126,9 @@ pub struct Reply {
     /// the statistics, writing the snapshot.
     #[serde(default)]
     pub query_micros: u64,
+    /// Of the query's time: checking the result (one row per entity) and sorting it by key.
+    #[serde(default)]
+    pub check_micros: u64,
     #[serde(default)]
     pub stats_micros: u64,
     #[serde(default)]

@@ -213,5 +213,9 @@ async fn a_publish_lets_go_of_its_versions_older_snapshots() {
         .unwrap()
         .generation;
     let held = app.state.cache.held_snapshots().await;
-    assert_eq!(held, vec![(version, served)], "older generations are still held");
+    assert_eq!(
+        held,
+        vec![(version, served)],
+        "older generations are still held"
+    );
 }
