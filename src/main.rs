@@ -14,6 +14,7 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     if std::env::args().nth(1).as_deref() == Some(worker::SUBCOMMAND) {
         return Ok(worker::child::main());
     }
+    feature_store::alloc::return_freed_memory_at_once();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

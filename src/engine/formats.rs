@@ -89,6 +89,29 @@ pub fn frame_from_parquet(schema: &TableSchema, body: Vec<u8>) -> Result<DataFra
     conform(schema, frame)
 }
 
+/// When a Parquet body already is what the table stores (exactly the schema's columns, each of
+/// its stored type: text, 64-bit integers and floats, booleans, dates, microsecond UTC
+/// datetimes), its rows are valid by construction and the file can be stored as it came,
+/// without decoding it. Returns its row count then; `None` means "convert it".
+pub fn parquet_as_stored(schema: &TableSchema, body: &[u8]) -> Option<usize> {
+    let mut reader = ParquetReader::new(Cursor::new(body));
+    let file_schema = reader.schema().ok()?;
+    if file_schema.len() != schema.columns().count() {
+        return None;
+    }
+    for (name, ty, _) in schema.columns() {
+        let field = file_schema.get(name)?;
+        let stored = match ty {
+            ColumnType::Datetime => DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)),
+            other => other.dtype(),
+        };
+        if DataType::from_arrow_field(field) != stored {
+            return None;
+        }
+    }
+    reader.num_rows().ok().filter(|rows| *rows > 0)
+}
+
 /// Select the schema's columns and bring each to its declared type, or say which one is wrong.
 fn conform(schema: &TableSchema, frame: DataFrame) -> Result<DataFrame, String> {
     let mut columns = Vec::new();
@@ -163,6 +186,41 @@ fn first_line(msg: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_parquet_body_of_exactly_the_stored_types_is_kept_as_it_came() {
+        let def = [("k", "string"), ("n", "integer"), ("t", "datetime")]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        let schema = TableSchema::from_definition(&def).unwrap();
+        let write = |mut frame: DataFrame| {
+            let mut out = Vec::new();
+            ParquetWriter::new(&mut out).finish(&mut frame).unwrap();
+            out
+        };
+        let t = |zone: Option<TimeZone>| {
+            Int64Chunked::from_vec("t".into(), vec![0, 1])
+                .into_datetime(TimeUnit::Microseconds, zone)
+                .into_column()
+        };
+        let frame = |n: Column, t: Column| {
+            DataFrame::new(2, vec![Column::new("k".into(), ["a", "b"]), n, t]).unwrap()
+        };
+        let stored = frame(Column::new("n".into(), [1i64, 2]), t(Some(TimeZone::UTC)));
+        assert_eq!(parquet_as_stored(&schema, &write(stored)), Some(2));
+        // Narrower integers, naive datetimes, extra columns: converted, not kept.
+        let narrow = frame(Column::new("n".into(), [1i32, 2]), t(Some(TimeZone::UTC)));
+        assert_eq!(parquet_as_stored(&schema, &write(narrow)), None);
+        let naive = frame(Column::new("n".into(), [1i64, 2]), t(None));
+        assert_eq!(parquet_as_stored(&schema, &write(naive)), None);
+        let mut extra = frame(Column::new("n".into(), [1i64, 2]), t(Some(TimeZone::UTC)));
+        extra
+            .with_column(Column::new("x".into(), [1i64, 2]))
+            .unwrap();
+        assert_eq!(parquet_as_stored(&schema, &write(extra)), None);
+        assert_eq!(parquet_as_stored(&schema, b"not parquet"), None);
+    }
 
     fn schema() -> TableSchema {
         let def = [

@@ -377,6 +377,10 @@ async fn run_and_publish(
         None => true,
     };
     let location = state.offline.new_snapshot_path(target.feature_id);
+    let input_rows = match &piped {
+        Some(_) => 0,
+        None => state.store.stored_row_count(run.table.id).await?.max(0) as u64,
+    };
     let job = Job {
         task: Task::Compute(ComputeJob {
             sql: target.logic.clone(),
@@ -388,6 +392,7 @@ async fn run_and_publish(
             as_of: run.as_of,
             snapshot: Some(state.offline.root().join(&location).uri()),
             vectors: may_serve,
+            input_rows,
         }),
         storage: state.offline.options().clone(),
     };

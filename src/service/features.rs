@@ -49,6 +49,7 @@ pub async fn create(state: &AppState, req: FeatureCreate) -> Result<Feature> {
             as_of: None,
             snapshot: None,
             vectors: false,
+            input_rows: 0,
         }),
         storage: Default::default(),
     };

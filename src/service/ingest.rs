@@ -61,14 +61,27 @@ pub async fn ingest_upload(
     upload: Upload,
 ) -> Result<IngestResponse> {
     let (table, schema) = target(state, raw_table_id).await?;
-    let frame = blocking(move || match upload {
-        Upload::Rows(rows) => schema.frame_from_rows(&rows),
-        Upload::Csv(body) => formats::frame_from_csv(&schema, body.into()),
-        Upload::Parquet(body) => formats::frame_from_parquet(&schema, body.into()),
+    let stored = blocking(move || match upload {
+        Upload::Rows(rows) => schema.frame_from_rows(&rows).map(Stored::Frame),
+        Upload::Csv(body) => formats::frame_from_csv(&schema, body.into()).map(Stored::Frame),
+        Upload::Parquet(body) => match formats::parquet_as_stored(&schema, &body) {
+            Some(rows) => Ok(Stored::AsItCame {
+                parquet: body,
+                rows,
+            }),
+            None => formats::frame_from_parquet(&schema, body.into()).map(Stored::Frame),
+        },
     })
     .await?
     .map_err(invalid)?;
-    store_frame(state, &table, frame).await
+    store(state, &table, stored).await
+}
+
+/// What an ingest commits: rows to write as a Parquet file, or a Parquet file that already
+/// is what the table stores.
+enum Stored {
+    Frame(DataFrame),
+    AsItCame { parquet: Bytes, rows: usize },
 }
 
 /// NDJSON, parsed as it arrives; `max_bytes` bounds the body (413 beyond it).
@@ -94,23 +107,25 @@ where
         reader.feed(&chunk).map_err(invalid)?;
     }
     let frame = reader.finish().map_err(invalid)?;
-    store_frame(state, &table, frame).await
+    store(state, &table, Stored::Frame(frame)).await
 }
 
-/// Write the rows as one Parquet file and commit it as one Delta version: until the commit,
-/// nothing of the upload is part of the table.
-async fn store_frame(
-    state: &AppState,
-    table: &RawTableRow,
-    mut frame: DataFrame,
-) -> Result<IngestResponse> {
-    let count = frame.height();
+/// Commit the rows as one Parquet file, one Delta version: until the commit, nothing of the
+/// upload is part of the table.
+async fn store(state: &AppState, table: &RawTableRow, stored: Stored) -> Result<IngestResponse> {
     let location = raw_tables::location_of(state, table)
         .await?
         .ok_or_else(|| AppError::internal("a table with a schema has no storage"))?;
-    let parquet = blocking(move || offline::write_parquet(&mut frame))
-        .await?
-        .map_err(AppError::internal)?;
+    let (parquet, count) = match stored {
+        Stored::AsItCame { parquet, rows } => (parquet, rows),
+        Stored::Frame(mut frame) => {
+            let count = frame.height();
+            let parquet = blocking(move || offline::write_parquet(&mut frame))
+                .await?
+                .map_err(AppError::internal)?;
+            (Bytes::from(parquet), count)
+        }
+    };
     // The versions over this table turn stale: tell serving, even if the client has gone.
     let (state2, table_id) = (state.clone(), table.id);
     super::detached(async move {
@@ -118,7 +133,7 @@ async fn store_frame(
             .offline
             .append(
                 &location,
-                parquet.into(),
+                parquet,
                 count as i64,
                 None,
                 crate::failpoint::reach(crate::failpoint::INGEST_BEFORE_COMMIT),

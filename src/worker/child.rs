@@ -111,6 +111,17 @@ fn input_frame(
     }
 }
 
+/// Groups a streaming group-by keeps in its table before it starts holding rows of keys that
+/// did not fit ("cold" rows, which then cost memory in proportion to the input, not to the
+/// groups): polars' default is 4,096. Sized from the input instead, up to this many.
+const MAX_HOT_GROUPS: u64 = 1 << 22;
+
+/// The group table for `rows` input rows: a power of two at least polars' default. A table of
+/// 4M groups costs about 30 MiB a thread up front, so small inputs get small ones.
+fn hot_groups(rows: u64) -> u64 {
+    rows.clamp(4096, MAX_HOT_GROUPS).next_power_of_two()
+}
+
 fn compute(
     task: &ComputeJob,
     job: &Job,
@@ -118,6 +129,13 @@ fn compute(
     out: &mut impl Write,
 ) -> Result<(), Stage> {
     let started = Instant::now();
+    // Read by polars when it builds the group-by; this process has no other threads yet.
+    // Measured on 100M rows over 1M entities: 7.3 GiB and 34 s with the default table, 1.4 GiB
+    // and 25 s with 4M groups.
+    std::env::set_var(
+        "POLARS_HOT_TABLE_SIZE",
+        hot_groups(task.input_rows).to_string(),
+    );
     let schema = TableSchema::from_definition(&task.schema).map_err(|e| (FailureKind::Input, e))?;
     let input = if task.dry_run {
         Input::Empty
@@ -233,6 +251,16 @@ fn peak_rss_kib() -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_group_table_grows_with_the_input_within_bounds() {
+        assert_eq!(super::hot_groups(0), 4096);
+        assert_eq!(super::hot_groups(5_000), 8192);
+        assert_eq!(super::hot_groups(100_000_000), 1 << 22);
+    }
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

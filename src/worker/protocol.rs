@@ -58,6 +58,10 @@ pub struct ComputeJob {
     /// Send the vectors back (not when the result will only be kept as history).
     #[serde(default)]
     pub vectors: bool,
+    /// Rows in the input, as the table's versions count them: what sizes the group-by's
+    /// table of groups.
+    #[serde(default)]
+    pub input_rows: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -309,6 +313,7 @@ mod tests {
                 as_of: None,
                 snapshot: None,
                 vectors: true,
+                input_rows: 0,
             }),
             storage: BTreeMap::new(),
         };
