@@ -262,7 +262,13 @@ async fn main() -> Result<(), Error> {
 
     // The files polars reads: every data file of the table (appends only, so all are live).
     let mut files = Vec::new();
-    for entry in walk(&data_dir.join("raw_tables")) {
+    let found = walkdir::WalkDir::new(data_dir.join("raw_tables"))
+        .into_iter()
+        .flatten();
+    for entry in found
+        .filter(|e| e.file_type().is_file())
+        .map(walkdir::DirEntry::into_path)
+    {
         let in_log = entry.components().any(|c| c.as_os_str() == "_delta_log");
         if entry.extension().is_some_and(|e| e == "parquet") && !in_log {
             files.push(entry.display().to_string());
@@ -417,19 +423,4 @@ async fn main() -> Result<(), Error> {
         .count();
     println!("scheduler lease renewals that failed during the run: {lease_failures}");
     Ok(())
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                out.extend(walk(&path));
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    out
 }

@@ -31,6 +31,56 @@ pub struct SnapshotView<'a> {
     pub rows: &'a PlHashMap<String, u32>,
 }
 
+/// A snapshot, owned and indexed: its frame (entity key first) and each entity's row.
+pub struct Indexed {
+    pub frame: DataFrame,
+    pub rows: PlHashMap<String, u32>,
+}
+
+impl Indexed {
+    pub fn new(frame: DataFrame) -> Result<Indexed, String> {
+        let key = frame
+            .columns()
+            .first()
+            .ok_or("a snapshot without columns")?
+            .str()
+            .map_err(|e| e.to_string())?
+            .clone();
+        let mut rows = PlHashMap::with_capacity_and_hasher(frame.height(), Default::default());
+        for (i, id) in key.iter().enumerate() {
+            if let Some(id) = id {
+                rows.insert(id.to_string(), i as u32);
+            }
+        }
+        Ok(Indexed { frame, rows })
+    }
+
+    pub fn view(&self) -> SnapshotView<'_> {
+        SnapshotView {
+            frame: &self.frame,
+            rows: &self.rows,
+        }
+    }
+
+    /// Value columns (all but the key).
+    pub fn value_columns(&self) -> usize {
+        self.frame.width().saturating_sub(1)
+    }
+}
+
+/// Which of `count` snapshots a gather over `positions` reads: those some row resolves to,
+/// and the newest (which gives the columns).
+pub fn needed(positions: &[Option<u32>], count: usize) -> Vec<bool> {
+    let mut needed = vec![false; count];
+    for p in positions.iter().flatten() {
+        needed[*p as usize] = true;
+    }
+    if let Some(last) = needed.last_mut() {
+        *last = true;
+    }
+    needed
+}
+
 /// The value columns of the snapshot each row resolves to, one output row per input row:
 /// nulls where the row has no snapshot or its entity is not in it. `present[i]` says whether
 /// row `i` found its entity. `views[p]` must be `Some` for every position used, and at least

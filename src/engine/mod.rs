@@ -13,3 +13,4 @@ pub mod scan;
 pub mod schema;
 pub mod sql_guard;
 pub mod stats;
+pub mod training;

@@ -647,6 +647,7 @@ pub(crate) fn worker_error(e: ComputeError, prefix: &str) -> AppError {
     match e {
         ComputeError::Overloaded { .. } => AppError::Overloaded(e.to_string()),
         ComputeError::Io(_) | ComputeError::Refused(FailureKind::Input, _) => AppError::internal(e),
+        ComputeError::Refused(FailureKind::Request, reason) => AppError::BadRequest(reason),
         e => AppError::BadRequest(format!("{prefix}: {e}")),
     }
 }

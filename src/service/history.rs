@@ -1,5 +1,5 @@
 //! Snapshot history: listing, decoded snapshots (immutable, so cached by id without any
-//! invalidation) and serving what was served at an instant.
+//! invalidation, within `SNAPSHOT_CACHE_MAX_BYTES`) and serving what was served at an instant.
 
 use std::sync::Arc;
 
@@ -7,6 +7,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use polars::prelude::{DataFrame, PlHashMap};
 
+use crate::engine::history::Indexed;
 use crate::engine::result;
 use crate::error::{AppError, Result};
 use crate::model::{format_ts, Snapshot, VectorQuery};
@@ -24,27 +25,8 @@ pub struct Decoded {
 }
 
 impl Decoded {
-    pub fn view(&self) -> crate::engine::history::SnapshotView<'_> {
-        crate::engine::history::SnapshotView {
-            frame: &self.frame,
-            rows: &self.rows,
-        }
-    }
-
     fn from_frame(frame: DataFrame) -> std::result::Result<Decoded, String> {
-        let key = frame
-            .columns()
-            .first()
-            .ok_or("a snapshot without columns")?
-            .str()
-            .map_err(|e| e.to_string())?
-            .clone();
-        let mut rows = PlHashMap::with_capacity_and_hasher(frame.height(), Default::default());
-        for (i, id) in key.iter().enumerate() {
-            if let Some(id) = id {
-                rows.insert(id.to_string(), i as u32);
-            }
-        }
+        let Indexed { frame, rows } = Indexed::new(frame)?;
         let bytes = frame.estimated_size() as u64 + rows.len() as u64 * 48;
         Ok(Decoded { frame, rows, bytes })
     }

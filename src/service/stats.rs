@@ -2,14 +2,16 @@
 
 use std::collections::BTreeMap;
 
-use crate::engine::drift::{self, ColumnDrift};
-use crate::engine::stats;
+use crate::engine::drift::ColumnDrift;
 use crate::error::{AppError, Result};
 use crate::model::{Drift, SnapshotStats};
 use crate::store::SnapshotRow;
+use crate::worker::protocol::{DriftJob, StatsJob};
+use crate::worker::{Job, Task};
 use crate::AppState;
 
-use super::{blocking, history, versions};
+use super::compute::worker_error;
+use super::versions;
 
 /// A snapshot of this version, or 404.
 async fn snapshot_of(state: &AppState, version_id: i64, snapshot_id: i64) -> Result<SnapshotRow> {
@@ -62,19 +64,11 @@ async fn stats_of(state: &AppState, snapshot: &SnapshotRow) -> Result<SnapshotSt
     let columns = match state.store.snapshot_stats(snapshot.id).await? {
         Some(json) => serde_json::from_str(&json).map_err(AppError::internal)?,
         None => {
-            let decoded = history::decoded(state, snapshot.id).await?;
-            blocking(move || {
-                let key = decoded
-                    .frame
-                    .columns()
-                    .first()
-                    .map(|c| c.name().to_string())
-                    .unwrap_or_default();
-                stats::frame_stats(&decoded.frame, &key)
-                    .and_then(|s| serde_json::to_value(s).map_err(|e| e.to_string()))
-            })
-            .await?
-            .map_err(AppError::internal)?
+            let task = Task::Stats(StatsJob {
+                snapshot: file_of(state, snapshot)?,
+            });
+            let payload = in_worker(state, task, "Statistics failed").await?;
+            serde_json::from_slice(&payload).map_err(AppError::internal)?
         }
     };
     Ok(SnapshotStats {
@@ -85,6 +79,8 @@ async fn stats_of(state: &AppState, snapshot: &SnapshotRow) -> Result<SnapshotSt
 }
 
 /// Drift from `base` to `target` (defaults: the newest snapshot, and the one before it).
+/// A read: drift between consecutive snapshots kept by the publish path is answered from the
+/// database, anything else is computed in a worker and not stored.
 pub async fn drift(
     state: &AppState,
     feature_id: i64,
@@ -116,30 +112,9 @@ pub async fn drift(
     let newest_pair = list.len() >= 2
         && list[list.len() - 1].id == target.id
         && list[list.len() - 2].id == base.id;
-    // A snapshot's drift from the one before it is kept once computed: snapshots never change.
-    let consecutive = list
-        .windows(2)
-        .any(|w| w[0].id == base.id && w[1].id == target.id);
-    let kept = match consecutive {
-        true => state.store.kept_drift(target.id, base.id).await?,
-        false => None,
-    };
-    let columns: BTreeMap<String, ColumnDrift> = match kept {
+    let columns = match state.store.kept_drift(target.id, base.id).await? {
         Some(json) => serde_json::from_str(&json).map_err(AppError::internal)?,
-        None => {
-            let (b, t) = (
-                history::decoded(state, base.id).await?,
-                history::decoded(state, target.id).await?,
-            );
-            let columns = blocking(move || drift::frame_drift(&b.frame, &t.frame))
-                .await?
-                .map_err(AppError::internal)?;
-            if consecutive {
-                let json = serde_json::to_string(&columns).map_err(AppError::internal)?;
-                state.store.keep_drift(target.id, base.id, &json).await?;
-            }
-            columns
-        }
+        None => computed_drift(state, &base, &target).await?,
     };
     if newest_pair {
         let feature = super::features::get_row(state, feature_id).await?;
@@ -154,11 +129,52 @@ pub async fn drift(
     })
 }
 
-/// After a publish that became the served snapshot, compute drift against the one before for
-/// the gauge, in the background.
+async fn computed_drift(
+    state: &AppState,
+    base: &SnapshotRow,
+    target: &SnapshotRow,
+) -> Result<BTreeMap<String, ColumnDrift>> {
+    let task = Task::Drift(DriftJob {
+        base: file_of(state, base)?,
+        target: file_of(state, target)?,
+    });
+    let payload = in_worker(state, task, "Drift failed").await?;
+    serde_json::from_slice(&payload).map_err(AppError::internal)
+}
+
+/// Where a snapshot's file is, as a worker reaches it.
+fn file_of(state: &AppState, snapshot: &SnapshotRow) -> Result<String> {
+    let stored = snapshot
+        .location
+        .as_deref()
+        .ok_or_else(|| AppError::internal(format!("snapshot {} has no file", snapshot.id)))?;
+    Ok(state.offline.resolve(stored)?.uri())
+}
+
+/// Run a task that answers with one payload in a worker, under the compute limits.
+async fn in_worker(state: &AppState, task: Task, failed: &str) -> Result<Vec<u8>> {
+    let job = Job {
+        task,
+        storage: state.offline.options().clone(),
+    };
+    let (_, payload) = state
+        .compute
+        .run(&job, None)
+        .await
+        .map_err(|e| worker_error(e, failed))?;
+    payload.ok_or_else(|| AppError::internal("the worker sent no answer"))
+}
+
+/// After a publish that became the served snapshot: the drift from the one before it, kept
+/// (snapshots never change, so it is computed once, here and not on a read) and set on the
+/// gauge, in the background.
 pub fn refresh_drift_gauge(state: &AppState, feature_id: i64, version_id: i64) {
     let state = state.clone();
     tokio::spawn(async move {
+        if let Err(e) = keep_newest_drift(&state, version_id).await {
+            tracing::warn!(version_id, error = %e, "could not compute drift for the gauge");
+            return;
+        }
         match drift(&state, feature_id, version_id, None, None).await {
             Ok(_) | Err(AppError::NotFound(_)) => {}
             Err(e) => {
@@ -166,4 +182,19 @@ pub fn refresh_drift_gauge(state: &AppState, feature_id: i64, version_id: i64) {
             }
         }
     });
+}
+
+/// Compute and keep the drift between the version's two newest snapshots, if not kept yet.
+async fn keep_newest_drift(state: &AppState, version_id: i64) -> Result<()> {
+    let list = state.store.list_snapshots(version_id).await?;
+    let [.., base, target] = list.as_slice() else {
+        return Ok(());
+    };
+    if state.store.kept_drift(target.id, base.id).await?.is_some() {
+        return Ok(());
+    }
+    let columns = computed_drift(state, base, target).await?;
+    let json = serde_json::to_string(&columns).map_err(AppError::internal)?;
+    state.store.keep_drift(target.id, base.id, &json).await?;
+    Ok(())
 }

@@ -10,10 +10,16 @@ use std::time::Instant;
 
 use polars::prelude::*;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use super::protocol::{
-    self, ChunkWriter, ComputeJob, FailureKind, Input, Job, PreviewJob, Reply, Task,
+    self, ChunkWriter, ComputeJob, DriftJob, FailureKind, FramedWriter, Input, Job, PreviewJob,
+    Reply, StatsJob, Task, TrainingJob,
 };
-use crate::engine::{execute, result, scan, schema::TableSchema, stats};
+use crate::engine::history::{self as point_in_time, Indexed};
+use crate::engine::training::{self, FeatureColumns, MAX_CELLS};
+use crate::engine::{drift, execute, result, scan, schema::TableSchema, stats};
 use crate::offline::{self, Location};
 
 /// A panic is reported on stderr on one line after this marker, so the server can quote it.
@@ -84,6 +90,9 @@ fn run(job: &Job, piped: Option<Vec<u8>>, out: &mut impl Write) -> Result<(), St
     match &job.task {
         Task::Compute(c) => compute(c, job, piped, out),
         Task::Preview(p) => preview(p, job, piped, out),
+        Task::Training(t) => training_set(t, job, piped, out),
+        Task::Drift(d) => drift_of(d, job, out),
+        Task::Stats(st) => stats_of(st, job, out),
     }
 }
 
@@ -240,6 +249,167 @@ fn preview(
     protocol::write_blob(out, &json).map_err(Stage::Streaming)
 }
 
+/// Snapshot files read during one job, by URI: a training set that names one version twice,
+/// or two versions sharing files, reads each once.
+struct Snapshots<'a> {
+    storage: &'a std::collections::BTreeMap<String, String>,
+    runtime: Option<tokio::runtime::Runtime>,
+    read: HashMap<String, Arc<Indexed>>,
+}
+
+impl<'a> Snapshots<'a> {
+    fn new(storage: &'a std::collections::BTreeMap<String, String>) -> Self {
+        Snapshots {
+            storage,
+            runtime: None,
+            read: HashMap::new(),
+        }
+    }
+
+    fn get(&mut self, uri: &str) -> Result<Arc<Indexed>, Failure> {
+        if let Some(hit) = self.read.get(uri) {
+            return Ok(hit.clone());
+        }
+        let failed = |e: String| {
+            (
+                FailureKind::Input,
+                format!("a snapshot file is unreadable: {e}"),
+            )
+        };
+        let location = Location::parse(uri).map_err(|e| failed(e.to_string()))?;
+        if self.runtime.is_none() {
+            self.runtime = Some(
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| failed(e.to_string()))?,
+            );
+        }
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| failed("no runtime".into()))?;
+        let frame = runtime
+            .block_on(offline::read_snapshot(&location, self.storage))
+            .map_err(|e| failed(e.to_string()))?;
+        let indexed = Arc::new(Indexed::new(frame).map_err(failed)?);
+        self.read.insert(uri.to_string(), indexed.clone());
+        Ok(indexed)
+    }
+}
+
+fn training_set(
+    task: &TrainingJob,
+    job: &Job,
+    piped: Option<Vec<u8>>,
+    out: &mut impl Write,
+) -> Result<(), Stage> {
+    let refused = |e: String| (FailureKind::Request, e);
+    let body = piped.ok_or_else(|| (FailureKind::Input, "the rows are missing".to_string()))?;
+    let rows = training::parse_rows(&body, task.input).map_err(refused)?;
+    drop(body);
+    let mut snapshots = Snapshots::new(&job.storage);
+    let mut cells: u64 = 0;
+    let mut columns = Vec::with_capacity(task.features.len());
+    for feature in &task.features {
+        let unresolved = |reason: String| FeatureColumns {
+            reference: feature.reference.clone(),
+            version_id: feature.version_id,
+            unresolved: Some(reason),
+            values: None,
+            present: Vec::new(),
+        };
+        if let Some(reason) = &feature.unresolved {
+            columns.push(unresolved(reason.clone()));
+            continue;
+        }
+        let valid_from: Vec<i64> = feature
+            .snapshots
+            .iter()
+            .map(|s| s.valid_from_micros)
+            .collect();
+        let positions =
+            point_in_time::snapshot_positions(&rows.micros, &valid_from, task.max_age_micros);
+        let needed = point_in_time::needed(&positions, feature.snapshots.len());
+        let mut read = Vec::with_capacity(needed.len());
+        for (file, needed) in feature.snapshots.iter().zip(needed) {
+            read.push(match needed {
+                true => Some(snapshots.get(&file.uri)?),
+                false => None,
+            });
+        }
+        let width = read
+            .last()
+            .and_then(|r| r.as_ref())
+            .map_or(0, |r| r.value_columns());
+        cells += rows.micros.len() as u64 * width as u64;
+        if cells > MAX_CELLS {
+            return Err(refused(format!(
+                "the training set would have {} rows × more than {} feature columns, over the limit of {MAX_CELLS} values; ask for fewer rows or features",
+                rows.micros.len(),
+                cells / rows.micros.len().max(1) as u64
+            ))
+            .into());
+        }
+        let views: Vec<_> = read.iter().map(|r| r.as_ref().map(|r| r.view())).collect();
+        let (values, present) = point_in_time::gather(&rows.entity, &positions, &views)
+            .map_err(|e| (FailureKind::Input, e))?;
+        columns.push(FeatureColumns {
+            reference: feature.reference.clone(),
+            version_id: feature.version_id,
+            unresolved: None,
+            values: Some(values),
+            present,
+        });
+    }
+    drop(snapshots);
+    let reply = Reply {
+        rows: rows.micros.len(),
+        stream: true,
+        ..Reply::default()
+    };
+    protocol::write_header(out, &reply).map_err(Stage::Streaming)?;
+    let mut framed = FramedWriter::new(out);
+    training::write_answer(&mut framed, task.output, &rows, columns)
+        .map_err(|e| Stage::Streaming(io::Error::other(e)))?;
+    framed.finish().map_err(Stage::Streaming)?;
+    Ok(())
+}
+
+fn drift_of(task: &DriftJob, job: &Job, out: &mut impl Write) -> Result<(), Stage> {
+    let mut snapshots = Snapshots::new(&job.storage);
+    let base = snapshots.get(&task.base)?;
+    let target = snapshots.get(&task.target)?;
+    let columns = drift::frame_drift(&base.frame, &target.frame)
+        .and_then(|c| serde_json::to_vec(&c).map_err(|e| e.to_string()))
+        .map_err(|e| (FailureKind::Result, e))?;
+    reply_with_payload(out, &columns)
+}
+
+fn stats_of(task: &StatsJob, job: &Job, out: &mut impl Write) -> Result<(), Stage> {
+    let snapshot = Snapshots::new(&job.storage).get(&task.snapshot)?;
+    let key = snapshot
+        .frame
+        .columns()
+        .first()
+        .map(|c| c.name().to_string())
+        .unwrap_or_default();
+    let columns = stats::frame_stats(&snapshot.frame, &key)
+        .and_then(|s| serde_json::to_vec(&s).map_err(|e| e.to_string()))
+        .map_err(|e| (FailureKind::Result, e))?;
+    reply_with_payload(out, &columns)
+}
+
+fn reply_with_payload(out: &mut impl Write, payload: &[u8]) -> Result<(), Stage> {
+    let reply = Reply {
+        payload: true,
+        peak_rss_kib: peak_rss_kib(),
+        ..Reply::default()
+    };
+    protocol::write_header(out, &reply).map_err(Stage::Streaming)?;
+    protocol::write_blob(out, payload).map_err(Stage::Streaming)
+}
+
 /// This process's peak resident memory so far, in KiB (0 where /proc does not say).
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -253,16 +423,6 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_group_table_grows_with_the_input_within_bounds() {
-        assert_eq!(super::hot_groups(0), 4096);
-        assert_eq!(super::hot_groups(5_000), 8192);
-        assert_eq!(super::hot_groups(100_000_000), 1 << 22);
-    }
-}
-
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
@@ -270,5 +430,15 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "unknown panic".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_group_table_grows_with_the_input_within_bounds() {
+        assert_eq!(super::hot_groups(0), 4096);
+        assert_eq!(super::hot_groups(5_000), 8192);
+        assert_eq!(super::hot_groups(100_000_000), 1 << 22);
     }
 }

@@ -8,6 +8,10 @@
 //! streams the vectors back in chunks, which the server writes to the database as they come.
 //! At the deadline the worker is killed, so its memory and cores come back at once; a worker
 //! that crashes is an answer about that job, not about the server.
+//!
+//! Everything else whose size a user's data decides runs the same way: a training set (the
+//! request body is piped in, the answer streams out through the server to the client), drift
+//! between two snapshots, and statistics of a snapshot made before they were kept.
 
 pub mod child;
 pub mod pool;

@@ -64,7 +64,7 @@ pub enum ComputeError {
 }
 
 fn seconds(d: &Duration) -> String {
-    if d.as_millis() % 1000 == 0 {
+    if d.as_millis().is_multiple_of(1000) {
         format!("{} s", d.as_secs())
     } else {
         format!("{:.1} s", d.as_secs_f64())
@@ -222,14 +222,18 @@ impl ComputePool {
             received: 0,
             _admitted: admitted,
         };
-        let mut message = Vec::new();
-        protocol::write_job(&mut message, job, piped).map_err(ComputeError::Io)?;
+        let message =
+            protocol::job_prefix(job, piped.map(<[u8]>::len)).map_err(ComputeError::Io)?;
         let deadline = self.0.settings.timeout;
         let talk = async {
             // A write that fails means the worker stopped reading: it died, and its exit (or
-            // its reply) says why.
+            // its reply) says why. Piped rows go from the caller's buffer, not a copy.
             let write = async move {
-                let _ = stdin.write_all(&message).await;
+                if stdin.write_all(&message).await.is_ok() {
+                    if let Some(piped) = piped {
+                        let _ = stdin.write_all(piped).await;
+                    }
+                }
                 let _ = stdin.shutdown().await;
             };
             let (_, reply) = tokio::join!(write, read_reply(&mut running.stdout));
@@ -337,6 +341,30 @@ impl Running {
                 self.received += chunk.bytes.len() as u64;
                 Ok((chunk.rows > 0 || !chunk.bytes.is_empty()).then_some(chunk))
             }
+            Ok(Err(_)) => Err(self.died().await),
+        }
+    }
+
+    /// The next frame of the byte stream that follows the reply (a training set's answer), or
+    /// `None` after the last. Each frame must arrive within the time limit.
+    pub async fn next_frame(&mut self) -> Result<Option<bytes::Bytes>, ComputeError> {
+        let deadline = self.pool.0.settings.timeout;
+        let read = async {
+            let len = self.stdout.read_u64_le().await?;
+            if len > protocol::STREAM_FRAME_BYTES as u64 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("a stream frame of {len} bytes"),
+                ));
+            }
+            let mut bytes = vec![0; len as usize];
+            self.stdout.read_exact(&mut bytes).await?;
+            io::Result::Ok(bytes)
+        };
+        match tokio::time::timeout(deadline, read).await {
+            Err(_) => Err(ComputeError::TimedOut(deadline)),
+            Ok(Ok(bytes)) if bytes.is_empty() => Ok(None),
+            Ok(Ok(bytes)) => Ok(Some(bytes.into())),
             Ok(Err(_)) => Err(self.died().await),
         }
     }

@@ -6,8 +6,9 @@
 //!
 //! Reply (stdout): `u32 LE length` + reply JSON. On success it may be followed by a payload
 //! blob (`u64 LE length` + bytes: a preview's rows as JSON) or by vector chunks, each `u32 LE
-//! rows` + `u64 LE length` + the rows, every row `u32 LE length` + entity id + `u32 LE length`
-//! + values (the JSON object text that is served); a chunk of 0 rows and 0 bytes ends them.
+//! rows` + `u64 LE length` + the rows, every row `u32 LE length` + entity id, then `u32 LE
+//! length` + values (the JSON object text that is served); a chunk of 0 rows and 0 bytes ends
+//! them.
 //! The server writes each chunk to the database as it arrives, so a result is never held
 //! whole by the server.
 
@@ -15,6 +16,8 @@ use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::engine::training::Format;
 
 /// Headers larger than this are refused: a corrupt length must not become a huge allocation.
 pub const MAX_HEADER_BYTES: u32 = 16 << 20;
@@ -35,6 +38,12 @@ pub enum Task {
     Compute(ComputeJob),
     /// The first rows of a table version.
     Preview(PreviewJob),
+    /// A point-in-time training set over snapshot files; the request body is piped.
+    Training(TrainingJob),
+    /// Drift between two snapshot files.
+    Drift(DriftJob),
+    /// Column statistics of one snapshot file.
+    Stats(StatsJob),
 }
 
 /// Run a feature's SQL over one input and check its result is one row per entity.
@@ -69,6 +78,49 @@ pub struct PreviewJob {
     pub input: Input,
     pub schema: BTreeMap<String, String>,
     pub limit: usize,
+}
+
+/// Build a training set: the rows come piped (the request body, as sent), the answer goes back
+/// as a byte stream in `output`'s format.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainingJob {
+    pub input: Format,
+    pub output: Format,
+    /// Values older than the row by more than this (microseconds) are null.
+    #[serde(default)]
+    pub max_age_micros: Option<i64>,
+    pub features: Vec<TrainingFeature>,
+}
+
+/// One referenced feature: its version's snapshots, or why it did not resolve.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainingFeature {
+    pub reference: String,
+    #[serde(default)]
+    pub version_id: Option<i64>,
+    #[serde(default)]
+    pub unresolved: Option<String>,
+    /// In serving order (by `valid_from`, then id).
+    #[serde(default)]
+    pub snapshots: Vec<SnapshotFile>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotFile {
+    pub valid_from_micros: i64,
+    /// A path or an `s3://` URI.
+    pub uri: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DriftJob {
+    pub base: String,
+    pub target: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatsJob {
+    pub snapshot: String,
 }
 
 /// Where a job's rows come from.
@@ -108,6 +160,9 @@ pub enum FailureKind {
     Result,
     /// The result could not be written where it belongs.
     Output,
+    /// The request's own rows or parameters are wrong (a training set's body): the reason is
+    /// the client's answer as it stands.
+    Request,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -146,14 +201,28 @@ pub struct Reply {
     /// One payload blob follows.
     #[serde(default)]
     pub payload: bool,
+    /// A byte stream follows (`FramedWriter`): a training set's answer.
+    #[serde(default)]
+    pub stream: bool,
 }
 
 pub fn write_job(out: &mut impl Write, job: &Job, piped: Option<&[u8]>) -> io::Result<()> {
-    write_header(out, job)?;
+    out.write_all(&job_prefix(job, piped.map(<[u8]>::len))?)?;
     if let Some(piped) = piped {
-        write_blob(out, piped)?;
+        out.write_all(piped)?;
     }
     out.flush()
+}
+
+/// What goes on stdin before piped rows: the job, and the rows' length when there are some.
+/// A caller that holds the rows writes them after it, from its own buffer.
+pub fn job_prefix(job: &Job, piped_len: Option<usize>) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    write_header(&mut out, job)?;
+    if let Some(len) = piped_len {
+        out.extend_from_slice(&(len as u64).to_le_bytes());
+    }
+    Ok(out)
 }
 
 /// The job and, when its input is piped, the rows.
@@ -167,7 +236,8 @@ pub fn read_job(input: &mut impl Read) -> io::Result<(Job, Option<Vec<u8>>)> {
         | Task::Preview(PreviewJob {
             input: Input::Piped,
             ..
-        }) => Some(read_blob(input)?),
+        })
+        | Task::Training(_) => Some(read_blob(input)?),
         _ => None,
     };
     Ok((job, piped))
@@ -216,6 +286,57 @@ fn read_u32(input: &mut impl Read) -> io::Result<u32> {
     let mut b = [0; 4];
     input.read_exact(&mut b)?;
     Ok(u32::from_le_bytes(b))
+}
+
+/// Largest frame of a byte stream: what a writer buffers before it sends.
+pub const STREAM_FRAME_BYTES: usize = 1 << 20;
+
+/// A byte stream cut into frames (`u64 LE length` + bytes; a frame of 0 bytes ends it), so
+/// the reader can pass each on as it arrives and tell a whole stream from a cut one.
+pub struct FramedWriter<W: Write> {
+    out: W,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> FramedWriter<W> {
+    pub fn new(out: W) -> Self {
+        FramedWriter {
+            out,
+            buf: Vec::with_capacity(STREAM_FRAME_BYTES),
+        }
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            write_blob(&mut self.out, &self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Send what is buffered and the end mark.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.send()?;
+        self.out.write_all(&0u64.to_le_bytes())?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+impl<W: Write> Write for FramedWriter<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = STREAM_FRAME_BYTES - self.buf.len();
+        let taken = data.len().min(room);
+        self.buf.extend_from_slice(&data[..taken]);
+        if self.buf.len() >= STREAM_FRAME_BYTES {
+            self.send()?;
+        }
+        Ok(taken)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Vector rows framed for one chunk, as the worker builds it.
@@ -322,6 +443,28 @@ mod tests {
         let (back, piped) = read_job(&mut buf.as_slice()).unwrap();
         assert!(matches!(back.task, Task::Compute(c) if c.sql == "SELECT k FROM data"));
         assert_eq!(piped, Some(vec![1, 2, 3]));
+    }
+
+    #[test]
+    fn a_framed_stream_reads_back_whole_and_ends_with_an_empty_frame() {
+        let data: Vec<u8> = (0..(STREAM_FRAME_BYTES * 2 + 10))
+            .map(|i| i as u8)
+            .collect();
+        let mut writer = FramedWriter::new(Vec::new());
+        writer.write_all(&data).unwrap();
+        let framed = writer.finish().unwrap();
+        let mut input = framed.as_slice();
+        let mut back = Vec::new();
+        loop {
+            let frame = read_blob(&mut input).unwrap();
+            if frame.is_empty() {
+                break;
+            }
+            assert!(frame.len() <= STREAM_FRAME_BYTES);
+            back.extend(frame);
+        }
+        assert_eq!(back, data);
+        assert!(input.is_empty());
     }
 
     #[test]

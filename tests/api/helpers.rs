@@ -56,6 +56,16 @@ pub fn data_dir_for(database_url: &str) -> Option<std::path::PathBuf> {
         .map(|(_, dir)| dir.clone())
 }
 
+/// Every file under `dir`, at any depth.
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(walkdir::DirEntry::into_path)
+        .collect()
+}
+
 /// A database URL nobody else uses, and a temporary directory that holds its data location
 /// (and, for SQLite, the database file).
 pub async fn fresh_database() -> (String, Option<Arc<TempDir>>) {

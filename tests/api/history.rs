@@ -324,6 +324,63 @@ async fn a_training_set_takes_each_rows_values_from_the_snapshot_in_force_and_ne
 }
 
 #[tokio::test]
+async fn a_training_set_answers_a_feature_referenced_many_times_once() {
+    let app = spawn_app().await;
+    let (_, version) = backfilled(&app).await;
+    let mut features = vec![json!("total"); 99];
+    features.push(json!(version));
+    let (status, body) = app
+        .post(
+            "/api/v1/training-sets",
+            &json!({"features": features, "rows": [
+                {"entity_id": "u1", "timestamp": "2024-01-02T00:00:00Z"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let keys: Vec<&String> = body["versions"].as_object().unwrap().keys().collect();
+    assert_eq!(keys.len(), 2, "{body}");
+    let row = body["rows"][0]["features"].as_object().unwrap();
+    assert_eq!(row.len(), 2, "{body}");
+    assert_eq!(row["total"], json!({"total": 3.0}));
+
+    let csv = "entity_id,timestamp\nu1,2024-01-02T00:00:00Z\n";
+    let resp = app
+        .post_as(
+            "/api/v1/training-sets?features=total&features=total&features=total",
+            "text/csv",
+            csv,
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = resp.text().await.unwrap();
+    assert_eq!(
+        text.lines().next(),
+        Some("entity_id,timestamp,total__total")
+    );
+}
+
+#[tokio::test]
+async fn a_drift_read_over_backfilled_history_is_computed_and_keeps_nothing() {
+    let app = spawn_app().await;
+    let (feature, version) = backfilled(&app).await;
+    let list = snapshots(&app, feature, version).await;
+    let (base, target) = (
+        list[0]["id"].as_i64().unwrap(),
+        list[1]["id"].as_i64().unwrap(),
+    );
+    let url =
+        format!("/api/v1/features/{feature}/versions/{version}/drift?base={base}&target={target}");
+    let (status, drift) = app.get(&url).await;
+    assert_eq!(status, StatusCode::OK, "{drift}");
+    assert_eq!(drift["base"], base);
+    assert!(drift["columns"]["total"]["psi"].is_number(), "{drift}");
+    let kept = app.state.store.kept_drift(target, base).await.unwrap();
+    assert_eq!(kept, None, "a read stored what it computed");
+    let (_, again) = app.get(&url).await;
+    assert_eq!(again, drift);
+}
+
+#[tokio::test]
 async fn max_age_nulls_values_from_snapshots_older_than_the_row_by_more() {
     let app = spawn_app().await;
     backfilled(&app).await;

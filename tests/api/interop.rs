@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::spawn_app;
+use crate::helpers::{files_under, spawn_app};
 
 #[tokio::test]
 #[ignore = "needs python3 with deltalake and polars (pip install deltalake polars; .ci/run does)"]
@@ -44,7 +44,7 @@ async fn python_deltalake_and_polars_read_a_raw_table_and_a_snapshot_as_the_api_
 
     let root = PathBuf::from(app.state.offline.root().uri());
     let table_dir = root.join(app.state.offline.managed_table_path(id));
-    let snapshot_file = walk(&root.join("snapshots"))
+    let snapshot_file = files_under(&root.join("snapshots"))
         .into_iter()
         .find(|p| p.extension().is_some_and(|e| e == "parquet"))
         .expect("a snapshot file");
@@ -105,19 +105,4 @@ async fn python_deltalake_and_polars_read_a_raw_table_and_a_snapshot_as_the_api_
         assert_eq!(status, StatusCode::OK, "{served}");
         assert_eq!(served["feature_values"]["total"], row["total"], "{entity}");
     }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                out.extend(walk(&path));
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    out
 }

@@ -368,3 +368,54 @@ async fn compute_returns_503_with_retry_after_when_the_queue_is_full() {
     // With the worker free again the same compute goes through.
     app.compute(quick["id"].as_i64().unwrap(), "v1").await;
 }
+
+#[tokio::test]
+async fn a_training_set_over_the_worker_memory_limit_is_400_naming_it_and_the_server_keeps_serving()
+{
+    let app = spawn_app_with(|c| {
+        c.compute_memory_limit_mb = MEMORY_MB;
+        c.compute_timeout = std::time::Duration::from_secs(120);
+    })
+    .await;
+    let table = table_with_rows(&app, 200, 100).await;
+    // 30 value columns over 100 entities: each training row gathers 30 values.
+    let columns: Vec<String> = (0..30)
+        .map(|i| format!("CAST(SUM(v) + {i} AS DOUBLE) AS c{i}"))
+        .collect();
+    let sql = format!("SELECT k, {} FROM data GROUP BY k", columns.join(", "));
+    let (status, body) = compute_over_stored_rows(&app, table, &sql).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // 2M rows × 30 columns of floats: 480 MB of values alone, past the 256 MiB limit.
+    use polars::prelude::*;
+    let n = 2_000_000usize;
+    let mut rows = df!(
+        "entity_id" => (0..n).map(|i| format!("k{}", i % 100)).collect::<Vec<_>>(),
+        "timestamp" => vec![4_102_444_800_000_000i64; n]
+    )
+    .unwrap();
+    rows.apply("timestamp", |c| {
+        c.cast(&DataType::Datetime(TimeUnit::Microseconds, None))
+            .unwrap()
+    })
+    .unwrap();
+    let mut parquet = Vec::new();
+    ParquetWriter::new(&mut parquet).finish(&mut rows).unwrap();
+    let resp = app
+        .post_as(
+            "/api/v1/training-sets?features=hostile",
+            "application/vnd.apache.parquet",
+            parquet,
+        )
+        .await;
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(
+        detail(&body),
+        format!(
+            "The training set failed: the computation exceeded the memory limit of {MEMORY_MB} MiB"
+        )
+    );
+    assert_still_serving(&app).await;
+}

@@ -9,7 +9,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    sample_rows, seeded, spawn_app, spawn_app_with, spawn_replica, spawn_replica_with, TestApp,
+    files_under, sample_rows, seeded, spawn_app, spawn_app_with, spawn_replica, spawn_replica_with,
+    TestApp,
 };
 
 fn data_dir(app: &TestApp) -> PathBuf {
@@ -119,7 +120,7 @@ async fn a_compute_writes_its_snapshot_as_a_parquet_file_with_the_served_values(
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(snapshots.as_array().unwrap().len(), 1);
-    let files: Vec<PathBuf> = walk(&data_dir(&app).join("snapshots"))
+    let files: Vec<PathBuf> = files_under(&data_dir(&app).join("snapshots"))
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
         .collect();
@@ -147,21 +148,6 @@ async fn a_compute_writes_its_snapshot_as_a_parquet_file_with_the_served_values(
         served(&app, "avg_transaction_amount", "user_001").await["feature_values"]["avg_amount"],
         112.875
     );
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                out.extend(walk(&path));
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    out
 }
 
 #[tokio::test]

@@ -224,6 +224,21 @@ fn psi_by_hand(base: &[Option<f64>], target: &[Option<f64>]) -> f64 {
         .sum()
 }
 
+/// The drift the publish of `target` keeps, once it is kept (within a generous bound).
+async fn wait_for_kept_drift(app: &TestApp, target: i64, base: i64) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(kept) = app.state.store.kept_drift(target, base).await.unwrap() {
+            return kept;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the publish never kept the newest pair's drift"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn drift_between_snapshots_is_the_documented_psi() {
     let app = spawn_app().await;
@@ -250,17 +265,14 @@ async fn drift_between_snapshots_is_the_documented_psi() {
     assert_eq!(status, StatusCode::OK, "{drift}");
     assert_eq!(drift["base"], first["snapshot_id"]);
     assert_eq!(drift["target"], second["snapshot_id"]);
-    // Kept, so the next request (and the console's overview) reads it instead of computing.
-    let kept = app
-        .state
-        .store
-        .kept_drift(
-            drift["target"].as_i64().unwrap(),
-            drift["base"].as_i64().unwrap(),
-        )
-        .await
-        .unwrap()
-        .expect("the newest pair's drift is kept");
+    // Kept by the publish (in the background), so requests and the console's overview read it
+    // instead of computing.
+    let kept = wait_for_kept_drift(
+        &app,
+        drift["target"].as_i64().unwrap(),
+        drift["base"].as_i64().unwrap(),
+    )
+    .await;
     assert_eq!(
         serde_json::from_str::<Value>(&kept).unwrap(),
         drift["columns"]

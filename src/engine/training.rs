@@ -1,0 +1,473 @@
+//! Point-in-time training sets as a worker builds them: the labelled rows parsed from the
+//! request body, each feature's snapshot in force at each row gathered, and the answer
+//! written (JSON, CSV or Parquet) a block of rows at a time as it is encoded.
+
+use std::io::{Cursor, Write};
+
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::result::{encode_cells, row_object};
+use super::schema::parse_datetime_micros;
+
+/// Rows per training set.
+pub const MAX_ROWS: usize = 5_000_000;
+
+/// Cells in the answer's feature columns (rows × value columns of every feature): past this a
+/// training set is refused before it is gathered, whatever the worker's memory limit.
+pub const MAX_CELLS: u64 = 200_000_000;
+
+/// Rows encoded at a time for the JSON answer.
+const JSON_BLOCK_ROWS: usize = 8192;
+
+/// How rows arrive and how the answer leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    Json,
+    Csv,
+    Parquet,
+}
+
+/// The labelled rows: entity, timestamp, and the other columns as they came.
+pub struct Rows {
+    pub entity: StringChunked,
+    pub micros: Vec<i64>,
+    pub extra: Extra,
+}
+
+/// The rows' other columns: JSON objects (a JSON upload) or a frame (CSV, Parquet).
+pub enum Extra {
+    Json(Vec<Map<String, Value>>),
+    Frame(DataFrame),
+}
+
+/// One feature's answer: which version, and per row its values (or why none).
+pub struct FeatureColumns {
+    pub reference: String,
+    pub version_id: Option<i64>,
+    pub unresolved: Option<String>,
+    /// The value columns, one row per input row; `None` when unresolved.
+    pub values: Option<DataFrame>,
+    /// Whether each row found a value set (its entity in the snapshot in force).
+    pub present: Vec<bool>,
+}
+
+/// The JSON answer puts each row's values under `features`, beside the row's own columns.
+fn reserved_features() -> String {
+    "the rows have a column named 'features', which the answer uses for the feature values; rename it".into()
+}
+
+/// Refuse an empty or oversized set of rows.
+pub fn check_row_count(n: usize) -> Result<(), String> {
+    if n > MAX_ROWS {
+        return Err(format!(
+            "the training set has {n} rows; at most {MAX_ROWS} are allowed"
+        ));
+    }
+    if n == 0 {
+        return Err("rows must not be empty".into());
+    }
+    Ok(())
+}
+
+/// The rows of a request body. Every error is the client's, worded for them.
+pub fn parse_rows(body: &[u8], format: Format) -> Result<Rows, String> {
+    match format {
+        Format::Json => {
+            #[derive(Deserialize)]
+            struct Body {
+                rows: Vec<Map<String, Value>>,
+            }
+            let body: Body = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+            json_rows(body.rows)
+        }
+        Format::Csv => frame_rows(
+            CsvReadOptions::default()
+                .with_has_header(true)
+                .into_reader_with_file_handle(Cursor::new(body))
+                .finish()
+                .map_err(|e| format!("CSV does not parse: {e}"))?,
+        ),
+        Format::Parquet => frame_rows(
+            ParquetReader::new(Cursor::new(body))
+                .finish()
+                .map_err(|e| format!("Parquet does not parse: {e}"))?,
+        ),
+    }
+}
+
+fn json_rows(rows: Vec<Map<String, Value>>) -> Result<Rows, String> {
+    check_row_count(rows.len())?;
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut micros = Vec::with_capacity(rows.len());
+    let mut extra = Vec::with_capacity(rows.len());
+    for (i, mut row) in rows.into_iter().enumerate() {
+        let id = match row.remove("entity_id") {
+            Some(Value::String(s)) => s,
+            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
+            _ => return Err(format!("rows[{i}]: entity_id must be a string")),
+        };
+        let ts = match row.remove("timestamp") {
+            Some(Value::String(s)) => parse_datetime_micros(&s),
+            _ => None,
+        }
+        .ok_or_else(|| {
+            format!("rows[{i}]: timestamp must be an RFC 3339 date-time like 2024-01-31T00:00:00Z")
+        })?;
+        if row.contains_key("features") {
+            return Err(reserved_features());
+        }
+        ids.push(id);
+        micros.push(ts);
+        extra.push(row);
+    }
+    Ok(Rows {
+        entity: StringChunked::from_iter_values("entity_id".into(), ids.iter().map(String::as_str)),
+        micros,
+        extra: Extra::Json(extra),
+    })
+}
+
+fn frame_rows(frame: DataFrame) -> Result<Rows, String> {
+    check_row_count(frame.height())?;
+    if frame.column("features").is_ok() {
+        return Err(reserved_features());
+    }
+    let column = |name: &str| {
+        frame
+            .column(name)
+            .map_err(|_| format!("the rows have no '{name}' column"))
+    };
+    let entity = column("entity_id")?
+        .cast(&DataType::String)
+        .map_err(|e| format!("entity_id: {e}"))?;
+    if entity.null_count() > 0 {
+        return Err("entity_id must not be null".into());
+    }
+    let entity = entity.str().map_err(|e| e.to_string())?.clone();
+    let micros = timestamps(column("timestamp")?)?;
+    let extra = frame
+        .select(
+            frame
+                .get_column_names()
+                .into_iter()
+                .filter(|n| n.as_str() != "entity_id" && n.as_str() != "timestamp")
+                .cloned()
+                .collect::<Vec<_>>(),
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(Rows {
+        entity,
+        micros,
+        extra: Extra::Frame(extra),
+    })
+}
+
+/// A timestamp column as microseconds: datetimes of any unit, dates (their midnight), or text
+/// parsed as JSON rows' are.
+fn timestamps(c: &Column) -> Result<Vec<i64>, String> {
+    let bad =
+        |i: usize| format!("row {i}: timestamp must be a date-time like 2024-01-31T00:00:00Z");
+    let err = |e: PolarsError| e.to_string();
+    match c.dtype() {
+        DataType::Datetime(_, _) => {
+            let us = c
+                .cast(&DataType::Datetime(TimeUnit::Microseconds, None))
+                .and_then(|c| c.to_physical_repr().cast(&DataType::Int64))
+                .map_err(err)?;
+            let us = us.i64().map_err(err)?;
+            us.iter()
+                .enumerate()
+                .map(|(i, v)| v.ok_or_else(|| bad(i)))
+                .collect()
+        }
+        DataType::Date => {
+            let days = c.to_physical_repr();
+            let days = days.i32().map_err(err)?;
+            days.iter()
+                .enumerate()
+                .map(|(i, v)| v.map(|d| d as i64 * 86_400_000_000).ok_or_else(|| bad(i)))
+                .collect()
+        }
+        DataType::String => c
+            .str()
+            .map_err(err)?
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v.and_then(parse_datetime_micros).ok_or_else(|| bad(i)))
+            .collect(),
+        other => Err(format!(
+            "timestamp is {other}; send a datetime, a date or RFC 3339 text"
+        )),
+    }
+}
+
+/// Write the answer: the JSON form, or the flat table as CSV or Parquet.
+pub fn write_answer(
+    out: &mut impl Write,
+    format: Format,
+    rows: &Rows,
+    features: Vec<FeatureColumns>,
+) -> Result<(), String> {
+    match format {
+        Format::Json => write_json(out, rows, &features),
+        Format::Csv => {
+            let mut frame = to_frame(rows, features)?;
+            CsvWriter::new(out)
+                .finish(&mut frame)
+                .map_err(|e| e.to_string())
+        }
+        Format::Parquet => {
+            let mut frame = to_frame(rows, features)?;
+            ParquetWriter::new(out)
+                .finish(&mut frame)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// The JSON answer: one object per input row, in input order, encoded a block at a time.
+fn write_json(
+    out: &mut impl Write,
+    rows: &Rows,
+    features: &[FeatureColumns],
+) -> Result<(), String> {
+    let io = |e: std::io::Error| e.to_string();
+    let mut versions = Map::new();
+    let mut unresolved = Map::new();
+    for f in features {
+        versions.insert(
+            f.reference.clone(),
+            f.version_id.map_or(Value::Null, Value::from),
+        );
+        if let Some(reason) = &f.unresolved {
+            unresolved.insert(f.reference.clone(), Value::from(reason.clone()));
+        }
+    }
+    let names = features
+        .iter()
+        .map(|f| serde_json::to_string(&f.reference))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    write!(
+        out,
+        r#"{{"versions":{},"unresolved":{},"rows":["#,
+        Value::Object(versions),
+        Value::Object(unresolved)
+    )
+    .map_err(io)?;
+    let n = rows.micros.len();
+    let mut text = String::new();
+    for start in (0..n).step_by(JSON_BLOCK_ROWS) {
+        let len = JSON_BLOCK_ROWS.min(n - start);
+        let encoded = features
+            .iter()
+            .map(|f| match &f.values {
+                Some(frame) => encode_frame(&frame.slice(start as i64, len)),
+                None => Ok(Vec::new()),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // A CSV or Parquet upload's other columns come back as sent in the JSON answer too.
+        let extra_columns = match &rows.extra {
+            Extra::Frame(frame) => encode_frame(&frame.slice(start as i64, len))?,
+            Extra::Json(_) => Vec::new(),
+        };
+        text.clear();
+        for i in start..start + len {
+            if i > 0 {
+                text.push(',');
+            }
+            text.push_str(r#"{"entity_id":"#);
+            text.push_str(
+                &serde_json::to_string(rows.entity.get(i).unwrap_or(""))
+                    .map_err(|e| e.to_string())?,
+            );
+            text.push_str(r#","timestamp":""#);
+            text.push_str(&timestamp_text(rows.micros[i]));
+            text.push('"');
+            match &rows.extra {
+                Extra::Json(extra) => {
+                    for (k, v) in &extra[i] {
+                        text.push(',');
+                        text.push_str(&serde_json::to_string(k).map_err(|e| e.to_string())?);
+                        text.push(':');
+                        text.push_str(&v.to_string());
+                    }
+                }
+                Extra::Frame(_) => {
+                    for (name, cells) in &extra_columns {
+                        text.push(',');
+                        text.push_str(name);
+                        text.push(':');
+                        text.push_str(&cells[i - start]);
+                    }
+                }
+            }
+            text.push_str(r#","features":{"#);
+            for (j, f) in features.iter().enumerate() {
+                if j > 0 {
+                    text.push(',');
+                }
+                text.push_str(&names[j]);
+                text.push(':');
+                if f.present.get(i).copied().unwrap_or(false) {
+                    text.push_str(&row_object(&encoded[j], i - start));
+                } else {
+                    text.push_str("null");
+                }
+            }
+            text.push_str("}}");
+        }
+        out.write_all(text.as_bytes()).map_err(io)?;
+    }
+    out.write_all(b"]}").map_err(io)
+}
+
+/// Each column as (quoted name, JSON text per row).
+fn encode_frame(frame: &DataFrame) -> Result<Vec<(String, Vec<String>)>, String> {
+    frame
+        .columns()
+        .iter()
+        .map(|c| {
+            let name = serde_json::to_string(c.name().as_str()).map_err(|e| e.to_string())?;
+            Ok((name, encode_cells(c)?))
+        })
+        .collect()
+}
+
+/// The flat table: entity_id, timestamp, the other input columns, then `<ref>__<column>`.
+pub fn to_frame(rows: &Rows, features: Vec<FeatureColumns>) -> Result<DataFrame, String> {
+    let n = rows.micros.len();
+    let mut columns: Vec<Column> = Vec::new();
+    columns.push(
+        rows.entity
+            .clone()
+            .with_name("entity_id".into())
+            .into_column(),
+    );
+    let ts = Int64Chunked::from_vec("timestamp".into(), rows.micros.clone())
+        .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC));
+    columns.push(ts.into_column());
+    match &rows.extra {
+        Extra::Frame(frame) => columns.extend(frame.columns().iter().cloned()),
+        Extra::Json(extra) => columns.extend(json_columns(extra)),
+    }
+    for f in features {
+        let Some(values) = f.values else {
+            return Err(format!(
+                "Feature '{}' did not resolve: {}",
+                f.reference,
+                f.unresolved.unwrap_or_default()
+            ));
+        };
+        for c in values.columns() {
+            let name = format!("{}__{}", f.reference, c.name());
+            columns.push(c.clone().with_name(name.into()));
+        }
+    }
+    DataFrame::new(n, columns).map_err(|e| e.to_string())
+}
+
+fn timestamp_text(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map(|t| crate::model::format_ts(&t))
+        .unwrap_or_default()
+}
+
+/// The JSON rows' other columns as typed columns: numbers, booleans and strings as such,
+/// anything else as JSON text.
+fn json_columns(extra: &[Map<String, Value>]) -> Vec<Column> {
+    let mut names: Vec<&String> = Vec::new();
+    for row in extra {
+        for k in row.keys() {
+            if !names.contains(&k) {
+                names.push(k);
+            }
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let values: Vec<&Value> = extra
+                .iter()
+                .map(|r| r.get(name).unwrap_or(&Value::Null))
+                .collect();
+            let kinds = |f: fn(&Value) -> bool| values.iter().all(|v| v.is_null() || f(v));
+            if kinds(|v| v.is_i64()) {
+                Column::new(
+                    name.into(),
+                    values.iter().map(|v| v.as_i64()).collect::<Vec<_>>(),
+                )
+            } else if kinds(Value::is_number) {
+                Column::new(
+                    name.into(),
+                    values.iter().map(|v| v.as_f64()).collect::<Vec<_>>(),
+                )
+            } else if kinds(Value::is_boolean) {
+                Column::new(
+                    name.into(),
+                    values.iter().map(|v| v.as_bool()).collect::<Vec<_>>(),
+                )
+            } else {
+                let text: Vec<Option<String>> = values
+                    .iter()
+                    .map(|v| match v {
+                        Value::Null => None,
+                        Value::String(s) => Some(s.clone()),
+                        other => Some(other.to_string()),
+                    })
+                    .collect();
+                Column::new(name.into(), text)
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_rows_keep_their_other_columns_and_refuse_a_features_column() {
+        let body = br#"{"features":["f"],"rows":[{"entity_id":"u1","timestamp":"2024-01-02T00:00:00Z","label":1}]}"#;
+        let rows = parse_rows(body, Format::Json).unwrap();
+        assert_eq!(rows.micros, [1_704_153_600_000_000]);
+        assert!(matches!(&rows.extra, Extra::Json(e) if e[0]["label"] == 1));
+        let bad =
+            br#"{"rows":[{"entity_id":"u1","timestamp":"2024-01-02T00:00:00Z","features":1}]}"#;
+        let refused = parse_rows(bad, Format::Json).err().unwrap_or_default();
+        assert!(refused.contains("'features'"), "{refused}");
+    }
+
+    #[test]
+    fn the_json_answer_is_the_same_across_block_boundaries() {
+        let n = JSON_BLOCK_ROWS + 3;
+        let rows = Rows {
+            entity: StringChunked::from_iter_values(
+                "entity_id".into(),
+                (0..n).map(|i| format!("u{i}")),
+            ),
+            micros: vec![0; n],
+            extra: Extra::Json(vec![Map::new(); n]),
+        };
+        let values = df!("v" => (0..n as i64).collect::<Vec<_>>()).unwrap();
+        let features = vec![FeatureColumns {
+            reference: "f".into(),
+            version_id: Some(1),
+            unresolved: None,
+            values: Some(values),
+            present: (0..n).map(|i| i % 2 == 0).collect(),
+        }];
+        let mut out = Vec::new();
+        write_answer(&mut out, Format::Json, &rows, features).unwrap();
+        let answer: Value = serde_json::from_slice(&out).unwrap();
+        let last = &answer["rows"][n - 1];
+        assert_eq!(last["entity_id"], format!("u{}", n - 1));
+        assert_eq!(last["features"]["f"]["v"], (n - 1) as i64);
+        assert_eq!(answer["rows"][n - 2]["features"]["f"], Value::Null);
+        assert_eq!(answer["versions"]["f"], 1);
+    }
+}
