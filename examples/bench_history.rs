@@ -9,6 +9,7 @@
 //! Usage: cargo run --release --example bench_history -- [--server target/release/feature-store]
 //!        [--cgroup-mb 4096]  (the server and its workers in a cgroup v1 memory group of that
 //!        size, as in a container; needs a writable /sys/fs/cgroup/memory)
+//!        BENCH_SERVER_LOG=path keeps the server's log (where each training set's time went).
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -217,7 +218,10 @@ async fn main() -> Result<(), Error> {
             .env("PORT", port.to_string())
             .env("REDIS_URL", "")
             .env("MAX_BODY_BYTES", "268435456")
-            .stdout(Stdio::null())
+            .stdout(match std::env::var_os("BENCH_SERVER_LOG") {
+                Some(path) => Stdio::from(std::fs::File::create(path)?),
+                None => Stdio::null(),
+            })
             .spawn()?,
     );
     let pid = server_proc.0.id();

@@ -3,6 +3,7 @@
 //! written (JSON, CSV or Parquet) a block of rows at a time as it is encoded.
 
 use std::io::{Cursor, Write};
+use std::sync::Arc;
 
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -86,6 +87,11 @@ pub fn parse_rows(body: &[u8], format: Format) -> Result<Rows, String> {
         Format::Csv => frame_rows(
             CsvReadOptions::default()
                 .with_has_header(true)
+                // Ids are text: "00123" must not become the number 123.
+                .with_schema_overwrite(Some(Arc::new(Schema::from_iter([Field::new(
+                    "entity_id".into(),
+                    DataType::String,
+                )]))))
                 .into_reader_with_file_handle(Cursor::new(body))
                 .finish()
                 .map_err(|e| format!("CSV does not parse: {e}"))?,
@@ -221,7 +227,10 @@ pub fn write_answer(
         }
         Format::Parquet => {
             let mut frame = to_frame(rows, features)?;
+            // LZ4: the answer is read once, right away, and writing it is what the client
+            // waits for (bench_history, 1M rows x 13 columns: 0.31 s a call with zstd, 0.24 s).
             ParquetWriter::new(out)
+                .with_compression(ParquetCompression::Lz4Raw)
                 .finish(&mut frame)
                 .map(|_| ())
                 .map_err(|e| e.to_string())
@@ -440,6 +449,16 @@ mod tests {
             br#"{"rows":[{"entity_id":"u1","timestamp":"2024-01-02T00:00:00Z","features":1}]}"#;
         let refused = parse_rows(bad, Format::Json).err().unwrap_or_default();
         assert!(refused.contains("'features'"), "{refused}");
+    }
+
+    #[test]
+    fn csv_ids_stay_text_with_their_leading_zeros() {
+        let rows = parse_rows(
+            b"entity_id,timestamp\n00123,2024-01-02T00:00:00Z\n",
+            Format::Csv,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rows.entity.get(0), Some("00123"));
     }
 
     #[test]

@@ -70,12 +70,26 @@ pub async fn start(state: &AppState, request: Request) -> Result<Running> {
         storage: state.offline.options().clone(),
     };
     let failed = |e| worker_error(e, "The training set failed");
+    let started = std::time::Instant::now();
     let admitted = state.compute.admit().await.map_err(failed)?;
-    state
+    let queued = started.elapsed();
+    let running = state
         .compute
         .start(admitted, &job, Some(&request.body))
         .await
-        .map_err(failed)
+        .map_err(failed)?;
+    let reply = running.reply();
+    tracing::info!(
+        rows = reply.rows,
+        queued_ms = queued.as_millis() as u64,
+        until_reply_ms = (started.elapsed() - queued).as_millis() as u64,
+        parse_ms = reply.query_micros / 1000,
+        read_snapshots_ms = reply.snapshot_micros / 1000,
+        gather_ms = reply.check_micros / 1000,
+        worker_peak_rss_mib = reply.peak_rss_kib / 1024,
+        "training set gathered; streaming the answer"
+    );
+    Ok(running)
 }
 
 /// Each distinct reference once, in the order first given, with its version's snapshot files

@@ -305,9 +305,12 @@ fn training_set(
     out: &mut impl Write,
 ) -> Result<(), Stage> {
     let refused = |e: String| (FailureKind::Request, e);
+    let started = Instant::now();
     let body = piped.ok_or_else(|| (FailureKind::Input, "the rows are missing".to_string()))?;
     let rows = training::parse_rows(&body, task.input).map_err(refused)?;
     drop(body);
+    let parsed = started.elapsed();
+    let (mut reading, mut gathering) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
     let mut snapshots = Snapshots::new(&job.storage);
     let mut cells: u64 = 0;
     let mut columns = Vec::with_capacity(task.features.len());
@@ -331,6 +334,7 @@ fn training_set(
         let positions =
             point_in_time::snapshot_positions(&rows.micros, &valid_from, task.max_age_micros);
         let needed = point_in_time::needed(&positions, feature.snapshots.len());
+        let timer = Instant::now();
         let mut read = Vec::with_capacity(needed.len());
         for (file, needed) in feature.snapshots.iter().zip(needed) {
             read.push(match needed {
@@ -338,6 +342,7 @@ fn training_set(
                 false => None,
             });
         }
+        reading += timer.elapsed();
         let width = read
             .last()
             .and_then(|r| r.as_ref())
@@ -351,9 +356,11 @@ fn training_set(
             ))
             .into());
         }
+        let timer = Instant::now();
         let views: Vec<_> = read.iter().map(|r| r.as_ref().map(|r| r.view())).collect();
         let (values, present) = point_in_time::gather(&rows.entity, &positions, &views)
             .map_err(|e| (FailureKind::Input, e))?;
+        gathering += timer.elapsed();
         columns.push(FeatureColumns {
             reference: feature.reference.clone(),
             version_id: feature.version_id,
@@ -366,6 +373,10 @@ fn training_set(
     let reply = Reply {
         rows: rows.micros.len(),
         stream: true,
+        query_micros: parsed.as_micros() as u64,
+        snapshot_micros: reading.as_micros() as u64,
+        check_micros: gathering.as_micros() as u64,
+        peak_rss_kib: peak_rss_kib(),
         ..Reply::default()
     };
     protocol::write_header(out, &reply).map_err(Stage::Streaming)?;

@@ -182,7 +182,8 @@ pub struct Reply {
     #[serde(default)]
     pub snapshot_bytes: u64,
     /// Where the time went, in microseconds: the query (scan and SQL), the checks and sort,
-    /// the statistics, writing the snapshot.
+    /// the statistics, writing the snapshot. A training set: parsing the rows (query),
+    /// gathering (check), reading snapshot files (snapshot).
     #[serde(default)]
     pub query_micros: u64,
     /// Of the query's time: checking the result (one row per entity) and sorting it by key.

@@ -561,3 +561,44 @@ async fn csv_rows_come_back_as_json_with_their_own_columns_and_a_features_column
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body["detail"].as_str().unwrap().contains("'features'"));
 }
+
+#[tokio::test]
+async fn a_csv_training_set_keeps_ids_as_text_with_their_leading_zeros() {
+    let app = spawn_app().await;
+    let (status, table) = app
+        .post(
+            "/api/v1/raw-tables",
+            &json!({"name": "accounts", "schema_definition": {"id": "string", "amount": "float"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{table}");
+    let table = table["id"].as_i64().unwrap();
+    let (status, body) = app
+        .ingest(table, json!([{"id": "00123", "amount": 2.5}]))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, feature) = app
+        .post(
+            "/api/v1/features",
+            &json!({"name": "balance", "raw_table_id": table, "entity_key": "id",
+                "computation_logic": "SELECT id, SUM(amount) AS balance FROM data GROUP BY id"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{feature}");
+    app.compute(feature["id"].as_i64().unwrap(), "v1").await;
+
+    let resp = app
+        .post_as(
+            "/api/v1/training-sets?features=balance",
+            "text/csv",
+            "entity_id,timestamp\n00123,2100-01-01T00:00:00Z\n",
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["rows"][0]["entity_id"], "00123", "{body}");
+    assert_eq!(
+        body["rows"][0]["features"]["balance"],
+        json!({"balance": 2.5})
+    );
+}

@@ -17,7 +17,7 @@ fn row(i: usize, round: usize) -> Value {
     };
     let category = ["a", "b", "c", "d"][(i + round * (i % 3)) % 4];
     json!({"user_id": format!("u{i:03}"), "amount": amount, "category": category,
-           "flag": i % 3 == 0, "day": format!("2024-01-{:02}", 1 + i % 28)})
+           "flag": i.is_multiple_of(3), "day": format!("2024-01-{:02}", 1 + i % 28)})
 }
 
 fn rows(round: usize) -> Vec<Value> {
