@@ -595,6 +595,23 @@ async fn a_csv_training_set_keeps_ids_as_text_with_their_leading_zeros() {
         )
         .await;
     assert_eq!(resp.status(), StatusCode::OK);
+    let text = resp.text().await.unwrap();
+    let row = text.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.starts_with("00123,") && row.ends_with(",2.5"),
+        "the id lost its zeros or its value: {text}"
+    );
+
+    // And in the JSON answer to CSV rows.
+    let resp = app
+        .client
+        .post(app.url("/api/v1/training-sets?features=balance"))
+        .header("content-type", "text/csv")
+        .body("entity_id,timestamp\n00123,2100-01-01T00:00:00Z\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["rows"][0]["entity_id"], "00123", "{body}");
     assert_eq!(
