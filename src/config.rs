@@ -59,6 +59,10 @@ pub struct Config {
     /// answers for them, and a change sent with any other `Origin` (the server's own aside)
     /// is refused.
     pub cors_allowed_origins: Vec<String>,
+    /// Host names (lowercase, without port) requests may be addressed to, besides `localhost`
+    /// and IP addresses; `*` admits any. Anything else is refused (421): a page whose name
+    /// re-resolves to this server (DNS rebinding) must not reach it.
+    pub allowed_hosts: Vec<String>,
     /// Whether this replica takes part in scheduled refresh (one replica schedules at a time).
     pub refresh_scheduler: bool,
     /// How long the scheduler lease lasts unrenewed: a dead scheduler is replaced within it
@@ -100,6 +104,7 @@ impl Default for Config {
             snapshot_retention: Duration::from_secs(365 * 86_400),
             api_keys: ApiKeys::default(),
             cors_allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             refresh_scheduler: true,
             scheduler_lease: Duration::from_secs(10),
             data_dir: None,
@@ -156,6 +161,7 @@ impl fmt::Debug for Config {
             .field("snapshot_retention", &self.snapshot_retention)
             .field("api_keys", &self.api_keys)
             .field("cors_allowed_origins", &self.cors_allowed_origins)
+            .field("allowed_hosts", &self.allowed_hosts)
             .field("refresh_scheduler", &self.refresh_scheduler)
             .field("scheduler_lease", &self.scheduler_lease)
             .field("data_dir", &self.data_dir)
@@ -220,6 +226,26 @@ fn parse_origins(spec: &str) -> Result<Vec<String>, ConfigError> {
                 Some(host) if !host.is_empty() && !host.contains('/') => Ok(origin),
                 _ => Err(ConfigError(format!(
                     "CORS_ALLOWED_ORIGINS: {o:?} is not an origin like https://app.example.com"
+                ))),
+            }
+        })
+        .collect()
+}
+
+fn parse_hosts(spec: &str) -> Result<Vec<String>, ConfigError> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(|h| {
+            let host = h.trim_end_matches('.').to_ascii_lowercase();
+            let valid = host == "*"
+                || host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
+            match valid && !host.is_empty() {
+                true => Ok(host),
+                false => Err(ConfigError(format!(
+                    "ALLOWED_HOSTS: {h:?} is not a host name like features.example.com (no scheme or port)"
                 ))),
             }
         })
@@ -324,6 +350,7 @@ impl Config {
             ),
             api_keys: ApiKeys::parse(&get("API_KEYS").unwrap_or_default()).map_err(ConfigError)?,
             cors_allowed_origins: parse_origins(&get("CORS_ALLOWED_ORIGINS").unwrap_or_default())?,
+            allowed_hosts: parse_hosts(&get("ALLOWED_HOSTS").unwrap_or_default())?,
             refresh_scheduler: match get("REFRESH_SCHEDULER").as_deref().map(str::trim) {
                 None | Some("") | Some("on") => true,
                 Some("off") => false,
@@ -470,6 +497,19 @@ mod tests {
         };
         let shown = format!("{c:?}");
         assert!(!shown.contains("secret"), "{shown}");
+    }
+
+    #[test]
+    fn allowed_hosts_are_lowercased_and_ports_or_schemes_refused() {
+        let c = Config::from_lookup(|k| {
+            (k == "ALLOWED_HOSTS").then(|| "Features.Example.com., svc".into())
+        })
+        .unwrap();
+        assert_eq!(c.allowed_hosts, ["features.example.com", "svc"]);
+        for bad in ["http://x", "x:8000"] {
+            let r = Config::from_lookup(|k| (k == "ALLOWED_HOSTS").then(|| bad.into()));
+            assert!(r.is_err(), "{bad}");
+        }
     }
 
     #[test]

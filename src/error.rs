@@ -38,6 +38,9 @@ pub enum AppError {
     /// A read-only API key asked for a change (403).
     #[error("{0}")]
     Forbidden(String),
+    /// The request names a host this server does not answer to (421): DNS rebinding.
+    #[error("{0}")]
+    MisdirectedRequest(String),
     /// The database does not answer (503, from /ready).
     #[error("{0}")]
     Unavailable(String),
@@ -83,6 +86,8 @@ impl From<StoreError> for AppError {
         if let StoreError::Busy(cause) = &e {
             tracing::warn!(error = %cause, "database overloaded; answering 503");
             AppError::Overloaded("The database is busy; retry later".into())
+        } else if let StoreError::VersionGone = e {
+            AppError::NotFound(e.to_string())
         } else {
             AppError::Store(e)
         }
@@ -129,6 +134,7 @@ impl AppError {
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::MisdirectedRequest(_) => StatusCode::MISDIRECTED_REQUEST,
             AppError::Unavailable(_) | AppError::Overloaded(_) | AppError::DataStorage(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -42,6 +42,57 @@ pub async fn authenticate(
     Ok(next.run(req).await)
 }
 
+/// Every request: the host it is addressed to must be one this server answers to (see
+/// `host_allowed`), so a web page whose name re-resolves to this server (DNS rebinding) reaches
+/// nothing: its requests carry its own name, and the browser counts it as same-origin.
+pub async fn check_host(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, AppError> {
+    let named = req
+        .headers()
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    if let Some(host) = named {
+        if !host_allowed(host, &state.config.allowed_hosts) {
+            return Err(AppError::MisdirectedRequest(format!(
+                "This server does not answer to the host {host:?}: it answers to localhost, IP addresses and the names in ALLOWED_HOSTS"
+            )));
+        }
+    }
+    Ok(next.run(req).await)
+}
+
+/// `localhost` (and `*.localhost`), any IP address, and the listed names. An IP address is safe
+/// to admit: rebinding needs a name to re-resolve, and a page loaded from an address has that
+/// address as its origin.
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        // [v6]:port
+        Some(rest) => {
+            return rest
+                .split(']')
+                .next()
+                .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
+        }
+        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
+    };
+    let name = name.trim_end_matches('.');
+    if name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || name
+            .get(name.len().saturating_sub(".localhost".len())..)
+            .is_some_and(|tail| tail.eq_ignore_ascii_case(".localhost"))
+    {
+        return true;
+    }
+    allowed
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(name))
+}
+
 /// The credentials of `Bearer <token>`; the scheme name is case-insensitive (RFC 9110).
 fn bearer_token(header: &str) -> Option<&str> {
     let (scheme, token) = header.trim_start().split_once(' ')?;
@@ -144,6 +195,32 @@ mod tests {
             h.insert(ORIGIN, HeaderValue::from_str(o).unwrap());
         }
         h
+    }
+
+    #[test]
+    fn hosts_are_localhost_ip_addresses_or_listed_names() {
+        let listed = vec!["features.internal".to_string()];
+        for ok in [
+            "localhost:8000",
+            "LOCALHOST",
+            "app.localhost:1",
+            "127.0.0.1:8000",
+            "10.1.2.3",
+            "[::1]:8000",
+            "features.internal:8000",
+            "Features.Internal.",
+        ] {
+            assert!(host_allowed(ok, &listed), "{ok}");
+        }
+        for refused in [
+            "rebind.example:8000",
+            "localhost.evil.com",
+            "features.internal.evil",
+            "[nope]:1",
+        ] {
+            assert!(!host_allowed(refused, &listed), "{refused}");
+        }
+        assert!(host_allowed("anything.example", &["*".to_string()]));
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub async fn compute(
     let target = Target {
         feature_id,
         version: version.to_string(),
+        existing,
         logic,
         entity_key,
     };
@@ -133,6 +134,7 @@ pub async fn backfill(
     event_time_limit(&table, req.end)?;
     let target = Target {
         feature_id,
+        existing: Some(version.id),
         version: version.version,
         logic: version.computation_logic,
         entity_key: version.entity_key,
@@ -214,6 +216,9 @@ fn backfill_steps(req: &BackfillRequest) -> Result<Vec<DateTime<Utc>>> {
 struct Target {
     feature_id: i64,
     version: String,
+    /// The version's id when the work began, if it existed: a publish never brings back a
+    /// version deleted meanwhile.
+    existing: Option<i64>,
     logic: String,
     entity_key: String,
 }
@@ -296,6 +301,7 @@ pub async fn refresh(state: &AppState, version_id: i64) -> Result<Refreshed> {
     }
     let target = Target {
         feature_id: feature.id,
+        existing: Some(version_id),
         version: version.version,
         logic: version.computation_logic,
         entity_key: version.entity_key,
@@ -367,6 +373,10 @@ async fn run_and_publish(
         .as_of
         .as_ref()
         .and_then(|l| DateTime::<Utc>::from_timestamp_micros(l.micros));
+    // An as-of result leaves out rows ingested before it whose event time is later: it never
+    // reflects the table's version, so it records none, and a version served from it is stale
+    // (and refreshed) until a live compute.
+    let data = data.filter(|_| valid_from_as_of.is_none());
     // A result older than what is served can only be history: its vectors are not written.
     let may_serve = match valid_from_as_of {
         Some(at) => state
@@ -409,6 +419,7 @@ async fn run_and_publish(
         let state = state.clone();
         let feature_id = target.feature_id;
         let version = target.version.clone();
+        let existing = target.existing;
         let logic = target.logic.clone();
         let entity_key = target.entity_key.clone();
         let tracked = tracked.clone();
@@ -435,6 +446,7 @@ async fn run_and_publish(
                         .publish(&PublishRequest {
                             feature_id,
                             version: &version,
+                            existing,
                             computation_logic: &logic,
                             entity_key: &entity_key,
                             output_schema: &output_schema,
@@ -452,6 +464,9 @@ async fn run_and_publish(
                         .map(|p| (p, valid_from, written))
                         .map_err(|e| match e {
                             StoreError::StillReferenced => features::not_found(feature_id),
+                            StoreError::VersionGone => AppError::NotFound(format!(
+                                "Version '{version}' was deleted while it was computed; nothing was published"
+                            )),
                             e => e.into(),
                         })
                 }

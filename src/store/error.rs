@@ -10,6 +10,10 @@ pub enum StoreError {
     /// A row referenced by the write, or referencing the deleted row, is missing or present.
     #[error("a referenced row is missing or still referenced")]
     StillReferenced,
+    /// The version a compute started for was deleted before it published: nothing is
+    /// recorded, and the version is not recreated.
+    #[error("the feature version was deleted while it was computed")]
+    VersionGone,
     /// No connection, or SQLite's one writer, became free in time; or Postgres refused more
     /// connections.
     #[error("the database is busy")]

@@ -18,6 +18,9 @@ pub struct DataMark {
 pub struct PublishRequest<'a> {
     pub feature_id: i64,
     pub version: &'a str,
+    /// The version's id when the compute began, if it existed then: a version deleted since
+    /// is not recreated by this publish (`VersionGone`).
+    pub existing: Option<i64>,
     pub computation_logic: &'a str,
     pub entity_key: &'a str,
     pub output_schema: &'a str,
@@ -78,6 +81,13 @@ impl Store {
                     .bind(req.version)
                     .fetch_optional(&mut *tx)
                     .await?;
+                match (found, req.existing) {
+                    (Some((id, _, _)), Some(existing)) if id != existing => {
+                        return Err(StoreError::VersionGone)
+                    }
+                    (None, Some(_)) => return Err(StoreError::VersionGone),
+                    _ => {}
+                }
                 if found.is_some() || attempt == 1 {
                     break;
                 }

@@ -1,7 +1,7 @@
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
 
-use crate::helpers::spawn_app_with;
+use crate::helpers::{spawn_app, spawn_app_with, TestApp};
 
 pub(crate) const READER: &str = "reader-key-0123456789abcdef";
 pub(crate) const WRITER: &str = "writer-key-0123456789abcdef";
@@ -303,4 +303,64 @@ async fn a_listed_origin_may_change_data_and_gets_cors_answers() {
     assert!(resp.headers().get("access-control-allow-origin").is_none());
     let (status, _) = app.get("/api/v1/raw-tables/1").await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// The port the app listens on, for Host headers that name it.
+fn port_of(app: &TestApp) -> &str {
+    app.base.rsplit(':').next().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_request_addressed_to_a_foreign_name_is_421_and_changes_nothing() {
+    let app = spawn_app().await;
+    let port = port_of(&app);
+    // What a page on rebind.example sends once its name re-resolves to 127.0.0.1.
+    let resp = app
+        .client
+        .post(app.url("/api/v1/raw-tables"))
+        .header("host", format!("rebind.example:{port}"))
+        .header("origin", format!("http://rebind.example:{port}"))
+        .json(&json!({"name": "t", "schema_definition": {"k": "string"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::MISDIRECTED_REQUEST);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["detail"].as_str().unwrap().contains("ALLOWED_HOSTS"),
+        "{body}"
+    );
+    let (status, tables) = app.get("/api/v1/raw-tables").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(tables, json!([]), "the refused request created a table");
+
+    for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+        let resp = app
+            .client
+            .get(app.url("/api/v1/raw-tables"))
+            .header("host", &host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{host}");
+    }
+}
+
+#[tokio::test]
+async fn allowed_hosts_admits_the_names_it_lists_and_no_other() {
+    let app = spawn_app_with(|c| c.allowed_hosts = vec!["features.internal".into()]).await;
+    let port = port_of(&app).to_string();
+    for (host, expected) in [
+        ("features.internal", StatusCode::OK),
+        ("other.internal", StatusCode::MISDIRECTED_REQUEST),
+    ] {
+        let resp = app
+            .client
+            .get(app.url("/api/v1/raw-tables"))
+            .header("host", format!("{host}:{port}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), expected, "{host}");
+    }
 }

@@ -619,3 +619,45 @@ async fn a_csv_training_set_keeps_ids_as_text_with_their_leading_zeros() {
         json!({"balance": 2.5})
     );
 }
+
+#[tokio::test]
+async fn a_version_served_from_an_as_of_snapshot_is_stale_until_a_refresh_serves_every_row() {
+    let app = spawn_app().await;
+    let (_, feature) = table_with_event_time(&app).await;
+    let (status, made) = app
+        .post(
+            &format!("/api/v1/features/{feature}/compute"),
+            &json!({"version": "v1", "as_of": "2024-01-02T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{made}");
+    let version = made["feature_version_id"].as_i64().unwrap();
+    let url = format!("/api/v1/feature-vectors?entity_id=u1&feature_version_id={version}");
+    let (_, vector) = app.get(&url).await;
+    assert_eq!(vector["feature_values"], json!({"total": 3.0}));
+    assert_eq!(
+        vector["stale"], true,
+        "rows after as_of were left out: {vector}"
+    );
+
+    let (status, body) = app
+        .patch(
+            &format!("/api/v1/features/{feature}/versions/{version}"),
+            &json!({"refresh_every_seconds": 1}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, vector) = app.get(&url).await;
+        if vector["feature_values"] == json!({"total": 7.0}) {
+            assert_eq!(vector["stale"], false, "{vector}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refresh never served every row: {vector}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

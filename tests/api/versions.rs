@@ -1,5 +1,5 @@
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::helpers::{seeded, spawn_app};
 
@@ -162,6 +162,83 @@ async fn deleting_a_version_removes_it_and_its_vectors() {
         .get(&format!(
             "/api/v1/feature-vectors?entity_id=user_001&feature_version_id={id}"
         ))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_version_deleted_while_it_recomputes_stays_deleted() {
+    let app = spawn_app().await;
+    let (status, table) = app
+        .post(
+            "/api/v1/raw-tables",
+            &json!({"name": "t", "schema_definition": {"k": "string", "v": "integer"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{table}");
+    // A self-join: slow enough over the big body below that the delete lands mid-compute.
+    let (status, feature) = app
+        .post(
+            "/api/v1/features",
+            &json!({"name": "pairs", "raw_table_id": table["id"], "entity_key": "k",
+                "computation_logic": "SELECT a.k, COUNT(*) AS n FROM data a JOIN data b ON a.k = b.k GROUP BY a.k"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{feature}");
+    let feature = feature["id"].as_i64().unwrap();
+    let compute_url = format!("/api/v1/features/{feature}/compute");
+    let (status, first) = app
+        .post(
+            &compute_url,
+            &json!({"version": "v1", "raw_data": [{"k": "a", "v": 1}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let version = first["feature_version_id"].as_i64().unwrap();
+
+    let rows: Vec<Value> = (0..400_000)
+        .map(|i| json!({"k": format!("k{}", i % 10_000), "v": i}))
+        .collect();
+    let recompute = {
+        let (client, url) = (app.client.clone(), app.url(&compute_url));
+        tokio::spawn(async move {
+            let resp = client
+                .post(url)
+                .json(&json!({"version": "v1", "raw_data": rows}))
+                .send()
+                .await
+                .unwrap();
+            (resp.status(), resp.json::<Value>().await.unwrap())
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while app.state.compute.running() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the recompute never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let (status, body) = app
+        .delete(&format!("/api/v1/features/{feature}/versions/{version}"))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+
+    let (status, body) = recompute.await.unwrap();
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("deleted while it was computed"),
+        "{body}"
+    );
+    let (_, versions) = app
+        .get(&format!("/api/v1/features/{feature}/versions"))
+        .await;
+    assert_eq!(versions, json!([]), "the deleted version came back");
+    let (status, _) = app
+        .get("/api/v1/feature-vectors?entity_id=a&feature_name=pairs")
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
