@@ -454,7 +454,13 @@ async fn main() -> Result<(), Error> {
     println!("| server alive afterwards | {alive} | true |");
     drop(server_proc);
     if let Some(group) = group {
-        let _ = std::fs::remove_dir(group);
+        // The group can be removed once the kernel has seen its last process exit.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&group).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
     Ok(())
 }

@@ -135,14 +135,6 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    // Streamed answers (training sets) end with a small write after a large one: with Nagle's
-    // algorithm on, that last write waited for the client's delayed ACK (about 40 ms a call).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
-        }
-    });
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await

@@ -3,6 +3,8 @@
 //! write keys only and refuses browsers on origins not allowed. So the read/write decision is
 //! made by each route's own signature, not by a list of paths.
 
+use std::sync::Arc;
+
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN};
 use axum::http::request::Parts;
@@ -46,7 +48,7 @@ pub async fn authenticate(
 /// `host_allowed`), so a web page whose name re-resolves to this server (DNS rebinding) reaches
 /// nothing: its requests carry its own name, and the browser counts it as same-origin.
 pub async fn check_host(
-    State(state): State<AppState>,
+    State(allowed): State<Arc<[String]>>,
     req: Request,
     next: Next,
 ) -> Result<Response, AppError> {
@@ -56,7 +58,7 @@ pub async fn check_host(
         .and_then(|v| v.to_str().ok())
         .or_else(|| req.uri().authority().map(|a| a.as_str()));
     if let Some(host) = named {
-        if !host_allowed(host, &state.config.allowed_hosts) {
+        if !host_allowed(host, &allowed) {
             return Err(AppError::MisdirectedRequest(format!(
                 "This server does not answer to the host {host:?}: it answers to localhost, IP addresses and the names in ALLOWED_HOSTS"
             )));

@@ -17,6 +17,8 @@ pub mod ui;
 pub mod vectors;
 pub mod versions;
 
+use std::sync::Arc;
+
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
@@ -60,8 +62,9 @@ pub fn router(state: AppState) -> Router {
 
         .fallback(|| async { AppError::NotFound("Not Found".into()) })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
+        // Its own small state: cloned per request, unlike the whole app state.
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            Arc::<[String]>::from(state.config.allowed_hosts.clone()),
             access::check_host,
         ))
         .layer(DefaultBodyLimit::max(limit))
