@@ -241,7 +241,12 @@ impl ComputePool {
         };
         let reply = match tokio::time::timeout(deadline, talk).await {
             Ok(reply) => reply,
-            Err(_) => return Err(ComputeError::TimedOut(deadline)),
+            Err(_) => {
+                // Killed and reaped before the answer: its memory and cores are back when the
+                // client hears of the limit, and no zombie is left for the reaper to find.
+                let _ = running.child.kill().await;
+                return Err(ComputeError::TimedOut(deadline));
+            }
         };
         match reply {
             Ok(reply) => {
