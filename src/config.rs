@@ -49,7 +49,7 @@ pub struct Config {
     /// Bytes of whole versions batch serving may hold in memory (measured on what is held);
     /// a version bigger than this is served entity by entity.
     pub batch_snapshot_max_bytes: u64,
-    /// Bytes of decoded snapshots kept for `as_of` serving and training sets.
+    /// Bytes of decoded snapshots kept for `as_of` serving.
     pub snapshot_cache_max_bytes: u64,
     /// Snapshots superseded longer ago than this are pruned (never a version's newest).
     pub snapshot_retention: Duration,

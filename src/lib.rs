@@ -41,7 +41,8 @@ pub struct Shared {
     pub compute: worker::ComputePool,
     /// Raw tables (Delta) and snapshot files, under DATA_DIR or object storage.
     pub offline: offline::OfflineStore,
-    /// Decoded snapshots, for `as_of` serving and training sets.
+    /// Decoded snapshots, for `as_of` serving (training sets, drift and statistics read snapshot
+    /// files in workers).
     pub history: service::history::History,
     /// This process's name as a holder of the scheduler lease.
     pub scheduler_id: String,

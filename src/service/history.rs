@@ -77,6 +77,15 @@ pub async fn decoded(state: &AppState, snapshot_id: i64) -> Result<Arc<Decoded>>
     Ok(decoded)
 }
 
+/// Where a snapshot's file is, as a worker reaches it (a path or an `s3://` URI).
+pub fn file_uri(state: &AppState, snapshot: &SnapshotRow) -> Result<String> {
+    let stored = snapshot
+        .location
+        .as_deref()
+        .ok_or_else(|| AppError::internal(format!("snapshot {} has no file", snapshot.id)))?;
+    Ok(state.offline.resolve(stored)?.uri())
+}
+
 pub async fn list(state: &AppState, feature_id: i64, version_id: i64) -> Result<Vec<Snapshot>> {
     versions::get_row(state, feature_id, version_id).await?;
     Ok(state

@@ -11,7 +11,7 @@ use crate::worker::{Job, Task};
 use crate::AppState;
 
 use super::compute::worker_error;
-use super::versions;
+use super::{history, versions};
 
 /// A snapshot of this version, or 404.
 async fn snapshot_of(state: &AppState, version_id: i64, snapshot_id: i64) -> Result<SnapshotRow> {
@@ -65,7 +65,7 @@ async fn stats_of(state: &AppState, snapshot: &SnapshotRow) -> Result<SnapshotSt
         Some(json) => serde_json::from_str(&json).map_err(AppError::internal)?,
         None => {
             let task = Task::Stats(StatsJob {
-                snapshot: file_of(state, snapshot)?,
+                snapshot: history::file_uri(state, snapshot)?,
             });
             let payload = in_worker(state, task, "Statistics failed").await?;
             serde_json::from_slice(&payload).map_err(AppError::internal)?
@@ -135,20 +135,11 @@ async fn computed_drift(
     target: &SnapshotRow,
 ) -> Result<BTreeMap<String, ColumnDrift>> {
     let task = Task::Drift(DriftJob {
-        base: file_of(state, base)?,
-        target: file_of(state, target)?,
+        base: history::file_uri(state, base)?,
+        target: history::file_uri(state, target)?,
     });
     let payload = in_worker(state, task, "Drift failed").await?;
     serde_json::from_slice(&payload).map_err(AppError::internal)
-}
-
-/// Where a snapshot's file is, as a worker reaches it.
-fn file_of(state: &AppState, snapshot: &SnapshotRow) -> Result<String> {
-    let stored = snapshot
-        .location
-        .as_deref()
-        .ok_or_else(|| AppError::internal(format!("snapshot {} has no file", snapshot.id)))?;
-    Ok(state.offline.resolve(stored)?.uri())
 }
 
 /// Run a task that answers with one payload in a worker, under the compute limits.

@@ -131,13 +131,9 @@ async fn resolve(state: &AppState, refs: &[FeatureRef]) -> Result<Vec<TrainingFe
         let files = snapshots
             .iter()
             .map(|s| {
-                let stored = s
-                    .location
-                    .as_deref()
-                    .ok_or_else(|| AppError::internal(format!("snapshot {} has no file", s.id)))?;
                 Ok(SnapshotFile {
                     valid_from_micros: s.valid_from.timestamp_micros(),
-                    uri: state.offline.resolve(stored)?.uri(),
+                    uri: super::history::file_uri(state, s)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
