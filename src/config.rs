@@ -77,6 +77,10 @@ pub struct Config {
     pub storage_options: BTreeMap<String, String>,
     /// Where external datasets may be registered from, besides `data_dir`.
     pub external_source_prefixes: Vec<String>,
+    /// For tests only (`FEATURE_STORE_TEST_CLOCK_SKEW_SECONDS`, like the failpoint): this
+    /// process's clock reads this many seconds off, to show that no decision shared across
+    /// replicas rests on it (the database's clock decides them).
+    pub test_clock_skew_seconds: i64,
 }
 
 impl Default for Config {
@@ -110,6 +114,7 @@ impl Default for Config {
             data_dir: None,
             storage_options: BTreeMap::new(),
             external_source_prefixes: Vec::new(),
+            test_clock_skew_seconds: 0,
         }
     }
 }
@@ -181,6 +186,7 @@ impl fmt::Debug for Config {
                     .collect::<BTreeMap<_, _>>(),
             )
             .field("external_source_prefixes", &self.external_source_prefixes)
+            .field("test_clock_skew_seconds", &self.test_clock_skew_seconds)
             .finish()
     }
 }
@@ -381,6 +387,11 @@ impl Config {
                 .filter(|p| !p.is_empty())
                 .map(str::to_string)
                 .collect(),
+            test_clock_skew_seconds: parse(
+                "FEATURE_STORE_TEST_CLOCK_SKEW_SECONDS",
+                get("FEATURE_STORE_TEST_CLOCK_SKEW_SECONDS"),
+                0,
+            )?,
         };
         for spec in config
             .data_dir

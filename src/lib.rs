@@ -5,6 +5,7 @@ pub mod alloc;
 pub mod api;
 pub mod auth;
 pub mod cache;
+pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod error;
@@ -35,6 +36,8 @@ pub struct AppState(Arc<Shared>);
 pub struct Shared {
     pub config: Config,
     pub store: Store,
+    /// The database's clock, as this replica reads it.
+    pub clock: clock::Clock,
     pub cache: Cache,
     pub metrics: metrics::Metrics,
     /// Runs every feature SQL in a worker process under limits.
@@ -61,6 +64,8 @@ impl std::ops::Deref for AppState {
 impl AppState {
     pub async fn new(config: Config) -> error::Result<Self> {
         let store = Store::connect(&config.database_url, config.database_busy_timeout).await?;
+        let clock = clock::Clock::new(config.test_clock_skew_seconds);
+        clock.calibrate(&store).await?;
         let metrics = metrics::Metrics::new();
         let changes = store.change_state().await?;
         let counter = changes.changes.max(0) as u64;
@@ -78,6 +83,7 @@ impl AppState {
             None => Cache::in_memory(
                 config.cache_ttl,
                 config.batch_snapshot_max_bytes,
+                &changes.instance,
                 counter,
                 metrics.clone(),
             ),
@@ -105,6 +111,7 @@ impl AppState {
         Ok(AppState(Arc::new(Shared {
             config,
             store,
+            clock,
             cache,
             metrics,
             compute,
@@ -123,6 +130,7 @@ pub async fn build_app(config: Config) -> error::Result<(AppState, Router)> {
     // before anything reads them there.
     offline::migrate::run(&state).await?;
     service::changes::spawn_poller(&state);
+    service::changes::spawn_calibrator(&state);
     service::changes::spawn_checkpointer(&state);
     service::history::spawn_pruner(&state);
     service::scheduler::spawn(&state);

@@ -32,6 +32,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     let (state, router) = build_app(config).await?;
     let listener = TcpListener::bind(addr).await?;
+    // The address bound, not asked for: with PORT=0 the system picks the port, and this line
+    // is where a supervisor (or a test) learns it.
+    let addr = listener.local_addr()?;
     tracing::info!(
         %addr,
         database = state.store.backend(),

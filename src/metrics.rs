@@ -87,6 +87,8 @@ pub struct Metrics {
     pub refresh_runs: Family<ResultLabels, Counter>,
     /// 1 while this replica holds the scheduler lease.
     pub scheduler_leader: Gauge,
+    /// Times this replica, holding the lease, looked for due refreshes.
+    pub scheduler_passes: Counter,
     compute_queue_depth: Gauge,
     compute_workers_busy: Gauge,
     snapshot_age: Family<VersionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -118,6 +120,7 @@ impl Metrics {
         let ingested_rows = Counter::default();
         let refresh_runs = Family::<ResultLabels, Counter>::default();
         let scheduler_leader = Gauge::default();
+        let scheduler_passes = Counter::default();
         let compute_queue_depth = Gauge::default();
         let compute_workers_busy = Gauge::default();
         let snapshot_age = Family::default();
@@ -160,6 +163,11 @@ impl Metrics {
             scheduler_leader.clone(),
         );
         registry.register(
+            "scheduler_passes",
+            "Times this replica, holding the scheduler lease, looked for due refreshes",
+            scheduler_passes.clone(),
+        );
+        registry.register(
             "compute_queue_depth",
             "Computes waiting for a compute worker",
             compute_queue_depth.clone(),
@@ -193,6 +201,7 @@ impl Metrics {
             ingested_rows,
             refresh_runs,
             scheduler_leader,
+            scheduler_passes,
             compute_queue_depth,
             compute_workers_busy,
             snapshot_age,
@@ -313,7 +322,7 @@ pub async fn serve(State(state): State<AppState>) -> impl IntoResponse {
             // Rebuilt each time: a deleted or archived version must drop out.
             m.snapshot_age.clear();
             m.version_stale.clear();
-            let now = chrono::Utc::now();
+            let now = state.clock.now();
             for v in versions {
                 let labels = VersionLabels {
                     feature: v.feature,

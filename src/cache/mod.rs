@@ -89,17 +89,26 @@ struct Inner {
     lookups: Moka<LookupKey, (VersionMeta, u64)>,
     /// The highest change counter this replica has committed or polled.
     known: Arc<AtomicU64>,
+    /// The database's instance name, as last polled: whose entries these are.
+    instance: std::sync::RwLock<String>,
     redis: Option<RedisTier>,
     metrics: Metrics,
 }
 
 impl Cache {
     /// In-process only; `changes` is the database's change counter now.
-    pub fn in_memory(ttl: Duration, snapshot_cap: u64, changes: u64, metrics: Metrics) -> Self {
+    pub fn in_memory(
+        ttl: Duration,
+        snapshot_cap: u64,
+        instance: &str,
+        changes: u64,
+        metrics: Metrics,
+    ) -> Self {
         Self::build(
             ttl,
             snapshot_cap,
             None,
+            instance,
             Arc::new(AtomicU64::new(changes)),
             metrics,
         )
@@ -119,7 +128,7 @@ impl Cache {
     ) -> Result<Self, String> {
         let known = Arc::new(AtomicU64::new(changes));
         let tier = RedisTier::new(url, prefix, instance, ttl, known.clone())?;
-        let cache = Self::build(ttl, snapshot_cap, Some(tier), known, metrics);
+        let cache = Self::build(ttl, snapshot_cap, Some(tier), instance, known, metrics);
         if let Some(tier) = &cache.inner.redis {
             tier.spawn_watchdog();
         }
@@ -130,6 +139,7 @@ impl Cache {
         ttl: Duration,
         snapshot_cap: u64,
         redis: Option<RedisTier>,
+        instance: &str,
         known: Arc<AtomicU64>,
         metrics: Metrics,
     ) -> Self {
@@ -166,6 +176,7 @@ impl Cache {
                 snapshot_builds: AtomicU64::new(0),
                 lookups,
                 known,
+                instance: std::sync::RwLock::new(instance.to_string()),
                 redis,
                 metrics,
             }),
@@ -331,6 +342,45 @@ impl Cache {
                     self.inner.lookups.insert(key, (meta, epoch)).await;
                 }
             }
+        }
+    }
+
+    /// The database's instance name whose entries this cache holds.
+    pub fn instance(&self) -> String {
+        self.inner
+            .instance
+            .read()
+            .map_or_else(|p| p.into_inner().clone(), |i| i.clone())
+    }
+
+    /// The highest change counter this replica knows of.
+    pub fn known(&self) -> u64 {
+        self.inner.known.load(Ordering::Acquire)
+    }
+
+    /// The change counter as Redis holds it, whether or not Redis is served from (`None`
+    /// without Redis, or when it does not answer). Read it before the database's counter:
+    /// then Redis ahead of the database means the database went back.
+    pub async fn redis_epoch(&self) -> Option<u64> {
+        self.inner.redis.as_ref()?.peek_epoch().await
+    }
+
+    /// The database is now named `instance` (it went back, or another replica noticed that
+    /// it did) at change `changes`: forget everything held and use its own Redis entries.
+    pub async fn rescope(&self, instance: &str, changes: u64) {
+        match self.inner.instance.write() {
+            Ok(mut held) => *held = instance.to_string(),
+            Err(poisoned) => *poisoned.into_inner() = instance.to_string(),
+        }
+        self.inner.known.store(changes, Ordering::Release);
+        self.inner.lookups.invalidate_all();
+        self.inner.vectors.invalidate_all();
+        self.inner.values.invalidate_all();
+        self.inner.snapshots.invalidate_all();
+        self.inner.too_big.invalidate_all();
+        if let Some(redis) = &self.inner.redis {
+            redis.rescope(instance);
+            redis.raise_epoch(changes).await;
         }
     }
 

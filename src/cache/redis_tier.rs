@@ -4,7 +4,7 @@
 //! longer than `CALL_TIMEOUT`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,14 +25,35 @@ pub struct RedisTier {
 
 struct Shared {
     conn: ConnectionManager,
-    prefix: String,
-    /// `{prefix}changes:{database instance}`: the mirrored change counter.
-    epoch_key: String,
+    /// `REDIS_KEY_PREFIX` as configured.
+    base: String,
+    /// Where this database's entries are; replaced when the database is renamed.
+    keys: RwLock<Arc<Keys>>,
     ttl_secs: u64,
     up: AtomicBool,
     /// The highest change counter the replica knows of (shared with the cache).
     known: Arc<AtomicU64>,
     raise: redis::Script,
+}
+
+/// Every key starts with `{REDIS_KEY_PREFIX}{database instance}:`: two deployments sharing one
+/// Redis (with the default prefix too) never read each other's entries, and a database
+/// restored from a backup, which is renamed when that is noticed (`Store::rename_instance`),
+/// never reads what was cached before the restore.
+struct Keys {
+    prefix: String,
+    /// The mirrored change counter.
+    epoch: String,
+}
+
+impl Keys {
+    fn new(base: &str, instance: &str) -> Arc<Keys> {
+        let prefix = format!("{base}{instance}:");
+        Arc::new(Keys {
+            epoch: format!("{prefix}changes"),
+            prefix,
+        })
+    }
 }
 
 /// Set the epoch to ARGV[1] unless it is already at least that: epochs only move forward, and
@@ -65,8 +86,8 @@ impl RedisTier {
         Ok(RedisTier {
             shared: Arc::new(Shared {
                 conn,
-                prefix: prefix.to_string(),
-                epoch_key: format!("{prefix}changes:{instance}"),
+                base: prefix.to_string(),
+                keys: RwLock::new(Keys::new(prefix, instance)),
                 ttl_secs: ttl.as_secs().max(1),
                 // Unknown until the watchdog's first ping; until then, the database serves.
                 up: AtomicBool::new(false),
@@ -89,23 +110,54 @@ impl RedisTier {
         }
     }
 
+    fn keys(&self) -> Arc<Keys> {
+        self.shared
+            .keys
+            .read()
+            .map_or_else(|p| p.into_inner().clone(), |k| k.clone())
+    }
+
+    /// Use the entries of the database now named `instance` from here on.
+    pub fn rescope(&self, instance: &str) {
+        let keys = Keys::new(&self.shared.base, instance);
+        match self.shared.keys.write() {
+            Ok(mut held) => *held = keys,
+            Err(poisoned) => *poisoned.into_inner() = keys,
+        }
+    }
+
     fn lookup_key(&self, key: &LookupKey) -> String {
+        let prefix = &self.keys().prefix;
         match key {
-            LookupKey::FeatureName(name) => format!("{}lookup:name:{name}", self.shared.prefix),
-            LookupKey::Version(id) => format!("{}lookup:version:{id}", self.shared.prefix),
-            LookupKey::Label(name, version) => format!(
-                "{}lookup:label:{}:{name}@{version}",
-                self.shared.prefix,
-                name.len()
-            ),
+            LookupKey::FeatureName(name) => format!("{prefix}lookup:name:{name}"),
+            LookupKey::Version(id) => format!("{prefix}lookup:version:{id}"),
+            LookupKey::Label(name, version) => {
+                format!("{prefix}lookup:label:{}:{name}@{version}", name.len())
+            }
         }
     }
 
     fn vector_key(&self, key: &VectorKey) -> String {
         format!(
             "{}vector:{}:{}:{}",
-            self.shared.prefix, key.version_id, key.generation, key.entity_id
+            self.keys().prefix,
+            key.version_id,
+            key.generation,
+            key.entity_id
         )
+    }
+
+    /// The change counter as Redis holds it, asked even while Redis counts as down (`None`:
+    /// not set, or no answer within the request-path bound). For the poller only.
+    pub async fn peek_epoch(&self) -> Option<u64> {
+        let key = self.keys().epoch.clone();
+        let mut conn = self.shared.conn.clone();
+        tokio::time::timeout(CALL_TIMEOUT, async move {
+            conn.get::<_, Option<u64>>(key).await
+        })
+        .await
+        .ok()?
+        .ok()?
     }
 
     /// Run one command with the request-path time bound; any failure marks Redis down.
@@ -149,7 +201,7 @@ impl RedisTier {
     /// is served, and it is raised.
     pub async fn lookup(&self, key: &LookupKey) -> Lookup {
         let known = self.shared.known.load(Ordering::Acquire);
-        let keys = vec![self.shared.epoch_key.clone(), self.lookup_key(key)];
+        let keys = vec![self.keys().epoch.clone(), self.lookup_key(key)];
         let got: Option<(Option<u64>, Option<String>)> =
             self.call(|mut c| async move { c.mget(keys).await }).await;
         let Some((epoch, entry)) = got else {
@@ -207,7 +259,7 @@ impl RedisTier {
             return;
         }
         for _ in 0..2 {
-            let (script, key) = (self.shared.raise.clone(), self.shared.epoch_key.clone());
+            let (script, key) = (self.shared.raise.clone(), self.keys().epoch.clone());
             let attempt = self.shared.conn.clone();
             let raised = tokio::time::timeout(CALL_TIMEOUT, async move {
                 let mut c = attempt;
@@ -239,16 +291,29 @@ impl RedisTier {
                     let known = shared.known.load(Ordering::Acquire);
                     let ping = async {
                         let _: () = redis::cmd("PING").query_async(&mut conn).await?;
-                        let _: u64 = shared
+                        let epoch_key = shared
+                            .keys
+                            .read()
+                            .map_or_else(|p| p.into_inner().epoch.clone(), |k| k.epoch.clone());
+                        let epoch: u64 = shared
                             .raise
-                            .key(&shared.epoch_key)
+                            .key(epoch_key)
                             .arg(known)
                             .invoke_async(&mut conn)
                             .await?;
-                        redis::RedisResult::Ok(())
+                        redis::RedisResult::Ok(epoch)
                     };
-                    if let Ok(Ok(())) = tokio::time::timeout(Duration::from_millis(500), ping).await
+                    // An epoch ahead of what this replica knows: either a change this replica
+                    // has not polled yet (the next poll catches up) or a database that went
+                    // back (the poller renames it). Either way, not served from until then.
+                    if let Ok(Ok(epoch)) =
+                        tokio::time::timeout(Duration::from_millis(500), ping).await
                     {
+                        if epoch > shared.known.load(Ordering::Acquire) {
+                            drop(shared);
+                            tokio::time::sleep(WATCHDOG_PERIOD).await;
+                            continue;
+                        }
                         shared.up.store(true, Ordering::Release);
                         if ever_up {
                             tracing::info!("redis reachable again; serving from it");

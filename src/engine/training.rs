@@ -462,6 +462,34 @@ mod tests {
     }
 
     #[test]
+    fn timestamps_without_an_offset_are_utc_in_every_format() {
+        let noon = 1_704_196_800_000_000; // 2024-01-02T12:00:00Z
+        let json = br#"{"rows":[{"entity_id":"u1","timestamp":"2024-01-02T12:00:00"},
+            {"entity_id":"u2","timestamp":"2024-01-02T13:00:00+01:00"}]}"#;
+        let rows = parse_rows(json, Format::Json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rows.micros, [noon, noon]);
+        let csv = b"entity_id,timestamp\nu1,2024-01-02T12:00:00\nu2,2024-01-02 12:00:00\n";
+        let rows = parse_rows(csv, Format::Csv).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rows.micros, [noon, noon]);
+
+        let naive = Int64Chunked::from_vec("timestamp".into(), vec![noon])
+            .into_datetime(TimeUnit::Microseconds, None)
+            .into_column();
+        let zoned = Int64Chunked::from_vec("timestamp".into(), vec![noon])
+            .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
+            .into_column();
+        for ts in [naive, zoned] {
+            let mut frame =
+                DataFrame::new(1, vec![Column::new("entity_id".into(), [123_i64]), ts]).unwrap();
+            let mut parquet = Vec::new();
+            ParquetWriter::new(&mut parquet).finish(&mut frame).unwrap();
+            let rows = parse_rows(&parquet, Format::Parquet).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(rows.micros, [noon]);
+            assert_eq!(rows.entity.get(0), Some("123"));
+        }
+    }
+
+    #[test]
     fn the_json_answer_is_the_same_across_block_boundaries() {
         let n = JSON_BLOCK_ROWS + 3;
         let rows = Rows {

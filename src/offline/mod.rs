@@ -57,6 +57,13 @@ impl From<object_store::Error> for OfflineError {
 
 pub type Result<T, E = OfflineError> = std::result::Result<T, E>;
 
+fn path_safe(instance: &str) -> String {
+    instance
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect()
+}
+
 /// Where the data lives and how to reach it. Cheap to clone.
 #[derive(Clone)]
 pub struct OfflineStore(Arc<Inner>);
@@ -69,8 +76,8 @@ struct Inner {
     /// Loaded Delta tables by URI: refreshing one reads only the commits since.
     tables: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<DeltaTable>>>>,
     /// Names this database in paths, so two databases over one data location never share a
-    /// table directory.
-    instance: String,
+    /// table directory (renamed with the database: `rename_instance`).
+    instance: std::sync::RwLock<String>,
 }
 
 impl std::fmt::Debug for OfflineStore {
@@ -94,11 +101,24 @@ impl OfflineStore {
             options,
             external_prefixes,
             tables: Default::default(),
-            instance: instance
-                .chars()
-                .filter(char::is_ascii_alphanumeric)
-                .collect(),
+            instance: std::sync::RwLock::new(path_safe(instance)),
         }))
+    }
+
+    /// The database was renamed: what it creates from now on goes under the new name, and
+    /// never into a directory a table of the database before a restore wrote.
+    pub fn rename_instance(&self, instance: &str) {
+        match self.0.instance.write() {
+            Ok(mut held) => *held = path_safe(instance),
+            Err(poisoned) => *poisoned.into_inner() = path_safe(instance),
+        }
+    }
+
+    fn instance(&self) -> String {
+        self.0
+            .instance
+            .read()
+            .map_or_else(|p| p.into_inner().clone(), |i| i.clone())
     }
 
     pub fn root(&self) -> &Location {
@@ -111,14 +131,14 @@ impl OfflineStore {
 
     /// The relative location of a managed raw table's Delta table.
     pub fn managed_table_path(&self, raw_table_id: i64) -> String {
-        format!("raw_tables/{}/{raw_table_id}", self.0.instance)
+        format!("raw_tables/{}/{raw_table_id}", self.instance())
     }
 
     /// A new snapshot file's relative location.
     pub fn new_snapshot_path(&self, feature_id: i64) -> String {
         format!(
             "snapshots/{}/f{feature_id}/{}.parquet",
-            self.0.instance,
+            self.instance(),
             uuid::Uuid::new_v4().simple()
         )
     }

@@ -17,7 +17,7 @@ use crate::served::{Freshness, VersionMeta};
 use crate::AppState;
 
 use super::history;
-use super::vectors::resolve_key;
+use super::vectors::{resolve_key, resolve_key_at};
 
 pub const MAX_BATCH_ENTITIES: usize = 10_000;
 pub const MAX_BATCH_FEATURES: usize = 100;
@@ -125,7 +125,11 @@ async fn column(
     entity_ids: &[String],
     as_of: Option<DateTime<Utc>>,
 ) -> Result<(Column, Option<String>)> {
-    let (meta, mut reason) = match resolve_key(state, key).await {
+    let resolved = match as_of {
+        Some(at) => resolve_key_at(state, key, at).await,
+        None => resolve_key(state, key).await,
+    };
+    let (meta, mut reason) = match resolved {
         Ok(meta) => (Some(meta), None),
         Err(AppError::NotFound(reason)) => (None, Some(reason)),
         Err(e) => return Err(e),

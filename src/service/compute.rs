@@ -2,7 +2,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use crate::error::{AppError, Result};
-use crate::model::{format_ts, now, BackfillRequest, ComputeResponse, Snapshot};
+use crate::model::{format_ts, BackfillRequest, ComputeResponse, Snapshot};
 use crate::offline::Pinned;
 use crate::served::VersionMeta;
 use crate::store::{
@@ -48,7 +48,7 @@ pub async fn compute(
         entity_key,
     };
     let event_time = match as_of {
-        Some(at) => Some(event_time_limit(&table, at)?),
+        Some(at) => Some(event_time_limit(&table, at, state.clock.now())?),
         None => None,
     };
     let source = if rows.is_empty() {
@@ -126,12 +126,12 @@ pub async fn backfill(
     version_id: i64,
     req: &BackfillRequest,
 ) -> Result<Vec<Snapshot>> {
-    let steps = backfill_steps(req)?;
+    let steps = backfill_steps(req, state.clock.now())?;
     let version = versions::get_row(state, feature_id, version_id).await?;
     let feature = features::get_row(state, feature_id).await?;
     let table = raw_tables::get_row(state, feature.raw_table_id).await?;
     // Checked before any work: every step needs the event time.
-    event_time_limit(&table, req.end)?;
+    event_time_limit(&table, req.end, state.clock.now())?;
     let target = Target {
         feature_id,
         existing: Some(version.id),
@@ -151,7 +151,7 @@ pub async fn backfill(
     let mut made = Vec::with_capacity(steps.len());
     let last = steps.len().saturating_sub(1);
     for (i, at) in steps.into_iter().enumerate() {
-        let step = match event_time_limit(&table, at) {
+        let step = match event_time_limit(&table, at, state.clock.now()) {
             Ok(limit) => {
                 let run = Run {
                     table: &table,
@@ -188,7 +188,8 @@ pub async fn backfill(
 /// At most this many snapshots per backfill.
 pub const MAX_BACKFILL_STEPS: i64 = 1000;
 
-fn backfill_steps(req: &BackfillRequest) -> Result<Vec<DateTime<Utc>>> {
+/// `now`: on the database's clock.
+fn backfill_steps(req: &BackfillRequest, now: DateTime<Utc>) -> Result<Vec<DateTime<Utc>>> {
     if req.every_seconds < 1 {
         return Err(AppError::BadRequest(
             "every_seconds must be at least 1".into(),
@@ -197,7 +198,7 @@ fn backfill_steps(req: &BackfillRequest) -> Result<Vec<DateTime<Utc>>> {
     if req.end < req.start {
         return Err(AppError::BadRequest("end must not be before start".into()));
     }
-    if req.end > now() {
+    if req.end > now {
         return Err(AppError::BadRequest("end must not be in the future".into()));
     }
     let span = (req.end - req.start).num_seconds();
@@ -243,14 +244,18 @@ struct Made {
 }
 
 /// The `as_of` limit of a compute over `table`, or why there can be none.
-fn event_time_limit(table: &RawTableRow, at: DateTime<Utc>) -> Result<EventTimeLimit> {
+fn event_time_limit(
+    table: &RawTableRow,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<EventTimeLimit> {
     let column = table.event_time_column.clone().ok_or_else(|| {
         AppError::BadRequest(format!(
             "as_of needs an event time: raw table '{}' has no event_time_column",
             table.name
         ))
     })?;
-    if at > now() {
+    if at > now {
         return Err(AppError::BadRequest(
             "as_of must not be in the future".into(),
         ));
@@ -431,7 +436,7 @@ async fn run_and_publish(
                 true => Some(
                     state
                         .store
-                        .begin_generation(Some(tracked.id()), now())
+                        .begin_generation(Some(tracked.id()), state.clock.now())
                         .await?,
                 ),
                 false => None,
@@ -439,7 +444,7 @@ async fn run_and_publish(
             let written = write_vectors(&state, generation, running).await;
             let published = match written {
                 Ok(written) => {
-                    let computed_at = now();
+                    let computed_at = state.clock.now();
                     let valid_from = valid_from_as_of.unwrap_or(computed_at);
                     state
                         .store

@@ -1,5 +1,5 @@
 use crate::error::{AppError, Result};
-use crate::model::{now, Feature, FeatureCreate};
+use crate::model::{Feature, FeatureCreate};
 use crate::store::FeatureRow;
 use crate::store::StoreError;
 use crate::worker::{ComputeJob, Input, Job, Task};
@@ -66,7 +66,7 @@ pub async fn create(state: &AppState, req: FeatureCreate) -> Result<Feature> {
             req.raw_table_id,
             &req.computation_logic,
             &req.entity_key,
-            now(),
+            state.clock.now(),
         )
         .await
         .map_err(|e| match e {

@@ -132,7 +132,7 @@ pub async fn vector_as_of(
     query: &VectorQuery,
     at: DateTime<Utc>,
 ) -> Result<Bytes> {
-    let meta = vectors::resolve(state, query).await?;
+    let meta = vectors::resolve_key_at(state, vectors::lookup_key(query)?, at).await?;
     let snapshot = in_force(state, meta.version_id, at).await?;
     let decoded = decoded(state, snapshot.id).await?;
     let row = *decoded.rows.get(&query.entity_id).ok_or_else(|| {
@@ -167,44 +167,50 @@ pub async fn vector_as_of(
 /// Finished jobs are kept this long.
 pub const JOB_RETENTION_DAYS: i64 = 30;
 
-/// Prune snapshots superseded more than `SNAPSHOT_RETENTION_DAYS` ago, and jobs that finished
-/// more than `JOB_RETENTION_DAYS` ago, at start and hourly.
-/// Every replica may run it: the delete is idempotent.
+/// Prune at start and hourly (`prune`). Every replica may run it: the deletes are idempotent.
 pub fn spawn_pruner(state: &AppState) {
-    let state = state.clone();
+    let weak = std::sync::Arc::downgrade(&state.0);
     tokio::spawn(async move {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
         loop {
             every.tick().await;
-            let retention = chrono::Duration::from_std(state.config.snapshot_retention)
-                .unwrap_or(chrono::Duration::MAX);
-            let cutoff = Utc::now()
-                .checked_sub_signed(retention)
-                .unwrap_or(DateTime::<Utc>::MIN_UTC);
-            match state.store.prune_snapshots(cutoff).await {
-                Ok(files) if files.is_empty() => {}
-                Ok(files) => {
-                    tracing::info!(pruned = files.len(), "pruned superseded snapshots");
-                    for file in files.into_iter().flatten() {
-                        if let Ok(location) = state.offline.resolve(&file) {
-                            state.offline.remove_file(&location).await;
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "pruning snapshots failed; retrying in an hour")
-                }
-            }
-            match state.store.generations_to_drop().await {
-                Ok(generations) => super::compute::drop_generations(&state, generations),
-                Err(e) => tracing::warn!(error = %e, "could not list generations to drop"),
-            }
-            let jobs_cutoff = Utc::now() - chrono::Duration::days(JOB_RETENTION_DAYS);
-            match state.store.prune_jobs(jobs_cutoff).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(pruned = n, "pruned finished jobs"),
-                Err(e) => tracing::warn!(error = %e, "pruning jobs failed; retrying in an hour"),
-            }
+            let Some(shared) = weak.upgrade() else { return };
+            prune(&AppState(shared)).await;
         }
     });
+}
+
+/// Delete snapshots superseded more than `SNAPSHOT_RETENTION_DAYS` ago (and their files),
+/// retired vector generations, and jobs that finished more than `JOB_RETENTION_DAYS` ago.
+/// A failure is logged and left for the next run.
+pub async fn prune(state: &AppState) {
+    let retention = chrono::Duration::from_std(state.config.snapshot_retention)
+        .unwrap_or(chrono::Duration::MAX);
+    let cutoff = state
+        .clock
+        .now()
+        .checked_sub_signed(retention)
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    match state.store.prune_snapshots(cutoff).await {
+        Ok(files) if files.is_empty() => {}
+        Ok(files) => {
+            tracing::info!(pruned = files.len(), "pruned superseded snapshots");
+            for file in files.into_iter().flatten() {
+                if let Ok(location) = state.offline.resolve(&file) {
+                    state.offline.remove_file(&location).await;
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "pruning snapshots failed; retrying in an hour"),
+    }
+    match state.store.generations_to_drop().await {
+        Ok(generations) => super::compute::drop_generations(state, generations),
+        Err(e) => tracing::warn!(error = %e, "could not list generations to drop"),
+    }
+    let jobs_cutoff = state.clock.now() - chrono::Duration::days(JOB_RETENTION_DAYS);
+    match state.store.prune_jobs(jobs_cutoff).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(pruned = n, "pruned finished jobs"),
+        Err(e) => tracing::warn!(error = %e, "pruning jobs failed; retrying in an hour"),
+    }
 }

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use crate::engine::schema::TableSchema;
 use crate::engine::{formats, ndjson::NdjsonReader};
 use crate::error::{AppError, Result};
-use crate::model::{now, IngestResponse};
+use crate::model::IngestResponse;
 use crate::offline;
 use crate::store::RawTableRow;
 use crate::store::StoreError;
@@ -141,7 +141,13 @@ async fn store(state: &AppState, table: &RawTableRow, stored: Stored) -> Result<
             .await?;
         let change = state2
             .store
-            .record_table_version(table_id, appended.version, appended.rows, None, now())
+            .record_table_version(
+                table_id,
+                appended.version,
+                appended.rows,
+                None,
+                state2.clock.now(),
+            )
             .await
             .map_err(|e| match e {
                 StoreError::StillReferenced => raw_tables::not_found(table_id),

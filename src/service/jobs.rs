@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::error::{AppError, Result};
-use crate::model::{now, Job, JobsQuery};
+use crate::model::{Job, JobsQuery};
 use crate::store::{JobFilter, JobKind, JobStatus};
 use crate::AppState;
 
@@ -16,8 +16,12 @@ pub const MISSED_HEARTBEATS: u32 = 3;
 /// Fail the jobs whose replica stopped beating: it died, and nobody else will finish them.
 pub async fn fail_abandoned(state: &AppState) {
     let silence = state.config.scheduler_lease * MISSED_HEARTBEATS;
-    let cutoff = now() - chrono::Duration::from_std(silence).unwrap_or_default();
-    match state.store.fail_abandoned_jobs(cutoff, now()).await {
+    let cutoff = state.clock.now() - chrono::Duration::from_std(silence).unwrap_or_default();
+    match state
+        .store
+        .fail_abandoned_jobs(cutoff, state.clock.now())
+        .await
+    {
         Ok(0) => {}
         Ok(n) => tracing::warn!(jobs = n, "marked jobs failed: their replica stopped"),
         Err(e) => tracing::warn!(error = %e, "could not check for abandoned jobs"),
@@ -78,7 +82,7 @@ impl Tracked {
     ) -> Result<Tracked> {
         let id = state
             .store
-            .queue_job(kind, feature_id, version_id, version, now())
+            .queue_job(kind, feature_id, version_id, version, state.clock.now())
             .await?;
         let tracked = Tracked(Arc::new(Inner {
             state: state.clone(),
@@ -101,7 +105,12 @@ impl Tracked {
                 if job.finished.load(Ordering::Acquire) {
                     return;
                 }
-                if let Err(e) = job.state.store.job_heartbeat(job.id, now()).await {
+                if let Err(e) = job
+                    .state
+                    .store
+                    .job_heartbeat(job.id, job.state.clock.now())
+                    .await
+                {
                     tracing::warn!(job = job.id, error = %e, "could not record a job heartbeat");
                 }
             }
@@ -113,7 +122,13 @@ impl Tracked {
         if self.0.running.swap(true, Ordering::AcqRel) {
             return;
         }
-        if let Err(e) = self.0.state.store.job_running(self.0.id, now()).await {
+        if let Err(e) = self
+            .0
+            .state
+            .store
+            .job_running(self.0.id, self.0.state.clock.now())
+            .await
+        {
             tracing::warn!(job = self.0.id, error = %e, "could not record a job as running");
         }
     }
@@ -140,7 +155,13 @@ impl Tracked {
             .0
             .state
             .store
-            .job_finished(self.0.id, status, version_id, error.as_deref(), now())
+            .job_finished(
+                self.0.id,
+                status,
+                version_id,
+                error.as_deref(),
+                self.0.state.clock.now(),
+            )
             .await;
         if let Err(e) = recorded {
             tracing::warn!(job = self.0.id, error = %e, "could not record how a job ended");
@@ -159,7 +180,7 @@ impl Drop for Inner {
                 let error = "the request went away before the job finished";
                 let _ = state
                     .store
-                    .job_finished(id, JobStatus::Failed, None, Some(error), now())
+                    .job_finished(id, JobStatus::Failed, None, Some(error), state.clock.now())
                     .await;
             });
         }

@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 
 use crate::engine::schema::{is_identifier, ColumnType, TableSchema, MAX_IDENTIFIER_LEN};
 use crate::error::{AppError, Result};
-use crate::model::{now, RawTable, RawTableCreate, RawTablePreview, RawTableSource, SourceFormat};
+use crate::model::{RawTable, RawTableCreate, RawTablePreview, RawTableSource, SourceFormat};
 use crate::offline::{ExternalFormat, Location, Pinned};
 use crate::store::{DataMark, IngestSummary, InitialVersion, NewRawTable, RawTableRow, StoreError};
 use crate::worker::{Input, Job, PreviewJob, Task};
@@ -101,7 +101,7 @@ pub async fn create(state: &AppState, req: RawTableCreate) -> Result<RawTable> {
                 source_format,
                 initial_version,
             },
-            now(),
+            state.clock.now(),
         )
         .await
         .map_err(|e| match e {
@@ -325,7 +325,7 @@ async fn record(
 ) -> Result<()> {
     if let Some(change) = state
         .store
-        .record_table_version(table_id, version, rows, fingerprint, now())
+        .record_table_version(table_id, version, rows, fingerprint, state.clock.now())
         .await?
     {
         state.cache.advance(change as u64).await;

@@ -11,7 +11,6 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
 use tokio::task::JoinSet;
 
 use crate::store::DueRefresh;
@@ -54,7 +53,7 @@ pub fn spawn(state: &AppState) {
             let state = AppState(shared);
             let held = state
                 .store
-                .hold_lease(&state.scheduler_id, lease)
+                .hold_lease(&state.scheduler_id, lease, state.clock.now())
                 .await
                 .unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "could not renew the scheduler lease");
@@ -81,8 +80,15 @@ pub fn spawn(state: &AppState) {
             if free == 0 {
                 continue;
             }
-            let due = match state.store.due_refreshes(Utc::now(), free as i64 * 2).await {
-                Ok(due) => due,
+            let due = match state
+                .store
+                .due_refreshes(state.clock.now(), free as i64 * 2)
+                .await
+            {
+                Ok(due) => {
+                    state.metrics.scheduler_passes.inc();
+                    due
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "could not read due refreshes");
                     continue;
@@ -95,7 +101,7 @@ pub fn spawn(state: &AppState) {
                 if running.lock().map_or(true, |r| r.contains(&d.version_id)) {
                     continue;
                 }
-                let now = Utc::now();
+                let now = state.clock.now();
                 let next = now + chrono::Duration::seconds(d.refresh_every_seconds);
                 match state.store.claim_refresh(d.version_id, now, next).await {
                     Ok(true) => {}
@@ -157,7 +163,7 @@ async fn refresh_one(state: &AppState, due: &DueRefresh) {
             }
             state
                 .store
-                .refresh_checked(due.version_id, Utc::now())
+                .refresh_checked(due.version_id, state.clock.now())
                 .await
         }
         Err(e) => {
@@ -169,7 +175,7 @@ async fn refresh_one(state: &AppState, due: &DueRefresh) {
                 retry_in_seconds = wait.as_secs(),
                 "scheduled refresh failed"
             );
-            let retry_at = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+            let retry_at = state.clock.now() + chrono::Duration::from_std(wait).unwrap_or_default();
             state.store.refresh_failed(due.version_id, retry_at).await
         }
     };

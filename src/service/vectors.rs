@@ -1,4 +1,5 @@
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 
 use crate::cache::{LookupKey, VectorKey};
 use crate::error::{AppError, Result};
@@ -72,15 +73,34 @@ fn with_stale(body: &Bytes, stale: bool) -> Bytes {
 /// Which version serves this request: `feature_version_id` if given, else the newest active
 /// computed version of `feature_name`.
 pub(crate) async fn resolve(state: &AppState, query: &VectorQuery) -> Result<VersionMeta> {
-    let key = match (query.feature_version_id, &query.feature_name) {
-        (Some(id), _) => LookupKey::Version(id),
-        (None, Some(name)) => LookupKey::FeatureName(name.clone()),
-        (None, None) => {
-            return Err(AppError::BadRequest(
-                "Either feature_version_id or feature_name must be provided".into(),
-            ))
+    resolve_key(state, lookup_key(query)?).await
+}
+
+/// What a single-vector request names.
+pub(crate) fn lookup_key(query: &VectorQuery) -> Result<LookupKey> {
+    match (query.feature_version_id, &query.feature_name) {
+        (Some(id), _) => Ok(LookupKey::Version(id)),
+        (None, Some(name)) => Ok(LookupKey::FeatureName(name.clone())),
+        (None, None) => Err(AppError::BadRequest(
+            "Either feature_version_id or feature_name must be provided".into(),
+        )),
+    }
+}
+
+/// Resolve a version reference as it resolved at `at`: a feature name names the version that
+/// served it then (`Store::served_version_at`), or, when none had served it yet, the one
+/// serving it now (whose backfilled history may reach back that far); an id or a label names
+/// the same version whenever. The name's answer is not cached: each `at` differs.
+pub async fn resolve_key_at(
+    state: &AppState,
+    key: LookupKey,
+    at: DateTime<Utc>,
+) -> Result<VersionMeta> {
+    if let LookupKey::FeatureName(name) = &key {
+        if let Some(meta) = state.store.served_version_at(name, at).await? {
+            return Ok(meta);
         }
-    };
+    }
     resolve_key(state, key).await
 }
 

@@ -1,5 +1,5 @@
 use crate::error::{AppError, Result};
-use crate::model::{now, FeatureVersion, VersionCreate, VersionUpdate};
+use crate::model::{FeatureVersion, VersionCreate, VersionUpdate};
 use crate::store::StoreError;
 use crate::store::{NewVersion, VersionChange, VersionRow};
 use crate::AppState;
@@ -56,7 +56,7 @@ pub async fn create(
                 entity_key: &feature.entity_key,
                 refresh_every_seconds: req.refresh_every_seconds,
             },
-            now(),
+            state.clock.now(),
         )
         .await
         .map_err(|e| match e {
@@ -115,7 +115,7 @@ pub async fn update(
         };
         let (row, counted) = state
             .store
-            .update_version(version_id, &change, now())
+            .update_version(version_id, &change, state.clock.now())
             .await?
             .ok_or_else(|| not_found(version_id))?;
         if let Some(counted) = counted {

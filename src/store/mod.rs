@@ -241,6 +241,26 @@ impl Store {
         }
     }
 
+    /// The database's clock, in microseconds since 1970: the one clock every replica's
+    /// decisions share. SQLite reads the machine's clock to the millisecond.
+    pub async fn database_micros(&self) -> Result<i64> {
+        Ok(match self {
+            Store::Postgres(p) => {
+                let now: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+                    .fetch_one(p)
+                    .await?;
+                now.timestamp_micros()
+            }
+            Store::Sqlite { read, .. } => {
+                sqlx::query_scalar(
+                    "SELECT CAST(ROUND((julianday('now') - 2440587.5) * 86400000000.0) AS INTEGER)",
+                )
+                .fetch_one(read)
+                .await?
+            }
+        })
+    }
+
     pub async fn close(&self) {
         match self {
             Store::Sqlite { read, write, .. } => {
@@ -606,6 +626,23 @@ impl Store {
         .await)?)
     }
 
+    /// Give the database a new instance name (and count a change), unless another replica
+    /// already did: called when the change counter is found below what caches saw, a database
+    /// restored from a backup. Entries cached under the old name, in Redis and in each
+    /// replica, are never read again. Returns the state now.
+    pub async fn rename_instance(&self, old: &str, new: &str) -> Result<ChangeState> {
+        on_pool!(self, write, |p| sqlx::query(
+            "UPDATE cache_state SET instance = $2, changes = changes + 1 \
+             WHERE id = 1 AND instance = $1"
+        )
+        .bind(old)
+        .bind(new)
+        .execute(p)
+        .await
+        .map(|_| ()))?;
+        self.change_state().await
+    }
+
     // ---- serving ----
 
     /// The newest active version of a feature (by id) that has been computed.
@@ -617,6 +654,31 @@ impl Store {
         );
         Ok(on_pool!(self, read, |p| sqlx::query_as(&sql)
             .bind(feature_name)
+            .fetch_optional(p)
+            .await)?)
+    }
+
+    /// The version serving by `feature_name` at `at`: the newest (by id) that was active then
+    /// and had a snapshot recorded by then. A version made or archived later, or only
+    /// backfilled later, does not change what was served then.
+    pub async fn served_version_at(
+        &self,
+        feature_name: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<VersionMeta>> {
+        let sql = format!(
+            "SELECT {META_COLUMNS} FROM feature_versions v JOIN features f ON f.id = v.feature_id \
+             WHERE f.name = $1 \
+             AND EXISTS (SELECT 1 FROM feature_snapshots s \
+                         WHERE s.feature_version_id = v.id AND s.computed_at <= $2) \
+             AND (SELECT c.status FROM version_status_changes c \
+                  WHERE c.feature_version_id = v.id AND c.changed_at <= $2 \
+                  ORDER BY c.changed_at DESC, c.id DESC LIMIT 1) = 'active' \
+             ORDER BY v.id DESC LIMIT 1"
+        );
+        Ok(on_pool!(self, read, |p| sqlx::query_as(&sql)
+            .bind(feature_name)
+            .bind(at)
             .fetch_optional(p)
             .await)?)
     }

@@ -46,8 +46,13 @@ impl Store {
     /// Take or renew the scheduler lease for `ttl`; whether `holder` holds it now. One UPDATE
     /// decides, so two replicas can never both win: on Postgres the row lock makes the second
     /// re-check the condition after the first commits, and it then fails. Postgres judges
-    /// expiry by its own clock, so replicas' clocks need not agree.
-    pub async fn hold_lease(&self, holder: &str, ttl: Duration) -> Result<bool> {
+    /// expiry by its own clock; SQLite by `now`, the caller's reading of the database's clock.
+    pub async fn hold_lease(
+        &self,
+        holder: &str,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
         let held: Option<i32> = match self {
             Store::Postgres(p) => {
                 sqlx::query_scalar(
@@ -61,7 +66,6 @@ impl Store {
                 .await?
             }
             Store::Sqlite { write, .. } => {
-                let now = Utc::now();
                 let until = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
                 sqlx::query_scalar(
                     "UPDATE scheduler_lease SET holder = $1, expires_at = $2 \

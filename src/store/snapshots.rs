@@ -142,15 +142,17 @@ impl Store {
             .await)?)
     }
 
-    /// Delete the snapshots superseded at or before `cutoff` (a newer one of the same version
-    /// was valid from then): no `as_of` at or after the cutoff resolves to them, and each
-    /// version keeps its newest. Returns the files of those that went.
+    /// Delete the snapshots superseded at or before `cutoff`: a newer one of the same version
+    /// (by `valid_from`) was recorded by then. When it is recorded counts, not when it is
+    /// valid from: a backfill into last year supersedes its steps today, and they stay for the
+    /// retention period from today. Each version keeps its newest. Returns the files of those
+    /// that went.
     pub async fn prune_snapshots(&self, cutoff: DateTime<Utc>) -> Result<Vec<Option<String>>> {
         Ok(on_pool!(self, write, |p| {
             sqlx::query_scalar(
             "DELETE FROM feature_snapshots WHERE EXISTS (SELECT 1 FROM feature_snapshots newer \
              WHERE newer.feature_version_id = feature_snapshots.feature_version_id \
-             AND newer.valid_from <= $1 \
+             AND newer.computed_at <= $1 \
              AND (newer.valid_from > feature_snapshots.valid_from \
                   OR (newer.valid_from = feature_snapshots.valid_from AND newer.id > feature_snapshots.id))) \
              RETURNING location"

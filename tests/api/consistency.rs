@@ -11,7 +11,7 @@ use crate::helpers::{
     seeded, spawn_app, spawn_app_with, spawn_replica, spawn_replica_with, wait_for_cache_mode,
     TestApp,
 };
-use crate::redis_server::{free_port, RedisServer};
+use crate::redis_server::{RedisServer, UNREACHABLE_REDIS};
 
 /// What the README promises: a change committed elsewhere is seen within one poll of the
 /// database's change counter (250 ms), plus a read.
@@ -65,10 +65,10 @@ async fn serves_within_bound(app: &TestApp, want: f64) -> Duration {
 }
 
 async fn two_replicas_on(redis: &RedisServer) -> (TestApp, TestApp) {
-    let url = redis.url();
+    let (url, redis_port) = (redis.url(), redis.port);
     let a = spawn_app_with(|c| {
         c.redis_url = Some(url.clone());
-        c.redis_key_prefix = format!("consistency:{}:", free_port());
+        c.redis_key_prefix = format!("consistency:{}:", redis_port);
     })
     .await;
     let prefix = a.state.config.redis_key_prefix.clone();
@@ -86,8 +86,8 @@ async fn two_replicas_on(redis: &RedisServer) -> (TestApp, TestApp) {
 #[ignore = "needs redis-server on the PATH; .ci/run runs it"]
 async fn a_redis_restarted_from_an_older_snapshot_never_brings_an_older_value_back() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut redis = RedisServer::start_with_snapshot_in(port, dir.path());
+    let mut redis = RedisServer::start_free_with_snapshot_in(dir.path());
+    let port = redis.port;
     let (a, b) = two_replicas_on(&redis).await;
     let (_, feature) = seeded(&a).await;
     recompute(&a, feature, 1.0).await;
@@ -117,8 +117,8 @@ async fn a_redis_restarted_from_an_older_snapshot_never_brings_an_older_value_ba
 #[tokio::test]
 #[ignore = "needs redis-server on the PATH; .ci/run runs it"]
 async fn changes_made_while_redis_is_down_are_served_everywhere_once_it_is_back_empty() {
-    let port = free_port();
-    let mut redis = RedisServer::start(port);
+    let mut redis = RedisServer::start_free();
+    let port = redis.port;
     let (a, b) = two_replicas_on(&redis).await;
     let (_, feature) = seeded(&a).await;
     recompute(&a, feature, 1.0).await;
@@ -140,8 +140,8 @@ async fn changes_made_while_redis_is_down_are_served_everywhere_once_it_is_back_
 #[tokio::test]
 #[ignore = "needs redis-server on the PATH; .ci/run runs it"]
 async fn a_replica_that_cannot_reach_redis_still_retires_what_the_others_cached() {
-    let port = free_port();
-    let mut redis = RedisServer::start(port);
+    let mut redis = RedisServer::start_free();
+    let port = redis.port;
     let healthy = spawn_app_with(|c| {
         c.redis_url = Some(redis.url());
         c.redis_key_prefix = format!("partition:{port}:");
@@ -150,7 +150,7 @@ async fn a_replica_that_cannot_reach_redis_still_retires_what_the_others_cached(
     wait_for_cache_mode(&healthy.state, "redis").await;
     // Same database and prefix, but its Redis is unreachable: a partition of one replica.
     let cut_off = spawn_replica_with(&healthy, |c| {
-        c.redis_url = Some(format!("redis://127.0.0.1:{}", free_port()));
+        c.redis_url = Some(UNREACHABLE_REDIS.into());
         c.redis_key_prefix = format!("partition:{port}:");
     })
     .await;
@@ -203,4 +203,78 @@ async fn a_change_returned_on_a_replica_is_served_by_it_at_once() {
         recompute(&b, feature, value).await;
         assert_eq!(served(&b).await, json!(value));
     }
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server on the PATH; .ci/run runs it"]
+async fn two_deployments_sharing_one_redis_and_its_prefix_serve_their_own_vectors() {
+    let redis = RedisServer::start_free();
+    let prefix = format!("shared:{}:", redis.port);
+    let mut deployments = Vec::new();
+    // The same steps on two databases: the same ids, generations and change counts.
+    for value in [1.0, 2.0] {
+        let app = spawn_app_with(|c| {
+            c.redis_url = Some(redis.url());
+            c.redis_key_prefix = prefix.clone();
+        })
+        .await;
+        wait_for_cache_mode(&app.state, "redis").await;
+        let (_, feature) = seeded(&app).await;
+        recompute(&app, feature, value).await;
+        deployments.push((app, value));
+    }
+    for _ in 0..3 {
+        for (app, value) in &deployments {
+            assert_eq!(served(app).await, json!(value));
+        }
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server on the PATH; .ci/run runs it"]
+async fn a_database_restored_from_a_backup_never_serves_what_redis_cached_after_the_backup() {
+    use sqlx::{Connection, Executor};
+    let redis = RedisServer::start_free();
+    let dir = tempfile::tempdir().unwrap();
+    let live = format!("sqlite:{}/live.db", dir.path().display());
+    let backup = dir.path().join("backup.db");
+    let data = dir.path().join("data").display().to_string();
+    let configure = |database_url: String| {
+        let (redis_url, data) = (redis.url(), data.clone());
+        move |c: &mut feature_store::Config| {
+            c.database_url = database_url;
+            c.data_dir = Some(data);
+            c.redis_url = Some(redis_url);
+            c.redis_key_prefix = "restore:".into();
+        }
+    };
+    let a = spawn_app_with(configure(live.clone())).await;
+    wait_for_cache_mode(&a.state, "redis").await;
+    let (_, feature) = seeded(&a).await;
+    recompute(&a, feature, 1.0).await;
+    assert_eq!(served(&a).await, json!(1.0));
+    let mut conn = sqlx::SqliteConnection::connect(&live).await.unwrap();
+    conn.execute(format!("VACUUM INTO '{}'", backup.display()).as_str())
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    // After the backup: a newer generation, cached in Redis under a higher change count.
+    recompute(&a, feature, 2.0).await;
+    assert_eq!(served(&a).await, json!(2.0));
+    drop(a);
+
+    // The backup is restored; Redis was left running.
+    let b = spawn_app_with(configure(format!("sqlite:{}", backup.display()))).await;
+    assert_eq!(
+        served(&b).await,
+        json!(1.0),
+        "served what was cached after the backup"
+    );
+    wait_for_cache_mode(&b.state, "redis").await;
+    for _ in 0..3 {
+        assert_eq!(served(&b).await, json!(1.0));
+    }
+    // Ids and generations handed out again after the restore are not confused either.
+    recompute(&b, feature, 3.0).await;
+    assert_eq!(served(&b).await, json!(3.0));
 }

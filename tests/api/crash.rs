@@ -14,16 +14,12 @@ use crate::helpers::{data_dir_for, fresh_database};
 fn startup_log(env: &[(&str, &str)]) -> Vec<String> {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_feature-store"));
     cmd.env(
         "DATABASE_URL",
         format!("sqlite:{}/log.db", dir.path().display()),
     )
-    .env("PORT", port.to_string())
+    .env("PORT", "0")
     .env("REDIS_URL", "")
     .env("RUST_LOG", "info")
     .envs(env.iter().copied())
@@ -73,7 +69,7 @@ fn api_keys_are_never_logged() {
 pub(crate) struct Server {
     child: Child,
     pub(crate) base: String,
-    /// Log lines, when the server was started with a failpoint armed.
+    /// Its log lines (stdout), as they come.
     log: Option<std::sync::mpsc::Receiver<String>>,
 }
 
@@ -87,38 +83,32 @@ impl Server {
         Server::start_env(database_url, failpoint, &[]).await
     }
 
-    /// As `start_with`, with more environment variables.
+    /// As `start_with`, with more environment variables. The server binds port 0 and the
+    /// test learns the port from its `listening` line: no port is picked, released and hoped
+    /// to stay free.
     pub(crate) async fn start_env(
         database_url: &str,
         failpoint: Option<&str>,
         env: &[(&str, &str)],
     ) -> Server {
         use std::io::{BufRead, BufReader};
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
         let data_dir = data_dir_for(database_url)
             .map(|d| d.display().to_string())
             .unwrap_or_default();
         let mut child = Command::new(env!("CARGO_BIN_EXE_feature-store"))
             .env("DATABASE_URL", database_url)
             .env("DATA_DIR", data_dir)
-            .env("PORT", port.to_string())
+            .env("PORT", "0")
             .env("REDIS_URL", "")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn,feature_store=info")
             .env("FEATURE_STORE_FAILPOINT", failpoint.unwrap_or(""))
             .envs(env.iter().copied())
-            .stdout(if failpoint.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("start feature-store");
-        let log = child.stdout.take().map(|out| {
-            let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, log) = std::sync::mpsc::channel();
+        if let Some(out) = child.stdout.take() {
             std::thread::spawn(move || {
                 for line in BufReader::new(out).lines().map_while(Result::ok) {
                     if tx.send(line).is_err() {
@@ -126,44 +116,55 @@ impl Server {
                     }
                 }
             });
-            rx
-        });
-        // Owned by `Server` at once, so its Drop kills and reaps it on every path.
-        let server = Server {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            log,
-        };
-        let client = reqwest::Client::new();
-        for _ in 0..500 {
-            if client
-                .get(format!("{}/health", server.base))
-                .send()
-                .await
-                .is_ok()
-            {
-                return server;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("feature-store did not start");
+        // Owned by `Server` at once, so its Drop kills and reaps it on every path.
+        let mut server = Server {
+            child,
+            base: String::new(),
+            log: Some(log),
+        };
+        let line = server
+            .wait_for_log(|l| l.contains("listening"))
+            .await
+            .expect("feature-store did not start");
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("addr="))
+            .expect("the listening line names its address")
+            .to_string();
+        server.base = format!("http://{addr}");
+        server
+    }
+
+    /// Wait (at most a minute) for a log line that `wanted` accepts; the lines before it are
+    /// passed over. `None` if the server's log ended or went quiet first.
+    pub(crate) async fn wait_for_log(
+        &mut self,
+        wanted: impl Fn(&str) -> bool + Send + 'static,
+    ) -> Option<String> {
+        let log = self
+            .log
+            .take()
+            .expect("the server's log is read by one waiter at a time");
+        let (log, found) = tokio::task::spawn_blocking(move || {
+            while let Ok(line) = log.recv_timeout(Duration::from_secs(60)) {
+                if wanted(&line) {
+                    return (log, Some(line));
+                }
+            }
+            (log, None)
+        })
+        .await
+        .unwrap();
+        self.log = Some(log);
+        found
     }
 
     /// Wait until the server logs that it reached its failpoint: proof that the write began
     /// and has not committed.
     pub(crate) async fn wait_for_failpoint(&mut self) {
-        let log = self.log.take().expect("started with a failpoint");
-        let found = tokio::task::spawn_blocking(move || {
-            while let Ok(line) = log.recv_timeout(Duration::from_secs(60)) {
-                if line.contains("failpoint reached") {
-                    return true;
-                }
-            }
-            false
-        })
-        .await
-        .unwrap();
-        assert!(found, "the server never reached its failpoint");
+        let found = self.wait_for_log(|l| l.contains("failpoint reached")).await;
+        assert!(found.is_some(), "the server never reached its failpoint");
     }
 
     /// SIGKILL: no shutdown, no lease given back.
@@ -352,7 +353,13 @@ async fn a_server_killed_inside_a_publish_transaction_shows_no_part_of_the_new_v
 #[tokio::test]
 async fn sigterm_lets_in_flight_requests_finish_then_exits() {
     let (url, _dir) = fresh_database().await;
-    let mut server = Server::start(&url).await;
+    // Each request's start is logged (tower_http's on_request, in the request's span).
+    let mut server = Server::start_env(
+        &url,
+        None,
+        &[("RUST_LOG", "warn,feature_store=debug,tower_http=debug")],
+    )
+    .await;
     let base = server.base.clone();
     let table = register_tx_table(&base).await;
     let body = csv_rows(1_000_000, 1.0);
@@ -368,7 +375,11 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits() {
                 .map(|r| r.status())
         })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ingest_path = format!("/api/v1/raw-tables/{table}/data");
+    let started = server
+        .wait_for_log(move |l| l.contains("started processing request") && l.contains(&ingest_path))
+        .await;
+    assert!(started.is_some(), "the server never began the ingest");
     let pid = server.child.id().to_string();
     let term = Command::new("kill")
         .args(["-TERM", &pid])
@@ -387,4 +398,106 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits() {
     .unwrap()
     .expect("wait");
     assert!(exit.success(), "exit status {exit:?}");
+}
+
+/// The environment of a running compute worker of `server`, read from /proc once one has
+/// started (its command line names the worker subcommand, so the exec is done).
+fn worker_environment(server: &Server) -> Option<Vec<String>> {
+    let tasks = format!("/proc/{}/task", server.child.id());
+    let children = std::fs::read_dir(&tasks).ok()?.flatten().flat_map(|task| {
+        std::fs::read_to_string(task.path().join("children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    });
+    for pid in children.collect::<Vec<_>>() {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains(feature_store::worker::SUBCOMMAND) {
+            continue;
+        }
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        return Some(
+            environ
+                .split(|b| *b == 0)
+                .filter(|v| !v.is_empty())
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .collect(),
+        );
+    }
+    None
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn compute_workers_start_with_a_cleared_environment() {
+    let (url, _dir) = fresh_database().await;
+    let server = Server::start_env(
+        &url,
+        None,
+        &[
+            ("AWS_SECRET_ACCESS_KEY", "not-for-workers"),
+            ("SOME_TEAM_TOKEN", "not-for-workers"),
+        ],
+    )
+    .await;
+    let base = server.base.clone();
+    let table = register_tx_table(&base).await;
+    let acked = reqwest::Client::new()
+        .post(format!("{base}/api/v1/raw-tables/{table}/data"))
+        .header("content-type", "text/csv")
+        .body(csv_rows(1_000_000, 1.0))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(acked.status(), StatusCode::OK);
+    let (_, feature) = post(
+        &base,
+        "/api/v1/features",
+        &json!({"name": "avg", "raw_table_id": table, "entity_key": "user_id",
+            "computation_logic": FEATURE_SQL}),
+    )
+    .await;
+    let feature = feature["id"].as_i64().unwrap();
+    // Each compute runs a worker for a while; look at it while it runs.
+    let mut seen = None;
+    for _ in 0..5 {
+        let compute = {
+            let base = base.clone();
+            tokio::spawn(async move {
+                post(
+                    &base,
+                    &format!("/api/v1/features/{feature}/compute"),
+                    &json!({"version": "v1"}),
+                )
+                .await
+            })
+        };
+        while !compute.is_finished() && seen.is_none() {
+            seen = worker_environment(&server);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(compute.await.unwrap().0, StatusCode::OK);
+        if seen.is_some() {
+            break;
+        }
+    }
+    let environment = seen.expect("never saw a compute worker running");
+    let names: Vec<&str> = environment
+        .iter()
+        .map(|v| v.split('=').next().unwrap_or(v))
+        .collect();
+    assert!(names.contains(&"POLARS_MAX_THREADS"), "{names:?}");
+    for secret in [
+        "DATABASE_URL",
+        "AWS_SECRET_ACCESS_KEY",
+        "SOME_TEAM_TOKEN",
+        "RUST_LOG",
+    ] {
+        assert!(!names.contains(&secret), "a worker got {secret}: {names:?}");
+    }
+    assert!(
+        environment.iter().all(|v| !v.contains("not-for-workers")),
+        "{environment:?}"
+    );
 }

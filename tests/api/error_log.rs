@@ -13,10 +13,9 @@ use serde_json::{json, Value};
 async fn a_500_is_logged_with_its_request_id_and_cause() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("broken.db");
-    let port = crate::redis_server::free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_feature-store"))
         .env("DATABASE_URL", format!("sqlite:{}", db.display()))
-        .env("PORT", port.to_string())
+        .env("PORT", "0")
         .env("REDIS_URL", "")
         .env("LOG_FORMAT", "json")
         .env_remove("RUST_LOG")
@@ -40,13 +39,17 @@ async fn a_500_is_logged_with_its_request_id_and_cause() {
             Err(e) => panic!("no log line with {needle:?}: {e}"),
         }
     };
-    next_line_with("listening");
+    let listening: Value = serde_json::from_str(&next_line_with("listening")).unwrap();
+    let addr = listening["fields"]["addr"]
+        .as_str()
+        .expect("the listening line names its address")
+        .to_string();
 
     // Break the database under the running server: its registry table is gone.
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute_batch("DROP TABLE raw_tables").unwrap();
     let resp = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{port}/api/v1/raw-tables"))
+        .get(format!("http://{addr}/api/v1/raw-tables"))
         .header("x-request-id", "trace-this-500")
         .send()
         .await

@@ -67,6 +67,39 @@ where
     false
 }
 
+/// Wait until the scheduler (whichever of `apps` holds the lease) has looked for due refreshes
+/// `passes` more times: anything it would have started by then has started.
+async fn scheduler_passes(apps: &[&TestApp], passes: u64) {
+    let count = || {
+        apps.iter()
+            .map(|a| a.state.metrics.scheduler_passes.get())
+            .sum::<u64>()
+    };
+    let start = count();
+    let passed = eventually(20, || async { count() >= start + passes }).await;
+    assert!(passed, "the scheduler did not look {passes} more times");
+}
+
+/// Wait until the scheduler has checked `version` `times` more times (each check records
+/// `refresh_checked_at`; one that finds new rows refreshes first).
+async fn checked_again(app: &TestApp, feature: i64, version: i64, times: usize) {
+    let path = format!("/api/v1/features/{feature}/versions/{version}");
+    let mut seen = app.get(&path).await.1["refresh_checked_at"].clone();
+    for _ in 0..times {
+        let before = seen.clone();
+        let changed = eventually(20, || {
+            let (path, before) = (&path, &before);
+            async move {
+                let now = app.get(path).await.1["refresh_checked_at"].clone();
+                now != *before && now.is_string()
+            }
+        })
+        .await;
+        assert!(changed, "the scheduler stopped checking the version");
+        seen = app.get(&path).await.1["refresh_checked_at"].clone();
+    }
+}
+
 /// user_001's four sample rows sum to 451.5; one more of 1000 makes the average 290.3.
 fn more_rows_for_user_001() -> Value {
     one_row_for_user_001(1000.0)
@@ -123,7 +156,7 @@ async fn a_served_vector_says_how_fresh_it_is_and_turns_stale_on_ingest() {
     assert_eq!(shown["refresh_every_seconds"], Value::Null);
 
     // Manual versions stay stale until someone computes: nothing is scheduled.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    scheduler_passes(&[&app], 3).await;
     assert_eq!(vector(&app, USER_001).await["stale"], true);
     assert_eq!(snapshot_kinds(&app, feature, version).await, ["compute"]);
 
@@ -173,7 +206,7 @@ async fn a_scheduled_version_refreshes_itself_after_new_rows_and_not_without_the
     })
     .await;
     assert!(checked, "the scheduler never checked the version");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    checked_again(&app, feature, version, 2).await;
     assert_eq!(snapshot_kinds(&app, feature, version).await, ["compute"]);
     assert!(jobs(&app, "?status=running").await.is_empty());
     assert_eq!(jobs(&app, "").await.len(), 1, "only the compute is a job");
@@ -202,7 +235,7 @@ async fn a_scheduled_version_refreshes_itself_after_new_rows_and_not_without_the
     assert_eq!(manual["refresh_every_seconds"], Value::Null);
     assert_eq!(manual["next_refresh_at"], Value::Null);
     app.ingest(table, more_rows_for_user_001()).await;
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    scheduler_passes(&[&app], 6).await;
     assert_eq!(vector(&app, USER_001).await["stale"], true);
     assert_eq!(snapshot_kinds(&app, feature, version).await.len(), 2);
 }
@@ -411,7 +444,7 @@ async fn two_replicas_make_exactly_one_snapshot_per_refresh_and_both_serve_it() 
             assert!(served, "round {round}: a replica never served the refresh");
         }
         // Several more periods pass with nothing new.
-        tokio::time::sleep(Duration::from_millis(2500)).await;
+        checked_again(&a, feature, version, 2).await;
         let kinds = snapshot_kinds(&b, feature, version).await;
         assert_eq!(kinds.len(), 1 + round, "round {round}: {kinds:?}");
         let refreshes: Vec<Value> = jobs(&a, "")
@@ -426,4 +459,73 @@ async fn two_replicas_make_exactly_one_snapshot_per_refresh_and_both_serve_it() 
         .map(|app| i64::from(app.state.metrics.scheduler_leader.get() == 1))
         .sum();
     assert_eq!(leaders, 1, "exactly one replica holds the lease");
+}
+
+/// How far `text` (an RFC 3339 time) is from this test's clock.
+fn off_from_now(text: &Value) -> chrono::Duration {
+    let t = chrono::DateTime::parse_from_rfc3339(text.as_str().unwrap_or_else(|| panic!("{text}")))
+        .unwrap_or_else(|e| panic!("{text}: {e}"));
+    (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).abs()
+}
+
+#[tokio::test]
+async fn a_replica_whose_clock_is_two_hours_behind_changes_nothing() {
+    let a = spawn_app_with(|c| c.refresh_scheduler = false).await;
+    // The only scheduler, and a compute, on a replica whose own clock reads two hours ago.
+    let b = spawn_replica_with(&a, |c| {
+        c.scheduler_lease = Duration::from_secs(1);
+        c.test_clock_skew_seconds = -7200;
+    })
+    .await;
+    let (table, feature) = seeded(&a).await;
+    let version = a.compute(feature, "v1").await["feature_version_id"]
+        .as_i64()
+        .unwrap();
+    a.ingest(table, more_rows_for_user_001()).await;
+
+    // B's compute read more rows than A's: it is the newest, so it is what is served.
+    let recomputed = b.compute(feature, "v1").await;
+    let off = off_from_now(&recomputed["valid_from"]);
+    assert!(
+        off < chrono::Duration::minutes(1),
+        "valid_from is {off} off"
+    );
+    let (_, shown) = b
+        .get(&format!("/api/v1/features/{feature}/versions/{version}"))
+        .await;
+    let off = off_from_now(&shown["computed_at"]);
+    assert!(
+        off < chrono::Duration::minutes(1),
+        "computed_at is {off} off"
+    );
+    for app in [&a, &b] {
+        let served = vector(app, USER_001).await;
+        assert_eq!(served["feature_values"]["avg_amount"], 290.3, "{served}");
+        assert_eq!(served["stale"], false);
+    }
+
+    // B's scheduler finds the version due when the database's clock says so.
+    set_refresh(&a, feature, version, json!(1)).await;
+    a.ingest(table, one_row_for_user_001(348.5)).await;
+    let refreshed = eventually(10, || async {
+        let v = vector(&a, USER_001).await;
+        v["feature_values"]["avg_amount"] == json!(300.0) && v["stale"] == json!(false)
+    })
+    .await;
+    assert!(
+        refreshed,
+        "the skewed scheduler never refreshed the version"
+    );
+    for job in jobs(&a, "").await {
+        for field in ["created_at", "started_at", "finished_at"] {
+            if job[field].is_null() {
+                continue; // not there yet
+            }
+            let off = off_from_now(&job[field]);
+            assert!(
+                off < chrono::Duration::minutes(1),
+                "job {field} is {off} off: {job}"
+            );
+        }
+    }
 }

@@ -661,3 +661,97 @@ async fn a_version_served_from_an_as_of_snapshot_is_stale_until_a_refresh_serves
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// user_001-style lookup of `total` for u1 by feature name, as of `at`.
+async fn total_by_name_as_of(app: &TestApp, at: &str) -> (StatusCode, Value) {
+    app.get(&format!(
+        "/api/v1/feature-vectors?entity_id=u1&feature_name=total&as_of={at}"
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn as_of_by_feature_name_serves_the_version_that_served_the_name_then() {
+    let app = spawn_app().await;
+    let (table, feature) = table_with_event_time(&app).await;
+    let v1 = app.compute(feature, "v1").await;
+    let v1_from = v1["valid_from"].as_str().unwrap().to_string();
+    let (status, body) = app
+        .ingest(
+            table,
+            json!([{"user_id": "u1", "amount": 10.0, "ts": "2024-01-04T00:00:00Z"}]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v2 = app.compute(feature, "v2").await;
+    let v2_id = v2["feature_version_id"].as_i64().unwrap();
+    let v2_from = v2["valid_from"].as_str().unwrap().to_string();
+
+    // Now, by name: v2. At v1's instant, by name: v1, although v2 is the name's version now.
+    let (_, now) = app
+        .get("/api/v1/feature-vectors?entity_id=u1&feature_name=total")
+        .await;
+    assert_eq!(now["feature_values"], json!({"total": 17.0}));
+    let (status, then) = total_by_name_as_of(&app, &v1_from).await;
+    assert_eq!(status, StatusCode::OK, "{then}");
+    assert_eq!(then["feature_values"], json!({"total": 7.0}));
+    assert_eq!(then["feature_version_id"], v1["feature_version_id"]);
+
+    // Archived later, v2 still answers for the time it served the name.
+    let (status, body) = app
+        .patch(
+            &format!("/api/v1/features/{feature}/versions/{v2_id}"),
+            &json!({"status": "archived"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, now) = app
+        .get("/api/v1/feature-vectors?entity_id=u1&feature_name=total")
+        .await;
+    assert_eq!(now["feature_values"], json!({"total": 7.0}), "{now}");
+    let (status, then) = total_by_name_as_of(&app, &v2_from).await;
+    assert_eq!(status, StatusCode::OK, "{then}");
+    assert_eq!(then["feature_version_id"], v2_id);
+    assert_eq!(then["feature_values"], json!({"total": 17.0}));
+
+    // The batch form resolves names the same way.
+    let (status, batch) = app
+        .post(
+            "/api/v1/feature-vectors/batch",
+            &json!({"entity_ids": ["u1"], "features": ["total"], "as_of": v1_from}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{batch}");
+    assert_eq!(batch["versions"]["total"], v1["feature_version_id"]);
+    assert_eq!(
+        batch["results"][0]["features"]["total"],
+        json!({"total": 7.0})
+    );
+}
+
+#[tokio::test]
+async fn retention_counts_from_when_a_snapshot_was_superseded_so_a_backfill_into_last_year_stays() {
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.snapshot_retention = std::time::Duration::from_secs(30 * 86_400)
+    })
+    .await;
+    let (feature, version) = backfilled(&app).await;
+    assert_eq!(snapshots(&app, feature, version).await.len(), 4);
+    // The backfill's steps are valid from 2024 but were superseded only now: all stay.
+    feature_store::service::history::prune(&app.state).await;
+    let kept = snapshots(&app, feature, version).await;
+    assert_eq!(kept.len(), 4, "{kept:?}");
+    let (status, vector) = value_as_of(&app, version, "u1", "2024-01-01T12:00:00Z").await;
+    assert_eq!(status, StatusCode::OK, "{vector}");
+    assert_eq!(vector["feature_values"], json!({"total": 1.0}));
+
+    // With no retention, everything superseded goes and the served snapshot stays.
+    let app = crate::helpers::spawn_replica_with(&app, |c| {
+        c.snapshot_retention = std::time::Duration::ZERO
+    })
+    .await;
+    feature_store::service::history::prune(&app.state).await;
+    let kept = snapshots(&app, feature, version).await;
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0]["kind"], "compute");
+}

@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 
 use crate::helpers::{seeded, spawn_app_with, wait_for_cache_mode};
-use crate::redis_server::{free_port, RedisServer};
+use crate::redis_server::RedisServer;
 
 /// Needs the `redis-server` binary; `.ci/run` runs it (`--include-ignored`).
 #[tokio::test]
 #[ignore = "needs redis-server on the PATH; .ci/run runs it"]
 async fn serving_survives_redis_stopping_under_load_and_uses_it_again_when_back() {
-    let port = free_port();
-    let mut redis = RedisServer::start(port);
+    let mut redis = RedisServer::start_free();
+    let port = redis.port;
     let app = spawn_app_with(|c| {
         c.redis_url = Some(format!("redis://127.0.0.1:{port}"));
         c.redis_key_prefix = "outage:".into();

@@ -3,12 +3,18 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-pub fn free_port() -> u16 {
+/// A port to try: whatever the system would hand out now. It may be taken by the time a
+/// server binds it, so every caller checks that its own server got it (`RedisServer::start_free`).
+fn candidate_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .expect("free port")
+        .expect("a port")
 }
+
+/// A Redis URL nothing answers on: port 1 is privileged and unused here, so connections are
+/// refused at once.
+pub const UNREACHABLE_REDIS: &str = "redis://127.0.0.1:1";
 
 pub struct RedisServer {
     pub port: u16,
@@ -18,17 +24,40 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// Keeps nothing on disk.
-    pub fn start(port: u16) -> RedisServer {
-        Self::launch(port, None)
+    /// On a port of its own; keeps nothing on disk.
+    pub fn start_free() -> RedisServer {
+        Self::launch_free(None)
     }
 
-    /// Loads `dir/dump.rdb` at start if present; `save()` writes it.
+    /// On a port of its own; loads `dir/dump.rdb` at start if present, `save()` writes it.
+    pub fn start_free_with_snapshot_in(dir: &std::path::Path) -> RedisServer {
+        Self::launch_free(Some(dir.to_path_buf()))
+    }
+
+    /// Again on `port` (a restart, as the replicas know it); keeps nothing on disk.
+    pub fn start(port: u16) -> RedisServer {
+        Self::launch(port, None).expect("redis-server could not take its port back")
+    }
+
+    /// Again on `port`, from `dir/dump.rdb`.
     pub fn start_with_snapshot_in(port: u16, dir: &std::path::Path) -> RedisServer {
         Self::launch(port, Some(dir.to_path_buf()))
+            .expect("redis-server could not take its port back")
     }
 
-    fn launch(port: u16, dir: Option<std::path::PathBuf>) -> RedisServer {
+    /// A port that another process took between the pick and the bind makes redis-server exit;
+    /// then another port is tried.
+    fn launch_free(dir: Option<std::path::PathBuf>) -> RedisServer {
+        for _ in 0..20 {
+            if let Some(server) = Self::launch(candidate_port(), dir.clone()) {
+                return server;
+            }
+        }
+        panic!("redis-server found no free port in 20 tries");
+    }
+
+    /// `None` when redis-server exited (its port was taken) instead of answering.
+    fn launch(port: u16, dir: Option<std::path::PathBuf>) -> Option<RedisServer> {
         let mut args = vec![
             "--port".to_string(),
             port.to_string(),
@@ -49,13 +78,31 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server on PATH");
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
+        let mut server = RedisServer { port, child, dir };
+        for _ in 0..500 {
+            if matches!(server.child.try_wait(), Ok(Some(_))) {
+                return None;
+            }
+            // Up, and ours: whoever answers on the port names its process.
+            if server.answering_pid() == Some(server.child.id()) {
+                return Some(server);
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        RedisServer { port, child, dir }
+        server.stop();
+        None
+    }
+
+    /// The process id of the Redis answering on this port, if one does.
+    fn answering_pid(&self) -> Option<u32> {
+        let client = redis::Client::open(self.url()).ok()?;
+        let mut conn = client
+            .get_connection_with_timeout(Duration::from_millis(200))
+            .ok()?;
+        let info: String = redis::cmd("INFO").arg("server").query(&mut conn).ok()?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .and_then(|pid| pid.trim().parse().ok())
     }
 
     pub fn url(&self) -> String {
