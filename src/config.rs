@@ -77,6 +77,9 @@ pub struct Config {
     pub storage_options: BTreeMap<String, String>,
     /// Where external datasets may be registered from, besides `data_dir`.
     pub external_source_prefixes: Vec<String>,
+    /// The Spark Connect server (`sc://host:port`) features with the `spark` engine run on;
+    /// `None`: no Spark, and such features are refused.
+    pub spark_connect_url: Option<String>,
     /// For tests only (`FEATURE_STORE_TEST_CLOCK_SKEW_SECONDS`, like the failpoint): this
     /// process's clock reads this many seconds off, to show that no decision shared across
     /// replicas rests on it (the database's clock decides them).
@@ -114,6 +117,7 @@ impl Default for Config {
             data_dir: None,
             storage_options: BTreeMap::new(),
             external_source_prefixes: Vec::new(),
+            spark_connect_url: None,
             test_clock_skew_seconds: 0,
         }
     }
@@ -186,6 +190,7 @@ impl fmt::Debug for Config {
                     .collect::<BTreeMap<_, _>>(),
             )
             .field("external_source_prefixes", &self.external_source_prefixes)
+            .field("spark_connect_url", &self.spark_connect_url)
             .field("test_clock_skew_seconds", &self.test_clock_skew_seconds)
             .finish()
     }
@@ -387,6 +392,9 @@ impl Config {
                 .filter(|p| !p.is_empty())
                 .map(str::to_string)
                 .collect(),
+            spark_connect_url: get("SPARK_CONNECT_URL")
+                .map(|u| u.trim().to_string())
+                .filter(|u| !u.is_empty()),
             test_clock_skew_seconds: parse(
                 "FEATURE_STORE_TEST_CLOCK_SKEW_SECONDS",
                 get("FEATURE_STORE_TEST_CLOCK_SKEW_SECONDS"),
@@ -400,6 +408,9 @@ impl Config {
         {
             crate::offline::Location::parse(spec)
                 .map_err(|e| ConfigError(format!("DATA_DIR or EXTERNAL_SOURCE_PREFIXES: {e}")))?;
+        }
+        if let Some(url) = &config.spark_connect_url {
+            crate::spark::endpoint(url).map_err(ConfigError)?;
         }
         if config.scheduler_lease.is_zero() {
             return Err(ConfigError(

@@ -62,6 +62,22 @@ pub enum AppError {
     Internal(String),
 }
 
+impl From<crate::spark::SparkError> for AppError {
+    fn from(e: crate::spark::SparkError) -> Self {
+        use crate::spark::SparkError;
+        match e {
+            SparkError::Unreachable(_) => AppError::Overloaded(format!("{e}; retry later")),
+            SparkError::Query(why) => {
+                AppError::BadRequest(format!("The Spark computation failed: {why}"))
+            }
+            SparkError::TimedOut(_) => {
+                AppError::BadRequest(format!("The Spark computation failed: {e}"))
+            }
+            SparkError::Protocol(_) | SparkError::Output(_) => AppError::internal(e),
+        }
+    }
+}
+
 /// Why a request failed on the server's side: the error and each of its sources, for the log.
 #[derive(Clone, Debug)]
 pub struct ErrorCause(pub String);

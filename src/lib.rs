@@ -15,6 +15,7 @@ pub mod model;
 pub mod offline;
 pub mod served;
 pub mod service;
+pub mod spark;
 pub mod store;
 pub mod telemetry;
 pub mod worker;
@@ -42,6 +43,8 @@ pub struct Shared {
     pub metrics: metrics::Metrics,
     /// Runs every feature SQL in a worker process under limits.
     pub compute: worker::ComputePool,
+    /// The Spark cluster features with the `spark` engine run on (`SPARK_CONNECT_URL`).
+    pub spark: Option<spark::Spark>,
     /// Raw tables (Delta) and snapshot files, under DATA_DIR or object storage.
     pub offline: offline::OfflineStore,
     /// Decoded snapshots, for `as_of` serving (training sets, drift and statistics read snapshot
@@ -94,6 +97,12 @@ impl AppState {
                 .map_err(|e| error::AppError::Internal(e.to_string()))?,
         );
         let history = service::history::History::new(config.snapshot_cache_max_bytes);
+        let spark = config
+            .spark_connect_url
+            .as_deref()
+            .map(spark::Spark::new)
+            .transpose()
+            .map_err(error::AppError::Internal)?;
         let prefixes = config
             .external_source_prefixes
             .iter()
@@ -115,6 +124,7 @@ impl AppState {
             cache,
             metrics,
             compute,
+            spark,
             offline,
             history,
             scheduler_id: service::scheduler::holder_id(),

@@ -71,6 +71,17 @@ pub struct VersionLabels {
     pub version: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EngineLabels {
+    /// `polars` or `spark`.
+    pub engine: &'static str,
+}
+
+fn compute_histogram() -> Histogram {
+    // 1 ms .. ~2 min
+    Histogram::new(exponential_buckets(0.001, 2.0, 18))
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~26 s
     Histogram::new(exponential_buckets(0.00005, 2.0, 20))
@@ -82,7 +93,8 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub cache: Family<CacheLabels, Counter>,
-    pub compute_seconds: Histogram,
+    /// Computes by engine, end to end.
+    pub compute_seconds: Family<EngineLabels, Histogram, fn() -> Histogram>,
     pub ingested_rows: Counter,
     pub refresh_runs: Family<ResultLabels, Counter>,
     /// 1 while this replica holds the scheduler lease.
@@ -116,7 +128,10 @@ impl Metrics {
             latency_histogram,
         );
         let cache = Family::<CacheLabels, Counter>::default();
-        let compute_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 18));
+        let compute_seconds =
+            Family::<EngineLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                compute_histogram,
+            );
         let ingested_rows = Counter::default();
         let refresh_runs = Family::<ResultLabels, Counter>::default();
         let scheduler_leader = Gauge::default();
@@ -144,7 +159,7 @@ impl Metrics {
         );
         registry.register(
             "compute_duration_seconds",
-            "Feature computations, end to end",
+            "Feature computations by engine, end to end",
             compute_seconds.clone(),
         );
         registry.register(

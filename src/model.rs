@@ -187,6 +187,36 @@ pub struct FeatureCreate {
         max_length = 200
     )]
     pub entity_key: String,
+    /// Where its versions are computed: `polars` (the compute workers, the default) or
+    /// `spark` (the cluster at `SPARK_CONNECT_URL`). Fixed for the feature's life.
+    #[serde(default)]
+    pub engine: Engine,
+}
+
+/// What runs a feature's SQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    #[default]
+    Polars,
+    Spark,
+}
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Polars => "polars",
+            Engine::Spark => "spark",
+        }
+    }
+
+    /// As stored; anything unknown reads as polars (the column's check allows no other).
+    pub fn from_stored(stored: &str) -> Engine {
+        match stored {
+            "spark" => Engine::Spark,
+            _ => Engine::Polars,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -197,6 +227,7 @@ pub struct Feature {
     pub raw_table_id: i64,
     pub computation_logic: String,
     pub entity_key: String,
+    pub engine: Engine,
     #[serde(serialize_with = "ts")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: DateTime<Utc>,
@@ -214,6 +245,7 @@ impl From<FeatureRow> for Feature {
             raw_table_id: r.raw_table_id,
             computation_logic: r.computation_logic,
             entity_key: r.entity_key,
+            engine: Engine::from_stored(&r.engine),
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
@@ -547,6 +579,8 @@ pub struct Job {
     /// `queued` (waiting for a compute worker), `running`, `succeeded` or `failed`.
     #[schema(example = "succeeded")]
     pub status: String,
+    /// What ran it: the feature's engine.
+    pub engine: Engine,
     #[serde(serialize_with = "ts")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: DateTime<Utc>,
@@ -569,6 +603,7 @@ impl From<JobRow> for Job {
             version_id: r.version_id,
             version: r.version,
             status: r.status,
+            engine: Engine::from_stored(&r.engine),
             created_at: r.created_at,
             started_at: r.started_at,
             finished_at: r.finished_at,

@@ -298,6 +298,7 @@ async function feature(id) {
     h("tr", {},
       h("td", {}, h("a", { href: `/ui/features/${id}?version=${v.id}` }, v.version), v.id === chosen ? " ◀" : ""),
       h("td", {}, v.status),
+      h("td", { class: "engine" }, f.engine || "polars"),
       h("td", {}, when(v.computed_at)),
       h("td", { class: "num" }, fmt(v.entity_count)),
       h("td", {}, freshBadge(v), " ", h("span", { class: "muted" }, when(v.data_as_of))),
@@ -308,7 +309,7 @@ async function feature(id) {
     h("div", { class: "card" }, h("div", {}, "entity key ", h("code", {}, f.entity_key), " · raw table ", h("a", { href: `/ui/raw-tables/${f.raw_table_id}` }, "#" + f.raw_table_id)), h("pre", {}, f.computation_logic)),
     h("h2", {}, "Versions"),
     h("table", { id: "versions" },
-      h("thead", {}, h("tr", {}, h("th", {}, "version"), h("th", {}, "status"), h("th", {}, "computed"), h("th", { class: "num" }, "entities"), h("th", {}, "freshness"), h("th", {}, "refresh"))),
+      h("thead", {}, h("tr", {}, h("th", {}, "version"), h("th", {}, "status"), h("th", {}, "engine"), h("th", {}, "computed"), h("th", { class: "num" }, "entities"), h("th", {}, "freshness"), h("th", {}, "refresh"))),
       h("tbody", {}, versionRows)),
   ];
   if (!version || !version.computed_at) {

@@ -72,6 +72,19 @@ pub fn scan_files(
     Ok(frame.select(columns))
 }
 
+/// A result written by another engine (Spark's part files), with the columns it has.
+pub fn scan_result(
+    files: &[String],
+    options: &BTreeMap<String, String>,
+) -> Result<LazyFrame, String> {
+    let Some(first) = files.first() else {
+        return Err("the result has no files".into());
+    };
+    let paths: Vec<PlRefPath> = files.iter().map(|f| PlRefPath::new(f.as_str())).collect();
+    LazyFrame::scan_parquet_files(paths.into(), scan_args(first, options, false)?)
+        .map_err(|e| e.to_string())
+}
+
 /// Keep the rows whose `column` (a date or a datetime, of any unit or zone) is at or before
 /// `micros` since the Unix epoch, UTC. A date counts as its midnight, UTC; a row without an
 /// event time is left out, since nobody can say it happened by then.

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    ObjectName, ObjectNamePart, Query, SetExpr, Statement, TableFactor, Visit, Visitor,
+    Expr, ObjectName, ObjectNamePart, Query, SetExpr, Statement, TableFactor, Visit, Visitor,
 };
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::{Parser, ParserOptions};
@@ -22,6 +22,25 @@ use sqlparser::parser::{Parser, ParserOptions};
 pub const DATA_TABLE: &str = "data";
 /// Longer SQL than this is refused before parsing.
 pub const MAX_SQL_LEN: usize = 64 * 1024;
+
+/// Functions a feature's SQL may not call, whatever the engine: on Spark, `reflect`,
+/// `java_method` and `try_reflect` call static Java methods in the cluster (`System.exit`,
+/// say), and the XPath functions parse XML whose entities could name local files.
+const DENIED_FUNCTIONS: &[&str] = &[
+    "reflect",
+    "java_method",
+    "try_reflect",
+    "xpath",
+    "xpath_boolean",
+    "xpath_double",
+    "xpath_float",
+    "xpath_int",
+    "xpath_long",
+    "xpath_number",
+    "xpath_short",
+    "xpath_string",
+    "read_files",
+];
 
 /// Parse `sql` exactly as polars will and refuse anything but one read-only SELECT over `data`.
 pub fn check(sql: &str) -> Result<(), String> {
@@ -92,6 +111,22 @@ impl Visitor for Guard {
         }
         if !is_plain_select(&query.body) {
             return ControlFlow::Break("only SELECT queries are allowed".into());
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<String> {
+        if let Expr::Function(f) = expr {
+            let name = match f.name.0.last() {
+                Some(ObjectNamePart::Identifier(ident)) => ident.value.to_ascii_lowercase(),
+                _ => String::new(),
+            };
+            if DENIED_FUNCTIONS.contains(&name.as_str()) {
+                return ControlFlow::Break(format!(
+                    "the function {} is not allowed in a feature's SQL",
+                    f.name
+                ));
+            }
         }
         ControlFlow::Continue(())
     }
@@ -193,6 +228,21 @@ mod tests {
         ] {
             assert!(check(sql).is_err(), "accepted: {sql}");
         }
+    }
+
+    #[test]
+    fn functions_that_reach_outside_the_query_are_refused_anywhere() {
+        for sql in [
+            "SELECT user_id, reflect('java.lang.System', 'exit', 1) AS x FROM data",
+            "SELECT user_id, MAX(JAVA_METHOD('java.lang.System', 'getenv', 'X')) FROM data GROUP BY user_id",
+            "WITH t AS (SELECT try_reflect('a', 'b') AS r FROM data) SELECT * FROM t",
+            "SELECT user_id FROM data WHERE xpath_string(user_id, '/a') = 'x'",
+        ] {
+            let err = check(sql).unwrap_err();
+            assert!(err.contains("is not allowed"), "{sql}: {err}");
+        }
+        // Spark's script transform does not even parse here.
+        assert!(check("SELECT TRANSFORM(user_id) USING 'cat /etc/passwd' FROM data").is_err());
     }
 
     #[test]

@@ -2,7 +2,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use crate::error::{AppError, Result};
-use crate::model::{format_ts, BackfillRequest, ComputeResponse, Snapshot};
+use crate::model::{format_ts, BackfillRequest, ComputeResponse, Engine, Snapshot};
 use crate::offline::Pinned;
 use crate::served::VersionMeta;
 use crate::store::{
@@ -46,7 +46,17 @@ pub async fn compute(
         existing,
         logic,
         entity_key,
+        engine: Engine::from_stored(&feature.engine),
     };
+    if target.engine == Engine::Spark {
+        super::spark::cluster(state)?;
+        if !rows.is_empty() {
+            return Err(AppError::BadRequest(format!(
+                "Feature {feature_id} is computed on Spark, which reads its raw table's stored \
+                 rows; ingest the rows, then compute without raw_data"
+            )));
+        }
+    }
     let event_time = match as_of {
         Some(at) => Some(event_time_limit(&table, at, state.clock.now())?),
         None => None,
@@ -87,6 +97,9 @@ pub async fn compute(
     state
         .metrics
         .compute_seconds
+        .get_or_create(&crate::metrics::EngineLabels {
+            engine: target.engine.as_str(),
+        })
         .observe(started.elapsed().as_secs_f64());
     tracing::info!(
         feature_id,
@@ -138,6 +151,7 @@ pub async fn backfill(
         version: version.version,
         logic: version.computation_logic,
         entity_key: version.entity_key,
+        engine: Engine::from_stored(&feature.engine),
     };
     let pinned = pinned_rows(state, &table).await?;
     let job = Tracked::queue(
@@ -222,6 +236,7 @@ struct Target {
     existing: Option<i64>,
     logic: String,
     entity_key: String,
+    engine: Engine,
 }
 
 struct Made {
@@ -310,6 +325,7 @@ pub async fn refresh(state: &AppState, version_id: i64) -> Result<Refreshed> {
         version: version.version,
         logic: version.computation_logic,
         entity_key: version.entity_key,
+        engine: Engine::from_stored(&feature.engine),
     };
     let job = Tracked::queue(
         state,
@@ -396,19 +412,26 @@ async fn run_and_publish(
         Some(_) => 0,
         None => state.store.stored_row_count(run.table.id).await?.max(0) as u64,
     };
+    let mut task = ComputeJob {
+        sql: target.logic.clone(),
+        entity_key: target.entity_key.clone(),
+        max_rows: state.config.compute_max_rows,
+        schema: raw_tables::definition_of(run.table)?,
+        dry_run: false,
+        input,
+        as_of: run.as_of,
+        snapshot: Some(state.offline.root().join(&location).uri()),
+        vectors: may_serve,
+        input_rows,
+    };
+    // Spark runs the SQL and writes its result; the worker then reads that result as its
+    // input, with the checks, the snapshot and the vectors of any compute.
+    let spark_result = match target.engine {
+        Engine::Polars => None,
+        Engine::Spark => Some(on_spark(state, run.table, &mut task).await?),
+    };
     let job = Job {
-        task: Task::Compute(ComputeJob {
-            sql: target.logic.clone(),
-            entity_key: target.entity_key.clone(),
-            max_rows: state.config.compute_max_rows,
-            schema: raw_tables::definition_of(run.table)?,
-            dry_run: false,
-            input,
-            as_of: run.as_of,
-            snapshot: Some(state.offline.root().join(&location).uri()),
-            vectors: may_serve,
-            input_rows,
-        }),
+        task: Task::Compute(task),
         storage: state.offline.options().clone(),
     };
     let running = state
@@ -430,6 +453,8 @@ async fn run_and_publish(
         let tracked = tracked.clone();
         let kind = run.kind;
         async move {
+            // Removed once the worker has read it and the publish is done, whatever the outcome.
+            let _spark_result = spark_result;
             let output_schema =
                 serde_json::to_string(&reply.output_schema).map_err(AppError::internal)?;
             let generation = match may_serve {
@@ -536,6 +561,56 @@ async fn run_and_publish(
         check: micros(reply.check_micros),
         peak_rss_kib: reply.peak_rss_kib,
     })
+}
+
+/// Run `task`'s SQL on Spark over its input files and point the task at the result: a
+/// worker then reads it as it is (`SELECT * FROM data`), with no `as_of` (Spark applied it).
+async fn on_spark(
+    state: &AppState,
+    table: &RawTableRow,
+    task: &mut ComputeJob,
+) -> Result<super::spark::ResultDir> {
+    let spark = super::spark::cluster(state)?;
+    super::spark::usable_for(state, table)?;
+    let Input::Files { files, partitioned } = &task.input else {
+        return Err(AppError::BadRequest(
+            "A feature computed on Spark reads its raw table's stored rows; rows sent with the \
+             compute are computed with the polars engine only"
+                .into(),
+        ));
+    };
+    if *partitioned {
+        return Err(AppError::BadRequest(format!(
+            "Raw table '{}' is a partitioned dataset, which the engine 'spark' does not read here",
+            table.name
+        )));
+    }
+    crate::engine::sql_guard::check(&task.sql)
+        .map_err(|e| AppError::BadRequest(format!("Feature computation failed: {e}")))?;
+    let dir = super::spark::ResultDir::new(state)?;
+    let started = std::time::Instant::now();
+    let files = crate::spark::compute(
+        spark,
+        crate::spark::Run {
+            files,
+            event_time: task.as_of.as_ref().map(|l| (l.column.as_str(), l.micros)),
+            sql: &task.sql,
+            output: dir.path(),
+        },
+        state.config.compute_timeout,
+    )
+    .await?;
+    tracing::info!(
+        table = %table.name,
+        files = files.len(),
+        spark_ms = started.elapsed().as_millis() as u64,
+        "Spark computed a feature's result"
+    );
+    task.sql = format!("SELECT * FROM {}", crate::engine::sql_guard::DATA_TABLE);
+    task.input = Input::Result { files };
+    task.as_of = None;
+    task.input_rows = 0;
+    Ok(dir)
 }
 
 fn files_of(pinned: Pinned) -> Input {

@@ -1,7 +1,7 @@
 use crate::error::{AppError, Result};
-use crate::model::{Feature, FeatureCreate};
-use crate::store::FeatureRow;
+use crate::model::{Engine, Feature, FeatureCreate};
 use crate::store::StoreError;
+use crate::store::{FeatureRow, RawTableRow};
 use crate::worker::{ComputeJob, Input, Job, Task};
 use crate::AppState;
 
@@ -36,8 +36,36 @@ pub async fn create(state: &AppState, req: FeatureCreate) -> Result<Feature> {
             table.name
         )));
     }
-    // In a worker, like every run of user SQL: rows can come from literals even over an
-    // empty frame.
+    if req.engine == Engine::Spark {
+        validate_on_spark(state, &table, &req).await?;
+    } else {
+        dry_run(state, &table, &req).await?;
+    }
+    let row = state
+        .store
+        .create_feature(
+            &req.name,
+            req.description.as_deref(),
+            req.raw_table_id,
+            &req.computation_logic,
+            &req.entity_key,
+            req.engine.as_str(),
+            state.clock.now(),
+        )
+        .await
+        .map_err(|e| match e {
+            StoreError::Duplicate => {
+                AppError::BadRequest(format!("Feature with name '{}' already exists", req.name))
+            }
+            StoreError::StillReferenced => raw_tables::not_found(req.raw_table_id),
+            e => e.into(),
+        })?;
+    Ok(row.into())
+}
+
+/// Polars: run the SQL over an empty frame of the table's schema in a worker, like every run
+/// of user SQL (rows can come from literals even over an empty frame).
+async fn dry_run(state: &AppState, table: &RawTableRow, req: &FeatureCreate) -> Result<()> {
     let dry_run = Job {
         task: Task::Compute(ComputeJob {
             sql: req.computation_logic.clone(),
@@ -58,25 +86,38 @@ pub async fn create(state: &AppState, req: FeatureCreate) -> Result<Feature> {
         .run(&dry_run, None)
         .await
         .map_err(|e| compute::worker_error(e, "Invalid feature computation"))?;
-    let row = state
-        .store
-        .create_feature(
-            &req.name,
-            req.description.as_deref(),
-            req.raw_table_id,
-            &req.computation_logic,
-            &req.entity_key,
-            state.clock.now(),
-        )
-        .await
-        .map_err(|e| match e {
-            StoreError::Duplicate => {
-                AppError::BadRequest(format!("Feature with name '{}' already exists", req.name))
-            }
-            StoreError::StillReferenced => raw_tables::not_found(req.raw_table_id),
-            e => e.into(),
-        })?;
-    Ok(row.into())
+    Ok(())
+}
+
+/// Spark: the SQL guard, then Spark's analyzer over an empty `data` of the table's columns
+/// (nothing runs); the result must have the entity key.
+async fn validate_on_spark(
+    state: &AppState,
+    table: &RawTableRow,
+    req: &FeatureCreate,
+) -> Result<()> {
+    let spark = super::spark::cluster(state)?;
+    super::spark::usable_for(state, table)?;
+    crate::engine::sql_guard::check(&req.computation_logic).map_err(invalid)?;
+    let schema = raw_tables::schema_of(table)?;
+    let columns = crate::spark::validate(
+        spark,
+        &schema,
+        &req.computation_logic,
+        state.config.compute_timeout,
+    )
+    .await
+    .map_err(|e| match e {
+        crate::spark::SparkError::Query(why) => invalid(why),
+        e => e.into(),
+    })?;
+    if !columns.iter().any(|c| c == &req.entity_key) {
+        return Err(invalid(format!(
+            "the result has no column '{}' (the feature's entity_key)",
+            req.entity_key
+        )));
+    }
+    Ok(())
 }
 
 pub async fn list(state: &AppState) -> Result<Vec<Feature>> {

@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod raw_tables;
 pub mod readiness;
 pub mod scheduler;
+pub mod spark;
 pub mod stats;
 pub mod training;
 pub mod vectors;

@@ -49,6 +49,8 @@ pub struct JobRow {
     pub version_id: Option<i64>,
     pub version: String,
     pub status: String,
+    /// The feature's engine when the job was queued.
+    pub engine: String,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -63,8 +65,8 @@ pub struct JobFilter {
     pub limit: i64,
 }
 
-const JOB_COLUMNS: &str =
-    "id, kind, feature_id, version_id, version, status, created_at, started_at, finished_at, error";
+const JOB_COLUMNS: &str = "id, kind, feature_id, version_id, version, status, engine, created_at, \
+     started_at, finished_at, error";
 
 impl Store {
     /// Record a job waiting for a compute worker.
@@ -78,7 +80,8 @@ impl Store {
     ) -> Result<i64> {
         Ok(on_pool!(self, write, |p| sqlx::query_scalar(
             "INSERT INTO jobs (kind, feature_id, version_id, version, status, created_at, \
-             heartbeat_at) VALUES ($1, $2, $3, $4, 'queued', $5, $5) RETURNING id"
+             heartbeat_at, engine) VALUES ($1, $2, $3, $4, 'queued', $5, $5, \
+             COALESCE((SELECT engine FROM features WHERE id = $2), 'polars')) RETURNING id"
         )
         .bind(kind.as_str())
         .bind(feature_id)

@@ -148,7 +148,8 @@ pub struct VersionChange<'a> {
 const RAW_TABLE_COLUMNS: &str = "id, name, description, schema_definition, event_time_column, \
      storage_uri, source_format, created_at, updated_at";
 const FEATURE_COLUMNS: &str =
-    "id, name, description, raw_table_id, computation_logic, entity_key, created_at, updated_at";
+    "id, name, description, raw_table_id, computation_logic, entity_key, \
+     engine, created_at, updated_at";
 const VERSION_COLUMNS: &str = concat!(
     "id, feature_id, version, status, computation_logic, entity_key, created_at, updated_at, \
      computed_at, entity_count, output_schema, generation, data_version, data_as_of, \
@@ -390,11 +391,13 @@ impl Store {
         raw_table_id: i64,
         computation_logic: &str,
         entity_key: &str,
+        engine: &str,
         now: DateTime<Utc>,
     ) -> Result<FeatureRow> {
         let sql = format!(
             "INSERT INTO features (name, description, raw_table_id, computation_logic, entity_key, \
-             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING {FEATURE_COLUMNS}"
+             created_at, updated_at, engine) VALUES ($1, $2, $3, $4, $5, $6, $6, $7) \
+             RETURNING {FEATURE_COLUMNS}"
         );
         on_pool!(self, write, |p| sqlx::query_as(&sql)
             .bind(name)
@@ -403,6 +406,7 @@ impl Store {
             .bind(computation_logic)
             .bind(entity_key)
             .bind(now)
+            .bind(engine)
             .fetch_one(p)
             .await
             .map_err(classify))

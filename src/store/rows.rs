@@ -27,6 +27,8 @@ pub struct FeatureRow {
     pub raw_table_id: i64,
     pub computation_logic: String,
     pub entity_key: String,
+    /// `polars` or `spark`.
+    pub engine: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

@@ -117,6 +117,7 @@ fn input_frame(
         Input::Files { files, partitioned } => {
             scan::scan_files(files, storage, *partitioned, schema, until).map_err(input_failed)
         }
+        Input::Result { files } => scan::scan_result(files, storage).map_err(input_failed),
     }
 }
 

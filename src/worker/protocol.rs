@@ -138,6 +138,9 @@ pub enum Input {
         #[serde(default)]
         partitioned: bool,
     },
+    /// A result computed elsewhere (by Spark), as Parquet files: read with the columns and
+    /// types they hold, for the checks, the snapshot and the vectors.
+    Result { files: Vec<String> },
 }
 
 /// An `as_of` compute: the raw table's event-time column and the instant, in microseconds

@@ -27,6 +27,7 @@ mod redis_outage;
 mod redis_server;
 mod replicas;
 mod s3;
+mod spark;
 mod stats;
 mod ui;
 mod vectors;

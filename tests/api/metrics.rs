@@ -32,7 +32,9 @@ async fn metrics_count_requests_by_route_cache_lookups_computes_and_ingested_row
         line(r#"feature_store_cache_lookups_total{tier="memory",result="miss"}"#).ends_with(" 1")
     );
     assert!(line("feature_store_ingested_rows_total").ends_with(" 8"));
-    assert!(line("feature_store_compute_duration_seconds_count").ends_with(" 1"));
+    assert!(
+        line("feature_store_compute_duration_seconds_count{engine=\"polars\"}").ends_with(" 1")
+    );
     assert!(text.contains("feature_store_http_request_duration_seconds_bucket"));
     let age: f64 = line(
         r#"feature_store_snapshot_age_seconds{feature="avg_transaction_amount",version="v1"}"#,

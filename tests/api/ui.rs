@@ -184,6 +184,7 @@ async fn the_console_shows_features_distributions_and_drift_in_a_browser() {
 
     let (dom, requested) = browse_async(app.url(&format!("/ui/features/{feature}"))).await;
     assert!(dom.contains("SELECT user_id, AVG(amount)"), "{dom}");
+    assert!(dom.contains(r#"<td class="engine">polars</td>"#), "{dom}");
     assert!(dom.contains(r#"data-column="avg_amount""#), "{dom}");
     let bars = dom.matches(r#"<rect class="bar""#).count();
     assert!(bars >= 10, "a histogram is drawn: {bars} bars");
