@@ -1,7 +1,7 @@
 use crate::error::{AppError, Result};
 use crate::model::{Engine, Feature, FeatureCreate};
 use crate::store::StoreError;
-use crate::store::{FeatureRow, RawTableRow};
+use crate::store::{FeatureRow, NewFeature, RawTableRow};
 use crate::worker::{ComputeJob, Input, Job, Task};
 use crate::AppState;
 
@@ -44,12 +44,14 @@ pub async fn create(state: &AppState, req: FeatureCreate) -> Result<Feature> {
     let row = state
         .store
         .create_feature(
-            &req.name,
-            req.description.as_deref(),
-            req.raw_table_id,
-            &req.computation_logic,
-            &req.entity_key,
-            req.engine.as_str(),
+            &NewFeature {
+                name: &req.name,
+                description: req.description.as_deref(),
+                raw_table_id: req.raw_table_id,
+                computation_logic: &req.computation_logic,
+                entity_key: &req.entity_key,
+                engine: req.engine.as_str(),
+            },
             state.clock.now(),
         )
         .await
@@ -71,7 +73,7 @@ async fn dry_run(state: &AppState, table: &RawTableRow, req: &FeatureCreate) -> 
             sql: req.computation_logic.clone(),
             entity_key: req.entity_key.clone(),
             max_rows: usize::MAX,
-            schema: raw_tables::definition_of(&table)?,
+            schema: raw_tables::definition_of(table)?,
             dry_run: true,
             input: Input::Empty,
             as_of: None,

@@ -128,6 +128,17 @@ pub struct InitialVersion {
     pub fingerprint: Option<String>,
 }
 
+/// A feature to register.
+pub struct NewFeature<'a> {
+    pub name: &'a str,
+    pub description: Option<&'a str>,
+    pub raw_table_id: i64,
+    pub computation_logic: &'a str,
+    pub entity_key: &'a str,
+    /// `polars` or `spark`.
+    pub engine: &'a str,
+}
+
 /// A version to create.
 pub struct NewVersion<'a> {
     pub feature_id: i64,
@@ -386,12 +397,7 @@ impl Store {
 
     pub async fn create_feature(
         &self,
-        name: &str,
-        description: Option<&str>,
-        raw_table_id: i64,
-        computation_logic: &str,
-        entity_key: &str,
-        engine: &str,
+        new: &NewFeature<'_>,
         now: DateTime<Utc>,
     ) -> Result<FeatureRow> {
         let sql = format!(
@@ -400,13 +406,13 @@ impl Store {
              RETURNING {FEATURE_COLUMNS}"
         );
         on_pool!(self, write, |p| sqlx::query_as(&sql)
-            .bind(name)
-            .bind(description)
-            .bind(raw_table_id)
-            .bind(computation_logic)
-            .bind(entity_key)
+            .bind(new.name)
+            .bind(new.description)
+            .bind(new.raw_table_id)
+            .bind(new.computation_logic)
+            .bind(new.entity_key)
             .bind(now)
-            .bind(engine)
+            .bind(new.engine)
             .fetch_one(p)
             .await
             .map_err(classify))
