@@ -13,7 +13,7 @@ use crate::helpers::{
 };
 use crate::redis_server::{RedisServer, UNREACHABLE_REDIS};
 
-/// What the README promises: a change committed elsewhere is seen within one poll of the
+/// What docs/operations.md promises: a change committed elsewhere is seen within one poll of the
 /// database's change counter (250 ms), plus a read.
 const BOUND: Duration = Duration::from_secs(1);
 

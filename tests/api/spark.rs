@@ -101,7 +101,7 @@ fn same(a: &Value, b: &Value) -> bool {
     }
 }
 
-/// The dialect both engines speak, as the README documents it: each query, computed on both
+/// The dialect both engines speak, as docs/operations.md documents it: each query, computed on both
 /// over the same table, serves the same vectors.
 const COMMON_DIALECT: &[(&str, &str)] = &[
     (

@@ -197,7 +197,7 @@ async fn snapshot_statistics_match_the_rows_exactly() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 }
 
-/// PSI over the base's deciles with 0.5 added to every bin, as the README defines it.
+/// PSI over the base's deciles with 0.5 added to every bin, as docs/statistics-and-console.md defines it.
 fn psi_by_hand(base: &[Option<f64>], target: &[Option<f64>]) -> f64 {
     let mut sorted: Vec<f64> = base.iter().flatten().copied().collect();
     sorted.sort_by(f64::total_cmp);

@@ -26,6 +26,12 @@ daemon="$SPARK_HOME/sbin/spark-daemon.sh"
 
 case "$action" in
 start)
+  for port in 7077 15002; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "something already listens on 127.0.0.1:$port; stop it first" >&2
+      exit 1
+    fi
+  done
   mkdir -p "$SPARK_LOG_DIR" "$SPARK_PID_DIR" "$SPARK_WORKER_DIR"
   # The heap of the master and worker JVMs themselves, not of the work they run.
   export SPARK_DAEMON_MEMORY=256m
