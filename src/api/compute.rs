@@ -26,11 +26,7 @@ type Parsed = (String, Vec<Map<String, Value>>, Option<DateTime<Utc>>);
 fn parse_request(query: ComputeQuery, body: &[u8]) -> Result<Parsed> {
     // Checked even when the body's version wins: a malformed parameter is never ignored.
     if let Some(version) = &query.version {
-        crate::service::check_label(
-            "version",
-            version,
-            crate::service::versions::MAX_VERSION_LEN,
-        )?;
+        crate::service::check_label("version", version, crate::service::MAX_VERSION_LEN)?;
     }
     let mut as_of = query.as_of;
     let (version, rows) = if body.iter().all(u8::is_ascii_whitespace) {

@@ -6,7 +6,7 @@ use crate::model::{format_ts, BackfillRequest, ComputeResponse, Engine, Snapshot
 use crate::offline::Pinned;
 use crate::served::VersionMeta;
 use crate::store::{
-    DataMark, Deleted, JobKind, PublishRequest, Published, RawTableRow, SnapshotKind, StoreError,
+    DataMark, JobKind, PublishRequest, Published, RawTableRow, SnapshotKind, StoreError,
 };
 use crate::worker::{
     ComputeError, ComputeJob, EventTimeLimit, FailureKind, Input, Job, Running, Task,
@@ -14,7 +14,8 @@ use crate::worker::{
 use crate::AppState;
 
 use super::jobs::Tracked;
-use super::{blocking, check_label, features, raw_tables, versions};
+use super::{blocking, check_label, raw_tables, MAX_VERSION_LEN};
+use super::{failures, generations, lookup};
 
 /// Compute a version of a feature and publish its vectors.
 ///
@@ -32,10 +33,10 @@ pub async fn compute(
     rows: Vec<Map<String, Value>>,
     as_of: Option<DateTime<Utc>>,
 ) -> Result<ComputeResponse> {
-    check_label("version", version, versions::MAX_VERSION_LEN)?;
+    check_label("version", version, MAX_VERSION_LEN)?;
     let started = std::time::Instant::now();
-    let feature = features::get_row(state, feature_id).await?;
-    let table = raw_tables::get_row(state, feature.raw_table_id).await?;
+    let feature = lookup::feature(state, feature_id).await?;
+    let table = lookup::table(state, feature.raw_table_id).await?;
     let (existing, logic, entity_key) = match state.store.find_version(feature_id, version).await? {
         Some(v) => (Some(v.id), v.computation_logic, v.entity_key),
         None => (None, feature.computation_logic, feature.entity_key),
@@ -140,9 +141,9 @@ pub async fn backfill(
     req: &BackfillRequest,
 ) -> Result<Vec<Snapshot>> {
     let steps = backfill_steps(req, state.clock.now())?;
-    let version = versions::get_row(state, feature_id, version_id).await?;
-    let feature = features::get_row(state, feature_id).await?;
-    let table = raw_tables::get_row(state, feature.raw_table_id).await?;
+    let version = lookup::version(state, feature_id, version_id).await?;
+    let feature = lookup::feature(state, feature_id).await?;
+    let table = lookup::table(state, feature.raw_table_id).await?;
     // Checked before any work: every step needs the event time.
     event_time_limit(&table, req.end, state.clock.now())?;
     let target = Target {
@@ -307,9 +308,9 @@ pub async fn refresh(state: &AppState, version_id: i64) -> Result<Refreshed> {
         .store
         .get_version(version_id)
         .await?
-        .ok_or_else(|| versions::not_found(version_id))?;
-    let feature = features::get_row(state, version.feature_id).await?;
-    let table = raw_tables::get_row(state, feature.raw_table_id).await?;
+        .ok_or_else(|| lookup::version_not_found(version_id))?;
+    let feature = lookup::feature(state, version.feature_id).await?;
+    let table = lookup::table(state, feature.raw_table_id).await?;
     let Some(pinned) = raw_tables::pin(state, &table).await? else {
         return Ok(Refreshed::NothingNew);
     };
@@ -493,7 +494,7 @@ async fn run_and_publish(
                         .await
                         .map(|p| (p, valid_from, written))
                         .map_err(|e| match e {
-                            StoreError::StillReferenced => features::not_found(feature_id),
+                            StoreError::StillReferenced => lookup::feature_not_found(feature_id),
                             StoreError::VersionGone => AppError::NotFound(format!(
                                 "Version '{version}' was deleted while it was computed; nothing was published"
                             )),
@@ -535,7 +536,7 @@ async fn run_and_publish(
                     .cache
                     .drop_snapshot(published.version_id, retired)
                     .await;
-                drop_generations(&state, vec![retired]);
+                generations::drop(&state, vec![retired]);
             }
             Ok((published, valid_from, written))
         }
@@ -686,42 +687,7 @@ fn abandon(state: &AppState, generation: Option<i64>, location: &str) {
             state.offline.remove_file(&file).await;
         }
         if let Some(g) = generation {
-            drop_generations(&state, vec![g]);
-        }
-    });
-}
-
-/// How long a retired generation is kept before it is dropped: a request that resolved its
-/// version just before the publish may still read it.
-const RETIRED_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Drop generations nobody serves, in the background (after a grace period), a chunk per
-/// statement.
-pub(crate) fn drop_generations(state: &AppState, generations: Vec<i64>) {
-    if generations.is_empty() {
-        return;
-    }
-    let state = state.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(RETIRED_GRACE).await;
-        for g in generations {
-            if let Err(e) = state.store.drop_generation(g).await {
-                tracing::warn!(generation = g, error = %e, "could not drop a generation; the sweep retries");
-            }
-        }
-    });
-}
-
-/// What a deleted feature or version left: its vectors and its snapshot files, dropped in the
-/// background once the delete has committed.
-pub(crate) fn forget(state: &AppState, deleted: Deleted) {
-    drop_generations(state, deleted.generations);
-    let state = state.clone();
-    tokio::spawn(async move {
-        for file in deleted.files {
-            if let Ok(location) = state.offline.resolve(&file) {
-                state.offline.remove_file(&location).await;
-            }
+            generations::drop(&state, vec![g]);
         }
     });
 }
@@ -732,17 +698,6 @@ fn compute_failed(e: ComputeError) -> AppError {
         ComputeError::Refused(FailureKind::Result, reason) => {
             AppError::BadRequest(format!("Invalid feature result: {reason}"))
         }
-        e => worker_error(e, "Feature computation failed"),
-    }
-}
-
-/// Overload is a 503, a server-side fault a 500, and anything about the job a 400 under
-/// `prefix`.
-pub(crate) fn worker_error(e: ComputeError, prefix: &str) -> AppError {
-    match e {
-        ComputeError::Overloaded { .. } => AppError::Overloaded(e.to_string()),
-        ComputeError::Io(_) | ComputeError::Refused(FailureKind::Input, _) => AppError::internal(e),
-        ComputeError::Refused(FailureKind::Request, reason) => AppError::BadRequest(reason),
-        e => AppError::BadRequest(format!("{prefix}: {e}")),
+        e => failures::worker_error(e, "Feature computation failed"),
     }
 }

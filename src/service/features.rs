@@ -1,26 +1,15 @@
 use crate::error::{AppError, Result};
 use crate::model::{Engine, Feature, FeatureCreate};
 use crate::store::StoreError;
-use crate::store::{FeatureRow, NewFeature, RawTableRow};
+use crate::store::{NewFeature, RawTableRow};
 use crate::worker::{ComputeJob, Input, Job, Task};
 use crate::AppState;
 
-use super::{check_label, compute, raw_tables};
-
-pub fn not_found(id: i64) -> AppError {
-    AppError::NotFound(format!("Feature with ID {id} not found"))
-}
+use super::{check_label, raw_tables};
+use super::{failures, generations, lookup};
 
 fn invalid(reason: impl std::fmt::Display) -> AppError {
     AppError::BadRequest(format!("Invalid feature computation: {reason}"))
-}
-
-pub async fn get_row(state: &AppState, id: i64) -> Result<FeatureRow> {
-    state
-        .store
-        .get_feature(id)
-        .await?
-        .ok_or_else(|| not_found(id))
 }
 
 /// Register a feature after proving its SQL: guarded, then dry-run on an empty frame of the
@@ -28,7 +17,7 @@ pub async fn get_row(state: &AppState, id: i64) -> Result<FeatureRow> {
 pub async fn create(state: &AppState, req: FeatureCreate) -> Result<Feature> {
     check_label("name", &req.name, 200)?;
     check_label("entity_key", &req.entity_key, 200)?;
-    let table = raw_tables::get_row(state, req.raw_table_id).await?;
+    let table = lookup::table(state, req.raw_table_id).await?;
     let schema = raw_tables::schema_of(&table)?;
     if schema.is_empty() {
         return Err(invalid(format!(
@@ -59,7 +48,7 @@ pub async fn create(state: &AppState, req: FeatureCreate) -> Result<Feature> {
             StoreError::Duplicate => {
                 AppError::BadRequest(format!("Feature with name '{}' already exists", req.name))
             }
-            StoreError::StillReferenced => raw_tables::not_found(req.raw_table_id),
+            StoreError::StillReferenced => lookup::table_not_found(req.raw_table_id),
             e => e.into(),
         })?;
     Ok(row.into())
@@ -87,7 +76,7 @@ async fn dry_run(state: &AppState, table: &RawTableRow, req: &FeatureCreate) -> 
         .compute
         .run(&dry_run, None)
         .await
-        .map_err(|e| compute::worker_error(e, "Invalid feature computation"))?;
+        .map_err(|e| failures::worker_error(e, "Invalid feature computation"))?;
     Ok(())
 }
 
@@ -133,7 +122,7 @@ pub async fn list(state: &AppState) -> Result<Vec<Feature>> {
 }
 
 pub async fn get(state: &AppState, id: i64) -> Result<Feature> {
-    Ok(get_row(state, id).await?.into())
+    Ok(lookup::feature(state, id).await?.into())
 }
 
 /// Deletes the feature, its versions and their vectors; serving stops at once.
@@ -144,9 +133,9 @@ pub async fn delete(state: &AppState, id: i64) -> Result<()> {
             .store
             .delete_feature(id)
             .await?
-            .ok_or_else(|| not_found(id))?;
+            .ok_or_else(|| lookup::feature_not_found(id))?;
         state.cache.advance(deleted.change as u64).await;
-        super::compute::forget(&state, deleted);
+        generations::forget(&state, deleted);
         Ok(())
     })
     .await

@@ -15,7 +15,8 @@ use crate::served::Freshness;
 use crate::store::SnapshotRow;
 use crate::AppState;
 
-use super::{blocking, vectors, versions};
+use super::{blocking, vectors};
+use super::{generations, lookup};
 
 /// A stored snapshot, decoded: the typed frame (entity key first) and where each entity is.
 pub struct Decoded {
@@ -87,7 +88,7 @@ pub fn file_uri(state: &AppState, snapshot: &SnapshotRow) -> Result<String> {
 }
 
 pub async fn list(state: &AppState, feature_id: i64, version_id: i64) -> Result<Vec<Snapshot>> {
-    versions::get_row(state, feature_id, version_id).await?;
+    lookup::version(state, feature_id, version_id).await?;
     Ok(state
         .store
         .list_snapshots(version_id)
@@ -204,7 +205,7 @@ pub async fn prune(state: &AppState) {
         Err(e) => tracing::warn!(error = %e, "pruning snapshots failed; retrying in an hour"),
     }
     match state.store.generations_to_drop().await {
-        Ok(generations) => super::compute::drop_generations(state, generations),
+        Ok(generations) => generations::drop(state, generations),
         Err(e) => tracing::warn!(error = %e, "could not list generations to drop"),
     }
     let jobs_cutoff = state.clock.now() - chrono::Duration::days(JOB_RETENTION_DAYS);

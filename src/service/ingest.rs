@@ -12,6 +12,7 @@ use crate::store::RawTableRow;
 use crate::store::StoreError;
 use crate::AppState;
 
+use super::lookup;
 use super::{blocking, raw_tables};
 
 /// A bulk upload in one of the accepted formats.
@@ -27,7 +28,7 @@ fn invalid(reason: impl std::fmt::Display) -> AppError {
 
 /// The table and its schema, refusing tables registered without one and external datasets.
 async fn target(state: &AppState, raw_table_id: i64) -> Result<(RawTableRow, TableSchema)> {
-    let table = raw_tables::get_row(state, raw_table_id).await?;
+    let table = lookup::table(state, raw_table_id).await?;
     if let Some(format) = raw_tables::external_format(&table) {
         return Err(AppError::BadRequest(format!(
             "Raw table '{}' reads an external {} dataset, read-only; write to it where it lives",
@@ -150,7 +151,7 @@ async fn store(state: &AppState, table: &RawTableRow, stored: Stored) -> Result<
             )
             .await
             .map_err(|e| match e {
-                StoreError::StillReferenced => raw_tables::not_found(table_id),
+                StoreError::StillReferenced => lookup::table_not_found(table_id),
                 e => e.into(),
             })?;
         if let Some(change) = change {

@@ -3,10 +3,13 @@
 pub mod batch;
 pub mod changes;
 pub mod compute;
+pub mod failures;
 pub mod features;
+pub mod generations;
 pub mod history;
 pub mod ingest;
 pub mod jobs;
+pub mod lookup;
 pub mod raw_tables;
 pub mod readiness;
 pub mod scheduler;
@@ -34,6 +37,9 @@ pub(crate) async fn detached<T: Send + 'static>(
 ) -> Result<T> {
     tokio::spawn(work).await.map_err(AppError::internal)?
 }
+
+/// The longest version label.
+pub const MAX_VERSION_LEN: usize = 100;
 
 /// Names shown in URLs and lists: non-empty, bounded, no control characters.
 pub(crate) fn check_label(what: &str, value: &str, max: usize) -> Result<()> {

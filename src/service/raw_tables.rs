@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 
+use super::{failures, lookup};
 use crate::engine::schema::{is_identifier, ColumnType, TableSchema, MAX_IDENTIFIER_LEN};
 use crate::error::{AppError, Result};
 use crate::model::{RawTable, RawTableCreate, RawTablePreview, RawTableSource, SourceFormat};
@@ -9,10 +10,6 @@ use crate::worker::{Input, Job, PreviewJob, Task};
 use crate::AppState;
 
 const MAX_PREVIEW_ROWS: usize = 1000;
-
-pub fn not_found(id: i64) -> AppError {
-    AppError::NotFound(format!("Raw table with ID {id} not found"))
-}
 
 /// The table's schema as registered; an empty schema when it was registered without one.
 pub fn schema_of(table: &RawTableRow) -> Result<TableSchema> {
@@ -354,16 +351,8 @@ fn with_summary(row: RawTableRow, summaries: &[IngestSummary]) -> RawTable {
     table
 }
 
-pub async fn get_row(state: &AppState, id: i64) -> Result<RawTableRow> {
-    state
-        .store
-        .get_raw_table(id)
-        .await?
-        .ok_or_else(|| not_found(id))
-}
-
 pub async fn get(state: &AppState, id: i64) -> Result<RawTable> {
-    let row = get_row(state, id).await?;
+    let row = lookup::table(state, id).await?;
     let summaries = state.store.ingest_summaries(Some(id)).await?;
     Ok(with_summary(row, &summaries))
 }
@@ -371,7 +360,7 @@ pub async fn get(state: &AppState, id: i64) -> Result<RawTable> {
 /// A raw table can be deleted once no feature reads it. A table this service stores goes with
 /// its Delta table; an external dataset is left where it is.
 pub async fn delete(state: &AppState, id: i64) -> Result<()> {
-    let table = get_row(state, id).await?;
+    let table = lookup::table(state, id).await?;
     let in_use = |names: Vec<String>| {
         AppError::BadRequest(format!(
             "Raw table '{}' is used by features: {}; delete them first",
@@ -385,7 +374,7 @@ pub async fn delete(state: &AppState, id: i64) -> Result<()> {
     }
     match state.store.delete_raw_table(id).await {
         Ok(true) => {}
-        Ok(false) => return Err(not_found(id)),
+        Ok(false) => return Err(lookup::table_not_found(id)),
         Err(StoreError::StillReferenced) => {
             return Err(in_use(state.store.feature_names_of_raw_table(id).await?))
         }
@@ -408,7 +397,7 @@ pub async fn preview(state: &AppState, id: i64, limit: Option<usize>) -> Result<
             "limit must be between 1 and {MAX_PREVIEW_ROWS}"
         )));
     }
-    let table = get_row(state, id).await?;
+    let table = lookup::table(state, id).await?;
     let Some((pinned, _)) = pin(state, &table).await? else {
         return Ok(RawTablePreview {
             raw_table_id: id,
@@ -432,7 +421,7 @@ pub async fn preview(state: &AppState, id: i64, limit: Option<usize>) -> Result<
         .compute
         .run(&job, None)
         .await
-        .map_err(|e| super::compute::worker_error(e, "Reading the table failed"))?;
+        .map_err(|e| failures::worker_error(e, "Reading the table failed"))?;
     let rows =
         serde_json::from_slice(payload.as_deref().unwrap_or(b"[]")).map_err(AppError::internal)?;
     Ok(RawTablePreview {

@@ -10,8 +10,9 @@ use crate::worker::protocol::{DriftJob, StatsJob};
 use crate::worker::{Job, Task};
 use crate::AppState;
 
-use super::compute::worker_error;
-use super::{history, versions};
+use super::history;
+use super::{failures, lookup};
+use failures::worker_error;
 
 /// A snapshot of this version, or 404.
 async fn snapshot_of(state: &AppState, version_id: i64, snapshot_id: i64) -> Result<SnapshotRow> {
@@ -40,7 +41,7 @@ pub async fn of_snapshot(
     version_id: i64,
     snapshot_id: i64,
 ) -> Result<SnapshotStats> {
-    versions::get_row(state, feature_id, version_id).await?;
+    lookup::version(state, feature_id, version_id).await?;
     let snapshot = snapshot_of(state, version_id, snapshot_id).await?;
     stats_of(state, &snapshot).await
 }
@@ -51,7 +52,7 @@ pub async fn of_newest(
     feature_id: i64,
     version_id: i64,
 ) -> Result<SnapshotStats> {
-    versions::get_row(state, feature_id, version_id).await?;
+    lookup::version(state, feature_id, version_id).await?;
     let list = ordered(state, version_id).await?;
     let newest = list
         .last()
@@ -88,7 +89,7 @@ pub async fn drift(
     base: Option<i64>,
     target: Option<i64>,
 ) -> Result<Drift> {
-    let version = versions::get_row(state, feature_id, version_id).await?;
+    let version = lookup::version(state, feature_id, version_id).await?;
     let list = ordered(state, version_id).await?;
     let target = match target {
         Some(id) => snapshot_of(state, version_id, id).await?,
@@ -117,7 +118,7 @@ pub async fn drift(
         None => computed_drift(state, &base, &target).await?,
     };
     if newest_pair {
-        let feature = super::features::get_row(state, feature_id).await?;
+        let feature = lookup::feature(state, feature_id).await?;
         state
             .metrics
             .set_drift(&feature.name, &version.version, &columns);

@@ -16,8 +16,9 @@ use crate::worker::protocol::{Job, SnapshotFile, Task, TrainingFeature, Training
 use crate::worker::Running;
 use crate::AppState;
 
-use super::compute::worker_error;
+use super::failures;
 use super::vectors::resolve_key;
+use failures::worker_error;
 
 pub const MAX_FEATURES: usize = 100;
 

@@ -7,7 +7,7 @@ use crate::model::{format_ts, VectorQuery};
 use crate::served::VersionMeta;
 use crate::AppState;
 
-use super::versions;
+use super::lookup;
 
 /// Serve one entity's vector as ready-to-send JSON bytes.
 ///
@@ -116,7 +116,7 @@ pub async fn resolve_key(state: &AppState, key: LookupKey) -> Result<VersionMeta
             .store
             .version_meta(*id)
             .await?
-            .ok_or_else(|| versions::not_found(*id))?,
+            .ok_or_else(|| lookup::version_not_found(*id))?,
         LookupKey::FeatureName(name) => match state.store.latest_served_version(name).await? {
             Some(meta) => meta,
             None if state.store.feature_exists_by_name(name).await? => {

@@ -1,12 +1,12 @@
 use crate::error::{AppError, Result};
 use crate::model::{FeatureVersion, VersionCreate, VersionUpdate};
 use crate::store::StoreError;
-use crate::store::{NewVersion, VersionChange, VersionRow};
+use crate::store::{NewVersion, VersionChange};
 use crate::AppState;
 
-use super::{check_label, features};
+use super::{check_label, MAX_VERSION_LEN};
+use super::{generations, lookup};
 
-pub const MAX_VERSION_LEN: usize = 100;
 /// The longest refresh period: a year.
 pub const MAX_REFRESH_SECONDS: i64 = 31_536_000;
 
@@ -17,10 +17,6 @@ fn check_refresh(every: Option<i64>) -> Result<()> {
         ))),
         _ => Ok(()),
     }
-}
-
-pub fn not_found(id: i64) -> AppError {
-    AppError::NotFound(format!("Feature version with ID {id} not found"))
 }
 
 pub fn duplicate(version: &str, feature_id: i64) -> AppError {
@@ -44,7 +40,7 @@ pub async fn create(
     }
     check_label("version", &req.version, MAX_VERSION_LEN)?;
     check_refresh(req.refresh_every_seconds)?;
-    let feature = features::get_row(state, feature_id).await?;
+    let feature = lookup::feature(state, feature_id).await?;
     let row = state
         .store
         .create_version(
@@ -61,7 +57,7 @@ pub async fn create(
         .await
         .map_err(|e| match e {
             StoreError::Duplicate => duplicate(&req.version, feature_id),
-            StoreError::StillReferenced => features::not_found(feature_id),
+            StoreError::StillReferenced => lookup::feature_not_found(feature_id),
             e => e.into(),
         })?;
     // No cache change: serving by name only considers computed versions.
@@ -69,7 +65,7 @@ pub async fn create(
 }
 
 pub async fn list(state: &AppState, feature_id: i64) -> Result<Vec<FeatureVersion>> {
-    features::get_row(state, feature_id).await?;
+    lookup::feature(state, feature_id).await?;
     Ok(state
         .store
         .list_versions(feature_id)
@@ -79,17 +75,8 @@ pub async fn list(state: &AppState, feature_id: i64) -> Result<Vec<FeatureVersio
         .collect())
 }
 
-/// A version of this feature; a version of another feature is not found here.
-pub async fn get_row(state: &AppState, feature_id: i64, version_id: i64) -> Result<VersionRow> {
-    features::get_row(state, feature_id).await?;
-    match state.store.get_version(version_id).await? {
-        Some(v) if v.feature_id == feature_id => Ok(v),
-        _ => Err(not_found(version_id)),
-    }
-}
-
 pub async fn get(state: &AppState, feature_id: i64, version_id: i64) -> Result<FeatureVersion> {
-    Ok(get_row(state, feature_id, version_id).await?.into())
+    Ok(lookup::version(state, feature_id, version_id).await?.into())
 }
 
 /// Activate, deprecate or archive a version ("latest" serving follows at once), and/or set
@@ -106,7 +93,7 @@ pub async fn update(
         ));
     }
     check_refresh(req.refresh_every_seconds.flatten())?;
-    get_row(state, feature_id, version_id).await?;
+    lookup::version(state, feature_id, version_id).await?;
     let state = state.clone();
     super::detached(async move {
         let change = VersionChange {
@@ -117,7 +104,7 @@ pub async fn update(
             .store
             .update_version(version_id, &change, state.clock.now())
             .await?
-            .ok_or_else(|| not_found(version_id))?;
+            .ok_or_else(|| lookup::version_not_found(version_id))?;
         if let Some(counted) = counted {
             state.cache.advance(counted as u64).await;
         }
@@ -127,16 +114,16 @@ pub async fn update(
 }
 
 pub async fn delete(state: &AppState, feature_id: i64, version_id: i64) -> Result<()> {
-    get_row(state, feature_id, version_id).await?;
+    lookup::version(state, feature_id, version_id).await?;
     let state = state.clone();
     super::detached(async move {
         let deleted = state
             .store
             .delete_version(version_id)
             .await?
-            .ok_or_else(|| not_found(version_id))?;
+            .ok_or_else(|| lookup::version_not_found(version_id))?;
         state.cache.advance(deleted.change as u64).await;
-        super::compute::forget(&state, deleted);
+        generations::forget(&state, deleted);
         Ok(())
     })
     .await
