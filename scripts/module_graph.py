@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The crate's module graph: which top-level modules use which (`crate::x` paths and `super::`
-inside src/service), as a Mermaid flowchart, then any cycles. docs/design.md shows its output.
+inside src/service), as a Mermaid flowchart, then any cycles. docs/design.md shows its output;
+`--check` exits 1 when there is a cycle (`.ci/run` runs it both ways).
 
-    python3 scripts/module_graph.py [--services]   # --services: the graph among src/service/*
+    python3 scripts/module_graph.py [--services] [--check]
 """
 import pathlib
 import re
@@ -94,7 +95,8 @@ def main():
     else:
         print()
         print("No cycles.")
+    return 1 if found and "--check" in sys.argv else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -18,6 +18,7 @@ pub mod service;
 pub mod spark;
 pub mod store;
 pub mod telemetry;
+pub mod times;
 pub mod worker;
 
 use std::future::Future;
@@ -138,7 +139,7 @@ pub async fn build_app(config: Config) -> error::Result<(AppState, Router)> {
     let state = AppState::new(config).await?;
     // Blobs stored in the database by earlier versions move into the data location once,
     // before anything reads them there.
-    offline::migrate::run(&state).await?;
+    service::migrate::run(&state).await?;
     service::changes::spawn_poller(&state);
     service::changes::spawn_calibrator(&state);
     service::changes::spawn_checkpointer(&state);

@@ -49,7 +49,7 @@ impl Freshness {
         match &self.data_as_of {
             Some(t) => {
                 out.push('"');
-                out.push_str(&crate::model::format_ts(t));
+                out.push_str(&crate::times::format_ts(t));
                 out.push('"');
             }
             None => out.push_str("null"),

@@ -382,7 +382,7 @@ pub fn to_frame(rows: &Rows, features: Vec<FeatureColumns>) -> Result<DataFrame,
 
 fn timestamp_text(micros: i64) -> String {
     chrono::DateTime::from_timestamp_micros(micros)
-        .map(|t| crate::model::format_ts(&t))
+        .map(|t| crate::times::format_ts(&t))
         .unwrap_or_default()
 }
 

@@ -7,7 +7,6 @@ mod delta;
 mod external;
 mod files;
 mod location;
-pub mod migrate;
 
 use std::collections::HashMap;
 use std::sync::Arc;

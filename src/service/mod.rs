@@ -10,6 +10,7 @@ pub mod history;
 pub mod ingest;
 pub mod jobs;
 pub mod lookup;
+pub mod migrate;
 pub mod raw_tables;
 pub mod readiness;
 pub mod scheduler;

@@ -1,4 +1,4 @@
-//! What the move of stored blobs into the offline store (`offline::migrate`) reads and records.
+//! What the move of stored blobs into the offline store (`service::migrate`) reads and records.
 //! Each step commits on its own, so a move that stops half-way resumes where it stopped.
 
 use chrono::{DateTime, Utc};

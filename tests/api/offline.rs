@@ -453,7 +453,7 @@ async fn blobs_stored_by_an_earlier_version_move_into_delta_once_and_resume_afte
             parquet.into(),
             8,
             Some((
-                feature_store::offline::migrate::MOVE_APP,
+                feature_store::service::migrate::MOVE_APP,
                 first_batch_id(&app).await,
             )),
             std::future::ready(()),

@@ -3,8 +3,8 @@
 //! Parquet files. Every step commits on its own, and a batch's commit carries an application
 //! transaction (its batch id), so a move that stops anywhere resumes without doubling a batch.
 
+use super::raw_tables;
 use crate::error::{AppError, Result};
-use crate::service::raw_tables;
 use crate::AppState;
 
 /// The application id of the move's Delta transactions.
@@ -54,9 +54,9 @@ async fn move_batches(state: &AppState, table_id: i64) -> Result<()> {
         } else {
             let blob = state.store.legacy_batch_data(batch.id).await?;
             let polars_schema = schema.polars_schema();
-            let parquet = crate::service::blocking(move || {
+            let parquet = super::blocking(move || {
                 let mut frame = crate::engine::batches::decode_all(&[blob], &polars_schema)?;
-                super::write_parquet(&mut frame)
+                crate::offline::write_parquet(&mut frame)
             })
             .await?
             .map_err(AppError::internal)?;
@@ -92,9 +92,9 @@ async fn move_snapshots(state: &AppState) -> Result<()> {
         let Some(blob) = state.store.legacy_snapshot_data(snapshot_id).await? else {
             continue;
         };
-        let parquet = crate::service::blocking(move || {
+        let parquet = super::blocking(move || {
             let mut frame = crate::engine::result::snapshot_from_ipc(&blob)?;
-            super::write_parquet(&mut frame)
+            crate::offline::write_parquet(&mut frame)
         })
         .await?
         .map_err(AppError::internal)?;
@@ -107,7 +107,7 @@ async fn move_snapshots(state: &AppState) -> Result<()> {
                 .map_or("snapshots", |(dir, _)| dir)
         );
         let location = state.offline.root().join(&relative);
-        super::put_file(&location, parquet.into(), state.offline.options()).await?;
+        crate::offline::put_file(&location, parquet.into(), state.offline.options()).await?;
         state
             .store
             .set_snapshot_location(snapshot_id, &relative)
