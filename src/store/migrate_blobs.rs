@@ -4,7 +4,8 @@
 use chrono::{DateTime, Utc};
 
 use super::error::Result;
-use super::{RawTableRow, Store, RAW_TABLE_COLUMNS};
+use super::raw_tables::RAW_TABLE_COLUMNS;
+use super::{RawTableRow, Store};
 
 /// A raw batch stored in the database before raw tables became Delta tables.
 #[derive(Debug, Clone, sqlx::FromRow)]
