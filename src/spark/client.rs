@@ -44,10 +44,6 @@ impl Spark {
         })
     }
 
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     /// A new session: its temporary views and settings are its own.
     pub fn session(&self) -> Session {
         Session {
