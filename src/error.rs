@@ -1,4 +1,6 @@
-//! One error type for the whole service, mapped to HTTP in one place.
+//! The edge's one error type: every failure a client is told of, mapped to HTTP in one place.
+//! Below it, services fail with `ServiceError` (in the domain's words) and the store, the data
+//! location and Spark with their own errors; `From<ServiceError>` decides each one's status.
 //!
 //! Bodies follow FastAPI: `{"detail": "<message>"}`; request-validation failures (422) carry a
 //! list of `{loc, msg, type}` objects as FastAPI does. Internal error text is logged, never sent.
@@ -8,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 pub use crate::offline::OfflineError;
+use crate::service::ServiceError;
 pub use crate::store::StoreError;
 
 /// What an overloaded answer asks a client to wait before trying again.
@@ -60,27 +63,39 @@ pub enum AppError {
     DataStorage(#[source] OfflineError),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A fault of ours below the edge, whose cause is logged (500).
+    #[error("internal error")]
+    Fault(#[source] crate::service::error::Cause),
 }
 
-impl From<crate::spark::SparkError> for AppError {
-    fn from(e: crate::spark::SparkError) -> Self {
+impl From<ServiceError> for AppError {
+    /// Each kind's status; the words are the service's (`ServiceError::public_detail`).
+    fn from(e: ServiceError) -> Self {
         use crate::spark::SparkError;
+        let detail = e.public_detail();
         match e {
-            SparkError::Unreachable(_) => AppError::Overloaded(format!("{e}; retry later")),
-            SparkError::Query(why) => {
-                AppError::BadRequest(format!("The Spark computation failed: {why}"))
+            ServiceError::Invalid(_) => AppError::BadRequest(detail),
+            ServiceError::NotFound(_) => AppError::NotFound(detail),
+            ServiceError::Unreadable(why) => AppError::validation(&["body"], why),
+            ServiceError::TooLarge => AppError::PayloadTooLarge,
+            ServiceError::Overloaded(_) => AppError::Overloaded(detail),
+            ServiceError::Store(StoreError::Busy(cause)) => {
+                tracing::warn!(error = %cause, "database overloaded; answering 503");
+                AppError::Overloaded(detail)
             }
-            SparkError::TimedOut(_) => {
-                AppError::BadRequest(format!("The Spark computation failed: {e}"))
+            ServiceError::Store(StoreError::VersionGone) => AppError::NotFound(detail),
+            ServiceError::Store(e) => AppError::Store(e),
+            ServiceError::Storage(OfflineError::Invalid(_)) => AppError::BadRequest(detail),
+            ServiceError::Storage(e) => AppError::DataStorage(e),
+            ServiceError::Spark(SparkError::Unreachable(_)) => AppError::Overloaded(detail),
+            ServiceError::Spark(SparkError::Query(_) | SparkError::TimedOut(_)) => {
+                AppError::BadRequest(detail)
             }
-            SparkError::Protocol(_) | SparkError::Output(_) => AppError::internal(e),
+            ServiceError::Spark(e) => AppError::Fault(Box::new(e)),
+            ServiceError::Fault(cause) => AppError::Fault(cause),
         }
     }
 }
-
-/// Why a request failed on the server's side: the error and each of its sources, for the log.
-#[derive(Clone, Debug)]
-pub struct ErrorCause(pub String);
 
 fn cause_chain(e: &dyn std::error::Error) -> String {
     let mut chain = e.to_string();
@@ -99,23 +114,13 @@ fn cause_chain(e: &dyn std::error::Error) -> String {
 
 impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
-        if let StoreError::Busy(cause) = &e {
-            tracing::warn!(error = %cause, "database overloaded; answering 503");
-            AppError::Overloaded("The database is busy; retry later".into())
-        } else if let StoreError::VersionGone = e {
-            AppError::NotFound(e.to_string())
-        } else {
-            AppError::Store(e)
-        }
+        ServiceError::Store(e).into()
     }
 }
 
 impl From<OfflineError> for AppError {
     fn from(e: OfflineError) -> Self {
-        match e {
-            OfflineError::Invalid(reason) => AppError::BadRequest(reason),
-            e => AppError::DataStorage(e),
-        }
+        ServiceError::Storage(e).into()
     }
 }
 
@@ -135,7 +140,9 @@ impl AppError {
     /// text stays in the log).
     pub fn public_detail(&self) -> String {
         match self {
-            AppError::Store(_) | AppError::Internal(_) => "Internal Server Error".into(),
+            AppError::Store(_) | AppError::Internal(_) | AppError::Fault(_) => {
+                "Internal Server Error".into()
+            }
             other => other.to_string(),
         }
     }
@@ -154,7 +161,9 @@ impl AppError {
             AppError::Unavailable(_) | AppError::Overloaded(_) | AppError::DataStorage(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            AppError::Store(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AppError::Store(_) | AppError::Internal(_) | AppError::Fault(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 }
@@ -173,7 +182,7 @@ impl IntoResponse for AppError {
             // Logged by the metrics layer, which knows the request id.
             response
                 .extensions_mut()
-                .insert(ErrorCause(cause_chain(&self)));
+                .insert(crate::metrics::ErrorCause(cause_chain(&self)));
         }
         if let AppError::Overloaded(_) | AppError::DataStorage(_) = self {
             response.headers_mut().insert(
@@ -188,5 +197,96 @@ impl IntoResponse for AppError {
             );
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spark::SparkError;
+
+    /// Status, the `detail` a client reads, and the Retry-After header if any.
+    async fn answer(e: ServiceError) -> (StatusCode, String, Option<String>) {
+        let response = AppError::from(e).into_response();
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(axum::http::header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap_or_default().to_string());
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("a body");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        (status, body["detail"].to_string(), retry_after)
+    }
+
+    #[tokio::test]
+    async fn each_kind_of_service_failure_gets_its_status_and_words() {
+        let cases = [
+            (
+                ServiceError::Invalid("no such column".into()),
+                StatusCode::BAD_REQUEST,
+                "no such column",
+            ),
+            (
+                ServiceError::NotFound("Feature with ID 7 not found".into()),
+                StatusCode::NOT_FOUND,
+                "Feature with ID 7 not found",
+            ),
+            (
+                ServiceError::Store(StoreError::VersionGone),
+                StatusCode::NOT_FOUND,
+                "deleted while it was computed",
+            ),
+            (
+                ServiceError::Storage(OfflineError::Invalid("not a Delta table".into())),
+                StatusCode::BAD_REQUEST,
+                "not a Delta table",
+            ),
+            (
+                ServiceError::Spark(SparkError::Query("UNRESOLVED_COLUMN".into())),
+                StatusCode::BAD_REQUEST,
+                "The Spark computation failed: UNRESOLVED_COLUMN",
+            ),
+            (
+                ServiceError::TooLarge,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request body too large",
+            ),
+        ];
+        for (error, status, words) in cases {
+            let (got, detail, retry_after) = answer(error).await;
+            assert_eq!(got, status, "{detail}");
+            assert!(detail.contains(words), "{detail} lacks {words}");
+            assert_eq!(retry_after, None);
+        }
+    }
+
+    #[tokio::test]
+    async fn overload_is_a_503_with_retry_after_and_a_fault_a_500_that_keeps_its_cause_to_itself() {
+        for overloaded in [
+            ServiceError::Overloaded("the compute queue is full".into()),
+            ServiceError::Store(StoreError::Busy("database is locked".into())),
+            ServiceError::Spark(SparkError::Unreachable("connection refused".into())),
+            ServiceError::Storage(OfflineError::Storage("bucket unreachable".into())),
+        ] {
+            let (status, detail, retry_after) = answer(overloaded).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{detail}");
+            assert_eq!(retry_after.as_deref(), Some(RETRY_AFTER_SECONDS));
+        }
+        let fault = ServiceError::fault(std::io::Error::other("/srv/secret/path is unreadable"));
+        let response = AppError::from(fault).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let cause = response
+            .extensions()
+            .get::<crate::metrics::ErrorCause>()
+            .expect("the cause, for the log")
+            .0
+            .clone();
+        assert!(cause.contains("/srv/secret/path is unreadable"), "{cause}");
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("a body");
+        assert_eq!(&body[..], br#"{"detail":"Internal Server Error"}"#);
     }
 }

@@ -18,6 +18,11 @@ use prometheus_client::registry::Registry;
 
 use crate::AppState;
 
+/// Why a request failed on the server's side: the error and each of its sources. The edge
+/// puts it on a 5xx response; the request log here writes it beside the request id.
+#[derive(Clone, Debug)]
+pub struct ErrorCause(pub String);
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub route: &'static str,
@@ -245,7 +250,7 @@ impl Metrics {
         &self,
         feature: &str,
         version: &str,
-        columns: &std::collections::BTreeMap<String, crate::engine::drift::ColumnDrift>,
+        columns: &std::collections::BTreeMap<String, crate::model::ColumnDrift>,
     ) {
         for (column, drift) in columns {
             if let Some(psi) = drift.psi {
@@ -301,7 +306,7 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
             .unwrap_or("");
         let cause = response
             .extensions()
-            .get::<crate::error::ErrorCause>()
+            .get::<ErrorCause>()
             .map_or("", |c| c.0.as_str());
         tracing::error!(
             method,

@@ -8,9 +8,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::store::{FeatureRow, JobRow, RawTableRow, SnapshotRow, VersionRow};
-
-pub use crate::times::format_ts;
+use crate::times::format_ts;
 
 fn ts<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format_ts(t))
@@ -54,9 +52,9 @@ pub struct RawTableCreate {
     #[serde(default)]
     pub description: Option<String>,
     /// Column name -> type: string, integer (int), float (double), boolean (bool), date,
-    /// datetime (timestamp).
+    /// datetime (timestamp). (`api::docs` gives it its exact shape, from the engine's names.)
     #[serde(default)]
-    #[schema(schema_with = schema_definition, example = json!({"user_id": "string", "transaction_amount": "float", "transaction_date": "string"}))]
+    #[schema(value_type = Option<Object>, example = json!({"user_id": "string", "transaction_amount": "float", "transaction_date": "string"}))]
     pub schema_definition: Option<BTreeMap<String, String>>,
     /// The column that says when each row happened: a `date` or `datetime` column of the
     /// schema. Needed for `as_of` computes and backfills.
@@ -110,35 +108,6 @@ pub struct RawTable {
     /// The external dataset it reads, read-only; null for a table this service stores (a Delta
     /// table under DATA_DIR).
     pub source: Option<RawTableSource>,
-}
-
-impl From<RawTableRow> for RawTable {
-    fn from(r: RawTableRow) -> Self {
-        let source = match (r.source_format.as_deref(), r.storage_uri) {
-            (Some("delta"), Some(uri)) => Some(RawTableSource {
-                format: SourceFormat::Delta,
-                uri,
-            }),
-            (Some("parquet"), Some(uri)) => Some(RawTableSource {
-                format: SourceFormat::Parquet,
-                uri,
-            }),
-            _ => None,
-        };
-        RawTable {
-            id: r.id,
-            name: r.name,
-            description: r.description,
-            schema_definition: serde_json::from_str(&r.schema_definition).unwrap_or_default(),
-            event_time_column: r.event_time_column,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-            row_count: 0,
-            last_ingest_at: None,
-            version: None,
-            source,
-        }
-    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -232,22 +201,6 @@ pub struct Feature {
     #[serde(serialize_with = "ts")]
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: DateTime<Utc>,
-}
-
-impl From<FeatureRow> for Feature {
-    fn from(r: FeatureRow) -> Self {
-        Feature {
-            id: r.id,
-            name: r.name,
-            description: r.description,
-            raw_table_id: r.raw_table_id,
-            computation_logic: r.computation_logic,
-            entity_key: r.entity_key,
-            engine: Engine::from_stored(&r.engine),
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-        }
-    }
 }
 
 // ---- versions ----
@@ -367,32 +320,6 @@ pub struct FeatureVersion {
     pub refresh_failures: i32,
 }
 
-impl From<VersionRow> for FeatureVersion {
-    fn from(r: VersionRow) -> Self {
-        FeatureVersion {
-            id: r.id,
-            feature_id: r.feature_id,
-            version: r.version,
-            status: r.status,
-            computation_logic: r.computation_logic,
-            entity_key: r.entity_key,
-            created_at: r.created_at,
-            computed_at: r.computed_at,
-            entity_count: r.entity_count,
-            output_schema: r
-                .output_schema
-                .as_deref()
-                .and_then(|s| serde_json::from_str(s).ok()),
-            data_as_of: r.data_as_of,
-            stale: r.stale,
-            refresh_every_seconds: r.refresh_every_seconds,
-            next_refresh_at: r.next_refresh_at,
-            refresh_checked_at: r.refresh_checked_at,
-            refresh_failures: r.refresh_failures,
-        }
-    }
-}
-
 // ---- compute ----
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -500,20 +427,34 @@ pub struct Snapshot {
     pub data_as_of: Option<DateTime<Utc>>,
 }
 
-impl From<SnapshotRow> for Snapshot {
-    fn from(r: SnapshotRow) -> Self {
-        Snapshot {
-            id: r.id,
-            valid_from: r.valid_from,
-            computed_at: r.computed_at,
-            entity_count: r.entity_count,
-            kind: r.kind,
-            data_as_of: r.data_as_of,
-        }
-    }
+// ---- statistics ----
+
+/// How one value column moved from a base snapshot to a target (see `engine::drift`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ColumnDrift {
+    /// `numeric` or `categorical`.
+    pub kind: String,
+    /// Null when either snapshot has no non-null value in the column.
+    pub psi: Option<f64>,
+    /// Target null share minus base null share.
+    pub null_rate_change: f64,
+    pub base_null_rate: f64,
+    pub target_null_rate: f64,
+    pub bins: Vec<DriftBin>,
 }
 
-// ---- statistics ----
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftBin {
+    /// `<= 1.5`, `(1.5, 2]`, `> 9` for numbers; the value (or `(other)`) for categories.
+    pub label: String,
+    /// A numeric bin's bounds (`lower` excluded, `upper` included; absent: unbounded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lower: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper: Option<f64>,
+    pub base: u64,
+    pub target: u64,
+}
 
 /// A snapshot's column statistics: for numbers `type`, `count`, `nulls`, `mean`, `std`, `min`,
 /// `max`, `quantiles` (p01 .. p99) and `histogram` (`edges`, `counts`); for strings and
@@ -544,7 +485,7 @@ pub struct Drift {
     /// Column -> `{kind, psi, null_rate_change, base_null_rate, target_null_rate, bins:
     /// [{label, base, target}]}`.
     #[schema(value_type = Object)]
-    pub columns: std::collections::BTreeMap<String, crate::engine::drift::ColumnDrift>,
+    pub columns: BTreeMap<String, ColumnDrift>,
 }
 
 // ---- jobs ----
@@ -590,24 +531,6 @@ pub struct Job {
     pub finished_at: Option<DateTime<Utc>>,
     /// Why it failed, as its client was told.
     pub error: Option<String>,
-}
-
-impl From<JobRow> for Job {
-    fn from(r: JobRow) -> Self {
-        Job {
-            id: r.id,
-            kind: r.kind,
-            feature_id: r.feature_id,
-            version_id: r.version_id,
-            version: r.version,
-            status: r.status,
-            engine: Engine::from_stored(&r.engine),
-            created_at: r.created_at,
-            started_at: r.started_at,
-            finished_at: r.finished_at,
-            error: r.error,
-        }
-    }
 }
 
 // ---- vectors ----
@@ -736,37 +659,4 @@ pub struct ValidationError {
     pub msg: String,
     #[serde(rename = "type")]
     pub kind: String,
-}
-
-/// Column name -> type: names are plain SQL identifiers, types one of `TYPE_NAMES` in any case.
-fn schema_definition() -> utoipa::openapi::schema::Object {
-    use utoipa::openapi::schema::{ObjectBuilder, Type};
-    let spellings: Vec<String> = crate::engine::schema::TYPE_NAMES
-        .iter()
-        .map(|(name, _)| {
-            name.chars()
-                .map(|c| match c.is_ascii_alphabetic() {
-                    true => format!("[{}{}]", c, c.to_ascii_uppercase()),
-                    false => c.to_string(),
-                })
-                .collect()
-        })
-        .collect();
-    let type_name = ObjectBuilder::new()
-        .schema_type(Type::String)
-        .pattern(Some(format!(r"^\s*({})\s*$", spellings.join("|"))))
-        .description(Some(crate::engine::schema::SUPPORTED_TYPES));
-    let column_name = ObjectBuilder::new()
-        .schema_type(Type::String)
-        .pattern(Some("^[A-Za-z_][A-Za-z0-9_]*$"))
-        .max_length(Some(crate::engine::schema::MAX_IDENTIFIER_LEN));
-    ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
-            Type::Object,
-            Type::Null,
-        ]))
-        .additional_properties(Some(type_name))
-        .property_names(Some(column_name))
-        .description(Some("Column name -> type"))
-        .build()
 }

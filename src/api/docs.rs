@@ -13,7 +13,7 @@ use crate::AppState;
 
 #[derive(OpenApi)]
 #[openapi(
-    modifiers(&CommonResponses),
+    modifiers(&CommonResponses, &SchemaDefinition),
     info(
         title = "feature-store",
         description = "Register raw tables, ingest rows, define features as SQL, compute immutable versions and serve feature vectors."
@@ -153,6 +153,59 @@ impl Modify for CommonResponses {
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
         );
     }
+}
+
+/// `RawTableCreate.schema_definition`'s exact shape: which names and type spellings the engine
+/// accepts. Set here so that `model` need not know the engine.
+struct SchemaDefinition;
+
+impl Modify for SchemaDefinition {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::Schema;
+        use utoipa::openapi::RefOr;
+        let body = openapi
+            .components
+            .as_mut()
+            .and_then(|c| c.schemas.get_mut("RawTableCreate"));
+        if let Some(RefOr::T(Schema::Object(body))) = body {
+            if let Some(property) = body.properties.get_mut("schema_definition") {
+                *property = RefOr::T(Schema::Object(schema_definition()));
+            }
+        }
+    }
+}
+
+/// Column name -> type: names are plain SQL identifiers, types one of `TYPE_NAMES` in any case.
+fn schema_definition() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let spellings: Vec<String> = crate::engine::schema::TYPE_NAMES
+        .iter()
+        .map(|(name, _)| {
+            name.chars()
+                .map(|c| match c.is_ascii_alphabetic() {
+                    true => format!("[{}{}]", c, c.to_ascii_uppercase()),
+                    false => c.to_string(),
+                })
+                .collect()
+        })
+        .collect();
+    let type_name = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(format!(r"^\s*({})\s*$", spellings.join("|"))))
+        .description(Some(crate::engine::schema::SUPPORTED_TYPES));
+    let column_name = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some("^[A-Za-z_][A-Za-z0-9_]*$"))
+        .max_length(Some(crate::engine::schema::MAX_IDENTIFIER_LEN));
+    ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            Type::Object,
+            Type::Null,
+        ]))
+        .additional_properties(Some(type_name))
+        .property_names(Some(column_name))
+        .description(Some("Column name -> type"))
+        .build()
 }
 
 const REDOC_JS: &[u8] = include_bytes!("../../assets/redoc/redoc.standalone.js");

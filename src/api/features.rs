@@ -5,6 +5,7 @@ use axum::Router;
 
 use super::access::Change;
 use super::extract::{Json, Path};
+use super::present;
 use crate::error::Result;
 use crate::model::{ErrorBody, Feature, FeatureCreate};
 use crate::service::features;
@@ -26,7 +27,7 @@ pub async fn create(
 ) -> Result<(StatusCode, axum::Json<Feature>)> {
     Ok((
         StatusCode::CREATED,
-        axum::Json(features::create(&state, req).await?),
+        axum::Json(features::create(&state, req).await?.into()),
     ))
 }
 
@@ -34,7 +35,7 @@ pub async fn create(
 #[utoipa::path(get, operation_id = "list_features", path = "/api/v1/features", tag = "features",
     responses((status = 200, body = Vec<Feature>)))]
 pub async fn list(State(state): State<AppState>) -> Result<axum::Json<Vec<Feature>>> {
-    Ok(axum::Json(features::list(&state).await?))
+    Ok(axum::Json(present::all(features::list(&state).await?)))
 }
 
 /// Get a feature.
@@ -45,7 +46,7 @@ pub async fn get_one(
     State(state): State<AppState>,
     Path(feature_id): Path<i64>,
 ) -> Result<axum::Json<Feature>> {
-    Ok(axum::Json(features::get(&state, feature_id).await?))
+    Ok(axum::Json(features::get(&state, feature_id).await?.into()))
 }
 
 /// Delete a feature with its versions and vectors.

@@ -6,6 +6,7 @@ use axum::Router;
 
 use super::access::Change;
 use super::extract::{Json, Path};
+use super::present;
 use crate::error::Result;
 use crate::model::{BackfillRequest, ErrorBody, Snapshot};
 use crate::service::{compute, history};
@@ -32,9 +33,9 @@ pub async fn list(
     State(state): State<AppState>,
     Path((feature_id, version_id)): Path<(i64, i64)>,
 ) -> Result<axum::Json<Vec<Snapshot>>> {
-    Ok(axum::Json(
+    Ok(axum::Json(present::all(
         history::list(&state, feature_id, version_id).await?,
-    ))
+    )))
 }
 
 /// Make one snapshot per step from `start` to `end` inclusive (at most 1,000 steps), each over
@@ -49,7 +50,7 @@ pub async fn backfill(
     Path((feature_id, version_id)): Path<(i64, i64)>,
     Json(req): Json<BackfillRequest>,
 ) -> Result<axum::Json<Vec<Snapshot>>> {
-    Ok(axum::Json(
+    Ok(axum::Json(present::all(
         compute::backfill(&state, feature_id, version_id, &req).await?,
-    ))
+    )))
 }

@@ -5,6 +5,7 @@ use axum::routing::get;
 use axum::Router;
 
 use super::extract::Query;
+use super::present;
 use crate::error::Result;
 use crate::model::{ErrorBody, Job, JobsQuery};
 use crate::service::jobs;
@@ -23,5 +24,5 @@ pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<JobsQuery>,
 ) -> Result<axum::Json<Vec<Job>>> {
-    Ok(axum::Json(jobs::list(&state, &q).await?))
+    Ok(axum::Json(present::all(jobs::list(&state, &q).await?)))
 }

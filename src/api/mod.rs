@@ -9,6 +9,7 @@ pub mod health;
 pub mod history;
 pub mod ingest;
 pub mod jobs;
+mod present;
 pub mod raw_tables;
 mod request_id;
 pub mod stats;

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::access::Change;
 use super::extract::{body_rejection, parse_json, Json, Path, Query};
+use super::present;
 use crate::error::{AppError, Result};
 use crate::model::{
     ErrorBody, IngestResponse, PreviewQuery, RawTable, RawTableCreate, RawTablePreview,
@@ -37,7 +38,7 @@ pub async fn create(
 ) -> Result<(StatusCode, axum::Json<RawTable>)> {
     Ok((
         StatusCode::CREATED,
-        axum::Json(raw_tables::create(&state, req).await?),
+        axum::Json(raw_tables::create(&state, req).await?.into()),
     ))
 }
 
@@ -45,7 +46,7 @@ pub async fn create(
 #[utoipa::path(get, operation_id = "list_raw_tables", path = "/api/v1/raw-tables", tag = "raw tables",
     responses((status = 200, body = Vec<RawTable>)))]
 pub async fn list(State(state): State<AppState>) -> Result<axum::Json<Vec<RawTable>>> {
-    Ok(axum::Json(raw_tables::list(&state).await?))
+    Ok(axum::Json(present::all(raw_tables::list(&state).await?)))
 }
 
 /// Get a raw table.
@@ -56,7 +57,7 @@ pub async fn get_one(
     State(state): State<AppState>,
     Path(table_id): Path<i64>,
 ) -> Result<axum::Json<RawTable>> {
-    Ok(axum::Json(raw_tables::get(&state, table_id).await?))
+    Ok(axum::Json(raw_tables::get(&state, table_id).await?.into()))
 }
 
 /// Delete a raw table and its stored rows; refused while a feature reads it.

@@ -5,6 +5,7 @@ use axum::Router;
 
 use super::access::Change;
 use super::extract::{Json, Path};
+use super::present;
 use crate::error::Result;
 use crate::model::{ErrorBody, FeatureVersion, VersionCreate, VersionUpdate};
 use crate::service::versions;
@@ -33,7 +34,7 @@ pub async fn create(
     Json(req): Json<VersionCreate>,
 ) -> Result<(StatusCode, axum::Json<FeatureVersion>)> {
     let version = versions::create(&state, feature_id, req).await?;
-    Ok((StatusCode::CREATED, axum::Json(version)))
+    Ok((StatusCode::CREATED, axum::Json(version.into())))
 }
 
 /// List a feature's versions, oldest first.
@@ -44,7 +45,9 @@ pub async fn list(
     State(state): State<AppState>,
     Path(feature_id): Path<i64>,
 ) -> Result<axum::Json<Vec<FeatureVersion>>> {
-    Ok(axum::Json(versions::list(&state, feature_id).await?))
+    Ok(axum::Json(present::all(
+        versions::list(&state, feature_id).await?,
+    )))
 }
 
 /// Get one version of a feature.
@@ -56,7 +59,7 @@ pub async fn get_one(
     Path((feature_id, version_id)): Path<(i64, i64)>,
 ) -> Result<axum::Json<FeatureVersion>> {
     Ok(axum::Json(
-        versions::get(&state, feature_id, version_id).await?,
+        versions::get(&state, feature_id, version_id).await?.into(),
     ))
 }
 
@@ -71,7 +74,7 @@ pub async fn update(
     Json(req): Json<VersionUpdate>,
 ) -> Result<axum::Json<FeatureVersion>> {
     let version = versions::update(&state, feature_id, version_id, req).await?;
-    Ok(axum::Json(version))
+    Ok(axum::Json(version.into()))
 }
 
 /// Delete a version and its vectors.

@@ -40,9 +40,17 @@ const LOOKUP_CACHE_ENTRIES: u64 = 100_000;
 /// start them all together.
 const SNAPSHOT_LOADS: usize = 2;
 
-const TOO_BIG: &str = "the version is larger than the batch snapshot cap";
 /// What one entry of a snapshot's index costs at least, besides its bytes.
 const SNAPSHOT_SLOT_BYTES: u64 = 25;
+
+/// Why the cache could not hand out a snapshot it was asked to load.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("the version is larger than the batch snapshot cap")]
+    TooBig,
+    #[error("the cache is shutting down")]
+    Closed,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct VectorKey {
@@ -229,13 +237,14 @@ impl Cache {
     /// same moment, at most `SNAPSHOT_LOADS` versions at a time. `Ok(None)`: the version is too
     /// big to hold whole (known from an earlier build, which is not repeated); read it entity
     /// by entity.
-    pub async fn snapshot<F>(
+    pub async fn snapshot<F, E>(
         &self,
         meta: VersionMeta,
         load: F,
-    ) -> Result<Option<Arc<Snapshot>>, Arc<crate::error::AppError>>
+    ) -> Result<Option<Arc<Snapshot>>, Arc<E>>
     where
-        F: std::future::Future<Output = Result<Option<Snapshot>, crate::error::AppError>>,
+        F: std::future::Future<Output = Result<Option<Snapshot>, E>>,
+        E: From<CacheError> + Send + Sync + 'static,
     {
         let key = (meta.version_id, meta.generation);
         if let Some(hit) = self.inner.snapshots.get(&key).await {
@@ -260,12 +269,12 @@ impl Cache {
                     .snapshot_loads
                     .acquire()
                     .await
-                    .map_err(crate::error::AppError::internal)?;
+                    .map_err(|_| CacheError::Closed)?;
                 let snapshot = load.await?;
                 inner.snapshot_builds.fetch_add(1, Ordering::Relaxed);
                 let Some(snapshot) = snapshot.filter(|s| s.bytes() <= inner.snapshot_cap) else {
                     inner.too_big.insert(key, ()).await;
-                    return Err(crate::error::AppError::Internal(TOO_BIG.into()));
+                    return Err(CacheError::TooBig.into());
                 };
                 Ok(Arc::new(snapshot))
             })

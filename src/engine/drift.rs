@@ -12,39 +12,14 @@
 use std::collections::{BTreeMap, HashMap};
 
 use polars::prelude::*;
-use serde::{Deserialize, Serialize};
+
+use crate::model::{ColumnDrift, DriftBin};
 
 use super::stats::{categories, numbers, numeric_kind, quantile, TOP_VALUES};
 
 /// Pseudo-count added to every bin.
 const SMOOTHING: f64 = 0.5;
 const OTHER: &str = "(other)";
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ColumnDrift {
-    /// `numeric` or `categorical`.
-    pub kind: String,
-    /// Null when either snapshot has no non-null value in the column.
-    pub psi: Option<f64>,
-    /// Target null share minus base null share.
-    pub null_rate_change: f64,
-    pub base_null_rate: f64,
-    pub target_null_rate: f64,
-    pub bins: Vec<DriftBin>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DriftBin {
-    /// `<= 1.5`, `(1.5, 2]`, `> 9` for numbers; the value (or `(other)`) for categories.
-    pub label: String,
-    /// A numeric bin's bounds (`lower` excluded, `upper` included; absent: unbounded).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lower: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upper: Option<f64>,
-    pub base: u64,
-    pub target: u64,
-}
 
 /// Drift of every column both frames have with the same kind, but their keys.
 pub fn frame_drift(

@@ -10,43 +10,17 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+use super::{Result, ServiceError};
 use crate::cache::{LookupKey, Snapshot, VectorKey};
-use crate::error::{AppError, Result};
-use crate::model::{BatchRequest, FeatureRef};
+use crate::model::BatchRequest;
 use crate::served::{Freshness, VersionMeta};
 use crate::AppState;
 
-use super::history;
 use super::vectors::{resolve_key, resolve_key_at};
+use super::{history, lookup};
 
 pub const MAX_BATCH_ENTITIES: usize = 10_000;
 pub const MAX_BATCH_FEATURES: usize = 100;
-
-impl FeatureRef {
-    /// The key this reference has in the response, and the lookup that resolves it.
-    pub(crate) fn parse(&self) -> Result<(String, LookupKey)> {
-        match self {
-            FeatureRef::Id(id) => Ok((id.to_string(), LookupKey::Version(*id))),
-            FeatureRef::Name(text) => {
-                let key = match text.rsplit_once('@') {
-                    Some((name, version)) if !name.is_empty() && !version.is_empty() => {
-                        LookupKey::Label(name.to_string(), version.to_string())
-                    }
-                    Some(_) => {
-                        return Err(AppError::BadRequest(format!(
-                            "Invalid feature reference '{text}': use name, name@version or a version id"
-                        )))
-                    }
-                    None if text.is_empty() => {
-                        return Err(AppError::BadRequest("Empty feature reference".into()))
-                    }
-                    None => LookupKey::FeatureName(text.clone()),
-                };
-                Ok((text.clone(), key))
-            }
-        }
-    }
-}
 
 fn json_str(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
@@ -83,15 +57,15 @@ impl Column {
 
 pub async fn get(state: &AppState, req: &BatchRequest) -> Result<Bytes> {
     if req.features.is_empty() {
-        return Err(AppError::BadRequest("features must not be empty".into()));
+        return Err(ServiceError::Invalid("features must not be empty".into()));
     }
     if req.features.len() > MAX_BATCH_FEATURES {
-        return Err(AppError::BadRequest(format!(
+        return Err(ServiceError::Invalid(format!(
             "at most {MAX_BATCH_FEATURES} features per batch"
         )));
     }
     if req.entity_ids.len() > MAX_BATCH_ENTITIES {
-        return Err(AppError::BadRequest(format!(
+        return Err(ServiceError::Invalid(format!(
             "at most {MAX_BATCH_ENTITIES} entity_ids per batch"
         )));
     }
@@ -101,7 +75,7 @@ pub async fn get(state: &AppState, req: &BatchRequest) -> Result<Bytes> {
     let parsed = req
         .features
         .iter()
-        .map(FeatureRef::parse)
+        .map(lookup::reference)
         .collect::<Result<Vec<_>>>()?;
     let columns = futures::future::try_join_all(
         parsed
@@ -131,7 +105,7 @@ async fn column(
     };
     let (meta, mut reason) = match resolved {
         Ok(meta) => (Some(meta), None),
-        Err(AppError::NotFound(reason)) => (None, Some(reason)),
+        Err(ServiceError::NotFound(reason)) => (None, Some(reason)),
         Err(e) => return Err(e),
     };
     let mut freshness = meta.map(|m| m.freshness);
@@ -143,7 +117,7 @@ async fn column(
                     Some(history::snapshot_freshness(state, meta.version_id, &snapshot).await?);
                 Source::Fetched(values_as_of(state, snapshot.id, entity_ids).await?)
             }
-            Err(AppError::NotFound(why)) => {
+            Err(ServiceError::NotFound(why)) => {
                 reason = Some(why);
                 freshness = None;
                 Source::Unresolved
@@ -203,7 +177,7 @@ async fn values_as_of(
         )
     })
     .await?
-    .map_err(AppError::internal)
+    .map_err(ServiceError::fault)
 }
 
 /// The version held whole, or `None` when it is too big for the snapshot cap.
@@ -216,7 +190,7 @@ async fn snapshot(state: &AppState, meta: VersionMeta) -> Result<Option<Arc<Snap
             super::blocking(move || Snapshot::build(&rows)).await
         })
         .await
-        .map_err(|e| AppError::Internal(e.to_string()))
+        .map_err(ServiceError::fault)
 }
 
 /// Values of one version for every requested entity: cache first, then one query for the

@@ -1,13 +1,15 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::error::{AppError, Result};
-use crate::model::{format_ts, BackfillRequest, ComputeResponse, Engine, Snapshot};
+use super::{Result, ServiceError};
+use crate::model::{BackfillRequest, ComputeResponse, Engine};
 use crate::offline::Pinned;
 use crate::served::VersionMeta;
 use crate::store::{
-    DataMark, JobKind, PublishRequest, Published, RawTableRow, SnapshotKind, StoreError,
+    DataMark, JobKind, PublishRequest, Published, RawTableRow, SnapshotKind, SnapshotRow,
+    StoreError,
 };
+use crate::times::format_ts;
 use crate::worker::{
     ComputeError, ComputeJob, EventTimeLimit, FailureKind, Input, Job, Running, Task,
 };
@@ -52,7 +54,7 @@ pub async fn compute(
     if target.engine == Engine::Spark {
         super::spark::cluster(state)?;
         if !rows.is_empty() {
-            return Err(AppError::BadRequest(format!(
+            return Err(ServiceError::Invalid(format!(
                 "Feature {feature_id} is computed on Spark, which reads its raw table's stored \
                  rows; ingest the rows, then compute without raw_data"
             )));
@@ -71,8 +73,8 @@ pub async fn compute(
         let encoded = blocking(move || {
             let mut frame = schema
                 .frame_from_rows(&rows)
-                .map_err(|e| AppError::BadRequest(format!("Invalid raw data: {e}")))?;
-            crate::engine::batches::encode(&mut frame).map_err(AppError::internal)
+                .map_err(|e| ServiceError::Invalid(format!("Invalid raw data: {e}")))?;
+            crate::engine::batches::encode(&mut frame).map_err(ServiceError::fault)
         })
         .await??;
         Source::Piped(encoded)
@@ -139,7 +141,7 @@ pub async fn backfill(
     feature_id: i64,
     version_id: i64,
     req: &BackfillRequest,
-) -> Result<Vec<Snapshot>> {
+) -> Result<Vec<SnapshotRow>> {
     let steps = backfill_steps(req, state.clock.now())?;
     let version = lookup::version(state, feature_id, version_id).await?;
     let feature = lookup::feature(state, feature_id).await?;
@@ -181,7 +183,7 @@ pub async fn backfill(
         match step {
             Ok(step) => made.push(step.published.snapshot_id),
             Err(e) => {
-                let failed = Err(AppError::BadRequest(format!(
+                let failed = Err(ServiceError::Invalid(format!(
                     "step {} of the backfill failed after {} snapshots: {}",
                     made.len() + 1,
                     made.len(),
@@ -196,7 +198,6 @@ pub async fn backfill(
     Ok(listed
         .into_iter()
         .filter(|s| made.contains(&s.id))
-        .map(Snapshot::from)
         .collect())
 }
 
@@ -206,20 +207,22 @@ pub const MAX_BACKFILL_STEPS: i64 = 1000;
 /// `now`: on the database's clock.
 fn backfill_steps(req: &BackfillRequest, now: DateTime<Utc>) -> Result<Vec<DateTime<Utc>>> {
     if req.every_seconds < 1 {
-        return Err(AppError::BadRequest(
+        return Err(ServiceError::Invalid(
             "every_seconds must be at least 1".into(),
         ));
     }
     if req.end < req.start {
-        return Err(AppError::BadRequest("end must not be before start".into()));
+        return Err(ServiceError::Invalid("end must not be before start".into()));
     }
     if req.end > now {
-        return Err(AppError::BadRequest("end must not be in the future".into()));
+        return Err(ServiceError::Invalid(
+            "end must not be in the future".into(),
+        ));
     }
     let span = (req.end - req.start).num_seconds();
     let count = span / req.every_seconds + 1;
     if count > MAX_BACKFILL_STEPS {
-        return Err(AppError::BadRequest(format!(
+        return Err(ServiceError::Invalid(format!(
             "the backfill has {count} steps; at most {MAX_BACKFILL_STEPS} are allowed"
         )));
     }
@@ -266,13 +269,13 @@ fn event_time_limit(
     now: DateTime<Utc>,
 ) -> Result<EventTimeLimit> {
     let column = table.event_time_column.clone().ok_or_else(|| {
-        AppError::BadRequest(format!(
+        ServiceError::Invalid(format!(
             "as_of needs an event time: raw table '{}' has no event_time_column",
             table.name
         ))
     })?;
     if at > now {
-        return Err(AppError::BadRequest(
+        return Err(ServiceError::Invalid(
             "as_of must not be in the future".into(),
         ));
     }
@@ -285,7 +288,7 @@ fn event_time_limit(
 /// The newest version of a table and its files; a 400 when it holds no rows yet.
 async fn pinned_rows(state: &AppState, table: &RawTableRow) -> Result<(Pinned, DataMark)> {
     raw_tables::pin(state, table).await?.ok_or_else(|| {
-        AppError::BadRequest(format!(
+        ServiceError::Invalid(format!(
             "Invalid raw data: No data provided, and raw table '{}' has no ingested rows",
             table.name
         ))
@@ -457,7 +460,7 @@ async fn run_and_publish(
             // Removed once the worker has read it and the publish is done, whatever the outcome.
             let _spark_result = spark_result;
             let output_schema =
-                serde_json::to_string(&reply.output_schema).map_err(AppError::internal)?;
+                serde_json::to_string(&reply.output_schema).map_err(ServiceError::fault)?;
             let generation = match may_serve {
                 true => Some(
                     state
@@ -495,7 +498,7 @@ async fn run_and_publish(
                         .map(|p| (p, valid_from, written))
                         .map_err(|e| match e {
                             StoreError::StillReferenced => lookup::feature_not_found(feature_id),
-                            StoreError::VersionGone => AppError::NotFound(format!(
+                            StoreError::VersionGone => ServiceError::NotFound(format!(
                                 "Version '{version}' was deleted while it was computed; nothing was published"
                             )),
                             e => e.into(),
@@ -574,20 +577,20 @@ async fn on_spark(
     let spark = super::spark::cluster(state)?;
     super::spark::usable_for(state, table)?;
     let Input::Files { files, partitioned } = &task.input else {
-        return Err(AppError::BadRequest(
+        return Err(ServiceError::Invalid(
             "A feature computed on Spark reads its raw table's stored rows; rows sent with the \
              compute are computed with the polars engine only"
                 .into(),
         ));
     };
     if *partitioned {
-        return Err(AppError::BadRequest(format!(
+        return Err(ServiceError::Invalid(format!(
             "Raw table '{}' is a partitioned dataset, which the engine 'spark' does not read here",
             table.name
         )));
     }
     crate::engine::sql_guard::check(&task.sql)
-        .map_err(|e| AppError::BadRequest(format!("Feature computation failed: {e}")))?;
+        .map_err(|e| ServiceError::Invalid(format!("Feature computation failed: {e}")))?;
     let dir = super::spark::ResultDir::new(state)?;
     let started = std::time::Instant::now();
     let files = crate::spark::compute(
@@ -693,10 +696,10 @@ fn abandon(state: &AppState, generation: Option<i64>, location: &str) {
 }
 
 /// A worker's refusal in the words compute has always used.
-fn compute_failed(e: ComputeError) -> AppError {
+fn compute_failed(e: ComputeError) -> ServiceError {
     match e {
         ComputeError::Refused(FailureKind::Result, reason) => {
-            AppError::BadRequest(format!("Invalid feature result: {reason}"))
+            ServiceError::Invalid(format!("Invalid feature result: {reason}"))
         }
         e => failures::worker_error(e, "Feature computation failed"),
     }

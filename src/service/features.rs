@@ -1,20 +1,20 @@
-use crate::error::{AppError, Result};
-use crate::model::{Engine, Feature, FeatureCreate};
+use super::{Result, ServiceError};
+use crate::model::{Engine, FeatureCreate};
 use crate::store::StoreError;
-use crate::store::{NewFeature, RawTableRow};
+use crate::store::{FeatureRow, NewFeature, RawTableRow};
 use crate::worker::{ComputeJob, Input, Job, Task};
 use crate::AppState;
 
 use super::{check_label, raw_tables};
 use super::{failures, generations, lookup};
 
-fn invalid(reason: impl std::fmt::Display) -> AppError {
-    AppError::BadRequest(format!("Invalid feature computation: {reason}"))
+fn invalid(reason: impl std::fmt::Display) -> ServiceError {
+    ServiceError::Invalid(format!("Invalid feature computation: {reason}"))
 }
 
 /// Register a feature after proving its SQL: guarded, then dry-run on an empty frame of the
 /// raw table's schema, and its output must carry the entity key.
-pub async fn create(state: &AppState, req: FeatureCreate) -> Result<Feature> {
+pub async fn create(state: &AppState, req: FeatureCreate) -> Result<FeatureRow> {
     check_label("name", &req.name, 200)?;
     check_label("entity_key", &req.entity_key, 200)?;
     let table = lookup::table(state, req.raw_table_id).await?;
@@ -46,12 +46,12 @@ pub async fn create(state: &AppState, req: FeatureCreate) -> Result<Feature> {
         .await
         .map_err(|e| match e {
             StoreError::Duplicate => {
-                AppError::BadRequest(format!("Feature with name '{}' already exists", req.name))
+                ServiceError::Invalid(format!("Feature with name '{}' already exists", req.name))
             }
             StoreError::StillReferenced => lookup::table_not_found(req.raw_table_id),
             e => e.into(),
         })?;
-    Ok(row.into())
+    Ok(row)
 }
 
 /// Polars: run the SQL over an empty frame of the table's schema in a worker, like every run
@@ -111,18 +111,12 @@ async fn validate_on_spark(
     Ok(())
 }
 
-pub async fn list(state: &AppState) -> Result<Vec<Feature>> {
-    Ok(state
-        .store
-        .list_features()
-        .await?
-        .into_iter()
-        .map(Into::into)
-        .collect())
+pub async fn list(state: &AppState) -> Result<Vec<FeatureRow>> {
+    Ok(state.store.list_features().await?)
 }
 
-pub async fn get(state: &AppState, id: i64) -> Result<Feature> {
-    Ok(lookup::feature(state, id).await?.into())
+pub async fn get(state: &AppState, id: i64) -> Result<FeatureRow> {
+    lookup::feature(state, id).await
 }
 
 /// Deletes the feature, its versions and their vectors; serving stops at once.

@@ -7,12 +7,13 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use polars::prelude::{DataFrame, PlHashMap};
 
+use super::{Result, ServiceError};
 use crate::engine::history::Indexed;
 use crate::engine::result;
-use crate::error::{AppError, Result};
-use crate::model::{format_ts, Snapshot, VectorQuery};
+use crate::model::VectorQuery;
 use crate::served::Freshness;
 use crate::store::SnapshotRow;
+use crate::times::format_ts;
 use crate::AppState;
 
 use super::{blocking, vectors};
@@ -59,16 +60,16 @@ pub async fn decoded(state: &AppState, snapshot_id: i64) -> Result<Arc<Decoded>>
         .store
         .get_snapshot(snapshot_id)
         .await?
-        .ok_or_else(|| AppError::NotFound(format!("Snapshot {snapshot_id} not found")))?;
+        .ok_or_else(|| ServiceError::NotFound(format!("Snapshot {snapshot_id} not found")))?;
     let location = snapshot
         .location
-        .ok_or_else(|| AppError::internal(format!("snapshot {snapshot_id} has no file yet")))?;
+        .ok_or_else(|| ServiceError::fault(format!("snapshot {snapshot_id} has no file yet")))?;
     let location = state.offline.resolve(&location)?;
     let frame = crate::offline::read_snapshot(&location, state.offline.options()).await?;
     let decoded = Arc::new(
         blocking(move || Decoded::from_frame(frame))
             .await?
-            .map_err(AppError::internal)?,
+            .map_err(ServiceError::fault)?,
     );
     state
         .history
@@ -83,19 +84,13 @@ pub fn file_uri(state: &AppState, snapshot: &SnapshotRow) -> Result<String> {
     let stored = snapshot
         .location
         .as_deref()
-        .ok_or_else(|| AppError::internal(format!("snapshot {} has no file", snapshot.id)))?;
+        .ok_or_else(|| ServiceError::fault(format!("snapshot {} has no file", snapshot.id)))?;
     Ok(state.offline.resolve(stored)?.uri())
 }
 
-pub async fn list(state: &AppState, feature_id: i64, version_id: i64) -> Result<Vec<Snapshot>> {
+pub async fn list(state: &AppState, feature_id: i64, version_id: i64) -> Result<Vec<SnapshotRow>> {
     lookup::version(state, feature_id, version_id).await?;
-    Ok(state
-        .store
-        .list_snapshots(version_id)
-        .await?
-        .into_iter()
-        .map(Snapshot::from)
-        .collect())
+    Ok(state.store.list_snapshots(version_id).await?)
 }
 
 /// The snapshot of `version_id` in force at `at`, or a 404 saying there was none.
@@ -105,7 +100,7 @@ pub async fn in_force(state: &AppState, version_id: i64, at: DateTime<Utc>) -> R
         .snapshot_at(version_id, at)
         .await?
         .ok_or_else(|| {
-            AppError::NotFound(format!(
+            ServiceError::NotFound(format!(
                 "Feature version {version_id} has no snapshot valid at or before {}",
                 format_ts(&at)
             ))
@@ -137,24 +132,24 @@ pub async fn vector_as_of(
     let snapshot = in_force(state, meta.version_id, at).await?;
     let decoded = decoded(state, snapshot.id).await?;
     let row = *decoded.rows.get(&query.entity_id).ok_or_else(|| {
-        AppError::NotFound(format!(
+        ServiceError::NotFound(format!(
             "Feature vector not found for entity '{}'",
             query.entity_id
         ))
     })?;
     let frame = decoded.frame.slice(row as i64, 1);
     let key = frame.columns()[0].name().to_string();
-    let encoded = result::encode(&frame, &key, 1).map_err(AppError::internal)?;
+    let encoded = result::encode(&frame, &key, 1).map_err(ServiceError::fault)?;
     let values = encoded
         .vectors
         .into_iter()
         .next()
         .map(|v| v.values)
-        .ok_or_else(|| AppError::internal("an empty snapshot row"))?;
+        .ok_or_else(|| ServiceError::fault("an empty snapshot row"))?;
     let freshness = snapshot_freshness(state, meta.version_id, &snapshot).await?;
     let body = format!(
         r#"{{"entity_id":{},"feature_values":{},"feature_version_id":{},"computed_at":"{}","snapshot_id":{},"valid_from":"{}",{}}}"#,
-        serde_json::to_string(&query.entity_id).map_err(AppError::internal)?,
+        serde_json::to_string(&query.entity_id).map_err(ServiceError::fault)?,
         values,
         meta.version_id,
         format_ts(&snapshot.computed_at),

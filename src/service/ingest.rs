@@ -3,9 +3,9 @@ use futures::{Stream, StreamExt};
 use polars::prelude::DataFrame;
 use serde_json::{Map, Value};
 
+use super::{Result, ServiceError};
 use crate::engine::schema::TableSchema;
 use crate::engine::{formats, ndjson::NdjsonReader};
-use crate::error::{AppError, Result};
 use crate::model::IngestResponse;
 use crate::offline;
 use crate::store::RawTableRow;
@@ -22,15 +22,15 @@ pub enum Upload {
     Parquet(Bytes),
 }
 
-fn invalid(reason: impl std::fmt::Display) -> AppError {
-    AppError::BadRequest(format!("Invalid data: {reason}"))
+fn invalid(reason: impl std::fmt::Display) -> ServiceError {
+    ServiceError::Invalid(format!("Invalid data: {reason}"))
 }
 
 /// The table and its schema, refusing tables registered without one and external datasets.
 async fn target(state: &AppState, raw_table_id: i64) -> Result<(RawTableRow, TableSchema)> {
     let table = lookup::table(state, raw_table_id).await?;
     if let Some(format) = raw_tables::external_format(&table) {
-        return Err(AppError::BadRequest(format!(
+        return Err(ServiceError::Invalid(format!(
             "Raw table '{}' reads an external {} dataset, read-only; write to it where it lives",
             table.name,
             format.as_str()
@@ -100,10 +100,10 @@ where
     let mut reader = NdjsonReader::new(&schema);
     let mut received = 0usize;
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| AppError::validation(&["body"], e.to_string()))?;
+        let chunk = chunk.map_err(|e| ServiceError::Unreadable(e.to_string()))?;
         received += chunk.len();
         if received > max_bytes {
-            return Err(AppError::PayloadTooLarge);
+            return Err(ServiceError::TooLarge);
         }
         reader.feed(&chunk).map_err(invalid)?;
     }
@@ -116,14 +116,14 @@ where
 async fn store(state: &AppState, table: &RawTableRow, stored: Stored) -> Result<IngestResponse> {
     let location = raw_tables::location_of(state, table)
         .await?
-        .ok_or_else(|| AppError::internal("a table with a schema has no storage"))?;
+        .ok_or_else(|| ServiceError::fault("a table with a schema has no storage"))?;
     let (parquet, count) = match stored {
         Stored::AsItCame { parquet, rows } => (parquet, rows),
         Stored::Frame(mut frame) => {
             let count = frame.height();
             let parquet = blocking(move || offline::write_parquet(&mut frame))
                 .await?
-                .map_err(AppError::internal)?;
+                .map_err(ServiceError::fault)?;
             (Bytes::from(parquet), count)
         }
     };

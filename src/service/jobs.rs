@@ -3,9 +3,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::error::{AppError, Result};
-use crate::model::{Job, JobsQuery};
-use crate::store::{JobFilter, JobKind, JobStatus};
+use super::{Result, ServiceError};
+use crate::model::JobsQuery;
+use crate::store::{JobFilter, JobKind, JobRow, JobStatus};
 use crate::AppState;
 
 pub const DEFAULT_LIMIT: i64 = 100;
@@ -28,10 +28,10 @@ pub async fn fail_abandoned(state: &AppState) {
     }
 }
 
-pub async fn list(state: &AppState, query: &JobsQuery) -> Result<Vec<Job>> {
+pub async fn list(state: &AppState, query: &JobsQuery) -> Result<Vec<JobRow>> {
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(AppError::BadRequest(format!(
+        return Err(ServiceError::Invalid(format!(
             "limit must be between 1 and {MAX_LIMIT}"
         )));
     }
@@ -42,7 +42,7 @@ pub async fn list(state: &AppState, query: &JobsQuery) -> Result<Vec<Job>> {
         Some("succeeded") => Some(JobStatus::Succeeded),
         Some("failed") => Some(JobStatus::Failed),
         Some(other) => {
-            return Err(AppError::BadRequest(format!(
+            return Err(ServiceError::Invalid(format!(
                 "status must be queued, running, succeeded or failed, not '{other}'"
             )))
         }
@@ -55,7 +55,7 @@ pub async fn list(state: &AppState, query: &JobsQuery) -> Result<Vec<Job>> {
             limit,
         })
         .await?;
-    Ok(rows.into_iter().map(Job::from).collect())
+    Ok(rows)
 }
 
 /// A job being recorded; clones share it. When the last clone goes before `finish` (its

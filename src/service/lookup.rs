@@ -1,20 +1,22 @@
-//! Rows by id, or the 404 a client is told: what every service looks up, in one place, so no
-//! service calls another for it.
+//! Rows by id, or the 404 a client is told, and what a feature reference names: what every
+//! service looks up, in one place, so no service calls another for it.
 
-use crate::error::{AppError, Result};
+use super::{Result, ServiceError};
+use crate::cache::LookupKey;
+use crate::model::FeatureRef;
 use crate::store::{FeatureRow, RawTableRow, VersionRow};
 use crate::AppState;
 
-pub fn feature_not_found(id: i64) -> AppError {
-    AppError::NotFound(format!("Feature with ID {id} not found"))
+pub fn feature_not_found(id: i64) -> ServiceError {
+    ServiceError::NotFound(format!("Feature with ID {id} not found"))
 }
 
-pub fn version_not_found(id: i64) -> AppError {
-    AppError::NotFound(format!("Feature version with ID {id} not found"))
+pub fn version_not_found(id: i64) -> ServiceError {
+    ServiceError::NotFound(format!("Feature version with ID {id} not found"))
 }
 
-pub fn table_not_found(id: i64) -> AppError {
-    AppError::NotFound(format!("Raw table with ID {id} not found"))
+pub fn table_not_found(id: i64) -> ServiceError {
+    ServiceError::NotFound(format!("Raw table with ID {id} not found"))
 }
 
 pub async fn feature(state: &AppState, id: i64) -> Result<FeatureRow> {
@@ -40,4 +42,29 @@ pub async fn table(state: &AppState, id: i64) -> Result<RawTableRow> {
         .get_raw_table(id)
         .await?
         .ok_or_else(|| table_not_found(id))
+}
+
+/// A feature reference (a version id, `name` or `name@version`): the key it has in an answer,
+/// and the lookup that resolves it.
+pub fn reference(feature: &FeatureRef) -> Result<(String, LookupKey)> {
+    match feature {
+        FeatureRef::Id(id) => Ok((id.to_string(), LookupKey::Version(*id))),
+        FeatureRef::Name(text) => {
+            let key = match text.rsplit_once('@') {
+                Some((name, version)) if !name.is_empty() && !version.is_empty() => {
+                    LookupKey::Label(name.to_string(), version.to_string())
+                }
+                Some(_) => {
+                    return Err(ServiceError::Invalid(format!(
+                        "Invalid feature reference '{text}': use name, name@version or a version id"
+                    )))
+                }
+                None if text.is_empty() => {
+                    return Err(ServiceError::Invalid("Empty feature reference".into()))
+                }
+                None => LookupKey::FeatureName(text.clone()),
+            };
+            Ok((text.clone(), key))
+        }
+    }
 }

@@ -4,7 +4,7 @@
 //! transaction (its batch id), so a move that stops anywhere resumes without doubling a batch.
 
 use super::raw_tables;
-use crate::error::{AppError, Result};
+use super::{Result, ServiceError};
 use crate::AppState;
 
 /// The application id of the move's Delta transactions.
@@ -38,7 +38,7 @@ async fn move_batches(state: &AppState, table_id: i64) -> Result<()> {
     let location = raw_tables::location_of(state, &table)
         .await?
         .ok_or_else(|| {
-            AppError::internal(format!("raw table {table_id} has batches but no schema"))
+            ServiceError::fault(format!("raw table {table_id} has batches but no schema"))
         })?;
     let batches = state.store.legacy_batches(table_id).await?;
     tracing::info!(
@@ -59,7 +59,7 @@ async fn move_batches(state: &AppState, table_id: i64) -> Result<()> {
                 crate::offline::write_parquet(&mut frame)
             })
             .await?
-            .map_err(AppError::internal)?;
+            .map_err(ServiceError::fault)?;
             state
                 .offline
                 .append(
@@ -97,7 +97,7 @@ async fn move_snapshots(state: &AppState) -> Result<()> {
             crate::offline::write_parquet(&mut frame)
         })
         .await?
-        .map_err(AppError::internal)?;
+        .map_err(ServiceError::fault)?;
         let relative = format!(
             "{}/moved-{snapshot_id}.parquet",
             state

@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod changes;
 pub mod compute;
+pub mod error;
 pub mod failures;
 pub mod features;
 pub mod generations;
@@ -20,7 +21,7 @@ pub mod training;
 pub mod vectors;
 pub mod versions;
 
-use crate::error::{AppError, Result};
+pub use error::{Result, ServiceError};
 
 /// Run CPU-bound engine work on the blocking pool so request handling never stalls on it.
 pub(crate) async fn blocking<T: Send + 'static>(
@@ -28,7 +29,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 ) -> Result<T> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(AppError::internal)
+        .map_err(ServiceError::fault)
 }
 
 /// Run `work` to its end even if the request that started it goes away: a change that has
@@ -36,7 +37,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 pub(crate) async fn detached<T: Send + 'static>(
     work: impl std::future::Future<Output = Result<T>> + Send + 'static,
 ) -> Result<T> {
-    tokio::spawn(work).await.map_err(AppError::internal)?
+    tokio::spawn(work).await.map_err(ServiceError::fault)?
 }
 
 /// The longest version label.
@@ -45,15 +46,15 @@ pub const MAX_VERSION_LEN: usize = 100;
 /// Names shown in URLs and lists: non-empty, bounded, no control characters.
 pub(crate) fn check_label(what: &str, value: &str, max: usize) -> Result<()> {
     if value.trim().is_empty() {
-        return Err(AppError::BadRequest(format!("{what} must not be empty")));
+        return Err(ServiceError::Invalid(format!("{what} must not be empty")));
     }
     if value.chars().count() > max {
-        return Err(AppError::BadRequest(format!(
+        return Err(ServiceError::Invalid(format!(
             "{what} must be at most {max} characters"
         )));
     }
     if value.chars().any(char::is_control) {
-        return Err(AppError::BadRequest(format!(
+        return Err(ServiceError::Invalid(format!(
             "{what} must not contain control characters"
         )));
     }

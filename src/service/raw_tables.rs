@@ -1,9 +1,9 @@
 use std::collections::BTreeMap;
 
 use super::{failures, lookup};
+use super::{Result, ServiceError};
 use crate::engine::schema::{is_identifier, ColumnType, TableSchema, MAX_IDENTIFIER_LEN};
-use crate::error::{AppError, Result};
-use crate::model::{RawTable, RawTableCreate, RawTablePreview, RawTableSource, SourceFormat};
+use crate::model::{RawTableCreate, RawTablePreview, RawTableSource, SourceFormat};
 use crate::offline::{ExternalFormat, Location, Pinned};
 use crate::store::{DataMark, IngestSummary, InitialVersion, NewRawTable, RawTableRow, StoreError};
 use crate::worker::{Input, Job, PreviewJob, Task};
@@ -13,13 +13,13 @@ const MAX_PREVIEW_ROWS: usize = 1000;
 
 /// The table's schema as registered; an empty schema when it was registered without one.
 pub fn schema_of(table: &RawTableRow) -> Result<TableSchema> {
-    TableSchema::from_definition(&definition_of(table)?).map_err(AppError::internal)
+    TableSchema::from_definition(&definition_of(table)?).map_err(ServiceError::fault)
 }
 
 /// The stored `schema_definition` (column -> declared type); empty when none was given.
 pub fn definition_of(table: &RawTableRow) -> Result<BTreeMap<String, String>> {
     let def: Option<BTreeMap<String, String>> =
-        serde_json::from_str(&table.schema_definition).map_err(AppError::internal)?;
+        serde_json::from_str(&table.schema_definition).map_err(ServiceError::fault)?;
     Ok(def.unwrap_or_default())
 }
 
@@ -42,15 +42,15 @@ fn type_name(ty: ColumnType) -> &'static str {
     }
 }
 
-pub async fn create(state: &AppState, req: RawTableCreate) -> Result<RawTable> {
+pub async fn create(state: &AppState, req: RawTableCreate) -> Result<TableState> {
     if !is_identifier(&req.name) {
-        return Err(AppError::BadRequest(format!(
+        return Err(ServiceError::Invalid(format!(
             "Invalid raw table name {:?}: use letters, digits and '_' (starting with a letter or '_'), at most {MAX_IDENTIFIER_LEN} characters",
             req.name
         )));
     }
     if let Some(def) = &req.schema_definition {
-        TableSchema::from_definition(def).map_err(AppError::BadRequest)?;
+        TableSchema::from_definition(def).map_err(ServiceError::Invalid)?;
     }
     let (definition, external) = match &req.source {
         Some(source) => {
@@ -60,7 +60,7 @@ pub async fn create(state: &AppState, req: RawTableCreate) -> Result<RawTable> {
         None => (req.schema_definition.clone(), None),
     };
     let schema = match &definition {
-        Some(def) => Some(TableSchema::from_definition(def).map_err(AppError::BadRequest)?),
+        Some(def) => Some(TableSchema::from_definition(def).map_err(ServiceError::Invalid)?),
         None => None,
     };
     if let Some(column) = &req.event_time_column {
@@ -68,12 +68,12 @@ pub async fn create(state: &AppState, req: RawTableCreate) -> Result<RawTable> {
             .as_ref()
             .and_then(|s| s.columns().find(|(n, _, _)| n == column).map(|(_, t, _)| t));
         if !matches!(ty, Some(ColumnType::Date | ColumnType::Datetime)) {
-            return Err(AppError::BadRequest(format!(
+            return Err(ServiceError::Invalid(format!(
                 "event_time_column '{column}' must be a date or datetime column of schema_definition"
             )));
         }
     }
-    let schema_json = serde_json::to_string(&definition).map_err(AppError::internal)?;
+    let schema_json = serde_json::to_string(&definition).map_err(ServiceError::fault)?;
     let (storage_uri, source_format, initial_version) = match external {
         Some((location, format, pinned, fingerprint)) => (
             Some(location.uri()),
@@ -103,7 +103,7 @@ pub async fn create(state: &AppState, req: RawTableCreate) -> Result<RawTable> {
         .await
         .map_err(|e| match e {
             StoreError::Duplicate => {
-                AppError::BadRequest(format!("Raw table with name '{}' already exists", req.name))
+                ServiceError::Invalid(format!("Raw table with name '{}' already exists", req.name))
             }
             e => e.into(),
         })?;
@@ -140,14 +140,14 @@ async fn inspect_source(
     let location = state
         .offline
         .check_external(&source.uri)
-        .map_err(|e| AppError::BadRequest(format!("Invalid source: {e}")))?;
+        .map_err(|e| ServiceError::Invalid(format!("Invalid source: {e}")))?;
     let found = state
         .offline
         .inspect_external(format, &location)
         .await
         .map_err(|e| match e {
             crate::offline::OfflineError::Invalid(reason) => {
-                AppError::BadRequest(format!("Invalid source: {reason}"))
+                ServiceError::Invalid(format!("Invalid source: {reason}"))
             }
             e => e.into(),
         })?;
@@ -163,13 +163,13 @@ async fn inspect_source(
                 match (has, wanted) {
                     (Some(has), Some(wanted)) if has == wanted => {}
                     (Some(has), _) => {
-                        return Err(AppError::BadRequest(format!(
+                        return Err(ServiceError::Invalid(format!(
                         "Invalid source: column '{name}' is {} in the dataset, not {declared_type}",
                         type_name(has)
                     )))
                     }
                     (None, _) => {
-                        return Err(AppError::BadRequest(format!(
+                        return Err(ServiceError::Invalid(format!(
                             "Invalid source: the dataset has no column '{name}'{}",
                             if found.skipped.contains(name) {
                                 " of a type a raw table can hold"
@@ -190,7 +190,7 @@ async fn inspect_source(
             .collect(),
     };
     if definition.is_empty() {
-        return Err(AppError::BadRequest(
+        return Err(ServiceError::Invalid(
             "Invalid source: the dataset has no column a raw table can hold".into(),
         ));
     }
@@ -272,10 +272,9 @@ pub async fn pin(state: &AppState, table: &RawTableRow) -> Result<Option<(Pinned
                 .pin_delta(&location)
                 .await
                 .map_err(|e| match e {
-                    crate::offline::OfflineError::Invalid(reason) => AppError::BadRequest(format!(
-                        "raw table '{}' cannot be read: {reason}",
-                        table.name
-                    )),
+                    crate::offline::OfflineError::Invalid(reason) => ServiceError::Invalid(
+                        format!("raw table '{}' cannot be read: {reason}", table.name),
+                    ),
                     e => e.into(),
                 })?;
             let known = newest.as_ref().map_or(0, |v| v.version);
@@ -330,7 +329,7 @@ async fn record(
     Ok(())
 }
 
-pub async fn list(state: &AppState) -> Result<Vec<RawTable>> {
+pub async fn list(state: &AppState) -> Result<Vec<TableState>> {
     let rows = state.store.list_raw_tables().await?;
     let summaries = state.store.ingest_summaries(None).await?;
     Ok(rows
@@ -339,19 +338,19 @@ pub async fn list(state: &AppState) -> Result<Vec<RawTable>> {
         .collect())
 }
 
-/// A table as shown, with its row count, last ingest and version.
-fn with_summary(row: RawTableRow, summaries: &[IngestSummary]) -> RawTable {
-    let summary = summaries.iter().find(|s| s.raw_table_id == row.id);
-    let mut table = RawTable::from(row);
-    if let Some(s) = summary {
-        table.row_count = s.row_count;
-        table.last_ingest_at = Some(s.last_ingest_at);
-        table.version = Some(s.version);
-    }
-    table
+/// A table and where its data stands (rows, last ingest, version): what a client is shown.
+pub struct TableState {
+    pub row: RawTableRow,
+    /// None before the first ingest.
+    pub summary: Option<IngestSummary>,
 }
 
-pub async fn get(state: &AppState, id: i64) -> Result<RawTable> {
+fn with_summary(row: RawTableRow, summaries: &[IngestSummary]) -> TableState {
+    let summary = summaries.iter().find(|s| s.raw_table_id == row.id).cloned();
+    TableState { row, summary }
+}
+
+pub async fn get(state: &AppState, id: i64) -> Result<TableState> {
     let row = lookup::table(state, id).await?;
     let summaries = state.store.ingest_summaries(Some(id)).await?;
     Ok(with_summary(row, &summaries))
@@ -362,7 +361,7 @@ pub async fn get(state: &AppState, id: i64) -> Result<RawTable> {
 pub async fn delete(state: &AppState, id: i64) -> Result<()> {
     let table = lookup::table(state, id).await?;
     let in_use = |names: Vec<String>| {
-        AppError::BadRequest(format!(
+        ServiceError::Invalid(format!(
             "Raw table '{}' is used by features: {}; delete them first",
             table.name,
             names.join(", ")
@@ -393,7 +392,7 @@ pub async fn delete(state: &AppState, id: i64) -> Result<()> {
 pub async fn preview(state: &AppState, id: i64, limit: Option<usize>) -> Result<RawTablePreview> {
     let limit = limit.unwrap_or(100);
     if limit == 0 || limit > MAX_PREVIEW_ROWS {
-        return Err(AppError::BadRequest(format!(
+        return Err(ServiceError::Invalid(format!(
             "limit must be between 1 and {MAX_PREVIEW_ROWS}"
         )));
     }
@@ -423,7 +422,7 @@ pub async fn preview(state: &AppState, id: i64, limit: Option<usize>) -> Result<
         .await
         .map_err(|e| failures::worker_error(e, "Reading the table failed"))?;
     let rows =
-        serde_json::from_slice(payload.as_deref().unwrap_or(b"[]")).map_err(AppError::internal)?;
+        serde_json::from_slice(payload.as_deref().unwrap_or(b"[]")).map_err(ServiceError::fault)?;
     Ok(RawTablePreview {
         raw_table_id: id,
         total_rows,

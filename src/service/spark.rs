@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{AppError, Result};
+use super::{Result, ServiceError};
 use crate::offline::Location;
 use crate::spark::Spark;
 use crate::store::RawTableRow;
@@ -12,7 +12,7 @@ use crate::AppState;
 /// The cluster, or a 400 saying that none is configured.
 pub fn cluster(state: &AppState) -> Result<&Spark> {
     state.spark.as_ref().ok_or_else(|| {
-        AppError::BadRequest(
+        ServiceError::Invalid(
             "The engine 'spark' needs SPARK_CONNECT_URL (sc://host:port) to be set on the server"
                 .into(),
         )
@@ -24,7 +24,7 @@ pub fn cluster(state: &AppState) -> Result<&Spark> {
 /// datasets are left to polars.
 pub fn usable_for(state: &AppState, table: &RawTableRow) -> Result<()> {
     if !matches!(state.offline.root(), Location::Local(_)) {
-        return Err(AppError::BadRequest(
+        return Err(ServiceError::Invalid(
             "The engine 'spark' needs DATA_DIR on a local or shared filesystem, not object storage"
                 .into(),
         ));
@@ -34,7 +34,7 @@ pub fn usable_for(state: &AppState, table: &RawTableRow) -> Result<()> {
         .as_deref()
         .is_some_and(|uri| uri.contains("://") && !uri.starts_with("file://"))
     {
-        return Err(AppError::BadRequest(format!(
+        return Err(ServiceError::Invalid(format!(
             "The engine 'spark' reads local files only; raw table '{}' is in object storage",
             table.name
         )));
@@ -49,7 +49,7 @@ pub struct ResultDir(PathBuf);
 impl ResultDir {
     pub fn new(state: &AppState) -> Result<ResultDir> {
         let Location::Local(root) = state.offline.root() else {
-            return Err(AppError::internal(
+            return Err(ServiceError::fault(
                 "a Spark result outside a local DATA_DIR",
             ));
         };

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::engine::drift::ColumnDrift;
-use crate::error::{AppError, Result};
+use super::{Result, ServiceError};
+use crate::model::ColumnDrift;
 use crate::model::{Drift, SnapshotStats};
 use crate::store::SnapshotRow;
 use crate::worker::protocol::{DriftJob, StatsJob};
@@ -18,7 +18,7 @@ use failures::worker_error;
 async fn snapshot_of(state: &AppState, version_id: i64, snapshot_id: i64) -> Result<SnapshotRow> {
     match state.store.get_snapshot(snapshot_id).await? {
         Some(s) if s.feature_version_id == version_id => Ok(s),
-        _ => Err(AppError::NotFound(format!(
+        _ => Err(ServiceError::NotFound(format!(
             "Snapshot {snapshot_id} of feature version {version_id} not found"
         ))),
     }
@@ -28,7 +28,7 @@ async fn snapshot_of(state: &AppState, version_id: i64, snapshot_id: i64) -> Res
 async fn ordered(state: &AppState, version_id: i64) -> Result<Vec<SnapshotRow>> {
     let list = state.store.list_snapshots(version_id).await?;
     if list.is_empty() {
-        return Err(AppError::NotFound(format!(
+        return Err(ServiceError::NotFound(format!(
             "Feature version {version_id} has no snapshots yet: compute it first"
         )));
     }
@@ -56,20 +56,20 @@ pub async fn of_newest(
     let list = ordered(state, version_id).await?;
     let newest = list
         .last()
-        .ok_or_else(|| AppError::internal("no snapshot"))?;
+        .ok_or_else(|| ServiceError::fault("no snapshot"))?;
     stats_of(state, newest).await
 }
 
 /// Stored statistics, or (for a snapshot made before they were) computed from its data now.
 async fn stats_of(state: &AppState, snapshot: &SnapshotRow) -> Result<SnapshotStats> {
     let columns = match state.store.snapshot_stats(snapshot.id).await? {
-        Some(json) => serde_json::from_str(&json).map_err(AppError::internal)?,
+        Some(json) => serde_json::from_str(&json).map_err(ServiceError::fault)?,
         None => {
             let task = Task::Stats(StatsJob {
                 snapshot: history::file_uri(state, snapshot)?,
             });
             let payload = in_worker(state, task, "Statistics failed").await?;
-            serde_json::from_slice(&payload).map_err(AppError::internal)?
+            serde_json::from_slice(&payload).map_err(ServiceError::fault)?
         }
     };
     Ok(SnapshotStats {
@@ -96,14 +96,14 @@ pub async fn drift(
         None => list
             .last()
             .cloned()
-            .ok_or_else(|| AppError::internal("no snapshot"))?,
+            .ok_or_else(|| ServiceError::fault("no snapshot"))?,
     };
     let base = match base {
         Some(id) => snapshot_of(state, version_id, id).await?,
         None => {
             let at = list.iter().position(|s| s.id == target.id).unwrap_or(0);
             at.checked_sub(1).map(|i| list[i].clone()).ok_or_else(|| {
-                AppError::NotFound(format!(
+                ServiceError::NotFound(format!(
                     "Snapshot {} is the first of feature version {version_id}: there is nothing to compare it with",
                     target.id
                 ))
@@ -114,7 +114,7 @@ pub async fn drift(
         && list[list.len() - 1].id == target.id
         && list[list.len() - 2].id == base.id;
     let columns = match state.store.kept_drift(target.id, base.id).await? {
-        Some(json) => serde_json::from_str(&json).map_err(AppError::internal)?,
+        Some(json) => serde_json::from_str(&json).map_err(ServiceError::fault)?,
         None => computed_drift(state, &base, &target).await?,
     };
     if newest_pair {
@@ -140,7 +140,7 @@ async fn computed_drift(
         target: history::file_uri(state, target)?,
     });
     let payload = in_worker(state, task, "Drift failed").await?;
-    serde_json::from_slice(&payload).map_err(AppError::internal)
+    serde_json::from_slice(&payload).map_err(ServiceError::fault)
 }
 
 /// Run a task that answers with one payload in a worker, under the compute limits.
@@ -154,7 +154,7 @@ async fn in_worker(state: &AppState, task: Task, failed: &str) -> Result<Vec<u8>
         .run(&job, None)
         .await
         .map_err(|e| worker_error(e, failed))?;
-    payload.ok_or_else(|| AppError::internal("the worker sent no answer"))
+    payload.ok_or_else(|| ServiceError::fault("the worker sent no answer"))
 }
 
 /// After a publish that became the served snapshot: the drift from the one before it, kept
@@ -168,7 +168,7 @@ pub fn refresh_drift_gauge(state: &AppState, feature_id: i64, version_id: i64) {
             return;
         }
         match drift(&state, feature_id, version_id, None, None).await {
-            Ok(_) | Err(AppError::NotFound(_)) => {}
+            Ok(_) | Err(ServiceError::NotFound(_)) => {}
             Err(e) => {
                 tracing::warn!(version_id, error = %e, "could not compute drift for the gauge")
             }
@@ -186,7 +186,7 @@ async fn keep_newest_drift(state: &AppState, version_id: i64) -> Result<()> {
         return Ok(());
     }
     let columns = computed_drift(state, base, target).await?;
-    let json = serde_json::to_string(&columns).map_err(AppError::internal)?;
+    let json = serde_json::to_string(&columns).map_err(ServiceError::fault)?;
     state.store.keep_drift(target.id, base.id, &json).await?;
     Ok(())
 }

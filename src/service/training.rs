@@ -9,15 +9,15 @@ use std::collections::HashSet;
 
 use bytes::Bytes;
 
+use super::{Result, ServiceError};
 use crate::engine::training::Format;
-use crate::error::{AppError, Result};
 use crate::model::FeatureRef;
 use crate::worker::protocol::{Job, SnapshotFile, Task, TrainingFeature, TrainingJob};
 use crate::worker::Running;
 use crate::AppState;
 
-use super::failures;
 use super::vectors::resolve_key;
+use super::{failures, lookup};
 use failures::worker_error;
 
 pub const MAX_FEATURES: usize = 100;
@@ -36,16 +36,16 @@ pub struct Request {
 /// answer's bytes are read from the returned worker.
 pub async fn start(state: &AppState, request: Request) -> Result<Running> {
     if request.features.is_empty() {
-        return Err(AppError::BadRequest("features must not be empty".into()));
+        return Err(ServiceError::Invalid("features must not be empty".into()));
     }
     if request.features.len() > MAX_FEATURES {
-        return Err(AppError::BadRequest(format!(
+        return Err(ServiceError::Invalid(format!(
             "at most {MAX_FEATURES} features per training set"
         )));
     }
     if let Some(age) = request.max_age_seconds {
         if age < 0 {
-            return Err(AppError::BadRequest(
+            return Err(ServiceError::Invalid(
                 "max_age_seconds must not be negative".into(),
             ));
         }
@@ -54,7 +54,7 @@ pub async fn start(state: &AppState, request: Request) -> Result<Running> {
     if request.output != Format::Json {
         // The flat table has a column per value: a feature without values has no columns.
         if let Some(f) = features.iter().find(|f| f.unresolved.is_some()) {
-            return Err(AppError::NotFound(format!(
+            return Err(ServiceError::NotFound(format!(
                 "Feature '{}' did not resolve: {}",
                 f.reference,
                 f.unresolved.as_deref().unwrap_or_default()
@@ -99,13 +99,13 @@ async fn resolve(state: &AppState, refs: &[FeatureRef]) -> Result<Vec<TrainingFe
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for feature in refs {
-        let (reference, key) = feature.parse()?;
+        let (reference, key) = lookup::reference(feature)?;
         if !seen.insert(reference.clone()) {
             continue;
         }
         let meta = match resolve_key(state, key).await {
             Ok(meta) => meta,
-            Err(AppError::NotFound(reason)) => {
+            Err(ServiceError::NotFound(reason)) => {
                 out.push(TrainingFeature {
                     reference,
                     version_id: None,

@@ -1,10 +1,11 @@
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+use super::{Result, ServiceError};
 use crate::cache::{LookupKey, VectorKey};
-use crate::error::{AppError, Result};
-use crate::model::{format_ts, VectorQuery};
+use crate::model::VectorQuery;
 use crate::served::VersionMeta;
+use crate::times::format_ts;
 use crate::AppState;
 
 use super::lookup;
@@ -41,7 +42,7 @@ pub async fn get(state: &AppState, query: &VectorQuery) -> Result<Bytes> {
         }
     }
     let values = values.ok_or_else(|| {
-        AppError::NotFound(format!(
+        ServiceError::NotFound(format!(
             "Feature vector not found for entity '{}'",
             query.entity_id
         ))
@@ -81,7 +82,7 @@ pub(crate) fn lookup_key(query: &VectorQuery) -> Result<LookupKey> {
     match (query.feature_version_id, &query.feature_name) {
         (Some(id), _) => Ok(LookupKey::Version(id)),
         (None, Some(name)) => Ok(LookupKey::FeatureName(name.clone())),
-        (None, None) => Err(AppError::BadRequest(
+        (None, None) => Err(ServiceError::Invalid(
             "Either feature_version_id or feature_name must be provided".into(),
         )),
     }
@@ -120,18 +121,22 @@ pub async fn resolve_key(state: &AppState, key: LookupKey) -> Result<VersionMeta
         LookupKey::FeatureName(name) => match state.store.latest_served_version(name).await? {
             Some(meta) => meta,
             None if state.store.feature_exists_by_name(name).await? => {
-                return Err(AppError::NotFound(format!(
+                return Err(ServiceError::NotFound(format!(
                     "No active computed version found for feature '{name}'"
                 )))
             }
-            None => return Err(AppError::NotFound(format!("Feature '{name}' not found"))),
+            None => {
+                return Err(ServiceError::NotFound(format!(
+                    "Feature '{name}' not found"
+                )))
+            }
         },
         LookupKey::Label(name, version) => state
             .store
             .version_meta_by_label(name, version)
             .await?
             .ok_or_else(|| {
-                AppError::NotFound(format!("Version '{version}' of feature '{name}' not found"))
+                ServiceError::NotFound(format!("Version '{version}' of feature '{name}' not found"))
             })?,
     };
     state.cache.put_lookup(key, meta, lookup.epoch).await;
@@ -142,10 +147,10 @@ pub async fn resolve_key(state: &AppState, key: LookupKey) -> Result<VersionMeta
 /// "data_as_of":..}`, with the stored values spliced in as they are (they were encoded once, at
 /// compute time).
 fn encode(entity_id: &str, values: &str, meta: &VersionMeta) -> Result<Bytes> {
-    let entity = serde_json::to_string(entity_id).map_err(AppError::internal)?;
+    let entity = serde_json::to_string(entity_id).map_err(ServiceError::fault)?;
     let computed_at = meta
         .computed_at
-        .ok_or_else(|| AppError::internal("a served version without computed_at"))?;
+        .ok_or_else(|| ServiceError::fault("a served version without computed_at"))?;
     let mut out = String::with_capacity(values.len() + entity.len() + 128);
     out.push_str("{\"entity_id\":");
     out.push_str(&entity);

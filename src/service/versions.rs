@@ -1,7 +1,7 @@
-use crate::error::{AppError, Result};
-use crate::model::{FeatureVersion, VersionCreate, VersionUpdate};
+use super::{Result, ServiceError};
+use crate::model::{VersionCreate, VersionUpdate};
 use crate::store::StoreError;
-use crate::store::{NewVersion, VersionChange};
+use crate::store::{NewVersion, VersionChange, VersionRow};
 use crate::AppState;
 
 use super::{check_label, MAX_VERSION_LEN};
@@ -12,28 +12,24 @@ pub const MAX_REFRESH_SECONDS: i64 = 31_536_000;
 
 fn check_refresh(every: Option<i64>) -> Result<()> {
     match every {
-        Some(s) if !(1..=MAX_REFRESH_SECONDS).contains(&s) => Err(AppError::BadRequest(format!(
+        Some(s) if !(1..=MAX_REFRESH_SECONDS).contains(&s) => Err(ServiceError::Invalid(format!(
             "refresh_every_seconds must be between 1 and {MAX_REFRESH_SECONDS}, or null for manual"
         ))),
         _ => Ok(()),
     }
 }
 
-pub fn duplicate(version: &str, feature_id: i64) -> AppError {
-    AppError::BadRequest(format!(
+pub fn duplicate(version: &str, feature_id: i64) -> ServiceError {
+    ServiceError::Invalid(format!(
         "Version '{version}' already exists for feature {feature_id}"
     ))
 }
 
 /// Create a version that snapshots the feature's current SQL and entity key.
-pub async fn create(
-    state: &AppState,
-    feature_id: i64,
-    req: VersionCreate,
-) -> Result<FeatureVersion> {
+pub async fn create(state: &AppState, feature_id: i64, req: VersionCreate) -> Result<VersionRow> {
     if let Some(body_id) = req.feature_id {
         if body_id != feature_id {
-            return Err(AppError::BadRequest(format!(
+            return Err(ServiceError::Invalid(format!(
                 "feature_id in the body ({body_id}) does not match the feature in the path ({feature_id})"
             )));
         }
@@ -61,22 +57,16 @@ pub async fn create(
             e => e.into(),
         })?;
     // No cache change: serving by name only considers computed versions.
-    Ok(row.into())
+    Ok(row)
 }
 
-pub async fn list(state: &AppState, feature_id: i64) -> Result<Vec<FeatureVersion>> {
+pub async fn list(state: &AppState, feature_id: i64) -> Result<Vec<VersionRow>> {
     lookup::feature(state, feature_id).await?;
-    Ok(state
-        .store
-        .list_versions(feature_id)
-        .await?
-        .into_iter()
-        .map(Into::into)
-        .collect())
+    Ok(state.store.list_versions(feature_id).await?)
 }
 
-pub async fn get(state: &AppState, feature_id: i64, version_id: i64) -> Result<FeatureVersion> {
-    Ok(lookup::version(state, feature_id, version_id).await?.into())
+pub async fn get(state: &AppState, feature_id: i64, version_id: i64) -> Result<VersionRow> {
+    lookup::version(state, feature_id, version_id).await
 }
 
 /// Activate, deprecate or archive a version ("latest" serving follows at once), and/or set
@@ -86,9 +76,9 @@ pub async fn update(
     feature_id: i64,
     version_id: i64,
     req: VersionUpdate,
-) -> Result<FeatureVersion> {
+) -> Result<VersionRow> {
     if req.status.is_none() && req.refresh_every_seconds.is_none() {
-        return Err(AppError::BadRequest(
+        return Err(ServiceError::Invalid(
             "Nothing to change: give status and/or refresh_every_seconds".into(),
         ));
     }
@@ -108,7 +98,7 @@ pub async fn update(
         if let Some(counted) = counted {
             state.cache.advance(counted as u64).await;
         }
-        Ok(row.into())
+        Ok(row)
     })
     .await
 }
