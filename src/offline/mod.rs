@@ -128,9 +128,15 @@ impl OfflineStore {
         &self.0.options
     }
 
-    /// The relative location of a managed raw table's Delta table.
-    pub fn managed_table_path(&self, raw_table_id: i64) -> String {
-        format!("raw_tables/{}/{raw_table_id}", self.instance())
+    /// A new relative location for a managed raw table's Delta table. A fresh directory each
+    /// time: after a database is restored from a backup, ids are handed out again, and a new
+    /// table must never find the Delta log of one created after the backup.
+    pub fn new_managed_table_path(&self, raw_table_id: i64) -> String {
+        format!(
+            "raw_tables/{}/{raw_table_id}-{}",
+            self.instance(),
+            uuid::Uuid::new_v4().simple()
+        )
     }
 
     /// A new snapshot file's relative location.

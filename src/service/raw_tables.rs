@@ -206,12 +206,18 @@ pub async fn ensure_managed(state: &AppState, row: RawTableRow) -> Result<RawTab
         return Ok(row);
     }
     let schema = schema_of(&row)?;
-    let relative = state.offline.managed_table_path(row.id);
+    let relative = state.offline.new_managed_table_path(row.id);
     let location = state.offline.root().join(&relative);
     state.offline.create_managed(&location, &schema).await?;
-    state.store.set_storage_uri(row.id, &relative).await?;
+    // Two replicas making the table at once: the first recorded wins, and both use it (the
+    // other's empty table stays behind unused).
+    let stored = state
+        .store
+        .claim_storage_uri(row.id, &relative)
+        .await?
+        .ok_or_else(|| lookup::table_not_found(row.id))?;
     Ok(RawTableRow {
-        storage_uri: Some(relative),
+        storage_uri: Some(stored),
         ..row
     })
 }

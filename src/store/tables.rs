@@ -136,16 +136,18 @@ impl Store {
     }
 
     /// Where a raw table's rows live, once its Delta table exists.
-    pub async fn set_storage_uri(&self, raw_table_id: i64, uri: &str) -> Result<()> {
-        on_pool!(self, write, |p| sqlx::query(
-            "UPDATE raw_tables SET storage_uri = $2 WHERE id = $1"
+    /// Record where a table's rows live, unless another replica recorded a place first; the
+    /// place that holds (`None`: the table is gone).
+    pub async fn claim_storage_uri(&self, raw_table_id: i64, uri: &str) -> Result<Option<String>> {
+        let stored: Option<Option<String>> = on_pool!(self, write, |p| sqlx::query_scalar(
+            "UPDATE raw_tables SET storage_uri = COALESCE(storage_uri, $2) WHERE id = $1 \
+             RETURNING storage_uri"
         )
         .bind(raw_table_id)
         .bind(uri)
-        .execute(p)
+        .fetch_optional(p)
         .await
-        .map(|_| ())
         .map_err(classify))?;
-        Ok(())
+        Ok(stored.flatten())
     }
 }

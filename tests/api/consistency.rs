@@ -8,8 +8,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    seeded, spawn_app, spawn_app_with, spawn_replica, spawn_replica_with, wait_for_cache_mode,
-    TestApp,
+    sample_rows, seeded, spawn_app, spawn_app_with, spawn_replica, spawn_replica_with,
+    wait_for_cache_mode, TestApp,
 };
 use crate::redis_server::{RedisServer, UNREACHABLE_REDIS};
 
@@ -277,4 +277,51 @@ async fn a_database_restored_from_a_backup_never_serves_what_redis_cached_after_
     // Ids and generations handed out again after the restore are not confused either.
     recompute(&b, feature, 3.0).await;
     assert_eq!(served(&b).await, json!(3.0));
+}
+
+#[tokio::test]
+async fn a_raw_table_made_after_a_restore_never_holds_the_rows_of_one_made_after_the_backup() {
+    use sqlx::{Connection, Executor};
+    let dir = tempfile::tempdir().unwrap();
+    let live = format!("sqlite:{}/live.db", dir.path().display());
+    let backup = dir.path().join("backup.db");
+    let data = dir.path().join("data").display().to_string();
+    // No Redis: nothing tells the restored database's replicas that it went back.
+    let configure = |database_url: String| {
+        let data = data.clone();
+        move |c: &mut feature_store::Config| {
+            c.database_url = database_url;
+            c.data_dir = Some(data);
+            c.redis_url = None;
+        }
+    };
+    let a = spawn_app_with(configure(live.clone())).await;
+    let mut conn = sqlx::SqliteConnection::connect(&live).await.unwrap();
+    conn.execute(format!("VACUUM INTO '{}'", backup.display()).as_str())
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    // After the backup: a table with the eight sample rows.
+    let lost = a.register_transactions().await;
+    let (status, body) = a.ingest(lost, sample_rows()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    drop(a);
+
+    let b = spawn_app_with(configure(format!("sqlite:{}", backup.display()))).await;
+    let table = b.register_transactions().await;
+    assert_eq!(table, lost, "the restored database hands the id out again");
+    let (_, shown) = b.get(&format!("/api/v1/raw-tables/{table}")).await;
+    assert_eq!(shown["row_count"], 0, "{shown}");
+    let (status, body) = b
+        .ingest(
+            table,
+            json!([{"user_id": "u9", "transaction_amount": 1.0, "transaction_date": "2024-02-01"}]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, preview) = b.get(&format!("/api/v1/raw-tables/{table}/data")).await;
+    assert_eq!(preview["total_rows"], 1, "{preview}");
+    let feature = b.create_avg_feature(table).await;
+    let computed = b.compute(feature, "v1").await;
+    assert_eq!(computed["vectors_created"], 1, "{computed}");
 }

@@ -43,7 +43,8 @@ async fn python_deltalake_and_polars_read_a_raw_table_and_a_snapshot_as_the_api_
     app.compute(feature, "v1").await;
 
     let root = PathBuf::from(app.state.offline.root().uri());
-    let table_dir = root.join(app.state.offline.managed_table_path(id));
+    let stored = app.state.store.get_raw_table(id).await.unwrap().unwrap();
+    let table_dir = root.join(stored.storage_uri.expect("a managed table's location"));
     let snapshot_file = files_under(&root.join("snapshots"))
         .into_iter()
         .find(|p| p.extension().is_some_and(|e| e == "parquet"))

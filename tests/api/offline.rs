@@ -38,9 +38,10 @@ async fn table(app: &TestApp, id: i64) -> Value {
     body
 }
 
-/// The directory of a managed table's Delta table.
-fn table_dir(app: &TestApp, id: i64) -> PathBuf {
-    data_dir(app).join(app.state.offline.managed_table_path(id))
+/// The directory of a managed table's Delta table, as recorded.
+async fn table_dir(app: &TestApp, id: i64) -> PathBuf {
+    let table = app.state.store.get_raw_table(id).await.unwrap().unwrap();
+    data_dir(app).join(table.storage_uri.expect("a managed table's location"))
 }
 
 fn write_parquet(path: &Path, users: &[&str], amounts: &[f64]) {
@@ -80,7 +81,7 @@ async fn served(app: &TestApp, feature: &str, entity: &str) -> Value {
 async fn each_ingest_is_one_delta_commit_and_a_bad_upload_leaves_no_trace() {
     let app = spawn_app().await;
     let id = app.register_transactions().await;
-    let dir = table_dir(&app, id);
+    let dir = table_dir(&app, id).await;
     assert_eq!(commits(&dir).len(), 1, "version 0 creates the table");
     assert_eq!(table(&app, id).await["version"], Value::Null);
 
@@ -205,7 +206,7 @@ async fn a_recompute_of_many_entities_serves_the_whole_new_set_and_drops_the_old
 async fn an_external_delta_table_is_read_where_it_lives_and_refuses_ingest() {
     let app = spawn_app().await;
     let (managed, _) = seeded(&app).await;
-    let uri = table_dir(&app, managed).display().to_string();
+    let uri = table_dir(&app, managed).await.display().to_string();
     let (status, external) = register(
         &app,
         json!({"name": "lake_tx", "source": {"format": "delta", "uri": uri}}),
@@ -405,7 +406,7 @@ async fn two_replicas_ingesting_into_one_table_at_once_both_land_in_two_commits(
         assert_eq!(a.0, StatusCode::OK, "{}", a.1);
         assert_eq!(b.0, StatusCode::OK, "{}", b.1);
     }
-    assert_eq!(commits(&table_dir(&app, id)).len(), 7);
+    assert_eq!(commits(&table_dir(&app, id).await).len(), 7);
     let shown = table(&app, id).await;
     assert_eq!(shown["row_count"], 48);
     assert_eq!(shown["version"], 6);
@@ -421,12 +422,15 @@ async fn blobs_stored_by_an_earlier_version_move_into_delta_once_and_resume_afte
     let (table_id, feature) = seeded(&app).await;
     let computed = app.compute(feature, "v1").await;
     let version_id = computed["feature_version_id"].as_i64().unwrap();
-    let location = app
-        .state
-        .offline
-        .root()
-        .join(&app.state.offline.managed_table_path(table_id));
     legacy_state(&app, table_id, version_id).await;
+    // A move makes and records every table's location before it moves any batch.
+    let relative = format!("raw_tables/{}/{table_id}-moved", instance(&app).await);
+    let location = app.state.offline.root().join(&relative);
+    app.state
+        .store
+        .claim_storage_uri(table_id, &relative)
+        .await
+        .unwrap();
     // The stopped move: the table made, the first batch committed with the move's transaction.
     let schema = feature_store::service::raw_tables::schema_of(
         &app.state
@@ -564,7 +568,7 @@ async fn legacy_state(app: &TestApp, table_id: i64, version_id: i64) {
     )
     .unwrap();
     let snapshot_blob = batches::encode(&mut snapshot).unwrap();
-    let table_dir = table_dir(app, table_id);
+    let table_dir = table_dir(app, table_id).await;
     std::fs::remove_dir_all(&table_dir).unwrap();
     let at = chrono::Utc::now() - chrono::Duration::minutes(5);
     on_database!(&app.database_url, |p| {
