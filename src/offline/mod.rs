@@ -130,12 +130,15 @@ impl OfflineStore {
 
     /// A new relative location for a managed raw table's Delta table. A fresh directory each
     /// time: after a database is restored from a backup, ids are handed out again, and a new
-    /// table must never find the Delta log of one created after the backup.
+    /// table must never find the Delta log of one created after the backup. 48 random bits
+    /// suffice for that (a clash needs the same id as well), and keep object keys short: some
+    /// S3 servers (s3s-fs, which CI runs) name a file after the whole key.
     pub fn new_managed_table_path(&self, raw_table_id: i64) -> String {
+        let random = uuid::Uuid::new_v4().simple().to_string();
         format!(
             "raw_tables/{}/{raw_table_id}-{}",
             self.instance(),
-            uuid::Uuid::new_v4().simple()
+            &random[..12]
         )
     }
 
