@@ -2,7 +2,7 @@
 //!
 //! Each feature reference is resolved once; values come from the in-process values cache and
 //! the misses of each version from one database query. The response is assembled as text from
-//! the stored JSON, with an explicit marker for what is missing instead of a 404.
+//! the stored JSON, with an explicit marker for what is missing instead of a not-found error.
 
 use std::collections::HashMap;
 use std::sync::Arc;

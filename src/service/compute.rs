@@ -285,7 +285,7 @@ fn event_time_limit(
     })
 }
 
-/// The newest version of a table and its files; a 400 when it holds no rows yet.
+/// The newest version of a table and its files; `Invalid` when it holds no rows yet.
 async fn pinned_rows(state: &AppState, table: &RawTableRow) -> Result<(Pinned, DataMark)> {
     raw_tables::pin(state, table).await?.ok_or_else(|| {
         ServiceError::Invalid(format!(

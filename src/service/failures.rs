@@ -3,8 +3,8 @@
 use super::ServiceError;
 use crate::worker::{ComputeError, FailureKind};
 
-/// Overload is a 503, a server-side fault a 500, and anything about the job a 400 under
-/// `prefix`.
+/// Overload is `Overloaded`, a fault on our side a `Fault`, and anything about the job
+/// `Invalid` under `prefix`.
 pub(crate) fn worker_error(e: ComputeError, prefix: &str) -> ServiceError {
     match e {
         ComputeError::Overloaded { .. } => ServiceError::Overloaded(e.to_string()),

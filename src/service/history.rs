@@ -93,7 +93,7 @@ pub async fn list(state: &AppState, feature_id: i64, version_id: i64) -> Result<
     Ok(state.store.list_snapshots(version_id).await?)
 }
 
-/// The snapshot of `version_id` in force at `at`, or a 404 saying there was none.
+/// The snapshot of `version_id` in force at `at`, or `NotFound` saying there was none.
 pub async fn in_force(state: &AppState, version_id: i64, at: DateTime<Utc>) -> Result<SnapshotRow> {
     state
         .store

@@ -1,4 +1,4 @@
-//! Rows by id, or the 404 a client is told, and what a feature reference names: what every
+//! Rows by id, or the not-found a client is told, and what a feature reference names: what every
 //! service looks up, in one place, so no service calls another for it.
 
 use super::{Result, ServiceError};

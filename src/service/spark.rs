@@ -9,7 +9,7 @@ use crate::spark::Spark;
 use crate::store::RawTableRow;
 use crate::AppState;
 
-/// The cluster, or a 400 saying that none is configured.
+/// The cluster, or `Invalid` saying that none is configured.
 pub fn cluster(state: &AppState) -> Result<&Spark> {
     state.spark.as_ref().ok_or_else(|| {
         ServiceError::Invalid(

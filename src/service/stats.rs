@@ -14,7 +14,7 @@ use super::history;
 use super::{failures, lookup};
 use failures::worker_error;
 
-/// A snapshot of this version, or 404.
+/// A snapshot of this version, or `NotFound`.
 async fn snapshot_of(state: &AppState, version_id: i64, snapshot_id: i64) -> Result<SnapshotRow> {
     match state.store.get_snapshot(snapshot_id).await? {
         Some(s) if s.feature_version_id == version_id => Ok(s),
@@ -24,7 +24,7 @@ async fn snapshot_of(state: &AppState, version_id: i64, snapshot_id: i64) -> Res
     }
 }
 
-/// The version's snapshots in serving order (by valid_from, then id); 404 when it has none.
+/// The version's snapshots in serving order (by valid_from, then id); `NotFound` when it has none.
 async fn ordered(state: &AppState, version_id: i64) -> Result<Vec<SnapshotRow>> {
     let list = state.store.list_snapshots(version_id).await?;
     if list.is_empty() {

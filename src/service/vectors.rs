@@ -105,7 +105,7 @@ pub async fn resolve_key_at(
     resolve_key(state, key).await
 }
 
-/// Resolve a version reference through the lookup cache; 404 with the reason when it does not
+/// Resolve a version reference through the lookup cache; `NotFound` with the reason when it does not
 /// exist.
 pub async fn resolve_key(state: &AppState, key: LookupKey) -> Result<VersionMeta> {
     let lookup = state.cache.lookup(&key).await;
