@@ -6,7 +6,15 @@
 //! its memory and time limits in compute workers, and that server's RSS meanwhile.
 //!
 //! Options: --server BIN --ceiling BIN --scripts DIR [--duration SECS] [--rows N] [--entities N]
-//!          [--only isolation|serving]
+//!          [--only isolation|serving] [--redis URL] [--baseline BIN [--rounds N]]
+//!
+//! `--redis URL` adds a case: cached GETs on a second replica over the same database that has
+//! `REDIS_URL` set, beside the in-process figure.
+//!
+//! `--baseline BIN[,BIN...]` compares binaries on the serving path: it runs the serving cases
+//! (no ingest timings, no isolation) for each baseline and for `--server` in turn, `--rounds`
+//! times over (default 2), then prints every run and each case's ratio to the ceiling side by
+//! side. Use it for any change near the serving path (docs/performance.md).
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,6 +38,9 @@ struct Opts {
     entities: usize,
     only_isolation: bool,
     only_serving: bool,
+    redis: Option<String>,
+    baseline: Option<String>,
+    rounds: usize,
 }
 
 fn opts() -> Opts {
@@ -42,6 +53,9 @@ fn opts() -> Opts {
         entities: 100_000,
         only_isolation: false,
         only_serving: false,
+        redis: None,
+        baseline: None,
+        rounds: 2,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -53,6 +67,9 @@ fn opts() -> Opts {
             "--duration" => o.duration = value.parse().unwrap_or(o.duration),
             "--rows" => o.rows = value.parse().unwrap_or(o.rows),
             "--entities" => o.entities = value.parse().unwrap_or(o.entities),
+            "--redis" => o.redis = Some(value).filter(|v| !v.is_empty()),
+            "--baseline" => o.baseline = Some(value),
+            "--rounds" => o.rounds = value.parse().unwrap_or(o.rounds).max(1),
             "--only" => {
                 o.only_isolation = value == "isolation";
                 o.only_serving = value == "serving";
@@ -179,6 +196,40 @@ struct Load {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// The serving process's CPU time per request (user + system), in microseconds: steadier
+    /// than req/s on a machine whose speed moves, and blind to what wrk costs.
+    cpu_us: f64,
+}
+
+/// A process's CPU time so far (user + system), in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which may hold spaces: utime and stime are the
+            // 14th and 15th fields of the line, the 12th and 13th after ")".
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / USER_HZ)
+        })
+        .unwrap_or(f64::NAN)
+}
+
+/// Clock ticks per second in `/proc/PID/stat` (USER_HZ, 100 on every Linux ABI we run on).
+const USER_HZ: f64 = 100.0;
+
+/// `wrk` against a server, with the server's CPU time per request.
+fn wrk_on(
+    pid: u32,
+    url: &str,
+    duration: u64,
+    script: Option<(&str, Vec<String>)>,
+) -> Result<Load, Error> {
+    let before = cpu_secs(pid);
+    let mut load = wrk(url, duration, script)?;
+    let total = load.rps * duration as f64;
+    load.cpu_us = (cpu_secs(pid) - before) * 1e6 / total;
+    Ok(load)
 }
 
 fn parse_ms(s: &str) -> f64 {
@@ -237,8 +288,11 @@ fn wrk(url: &str, duration: u64, script: Option<(&str, Vec<String>)>) -> Result<
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let o = opts();
+    if let Some(baseline) = &o.baseline {
+        return compare(&o, baseline).await;
+    }
     if !o.only_isolation {
-        serving_and_compute(&o).await?;
+        serving_and_compute(&o, &o.server, false).await?.print();
     }
     if o.only_serving {
         return Ok(());
@@ -410,10 +464,213 @@ async fn isolation(o: &Opts) -> Result<(), Error> {
     Ok(())
 }
 
-async fn serving_and_compute(o: &Opts) -> Result<(), Error> {
+/// What one run of the serving cases measured.
+struct Serving {
+    ceiling: Load,
+    cached: Load,
+    uncached: Load,
+    batch: Load,
+    /// Cached GETs on a replica with `REDIS_URL` set (with `--redis`).
+    redis_cached: Option<Load>,
+    results: Vec<(String, String)>,
+    idle_rss: f64,
+    loaded_rss: f64,
+}
+
+impl Serving {
+    fn cases(&self) -> Vec<(&'static str, &Load)> {
+        let mut cases = vec![
+            ("minimal axum handler (ceiling)", &self.ceiling),
+            ("one cached vector (GET by name)", &self.cached),
+            (
+                "one uncached vector (each entity once, SQLite)",
+                &self.uncached,
+            ),
+            ("batch 100 entities x 10 features", &self.batch),
+        ];
+        if let Some(redis) = &self.redis_cached {
+            cases.push(("one cached vector, REDIS_URL set (second replica)", redis));
+        }
+        cases
+    }
+
+    fn print(&self) {
+        println!();
+        println!("| case | req/s | p50 ms | p99 ms | req/s vs ceiling | p99 vs ceiling | server CPU µs/request |");
+        println!("|---|---|---|---|---|---|---|");
+        for (name, l) in self.cases() {
+            println!(
+                "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} |",
+                l.rps,
+                l.p50_ms,
+                l.p99_ms,
+                l.rps / self.ceiling.rps,
+                l.p99_ms / self.ceiling.p99_ms,
+                l.cpu_us
+            );
+        }
+        if let Some(redis) = &self.redis_cached {
+            println!(
+                "\ncached GET with REDIS_URL set: {:.2} x the in-process figure",
+                redis.rps / self.cached.rps
+            );
+        }
+        println!();
+        println!("| measure | value |");
+        println!("|---|---|");
+        for (k, v) in &self.results {
+            println!("| {k} | {v} |");
+        }
+        println!("| batch entity vectors/s | {:.0} |", self.batch.rps * 100.0);
+        println!("| idle RSS | {:.1} MiB |", self.idle_rss);
+        println!("| loaded RSS | {:.1} MiB |", self.loaded_rss);
+    }
+}
+
+/// The serving cases for two binaries, alternately, `rounds` times each; then every run and the
+/// ratios side by side.
+async fn compare(o: &Opts, baselines: &str) -> Result<(), Error> {
+    let mut binaries: Vec<&str> = baselines.split(',').filter(|b| !b.is_empty()).collect();
+    binaries.push(o.server.as_str());
+    // Runs are labelled by file name; the last binary is the candidate.
+    let label = |b: &str| -> String {
+        std::path::Path::new(b)
+            .file_name()
+            .map_or_else(|| b.to_string(), |n| n.to_string_lossy().into_owned())
+    };
+    let mut runs: Vec<(String, Serving)> = Vec::new();
+    for round in 0..o.rounds {
+        for binary in &binaries {
+            println!("round {}: {binary}", round + 1);
+            runs.push((label(binary), serving_and_compute(o, binary, true).await?));
+        }
+    }
+    println!();
+    for binary in &binaries {
+        println!("{}: {binary}", label(binary));
+    }
+    println!();
+    let redis = o.redis.is_some();
+    print!("| run | ceiling req/s | cached GET req/s (x ceiling), p99 | uncached GET req/s (x ceiling) | batch 100 x 10 req/s (x ceiling), p99 |");
+    println!(
+        "{}",
+        if redis {
+            " cached GET, REDIS_URL set (x in-process) |"
+        } else {
+            ""
+        }
+    );
+    println!("|---|---|---|---|---|{}", if redis { "---|" } else { "" });
+    for (label, s) in &runs {
+        let x = |l: &Load| l.rps / s.ceiling.rps;
+        print!(
+            "| {label} | {:.0} | {:.0} ({:.2}), {:.2} ms | {:.0} ({:.2}) | {:.0} ({:.3}), {:.2} ms |",
+            s.ceiling.rps,
+            s.cached.rps,
+            x(&s.cached),
+            s.cached.p99_ms,
+            s.uncached.rps,
+            x(&s.uncached),
+            s.batch.rps,
+            x(&s.batch),
+            s.batch.p99_ms,
+        );
+        match &s.redis_cached {
+            Some(r) => println!(" {:.0} ({:.2}) |", r.rps, r.rps / s.cached.rps),
+            None => println!(),
+        }
+    }
+    // Each case's ratio to its own run's ceiling, as the median over rounds: compare these,
+    // not absolute figures, since this machine's speed moves between runs.
+    let median = |label: &str, f: &dyn Fn(&Serving) -> f64| {
+        let mut v: Vec<f64> = runs
+            .iter()
+            .filter(|r| r.0 == label)
+            .map(|r| f(&r.1))
+            .collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        let mid = v.len() / 2;
+        if v.len() % 2 == 0 {
+            (v[mid - 1] + v[mid]) / 2.0
+        } else {
+            v[mid]
+        }
+    };
+    let mut rows: Vec<(&str, Box<dyn Fn(&Serving) -> f64>)> = vec![
+        (
+            "cached GET x ceiling",
+            Box::new(|s: &Serving| s.cached.rps / s.ceiling.rps),
+        ),
+        (
+            "cached GET p99 x ceiling p99",
+            Box::new(|s: &Serving| s.cached.p99_ms / s.ceiling.p99_ms),
+        ),
+        (
+            "uncached GET x ceiling",
+            Box::new(|s: &Serving| s.uncached.rps / s.ceiling.rps),
+        ),
+        (
+            "batch 100 x 10 x ceiling",
+            Box::new(|s: &Serving| s.batch.rps / s.ceiling.rps),
+        ),
+        (
+            "ceiling: server CPU µs/request",
+            Box::new(|s: &Serving| s.ceiling.cpu_us),
+        ),
+        (
+            "cached GET: server CPU µs/request",
+            Box::new(|s: &Serving| s.cached.cpu_us),
+        ),
+        (
+            "uncached GET: server CPU µs/request",
+            Box::new(|s: &Serving| s.uncached.cpu_us),
+        ),
+        (
+            "batch: server CPU µs/request",
+            Box::new(|s: &Serving| s.batch.cpu_us),
+        ),
+    ];
+    if redis {
+        rows.push((
+            "cached GET with Redis x in-process",
+            Box::new(|s: &Serving| {
+                s.redis_cached.as_ref().map_or(f64::NAN, |r| r.rps) / s.cached.rps
+            }),
+        ));
+    }
+    let labels: Vec<String> = binaries.iter().map(|b| label(b)).collect();
+    let candidate = labels.last().cloned().unwrap_or_default();
+    println!();
+    print!("| median over rounds |");
+    for l in &labels {
+        print!(" {l} |");
+    }
+    for l in &labels[..labels.len() - 1] {
+        print!(" {candidate} / {l} |");
+    }
+    println!();
+    println!("|---|{}", "---|".repeat(2 * labels.len() - 1));
+    for (name, f) in &rows {
+        let values: Vec<f64> = labels.iter().map(|l| median(l, f.as_ref())).collect();
+        print!("| {name} |");
+        for v in &values {
+            print!(" {v:.3} |");
+        }
+        let last = values[values.len() - 1];
+        for v in &values[..values.len() - 1] {
+            print!(" {:.2} |", last / v);
+        }
+        println!();
+    }
+    Ok(())
+}
+
+/// Load rows, compute the features, and measure each serving case against the ceiling.
+/// `quick` skips the ingest timings and the compute of rows sent in a body.
+async fn serving_and_compute(o: &Opts, server_bin: &str, quick: bool) -> Result<Serving, Error> {
     let dir = tempfile::tempdir()?;
     let port = free_port();
-    let server = start_server(&o.server, dir.path(), port, &[])?;
+    let server = start_server(server_bin, dir.path(), port, &[])?;
     let base = format!("http://127.0.0.1:{port}");
     wait_up(&format!("{base}/health")).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -439,7 +696,7 @@ async fn serving_and_compute(o: &Opts) -> Result<(), Error> {
     ParquetWriter::new(&mut parquet).finish(&mut df)?;
     let json_n = 200_000.min(o.rows);
     let json_rows_body = json_rows(json_n, o.entities);
-    for (label, content_type, body, rows) in [
+    let timed: &[(&str, &str, Vec<u8>, usize)] = &[
         ("ingest CSV", "text/csv", csv.clone(), o.rows),
         (
             "ingest Parquet",
@@ -453,7 +710,9 @@ async fn serving_and_compute(o: &Opts) -> Result<(), Error> {
             serde_json::to_vec(&json_rows_body)?,
             json_n,
         ),
-    ] {
+    ];
+    for (label, content_type, body, rows) in timed.iter().filter(|_| !quick) {
+        let (content_type, rows) = (*content_type, *rows);
         let scratch = api
             .table(&format!(
                 "scratch_{}",
@@ -463,7 +722,7 @@ async fn serving_and_compute(o: &Opts) -> Result<(), Error> {
         let mut times = Vec::new();
         for _ in 0..3 {
             let t = Instant::now();
-            api.upload(scratch, content_type, body.clone()).await?;
+            api.upload(scratch, content_type, body.to_vec()).await?;
             times.push(t.elapsed().as_secs_f64());
         }
         let first = times[0];
@@ -547,31 +806,9 @@ async fn serving_and_compute(o: &Opts) -> Result<(), Error> {
         )
         .await?;
     }
-    let body_rows = json_rows(100_000.min(o.rows), o.entities / 10);
-    let body_feature = api
-        .post(
-            "/api/v1/features",
-            &json!({"name": "body_avg", "raw_table_id": json_table, "entity_key": "user_id",
-                    "computation_logic": "SELECT user_id, AVG(amount) AS v FROM data GROUP BY user_id"}),
-        )
-        .await?;
-    let body = serde_json::to_vec(&json!({"version": "v1", "raw_data": body_rows}))?;
-    let t = Instant::now();
-    let resp = api
-        .http
-        .post(format!(
-            "{base}/api/v1/features/{}/compute",
-            body_feature["id"]
-        ))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await?;
-    if !resp.status().is_success() {
-        return Err(format!("body compute: {}", resp.text().await?).into());
+    if !quick {
+        compute_in_body(&api, json_table, o.entities, &mut note).await?;
     }
-    let secs = t.elapsed().as_secs_f64();
-    note("compute rows in body", format!("{secs:.3} s (100000 rows)"));
 
     // Serving: the ceiling first, then each case under the same load.
     let sample = api
@@ -584,7 +821,7 @@ async fn serving_and_compute(o: &Opts) -> Result<(), Error> {
         .bytes()
         .await?;
     let ceiling_port = free_port();
-    let _ceiling = Proc(
+    let ceiling_proc = Proc(
         Command::new(&o.ceiling)
             .args([ceiling_port.to_string(), sample.len().to_string()])
             .spawn()?,
@@ -594,7 +831,8 @@ async fn serving_and_compute(o: &Opts) -> Result<(), Error> {
     let entities = o.entities.to_string();
     let threads = THREADS.to_string();
 
-    let ceiling = wrk(
+    let ceiling = wrk_on(
+        ceiling_proc.0.id(),
         &format!("http://127.0.0.1:{ceiling_port}/v"),
         o.duration,
         None,
@@ -612,7 +850,8 @@ async fn serving_and_compute(o: &Opts) -> Result<(), Error> {
         ))
     };
     wrk(&base, 2, cycle("10000", "f0", "u"))?; // warm 10k entities
-    let cached = wrk(&base, o.duration, cycle("10000", "f0", "u"))?;
+    let pid = server.0.id();
+    let cached = wrk_on(pid, &base, o.duration, cycle("10000", "f0", "u"))?;
 
     // One vector per stored row: each request reads an entity nobody read before (a run of
     // UNCACHED_SECS stays below one request per row at this machine's ceiling).
@@ -640,7 +879,8 @@ async fn serving_and_compute(o: &Opts) -> Result<(), Error> {
         &json!({"version": "v1"}),
     )
     .await?;
-    let uncached = wrk(
+    let uncached = wrk_on(
+        pid,
         &base,
         UNCACHED_SECS,
         cycle(&o.rows.to_string(), "by_row", ""),
@@ -657,36 +897,77 @@ async fn serving_and_compute(o: &Opts) -> Result<(), Error> {
     )
     .await?;
     wrk(&base, 2, Some((batch_script.as_str(), batch_args.clone())))?;
-    let batch = wrk(&base, o.duration, Some((batch_script.as_str(), batch_args)))?;
+    let batch = wrk_on(
+        pid,
+        &base,
+        o.duration,
+        Some((batch_script.as_str(), batch_args)),
+    )?;
     let loaded_rss = rss_mib(server.0.id());
 
-    println!();
-    println!("| case | req/s | p50 ms | p99 ms | req/s vs ceiling | p99 vs ceiling |");
-    println!("|---|---|---|---|---|---|");
-    for (name, l) in [
-        ("minimal axum handler (ceiling)", &ceiling),
-        ("one cached vector (GET by name)", &cached),
-        ("one uncached vector (each entity once, SQLite)", &uncached),
-        ("batch 100 entities x 10 features", &batch),
-    ] {
-        println!(
-            "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |",
-            l.rps,
-            l.p50_ms,
-            l.p99_ms,
-            l.rps / ceiling.rps,
-            l.p99_ms / ceiling.p99_ms
-        );
-    }
-    println!();
-    println!("| measure | value |");
-    println!("|---|---|");
-    for (k, v) in &results {
-        println!("| {k} | {v} |");
-    }
-    println!("| batch entity vectors/s | {:.0} |", batch.rps * 100.0);
-    println!("| idle RSS | {idle_rss:.1} MiB |");
-    println!("| loaded RSS | {loaded_rss:.1} MiB |");
+    // The same cached GETs on a second replica over this database, with REDIS_URL set.
+    let redis_cached = match &o.redis {
+        Some(url) => {
+            let replica_port = free_port();
+            let replica_proc =
+                start_server(server_bin, dir.path(), replica_port, &[("REDIS_URL", url)])?;
+            let replica = format!("http://127.0.0.1:{replica_port}");
+            wait_up(&format!("{replica}/health")).await?;
+            wrk(&replica, 2, cycle("10000", "f0", "u"))?;
+            Some(wrk_on(
+                replica_proc.0.id(),
+                &replica,
+                o.duration,
+                cycle("10000", "f0", "u"),
+            )?)
+        }
+        None => None,
+    };
     drop(server);
+    Ok(Serving {
+        ceiling,
+        cached,
+        uncached,
+        batch,
+        redis_cached,
+        results,
+        idle_rss,
+        loaded_rss,
+    })
+}
+
+/// Time a compute whose 100k rows come in the request body.
+async fn compute_in_body(
+    api: &Api,
+    json_table: i64,
+    entities: usize,
+    note: &mut impl FnMut(&str, String),
+) -> Result<(), Error> {
+    let base = &api.base;
+    let body_rows = json_rows(100_000.min(100_000), entities / 10);
+    let body_feature = api
+        .post(
+            "/api/v1/features",
+            &json!({"name": "body_avg", "raw_table_id": json_table, "entity_key": "user_id",
+                    "computation_logic": "SELECT user_id, AVG(amount) AS v FROM data GROUP BY user_id"}),
+        )
+        .await?;
+    let body = serde_json::to_vec(&json!({"version": "v1", "raw_data": body_rows}))?;
+    let t = Instant::now();
+    let resp = api
+        .http
+        .post(format!(
+            "{base}/api/v1/features/{}/compute",
+            body_feature["id"]
+        ))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        return Err(format!("body compute: {}", resp.text().await?).into());
+    }
+    let secs = t.elapsed().as_secs_f64();
+    note("compute rows in body", format!("{secs:.3} s (100000 rows)"));
     Ok(())
 }
