@@ -84,21 +84,36 @@ unsafe impl GlobalAlloc for Allocator {
 
 extern "C" {
     // mimalloc's own API (the static library the `mimalloc` crate links).
-    fn mi_option_set(option: libc::c_int, value: libc::c_long);
+    fn mi_collect(force: bool);
 }
 
-/// `mi_option_purge_delay` in the mimalloc the `mimalloc` crate builds (v3, from
-/// libmimalloc-sys 0.1.49: `c_src/mimalloc/v3/include/mimalloc.h`, the 16th option).
-const MI_OPTION_PURGE_DELAY: libc::c_int = 15;
+/// How often the server asks mimalloc to return memory freed a while ago.
+const COLLECT_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// In the server, give freed memory back to the system at once rather than after mimalloc's
-/// 10 ms. Memory freed by tokio's short-lived blocking threads (Delta commits and checkpoints
-/// run there) otherwise stayed resident: 120 small ingests took the server from 62 to 187 MiB,
-/// and from 55 to 82 MiB with this.
-pub fn return_freed_memory_at_once() {
-    if !system() {
-        // SAFETY: a plain setter of a process-wide option, valid at any time.
-        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 0) }
+/// In the server, return freed memory to the system once a second (a forced collection, from a
+/// thread of its own), rather than after mimalloc's purge delay (1 s here), which only a later
+/// call into the allocator acts on.
+///
+/// What tokio's blocking threads free (Delta commits and checkpoints run there) otherwise stays
+/// resident once they go idle: 120 small JSON ingests took the server from about 65 to 205-300
+/// MiB; with this, 169-186 MiB. Purging at once instead (a purge delay of 0, as before) kept it
+/// at 108-144 MiB, but made every freed page a `madvise` and its next use a page fault, with TLB
+/// shootdowns across cores: batch serving took 24% more CPU a request for it, and ran 13-23%
+/// slower (docs/performance.md). So serving keeps its pages; ingest churn costs some 50 MiB.
+pub fn spawn_collector() {
+    if system() {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("mi-collect".into())
+        .spawn(|| loop {
+            std::thread::sleep(COLLECT_PERIOD);
+            // SAFETY: mimalloc's collection entry point, valid from any thread at any time.
+            // Forced: purges every free range now, not only those past the delay.
+            unsafe { mi_collect(true) }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start the allocator's collector thread");
     }
 }
 

@@ -14,7 +14,6 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     if std::env::args().nth(1).as_deref() == Some(worker::SUBCOMMAND) {
         return Ok(worker::child::main());
     }
-    feature_store::alloc::return_freed_memory_at_once();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -25,6 +24,7 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::from_env()?;
     telemetry::init(config.log_format);
+    feature_store::alloc::spawn_collector();
     tracing::info!(?config, "starting feature-store");
     let addr = SocketAddr::new(config.host, config.port);
     if !config.api_keys.is_enabled() && !config.host.is_loopback() {
