@@ -18,8 +18,6 @@ pub mod ui;
 pub mod vectors;
 pub mod versions;
 
-use std::sync::Arc;
-
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
@@ -62,11 +60,7 @@ pub fn router(state: AppState) -> Router {
         ))
         .fallback(|| async { AppError::NotFound("Not Found".into()) })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
-        // Its own small state: cloned per request, unlike the whole app state.
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::<[String]>::from(state.config.allowed_hosts.clone()),
-            access::check_host,
-        ))
+        .layer(access::CheckHostLayer::new(&state.config.allowed_hosts))
         .layer(DefaultBodyLimit::max(limit))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             let id = req
