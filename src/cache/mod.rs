@@ -139,6 +139,7 @@ impl Cache {
         let cache = Self::build(ttl, snapshot_cap, Some(tier), instance, known, metrics);
         if let Some(tier) = &cache.inner.redis {
             tier.spawn_watchdog();
+            tier.spawn_epoch_reader();
         }
         Ok(cache)
     }
@@ -324,33 +325,38 @@ impl Cache {
     }
 
     /// Look a version up; on a miss, query the database and call `put_lookup` with the epoch
-    /// returned here (read before the query, which is what makes it safe).
+    /// returned here (read before the query, which is what makes it safe). Lookups are held in
+    /// process under the epoch they were read with; with Redis, the epoch is Redis's as read
+    /// after this call began, so a change returned on any replica retires them at once.
     pub async fn lookup(&self, key: &LookupKey) -> Lookup {
-        match &self.inner.redis {
-            Some(redis) => redis.lookup(key).await,
-            None => {
-                let epoch = self.inner.known.load(Ordering::Acquire);
-                let hit = match self.inner.lookups.get(key).await {
-                    Some((meta, e)) if e == epoch => Some(meta),
-                    _ => None,
-                };
-                Lookup {
-                    hit,
-                    epoch: Some(epoch),
+        let epoch = match &self.inner.redis {
+            Some(redis) => match redis.epoch().await {
+                Some(epoch) => epoch,
+                None => {
+                    return Lookup {
+                        hit: None,
+                        epoch: None,
+                    }
                 }
-            }
+            },
+            None => self.inner.known.load(Ordering::Acquire),
+        };
+        let hit = match self.inner.lookups.get(key).await {
+            Some((meta, e)) if e == epoch => Some(meta),
+            _ => None,
+        };
+        Lookup {
+            hit,
+            epoch: Some(epoch),
         }
     }
 
     pub async fn put_lookup(&self, key: LookupKey, meta: VersionMeta, epoch: Option<u64>) {
         let Some(epoch) = epoch else { return };
-        match &self.inner.redis {
-            Some(redis) => redis.put_lookup(&key, meta, epoch).await,
-            None => {
-                if epoch == self.inner.known.load(Ordering::Acquire) {
-                    self.inner.lookups.insert(key, (meta, epoch)).await;
-                }
-            }
+        // Without Redis, only under the epoch still current: an entry read under an older one
+        // would never be served anyway.
+        if self.inner.redis.is_some() || epoch == self.inner.known.load(Ordering::Acquire) {
+            self.inner.lookups.insert(key, (meta, epoch)).await;
         }
     }
 
