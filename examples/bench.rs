@@ -590,13 +590,14 @@ async fn compare(o: &Opts, baselines: &str) -> Result<(), Error> {
             .collect();
         v.sort_by(|a, b| a.total_cmp(b));
         let mid = v.len() / 2;
-        if v.len() % 2 == 0 {
+        if v.len().is_multiple_of(2) {
             (v[mid - 1] + v[mid]) / 2.0
         } else {
             v[mid]
         }
     };
-    let mut rows: Vec<(&str, Box<dyn Fn(&Serving) -> f64>)> = vec![
+    type Figure = Box<dyn Fn(&Serving) -> f64>;
+    let mut rows: Vec<(&str, Figure)> = vec![
         (
             "cached GET x ceiling",
             Box::new(|s: &Serving| s.cached.rps / s.ceiling.rps),
@@ -807,7 +808,7 @@ async fn serving_and_compute(o: &Opts, server_bin: &str, quick: bool) -> Result<
         .await?;
     }
     if !quick {
-        compute_in_body(&api, json_table, o.entities, &mut note).await?;
+        compute_in_body(&api, json_table, o.rows, o.entities, &mut note).await?;
     }
 
     // Serving: the ceiling first, then each case under the same load.
@@ -940,11 +941,12 @@ async fn serving_and_compute(o: &Opts, server_bin: &str, quick: bool) -> Result<
 async fn compute_in_body(
     api: &Api,
     json_table: i64,
+    rows: usize,
     entities: usize,
     note: &mut impl FnMut(&str, String),
 ) -> Result<(), Error> {
     let base = &api.base;
-    let body_rows = json_rows(100_000.min(100_000), entities / 10);
+    let body_rows = json_rows(100_000.min(rows), entities / 10);
     let body_feature = api
         .post(
             "/api/v1/features",
