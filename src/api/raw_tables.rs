@@ -155,7 +155,15 @@ pub async fn upload(
                 ingest::ingest_ndjson(&state, table_id, stream, limit).await?,
             ));
         }
-        "application/json" => json_rows(&read_body(req, &state).await?)?,
+        "application/json" => {
+            let body = read_body(req, &state).await?;
+            // An array of rows is read straight into columns; `{"data": [...]}` and what is
+            // neither are parsed whole (their errors are worded there).
+            match body.iter().find(|b| !b.is_ascii_whitespace()) {
+                Some(b'[') => Upload::JsonArray(body),
+                _ => json_rows(&body)?,
+            }
+        }
         "text/csv" | "application/csv" => Upload::Csv(read_body(req, &state).await?),
         "application/vnd.apache.parquet" | "application/x-parquet" | "application/parquet" => {
             Upload::Parquet(read_body(req, &state).await?)

@@ -7,6 +7,7 @@ pub mod drift;
 pub mod execute;
 pub mod formats;
 pub mod history;
+pub mod json_rows;
 pub mod ndjson;
 pub mod result;
 pub mod scan;

@@ -168,6 +168,41 @@ impl TableSchema {
         }
         DataFrame::new(rows.len(), columns).map_err(|e| e.to_string())
     }
+
+    /// The same checks and frame as `frame_from_rows`, from rows already split into the
+    /// schema's columns: `cells[i]` holds column `i`'s value in each of `rows` rows (null where
+    /// a row lacks it), `present[i]` whether any row has it (`json_rows` reads them so).
+    pub fn frame_from_cells(
+        &self,
+        rows: usize,
+        cells: &[Vec<Value>],
+        present: &[bool],
+    ) -> Result<DataFrame, String> {
+        if rows == 0 {
+            return Err("No data provided".into());
+        }
+        let missing: Vec<&str> = self
+            .column_names()
+            .zip(present)
+            .filter(|(_, present)| !**present)
+            .map(|(c, _)| c)
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!("Missing required columns: {}", missing.join(", ")));
+        }
+        let mut errors = Vec::new();
+        let mut columns = Vec::with_capacity(self.columns.len());
+        for ((name, ty, declared), cells) in self.columns.iter().zip(cells) {
+            match build_column(name, *ty, declared, cells.iter(), rows) {
+                Ok(c) => columns.push(c),
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors.join("; "));
+        }
+        DataFrame::new(rows, columns).map_err(|e| e.to_string())
+    }
 }
 
 /// Python's name for a JSON value's type, as the original's messages show it.

@@ -4,6 +4,7 @@ use polars::prelude::DataFrame;
 use serde_json::{Map, Value};
 
 use super::{Result, ServiceError};
+use crate::engine::json_rows::{self, JsonRowsError};
 use crate::engine::schema::TableSchema;
 use crate::engine::{formats, ndjson::NdjsonReader};
 use crate::model::IngestResponse;
@@ -18,6 +19,8 @@ use super::{blocking, raw_tables};
 /// A bulk upload in one of the accepted formats.
 pub enum Upload {
     Rows(Vec<Map<String, Value>>),
+    /// A JSON array of row objects, as sent: read straight into columns.
+    JsonArray(Bytes),
     Csv(Bytes),
     Parquet(Bytes),
 }
@@ -62,20 +65,32 @@ pub async fn ingest_upload(
     upload: Upload,
 ) -> Result<IngestResponse> {
     let (table, schema) = target(state, raw_table_id).await?;
-    let stored = blocking(move || match upload {
-        Upload::Rows(rows) => schema.frame_from_rows(&rows).map(Stored::Frame),
-        Upload::Csv(body) => formats::frame_from_csv(&schema, body.into()).map(Stored::Frame),
-        Upload::Parquet(body) => match formats::parquet_as_stored(&schema, &body) {
-            Some(rows) => Ok(Stored::AsItCame {
-                parquet: body,
-                rows,
-            }),
-            None => formats::frame_from_parquet(&schema, body.into()).map(Stored::Frame),
-        },
-    })
-    .await?
-    .map_err(invalid)?;
+    let stored = blocking(move || read_upload(&schema, upload)).await??;
     store(state, &table, stored).await
+}
+
+/// The upload as what to commit: `Invalid` for rows that do not fit the schema, `Unreadable`
+/// for a JSON body that is not an array of objects.
+fn read_upload(schema: &TableSchema, upload: Upload) -> Result<Stored> {
+    let frame = match upload {
+        Upload::Rows(rows) => schema.frame_from_rows(&rows),
+        Upload::JsonArray(body) => match json_rows::frame_from_json_array(schema, &body) {
+            Ok(frame) => Ok(frame),
+            Err(JsonRowsError::Invalid(why)) => Err(why),
+            Err(JsonRowsError::Unreadable(why)) => return Err(ServiceError::Unreadable(why)),
+        },
+        Upload::Csv(body) => formats::frame_from_csv(schema, body.into()),
+        Upload::Parquet(body) => match formats::parquet_as_stored(schema, &body) {
+            Some(rows) => {
+                return Ok(Stored::AsItCame {
+                    parquet: body,
+                    rows,
+                })
+            }
+            None => formats::frame_from_parquet(schema, body.into()),
+        },
+    };
+    frame.map(Stored::Frame).map_err(invalid)
 }
 
 /// What an ingest commits: rows to write as a Parquet file, or a Parquet file that already

@@ -113,6 +113,56 @@ async fn json_uploads_accept_an_array_or_the_ingest_body() {
 }
 
 #[tokio::test]
+async fn json_arrays_are_read_into_columns_with_the_same_values_and_messages() {
+    let app = spawn_app().await;
+    let table = app.register_transactions().await;
+    // Keys outside the schema are skipped, a missing key is null, a key given twice keeps
+    // the last value, and escapes are read.
+    let body = r#"[
+        {"user_id": "user_001", "transaction_amount": 1.0, "transaction_date": "d", "note": {"deep": [1, 2]}},
+        {"user_\u0069d": "user_001", "transaction_amount": 5.0, "transaction_amount": 29.0, "transaction_date": "d"},
+        {"user_id": "user_002", "transaction_date": "d"}
+    ]"#;
+    let (status, body) = upload(&app, table, "application/json", body.into()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["records_ingested"], 3);
+    assert_eq!(served_average(&app, table).await, 15.0);
+
+    for (bad, status, detail) in [
+        (
+            r#"[{"user_id": "u", "transaction_amount": 1, "transaction_date": "d"}, 3]"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "every row must be a JSON object",
+        ),
+        (
+            r#"[{"user_id": "u", "transaction_amount": 1"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "JSON decode error: EOF while parsing an object at line 1 column 41",
+        ),
+        (
+            r#"[{"user_id": "u", "transaction_amount": "x", "transaction_date": "d"}]"#,
+            StatusCode::BAD_REQUEST,
+            "Invalid data: Column transaction_amount should be float, got str",
+        ),
+        (
+            r#"[{"user_id": "u"}]"#,
+            StatusCode::BAD_REQUEST,
+            "Invalid data: Missing required columns: transaction_amount, transaction_date",
+        ),
+        ("[]", StatusCode::BAD_REQUEST, "Invalid data: No data provided"),
+    ] {
+        let (got, body) = upload(&app, table, "application/json", bad.into()).await;
+        assert_eq!(got, status, "{bad}: {body}");
+        let said = match &body["detail"] {
+            Value::String(s) => s.clone(),
+            list => list[0]["msg"].as_str().unwrap_or_default().to_string(),
+        };
+        assert_eq!(said, detail, "{bad}");
+    }
+    assert_eq!(total_rows(&app, table).await, 3);
+}
+
+#[tokio::test]
 async fn bad_uploads_are_refused_with_the_ingest_messages_and_store_nothing() {
     let app = spawn_app().await;
     let table = app.register_transactions().await;
