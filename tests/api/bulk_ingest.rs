@@ -149,7 +149,11 @@ async fn json_arrays_are_read_into_columns_with_the_same_values_and_messages() {
             StatusCode::BAD_REQUEST,
             "Invalid data: Missing required columns: transaction_amount, transaction_date",
         ),
-        ("[]", StatusCode::BAD_REQUEST, "Invalid data: No data provided"),
+        (
+            "[]",
+            StatusCode::BAD_REQUEST,
+            "Invalid data: No data provided",
+        ),
     ] {
         let (got, body) = upload(&app, table, "application/json", bad.into()).await;
         assert_eq!(got, status, "{bad}: {body}");
