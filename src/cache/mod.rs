@@ -72,7 +72,17 @@ pub enum LookupKey {
 /// A lookup result, or the epoch to store a fresh one under (`None`: do not store it).
 pub struct Lookup {
     pub hit: Option<VersionMeta>,
-    pub epoch: Option<u64>,
+    pub epoch: Option<Epoch>,
+}
+
+/// What a lookup is held under: the change counter it was read at, and which scope of this
+/// cache it was read in. A database restored from a backup counts changes again from a lower
+/// number, so after a rescope the counter alone could name two states; the scope tells them
+/// apart, so a lookup read just before a rescope is never served after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Epoch {
+    changes: u64,
+    scope: u64,
 }
 
 #[derive(Clone)]
@@ -94,7 +104,9 @@ struct Inner {
     snapshot_loads: tokio::sync::Semaphore,
     /// Snapshots built (loaded or warmed), for tests and metrics.
     snapshot_builds: AtomicU64,
-    lookups: Moka<LookupKey, (VersionMeta, u64)>,
+    lookups: Moka<LookupKey, (VersionMeta, Epoch)>,
+    /// Rescopes so far (see `Epoch`); raised after each one has switched everything over.
+    scope: AtomicU64,
     /// The highest change counter this replica has committed or polled.
     known: Arc<AtomicU64>,
     /// The database's instance name, as last polled: whose entries these are.
@@ -184,6 +196,7 @@ impl Cache {
                 snapshot_loads: tokio::sync::Semaphore::new(SNAPSHOT_LOADS),
                 snapshot_builds: AtomicU64::new(0),
                 lookups,
+                scope: AtomicU64::new(0),
                 known,
                 instance: std::sync::RwLock::new(instance.to_string()),
                 redis,
@@ -329,7 +342,9 @@ impl Cache {
     /// process under the epoch they were read with; with Redis, the epoch is Redis's as read
     /// after this call began, so a change returned on any replica retires them at once.
     pub async fn lookup(&self, key: &LookupKey) -> Lookup {
-        let epoch = match &self.inner.redis {
+        // The scope before the epoch: a rescope raises it only once the epoch is read anew.
+        let scope = self.inner.scope.load(Ordering::Acquire);
+        let changes = match &self.inner.redis {
             Some(redis) => match redis.epoch().await {
                 Some(epoch) => epoch,
                 None => {
@@ -341,8 +356,9 @@ impl Cache {
             },
             None => self.inner.known.load(Ordering::Acquire),
         };
+        let epoch = Epoch { changes, scope };
         let hit = match self.inner.lookups.get(key).await {
-            Some((meta, e)) if e == epoch => Some(meta),
+            Some((meta, held)) if held == epoch => Some(meta),
             _ => None,
         };
         Lookup {
@@ -351,11 +367,14 @@ impl Cache {
         }
     }
 
-    pub async fn put_lookup(&self, key: LookupKey, meta: VersionMeta, epoch: Option<u64>) {
+    pub async fn put_lookup(&self, key: LookupKey, meta: VersionMeta, epoch: Option<Epoch>) {
         let Some(epoch) = epoch else { return };
-        // Without Redis, only under the epoch still current: an entry read under an older one
-        // would never be served anyway.
-        if self.inner.redis.is_some() || epoch == self.inner.known.load(Ordering::Acquire) {
+        // Only what could still be served: from this scope and, without Redis, under the
+        // counter still current.
+        let current = epoch.scope == self.inner.scope.load(Ordering::Acquire)
+            && (self.inner.redis.is_some()
+                || epoch.changes == self.inner.known.load(Ordering::Acquire));
+        if current {
             self.inner.lookups.insert(key, (meta, epoch)).await;
         }
     }
@@ -397,6 +416,8 @@ impl Cache {
             redis.rescope(instance);
             redis.raise_epoch(changes).await;
         }
+        // Last: a lookup that sees the new scope reads the new counter and keys.
+        self.inner.scope.fetch_add(1, Ordering::AcqRel);
     }
 
     /// A change with counter `change` has committed: here (call it right after the commit) or
