@@ -1,13 +1,12 @@
 //! A JSON array of row objects read straight into the schema's columns: each cell is parsed as
-//! it comes and pushed onto its column, keys that are not columns are skipped unparsed, and no
-//! row is ever held as a map. The same checks and messages as rows parsed whole
+//! it comes and pushed onto its column, and no row is ever held as a map. The same checks and messages as rows parsed whole
 //! (`TableSchema::frame_from_rows`), at about three times the speed: one `Map` per row (a
 //! `String` and a tree node per key) was most of a bulk JSON upload's time.
 
 use std::fmt;
 
 use polars::prelude::DataFrame;
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use super::schema::TableSchema;
@@ -39,23 +38,27 @@ pub fn frame_from_json_array(
         .deserialize_seq(RowsVisitor(&mut columns))
         .and_then(|()| de.end());
     if parsed.is_err() {
-        return Err(JsonRowsError::Unreadable(whole_body_error(body)));
+        return Err(JsonRowsError::Unreadable(
+            malformed(body).unwrap_or_else(|| "expected an array of rows".into()),
+        ));
     }
     schema
         .frame_from_cells(columns.rows, &columns.cells, &columns.present)
         .map_err(JsonRowsError::Invalid)
 }
 
-/// What parsing the body whole says is wrong with it, so that a malformed body is answered in
-/// the same words whichever way it was read.
-fn whole_body_error(body: &[u8]) -> String {
+/// What parsing the body whole says is wrong with it, if anything, so that a malformed body
+/// is answered in the same words whichever way it was read, and before anything else is
+/// looked at (the table it names, say), as when bodies were parsed whole first.
+pub fn malformed(body: &[u8]) -> Option<String> {
     match serde_json::from_slice::<Value>(body) {
-        Err(e) if e.is_data() => format!("Invalid body: {e}"),
-        Err(e) => format!("JSON decode error: {e}"),
+        Err(e) if e.is_data() => Some(format!("Invalid body: {e}")),
+        Err(e) => Some(format!("JSON decode error: {e}")),
         Ok(Value::Array(rows)) if rows.iter().any(|r| !r.is_object()) => {
-            "every row must be a JSON object".into()
+            Some("every row must be a JSON object".into())
         }
-        Ok(_) => "expected an array of rows".into(),
+        Ok(Value::Array(_)) => None,
+        Ok(_) => Some("expected an array of rows".into()),
     }
 }
 
@@ -107,7 +110,9 @@ impl<'de> Visitor<'de> for RowSeed<'_, '_> {
         c.seen.iter_mut().for_each(|s| *s = false);
         while let Some(column) = map.next_key_seed(KeySeed(c.names))? {
             let Some(i) = column else {
-                map.next_value::<IgnoredAny>()?;
+                // Parsed and dropped, not skipped: serde_json's skipping checks less (numbers
+                // out of range, lone surrogates, nesting depth) than the whole-body parse did.
+                map.next_value::<Value>()?;
                 continue;
             };
             let value: Value = map.next_value()?;
@@ -234,6 +239,9 @@ mod tests {
             r#"[{"user_id": "u1", "amount": 1, "n": 1, "day": "2024-01-01"}"#,
             r#"[{"user_id": "u1", "amount": 1, "n": 1, "day": "2024-01-01"}] x"#,
             r#"[{"user_id": "u1", "amount": 1e400}]"#,
+            // what a key outside the schema holds is checked too
+            r#"[{"user_id": "u1", "amount": 1, "n": 1, "day": "2024-01-01", "x": 1e400}]"#,
+            r#"[{"user_id": "u1", "amount": 1, "n": 1, "day": "2024-01-01", "x": "\uD800"}]"#,
         ] {
             same_as_whole(body);
         }

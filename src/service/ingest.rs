@@ -64,7 +64,21 @@ pub async fn ingest_upload(
     raw_table_id: i64,
     upload: Upload,
 ) -> Result<IngestResponse> {
-    let (table, schema) = target(state, raw_table_id).await?;
+    let (table, schema) = match target(state, raw_table_id).await {
+        Ok(target) => target,
+        // A malformed body is a 422 whatever table it names, as when bodies were parsed whole
+        // before the table was looked at.
+        Err(e) => match &upload {
+            Upload::JsonArray(body) => {
+                let body = body.clone();
+                match blocking(move || json_rows::malformed(&body)).await? {
+                    Some(why) => return Err(ServiceError::Unreadable(why)),
+                    None => return Err(e),
+                }
+            }
+            _ => return Err(e),
+        },
+    };
     let stored = blocking(move || read_upload(&schema, upload)).await??;
     store(state, &table, stored).await
 }

@@ -164,6 +164,12 @@ async fn json_arrays_are_read_into_columns_with_the_same_values_and_messages() {
         assert_eq!(said, detail, "{bad}");
     }
     assert_eq!(total_rows(&app, table).await, 3);
+
+    // A malformed body is refused as such before the table it names is looked up.
+    let (status, body) = upload(&app, 999, "application/json", "[1]".into()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, _) = upload(&app, 999, "application/json", "[{}]".into()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
