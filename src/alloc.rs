@@ -10,6 +10,16 @@
 //! server starts workers with `WORKER_ALLOCATOR_VARIABLE` set; the choice is made once, at the
 //! first allocation, from the environment (`getenv` does not allocate), so every allocation of
 //! a process goes through the same allocator.
+//!
+//! mimalloc keeps its default purge delay (1 s): freed pages are returned to the system only
+//! when the allocator is next called after it, so what tokio's blocking threads free (Delta
+//! commits run there) can stay resident once they go idle. 120 small JSON ingests leave the
+//! server at 164-285 MiB against 112-136 MiB with a purge delay of 0 (four runs each,
+//! 2026-12-05), and that stays about as much above at 480 ingests (242 against 185 MiB). A
+//! delay of 0 made every freed page an `madvise` and its next use a page fault, with TLB
+//! shootdowns across cores: batch serving took 24% more CPU a request and ran 13-23% slower
+//! for it. A delay of 10 ms cost serving 3-6% of its CPU with no clear gain in memory, and a
+//! thread forcing `mi_collect` every second made no measurable difference (docs/performance.md).
 
 use std::alloc::{GlobalAlloc, Layout};
 
@@ -79,41 +89,6 @@ unsafe impl GlobalAlloc for Allocator {
         } else {
             unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
         }
-    }
-}
-
-extern "C" {
-    // mimalloc's own API (the static library the `mimalloc` crate links).
-    fn mi_collect(force: bool);
-}
-
-/// How often the server asks mimalloc to return memory freed a while ago.
-const COLLECT_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// In the server, return freed memory to the system once a second (a forced collection, from a
-/// thread of its own), rather than after mimalloc's purge delay (1 s here), which only a later
-/// call into the allocator acts on.
-///
-/// What tokio's blocking threads free (Delta commits and checkpoints run there) otherwise stays
-/// resident once they go idle: 120 small JSON ingests took the server from about 65 to 205-300
-/// MiB; with this, 169-186 MiB. Purging at once instead (a purge delay of 0, as before) kept it
-/// at 108-144 MiB, but made every freed page a `madvise` and its next use a page fault, with TLB
-/// shootdowns across cores: batch serving took 24% more CPU a request for it, and ran 13-23%
-/// slower (docs/performance.md). So serving keeps its pages; ingest churn costs some 50 MiB.
-pub fn spawn_collector() {
-    if system() {
-        return;
-    }
-    let spawned = std::thread::Builder::new()
-        .name("mi-collect".into())
-        .spawn(|| loop {
-            std::thread::sleep(COLLECT_PERIOD);
-            // SAFETY: mimalloc's collection entry point, valid from any thread at any time.
-            // Forced: purges every free range now, not only those past the delay.
-            unsafe { mi_collect(true) }
-        });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "could not start the allocator's collector thread");
     }
 }
 

@@ -24,7 +24,6 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::from_env()?;
     telemetry::init(config.log_format);
-    feature_store::alloc::spawn_collector();
     tracing::info!(?config, "starting feature-store");
     let addr = SocketAddr::new(config.host, config.port);
     if !config.api_keys.is_enabled() && !config.host.is_loopback() {
