@@ -532,12 +532,17 @@ impl Serving {
 async fn compare(o: &Opts, baselines: &str) -> Result<(), Error> {
     let mut binaries: Vec<&str> = baselines.split(',').filter(|b| !b.is_empty()).collect();
     binaries.push(o.server.as_str());
-    // Runs are labelled by file name; the last binary is the candidate.
-    let label = |b: &str| -> String {
+    // Runs are labelled by file name (by path when two names are the same); the last binary
+    // is the candidate.
+    let name = |b: &str| -> String {
         std::path::Path::new(b)
             .file_name()
             .map_or_else(|| b.to_string(), |n| n.to_string_lossy().into_owned())
     };
+    let by_path = binaries
+        .iter()
+        .any(|a| binaries.iter().filter(|b| name(b) == name(a)).count() > 1);
+    let label = |b: &str| if by_path { b.to_string() } else { name(b) };
     let mut runs: Vec<(String, Serving)> = Vec::new();
     for round in 0..o.rounds {
         for binary in &binaries {
