@@ -7,8 +7,8 @@
 //! the request arrived (a change returned on another replica just before must be seen), but
 //! not a round trip of its own: requests share reads of the epoch (`EpochReads`), each one
 //! waiting for the first read that started after it arrived. Under load one read answers
-//! every request that arrived while the previous one was in flight, so Redis sees a few
-//! thousand GETs a second instead of one per request; the lookups themselves stay in process.
+//! every request that arrived while the previous one was in flight, so Redis sees one GET a
+//! round trip instead of one per request; the lookups themselves stay in process.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
