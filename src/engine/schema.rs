@@ -144,29 +144,15 @@ impl TableSchema {
     /// A key absent from some rows is null there; a column absent from every row is missing.
     /// Keys that are not in the schema are not stored.
     pub fn frame_from_rows(&self, rows: &[Map<String, Value>]) -> Result<DataFrame, String> {
-        if rows.is_empty() {
-            return Err("No data provided".into());
-        }
-        let missing: Vec<&str> = self
-            .column_names()
-            .filter(|c| !rows.iter().any(|r| r.contains_key(*c)))
-            .collect();
-        if !missing.is_empty() {
-            return Err(format!("Missing required columns: {}", missing.join(", ")));
-        }
-        let mut errors = Vec::new();
-        let mut columns = Vec::with_capacity(self.columns.len());
-        for (name, ty, declared) in &self.columns {
-            let cells = rows.iter().map(|r| r.get(name).unwrap_or(&Value::Null));
-            match build_column(name, *ty, declared, cells, rows.len()) {
-                Ok(c) => columns.push(c),
-                Err(e) => errors.push(e),
-            }
-        }
-        if !errors.is_empty() {
-            return Err(errors.join("; "));
-        }
-        DataFrame::new(rows.len(), columns).map_err(|e| e.to_string())
+        self.frame_of(
+            rows.len(),
+            |i| rows.iter().any(|r| r.contains_key(&self.columns[i].0)),
+            |i| {
+                let name = self.columns[i].0.as_str();
+                rows.iter()
+                    .map(move |r| r.get(name).unwrap_or(&Value::Null))
+            },
+        )
     }
 
     /// The same checks and frame as `frame_from_rows`, from rows already split into the
@@ -178,22 +164,33 @@ impl TableSchema {
         cells: &[Vec<Value>],
         present: &[bool],
     ) -> Result<DataFrame, String> {
+        self.frame_of(rows, |i| present[i], |i| cells[i].iter())
+    }
+
+    /// `rows` rows, column `i` present in some row if `present(i)`, its cells `cells(i)`.
+    fn frame_of<'v, I>(
+        &self,
+        rows: usize,
+        present: impl Fn(usize) -> bool,
+        cells: impl Fn(usize) -> I,
+    ) -> Result<DataFrame, String>
+    where
+        I: Iterator<Item = &'v Value>,
+    {
         if rows == 0 {
             return Err("No data provided".into());
         }
-        let missing: Vec<&str> = self
-            .column_names()
-            .zip(present)
-            .filter(|(_, present)| !**present)
-            .map(|(c, _)| c)
+        let missing: Vec<&str> = (0..self.columns.len())
+            .filter(|i| !present(*i))
+            .map(|i| self.columns[i].0.as_str())
             .collect();
         if !missing.is_empty() {
             return Err(format!("Missing required columns: {}", missing.join(", ")));
         }
         let mut errors = Vec::new();
         let mut columns = Vec::with_capacity(self.columns.len());
-        for ((name, ty, declared), cells) in self.columns.iter().zip(cells) {
-            match build_column(name, *ty, declared, cells.iter(), rows) {
+        for (i, (name, ty, declared)) in self.columns.iter().enumerate() {
+            match build_column(name, *ty, declared, cells(i), rows) {
                 Ok(c) => columns.push(c),
                 Err(e) => errors.push(e),
             }
