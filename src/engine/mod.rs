@@ -15,3 +15,4 @@ pub mod schema;
 pub mod sql_guard;
 pub mod stats;
 pub mod training;
+pub mod windows;
