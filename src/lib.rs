@@ -51,6 +51,8 @@ pub struct Shared {
     /// Decoded snapshots, for `as_of` serving (training sets, drift and statistics read snapshot
     /// files in workers).
     pub history: service::history::History,
+    /// The events aggregation features' online answers need, as this replica holds them.
+    pub online: service::online::Online,
     /// This process's name as a holder of the scheduler lease.
     pub scheduler_id: String,
     /// The last answer about the data location, for `/ready`.
@@ -128,6 +130,7 @@ impl AppState {
             spark,
             offline,
             history,
+            online: Default::default(),
             scheduler_id: service::scheduler::holder_id(),
             ready: Default::default(),
         })))

@@ -141,12 +141,25 @@ pub struct FeatureCreate {
     #[serde(default)]
     pub description: Option<String>,
     pub raw_table_id: i64,
-    /// One SELECT over the table `data`, returning one row per entity.
+    /// One SELECT over the table `data`, returning one row per entity. A feature has this or
+    /// `aggregations`, not both.
+    #[serde(default)]
     #[schema(
         example = "SELECT user_id, AVG(transaction_amount) as avg_amount FROM data GROUP BY user_id",
         max_length = 65536
     )]
-    pub computation_logic: String,
+    pub computation_logic: Option<String>,
+    /// Windowed aggregations over the raw table's events, by its `event_time_column`: each
+    /// value is exact at the instant it is asked for (a training row's timestamp). Output
+    /// columns are `{column}_{function}_{window}` (`amount_sum_7d`; a percentile is
+    /// `amount_p95_30d`).
+    #[serde(default)]
+    pub aggregations: Option<Vec<Aggregation>>,
+    /// With `aggregations`: a SQL predicate over the table's columns; only the events it
+    /// keeps are aggregated (`status = 'ok'`).
+    #[serde(default)]
+    #[schema(example = "status = 'ok'", max_length = 65536)]
+    pub filter: Option<String>,
     /// The output column that names the entity.
     #[schema(
         example = "user_id",
@@ -158,6 +171,34 @@ pub struct FeatureCreate {
     /// `spark` (the cluster at `SPARK_CONNECT_URL`). Fixed for the feature's life.
     #[serde(default)]
     pub engine: Engine,
+}
+
+/// One function of one column over one or more windows. A window at instant t holds the
+/// events with `t - window < event_time <= t`; null values are skipped; on a window without
+/// values `count` and `count_distinct` are 0 and the others null.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Aggregation {
+    /// A column of the raw table (numeric for all but count, count_distinct, first, last).
+    #[schema(example = "amount")]
+    pub column: String,
+    /// count, sum, mean, min, max, stddev (sample), first, last (by event time),
+    /// count_distinct, percentile (with q; linear interpolation, as numpy's default).
+    #[schema(example = "sum")]
+    pub function: String,
+    /// The percentile's fraction, in (0, 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub q: Option<f64>,
+    /// Window lengths: a positive integer and s, m, h, d or w; at most 366 days.
+    #[schema(example = json!(["1h", "1d", "7d", "30d"]))]
+    pub windows: Vec<String>,
+}
+
+/// How an aggregation feature is stored: what was declared.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Declaration {
+    pub aggregations: Vec<Aggregation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
 }
 
 /// What runs a feature's SQL.
@@ -192,9 +233,15 @@ pub struct Feature {
     pub name: String,
     pub description: Option<String>,
     pub raw_table_id: i64,
+    /// The SQL; empty for an aggregation feature.
     pub computation_logic: String,
     pub entity_key: String,
     pub engine: Engine,
+    /// An aggregation feature's declaration; absent for a SQL feature.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aggregations: Option<Vec<Aggregation>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
     #[serde(serialize_with = "ts")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: DateTime<Utc>,
@@ -554,9 +601,14 @@ pub struct FeatureVector {
     pub entity_id: String,
     #[schema(value_type = Object)]
     pub feature_values: Map<String, Value>,
-    pub feature_version_id: i64,
+    /// Null for an aggregation feature (its values come from the events, not a version).
+    pub feature_version_id: Option<i64>,
     #[schema(value_type = String, format = DateTime)]
     pub computed_at: String,
+    /// An aggregation feature's: the instant its values hold at (the request's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub evaluated_at: Option<String>,
     /// Ingest time of the newest stored raw batch the snapshot read; null when its rows came
     /// with the compute request.
     #[schema(value_type = Option<String>, format = DateTime)]

@@ -2,7 +2,8 @@
 //! `model` (the bodies) knows nothing of the store.
 
 use crate::model::{
-    Engine, Feature, FeatureVersion, Job, RawTable, RawTableSource, Snapshot, SourceFormat,
+    Declaration, Engine, Feature, FeatureVersion, Job, RawTable, RawTableSource, Snapshot,
+    SourceFormat,
 };
 use crate::service::raw_tables::TableState;
 use crate::store::{FeatureRow, JobRow, SnapshotRow, VersionRow};
@@ -38,7 +39,17 @@ impl From<TableState> for RawTable {
 
 impl From<FeatureRow> for Feature {
     fn from(r: FeatureRow) -> Self {
+        let declaration = r
+            .declaration
+            .as_deref()
+            .and_then(|d| serde_json::from_str::<Declaration>(d).ok());
+        let (aggregations, filter) = match declaration {
+            Some(d) => (Some(d.aggregations), d.filter),
+            None => (None, None),
+        };
         Feature {
+            aggregations,
+            filter,
             id: r.id,
             name: r.name,
             description: r.description,

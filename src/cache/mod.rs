@@ -342,21 +342,12 @@ impl Cache {
     /// process under the epoch they were read with; with Redis, the epoch is Redis's as read
     /// after this call began, so a change returned on any replica retires them at once.
     pub async fn lookup(&self, key: &LookupKey) -> Lookup {
-        // The scope before the epoch: a rescope raises it only once the epoch is read anew.
-        let scope = self.inner.scope.load(Ordering::Acquire);
-        let changes = match &self.inner.redis {
-            Some(redis) => match redis.epoch().await {
-                Some(epoch) => epoch,
-                None => {
-                    return Lookup {
-                        hit: None,
-                        epoch: None,
-                    }
-                }
-            },
-            None => self.inner.known.load(Ordering::Acquire),
+        let Some(epoch) = self.epoch().await else {
+            return Lookup {
+                hit: None,
+                epoch: None,
+            };
         };
-        let epoch = Epoch { changes, scope };
         let hit = match self.inner.lookups.get(key).await {
             Some((meta, held)) if held == epoch => Some(meta),
             _ => None,
@@ -365,6 +356,19 @@ impl Cache {
             hit,
             epoch: Some(epoch),
         }
+    }
+
+    /// The epoch a read starting now is consistent with: what it reads from the database
+    /// after this call holds every change returned before it, on this replica or (with Redis)
+    /// any other. `None` when Redis is set but does not answer: nothing read may be held.
+    pub async fn epoch(&self) -> Option<Epoch> {
+        // The scope before the epoch: a rescope raises it only once the epoch is read anew.
+        let scope = self.inner.scope.load(Ordering::Acquire);
+        let changes = match &self.inner.redis {
+            Some(redis) => redis.epoch().await?,
+            None => self.inner.known.load(Ordering::Acquire),
+        };
+        Some(Epoch { changes, scope })
     }
 
     pub async fn put_lookup(&self, key: LookupKey, meta: VersionMeta, epoch: Option<Epoch>) {

@@ -30,6 +30,15 @@ pub fn run_sql_streaming(sql: &str, data: LazyFrame) -> Result<DataFrame, String
         .map_err(|e| clean_message(&e.to_string()))
 }
 
+/// Guard, then plan `sql` over `data` without running it, for the caller to narrow and
+/// collect.
+pub fn plan_sql(sql: &str, data: LazyFrame) -> Result<LazyFrame, String> {
+    sql_guard::check(sql)?;
+    let mut ctx = SQLContext::new();
+    ctx.register(DATA_TABLE, data);
+    ctx.execute(sql).map_err(|e| clean_message(&e.to_string()))
+}
+
 /// Polars' messages (and panics) end with a backtrace hint and sometimes carry plan dumps;
 /// keep the first meaningful line so a client sees a readable reason.
 pub fn clean_message(msg: &str) -> String {

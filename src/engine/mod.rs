@@ -2,10 +2,12 @@
 //!
 //! Everything here is synchronous and CPU-bound; callers run it on the blocking pool.
 
+pub mod aggregations;
 pub mod batches;
 pub mod drift;
 pub mod execute;
 pub mod formats;
+pub mod held;
 pub mod history;
 pub mod json_rows;
 pub mod ndjson;

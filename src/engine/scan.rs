@@ -92,25 +92,38 @@ pub fn rows_until(mut frame: LazyFrame, until: Option<(&str, i64)>) -> Result<La
     let Some((column, micros)) = until else {
         return Ok(frame);
     };
+    let limit = instant(&mut frame, column, micros)?;
+    Ok(frame.filter(col(column).lt_eq(limit)))
+}
+
+/// Keep the rows whose event time `column` is after `micros` (see `rows_until`).
+pub fn rows_after(mut frame: LazyFrame, column: &str, micros: i64) -> Result<LazyFrame, String> {
+    let limit = instant(&mut frame, column, micros)?;
+    Ok(frame.filter(col(column).gt(limit)))
+}
+
+/// `micros` as a literal of the event time column's own type, so the comparison is on the
+/// stored column and the scan can skip row groups by their statistics. A date rounds down
+/// to its day.
+fn instant(frame: &mut LazyFrame, column: &str, micros: i64) -> Result<Expr, String> {
     let schema = frame.collect_schema().map_err(|e| e.to_string())?;
-    let limit = match schema.get(column) {
+    match schema.get(column) {
         Some(DataType::Datetime(unit, zone)) => {
             let value = match unit {
                 TimeUnit::Nanoseconds => micros.saturating_mul(1000),
                 TimeUnit::Microseconds => micros,
                 TimeUnit::Milliseconds => micros.div_euclid(1000),
             };
-            lit(value).cast(DataType::Datetime(*unit, zone.clone()))
+            Ok(lit(value).cast(DataType::Datetime(*unit, zone.clone())))
         }
-        Some(DataType::Date) => lit(micros.div_euclid(86_400_000_000) as i32).cast(DataType::Date),
-        Some(other) => {
-            return Err(format!(
-                "the event time column '{column}' is {other}, not a date or datetime"
-            ))
+        Some(DataType::Date) => {
+            Ok(lit(micros.div_euclid(86_400_000_000) as i32).cast(DataType::Date))
         }
-        None => return Err(format!("the event time column '{column}' is missing")),
-    };
-    Ok(frame.filter(col(column).lt_eq(limit)))
+        Some(other) => Err(format!(
+            "the event time column '{column}' is {other}, not a date or datetime"
+        )),
+        None => Err(format!("the event time column '{column}' is missing")),
+    }
 }
 
 /// The schema of one Parquet file, from its footer.

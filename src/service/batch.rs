@@ -40,6 +40,8 @@ struct Column {
     meta: Option<VersionMeta>,
     /// Of the snapshot that served the column (null when unresolved).
     freshness: Option<Freshness>,
+    /// An aggregation feature's column: the instant its values hold at.
+    evaluated_at: Option<DateTime<Utc>>,
     source: Source,
 }
 
@@ -99,10 +101,24 @@ async fn column(
     entity_ids: &[String],
     as_of: Option<DateTime<Utc>>,
 ) -> Result<(Column, Option<String>)> {
-    let resolved = match as_of {
-        Some(at) => resolve_key_at(state, key, at).await,
-        None => resolve_key(state, key).await,
+    let by_name = match (&key, as_of) {
+        (LookupKey::FeatureName(n), None) => Some(n.clone()),
+        _ => None,
     };
+    if let Some(n) = by_name.as_deref().filter(|n| state.online.holds(n)) {
+        if let Some(column) = online_column(state, &name, n, entity_ids, None).await? {
+            return Ok((column, None));
+        }
+    }
+    let resolved = match as_of {
+        Some(at) => resolve_key_at(state, key.clone(), at).await,
+        None => resolve_key(state, key.clone()).await,
+    };
+    if let (Err(ServiceError::NotFound(_)), LookupKey::FeatureName(n)) = (&resolved, &key) {
+        if let Some(column) = online_column(state, &name, n, entity_ids, as_of).await? {
+            return Ok((column, None));
+        }
+    }
     let (meta, mut reason) = match resolved {
         Ok(meta) => (Some(meta), None),
         Err(ServiceError::NotFound(reason)) => (None, Some(reason)),
@@ -138,10 +154,48 @@ async fn column(
             name_json,
             meta,
             freshness,
+            evaluated_at: None,
             source,
         },
         reason,
     ))
+}
+
+/// An aggregation feature's column, computed at this instant or at `as_of`; `None` when
+/// `feature` is not one.
+async fn online_column(
+    state: &AppState,
+    name: &str,
+    feature: &str,
+    entity_ids: &[String],
+    as_of: Option<DateTime<Utc>>,
+) -> Result<Option<Column>> {
+    let entities: Vec<&str> = entity_ids.iter().map(String::as_str).collect();
+    let answers = match as_of {
+        None => super::online::values(state, feature, &entities).await?,
+        Some(at) => super::online::values_at(state, feature, &entities, at).await?,
+    };
+    let Some(answers) = answers else {
+        return Ok(None);
+    };
+    let evaluated_at = answers.first().map(|a| a.evaluated_at);
+    let data_as_of = answers.first().and_then(|a| a.data_as_of);
+    Ok(Some(Column {
+        name: name.to_string(),
+        name_json: json_str(name),
+        meta: None,
+        freshness: Some(Freshness {
+            data_as_of,
+            stale: false,
+        }),
+        evaluated_at,
+        source: Source::Fetched(
+            answers
+                .into_iter()
+                .map(|a| Some(Bytes::from(a.values)))
+                .collect(),
+        ),
+    }))
 }
 
 /// Each requested entity's values in a stored snapshot, `None` when it is not in it.
@@ -248,9 +302,14 @@ fn render(entity_ids: &[String], columns: &[Column], unresolved: &[(String, Stri
             .map_or_else(|| "null".into(), |m| m.version_id.to_string())
     });
     out.extend_from_slice(b",\"freshness\":");
-    push_by_reference(&mut out, columns, |c| {
-        c.freshness
-            .map_or_else(|| "null".into(), |f| format!("{{{}}}", f.json_fields()))
+    push_by_reference(&mut out, columns, |c| match (c.freshness, c.evaluated_at) {
+        (Some(f), Some(at)) => format!(
+            "{{{},\"evaluated_at\":\"{}\"}}",
+            f.json_fields(),
+            crate::times::format_ts(&at)
+        ),
+        (Some(f), None) => format!("{{{}}}", f.json_fields()),
+        (None, _) => "null".into(),
     });
     out.extend_from_slice(b",\"unresolved\":{");
     for (i, (name, reason)) in unresolved.iter().enumerate() {

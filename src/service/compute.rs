@@ -38,6 +38,7 @@ pub async fn compute(
     check_label("version", version, MAX_VERSION_LEN)?;
     let started = std::time::Instant::now();
     let feature = lookup::feature(state, feature_id).await?;
+    refuse_aggregations(&feature)?;
     let table = lookup::table(state, feature.raw_table_id).await?;
     let (existing, logic, entity_key) = match state.store.find_version(feature_id, version).await? {
         Some(v) => (Some(v.id), v.computation_logic, v.entity_key),
@@ -145,6 +146,7 @@ pub async fn backfill(
     let steps = backfill_steps(req, state.clock.now())?;
     let version = lookup::version(state, feature_id, version_id).await?;
     let feature = lookup::feature(state, feature_id).await?;
+    refuse_aggregations(&feature)?;
     let table = lookup::table(state, feature.raw_table_id).await?;
     // Checked before any work: every step needs the event time.
     event_time_limit(&table, req.end, state.clock.now())?;
@@ -313,6 +315,7 @@ pub async fn refresh(state: &AppState, version_id: i64) -> Result<Refreshed> {
         .await?
         .ok_or_else(|| lookup::version_not_found(version_id))?;
     let feature = lookup::feature(state, version.feature_id).await?;
+    refuse_aggregations(&feature)?;
     let table = lookup::table(state, feature.raw_table_id).await?;
     let Some(pinned) = raw_tables::pin(state, &table).await? else {
         return Ok(Refreshed::NothingNew);
@@ -615,6 +618,20 @@ async fn on_spark(
     task.as_of = None;
     task.input_rows = 0;
     Ok(dir)
+}
+
+/// An aggregation feature has no snapshots to compute: its values are evaluated from the
+/// raw table's events at the instant each is asked for.
+fn refuse_aggregations(feature: &crate::store::FeatureRow) -> Result<()> {
+    if feature.declaration.is_none() {
+        return Ok(());
+    }
+    Err(ServiceError::Invalid(format!(
+        "Feature '{}' declares aggregations: its values are computed from raw table {}'s \
+         events at the instant each is asked for (a request, a training row), so there is no \
+         snapshot to compute",
+        feature.name, feature.raw_table_id
+    )))
 }
 
 fn files_of(pinned: Pinned) -> Input {

@@ -1,5 +1,6 @@
 use super::{Result, ServiceError};
-use crate::model::{Engine, FeatureCreate};
+use crate::engine::aggregations::{self, Requested};
+use crate::model::{Aggregation, Declaration, Engine, FeatureCreate};
 use crate::store::StoreError;
 use crate::store::{FeatureRow, NewFeature, RawTableRow};
 use crate::worker::{ComputeJob, Input, Job, Task};
@@ -12,8 +13,7 @@ fn invalid(reason: impl std::fmt::Display) -> ServiceError {
     ServiceError::Invalid(format!("Invalid feature computation: {reason}"))
 }
 
-/// Register a feature after proving its SQL: guarded, then dry-run on an empty frame of the
-/// raw table's schema, and its output must carry the entity key.
+/// Register a feature: SQL (`computation_logic`) or declared `aggregations`, exactly one.
 pub async fn create(state: &AppState, req: FeatureCreate) -> Result<FeatureRow> {
     check_label("name", &req.name, 200)?;
     check_label("entity_key", &req.entity_key, 200)?;
@@ -25,11 +25,36 @@ pub async fn create(state: &AppState, req: FeatureCreate) -> Result<FeatureRow> 
             table.name
         )));
     }
-    if req.engine == Engine::Spark {
-        validate_on_spark(state, &table, &req).await?;
-    } else {
-        dry_run(state, &table, &req).await?;
-    }
+    let (logic, declaration) = match (&req.computation_logic, &req.aggregations) {
+        (Some(sql), None) => {
+            if req.filter.is_some() {
+                return Err(invalid(
+                    "filter goes with aggregations; put the condition in the SQL's WHERE",
+                ));
+            }
+            if req.engine == Engine::Spark {
+                validate_on_spark(state, &table, &req, sql).await?;
+            } else {
+                dry_run(state, &table, sql, &req.entity_key).await?;
+            }
+            (sql.clone(), None)
+        }
+        (None, Some(aggregations)) => {
+            let declaration = check_aggregations(state, &table, &req, aggregations).await?;
+            let text = serde_json::to_string(&declaration).map_err(ServiceError::fault)?;
+            (String::new(), Some(text))
+        }
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "give computation_logic (SQL) or aggregations, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(invalid(
+                "give computation_logic (a SELECT over data) or aggregations",
+            ))
+        }
+    };
     let row = state
         .store
         .create_feature(
@@ -37,9 +62,10 @@ pub async fn create(state: &AppState, req: FeatureCreate) -> Result<FeatureRow> 
                 name: &req.name,
                 description: req.description.as_deref(),
                 raw_table_id: req.raw_table_id,
-                computation_logic: &req.computation_logic,
+                computation_logic: &logic,
                 entity_key: &req.entity_key,
                 engine: req.engine.as_str(),
+                declaration: declaration.as_deref(),
             },
             state.clock.now(),
         )
@@ -54,13 +80,71 @@ pub async fn create(state: &AppState, req: FeatureCreate) -> Result<FeatureRow> 
     Ok(row)
 }
 
+/// An aggregation feature's declaration, checked: the table has an event time and the key,
+/// every aggregation names a column, a function and windows it can have, and the filter is
+/// one predicate the SQL guard allows and polars accepts over the table's columns.
+async fn check_aggregations(
+    state: &AppState,
+    table: &RawTableRow,
+    req: &FeatureCreate,
+    aggregations: &[Aggregation],
+) -> Result<Declaration> {
+    let refused = |why: String| ServiceError::Invalid(format!("Invalid aggregations: {why}"));
+    if req.engine == Engine::Spark {
+        return Err(refused(
+            "aggregation features are evaluated by the compute workers; leave engine as polars"
+                .into(),
+        ));
+    }
+    if table.event_time_column.is_none() {
+        return Err(refused(format!(
+            "raw table '{}' has no event_time_column; windows need one",
+            table.name
+        )));
+    }
+    let schema = raw_tables::schema_of(table)?;
+    if !schema.column_names().any(|c| c == req.entity_key) {
+        return Err(refused(format!(
+            "raw table '{}' has no column '{}' (the entity_key)",
+            table.name, req.entity_key
+        )));
+    }
+    let requested: Vec<Requested> = aggregations
+        .iter()
+        .map(|a| Requested {
+            column: &a.column,
+            function: &a.function,
+            q: a.q,
+            windows: &a.windows,
+        })
+        .collect();
+    aggregations::plan(&requested, &schema).map_err(refused)?;
+    if let Some(filter) = &req.filter {
+        let sql =
+            aggregations::filter_sql(filter).map_err(|why| refused(format!("filter: {why}")))?;
+        dry_run(state, table, &sql, &req.entity_key)
+            .await
+            .map_err(|e| match e {
+                ServiceError::Invalid(why) => refused(format!(
+                    "filter: {}",
+                    why.trim_start_matches("Invalid feature computation: ")
+                )),
+                e => e,
+            })?;
+    }
+    Ok(Declaration {
+        aggregations: aggregations.to_vec(),
+        filter: req.filter.clone(),
+    })
+}
+
 /// Polars: run the SQL over an empty frame of the table's schema in a worker, like every run
 /// of user SQL (rows can come from literals even over an empty frame).
-async fn dry_run(state: &AppState, table: &RawTableRow, req: &FeatureCreate) -> Result<()> {
+async fn dry_run(state: &AppState, table: &RawTableRow, sql: &str, entity_key: &str) -> Result<()> {
     let dry_run = Job {
         task: Task::Compute(ComputeJob {
-            sql: req.computation_logic.clone(),
-            entity_key: req.entity_key.clone(),
+            sql: sql.to_string(),
+            entity_key: entity_key.to_string(),
             max_rows: usize::MAX,
             schema: raw_tables::definition_of(table)?,
             dry_run: true,
@@ -86,22 +170,18 @@ async fn validate_on_spark(
     state: &AppState,
     table: &RawTableRow,
     req: &FeatureCreate,
+    sql: &str,
 ) -> Result<()> {
     let spark = super::spark::cluster(state)?;
     super::spark::usable_for(state, table)?;
-    crate::engine::sql_guard::check(&req.computation_logic).map_err(invalid)?;
+    crate::engine::sql_guard::check(sql).map_err(invalid)?;
     let schema = raw_tables::schema_of(table)?;
-    let columns = crate::spark::validate(
-        spark,
-        &schema,
-        &req.computation_logic,
-        state.config.compute_timeout,
-    )
-    .await
-    .map_err(|e| match e {
-        crate::spark::SparkError::Query(why) => invalid(why),
-        e => e.into(),
-    })?;
+    let columns = crate::spark::validate(spark, &schema, sql, state.config.compute_timeout)
+        .await
+        .map_err(|e| match e {
+            crate::spark::SparkError::Query(why) => invalid(why),
+            e => e.into(),
+        })?;
     if !columns.iter().any(|c| c == &req.entity_key) {
         return Err(invalid(format!(
             "the result has no column '{}' (the feature's entity_key)",

@@ -128,7 +128,22 @@ pub async fn vector_as_of(
     query: &VectorQuery,
     at: DateTime<Utc>,
 ) -> Result<Bytes> {
-    let meta = vectors::resolve_key_at(state, vectors::lookup_key(query)?, at).await?;
+    let meta = match vectors::resolve_key_at(state, vectors::lookup_key(query)?, at).await {
+        Ok(meta) => meta,
+        Err(ServiceError::NotFound(why)) => {
+            // An aggregation feature: its values at `at`, computed from the events.
+            if let (None, Some(name)) = (query.feature_version_id, &query.feature_name) {
+                let entity = query.entity_id.as_str();
+                if let Some(answers) = super::online::values_at(state, name, &[entity], at).await? {
+                    if let Some(a) = answers.first() {
+                        return super::online::encode(entity, a);
+                    }
+                }
+            }
+            return Err(ServiceError::NotFound(why));
+        }
+        Err(e) => return Err(e),
+    };
     let snapshot = in_force(state, meta.version_id, at).await?;
     let decoded = decoded(state, snapshot.id).await?;
     let row = *decoded.rows.get(&query.entity_id).ok_or_else(|| {

@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod jobs;
 pub mod lookup;
 pub mod migrate;
+pub mod online;
 pub mod raw_tables;
 pub mod readiness;
 pub mod scheduler;

@@ -10,14 +10,17 @@ use std::collections::HashSet;
 use bytes::Bytes;
 
 use super::{Result, ServiceError};
+use crate::cache::LookupKey;
 use crate::engine::training::Format;
 use crate::model::FeatureRef;
-use crate::worker::protocol::{Job, SnapshotFile, Task, TrainingFeature, TrainingJob};
+use crate::worker::protocol::{
+    AggregatedSource, Job, SnapshotFile, Task, TrainingFeature, TrainingJob,
+};
 use crate::worker::Running;
 use crate::AppState;
 
 use super::vectors::resolve_key;
-use super::{failures, lookup};
+use super::{failures, lookup, raw_tables};
 use failures::worker_error;
 
 pub const MAX_FEATURES: usize = 100;
@@ -103,6 +106,16 @@ async fn resolve(state: &AppState, refs: &[FeatureRef]) -> Result<Vec<TrainingFe
         if !seen.insert(reference.clone()) {
             continue;
         }
+        if let Some((version_id, source)) = aggregated(state, &key).await? {
+            out.push(TrainingFeature {
+                reference,
+                version_id,
+                unresolved: None,
+                snapshots: Vec::new(),
+                aggregated: Some(source),
+            });
+            continue;
+        }
         let meta = match resolve_key(state, key).await {
             Ok(meta) => meta,
             Err(ServiceError::NotFound(reason)) => {
@@ -111,6 +124,7 @@ async fn resolve(state: &AppState, refs: &[FeatureRef]) -> Result<Vec<TrainingFe
                     version_id: None,
                     unresolved: Some(reason),
                     snapshots: Vec::new(),
+                    aggregated: None,
                 });
                 continue;
             }
@@ -126,6 +140,7 @@ async fn resolve(state: &AppState, refs: &[FeatureRef]) -> Result<Vec<TrainingFe
                     meta.version_id
                 )),
                 snapshots: Vec::new(),
+                aggregated: None,
             });
             continue;
         }
@@ -143,7 +158,52 @@ async fn resolve(state: &AppState, refs: &[FeatureRef]) -> Result<Vec<TrainingFe
             version_id: Some(meta.version_id),
             unresolved: None,
             snapshots: files,
+            aggregated: None,
         });
     }
     Ok(out)
+}
+
+/// When the reference is to an aggregation feature (by name, or one of its versions): the
+/// version it names (none by name: such a feature is evaluated from its table, not from a
+/// version) and its events, as the table version current now holds them. `None` for a SQL
+/// feature or a reference that does not resolve (`resolve_key` words that).
+async fn aggregated(
+    state: &AppState,
+    key: &LookupKey,
+) -> Result<Option<(Option<i64>, AggregatedSource)>> {
+    let (feature, version_id) = match key {
+        LookupKey::FeatureName(name) => match state.store.feature_by_name(name).await? {
+            Some(f) => (f, None),
+            None => return Ok(None),
+        },
+        LookupKey::Label(name, version) => {
+            let Some(f) = state.store.feature_by_name(name).await? else {
+                return Ok(None);
+            };
+            match state.store.find_version(f.id, version).await? {
+                Some(v) => (f, Some(v.id)),
+                None => return Ok(None),
+            }
+        }
+        LookupKey::Version(id) => {
+            let Some(v) = state.store.get_version(*id).await? else {
+                return Ok(None);
+            };
+            match state.store.get_feature(v.feature_id).await? {
+                Some(f) => (f, Some(v.id)),
+                None => return Ok(None),
+            }
+        }
+    };
+    if feature.declaration.is_none() {
+        return Ok(None);
+    }
+    let table = lookup::table(state, feature.raw_table_id).await?;
+    let mut source = super::online::source_of(state, &feature).await?;
+    if let Some((pinned, _)) = raw_tables::pin(state, &table).await? {
+        source.files = pinned.files;
+        source.partitioned = pinned.partitioned;
+    }
+    Ok(Some((version_id, source)))
 }

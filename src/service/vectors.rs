@@ -15,7 +15,28 @@ use super::lookup;
 /// The hot path is two in-process cache hits (version lookup, then the encoded body): no
 /// database round trip and no JSON encoding.
 pub async fn get(state: &AppState, query: &VectorQuery) -> Result<Bytes> {
-    let mut meta = resolve(state, query).await?;
+    let by_name = query
+        .feature_name
+        .as_deref()
+        .filter(|_| query.feature_version_id.is_none());
+    if let Some(name) = by_name.filter(|n| state.online.holds(n)) {
+        if let Some(body) = online(state, name, &query.entity_id).await? {
+            return Ok(body);
+        }
+    }
+    let mut meta = match resolve(state, query).await {
+        Ok(meta) => meta,
+        // An aggregation feature has no computed version: its values are computed now.
+        Err(ServiceError::NotFound(why)) => {
+            if let Some(name) = by_name {
+                if let Some(body) = online(state, name, &query.entity_id).await? {
+                    return Ok(body);
+                }
+            }
+            return Err(ServiceError::NotFound(why));
+        }
+        Err(e) => return Err(e),
+    };
     let key = |meta: &VersionMeta| VectorKey {
         version_id: meta.version_id,
         generation: meta.generation,
@@ -51,6 +72,17 @@ pub async fn get(state: &AppState, query: &VectorQuery) -> Result<Bytes> {
     let answer = with_stale(&body, meta.freshness.stale);
     state.cache.put_vector(key(&meta), body).await;
     Ok(answer)
+}
+
+/// An aggregation feature's answer at this instant; `None` when `name` is not one.
+async fn online(state: &AppState, name: &str, entity: &str) -> Result<Option<Bytes>> {
+    match super::online::values(state, name, &[entity]).await? {
+        Some(answers) => answers
+            .first()
+            .map(|a| super::online::encode(entity, a))
+            .transpose(),
+        None => Ok(None),
+    }
 }
 
 /// A cached body with `stale` added last. The body is fixed for a generation; `stale` is not

@@ -19,6 +19,17 @@ fn check_refresh(every: Option<i64>) -> Result<()> {
     }
 }
 
+fn refuse_refresh_of_aggregations(feature: &crate::store::FeatureRow) -> Result<()> {
+    match feature.declaration {
+        Some(_) => Err(ServiceError::Invalid(format!(
+            "Feature '{}' declares aggregations, which are exact at every instant without \
+             refreshes; leave refresh_every_seconds out",
+            feature.name
+        ))),
+        None => Ok(()),
+    }
+}
+
 pub fn duplicate(version: &str, feature_id: i64) -> ServiceError {
     ServiceError::Invalid(format!(
         "Version '{version}' already exists for feature {feature_id}"
@@ -37,6 +48,9 @@ pub async fn create(state: &AppState, feature_id: i64, req: VersionCreate) -> Re
     check_label("version", &req.version, MAX_VERSION_LEN)?;
     check_refresh(req.refresh_every_seconds)?;
     let feature = lookup::feature(state, feature_id).await?;
+    if req.refresh_every_seconds.is_some() {
+        refuse_refresh_of_aggregations(&feature)?;
+    }
     let row = state
         .store
         .create_version(
@@ -84,6 +98,10 @@ pub async fn update(
     }
     check_refresh(req.refresh_every_seconds.flatten())?;
     lookup::version(state, feature_id, version_id).await?;
+    if matches!(req.refresh_every_seconds, Some(Some(_))) {
+        let feature = lookup::feature(state, feature_id).await?;
+        refuse_refresh_of_aggregations(&feature)?;
+    }
     let state = state.clone();
     super::detached(async move {
         let change = VersionChange {

@@ -14,11 +14,13 @@ pub struct NewFeature<'a> {
     pub entity_key: &'a str,
     /// `polars` or `spark`.
     pub engine: &'a str,
+    /// An aggregation feature's declaration (JSON).
+    pub declaration: Option<&'a str>,
 }
 
 pub(super) const FEATURE_COLUMNS: &str =
     "id, name, description, raw_table_id, computation_logic, entity_key, \
-     engine, created_at, updated_at";
+     engine, declaration, created_at, updated_at";
 
 impl Store {
     pub async fn create_feature(
@@ -28,7 +30,7 @@ impl Store {
     ) -> Result<FeatureRow> {
         let sql = format!(
             "INSERT INTO features (name, description, raw_table_id, computation_logic, entity_key, \
-             created_at, updated_at, engine) VALUES ($1, $2, $3, $4, $5, $6, $6, $7) \
+             created_at, updated_at, engine, declaration) VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8) \
              RETURNING {FEATURE_COLUMNS}"
         );
         on_pool!(self, write, |p| sqlx::query_as(&sql)
@@ -39,6 +41,7 @@ impl Store {
             .bind(new.entity_key)
             .bind(now)
             .bind(new.engine)
+            .bind(new.declaration)
             .fetch_one(p)
             .await
             .map_err(classify))
@@ -55,6 +58,14 @@ impl Store {
         let sql = format!("SELECT {FEATURE_COLUMNS} FROM features WHERE id = $1");
         Ok(on_pool!(self, read, |p| sqlx::query_as(&sql)
             .bind(id)
+            .fetch_optional(p)
+            .await)?)
+    }
+
+    pub async fn feature_by_name(&self, name: &str) -> Result<Option<FeatureRow>> {
+        let sql = format!("SELECT {FEATURE_COLUMNS} FROM features WHERE name = $1");
+        Ok(on_pool!(self, read, |p| sqlx::query_as(&sql)
+            .bind(name)
             .fetch_optional(p)
             .await)?)
     }

@@ -29,6 +29,8 @@ pub struct FeatureRow {
     pub entity_key: String,
     /// `polars` or `spark`.
     pub engine: String,
+    /// An aggregation feature's declaration (JSON); `None` for a SQL feature.
+    pub declaration: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

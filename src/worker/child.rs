@@ -14,12 +14,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::protocol::{
-    self, ChunkWriter, ComputeJob, DriftJob, FailureKind, FramedWriter, Input, Job, PreviewJob,
-    Reply, StatsJob, Task, TrainingJob,
+    self, AggregatedSource, ChunkWriter, ComputeJob, DriftJob, EventsJob, FailureKind,
+    FramedWriter, Input, Job, PreviewJob, Reply, StatsJob, Task, TrainingJob,
 };
 use crate::engine::history::{self as point_in_time, Indexed};
 use crate::engine::training::{self, FeatureColumns, MAX_CELLS};
-use crate::engine::{drift, execute, result, scan, schema::TableSchema, stats};
+use crate::engine::{aggregations, drift, execute, result, scan, schema::TableSchema, stats};
 use crate::offline::{self, Location};
 
 /// A panic is reported on stderr on one line after this marker, so the server can quote it.
@@ -93,6 +93,7 @@ fn run(job: &Job, piped: Option<Vec<u8>>, out: &mut impl Write) -> Result<(), St
         Task::Training(t) => training_set(t, job, piped, out),
         Task::Drift(d) => drift_of(d, job, out),
         Task::Stats(st) => stats_of(st, job, out),
+        Task::Events(e) => events_of(e, job, out),
     }
 }
 
@@ -327,6 +328,23 @@ fn training_set(
             columns.push(unresolved(reason.clone()));
             continue;
         }
+        if let Some(source) = &feature.aggregated {
+            cells += rows.micros.len() as u64 * source.outputs.len() as u64;
+            if cells > MAX_CELLS {
+                return Err(too_many_cells(rows.micros.len(), cells).into());
+            }
+            let timer = Instant::now();
+            let values = aggregated_values(source, &rows, &job.storage)?;
+            gathering += timer.elapsed();
+            columns.push(FeatureColumns {
+                reference: feature.reference.clone(),
+                version_id: feature.version_id,
+                unresolved: None,
+                values: Some(values),
+                present: vec![true; rows.micros.len()],
+            });
+            continue;
+        }
         let valid_from: Vec<i64> = feature
             .snapshots
             .iter()
@@ -350,12 +368,7 @@ fn training_set(
             .map_or(0, |r| r.value_columns());
         cells += rows.micros.len() as u64 * width as u64;
         if cells > MAX_CELLS {
-            return Err(refused(format!(
-                "the training set would have {} rows × more than {} feature columns, over the limit of {MAX_CELLS} values; ask for fewer rows or features",
-                rows.micros.len(),
-                cells / rows.micros.len().max(1) as u64
-            ))
-            .into());
+            return Err(too_many_cells(rows.micros.len(), cells).into());
         }
         let timer = Instant::now();
         let views: Vec<_> = read.iter().map(|r| r.as_ref().map(|r| r.view())).collect();
@@ -386,6 +399,76 @@ fn training_set(
         .map_err(|e| Stage::Streaming(io::Error::other(e)))?;
     framed.finish().map_err(Stage::Streaming)?;
     Ok(())
+}
+
+fn too_many_cells(rows: usize, cells: u64) -> Failure {
+    (
+        FailureKind::Request,
+        format!(
+            "the training set would have {rows} rows × more than {} feature columns, over the limit of {MAX_CELLS} values; ask for fewer rows or features",
+            cells / rows.max(1) as u64
+        ),
+    )
+}
+
+/// An aggregation feature's values at each row's timestamp: the table version's events (kept
+/// by the filter, at or before the latest row) read with the streaming engine, then the exact
+/// window kernels.
+fn aggregated_values(
+    source: &AggregatedSource,
+    rows: &training::Rows,
+    storage: &std::collections::BTreeMap<String, String>,
+) -> Result<DataFrame, Failure> {
+    let latest = rows.micros.iter().copied().max().unwrap_or(i64::MIN);
+    let events = aggregated_events(source, storage, |frame| {
+        scan::rows_until(frame, Some((&source.event_time, latest)))
+    })?;
+    aggregations::evaluate(
+        &events,
+        &source.entity_key,
+        &source.event_time,
+        &source.outputs,
+        &rows.entity,
+        &rows.micros,
+    )
+    .map_err(|e| (FailureKind::Input, e))
+}
+
+/// The events of `source`'s files that `within` and the filter keep: the key, the event time
+/// and the aggregated columns, read with the streaming engine.
+fn aggregated_events(
+    source: &AggregatedSource,
+    storage: &std::collections::BTreeMap<String, String>,
+    within: impl FnOnce(LazyFrame) -> Result<LazyFrame, String>,
+) -> Result<DataFrame, Failure> {
+    let input = |e: String| (FailureKind::Input, e);
+    let schema = TableSchema::from_definition(&source.schema).map_err(input)?;
+    let events = scan::scan_files(&source.files, storage, source.partitioned, &schema, None)
+        .map_err(input)?;
+    let mut events = within(events).map_err(input)?;
+    if let Some(filter) = &source.filter {
+        let sql = aggregations::filter_sql(filter).map_err(|e| (FailureKind::Sql, e))?;
+        events = execute::plan_sql(&sql, events).map_err(|e| (FailureKind::Sql, e))?;
+    }
+    let needed: Vec<Expr> =
+        aggregations::needed_columns(&source.entity_key, &source.event_time, &source.outputs)
+            .into_iter()
+            .map(col)
+            .collect();
+    events
+        .select(needed)
+        .collect_with_engine(Engine::Streaming)
+        .map(|r| r.unwrap_single())
+        .map_err(|e| input(execute::clean_message(&e.to_string())))
+}
+
+fn events_of(task: &EventsJob, job: &Job, out: &mut impl Write) -> Result<(), Stage> {
+    let source = &task.source;
+    let mut events = aggregated_events(source, &job.storage, |frame| {
+        scan::rows_after(frame, &source.event_time, task.after_micros)
+    })?;
+    let ipc = crate::engine::batches::encode(&mut events).map_err(|e| (FailureKind::Output, e))?;
+    reply_with_payload(out, &ipc)
 }
 
 fn drift_of(task: &DriftJob, job: &Job, out: &mut impl Write) -> Result<(), Stage> {

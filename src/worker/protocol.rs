@@ -44,6 +44,16 @@ pub enum Task {
     Drift(DriftJob),
     /// Column statistics of one snapshot file.
     Stats(StatsJob),
+    /// An aggregation feature's events after an instant, for the serving process to hold.
+    Events(EventsJob),
+}
+
+/// Read `source`'s files (kept by its filter) and send back the events after `after_micros`
+/// as an Arrow IPC payload: the key, the event time and the aggregated columns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventsJob {
+    pub source: AggregatedSource,
+    pub after_micros: i64,
 }
 
 /// Run a feature's SQL over one input and check its result is one row per entity.
@@ -103,6 +113,25 @@ pub struct TrainingFeature {
     /// In serving order (by `valid_from`, then id).
     #[serde(default)]
     pub snapshots: Vec<SnapshotFile>,
+    /// An aggregation feature: evaluated from its table's events, not from snapshots.
+    #[serde(default)]
+    pub aggregated: Option<AggregatedSource>,
+}
+
+/// Where an aggregation feature's events are and what to compute from them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AggregatedSource {
+    /// The Parquet files of the table version current when the request started.
+    pub files: Vec<String>,
+    #[serde(default)]
+    pub partitioned: bool,
+    /// The raw table's `schema_definition`.
+    pub schema: BTreeMap<String, String>,
+    pub entity_key: String,
+    pub event_time: String,
+    #[serde(default)]
+    pub filter: Option<String>,
+    pub outputs: Vec<crate::engine::aggregations::Output>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

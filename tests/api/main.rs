@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod aggregations;
 mod auth;
 mod batch;
 mod bulk_ingest;

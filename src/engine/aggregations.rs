@@ -1,0 +1,831 @@
+//! Aggregation features: a declaration checked against its raw table, and its values for
+//! given entities at given instants, computed from the table's events with the exact kernels
+//! of [`super::windows`].
+
+use std::collections::HashMap;
+
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::schema::{ColumnType, TableSchema};
+use super::windows::{self, Span};
+
+/// The longest window.
+pub const MAX_WINDOW_SECONDS: i64 = 366 * 86_400;
+/// Output columns per feature.
+pub const MAX_OUTPUTS: usize = 100;
+
+pub const FUNCTIONS: &str =
+    "count, sum, mean, min, max, stddev, first, last, count_distinct, percentile";
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Function {
+    Count,
+    Sum,
+    Mean,
+    Min,
+    Max,
+    Stddev,
+    First,
+    Last,
+    CountDistinct,
+    Percentile(f64),
+}
+
+impl Function {
+    fn parse(name: &str, q: Option<f64>) -> Result<Function, String> {
+        let f = match name {
+            "count" => Function::Count,
+            "sum" => Function::Sum,
+            "mean" => Function::Mean,
+            "min" => Function::Min,
+            "max" => Function::Max,
+            "stddev" => Function::Stddev,
+            "first" => Function::First,
+            "last" => Function::Last,
+            "count_distinct" => Function::CountDistinct,
+            "percentile" => match q {
+                Some(q) if q > 0.0 && q < 1.0 => return Ok(Function::Percentile(q)),
+                Some(q) => return Err(format!("q must be between 0 and 1 (exclusive), not {q}")),
+                None => return Err("percentile needs q, between 0 and 1 (exclusive)".into()),
+            },
+            other => {
+                return Err(format!(
+                    "unknown function '{other}'; use one of {FUNCTIONS}"
+                ))
+            }
+        };
+        match q {
+            Some(_) => Err(format!("q applies only to percentile, not to {name}")),
+            None => Ok(f),
+        }
+    }
+
+    /// Whether the function reads the values themselves, so needs numbers.
+    fn needs_numbers(self) -> bool {
+        !matches!(
+            self,
+            Function::Count | Function::CountDistinct | Function::First | Function::Last
+        )
+    }
+
+    /// In output names: `sum`, `p95`, `p99_9`.
+    fn label(self) -> String {
+        match self {
+            Function::Count => "count".into(),
+            Function::Sum => "sum".into(),
+            Function::Mean => "mean".into(),
+            Function::Min => "min".into(),
+            Function::Max => "max".into(),
+            Function::Stddev => "stddev".into(),
+            Function::First => "first".into(),
+            Function::Last => "last".into(),
+            Function::CountDistinct => "count_distinct".into(),
+            Function::Percentile(q) => format!("p{}", percent_label(q)),
+        }
+    }
+}
+
+/// `100·q` as written in a name, shifted in decimal text so 0.95 is `95` and 0.999 is `99_9`
+/// (multiplying in binary would give 94.99999999999999 for some).
+fn percent_label(q: f64) -> String {
+    let text = format!("{q}");
+    let digits = text.strip_prefix("0.").unwrap_or(&text);
+    let digits = format!("{digits:0<2}");
+    let (whole, fraction) = digits.split_at(2);
+    let whole = whole.trim_start_matches('0');
+    let whole = if whole.is_empty() { "0" } else { whole };
+    match fraction {
+        "" => whole.to_string(),
+        f => format!("{whole}_{f}"),
+    }
+}
+
+/// One declared aggregation, as the client wrote it.
+pub struct Requested<'a> {
+    pub column: &'a str,
+    pub function: &'a str,
+    pub q: Option<f64>,
+    pub windows: &'a [String],
+}
+
+/// One output column: a function of a column over a window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Output {
+    pub name: String,
+    pub column: String,
+    pub function: Function,
+    pub window_micros: i64,
+}
+
+/// A window as written: a positive integer and a unit `s`, `m`, `h`, `d` or `w`, at most 366
+/// days. Its length in seconds and its text without leading zeros.
+pub fn parse_window(text: &str) -> Result<(i64, String), String> {
+    let bad = || {
+        format!(
+            "window '{text}' is not a positive integer followed by s, m, h, d or w (like 30m, 7d)"
+        )
+    };
+    let unit = text.chars().last().ok_or_else(bad)?;
+    let scale = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3_600,
+        'd' => 86_400,
+        'w' => 7 * 86_400,
+        _ => return Err(bad()),
+    };
+    let digits = &text[..text.len() - 1];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: i64 = digits.trim_start_matches('0').parse().unwrap_or(0);
+    if n == 0 {
+        return Err(format!("window '{text}' must be longer than zero"));
+    }
+    match n.checked_mul(scale) {
+        Some(seconds) if seconds <= MAX_WINDOW_SECONDS => Ok((seconds, format!("{n}{unit}"))),
+        _ => Err(format!("window '{text}' is longer than 366 days")),
+    }
+}
+
+/// Check a declaration against the table's columns and name its outputs
+/// (`{column}_{function}_{window}`). Every error names the aggregation and what is wrong.
+pub fn plan(requested: &[Requested], schema: &TableSchema) -> Result<Vec<Output>, String> {
+    if requested.is_empty() {
+        return Err("aggregations must not be empty".into());
+    }
+    let mut outputs: Vec<Output> = Vec::new();
+    for (i, r) in requested.iter().enumerate() {
+        let at = |why: String| format!("aggregations[{i}]: {why}");
+        let ty = schema
+            .columns()
+            .find(|(name, _, _)| *name == r.column)
+            .map(|(_, ty, _)| ty)
+            .ok_or_else(|| at(format!("the raw table has no column '{}'", r.column)))?;
+        let function = Function::parse(r.function, r.q).map_err(at)?;
+        if function.needs_numbers() && !matches!(ty, ColumnType::Integer | ColumnType::Float) {
+            return Err(at(format!(
+                "{} needs a numeric column; '{}' is {}",
+                r.function,
+                r.column,
+                type_name(ty)
+            )));
+        }
+        if r.windows.is_empty() {
+            return Err(at("windows must not be empty".into()));
+        }
+        for w in r.windows {
+            let (seconds, text) = parse_window(w).map_err(at)?;
+            let name = format!("{}_{}_{text}", r.column, function.label());
+            if outputs.iter().any(|o| o.name == name) {
+                return Err(at(format!("the output '{name}' is declared twice")));
+            }
+            outputs.push(Output {
+                name,
+                column: r.column.to_string(),
+                function,
+                window_micros: seconds * 1_000_000,
+            });
+        }
+    }
+    if outputs.len() > MAX_OUTPUTS {
+        return Err(format!(
+            "{} outputs declared; at most {MAX_OUTPUTS} per feature",
+            outputs.len()
+        ));
+    }
+    Ok(outputs)
+}
+
+fn type_name(ty: ColumnType) -> &'static str {
+    match ty {
+        ColumnType::String => "string",
+        ColumnType::Integer => "integer",
+        ColumnType::Float => "float",
+        ColumnType::Boolean => "boolean",
+        ColumnType::Date => "date",
+        ColumnType::Datetime => "datetime",
+    }
+}
+
+/// The query that keeps the events `filter` (a SQL predicate over the table's columns)
+/// keeps: refused unless the filter is one expression and the whole passes the SQL guard.
+pub fn filter_sql(filter: &str) -> Result<String, String> {
+    use sqlparser::dialect::GenericDialect;
+    use sqlparser::parser::Parser;
+    use sqlparser::tokenizer::Token;
+    if filter.trim().is_empty() {
+        return Err("the filter is empty".into());
+    }
+    let mut parser = Parser::new(&GenericDialect)
+        .try_with_sql(filter)
+        .map_err(|e| format!("does not parse: {e}"))?;
+    parser
+        .parse_expr()
+        .map_err(|e| format!("does not parse: {e}"))?;
+    if parser.peek_token().token != Token::EOF {
+        return Err("must be one condition (like status = 'ok'), with nothing after it".into());
+    }
+    let sql = format!(
+        "SELECT * FROM {} WHERE ({filter})",
+        super::sql_guard::DATA_TABLE
+    );
+    super::sql_guard::check(&sql)?;
+    Ok(sql)
+}
+
+/// The columns evaluating `outputs` reads from the table, key and time first.
+pub fn needed_columns<'a>(key: &'a str, time: &'a str, outputs: &'a [Output]) -> Vec<&'a str> {
+    let mut columns = vec![key, time];
+    for o in outputs {
+        if !columns.contains(&o.column.as_str()) {
+            columns.push(&o.column);
+        }
+    }
+    columns
+}
+
+/// An event time column as microseconds since the epoch (a date is its midnight, UTC).
+pub(crate) fn event_micros(c: &Column) -> Result<Vec<Option<i64>>, String> {
+    let err = |e: PolarsError| e.to_string();
+    match c.dtype() {
+        DataType::Datetime(_, zone) => {
+            let us = c
+                .cast(&DataType::Datetime(TimeUnit::Microseconds, zone.clone()))
+                .map_err(err)?
+                .to_physical_repr();
+            Ok(us.i64().map_err(err)?.iter().collect())
+        }
+        DataType::Date => {
+            let days = c.to_physical_repr();
+            Ok(days
+                .i32()
+                .map_err(err)?
+                .iter()
+                .map(|d| d.map(|d| i64::from(d) * 86_400_000_000))
+                .collect())
+        }
+        other => Err(format!(
+            "the event time column '{}' is {other}, not a date or datetime",
+            c.name()
+        )),
+    }
+}
+
+/// A column's values in the events' sorted order, in the forms the kernels take.
+struct Values {
+    column: Column,
+    ints: Option<Vec<Option<i64>>>,
+    /// Floats (integers converted); NaN is null.
+    floats: Option<Vec<Option<f64>>>,
+    /// Presence: for floats, not NaN either.
+    present: Vec<Option<()>>,
+    /// Distinct values numbered from 0, when a distinct count needs them.
+    ids: Option<Vec<Option<u32>>>,
+}
+
+impl Values {
+    fn new(column: Column, distinct: bool) -> Result<Values, String> {
+        let err = |e: PolarsError| e.to_string();
+        let (ints, floats) = match column.dtype() {
+            DataType::Int64 => {
+                let ints: Vec<Option<i64>> = column.i64().map_err(err)?.iter().collect();
+                let floats: Vec<Option<f64>> = ints.iter().map(|v| v.map(|v| v as f64)).collect();
+                (Some(ints), Some(floats))
+            }
+            DataType::Float64 => {
+                let floats = column
+                    .f64()
+                    .map_err(err)?
+                    .iter()
+                    .map(|v| v.filter(|v| !v.is_nan()))
+                    .collect();
+                (None, Some(floats))
+            }
+            _ => (None, None),
+        };
+        let present = match &floats {
+            Some(f) => f.iter().map(|v| v.map(|_| ())).collect(),
+            None => column
+                .is_not_null()
+                .iter()
+                .map(|v| (v == Some(true)).then_some(()))
+                .collect(),
+        };
+        let ids = distinct
+            .then(|| distinct_ids(&column, floats.as_deref()))
+            .transpose()?;
+        Ok(Values {
+            column,
+            ints,
+            floats,
+            present,
+            ids,
+        })
+    }
+}
+
+/// Each value's number among the column's distinct values (null stays null; floats by their
+/// value, with -0 as 0).
+fn distinct_ids(
+    column: &Column,
+    floats: Option<&[Option<f64>]>,
+) -> Result<Vec<Option<u32>>, String> {
+    let err = |e: PolarsError| e.to_string();
+    fn number<K: std::hash::Hash + Eq>(
+        values: impl Iterator<Item = Option<K>>,
+    ) -> Vec<Option<u32>> {
+        let mut ids: HashMap<K, u32> = HashMap::new();
+        values
+            .map(|v| {
+                v.map(|v| {
+                    let next = ids.len() as u32;
+                    *ids.entry(v).or_insert(next)
+                })
+            })
+            .collect()
+    }
+    if let (DataType::Float64, Some(floats)) = (column.dtype(), floats) {
+        let bits = floats.iter().map(|v| v.map(|v| (v + 0.0).to_bits()));
+        return Ok(number(bits));
+    }
+    match column.dtype() {
+        DataType::String => Ok(number(column.str().map_err(err)?.iter())),
+        _ => {
+            let physical = column
+                .to_physical_repr()
+                .cast(&DataType::Int64)
+                .map_err(err)?;
+            Ok(number(physical.i64().map_err(err)?.iter()))
+        }
+    }
+}
+
+/// One output's values for every label, as they are filled entity by entity.
+enum Filling {
+    Ints(Vec<Option<i64>>),
+    Floats(Vec<Option<f64>>),
+    /// Positions in the sorted events (first, last), gathered at the end.
+    Positions(Vec<Option<IdxSize>>),
+}
+
+/// The values of `outputs` for each (entity, instant) pair, one row per pair in their order:
+/// every event of `events` with its event time at or before the instant and after the
+/// instant less the window. `events` holds the key, the event time and the aggregated
+/// columns; rows without a key or an event time take part in nothing.
+pub fn evaluate(
+    events: &DataFrame,
+    key: &str,
+    time: &str,
+    outputs: &[Output],
+    entities: &StringChunked,
+    at: &[i64],
+) -> Result<DataFrame, String> {
+    let err = |e: PolarsError| e.to_string();
+    let column = |name: &str| {
+        events
+            .column(name)
+            .map_err(|_| format!("the events have no column '{name}'"))
+    };
+    // Number the keys, then order the events by (key, time), ties as ingested.
+    let keys = column(key)?.cast(&DataType::String).map_err(err)?;
+    let keys = keys.str().map_err(err)?.rechunk();
+    let micros = event_micros(column(time)?)?;
+    let mut key_ids: HashMap<&str, u32> = HashMap::new();
+    let mut order: Vec<(u32, i64, IdxSize)> = Vec::with_capacity(events.height());
+    for (i, (k, t)) in keys.iter().zip(&micros).enumerate() {
+        if let (Some(k), Some(t)) = (k, t) {
+            let next = key_ids.len() as u32;
+            let id = *key_ids.entry(k).or_insert(next);
+            order.push((id, *t, i as IdxSize));
+        }
+    }
+    order.sort_unstable();
+    let times: Vec<i64> = order.iter().map(|e| e.1).collect();
+    let mut runs = vec![(0usize, 0usize); key_ids.len()];
+    let mut start = 0;
+    for i in 1..=order.len() {
+        if i == order.len() || order[i].0 != order[start].0 {
+            runs[order[start].0 as usize] = (start, i);
+            start = i;
+        }
+    }
+    let take = IdxCa::from_vec("take".into(), order.iter().map(|e| e.2).collect());
+    drop(order);
+
+    let mut values: HashMap<&str, Values> = HashMap::new();
+    for o in outputs {
+        if !values.contains_key(o.column.as_str()) {
+            let sorted = column(&o.column)?.take(&take).map_err(err)?;
+            let distinct = outputs
+                .iter()
+                .any(|p| p.column == o.column && p.function == Function::CountDistinct);
+            values.insert(&o.column, Values::new(sorted, distinct)?);
+        }
+    }
+
+    // The labels by (entity, instant); those whose entity has no events keep the values of an
+    // empty window.
+    let n = at.len();
+    let mut labels: Vec<(u32, i64, u32)> = entities
+        .iter()
+        .zip(at)
+        .enumerate()
+        .filter_map(|(i, (e, t))| e.and_then(|e| key_ids.get(e)).map(|id| (*id, *t, i as u32)))
+        .collect();
+    labels.sort_unstable();
+
+    let mut filling: Vec<Filling> = outputs
+        .iter()
+        .map(|o| {
+            let v = &values[o.column.as_str()];
+            match o.function {
+                Function::Count | Function::CountDistinct => Filling::Ints(vec![Some(0); n]),
+                Function::Sum | Function::Min | Function::Max if v.ints.is_some() => {
+                    Filling::Ints(vec![None; n])
+                }
+                Function::First | Function::Last => Filling::Positions(vec![None; n]),
+                _ => Filling::Floats(vec![None; n]),
+            }
+        })
+        .collect();
+
+    let mut seen = Vec::new();
+    let mut spans: HashMap<i64, Vec<Span>> = HashMap::new();
+    let mut queries = Vec::new();
+    let mut g = 0;
+    while g < labels.len() {
+        let id = labels[g].0;
+        let end = g + labels[g..].iter().take_while(|l| l.0 == id).count();
+        let group = &labels[g..end];
+        g = end;
+        let (lo, hi) = runs[id as usize];
+        queries.clear();
+        queries.extend(group.iter().map(|l| l.1));
+        spans.clear();
+        for o in outputs {
+            spans
+                .entry(o.window_micros)
+                .or_insert_with(|| windows::spans(&times[lo..hi], &queries, o.window_micros));
+        }
+        for (o, fill) in outputs.iter().zip(filling.iter_mut()) {
+            let v = &values[o.column.as_str()];
+            let s = &spans[&o.window_micros];
+            let floats = || v.floats.as_deref().map(|f| &f[lo..hi]).unwrap_or(&[]);
+            let ints = || v.ints.as_deref().map(|f| &f[lo..hi]).unwrap_or(&[]);
+            let present = &v.present[lo..hi];
+            match (o.function, fill) {
+                (Function::Count, Filling::Ints(out)) => {
+                    scatter(out, group, windows::count(present, s).into_iter().map(Some))
+                }
+                (Function::CountDistinct, Filling::Ints(out)) => {
+                    let ids = v.ids.as_deref().map(|f| &f[lo..hi]).unwrap_or(&[]);
+                    let counts = windows::count_distinct(ids, s, &mut seen);
+                    scatter(out, group, counts.into_iter().map(Some))
+                }
+                (Function::Sum, Filling::Ints(out)) => {
+                    scatter(out, group, windows::sum_int(ints(), s))
+                }
+                (Function::Min, Filling::Ints(out)) => {
+                    scatter(out, group, windows::extreme(ints(), s, false))
+                }
+                (Function::Max, Filling::Ints(out)) => {
+                    scatter(out, group, windows::extreme(ints(), s, true))
+                }
+                (Function::Sum, Filling::Floats(out)) => {
+                    scatter(out, group, windows::sum(floats(), s))
+                }
+                (Function::Min, Filling::Floats(out)) => {
+                    scatter(out, group, windows::extreme(floats(), s, false))
+                }
+                (Function::Max, Filling::Floats(out)) => {
+                    scatter(out, group, windows::extreme(floats(), s, true))
+                }
+                (Function::Mean, Filling::Floats(out)) => {
+                    scatter(out, group, windows::mean(floats(), s))
+                }
+                (Function::Stddev, Filling::Floats(out)) => {
+                    scatter(out, group, windows::stddev(floats(), s))
+                }
+                (Function::Percentile(q), Filling::Floats(out)) => {
+                    scatter(out, group, windows::percentile(floats(), s, q))
+                }
+                (Function::First, Filling::Positions(out)) => {
+                    let at = windows::first(present, s).into_iter();
+                    scatter(out, group, at.map(|p| p.map(|p| (lo + p) as IdxSize)))
+                }
+                (Function::Last, Filling::Positions(out)) => {
+                    let at = windows::last(present, s).into_iter();
+                    scatter(out, group, at.map(|p| p.map(|p| (lo + p) as IdxSize)))
+                }
+                _ => return Err(format!("{} cannot be evaluated", o.name)),
+            }
+        }
+    }
+
+    let mut columns = Vec::with_capacity(outputs.len());
+    for (o, fill) in outputs.iter().zip(filling) {
+        let name: PlSmallStr = o.name.as_str().into();
+        columns.push(match fill {
+            Filling::Ints(v) => Column::new(name, v),
+            Filling::Floats(v) => Column::new(name, v),
+            Filling::Positions(v) => {
+                let at = IdxCa::from_iter_options("at".into(), v.into_iter());
+                values[o.column.as_str()]
+                    .column
+                    .take(&at)
+                    .map_err(err)?
+                    .with_name(name)
+            }
+        });
+    }
+    DataFrame::new(n, columns).map_err(err)
+}
+
+/// Each group label's value into its row.
+fn scatter<T>(
+    out: &mut [Option<T>],
+    group: &[(u32, i64, u32)],
+    values: impl IntoIterator<Item = Option<T>>,
+) {
+    for (label, v) in group.iter().zip(values) {
+        out[label.2 as usize] = v;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn schema() -> TableSchema {
+        let def: BTreeMap<String, String> = [
+            ("user_id", "string"),
+            ("ts", "datetime"),
+            ("amount", "float"),
+            ("qty", "integer"),
+            ("merchant", "string"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        TableSchema::from_definition(&def).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn one(
+        column: &str,
+        function: &str,
+        q: Option<f64>,
+        windows: &[String],
+    ) -> Result<Vec<Output>, String> {
+        plan(
+            &[Requested {
+                column,
+                function,
+                q,
+                windows,
+            }],
+            &schema(),
+        )
+    }
+
+    #[test]
+    fn outputs_are_named_column_function_window_and_percentiles_by_their_percent() {
+        let w = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let names = |o: Vec<Output>| o.into_iter().map(|o| o.name).collect::<Vec<_>>();
+        assert_eq!(
+            names(one("amount", "sum", None, &w(&["1h", "07d"])).unwrap()),
+            ["amount_sum_1h", "amount_sum_7d"]
+        );
+        for (q, name) in [
+            (0.95, "amount_p95_30d"),
+            (0.999, "amount_p99_9_30d"),
+            (0.5, "amount_p50_30d"),
+            (0.05, "amount_p5_30d"),
+            (0.001, "amount_p0_1_30d"),
+            (0.29, "amount_p29_30d"),
+        ] {
+            assert_eq!(
+                names(one("amount", "percentile", Some(q), &w(&["30d"])).unwrap()),
+                [name]
+            );
+        }
+        let o = one("merchant", "count_distinct", None, &w(&["1w"])).unwrap();
+        assert_eq!(o[0].window_micros, 7 * 86_400 * 1_000_000);
+    }
+
+    #[test]
+    fn bad_declarations_are_refused_with_what_is_wrong() {
+        let w = |s: &str| vec![s.to_string()];
+        let refused = |r: Result<Vec<Output>, String>| r.err().unwrap_or_default();
+        assert!(
+            refused(one("amount", "median", None, &w("1d"))).contains("unknown function 'median'")
+        );
+        assert!(refused(one("nope", "sum", None, &w("1d"))).contains("no column 'nope'"));
+        assert!(refused(one("merchant", "sum", None, &w("1d"))).contains("'merchant' is string"));
+        assert!(refused(one("amount", "sum", None, &w("0d"))).contains("longer than zero"));
+        assert!(refused(one("amount", "sum", None, &w("5y"))).contains("'5y'"));
+        assert!(refused(one("amount", "sum", None, &w("367d"))).contains("366 days"));
+        assert!(refused(one("amount", "sum", None, &w("d"))).contains("'d'"));
+        assert!(refused(one("amount", "sum", None, &w("1.5h"))).contains("'1.5h'"));
+        assert!(
+            refused(one("amount", "percentile", Some(1.0), &w("1d"))).contains("between 0 and 1")
+        );
+        assert!(refused(one("amount", "percentile", None, &w("1d"))).contains("needs q"));
+        assert!(refused(one("amount", "sum", Some(0.5), &w("1d"))).contains("only to percentile"));
+        assert!(refused(one("amount", "sum", None, &[])).contains("windows must not be empty"));
+        let twice = vec!["1d".to_string(), "1d".to_string()];
+        assert!(refused(one("amount", "sum", None, &twice)).contains("declared twice"));
+        assert!(parse_window("366d").is_ok() && parse_window("52w").is_ok());
+    }
+
+    /// Events of a few users with ties, nulls and NaN; labels at event times and between.
+    #[test]
+    fn evaluation_equals_brute_force_for_every_function_with_ties_nulls_and_unknown_entities() {
+        let mut seed = 42u64;
+        let mut next = move |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        let rows = 3000;
+        let users: Vec<Option<String>> = (0..rows)
+            .map(|_| (next(50) != 0).then(|| format!("u{}", next(40))))
+            .collect();
+        let ts: Vec<Option<i64>> = (0..rows)
+            .map(|_| (next(40) != 0).then(|| next(500) as i64 * 1_000_000))
+            .collect();
+        let amount: Vec<Option<f64>> = (0..rows)
+            .map(|_| match next(10) {
+                0 => None,
+                1 => Some(f64::NAN),
+                _ => Some(next(1000) as f64 / 7.0),
+            })
+            .collect();
+        let qty: Vec<Option<i64>> = (0..rows)
+            .map(|_| (next(6) != 0).then(|| next(9) as i64 - 3))
+            .collect();
+        let merchant: Vec<Option<String>> = (0..rows)
+            .map(|_| (next(5) != 0).then(|| format!("m{}", next(5))))
+            .collect();
+        let ts_col = Int64Chunked::from_iter_options("ts".into(), ts.iter().copied())
+            .into_datetime(TimeUnit::Microseconds, None)
+            .into_column();
+        let events = DataFrame::new(
+            rows,
+            vec![
+                Column::new("user_id".into(), users.clone()),
+                ts_col,
+                Column::new("amount".into(), amount.clone()),
+                Column::new("qty".into(), qty.clone()),
+                Column::new("merchant".into(), merchant.clone()),
+            ],
+        )
+        .unwrap();
+        let w = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let windows = w(&["1s", "7s", "60s", "600s"]);
+        let mut outputs = Vec::new();
+        for (column, function, q) in [
+            ("amount", "count", None),
+            ("amount", "sum", None),
+            ("amount", "mean", None),
+            ("amount", "min", None),
+            ("amount", "max", None),
+            ("amount", "stddev", None),
+            ("amount", "percentile", Some(0.9)),
+            ("amount", "first", None),
+            ("amount", "last", None),
+            ("qty", "sum", None),
+            ("qty", "max", None),
+            ("qty", "count_distinct", None),
+            ("merchant", "count_distinct", None),
+            ("merchant", "last", None),
+            ("merchant", "count", None),
+        ] {
+            outputs.extend(one(column, function, q, &windows).unwrap());
+        }
+        let labels = 2000;
+        let entities: Vec<String> = (0..labels).map(|_| format!("u{}", next(45))).collect();
+        let at: Vec<i64> = (0..labels)
+            .map(|i| match (i % 2, ts[i % rows]) {
+                (0, Some(t)) => t,
+                _ => next(520) as i64 * 1_000_000 - 10_000_000,
+            })
+            .collect();
+        let entity_ca = StringChunked::from_iter_values(
+            "entity_id".into(),
+            entities.iter().map(String::as_str),
+        );
+        let got = evaluate(&events, "user_id", "ts", &outputs, &entity_ca, &at)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(got.height(), labels);
+
+        for o in &outputs {
+            let c = got.column(&o.name).unwrap();
+            for l in 0..labels {
+                // The window's events in (time, ingest) order.
+                let mut inside: Vec<usize> = (0..rows)
+                    .filter(|&i| users[i].as_deref() == Some(entities[l].as_str()))
+                    .filter(|&i| ts[i].is_some_and(|t| t <= at[l] && t > at[l] - o.window_micros))
+                    .collect();
+                inside.sort_by_key(|&i| (ts[i], i));
+                let floats: Vec<f64> = inside
+                    .iter()
+                    .filter_map(|&i| amount[i].filter(|v| !v.is_nan()))
+                    .collect();
+                let got_value = c.get(l).unwrap();
+                let as_f64 = |v: &AnyValue| v.extract::<f64>();
+                let expect_f = |e: Option<f64>| {
+                    let g = as_f64(&got_value);
+                    match (g, e) {
+                        (None, None) => {}
+                        (Some(g), Some(e)) => assert!(
+                            (g - e).abs() <= 1e-9 * e.abs().max(1.0),
+                            "{} at {l}: {g} vs {e}",
+                            o.name
+                        ),
+                        (g, e) => panic!("{} at {l}: {g:?} vs {e:?}", o.name),
+                    }
+                };
+                match (o.column.as_str(), o.function) {
+                    ("amount", Function::Count) => expect_f(Some(floats.len() as f64)),
+                    ("amount", Function::Sum) => {
+                        expect_f((!floats.is_empty()).then(|| floats.iter().sum()))
+                    }
+                    ("amount", Function::Mean) => expect_f(
+                        (!floats.is_empty())
+                            .then(|| floats.iter().sum::<f64>() / floats.len() as f64),
+                    ),
+                    ("amount", Function::Min) => expect_f(floats.iter().copied().reduce(f64::min)),
+                    ("amount", Function::Max) => expect_f(floats.iter().copied().reduce(f64::max)),
+                    ("amount", Function::Stddev) => expect_f((floats.len() > 1).then(|| {
+                        let m = floats.iter().sum::<f64>() / floats.len() as f64;
+                        (floats.iter().map(|v| (v - m).powi(2)).sum::<f64>()
+                            / (floats.len() - 1) as f64)
+                            .sqrt()
+                    })),
+                    ("amount", Function::Percentile(q)) => {
+                        expect_f((!floats.is_empty()).then(|| {
+                            let mut s = floats.clone();
+                            s.sort_by(f64::total_cmp);
+                            let p = q * (s.len() - 1) as f64;
+                            let k = p.floor() as usize;
+                            s[k] + (s[(k + 1).min(s.len() - 1)] - s[k]) * (p - p.floor())
+                        }))
+                    }
+                    ("amount", Function::First) => expect_f(floats.first().copied()),
+                    ("amount", Function::Last) => expect_f(floats.last().copied()),
+                    ("qty", f) => {
+                        let ints: Vec<i64> = inside.iter().filter_map(|&i| qty[i]).collect();
+                        let expected = match f {
+                            Function::Sum => (!ints.is_empty()).then(|| ints.iter().sum::<i64>()),
+                            Function::Max => ints.iter().copied().max(),
+                            _ => {
+                                let mut d = ints.clone();
+                                d.sort_unstable();
+                                d.dedup();
+                                Some(d.len() as i64)
+                            }
+                        };
+                        assert_eq!(got_value.extract::<i64>(), expected, "{} at {l}", o.name);
+                        if expected.is_some() {
+                            assert_eq!(got_value.dtype(), DataType::Int64);
+                        }
+                    }
+                    ("merchant", f) => {
+                        let m: Vec<&str> = inside
+                            .iter()
+                            .filter_map(|&i| merchant[i].as_deref())
+                            .collect();
+                        match f {
+                            Function::Last => assert_eq!(
+                                got_value.get_str(),
+                                m.last().copied(),
+                                "{} at {l}",
+                                o.name
+                            ),
+                            Function::Count => {
+                                assert_eq!(got_value.extract::<i64>(), Some(m.len() as i64))
+                            }
+                            _ => {
+                                let mut d = m.clone();
+                                d.sort_unstable();
+                                d.dedup();
+                                assert_eq!(
+                                    got_value.extract::<i64>(),
+                                    Some(d.len() as i64),
+                                    "{} at {l}",
+                                    o.name
+                                );
+                            }
+                        }
+                    }
+                    other => panic!("untested {other:?}"),
+                }
+            }
+        }
+    }
+}
