@@ -306,12 +306,16 @@ async function feature(id) {
   const page = [
     h("h1", {}, "Feature ", f.name),
     h("p", { class: "muted" }, f.description || ""),
-    h("div", { class: "card" }, h("div", {}, "entity key ", h("code", {}, f.entity_key), " · raw table ", h("a", { href: `/ui/raw-tables/${f.raw_table_id}` }, "#" + f.raw_table_id)), h("pre", {}, f.computation_logic)),
+    h("div", { class: "card" }, h("div", {}, "entity key ", h("code", {}, f.entity_key), " · raw table ", h("a", { href: `/ui/raw-tables/${f.raw_table_id}` }, "#" + f.raw_table_id)), h("pre", { id: "definition" }, definition(f))),
     h("h2", {}, "Versions"),
     h("table", { id: "versions" },
       h("thead", {}, h("tr", {}, h("th", {}, "version"), h("th", {}, "status"), h("th", {}, "engine"), h("th", {}, "computed"), h("th", { class: "num" }, "entities"), h("th", {}, "freshness"), h("th", {}, "refresh"))),
       h("tbody", {}, versionRows)),
   ];
+  if (f.aggregations) {
+    show(...page, h("p", { class: "muted" }, "Aggregations are computed from the raw table's events at each request and each training row's time: there are no snapshots to show."));
+    return;
+  }
   if (!version || !version.computed_at) {
     show(...page, h("p", { class: "muted" }, "No computed version yet."));
     return;
@@ -385,3 +389,12 @@ async function route() {
 }
 
 route();
+
+// A feature's definition as shown: its SQL, or its declared aggregations and filter.
+function definition(f) {
+  if (!f.aggregations) return f.computation_logic;
+  const lines = f.aggregations.map((a) =>
+    `${a.function}${a.q !== undefined ? `(q=${a.q})` : ""} of ${a.column} over ${a.windows.join(", ")}`);
+  if (f.filter) lines.push(`where ${f.filter}`);
+  return lines.join("\n");
+}

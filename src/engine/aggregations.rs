@@ -363,6 +363,125 @@ fn distinct_ids(
     }
 }
 
+/// Distinct keys numbered from 0. A key of at most 15 bytes is looked up by its bytes and
+/// length packed in one integer, so numbering millions of events compares no strings and
+/// follows no pointers; a longer key by its text.
+#[derive(Default)]
+struct KeyIds<'a> {
+    short: HashMap<u128, u32, ahash::RandomState>,
+    long: HashMap<&'a str, u32, ahash::RandomState>,
+}
+
+fn pack(key: &str) -> Option<u128> {
+    let bytes = key.as_bytes();
+    (bytes.len() < 16).then(|| {
+        let mut packed = [0u8; 16];
+        packed[..bytes.len()].copy_from_slice(bytes);
+        packed[15] = bytes.len() as u8;
+        u128::from_le_bytes(packed)
+    })
+}
+
+impl<'a> KeyIds<'a> {
+    fn len(&self) -> usize {
+        self.short.len() + self.long.len()
+    }
+
+    /// The key's number, and whether it was new.
+    fn number(&mut self, key: &'a str) -> (u32, bool) {
+        let next = self.len() as u32;
+        let id = match pack(key) {
+            Some(p) => *self.short.entry(p).or_insert(next),
+            None => *self.long.entry(key).or_insert(next),
+        };
+        (id, id == next)
+    }
+
+    fn get(&self, key: &str) -> Option<u32> {
+        match pack(key) {
+            Some(p) => self.short.get(&p).copied(),
+            None => self.long.get(key).copied(),
+        }
+    }
+}
+
+/// Keys numbered, each key's run of events, the events' times in that order, and the rows to
+/// take into that order (`None`: as they are).
+type Runs<'a> = (KeyIds<'a>, Vec<(usize, usize)>, Vec<i64>, Option<IdxCa>);
+
+/// When the events come sorted by key and time and have a key and a time each: the runs,
+/// found in one pass that compares neighbours. `None` when they are not in that order.
+fn sorted_runs<'a>(keys: &'a StringChunked, micros: &[Option<i64>]) -> Option<Runs<'a>> {
+    let mut key_ids = KeyIds::default();
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    let mut times = Vec::with_capacity(micros.len());
+    let mut previous: Option<(&str, i64)> = None;
+    for (i, (k, t)) in keys.iter().zip(micros).enumerate() {
+        let (k, t) = (k?, (*t)?);
+        match previous {
+            Some((p, pt)) if p == k => {
+                if t < pt {
+                    return None;
+                }
+            }
+            _ => {
+                if !key_ids.number(k).1 {
+                    return None;
+                }
+                if let Some(last) = runs.last_mut() {
+                    last.1 = i;
+                }
+                runs.push((i, i));
+            }
+        }
+        times.push(t);
+        previous = Some((k, t));
+    }
+    if let Some(last) = runs.last_mut() {
+        last.1 = micros.len();
+    }
+    Some((key_ids, runs, times, None))
+}
+
+/// Number the keys and order the events by (key, time), ties as ingested: a counting sort by
+/// key, then each key's few events by time (a stable sort, so ties keep their order).
+fn sort_runs<'a>(keys: &'a StringChunked, micros: &[Option<i64>]) -> Runs<'a> {
+    let mut key_ids = KeyIds::default();
+    let ids: Vec<u32> = keys
+        .iter()
+        .zip(micros)
+        .map(|(k, t)| match (k, t) {
+            (Some(k), Some(_)) => key_ids.number(k).0,
+            _ => u32::MAX,
+        })
+        .collect();
+    let mut starts = vec![0usize; key_ids.len() + 1];
+    for &id in ids.iter().filter(|&&id| id != u32::MAX) {
+        starts[id as usize + 1] += 1;
+    }
+    for g in 1..starts.len() {
+        starts[g] += starts[g - 1];
+    }
+    let mut next = starts.clone();
+    let mut order: Vec<IdxSize> = vec![0; starts[starts.len() - 1]];
+    for (i, &id) in ids.iter().enumerate().filter(|(_, &id)| id != u32::MAX) {
+        order[next[id as usize]] = i as IdxSize;
+        next[id as usize] += 1;
+    }
+    let time = |i: IdxSize| micros[i as usize].unwrap_or(i64::MIN);
+    let runs: Vec<(usize, usize)> = starts.windows(2).map(|w| (w[0], w[1])).collect();
+    for &(lo, hi) in &runs {
+        order[lo..hi].sort_by_key(|&i| time(i));
+    }
+    let times: Vec<i64> = order.iter().map(|&i| time(i)).collect();
+    (
+        key_ids,
+        runs,
+        times,
+        Some(IdxCa::from_vec("take".into(), order)),
+    )
+}
+
 /// One output's values for every label, as they are filled entity by entity.
 enum Filling {
     Ints(Vec<Option<i64>>),
@@ -389,42 +508,49 @@ pub fn evaluate(
             .column(name)
             .map_err(|_| format!("the events have no column '{name}'"))
     };
-    // Number the keys, then order the events by (key, time), ties as ingested.
     let keys = column(key)?.cast(&DataType::String).map_err(err)?;
     let keys = keys.str().map_err(err)?.rechunk();
     let micros = event_micros(column(time)?)?;
-    let mut key_ids: HashMap<&str, u32> = HashMap::new();
-    let mut order: Vec<(u32, i64, IdxSize)> = Vec::with_capacity(events.height());
-    for (i, (k, t)) in keys.iter().zip(&micros).enumerate() {
-        if let (Some(k), Some(t)) = (k, t) {
-            let next = key_ids.len() as u32;
-            let id = *key_ids.entry(k).or_insert(next);
-            order.push((id, *t, i as IdxSize));
-        }
-    }
-    order.sort_unstable();
-    let times: Vec<i64> = order.iter().map(|e| e.1).collect();
-    let mut runs = vec![(0usize, 0usize); key_ids.len()];
-    let mut start = 0;
-    for i in 1..=order.len() {
-        if i == order.len() || order[i].0 != order[start].0 {
-            runs[order[start].0 as usize] = (start, i);
-            start = i;
-        }
-    }
-    let take = IdxCa::from_vec("take".into(), order.iter().map(|e| e.2).collect());
-    drop(order);
-
-    let mut values: HashMap<&str, Values> = HashMap::new();
+    let (key_ids, runs, times, take) = match sorted_runs(&keys, &micros) {
+        Some(found) => found,
+        None => sort_runs(&keys, &micros),
+    };
+    // Each aggregated column once, in the events' order; `column_of[j]` is output j's.
+    let mut names: Vec<&str> = Vec::new();
+    let mut values: Vec<Values> = Vec::new();
+    let mut column_of = Vec::with_capacity(outputs.len());
     for o in outputs {
-        if !values.contains_key(o.column.as_str()) {
-            let sorted = column(&o.column)?.take(&take).map_err(err)?;
-            let distinct = outputs
-                .iter()
-                .any(|p| p.column == o.column && p.function == Function::CountDistinct);
-            values.insert(&o.column, Values::new(sorted, distinct)?);
+        match names.iter().position(|c| *c == o.column) {
+            Some(i) => column_of.push(i),
+            None => {
+                let sorted = match &take {
+                    Some(take) => column(&o.column)?.take(take).map_err(err)?,
+                    None => column(&o.column)?.clone(),
+                };
+                let distinct = outputs
+                    .iter()
+                    .any(|p| p.column == o.column && p.function == Function::CountDistinct);
+                values.push(Values::new(sorted, distinct)?);
+                names.push(&o.column);
+                column_of.push(values.len() - 1);
+            }
         }
     }
+    // Which columns' prefix totals are shared by their outputs, and whether with squares.
+    let totals_of: Vec<Option<bool>> = (0..values.len())
+        .map(|c| {
+            let uses = |f: fn(Function) -> bool| {
+                outputs
+                    .iter()
+                    .zip(&column_of)
+                    .any(|(o, &oc)| oc == c && f(o.function))
+            };
+            let numeric = values[c].floats.is_some();
+            let shared = uses(|f| matches!(f, Function::Count | Function::Mean | Function::Stddev))
+                || (values[c].ints.is_none() && uses(|f| f == Function::Sum));
+            (numeric && shared).then(|| uses(|f| f == Function::Stddev))
+        })
+        .collect();
 
     // The labels by (entity, instant); those whose entity has no events keep the values of an
     // empty window.
@@ -433,27 +559,40 @@ pub fn evaluate(
         .iter()
         .zip(at)
         .enumerate()
-        .filter_map(|(i, (e, t))| e.and_then(|e| key_ids.get(e)).map(|id| (*id, *t, i as u32)))
+        .filter_map(|(i, (e, t))| e.and_then(|e| key_ids.get(e)).map(|id| (id, *t, i as u32)))
         .collect();
     labels.sort_unstable();
 
     let mut filling: Vec<Filling> = outputs
         .iter()
-        .map(|o| {
-            let v = &values[o.column.as_str()];
-            match o.function {
-                Function::Count | Function::CountDistinct => Filling::Ints(vec![Some(0); n]),
-                Function::Sum | Function::Min | Function::Max if v.ints.is_some() => {
-                    Filling::Ints(vec![None; n])
-                }
-                Function::First | Function::Last => Filling::Positions(vec![None; n]),
-                _ => Filling::Floats(vec![None; n]),
+        .zip(&column_of)
+        .map(|(o, &c)| match o.function {
+            Function::Count | Function::CountDistinct => Filling::Ints(vec![Some(0); n]),
+            Function::Sum | Function::Min | Function::Max if values[c].ints.is_some() => {
+                Filling::Ints(vec![None; n])
             }
+            Function::First | Function::Last => Filling::Positions(vec![None; n]),
+            _ => Filling::Floats(vec![None; n]),
         })
         .collect();
 
+    // Distinct windows, each output's index among them.
+    let mut widths: Vec<i64> = Vec::new();
+    let window_of: Vec<usize> = outputs
+        .iter()
+        .map(
+            |o| match widths.iter().position(|w| *w == o.window_micros) {
+                Some(i) => i,
+                None => {
+                    widths.push(o.window_micros);
+                    widths.len() - 1
+                }
+            },
+        )
+        .collect();
     let mut seen = Vec::new();
-    let mut spans: HashMap<i64, Vec<Span>> = HashMap::new();
+    let mut spans: Vec<Vec<Span>> = Vec::with_capacity(widths.len());
+    let mut totals: Vec<Option<windows::Totals>> = Vec::with_capacity(values.len());
     let mut queries = Vec::new();
     let mut g = 0;
     while g < labels.len() {
@@ -465,20 +604,32 @@ pub fn evaluate(
         queries.clear();
         queries.extend(group.iter().map(|l| l.1));
         spans.clear();
-        for o in outputs {
-            spans
-                .entry(o.window_micros)
-                .or_insert_with(|| windows::spans(&times[lo..hi], &queries, o.window_micros));
-        }
-        for (o, fill) in outputs.iter().zip(filling.iter_mut()) {
-            let v = &values[o.column.as_str()];
-            let s = &spans[&o.window_micros];
+        spans.extend(
+            widths
+                .iter()
+                .map(|w| windows::spans(&times[lo..hi], &queries, *w)),
+        );
+        totals.clear();
+        totals.extend(totals_of.iter().zip(&values).map(|(t, v)| {
+            t.map(|squares| {
+                let floats = v.floats.as_deref().unwrap_or(&[]);
+                windows::Totals::new(&floats[lo..hi], squares)
+            })
+        }));
+        for (j, (o, fill)) in outputs.iter().zip(filling.iter_mut()).enumerate() {
+            let v = &values[column_of[j]];
+            let prefix = totals[column_of[j]].as_ref();
+            let s = &spans[window_of[j]];
             let floats = || v.floats.as_deref().map(|f| &f[lo..hi]).unwrap_or(&[]);
             let ints = || v.ints.as_deref().map(|f| &f[lo..hi]).unwrap_or(&[]);
             let present = &v.present[lo..hi];
             match (o.function, fill) {
                 (Function::Count, Filling::Ints(out)) => {
-                    scatter(out, group, windows::count(present, s).into_iter().map(Some))
+                    let counts = match prefix {
+                        Some(t) => t.count(s),
+                        None => windows::count(present, s),
+                    };
+                    scatter(out, group, counts.into_iter().map(Some))
                 }
                 (Function::CountDistinct, Filling::Ints(out)) => {
                     let ids = v.ids.as_deref().map(|f| &f[lo..hi]).unwrap_or(&[]);
@@ -494,21 +645,24 @@ pub fn evaluate(
                 (Function::Max, Filling::Ints(out)) => {
                     scatter(out, group, windows::extreme(ints(), s, true))
                 }
-                (Function::Sum, Filling::Floats(out)) => {
-                    scatter(out, group, windows::sum(floats(), s))
-                }
+                (Function::Sum, Filling::Floats(out)) => match prefix {
+                    Some(t) => scatter(out, group, t.sum(s)),
+                    None => scatter(out, group, windows::sum(floats(), s)),
+                },
                 (Function::Min, Filling::Floats(out)) => {
                     scatter(out, group, windows::extreme(floats(), s, false))
                 }
                 (Function::Max, Filling::Floats(out)) => {
                     scatter(out, group, windows::extreme(floats(), s, true))
                 }
-                (Function::Mean, Filling::Floats(out)) => {
-                    scatter(out, group, windows::mean(floats(), s))
-                }
-                (Function::Stddev, Filling::Floats(out)) => {
-                    scatter(out, group, windows::stddev(floats(), s))
-                }
+                (Function::Mean, Filling::Floats(out)) => match prefix {
+                    Some(t) => scatter(out, group, t.mean(s)),
+                    None => scatter(out, group, windows::mean(floats(), s)),
+                },
+                (Function::Stddev, Filling::Floats(out)) => match prefix {
+                    Some(t) => scatter(out, group, t.stddev(floats(), s)),
+                    None => scatter(out, group, windows::stddev(floats(), s)),
+                },
                 (Function::Percentile(q), Filling::Floats(out)) => {
                     scatter(out, group, windows::percentile(floats(), s, q))
                 }
@@ -526,14 +680,14 @@ pub fn evaluate(
     }
 
     let mut columns = Vec::with_capacity(outputs.len());
-    for (o, fill) in outputs.iter().zip(filling) {
+    for (j, (o, fill)) in outputs.iter().zip(filling).enumerate() {
         let name: PlSmallStr = o.name.as_str().into();
         columns.push(match fill {
             Filling::Ints(v) => Column::new(name, v),
             Filling::Floats(v) => Column::new(name, v),
             Filling::Positions(v) => {
                 let at = IdxCa::from_iter_options("at".into(), v.into_iter());
-                values[o.column.as_str()]
+                values[column_of[j]]
                     .column
                     .take(&at)
                     .map_err(err)?
@@ -722,6 +876,22 @@ mod tests {
         let got = evaluate(&events, "user_id", "ts", &outputs, &entity_ca, &at)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(got.height(), labels);
+        // Events that come sorted by key and time take the one-pass path; same answers.
+        let sorted = events
+            .clone()
+            .lazy()
+            .filter(col("user_id").is_not_null().and(col("ts").is_not_null()))
+            .sort(
+                ["user_id", "ts"],
+                SortMultipleOptions::default().with_maintain_order(true),
+            )
+            .collect()
+            .unwrap();
+        let keys = sorted.column("user_id").unwrap().str().unwrap().clone();
+        let micros = event_micros(sorted.column("ts").unwrap()).unwrap();
+        assert!(sorted_runs(&keys, &micros).is_some());
+        let again = evaluate(&sorted, "user_id", "ts", &outputs, &entity_ca, &at).unwrap();
+        assert!(again.equals_missing(&got), "{again} {got}");
 
         for o in &outputs {
             let c = got.column(&o.name).unwrap();

@@ -30,16 +30,59 @@ enum Cells {
 }
 
 impl Cells {
-    fn like(dtype: &DataType) -> Result<Cells, String> {
-        Ok(match dtype {
-            DataType::Int64 => Cells::Int(Vec::new()),
-            DataType::Float64 => Cells::Float(Vec::new()),
-            DataType::String => Cells::Text(Vec::new()),
-            DataType::Boolean => Cells::Bool(Vec::new()),
-            DataType::Date => Cells::Date(Vec::new()),
-            DataType::Datetime(_, _) => Cells::Datetime(Vec::new()),
+    /// A whole column's values.
+    fn of(column: &Column) -> Result<Cells, String> {
+        let err = |e: PolarsError| e.to_string();
+        Ok(match column.dtype() {
+            DataType::Int64 => Cells::Int(column.i64().map_err(err)?.iter().collect()),
+            DataType::Float64 => Cells::Float(column.f64().map_err(err)?.iter().collect()),
+            DataType::String => Cells::Text(
+                column
+                    .str()
+                    .map_err(err)?
+                    .iter()
+                    .map(|v| v.map(Into::into))
+                    .collect(),
+            ),
+            DataType::Boolean => Cells::Bool(column.bool().map_err(err)?.iter().collect()),
+            DataType::Date => {
+                let days = column.to_physical_repr();
+                Cells::Date(days.i32().map_err(err)?.iter().collect())
+            }
+            DataType::Datetime(_, zone) => {
+                let us = column
+                    .cast(&DataType::Datetime(TimeUnit::Microseconds, zone.clone()))
+                    .map_err(err)?
+                    .to_physical_repr();
+                Cells::Datetime(us.i64().map_err(err)?.iter().collect())
+            }
             other => return Err(format!("a column of type {other} cannot be aggregated")),
         })
+    }
+
+    /// No values, of the same kind.
+    fn empty_like(&self) -> Cells {
+        match self {
+            Cells::Int(_) => Cells::Int(Vec::new()),
+            Cells::Float(_) => Cells::Float(Vec::new()),
+            Cells::Text(_) => Cells::Text(Vec::new()),
+            Cells::Bool(_) => Cells::Bool(Vec::new()),
+            Cells::Date(_) => Cells::Date(Vec::new()),
+            Cells::Datetime(_) => Cells::Datetime(Vec::new()),
+        }
+    }
+
+    /// Append `source`'s value at `i` (the same kind; another kind appends nothing).
+    fn push_from(&mut self, source: &Cells, i: usize) {
+        match (self, source) {
+            (Cells::Int(to), Cells::Int(from)) => to.push(from[i]),
+            (Cells::Float(to), Cells::Float(from)) => to.push(from[i]),
+            (Cells::Text(to), Cells::Text(from)) => to.push(from[i].clone()),
+            (Cells::Bool(to), Cells::Bool(from)) => to.push(from[i]),
+            (Cells::Date(to), Cells::Date(from)) => to.push(from[i]),
+            (Cells::Datetime(to), Cells::Datetime(from)) => to.push(from[i]),
+            _ => {}
+        }
     }
 
     /// Keep the values at `order`'s positions, in that order.
@@ -152,6 +195,8 @@ fn json_f64(v: f64) -> String {
 struct Events {
     times: Vec<i64>,
     columns: Vec<Cells>,
+    /// Events were added out of time order since the last sort.
+    unsorted: bool,
 }
 
 /// One aggregation feature's held events.
@@ -219,10 +264,11 @@ impl Held {
         let keys = column(key)?.cast(&DataType::String).map_err(err)?;
         let keys = keys.str().map_err(err)?;
         let times = super::aggregations::event_micros(column(time)?)?;
+        // Each column read once into its typed values, then shared out by row.
         let sources = self
             .columns
             .iter()
-            .map(|c| column(c).cloned())
+            .map(|c| Cells::of(column(c)?))
             .collect::<Result<Vec<_>, _>>()?;
         let mut touched: Vec<Box<str>> = Vec::new();
         for (i, (k, t)) in keys.iter().zip(&times).enumerate() {
@@ -230,24 +276,21 @@ impl Held {
             let events = match self.entities.get_mut(k) {
                 Some(e) => e,
                 None => {
-                    let columns = sources
-                        .iter()
-                        .map(|c| Cells::like(c.dtype()))
-                        .collect::<Result<Vec<_>, _>>()?;
+                    let columns = sources.iter().map(Cells::empty_like).collect();
                     self.entities.entry(k.into()).or_insert(Events {
                         times: Vec::new(),
                         columns,
+                        unsorted: false,
                     })
                 }
             };
-            if events.times.last().is_some_and(|last| last > t)
-                && !touched.iter().any(|x| &**x == k)
-            {
+            if !events.unsorted && events.times.last().is_some_and(|last| last > t) {
+                events.unsorted = true;
                 touched.push(k.into());
             }
             events.times.push(*t);
             for (cells, source) in events.columns.iter_mut().zip(&sources) {
-                push(cells, source, i).map_err(err)?;
+                cells.push_from(source, i);
             }
             self.events += 1;
         }
@@ -260,6 +303,7 @@ impl Held {
                 for c in &mut e.columns {
                     c.reorder(&order);
                 }
+                e.unsorted = false;
             }
         }
         Ok(())
@@ -290,6 +334,7 @@ impl Held {
         let empty = Events {
             times: Vec::new(),
             columns: Vec::new(),
+            unsorted: false,
         };
         let events = self.entities.get(entity).unwrap_or(&empty);
         let mut out = String::with_capacity(32 * self.outputs.len() + 2);
@@ -357,33 +402,6 @@ fn value(function: Function, cells: Option<&Cells>, span: Span) -> String {
             })
         }
     }
-}
-
-/// Append row `i` of `source` to `cells`.
-fn push(cells: &mut Cells, source: &Column, i: usize) -> PolarsResult<()> {
-    let v = source.get(i)?;
-    match cells {
-        Cells::Int(c) => c.push(v.extract::<i64>()),
-        Cells::Float(c) => c.push(v.extract::<f64>()),
-        Cells::Text(c) => c.push(v.get_str().map(Into::into)),
-        Cells::Bool(c) => c.push(match v {
-            AnyValue::Boolean(b) => Some(b),
-            _ => None,
-        }),
-        Cells::Date(c) => c.push(match v {
-            AnyValue::Date(d) => Some(d),
-            _ => None,
-        }),
-        Cells::Datetime(c) => c.push(match v {
-            AnyValue::Datetime(t, unit, _) => Some(match unit {
-                TimeUnit::Nanoseconds => t.div_euclid(1000),
-                TimeUnit::Microseconds => t,
-                TimeUnit::Milliseconds => t * 1000,
-            }),
-            _ => None,
-        }),
-    }
-    Ok(())
 }
 
 #[cfg(test)]

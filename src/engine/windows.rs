@@ -88,15 +88,16 @@ pub fn sum_int(values: &[Option<i64>], spans: &[Span]) -> Vec<Option<i64>> {
         .collect()
 }
 
-/// The moments of each window: count, Σx and Σx², as double-doubles.
-struct Moments {
+/// One entity's prefix totals of a column: count, Σx and (when asked for) Σx², as
+/// double-doubles. Built once, they answer count, sum, mean and stddev for every window.
+pub struct Totals {
     counts: Vec<u32>,
     sums: Vec<Dd>,
     squares: Vec<Dd>,
 }
 
-impl Moments {
-    fn new(values: &[Option<f64>], squares: bool) -> Self {
+impl Totals {
+    pub fn new(values: &[Option<f64>], squares: bool) -> Self {
         let counts = prefix_counts(values);
         let mut sums = Vec::with_capacity(values.len() + 1);
         let mut sq = Vec::with_capacity(if squares { values.len() + 1 } else { 0 });
@@ -117,7 +118,7 @@ impl Moments {
                 sq.push(s2);
             }
         }
-        Moments {
+        Totals {
             counts,
             sums,
             squares: sq,
@@ -128,60 +129,75 @@ impl Moments {
         self.counts[s.hi] - self.counts[s.lo]
     }
 
-    fn sum(&self, s: &Span) -> Dd {
+    fn total(&self, s: &Span) -> Dd {
         self.sums[s.hi].sub(self.sums[s.lo])
     }
 
-    fn sum_of_squares(&self, s: &Span) -> Dd {
-        self.squares[s.hi].sub(self.squares[s.lo])
+    /// Non-null values in each window.
+    pub fn count(&self, spans: &[Span]) -> Vec<i64> {
+        spans.iter().map(|s| i64::from(self.n(s))).collect()
+    }
+
+    /// Sums; null on an empty window.
+    pub fn sum(&self, spans: &[Span]) -> Vec<Option<f64>> {
+        spans
+            .iter()
+            .map(|s| (self.n(s) > 0).then(|| self.total(s).value()))
+            .collect()
+    }
+
+    /// Means; null on an empty window.
+    pub fn mean(&self, spans: &[Span]) -> Vec<Option<f64>> {
+        spans
+            .iter()
+            .map(|s| {
+                let n = self.n(s);
+                (n > 0).then(|| self.total(s).div_f64(f64::from(n)).value())
+            })
+            .collect()
+    }
+
+    /// Sample standard deviations (n − 1); null below two values. Needs the totals built
+    /// with squares, and the values they were built from.
+    pub fn stddev(&self, values: &[Option<f64>], spans: &[Span]) -> Vec<Option<f64>> {
+        spans
+            .iter()
+            .map(|s| {
+                let n = self.n(s);
+                if n < 2 || self.squares.is_empty() {
+                    return None;
+                }
+                let n = f64::from(n);
+                let sum = self.total(s);
+                let squares = self.squares[s.hi].sub(self.squares[s.lo]);
+                let spread = squares.mul_f64(n).sub(sum.mul(sum)).value();
+                // The prefix totals carry about 2^-104 of their size per step, so when the
+                // spread is not many orders above what they can hold (a tiny deviation around
+                // a huge mean, late in a long history), go over the window's own values.
+                let steps = s.hi as f64 + 2.0;
+                let noise = self.squares[s.hi].hi * n * steps * steps * 2f64.powi(-100);
+                if spread <= noise * 1e10 {
+                    return Some(direct_stddev(&values[s.lo..s.hi]));
+                }
+                Some((spread / (n * (n - 1.0))).sqrt())
+            })
+            .collect()
     }
 }
 
 /// Sums of floats; null on an empty window.
 pub fn sum(values: &[Option<f64>], spans: &[Span]) -> Vec<Option<f64>> {
-    let m = Moments::new(values, false);
-    spans
-        .iter()
-        .map(|s| (m.n(s) > 0).then(|| m.sum(s).value()))
-        .collect()
+    Totals::new(values, false).sum(spans)
 }
 
 /// Means; null on an empty window.
 pub fn mean(values: &[Option<f64>], spans: &[Span]) -> Vec<Option<f64>> {
-    let m = Moments::new(values, false);
-    spans
-        .iter()
-        .map(|s| {
-            let n = m.n(s);
-            (n > 0).then(|| m.sum(s).div_f64(f64::from(n)).value())
-        })
-        .collect()
+    Totals::new(values, false).mean(spans)
 }
 
 /// Sample standard deviations (n − 1); null below two values.
 pub fn stddev(values: &[Option<f64>], spans: &[Span]) -> Vec<Option<f64>> {
-    let m = Moments::new(values, true);
-    spans
-        .iter()
-        .map(|s| {
-            let n = m.n(s);
-            if n < 2 {
-                return None;
-            }
-            let n = f64::from(n);
-            let sum = m.sum(s);
-            let spread = m.sum_of_squares(s).mul_f64(n).sub(sum.mul(sum)).value();
-            // The prefix totals carry about 2^-104 of their size per step, so when the spread
-            // is not many orders above what they can hold (a tiny deviation around a huge
-            // mean, late in a long history), go over the window's own values instead.
-            let steps = s.hi as f64 + 2.0;
-            let noise = m.squares[s.hi].hi * n * steps * steps * 2f64.powi(-100);
-            if spread <= noise * 1e10 {
-                return Some(direct_stddev(&values[s.lo..s.hi]));
-            }
-            Some((spread / (n * (n - 1.0))).sqrt())
-        })
-        .collect()
+    Totals::new(values, true).stddev(values, spans)
 }
 
 /// The sample standard deviation of a few values, by deviations from their mean (taken

@@ -210,6 +210,7 @@ pub async fn delete(state: &AppState, id: i64) -> Result<()> {
             .ok_or_else(|| lookup::feature_not_found(id))?;
         state.cache.advance(deleted.change as u64).await;
         generations::forget(&state, deleted);
+        state.online.forget(id);
         Ok(())
     })
     .await

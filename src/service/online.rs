@@ -40,6 +40,9 @@ const MARGIN_MICROS: i64 = 60_000_000;
 #[derive(Default)]
 pub struct Online {
     features: RwLock<HashMap<String, Arc<FeatureHeld>>>,
+    /// Whether `features` ever held one: until then a SQL feature's request pays one load
+    /// instead of a lock.
+    any: std::sync::atomic::AtomicBool,
 }
 
 struct FeatureHeld {
@@ -80,6 +83,9 @@ impl Online {
     /// Whether `name` is an aggregation feature this replica holds events for: its requests
     /// go straight to `values`, without a version lookup.
     pub fn holds(&self, name: &str) -> bool {
+        if !self.any.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
         self.features.read().map_or_else(
             |p| p.into_inner().contains_key(name),
             |m| m.contains_key(name),
@@ -92,9 +98,22 @@ impl Online {
             Err(p) => p.into_inner(),
         };
         match held {
-            Some(h) => map.insert(name.to_string(), h),
+            Some(h) => {
+                self.any.store(true, std::sync::atomic::Ordering::Relaxed);
+                map.insert(name.to_string(), h)
+            }
             None => map.remove(name),
         };
+    }
+
+    /// Drop what is held for feature `id` (deleted here; other replicas drop theirs when next
+    /// asked for its name).
+    pub fn forget(&self, id: i64) {
+        let mut map = match self.features.write() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        map.retain(|_, h| h.feature_id != id);
     }
 
     /// Events held by this replica, over every feature.

@@ -587,6 +587,33 @@ async fn an_online_answer_is_exact_at_the_request_and_holds_every_acknowledged_i
         1.0
     );
     assert!(batch["unresolved"]["nope"].is_string());
+
+    // Deleted, it is not served: at once here, and on the other replica once it has seen the
+    // change (at once with Redis, within its poll of the database without).
+    let (_, features) = app.get("/api/v1/features").await;
+    let id = features[0]["id"].as_i64().unwrap();
+    let (status, _) = app.delete(&format!("/api/v1/features/{id}")).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let gone = "/api/v1/feature-vectors?feature_name=recent&entity_id=u1";
+    let (status, body) = app.get(gone).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let (status, body) = replica.get(gone).await;
+        if status == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(
+            test_redis_url().is_none(),
+            "with Redis the replica served a deleted feature"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica still serves it: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]

@@ -269,3 +269,38 @@ async fn with_api_keys_the_console_asks_for_a_key_and_shows_nothing_without_one(
     assert!(!dom.contains("features-table"), "{dom}");
     assert_only_this_server(&app.base, &requested);
 }
+
+#[tokio::test]
+#[ignore = "needs chromium; .ci/run installs it"]
+async fn the_console_shows_an_aggregation_features_declaration_instead_of_sql() {
+    let app = spawn_app().await;
+    let (status, table) = app
+        .post(
+            "/api/v1/raw-tables",
+            &json!({"name": "payments", "event_time_column": "ts",
+                "schema_definition": {"user_id": "string", "amount": "float", "ts": "datetime"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{table}");
+    let (status, feature) = app
+        .post(
+            "/api/v1/features",
+            &json!({"name": "spend", "raw_table_id": table["id"], "entity_key": "user_id",
+                "filter": "amount > 0",
+                "aggregations": [
+                    {"column": "amount", "function": "sum", "windows": ["1h", "7d"]},
+                    {"column": "amount", "function": "percentile", "q": 0.95, "windows": ["30d"]}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{feature}");
+    let id = feature["id"].as_i64().unwrap();
+    let (dom, requested) = browse_async(app.url(&format!("/ui/features/{id}"))).await;
+    assert!(dom.contains("sum of amount over 1h, 7d"), "{dom}");
+    assert!(
+        dom.contains("percentile(q=0.95) of amount over 30d"),
+        "{dom}"
+    );
+    assert!(dom.contains("where amount &gt; 0"), "{dom}");
+    assert!(dom.contains("no snapshots to show"), "{dom}");
+    assert_only_this_server(&app.base, &requested);
+}
