@@ -116,7 +116,7 @@ async fn main() -> Result<(), Error> {
             .env("PORT", port.to_string())
             .env("REDIS_URL", "")
             .env("MAX_BODY_BYTES", "268435456")
-            .env("MAX_RESULT_BYTES", "4294967296")
+            .env("COMPUTE_MAX_RESULT_MB", "4096")
             .env("RUST_LOG", "info")
             .stdout(Stdio::from(std::fs::File::create(&log)?))
             .spawn()?,

@@ -51,6 +51,8 @@ pub struct Config {
     pub batch_snapshot_max_bytes: u64,
     /// Bytes of decoded snapshots kept for `as_of` serving.
     pub snapshot_cache_max_bytes: u64,
+    /// Events a replica holds for aggregation features' online answers, over all of them.
+    pub aggregation_max_held_events: usize,
     /// Snapshots superseded longer ago than this are pruned (never a version's newest).
     pub snapshot_retention: Duration,
     /// Empty: the API is open.
@@ -108,6 +110,7 @@ impl Default for Config {
             compute_worker_program: None,
             batch_snapshot_max_bytes: 512 * 1024 * 1024,
             snapshot_cache_max_bytes: 256 * 1024 * 1024,
+            aggregation_max_held_events: 10_000_000,
             snapshot_retention: Duration::from_secs(365 * 86_400),
             api_keys: ApiKeys::default(),
             cors_allowed_origins: Vec::new(),
@@ -167,6 +170,10 @@ impl fmt::Debug for Config {
             .field("compute_max_result_mb", &self.compute_max_result_mb)
             .field("batch_snapshot_max_bytes", &self.batch_snapshot_max_bytes)
             .field("snapshot_cache_max_bytes", &self.snapshot_cache_max_bytes)
+            .field(
+                "aggregation_max_held_events",
+                &self.aggregation_max_held_events,
+            )
             .field("snapshot_retention", &self.snapshot_retention)
             .field("api_keys", &self.api_keys)
             .field("cors_allowed_origins", &self.cors_allowed_origins)
@@ -351,6 +358,11 @@ impl Config {
                 "SNAPSHOT_CACHE_MAX_BYTES",
                 get("SNAPSHOT_CACHE_MAX_BYTES"),
                 d.snapshot_cache_max_bytes,
+            )?,
+            aggregation_max_held_events: parse(
+                "AGGREGATION_MAX_HELD_EVENTS",
+                get("AGGREGATION_MAX_HELD_EVENTS"),
+                d.aggregation_max_held_events,
             )?,
             snapshot_retention: Duration::from_secs(
                 parse(

@@ -27,11 +27,6 @@ use crate::worker::protocol::{
 };
 use crate::AppState;
 
-/// Events held by one replica over every aggregation feature: past this a feature's events
-/// are not loaded and its online answers are refused (training sets still work). At 8 bytes a
-/// time and 16 a numeric column, ten million events of two columns are about 400 MB.
-pub const MAX_HELD_EVENTS: usize = 10_000_000;
-
 /// Events this much older than the longest window are kept too, so a clock read a little
 /// behind another replica's never asks for an event already dropped.
 const MARGIN_MICROS: i64 = 60_000_000;
@@ -270,11 +265,14 @@ async fn read_events(
     })
     .await?
     .map_err(ServiceError::fault)?;
+    // Past the limit a feature's events are not loaded and its online answers are refused
+    // (its training sets are not limited by this).
     let held_now = state.online.total_events().await;
-    if held_now + frame.height() > MAX_HELD_EVENTS {
+    let limit = state.config.aggregation_max_held_events;
+    if held_now + frame.height() > limit {
         return Err(ServiceError::Invalid(format!(
-            "Serving this feature online would hold {} events on this replica, over the limit \
-             of {MAX_HELD_EVENTS}; its training sets are not limited by this",
+            "Serving this feature online would hold {} events on this replica, over \
+             AGGREGATION_MAX_HELD_EVENTS ({limit}); its training sets are not limited by this",
             held_now + frame.height()
         )));
     }

@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, spawn_replica, test_redis_url, TestApp};
+use crate::helpers::{spawn_app, spawn_app_with, spawn_replica, test_redis_url, TestApp};
 
 /// A table of payments with an event time; returns its id.
 async fn payments(app: &TestApp) -> i64 {
@@ -741,4 +741,40 @@ async fn an_ingest_through_one_replica_is_in_the_next_online_answer_of_the_other
         let v = vector(&b, "u1").await;
         assert_eq!(v["feature_values"]["amount_count_1h"], round, "{v}");
     }
+}
+
+#[tokio::test]
+async fn past_the_held_events_limit_online_answers_are_refused_and_training_sets_still_work() {
+    let app = spawn_app_with(|c| c.aggregation_max_held_events = 3).await;
+    let table = payments(&app).await;
+    recent(&app, table).await;
+    let rows: Vec<Value> = (0..5)
+        .map(|i| {
+            json!({"user_id": "u1", "amount": 1.0, "qty": 1, "merchant": "a", "status": "ok",
+            "ts": iso_micros(now_micros() - i * 1_000_000)})
+        })
+        .collect();
+    let (status, _) = app.ingest(table, json!(rows)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = app
+        .get("/api/v1/feature-vectors?feature_name=recent&entity_id=u1")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("AGGREGATION_MAX_HELD_EVENTS"),
+        "{body}"
+    );
+    let body = training_set(
+        &app,
+        json!(["recent"]),
+        json!([{"entity_id": "u1", "timestamp": iso_micros(now_micros())}]),
+    )
+    .await;
+    assert_eq!(
+        body["rows"][0]["features"]["recent"]["amount_count_1h"], 5,
+        "{body}"
+    );
 }
