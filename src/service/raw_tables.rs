@@ -422,11 +422,14 @@ pub async fn preview(state: &AppState, id: i64, limit: Option<usize>) -> Result<
         }),
         storage: state.offline.options().clone(),
     };
-    let (_, payload) = state
-        .compute
-        .run(&job, None)
-        .await
-        .map_err(|e| failures::worker_error(e, "Reading the table failed"))?;
+    let (_, payload) = match state.compute.run(&job, None).await {
+        Ok(answer) => answer,
+        // Deleted while its files were read (they go with it): the table is gone, not broken.
+        Err(_) if state.store.get_raw_table(id).await?.is_none() => {
+            return Err(lookup::table_not_found(id))
+        }
+        Err(e) => return Err(failures::worker_error(e, "Reading the table failed")),
+    };
     let rows =
         serde_json::from_slice(payload.as_deref().unwrap_or(b"[]")).map_err(ServiceError::fault)?;
     Ok(RawTablePreview {
