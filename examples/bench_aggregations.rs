@@ -243,17 +243,21 @@ async fn main() -> Result<(), Error> {
     std::fs::write(&labels_path, &labels_parquet)?;
     let script = dir.path().join("duck.py");
     std::fs::write(&script, DUCKDB)?;
-    let duck = Command::new("python3")
-        .arg(&script)
-        .arg(&events_path)
-        .arg(&labels_path)
-        .arg(&out_path)
-        .output()?;
-    if !duck.status.success() {
-        return Err(format!("duckdb: {}", String::from_utf8_lossy(&duck.stderr)).into());
-    }
-    let duck_s: f64 = String::from_utf8_lossy(&duck.stdout).trim().parse()?;
-    let reference = ParquetReader::new(std::fs::File::open(&out_path)?).finish()?;
+    let duckdb = || -> Result<(f64, DataFrame), Error> {
+        let duck = Command::new("python3")
+            .arg(&script)
+            .arg(&events_path)
+            .arg(&labels_path)
+            .arg(&out_path)
+            .output()?;
+        if !duck.status.success() {
+            return Err(format!("duckdb: {}", String::from_utf8_lossy(&duck.stderr)).into());
+        }
+        let seconds: f64 = String::from_utf8_lossy(&duck.stdout).trim().parse()?;
+        let reference = ParquetReader::new(std::fs::File::open(&out_path)?).finish()?;
+        Ok((seconds, reference))
+    };
+    let (duck_s, reference) = duckdb()?;
     let mismatches = compare(&ours, &reference, "spend__")?;
 
     // Online GETs, each against DuckDB at its own evaluated_at.
@@ -290,16 +294,7 @@ async fn main() -> Result<(), Error> {
             ],
         )?;
         std::fs::write(&labels_path, parquet(&mut probes)?)?;
-        let duck = Command::new("python3")
-            .arg(&script)
-            .arg(&events_path)
-            .arg(&labels_path)
-            .arg(&out_path)
-            .output()?;
-        if !duck.status.success() {
-            return Err(format!("duckdb: {}", String::from_utf8_lossy(&duck.stderr)).into());
-        }
-        let reference = ParquetReader::new(std::fs::File::open(&out_path)?).finish()?;
+        let (_, reference) = duckdb()?;
         let names: Vec<String> = reference
             .get_column_names()
             .iter()

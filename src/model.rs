@@ -651,7 +651,8 @@ pub struct BatchResponse {
     #[schema(value_type = Object)]
     pub versions: Map<String, Value>,
     /// Feature reference -> `{data_as_of, stale}` of the snapshot that served it (null when it
-    /// did not resolve).
+    /// did not resolve); an aggregation feature's also has `evaluated_at`, the instant its
+    /// values hold at.
     #[schema(value_type = Object)]
     pub freshness: Map<String, Value>,
     /// Feature reference -> why it did not resolve (unknown feature, no computed version...).

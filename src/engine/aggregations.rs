@@ -170,7 +170,7 @@ pub fn plan(requested: &[Requested], schema: &TableSchema) -> Result<Vec<Output>
                 "{} needs a numeric column; '{}' is {}",
                 r.function,
                 r.column,
-                type_name(ty)
+                ty.name()
             )));
         }
         if r.windows.is_empty() {
@@ -197,17 +197,6 @@ pub fn plan(requested: &[Requested], schema: &TableSchema) -> Result<Vec<Output>
         ));
     }
     Ok(outputs)
-}
-
-fn type_name(ty: ColumnType) -> &'static str {
-    match ty {
-        ColumnType::String => "string",
-        ColumnType::Integer => "integer",
-        ColumnType::Float => "float",
-        ColumnType::Boolean => "boolean",
-        ColumnType::Date => "date",
-        ColumnType::Datetime => "datetime",
-    }
 }
 
 /// The query that keeps the events `filter` (a SQL predicate over the table's columns)

@@ -242,10 +242,6 @@ impl Held {
         self.events
     }
 
-    pub fn entities(&self) -> usize {
-        self.entities.len()
-    }
-
     /// The longest window, in microseconds: events at or before `now − horizon` are dropped.
     pub fn horizon(&self) -> i64 {
         self.horizon

@@ -58,6 +58,18 @@ impl ColumnType {
             .map(|(_, t)| *t)
     }
 
+    /// The type's canonical name, as messages and stored definitions write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ColumnType::String => "string",
+            ColumnType::Integer => "integer",
+            ColumnType::Float => "float",
+            ColumnType::Boolean => "boolean",
+            ColumnType::Date => "date",
+            ColumnType::Datetime => "datetime",
+        }
+    }
+
     pub fn dtype(self) -> DataType {
         match self {
             ColumnType::String => DataType::String,

@@ -1,5 +1,5 @@
 use super::{Result, ServiceError};
-use crate::engine::aggregations::{self, Requested};
+use crate::engine::aggregations;
 use crate::model::{Aggregation, Declaration, Engine, FeatureCreate};
 use crate::store::StoreError;
 use crate::store::{FeatureRow, NewFeature, RawTableRow};
@@ -109,16 +109,7 @@ async fn check_aggregations(
             table.name, req.entity_key
         )));
     }
-    let requested: Vec<Requested> = aggregations
-        .iter()
-        .map(|a| Requested {
-            column: &a.column,
-            function: &a.function,
-            q: a.q,
-            windows: &a.windows,
-        })
-        .collect();
-    aggregations::plan(&requested, &schema).map_err(refused)?;
+    super::online::plan(aggregations, &schema).map_err(refused)?;
     if let Some(filter) = &req.filter {
         let sql =
             aggregations::filter_sql(filter).map_err(|why| refused(format!("filter: {why}")))?;

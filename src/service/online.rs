@@ -17,10 +17,11 @@ use chrono::{DateTime, Utc};
 
 use super::{blocking, lookup, raw_tables, Result, ServiceError};
 use crate::cache::Epoch;
-use crate::engine::aggregations::{self, Requested};
+use crate::engine::aggregations::{self, Output, Requested};
 use crate::engine::held::Held;
+use crate::engine::schema::TableSchema;
 use crate::engine::training::Format;
-use crate::model::Declaration;
+use crate::model::{Aggregation, Declaration};
 use crate::store::FeatureRow;
 use crate::worker::protocol::{
     AggregatedSource, EventsJob, Job, Task, TrainingFeature, TrainingJob,
@@ -280,16 +281,13 @@ async fn read_events(
     s.held.add(&frame, &key, &time).map_err(ServiceError::fault)
 }
 
-/// Where the feature's events are and what is computed from them (the files are filled in
-/// per read).
-pub(crate) async fn source_of(state: &AppState, feature: &FeatureRow) -> Result<AggregatedSource> {
-    let declaration: Declaration =
-        serde_json::from_str(feature.declaration.as_deref().unwrap_or(""))
-            .map_err(ServiceError::fault)?;
-    let table = lookup::table(state, feature.raw_table_id).await?;
-    let schema = raw_tables::schema_of(&table)?;
-    let requested: Vec<Requested> = declaration
-        .aggregations
+/// The output columns of declared aggregations over a table of `schema`, or what is wrong
+/// with them.
+pub(crate) fn plan(
+    aggregations: &[Aggregation],
+    schema: &TableSchema,
+) -> std::result::Result<Vec<Output>, String> {
+    let requested: Vec<Requested> = aggregations
         .iter()
         .map(|a| Requested {
             column: &a.column,
@@ -298,8 +296,19 @@ pub(crate) async fn source_of(state: &AppState, feature: &FeatureRow) -> Result<
             windows: &a.windows,
         })
         .collect();
+    aggregations::plan(&requested, schema)
+}
+
+/// Where the feature's events are and what is computed from them (the files are filled in
+/// per read).
+pub(crate) async fn source_of(state: &AppState, feature: &FeatureRow) -> Result<AggregatedSource> {
+    let declaration: Declaration =
+        serde_json::from_str(feature.declaration.as_deref().unwrap_or(""))
+            .map_err(ServiceError::fault)?;
+    let table = lookup::table(state, feature.raw_table_id).await?;
+    let schema = raw_tables::schema_of(&table)?;
     // Checked at registration against the same schema (tables' schemas do not change).
-    let outputs = aggregations::plan(&requested, &schema).map_err(ServiceError::fault)?;
+    let outputs = plan(&declaration.aggregations, &schema).map_err(ServiceError::fault)?;
     let event_time = table.event_time_column.clone().ok_or_else(|| {
         ServiceError::fault("an aggregation feature's table without an event time column")
     })?;

@@ -31,17 +31,6 @@ pub fn external_format(table: &RawTableRow) -> Option<ExternalFormat> {
         .and_then(ExternalFormat::parse)
 }
 
-fn type_name(ty: ColumnType) -> &'static str {
-    match ty {
-        ColumnType::String => "string",
-        ColumnType::Integer => "integer",
-        ColumnType::Float => "float",
-        ColumnType::Boolean => "boolean",
-        ColumnType::Date => "date",
-        ColumnType::Datetime => "datetime",
-    }
-}
-
 pub async fn create(state: &AppState, req: RawTableCreate) -> Result<TableState> {
     if !is_identifier(&req.name) {
         return Err(ServiceError::Invalid(format!(
@@ -165,7 +154,7 @@ async fn inspect_source(
                     (Some(has), _) => {
                         return Err(ServiceError::Invalid(format!(
                         "Invalid source: column '{name}' is {} in the dataset, not {declared_type}",
-                        type_name(has)
+                        has.name()
                     )))
                     }
                     (None, _) => {
@@ -186,7 +175,7 @@ async fn inspect_source(
             .columns
             .iter()
             .filter(|(name, _)| is_identifier(name))
-            .map(|(name, ty)| (name.clone(), type_name(*ty).to_string()))
+            .map(|(name, ty)| (name.clone(), ty.name().to_string()))
             .collect(),
     };
     if definition.is_empty() {

@@ -550,6 +550,21 @@ async fn an_online_answer_is_exact_at_the_request_and_holds_every_acknowledged_i
         "{past}"
     );
     assert_eq!(past["feature_values"]["amount_sum_1h"], 107.0, "{past}");
+    let (status, batch) = app
+        .post(
+            "/api/v1/feature-vectors/batch",
+            &json!({"entity_ids": ["u1"], "features": ["recent"], "as_of": iso_micros(then)}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{batch}");
+    assert_eq!(
+        batch["results"][0]["features"]["recent"], past["feature_values"],
+        "{batch}"
+    );
+    assert_eq!(
+        micros_of(&batch["freshness"]["recent"]["evaluated_at"]),
+        then
+    );
 
     // An acknowledged ingest is in the next answer, with no recompute.
     let (status, _) = app
