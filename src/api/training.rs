@@ -1,5 +1,5 @@
-//! Training sets: labelled rows in (JSON, CSV or Parquet), point-in-time feature values out
-//! (JSON, CSV or Parquet, by `Accept`).
+//! Training sets: labelled rows in (JSON, CSV, Parquet or an Arrow IPC file), point-in-time
+//! feature values out (the same four, by `Accept`).
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
@@ -20,6 +20,7 @@ use crate::worker::Running;
 use crate::AppState;
 
 const PARQUET: &str = "application/vnd.apache.parquet";
+const ARROW: &str = "application/vnd.apache.arrow.file";
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/v1/training-sets", post(build))
@@ -31,14 +32,14 @@ pub fn router() -> Router<AppState> {
 /// older than the row by more than `max_age_seconds`. One output row per input row, in order.
 /// A feature referenced more than once is answered once. The set is built in a compute worker
 /// under its memory and time limits (a 400 names the limit it exceeded) and streams back.
-/// CSV or Parquet rows go with `features` (repeated) and `max_age_seconds` in the query.
+/// CSV, Parquet or Arrow rows go with `features` (repeated) and `max_age_seconds` in the query.
 #[utoipa::path(post, operation_id = "build_training_set", path = "/api/v1/training-sets", tag = "history",
     params(
-        ("features" = Option<Vec<String>>, Query, description = "With a CSV or Parquet body: the feature references (repeat the parameter; all digits means a version id)"),
-        ("max_age_seconds" = Option<i64>, Query, minimum = 0, description = "With a CSV or Parquet body")),
-    request_body(description = "JSON {features, rows, max_age_seconds}, or rows as text/csv or application/vnd.apache.parquet with entity_id and timestamp columns",
-        content((TrainingSetRequest = "application/json"), (String = "text/csv"), (crate::model::BinaryFile = "application/vnd.apache.parquet"))),
-    responses((status = 200, description = "JSON {versions, unresolved, rows}; or, with Accept text/csv or application/vnd.apache.parquet, a flat table: entity_id, timestamp, the other input columns, then <ref>__<column>"),
+        ("features" = Option<Vec<String>>, Query, description = "With a CSV, Parquet or Arrow body: the feature references (repeat the parameter; all digits means a version id)"),
+        ("max_age_seconds" = Option<i64>, Query, minimum = 0, description = "With a CSV, Parquet or Arrow body")),
+    request_body(description = "JSON {features, rows, max_age_seconds}, or rows as text/csv, application/vnd.apache.parquet or application/vnd.apache.arrow.file (an Arrow IPC file) with entity_id and timestamp columns",
+        content((TrainingSetRequest = "application/json"), (String = "text/csv"), (crate::model::BinaryFile = "application/vnd.apache.parquet"), (crate::model::BinaryFile = "application/vnd.apache.arrow.file"))),
+    responses((status = 200, description = "JSON {versions, unresolved, rows}; or, with Accept text/csv, application/vnd.apache.parquet or application/vnd.apache.arrow.file, a flat table: entity_id, timestamp, the other input columns, then <ref>__<column>"),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn build(
     State(state): State<AppState>,
@@ -62,15 +63,18 @@ pub async fn build(
         }
         "text/csv" => (query_features, query_max_age, Format::Csv),
         PARQUET => (query_features, query_max_age, Format::Parquet),
+        ARROW => (query_features, query_max_age, Format::Arrow),
         other => {
             return Err(AppError::UnsupportedMediaType(format!(
-                "Unsupported Content-Type '{other}': send application/json, text/csv or {PARQUET}"
+                "Unsupported Content-Type '{other}': send application/json, text/csv, {PARQUET} \
+                 or {ARROW}"
             )))
         }
     };
     let (output, content_type) = match essence(&headers, ACCEPT).as_str() {
         "text/csv" => (Format::Csv, "text/csv"),
         PARQUET => (Format::Parquet, PARQUET),
+        ARROW => (Format::Arrow, ARROW),
         _ => (Format::Json, "application/json"),
     };
     let running = training::start(

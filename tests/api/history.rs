@@ -399,7 +399,8 @@ async fn max_age_nulls_values_from_snapshots_older_than_the_row_by_more() {
 }
 
 #[tokio::test]
-async fn a_training_set_goes_csv_in_csv_out_and_parquet_in_parquet_out_with_nulls_kept() {
+async fn a_training_set_goes_csv_in_csv_out_parquet_in_parquet_out_and_arrow_in_arrow_out_with_nulls_kept(
+) {
     let app = spawn_app().await;
     backfilled(&app).await;
     let csv = "entity_id,timestamp,label\nu1,2024-01-02T00:00:00Z,1\nu9,2024-01-02T00:00:00Z,0\nu2,2024-01-01T00:00:00Z,1\n";
@@ -456,6 +457,43 @@ async fn a_training_set_goes_csv_in_csv_out_and_parquet_in_parquet_out_with_null
     assert_eq!(totals, [Some(3.0), Some(5.0)]);
     let labels: Vec<Option<i64>> = out.column("label").unwrap().i64().unwrap().iter().collect();
     assert_eq!(labels, [Some(1), Some(0)]);
+
+    // An Arrow IPC file in and out (what the Python SDK sends): the same values, and strings
+    // in the classic layout any Arrow reader takes.
+    let mut arrow = Vec::new();
+    IpcWriter::new(&mut arrow).finish(&mut rows).unwrap();
+    let resp = app
+        .post_as(
+            "/api/v1/training-sets?features=total",
+            "application/vnd.apache.arrow.file",
+            arrow,
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/vnd.apache.arrow.file"
+    );
+    let bytes = resp.bytes().await.unwrap();
+    let out = IpcReader::new(std::io::Cursor::new(bytes.to_vec()))
+        .finish()
+        .unwrap();
+    let totals: Vec<Option<f64>> = out
+        .column("total__total")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .iter()
+        .collect();
+    assert_eq!(totals, [Some(3.0), Some(5.0)]);
+    let ids: Vec<Option<&str>> = out
+        .column("entity_id")
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .collect();
+    assert_eq!(ids, [Some("u1"), Some("u2")]);
 }
 
 #[tokio::test]

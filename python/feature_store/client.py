@@ -1,0 +1,632 @@
+"""The client: the work a data scientist does with a feature store, one call each."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import pyarrow as pa
+import requests
+
+from . import frames
+from .errors import FeatureStoreError, Invalid, NotFound, Overloaded, error_for
+from .models import (
+    Aggregation,
+    ComputeResult,
+    Feature,
+    IngestResult,
+    Snapshot,
+    Table,
+    Version,
+    format_time,
+)
+from .online import OnlineFeatures
+
+TableRef = Union[str, int, Table]
+FeatureRef = Union[str, int, Feature]
+Seconds = Union[int, float, timedelta]
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+# The server's default MAX_BODY_BYTES; a server with a smaller one answers 413, and the client
+# then sends smaller requests.
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+# Batch serving takes at most this many entities a request.
+BATCH_ENTITIES = 10_000
+
+
+class Client:
+    """A feature store at `url` (default: `$FEATURE_STORE_URL`, else http://127.0.0.1:8000),
+    with `api_key` (default: `$FEATURE_STORE_API_KEY`, else none).
+
+    A 503 (the server is busy and changed nothing) is retried up to `retries` times, waiting
+    what its `Retry-After` says (at most `max_retry_wait` seconds); then `Overloaded` is raised.
+    Every other refusal raises at once: `Invalid` (400, 409, 413, 415, 422), `NotFound` (404),
+    `AccessDenied` (401, 403), `ServerError` (5xx), each with the server's `status` and
+    `detail`.
+    """
+
+    def __init__(
+        self,
+        url: Optional[str] = None,
+        api_key: Optional[str] = None,
+        *,
+        timeout: float = 600.0,
+        retries: int = 5,
+        max_retry_wait: float = 30.0,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    ) -> None:
+        base = (url or os.environ.get("FEATURE_STORE_URL") or DEFAULT_URL).rstrip("/")
+        if base.endswith("/api/v1"):
+            base = base[: -len("/api/v1")]
+        self.url = base
+        self.timeout = timeout
+        self.retries = retries
+        self.max_retry_wait = max_retry_wait
+        self.max_body_bytes = max_body_bytes
+        self._session = requests.Session()
+        key = api_key if api_key is not None else os.environ.get("FEATURE_STORE_API_KEY")
+        if key:
+            self._session.headers["Authorization"] = f"Bearer {key}"
+
+    def __repr__(self) -> str:
+        return f"Client(url={self.url!r})"
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+    # ---- HTTP ----
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: Optional[bytes] = None,
+        params: Any = None,
+        headers: Optional[Dict[str, str]] = None,
+    ) -> requests.Response:
+        url = f"{self.url}/api/v1{path}"
+        attempt = 0
+        while True:
+            response = self._session.request(
+                method,
+                url,
+                json=json,
+                data=data,
+                params=params,
+                headers=headers,
+                timeout=self.timeout,
+            )
+            if response.status_code < 400:
+                return response
+            error = self._error(response, method, path)
+            if isinstance(error, Overloaded) and attempt < self.retries:
+                wait = error.retry_after if error.retry_after is not None else 0.5 * 2**attempt
+                time.sleep(min(max(wait, 0.0), self.max_retry_wait))
+                attempt += 1
+                continue
+            raise error
+
+    @staticmethod
+    def _error(response: requests.Response, method: str, path: str) -> FeatureStoreError:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text or response.reason
+        retry_after: Optional[float] = None
+        header = response.headers.get("Retry-After")
+        if header is not None:
+            try:
+                retry_after = float(header)
+            except ValueError:
+                retry_after = None
+        return error_for(response.status_code, detail, method, path, retry_after)
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._request(method, path, **kwargs)
+        return response.json() if response.content else None
+
+    # ---- raw tables ----
+
+    def tables(self) -> List[Table]:
+        """Every raw table, oldest first."""
+        return [Table.from_json(t) for t in self._json("GET", "/raw-tables")]
+
+    def table(self, table: TableRef) -> Table:
+        """One raw table, by name, id or a `Table` (fetched again: its row count moves)."""
+        if isinstance(table, Table):
+            table = table.id
+        if isinstance(table, int):
+            return Table.from_json(self._json("GET", f"/raw-tables/{table}"))
+        for found in self.tables():
+            if found.name == table:
+                return found
+        raise NotFound(404, f"Raw table '{table}' not found", "GET", "/raw-tables")
+
+    def create_table(
+        self,
+        name: str,
+        df: Any = None,
+        *,
+        schema: Optional[Dict[str, str]] = None,
+        event_time_column: Optional[str] = None,
+        description: Optional[str] = None,
+    ) -> Table:
+        """Register a raw table. Its columns come from `schema` (the API's `schema_definition`:
+        column -> `string`, `integer`, `float`, `boolean`, `date` or `datetime`) or from the
+        columns of `df` (a pandas or polars DataFrame or a pyarrow Table; only its schema is
+        read: `ingest` stores rows). `event_time_column` names the date or datetime column
+        that history, training sets and aggregation features use as each row's time."""
+        if schema is None and df is not None:
+            schema = frames.schema_of(df)
+        body: Dict[str, Any] = {"name": name}
+        if schema is not None:
+            body["schema_definition"] = dict(schema)
+        if event_time_column is not None:
+            body["event_time_column"] = event_time_column
+        if description is not None:
+            body["description"] = description
+        return Table.from_json(self._json("POST", "/raw-tables", json=body))
+
+    def delete_table(self, table: TableRef) -> None:
+        """Delete a raw table and its stored rows (refused while a feature reads it)."""
+        self._request("DELETE", f"/raw-tables/{self._table_id(table)}")
+
+    def _table_id(self, table: TableRef) -> int:
+        if isinstance(table, Table):
+            return table.id
+        if isinstance(table, int):
+            return table
+        return self.table(table).id
+
+    # ---- ingest ----
+
+    def ingest(
+        self,
+        table: TableRef,
+        df: Any,
+        *,
+        progress: Optional[bool] = None,
+        compression: str = "zstd",
+    ) -> IngestResult:
+        """Store the rows of `df` (pandas, polars or a pyarrow Table) in a raw table.
+
+        The rows go as Parquet, cast to the types the table stores (so the server keeps each
+        file as it came), in requests under the server's body limit; the next request is
+        encoded while the previous one is sent. Each request is one atomic Delta commit: a
+        refused request stores nothing of itself, but requests before it stay stored, and the
+        raised error's `rows_ingested` says how many rows those held. `progress` shows a bar
+        (tqdm's when installed) on stderr; by default only on a terminal and when there is
+        more than one request.
+        """
+        found = self.table(table)
+        total, rows_of = frames.slicer(df, found.schema)
+        if total == 0:
+            raise Invalid(400, "Invalid data: No data provided", "POST", "ingest")
+        path = f"/raw-tables/{found.id}/data"
+        started = time.perf_counter()
+        chunks = _Chunker(total, rows_of, self.max_body_bytes, compression)
+        bar = _progress(total, progress, chunks.expected_requests())
+        stored = 0
+        requests_sent = 0
+
+        def send(piece: Tuple[pa.Table, bytes]) -> Tuple[int, int]:
+            return self._send_rows(path, piece[0], piece[1], chunks)
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending: Optional[Future[Tuple[int, int]]] = None
+            try:
+                for piece in chunks:
+                    if pending is not None:
+                        rows, sent = pending.result()
+                        stored, requests_sent = stored + rows, requests_sent + sent
+                        bar(rows)
+                    pending = pool.submit(send, piece)
+                if pending is not None:
+                    rows, sent = pending.result()
+                    stored, requests_sent = stored + rows, requests_sent + sent
+                    bar(rows)
+            except FeatureStoreError as error:
+                error.rows_ingested = stored  # type: ignore[attr-defined]
+                raise
+            finally:
+                bar(None)
+        return IngestResult(stored, requests_sent, time.perf_counter() - started)
+
+    def _send_rows(
+        self, path: str, rows: pa.Table, body: bytes, chunks: "_Chunker"
+    ) -> Tuple[int, int]:
+        """Send one encoded piece; if the server's body limit is smaller than assumed (413),
+        send it again in halves. Returns (rows stored, requests that stored them)."""
+        try:
+            self._request("POST", path, data=body, headers={"Content-Type": frames.PARQUET})
+            return rows.num_rows, 1
+        except Invalid as error:
+            if error.status != 413 or rows.num_rows < 2:
+                raise
+            chunks.shrink(len(body))
+            half = rows.num_rows // 2
+            stored = 0
+            sent = 0
+            for part in (rows.slice(0, half), rows.slice(half)):
+                r, s = self._send_rows(path, part, chunks.encode(part), chunks)
+                stored, sent = stored + r, sent + s
+            return stored, sent
+
+    # ---- features ----
+
+    def features(self) -> List[Feature]:
+        """Every registered feature."""
+        return [Feature.from_json(f) for f in self._json("GET", "/features")]
+
+    def feature(self, feature: FeatureRef) -> Feature:
+        """One feature, by name or id."""
+        if isinstance(feature, Feature):
+            return feature
+        if isinstance(feature, int):
+            return Feature.from_json(self._json("GET", f"/features/{feature}"))
+        for found in self.features():
+            if found.name == feature:
+                return found
+        raise NotFound(404, f"Feature '{feature}' not found", "GET", "/features")
+
+    def register_feature(
+        self,
+        name: str,
+        table: TableRef,
+        entity_key: str,
+        sql: Optional[str] = None,
+        aggregations: Optional[Sequence[Union[Aggregation, Dict[str, Any]]]] = None,
+        engine: Optional[str] = None,
+        *,
+        filter: Optional[str] = None,
+        description: Optional[str] = None,
+    ) -> Feature:
+        """Register a feature of a raw table, keyed by `entity_key`: either `sql` (one SELECT
+        over `data`, one row per entity, checked by the server before it is registered) or
+        `aggregations` (windowed functions of the table's events, exact at every instant; an
+        optional `filter` keeps the events it is true of). `engine` is `"polars"` (default) or
+        `"spark"` for SQL features."""
+        body: Dict[str, Any] = {
+            "name": name,
+            "raw_table_id": self._table_id(table),
+            "entity_key": entity_key,
+        }
+        if sql is not None:
+            body["computation_logic"] = sql
+        if aggregations is not None:
+            body["aggregations"] = [
+                a.to_json() if isinstance(a, Aggregation) else dict(a) for a in aggregations
+            ]
+        if filter is not None:
+            body["filter"] = filter
+        if engine is not None:
+            body["engine"] = engine
+        if description is not None:
+            body["description"] = description
+        return Feature.from_json(self._json("POST", "/features", json=body))
+
+    def delete_feature(self, feature: FeatureRef) -> None:
+        """Delete a feature with its versions and served vectors."""
+        self._request("DELETE", f"/features/{self._feature_id(feature)}")
+
+    def _feature_id(self, feature: FeatureRef) -> int:
+        if isinstance(feature, Feature):
+            return feature.id
+        if isinstance(feature, int):
+            return feature
+        return self.feature(feature).id
+
+    # ---- versions, compute, backfill ----
+
+    def versions(self, feature: FeatureRef) -> List[Version]:
+        """A feature's versions, oldest first, with their freshness."""
+        fid = self._feature_id(feature)
+        return [Version.from_json(v) for v in self._json("GET", f"/features/{fid}/versions")]
+
+    def version(self, feature: FeatureRef, version: str) -> Version:
+        """One version of a feature, by its name (`"v1"`)."""
+        for found in self.versions(feature):
+            if found.version == version:
+                return found
+        raise NotFound(
+            404, f"Version '{version}' of feature '{feature}' not found", "GET", "/versions"
+        )
+
+    def compute(self, feature: FeatureRef, version: str, as_of: Any = None) -> ComputeResult:
+        """Compute `version` of a SQL feature over the table's rows (creating the version if
+        it is new) and serve it as soon as this returns. With `as_of` (a datetime, naive
+        meaning UTC, or RFC 3339 text), over the rows whose event time is at or before it,
+        published as history valid from `as_of`."""
+        body: Dict[str, Any] = {"version": version}
+        if as_of is not None:
+            body["as_of"] = format_time(as_of)
+        fid = self._feature_id(feature)
+        return ComputeResult.from_json(self._json("POST", f"/features/{fid}/compute", json=body))
+
+    def backfill(
+        self, feature: FeatureRef, version: str, start: Any, end: Any, every: Seconds
+    ) -> List[Snapshot]:
+        """One snapshot of `version` at each step from `start` to `end` inclusive (at most
+        1,000 steps), each over the rows with event time at or before its step. The version is
+        created first if it does not exist yet."""
+        fid = self._feature_id(feature)
+        try:
+            vid = self.version(fid, version).id
+        except NotFound:
+            vid = self._json("POST", f"/features/{fid}/versions", json={"version": version})["id"]
+        body = {
+            "start": format_time(start),
+            "end": format_time(end),
+            "every_seconds": _seconds(every),
+        }
+        answer = self._json("POST", f"/features/{fid}/versions/{vid}/backfill", json=body)
+        return [Snapshot.from_json(s) for s in answer]
+
+    def snapshots(self, feature: FeatureRef, version: str) -> List[Snapshot]:
+        """A version's snapshots, oldest first."""
+        fid = self._feature_id(feature)
+        vid = self.version(fid, version).id
+        answer = self._json("GET", f"/features/{fid}/versions/{vid}/snapshots")
+        return [Snapshot.from_json(s) for s in answer]
+
+    # ---- serving ----
+
+    def get_online_features(
+        self,
+        features: Sequence[Union[str, int, Feature]],
+        entities: Iterable[Any],
+        *,
+        as_of: Any = None,
+    ) -> OnlineFeatures:
+        """The values a model gets now (or `as_of` an instant) for each entity and feature.
+
+        `features` are references as the server takes them: a name (its newest active
+        computed version), `"name@v2"`, a version id, or a `Feature`. `entities` are entity
+        ids, or dicts of the entity's key (`{"user_id": "u1"}`). The answer keeps the request's
+        order; `.to_pandas()`, `.to_polars()`, `.to_arrow()` or `.to_dicts()` give one row per
+        entity and a column `<reference>__<value>` per value, null where the entity has none.
+        Any number of entities: they are sent 10,000 a request.
+        """
+        refs = [_reference(f) for f in features]
+        ids = [_entity_id(e) for e in entities]
+        body: Dict[str, Any] = {"features": refs}
+        if as_of is not None:
+            body["as_of"] = format_time(as_of)
+        answers = []
+        for start in range(0, max(len(ids), 1), BATCH_ENTITIES):
+            body["entity_ids"] = ids[start : start + BATCH_ENTITIES]
+            answers.append(self._json("POST", "/feature-vectors/batch", json=body))
+        return OnlineFeatures(refs, answers)
+
+    def get_vector(
+        self, feature: Union[str, int, Feature], entity_id: Any, as_of: Any = None
+    ) -> Dict[str, Any]:
+        """One entity's values of one feature (by name, version id or `Feature`), as the server
+        answers `GET /feature-vectors` (`feature_values`, `computed_at`, freshness...)."""
+        params: Dict[str, Any] = {"entity_id": _entity_id(entity_id)}
+        if isinstance(feature, Feature):
+            params["feature_name"] = feature.name
+        elif isinstance(feature, int):
+            params["feature_version_id"] = feature
+        else:
+            params["feature_name"] = feature
+        if as_of is not None:
+            params["as_of"] = format_time(as_of)
+        return self._json("GET", "/feature-vectors", params=params)
+
+    # ---- training sets ----
+
+    def get_training_set(
+        self,
+        labels: Any,
+        features: Sequence[Union[str, int, Feature]],
+        *,
+        max_age: Optional[Seconds] = None,
+        entity_column: str = "entity_id",
+        timestamp_column: str = "timestamp",
+    ) -> Any:
+        """Point-in-time feature values for labelled rows, with the labels as they were given.
+
+        `labels` has an entity id column and a timestamp column (`entity_column`,
+        `timestamp_column`; datetimes of any unit, naive meaning UTC, or RFC 3339 text) and
+        anything else. Each row gets, for each feature, the values in force at its timestamp
+        (the snapshot valid then, or an aggregation evaluated then), null where there were
+        none (or older than `max_age`); no row is dropped or moved. The answer is the same
+        kind of frame (pandas in, pandas out; polars, polars; a pyarrow Table, a Table): the
+        labels untouched, then a column `<reference>__<value>` per feature value, typed.
+        Only the id and timestamp columns are sent, as an Arrow IPC file, and the answer comes
+        back as one, which is read without decoding. A list of dicts is answered as a list of
+        dicts (the server's JSON rows, with `features`).
+        """
+        refs = [_reference(f) for f in features]
+        params: List[Tuple[str, Any]] = [("features", r) for r in refs]
+        if max_age is not None:
+            params.append(("max_age_seconds", _seconds(max_age)))
+        if isinstance(labels, list):
+            body: Dict[str, Any] = {"features": refs, "rows": labels}
+            if max_age is not None:
+                body["max_age_seconds"] = _seconds(max_age)
+            return self._json("POST", "/training-sets", json=body)["rows"]
+        kind = frames.kind_of(labels)
+        keys = _select(labels, kind, [entity_column, timestamp_column])
+        ids = keys.column(0)
+        if not pa.types.is_string(ids.type):
+            ids = ids.cast(pa.string())
+        sent = pa.table([ids, keys.column(1)], names=["entity_id", "timestamp"])
+        response = self._request(
+            "POST",
+            "/training-sets",
+            data=frames.arrow_bytes(sent),
+            params=params,
+            headers={"Content-Type": frames.ARROW, "Accept": frames.ARROW},
+        )
+        # The answer repeats the ids and timestamps sent; the labels already hold them.
+        values = frames.read_arrow(response.content, leave_out=("entity_id", "timestamp"))
+        if values.num_rows != sent.num_rows:
+            raise Invalid(
+                400,
+                f"the server answered {values.num_rows} rows for {sent.num_rows} labels",
+                "POST",
+                "/training-sets",
+            )
+        taken = set(_columns(labels, kind))
+        clash = [c for c in values.column_names if c in taken]
+        if clash:
+            raise Invalid(
+                400,
+                f"the labels already have columns named {', '.join(clash)}",
+                "POST",
+                "/training-sets",
+            )
+        return _append(labels, kind, values)
+
+
+class _Chunker:
+    """Cuts a frame into Parquet bodies under the body limit, converting each slice only when
+    it is its turn (so converting the next overlaps sending the last): the first size from a
+    sample of rows, then from what the slices really encoded to."""
+
+    SAMPLE_ROWS = 10_000
+
+    def __init__(
+        self, total: int, rows_of: Callable[[int, int], pa.Table], limit: int, compression: str
+    ) -> None:
+        self.total = total
+        self.rows_of = rows_of
+        self.compression = compression
+        self.limit = limit
+        self.target = limit // 2
+        sample = rows_of(0, min(total, self.SAMPLE_ROWS))
+        per_row = max(len(self.encode(sample)) / max(sample.num_rows, 1), 1e-3)
+        self.rows_per_chunk = max(1, int(self.target / per_row))
+
+    def expected_requests(self) -> int:
+        return -(-self.total // self.rows_per_chunk)
+
+    def encode(self, rows: pa.Table) -> bytes:
+        return frames.parquet_bytes(rows, self.compression, dictionary=False)
+
+    def shrink(self, refused: int) -> None:
+        self.limit = max(1, refused // 2)
+        self.target = self.limit // 2
+
+    def __iter__(self) -> Iterator[Tuple[pa.Table, bytes]]:
+        start = 0
+        while start < self.total:
+            rows = self.rows_of(start, self.rows_per_chunk)
+            body = self.encode(rows)
+            while len(body) > self.limit and rows.num_rows > 1:
+                rows = rows.slice(0, rows.num_rows // 2)
+                body = self.encode(rows)
+            per_row = max(len(body) / rows.num_rows, 1e-3)
+            self.rows_per_chunk = max(1, int(self.target / per_row))
+            start += rows.num_rows
+            yield rows, body
+
+
+def _progress(
+    total: int, wanted: Optional[bool], requests_expected: int
+) -> Callable[[Optional[int]], None]:
+    """A progress callback: rows done, or None at the end."""
+    show = wanted if wanted is not None else (sys.stderr.isatty() and requests_expected > 1)
+    if not show:
+        return lambda _rows: None
+    try:
+        from tqdm.auto import tqdm  # type: ignore[import-untyped]
+
+        bar = tqdm(total=total, unit="rows", unit_scale=True, desc="ingest")
+
+        def tick(rows: Optional[int]) -> None:
+            if rows is None:
+                bar.close()
+            else:
+                bar.update(rows)
+
+        return tick
+    except ImportError:
+        done = [0]
+
+        def plain(rows: Optional[int]) -> None:
+            if rows is None:
+                sys.stderr.write("\n")
+            else:
+                done[0] += rows
+                width = 30
+                filled = int(width * done[0] / total)
+                sys.stderr.write(
+                    f"\ringest [{'#' * filled}{'.' * (width - filled)}] {done[0]:,}/{total:,} rows"
+                )
+            sys.stderr.flush()
+
+        return plain
+
+
+def _seconds(value: Seconds) -> int:
+    if isinstance(value, timedelta):
+        return int(value.total_seconds())
+    return int(value)
+
+
+def _reference(feature: Union[str, int, Feature]) -> str:
+    if isinstance(feature, Feature):
+        return feature.name
+    return str(feature)
+
+
+def _entity_id(entity: Any) -> str:
+    if isinstance(entity, dict):
+        if len(entity) != 1:
+            raise Invalid(
+                400,
+                "an entity is an id or a dict of its one key column: this server keys each "
+                f"feature by one column, got {sorted(entity)}",
+            )
+        entity = next(iter(entity.values()))
+    if entity is None:
+        raise Invalid(400, "an entity id is missing (None)")
+    return str(entity)
+
+
+def _columns(frame: Any, kind: str) -> List[str]:
+    if kind == "arrow":
+        return list(frame.schema.names)
+    return [str(c) for c in frame.columns]
+
+
+def _select(frame: Any, kind: str, names: List[str]) -> pa.Table:
+    present = _columns(frame, kind)
+    for name in names:
+        if name not in present:
+            raise Invalid(400, f"the labels have no '{name}' column", "POST", "/training-sets")
+    if kind == "pandas":
+        # Column by column: selecting a sub-frame first would copy it.
+        return pa.table([pa.Array.from_pandas(frame[n]) for n in names], names=names)
+    if kind == "polars":
+        return frame.select(names).to_arrow()
+    table = frames.to_arrow(frame)
+    return table.select(names)
+
+
+def _append(labels: Any, kind: str, values: pa.Table) -> Any:
+    if kind == "pandas":
+        import pandas as pd
+
+        return pd.concat([labels, frames.from_arrow(values, "pandas", labels.index)], axis=1)
+    if kind == "polars":
+        return labels.hstack(frames.from_arrow(values, "polars"))
+    table = frames.to_arrow(labels)
+    for name, column in zip(values.column_names, values.columns):
+        table = table.append_column(name, column)
+    return table

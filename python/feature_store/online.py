@@ -1,0 +1,75 @@
+"""The answer of `get_online_features`: rows in request order, as frames or dicts."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+import pyarrow as pa
+
+from . import frames
+
+
+class OnlineFeatures:
+    """One row per requested entity: `entity_id`, then `<reference>__<value>` for every value
+    of every feature, null where the entity has none.
+
+    `versions` maps each reference to the version id that answered it (None when it did not
+    resolve), `unresolved` each unresolved reference to the reason, `freshness` each reference
+    to its `data_as_of` / `stale` (and `evaluated_at` for aggregation features), and
+    `missing` each entity id to the references it had no values for.
+    """
+
+    def __init__(self, references: List[str], answers: List[Dict[str, Any]]) -> None:
+        self.references = references
+        first = answers[0] if answers else {}
+        self.versions: Dict[str, Optional[int]] = first.get("versions", {})
+        self.unresolved: Dict[str, str] = first.get("unresolved", {})
+        self.freshness: Dict[str, Any] = first.get("freshness", {})
+        self._rows: List[Dict[str, Any]] = [row for a in answers for row in a.get("results", [])]
+        self.missing: Dict[str, List[str]] = {
+            row["entity_id"]: row["missing"] for row in self._rows if row.get("missing")
+        }
+        # Each reference's value names, in the order the server gave them, over every row (an
+        # entity without values says nothing about them).
+        self.columns: List[str] = []
+        seen = set()
+        for ref in references:
+            for row in self._rows:
+                values = row["features"].get(ref)
+                if values:
+                    for name in values:
+                        column = f"{ref}__{name}"
+                        if column not in seen:
+                            seen.add(column)
+                            self.columns.append(column)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __repr__(self) -> str:
+        return f"OnlineFeatures({len(self._rows)} entities, columns={self.columns})"
+
+    def to_dicts(self) -> List[Dict[str, Any]]:
+        """One dict per entity: `entity_id` and every `<reference>__<value>`."""
+        out = []
+        for row in self._rows:
+            flat: Dict[str, Any] = {"entity_id": row["entity_id"]}
+            flat.update((column, None) for column in self.columns)
+            for ref in self.references:
+                values = row["features"].get(ref) or {}
+                for name, value in values.items():
+                    flat[f"{ref}__{name}"] = value
+            out.append(flat)
+        return out
+
+    def to_arrow(self) -> pa.Table:
+        rows = self.to_dicts()
+        return frames.rows_to_arrow(rows, ["entity_id"] + self.columns)
+
+    def to_pandas(self) -> Any:
+        return frames.from_arrow(self.to_arrow(), "pandas")
+
+    to_df = to_pandas
+
+    def to_polars(self) -> Any:
+        return frames.from_arrow(self.to_arrow(), "polars")

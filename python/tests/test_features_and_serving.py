@@ -1,0 +1,166 @@
+"""Features, versions, computes and backfills; online values as frames and dicts."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pandas as pd
+import pytest
+
+import feature_store
+from feature_store import Aggregation
+
+
+def payments(fs, name: str) -> None:
+    frame = pd.DataFrame(
+        {
+            "user_id": ["u1", "u1", "u2", "u3"],
+            "amount": [20.0, 40.0, 15.5, 7.0],
+            "ts": pd.to_datetime(
+                [
+                    "2024-05-01T09:00:00Z",
+                    "2024-05-03T12:00:00Z",
+                    "2024-05-02T08:30:00Z",
+                    "2024-05-04T00:00:00Z",
+                ]
+            ),
+        }
+    )
+    fs.create_table(name, frame, event_time_column="ts")
+    fs.ingest(name, frame)
+
+
+AVERAGE = "SELECT user_id, AVG(amount) AS avg_amount, COUNT(*) AS n FROM data GROUP BY user_id"
+
+
+def test_a_sql_feature_is_registered_computed_and_served(fs, name):
+    payments(fs, name)
+    feature = fs.register_feature(name + "_avg", name, "user_id", sql=AVERAGE)
+
+    assert feature.sql == AVERAGE and feature.entity_key == "user_id"
+    assert feature.engine == "polars" and feature.aggregations is None
+    result = fs.compute(feature.name, "v1")
+    assert result.vectors_created == 3 and result.entities_processed == 3
+
+    [version] = fs.versions(feature.name)
+    assert version.version == "v1" and version.status == "active"
+    assert version.entity_count == 3 and version.stale is False
+    assert version.output_schema == {"user_id": "string", "avg_amount": "float", "n": "integer"}
+    assert feature.name in [f.name for f in fs.features()]
+    vector = fs.get_vector(feature.name, "u1")
+    assert vector["feature_values"] == {"avg_amount": 30.0, "n": 2}
+
+
+def test_online_features_come_back_in_request_order_with_nulls_for_the_missing(fs, name):
+    payments(fs, name)
+    fs.register_feature(name + "_avg", name, "user_id", sql=AVERAGE)
+    fs.compute(name + "_avg", "v1")
+
+    online = fs.get_online_features(
+        [name + "_avg", name + "_avg@v1", "no_such_feature"], ["u2", "ghost", {"user_id": "u1"}]
+    )
+
+    assert online.versions["no_such_feature"] is None
+    assert "not found" in online.unresolved["no_such_feature"]
+    assert online.missing["ghost"] == [name + "_avg", name + "_avg@v1", "no_such_feature"]
+    frame = online.to_pandas()
+    assert list(frame["entity_id"]) == ["u2", "ghost", "u1"]
+    assert list(frame.columns) == [
+        "entity_id",
+        f"{name}_avg__avg_amount",
+        f"{name}_avg__n",
+        f"{name}_avg@v1__avg_amount",
+        f"{name}_avg@v1__n",
+    ]
+    assert frame[f"{name}_avg__avg_amount"].tolist()[0] == 15.5
+    assert pd.isna(frame[f"{name}_avg__avg_amount"].tolist()[1])
+    assert frame[f"{name}_avg__n"].tolist()[2] == 2
+    assert str(frame[f"{name}_avg__n"].dtype) == "Int64"
+    dicts = online.to_dicts()
+    assert dicts[1] == {
+        "entity_id": "ghost",
+        f"{name}_avg__avg_amount": None,
+        f"{name}_avg__n": None,
+        f"{name}_avg@v1__avg_amount": None,
+        f"{name}_avg@v1__n": None,
+    }
+    assert online.to_polars()[f"{name}_avg@v1__avg_amount"].to_list() == [15.5, None, 30.0]
+    assert online.to_arrow().num_rows == 3
+
+
+def test_more_entities_than_one_request_takes_are_sent_in_several(fs, name):
+    payments(fs, name)
+    fs.register_feature(name + "_avg", name, "user_id", sql=AVERAGE)
+    fs.compute(name + "_avg", "v1")
+    entities = [f"nobody_{i}" for i in range(10_500)] + ["u3"]
+
+    frame = fs.get_online_features([name + "_avg"], entities).to_pandas()
+
+    assert len(frame) == 10_501
+    assert frame["entity_id"].tolist() == entities
+    assert frame[f"{name}_avg__avg_amount"].iloc[-1] == 7.0
+    assert frame[f"{name}_avg__avg_amount"].iloc[:-1].isna().all()
+
+
+def test_as_of_computes_and_backfills_make_history(fs, name):
+    payments(fs, name)
+    feature = fs.register_feature(name + "_avg", name, "user_id", sql=AVERAGE)
+    early = fs.compute(feature, "v1", as_of=datetime(2024, 5, 2, 12, 0))
+    assert early.valid_from == datetime(2024, 5, 2, 12, 0, tzinfo=timezone.utc)
+    assert early.entities_processed == 2
+
+    steps = fs.backfill(
+        feature, "v2", "2024-05-01T00:00:00Z", datetime(2024, 5, 4), every=timedelta(days=1)
+    )
+
+    assert [s.valid_from.day for s in steps] == [1, 2, 3, 4]
+    assert [s.entity_count for s in steps] == [0, 1, 2, 3]
+    assert [s.kind for s in steps] == ["backfill"] * 4
+    assert [s.id for s in fs.snapshots(feature, "v2")] == [s.id for s in steps]
+    then = fs.get_vector(feature.name, "u1", as_of="2024-05-02T00:00:00Z")
+    assert then["feature_values"]["n"] == 1
+
+
+def test_an_aggregation_feature_is_declared_with_aggregation_records(fs, name):
+    payments(fs, name)
+    feature = fs.register_feature(
+        name + "_spend",
+        name,
+        "user_id",
+        aggregations=[
+            Aggregation("amount", "sum", ["1d", "30d"]),
+            {"column": "amount", "function": "count", "windows": ["30d"]},
+        ],
+        filter="amount > 10",
+    )
+
+    assert feature.aggregations == [
+        Aggregation("amount", "sum", ["1d", "30d"]),
+        Aggregation("amount", "count", ["30d"]),
+    ]
+    assert feature.filter == "amount > 10" and feature.sql is None
+    with pytest.raises(feature_store.Invalid, match="declares aggregations"):
+        fs.compute(feature, "v1")
+
+
+def test_bad_sql_and_unknown_names_raise_with_the_servers_detail(fs, name):
+    payments(fs, name)
+    with pytest.raises(feature_store.Invalid) as raised:
+        fs.register_feature(name + "_bad", name, "user_id", sql="SELECT * FROM read_csv('/etc')")
+    assert raised.value.status == 400
+    assert raised.value.detail.startswith("Invalid feature computation")
+    with pytest.raises(feature_store.NotFound):
+        fs.compute("no_such_feature", "v1")
+    with pytest.raises(feature_store.NotFound) as missing:
+        fs.get_vector("no_such_feature", "u1")
+    assert missing.value.detail == "Feature 'no_such_feature' not found"
+    with pytest.raises(feature_store.Invalid, match="one column"):
+        fs.get_online_features([name], [{"user_id": "u1", "merchant_id": "m1"}])
+
+
+def test_deleting_a_feature(fs, name):
+    payments(fs, name)
+    fs.register_feature(name + "_avg", name, "user_id", sql=AVERAGE)
+    fs.delete_feature(name + "_avg")
+    with pytest.raises(feature_store.NotFound):
+        fs.feature(name + "_avg")
