@@ -212,6 +212,11 @@ impl ComputePool {
         else {
             return Err(ComputeError::Io(io::Error::other("worker pipes missing")));
         };
+        #[cfg(target_os = "linux")]
+        {
+            widen_pipe(&stdin);
+            widen_pipe(&stdout);
+        }
         let mut running = Running {
             pool: self.clone(),
             child,
@@ -453,6 +458,23 @@ async fn tail(mut stderr: impl AsyncRead + Unpin) -> String {
         }
     }
     String::from_utf8_lossy(&kept).into_owned()
+}
+
+/// Bytes a pipe to or from a worker holds (Linux's default is 64 KiB, and 1 MiB is the most an
+/// unprivileged process may ask for by default).
+#[cfg(target_os = "linux")]
+const PIPE_BYTES: libc::c_int = 1 << 20;
+
+/// A training set's rows go into a worker and its answer (about 100 MB for 1M rows × 12
+/// columns) comes out through these pipes, and each time one fills, its writer sleeps until the
+/// reader has run: with 1 MiB instead of 64 KiB, 16 × fewer such switches on two cores. Best
+/// effort: where the system refuses the size, the pipe keeps the default.
+#[cfg(target_os = "linux")]
+fn widen_pipe(pipe: &impl std::os::fd::AsRawFd) {
+    // SAFETY: fcntl on a descriptor this process owns, with an integer argument.
+    unsafe {
+        libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES);
+    }
 }
 
 /// Runs in the forked child before exec: the limits the kernel enforces on the worker.
