@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
@@ -42,8 +43,9 @@ class Client:
     """A feature store at `url` (default: `$FEATURE_STORE_URL`, else http://127.0.0.1:8000),
     with `api_key` (default: `$FEATURE_STORE_API_KEY`, else none).
 
-    A 503 (the server is busy and changed nothing) is retried up to `retries` times, waiting
-    what its `Retry-After` says (at most `max_retry_wait` seconds); then `Overloaded` is raised.
+    A 503 (the server is busy) is retried up to `retries` times, waiting what its
+    `Retry-After` says (at most `max_retry_wait` seconds); then `Overloaded` is raised. Ingest
+    is the exception: its 503 is raised at once (see `ingest`).
     Every other refusal raises at once: `Invalid` (400, 409, 413, 415, 422), `NotFound` (404),
     `AccessDenied` (401, 403), `ServerError` (5xx), each with the server's `status` and
     `detail`.
@@ -95,6 +97,7 @@ class Client:
         data: Optional[bytes] = None,
         params: Any = None,
         headers: Optional[Dict[str, str]] = None,
+        retry: bool = True,
     ) -> requests.Response:
         url = f"{self.url}/api/v1{path}"
         attempt = 0
@@ -111,7 +114,7 @@ class Client:
             if response.status_code < 400:
                 return response
             error = self._error(response, method, path)
-            if isinstance(error, Overloaded) and attempt < self.retries:
+            if retry and isinstance(error, Overloaded) and attempt < self.retries:
                 wait = error.retry_after if error.retry_after is not None else 0.5 * 2**attempt
                 time.sleep(min(max(wait, 0.0), self.max_retry_wait))
                 attempt += 1
@@ -121,7 +124,8 @@ class Client:
     @staticmethod
     def _error(response: requests.Response, method: str, path: str) -> FeatureStoreError:
         try:
-            detail = response.json().get("detail", response.text)
+            body = response.json()
+            detail = body.get("detail", response.text) if isinstance(body, dict) else body
         except ValueError:
             detail = response.text or response.reason
         retry_after: Optional[float] = None
@@ -202,67 +206,69 @@ class Client:
     ) -> IngestResult:
         """Store the rows of `df` (pandas, polars or a pyarrow Table) in a raw table.
 
-        The rows go as Parquet, cast to the types the table stores (so the server keeps each
-        file as it came), in requests under the server's body limit; the next request is
-        encoded while the previous one is sent. Each request is one atomic Delta commit: a
-        refused request stores nothing of itself, but requests before it stay stored, and the
-        raised error's `rows_ingested` says how many rows those held. `progress` shows a bar
-        (tqdm's when installed) on stderr; by default only on a terminal and when there is
-        more than one request.
+        The rows go as Parquet in requests under the server's body limit, each slice converted
+        when its turn comes (the next is converted while the last is sent), with columns
+        brought to the types the table stores where the server would convert them anyway (so
+        it keeps each file as it came). Each request is one atomic Delta commit: a refused
+        request stores nothing of itself, but the requests before it stay stored, so any
+        exception raised here carries `rows_ingested`, the rows stored before it. A 503 is not
+        retried here (the rows might be stored twice): it is raised as `Overloaded`. `progress`
+        shows a bar (tqdm's when installed) on stderr; by default in a notebook or on a
+        terminal, when there is more than one request.
         """
-        found = self.table(table)
-        total, rows_of = frames.slicer(df, found.schema)
-        if total == 0:
-            raise Invalid(400, "Invalid data: No data provided", "POST", "ingest")
-        path = f"/raw-tables/{found.id}/data"
+        counter = _Stored()
         started = time.perf_counter()
-        chunks = _Chunker(total, rows_of, self.max_body_bytes, compression)
-        bar = _progress(total, progress, chunks.expected_requests())
-        stored = 0
-        requests_sent = 0
-
-        def send(piece: Tuple[pa.Table, bytes]) -> Tuple[int, int]:
-            return self._send_rows(path, piece[0], piece[1], chunks)
-
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending: Optional[Future[Tuple[int, int]]] = None
+        pending: Optional[Future[None]] = None
+        try:
+            found = self.table(table)
+            total, rows_of = frames.slicer(df, found.schema)
+            if total == 0:
+                raise Invalid(400, "Invalid data: No data provided", "POST", "ingest")
+            path = f"/raw-tables/{found.id}/data"
+            chunks = _Chunker(total, rows_of, self.max_body_bytes, compression)
+            bar = _progress(total, progress, chunks.expected_requests())
             try:
-                for piece in chunks:
+                with ThreadPoolExecutor(max_workers=1) as pool:
+                    for rows, body in chunks:
+                        if pending is not None:
+                            pending.result()
+                            bar(counter.rows)
+                        pending = pool.submit(self._send_rows, path, rows, body, chunks, counter)
                     if pending is not None:
-                        rows, sent = pending.result()
-                        stored, requests_sent = stored + rows, requests_sent + sent
-                        bar(rows)
-                    pending = pool.submit(send, piece)
-                if pending is not None:
-                    rows, sent = pending.result()
-                    stored, requests_sent = stored + rows, requests_sent + sent
-                    bar(rows)
-            except FeatureStoreError as error:
-                error.rows_ingested = stored  # type: ignore[attr-defined]
-                raise
+                        pending.result()
+                        bar(counter.rows)
             finally:
                 bar(None)
-        return IngestResult(stored, requests_sent, time.perf_counter() - started)
+        except BaseException as error:
+            # A request still in flight has finished by now (the pool waits for it), stored or
+            # not: the count includes it if it was stored.
+            try:
+                error.rows_ingested = counter.rows  # type: ignore[attr-defined]
+            except AttributeError:
+                pass
+            raise
+        return IngestResult(counter.rows, counter.requests, time.perf_counter() - started)
 
     def _send_rows(
-        self, path: str, rows: pa.Table, body: bytes, chunks: "_Chunker"
-    ) -> Tuple[int, int]:
+        self, path: str, rows: pa.Table, body: bytes, chunks: "_Chunker", counter: "_Stored"
+    ) -> None:
         """Send one encoded piece; if the server's body limit is smaller than assumed (413),
-        send it again in halves. Returns (rows stored, requests that stored them)."""
+        send it again in halves. Counts what was stored as it is stored."""
         try:
-            self._request("POST", path, data=body, headers={"Content-Type": frames.PARQUET})
-            return rows.num_rows, 1
+            self._request(
+                "POST", path, data=body, headers={"Content-Type": frames.PARQUET}, retry=False
+            )
+            counter.add(rows.num_rows)
         except Invalid as error:
             if error.status != 413 or rows.num_rows < 2:
                 raise
+            # The server answers a too-large body before reading it and then closes the
+            # connection; a pooled connection reused for the halves would fail.
+            self._session.close()
             chunks.shrink(len(body))
             half = rows.num_rows // 2
-            stored = 0
-            sent = 0
             for part in (rows.slice(0, half), rows.slice(half)):
-                r, s = self._send_rows(path, part, chunks.encode(part), chunks)
-                stored, sent = stored + r, sent + s
-            return stored, sent
+                self._send_rows(path, part, chunks.encode(part), chunks, counter)
 
     # ---- features ----
 
@@ -399,7 +405,9 @@ class Client:
         entity and a column `<reference>__<value>` per value, null where the entity has none.
         Any number of entities: they are sent 10,000 a request.
         """
-        refs = [_reference(f) for f in features]
+        refs = _references(features)
+        if isinstance(entities, (str, bytes)) or frames.is_frame(entities):
+            raise TypeError("entities is a list of entity ids or key dicts, not one id or a frame")
         ids = [_entity_id(e) for e in entities]
         body: Dict[str, Any] = {"features": refs}
         if as_of is not None:
@@ -408,6 +416,7 @@ class Client:
         for start in range(0, max(len(ids), 1), BATCH_ENTITIES):
             body["entity_ids"] = ids[start : start + BATCH_ENTITIES]
             answers.append(self._json("POST", "/feature-vectors/batch", json=body))
+        _refuse_unresolved(answers[0].get("unresolved") or {}, "/feature-vectors/batch")
         return OnlineFeatures(refs, answers)
 
     def get_vector(
@@ -450,15 +459,18 @@ class Client:
         back as one, which is read without decoding. A list of dicts is answered as a list of
         dicts (the server's JSON rows, with `features`).
         """
-        refs = [_reference(f) for f in features]
+        refs = _references(features)
         params: List[Tuple[str, Any]] = [("features", r) for r in refs]
         if max_age is not None:
             params.append(("max_age_seconds", _seconds(max_age)))
         if isinstance(labels, list):
-            body: Dict[str, Any] = {"features": refs, "rows": labels}
+            rows = [_json_label(row, entity_column, timestamp_column) for row in labels]
+            body: Dict[str, Any] = {"features": refs, "rows": rows}
             if max_age is not None:
                 body["max_age_seconds"] = _seconds(max_age)
-            return self._json("POST", "/training-sets", json=body)["rows"]
+            answer = self._json("POST", "/training-sets", json=body)
+            _refuse_unresolved(answer.get("unresolved") or {}, "/training-sets")
+            return answer["rows"]
         kind = frames.kind_of(labels)
         keys = _select(labels, kind, [entity_column, timestamp_column])
         ids = keys.column(0)
@@ -491,6 +503,20 @@ class Client:
                 "/training-sets",
             )
         return _append(labels, kind, values)
+
+
+class _Stored:
+    """Rows and requests stored so far by one ingest (written by its sending thread)."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.requests = 0
+        self._lock = threading.Lock()
+
+    def add(self, rows: int) -> None:
+        with self._lock:
+            self.rows += rows
+            self.requests += 1
 
 
 class _Chunker:
@@ -539,10 +565,13 @@ class _Chunker:
 def _progress(
     total: int, wanted: Optional[bool], requests_expected: int
 ) -> Callable[[Optional[int]], None]:
-    """A progress callback: rows done, or None at the end."""
-    show = wanted if wanted is not None else (sys.stderr.isatty() and requests_expected > 1)
+    """A progress callback: rows stored so far, or None at the end. Shown by default in a
+    notebook or on a terminal, when there is more than one request."""
+    interactive = "ipykernel" in sys.modules or sys.stderr.isatty()
+    show = wanted if wanted is not None else (interactive and requests_expected > 1)
     if not show:
         return lambda _rows: None
+    shown = [0]
     try:
         from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
@@ -552,21 +581,20 @@ def _progress(
             if rows is None:
                 bar.close()
             else:
-                bar.update(rows)
+                bar.update(rows - shown[0])
+                shown[0] = rows
 
         return tick
     except ImportError:
-        done = [0]
 
         def plain(rows: Optional[int]) -> None:
             if rows is None:
                 sys.stderr.write("\n")
             else:
-                done[0] += rows
                 width = 30
-                filled = int(width * done[0] / total)
+                filled = int(width * rows / total)
                 sys.stderr.write(
-                    f"\ringest [{'#' * filled}{'.' * (width - filled)}] {done[0]:,}/{total:,} rows"
+                    f"\ringest [{'#' * filled}{'.' * (width - filled)}] {rows:,}/{total:,} rows"
                 )
             sys.stderr.flush()
 
@@ -596,7 +624,35 @@ def _entity_id(entity: Any) -> str:
         entity = next(iter(entity.values()))
     if entity is None:
         raise Invalid(400, "an entity id is missing (None)")
+    if isinstance(entity, float) and entity.is_integer():
+        entity = int(entity)  # as a training set's float id column becomes text: 1.0 is "1"
     return str(entity)
+
+
+def _references(features: Any) -> List[str]:
+    if isinstance(features, (str, int, Feature)):
+        raise TypeError("features is a list of references: wrap one in a list")
+    return [_reference(f) for f in features]
+
+
+def _refuse_unresolved(unresolved: Dict[str, str], path: str) -> None:
+    """A frame has a column per value: a reference that names nothing would silently have
+    none, so it is an error, as the server makes it one for table answers."""
+    if unresolved:
+        reasons = "; ".join(f"{ref}: {why}" for ref, why in unresolved.items())
+        raise NotFound(404, f"Feature references did not resolve: {reasons}", "POST", path)
+
+
+def _json_label(row: Dict[str, Any], entity_column: str, timestamp_column: str) -> Dict[str, Any]:
+    """A label row as the JSON API takes it: `entity_id` and `timestamp` (RFC 3339 text)."""
+    row = dict(row)
+    if entity_column != "entity_id" and entity_column in row:
+        row["entity_id"] = row.pop(entity_column)
+    if timestamp_column != "timestamp" and timestamp_column in row:
+        row["timestamp"] = row.pop(timestamp_column)
+    if row.get("timestamp") is not None and not isinstance(row["timestamp"], str):
+        row["timestamp"] = format_time(row["timestamp"])
+    return row
 
 
 def _columns(frame: Any, kind: str) -> List[str]:

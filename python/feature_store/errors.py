@@ -19,6 +19,10 @@ class FeatureStoreError(Exception):
         self.path = path
         super().__init__(f"{status} {method} {path}: {_text(detail)}".replace("  ", " "))
 
+    def __reduce__(self) -> Any:
+        # Rebuilt from its fields, so that it survives pickling (joblib, multiprocessing).
+        return (type(self), (self.status, self.detail, self.method, self.path), self.__dict__)
+
 
 class Invalid(FeatureStoreError):
     """The request was refused as it stands (400, 409, 413, 415, 422): fix it and send again."""
@@ -49,6 +53,13 @@ class Overloaded(FeatureStoreError):
     ) -> None:
         super().__init__(status, detail, method, path)
         self.retry_after = retry_after
+
+    def __reduce__(self) -> Any:
+        return (
+            type(self),
+            (self.status, self.detail, self.method, self.path, self.retry_after),
+            self.__dict__,
+        )
 
 
 class ServerError(FeatureStoreError):

@@ -17,19 +17,17 @@ from .errors import Invalid
 PARQUET = "application/vnd.apache.parquet"
 ARROW = "application/vnd.apache.arrow.file"
 
-# What a raw table stores each declared type as (the server keeps a Parquet body of exactly
-# these types as it came, without decoding it).
+# What a raw table stores each declared type as, under every spelling the server accepts (the
+# server keeps a Parquet body of exactly these types as it came, without decoding it).
+_STRING, _INTEGER, _FLOAT = pa.string(), pa.int64(), pa.float64()
+_BOOLEAN, _DATE, _DATETIME = pa.bool_(), pa.date32(), pa.timestamp("us", tz="UTC")
 STORED: Dict[str, pa.DataType] = {
-    "string": pa.string(),
-    "integer": pa.int64(),
-    "int": pa.int64(),
-    "float": pa.float64(),
-    "double": pa.float64(),
-    "boolean": pa.bool_(),
-    "bool": pa.bool_(),
-    "date": pa.date32(),
-    "datetime": pa.timestamp("us", tz="UTC"),
-    "timestamp": pa.timestamp("us", tz="UTC"),
+    **dict.fromkeys(["string", "str", "text", "varchar"], _STRING),
+    **dict.fromkeys(["integer", "int", "int64", "bigint", "long"], _INTEGER),
+    **dict.fromkeys(["float", "double", "float64", "number", "real"], _FLOAT),
+    **dict.fromkeys(["boolean", "bool"], _BOOLEAN),
+    "date": _DATE,
+    **dict.fromkeys(["datetime", "timestamp"], _DATETIME),
 }
 
 
@@ -47,6 +45,14 @@ def kind_of(frame: Any) -> str:
     raise TypeError(
         f"expected a pandas or polars DataFrame or a pyarrow Table, got {type(frame).__name__}"
     )
+
+
+def is_frame(value: Any) -> bool:
+    try:
+        kind_of(value)
+        return True
+    except TypeError:
+        return False
 
 
 def to_arrow(frame: Any) -> pa.Table:
@@ -130,24 +136,47 @@ def schema_of(frame: Any) -> Dict[str, str]:
 
 
 def as_stored(table: pa.Table, schema: Dict[str, str]) -> pa.Table:
-    """The table's declared columns, each cast to the type the server stores, so that the
-    server can keep the Parquet file as it came. A column that is missing or does not cast is
-    left as it was: the server then converts it, or answers with the column and the reason."""
+    """The table's declared columns, each brought to the type the server stores where the
+    server itself would convert it without a question (any integer to an integer column, any
+    number to a float column, text of any layout to a string column, any datetime or a date to
+    a datetime column), so that the server can keep the Parquet file as it came. Anything else
+    (a number for a datetime, text for a number) is sent as it is: the server converts it or
+    refuses it with its own message, and a missing column is the server's to name."""
     if not all(name in table.column_names for name in schema):
         return table
     columns = []
     for name, declared in schema.items():
         column = table.column(name)
-        target = STORED.get(declared)
-        if target is not None and column.type != target:
+        target = STORED.get(declared.strip().lower())
+        if target is not None and column.type != target and _lossless(column.type, target):
             try:
-                # Timestamps: sub-microsecond digits are dropped, as the server drops them.
-                safe = not pa.types.is_timestamp(target)
-                column = column.cast(target, safe=safe)
+                # Datetimes: sub-microsecond digits are dropped, as the server drops them.
+                column = column.cast(target, safe=not pa.types.is_timestamp(target))
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
                 column = table.column(name)
         columns.append(column)
     return pa.table(columns, names=list(schema))
+
+
+def _lossless(given: pa.DataType, target: pa.DataType) -> bool:
+    """Whether the server's own conversion (`conform_column`) takes `given` for `target`."""
+    if pa.types.is_dictionary(given):
+        given = given.value_type
+    if pa.types.is_null(given):
+        return True
+    if target == _STRING:
+        return (
+            pa.types.is_string(given) or pa.types.is_large_string(given) or _is_string_view(given)
+        )
+    if target == _INTEGER:
+        return pa.types.is_integer(given)
+    if target == _FLOAT:
+        return pa.types.is_integer(given) or pa.types.is_floating(given)
+    if target == _DATE:
+        return pa.types.is_date(given)
+    if target == _DATETIME:
+        return pa.types.is_timestamp(given) or pa.types.is_date(given)
+    return False
 
 
 def parquet_bytes(table: pa.Table, compression: str = "zstd", dictionary: bool = True) -> bytes:

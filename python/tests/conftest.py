@@ -53,7 +53,13 @@ class Server:
         self.process = subprocess.Popen(
             [str(binary())], env=settings, stdout=self.log, stderr=subprocess.STDOUT
         )
-        self.url = self._wait_for_address()
+        try:
+            self.url = self._wait_for_address()
+        except BaseException:
+            self.process.kill()
+            self.process.wait()
+            self.log.close()
+            raise
 
     def _wait_for_address(self) -> str:
         """The address from the `listening` log line, then /health answering: evidence, not
@@ -62,10 +68,7 @@ class Server:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the server exited: {self.log_path.read_text()}")
-            found = re.search(
-                r'"addr":"([^"]+)"[^\n]*"listening"|"listening"[^\n]*"addr":"([^"]+)"',
-                self.log_path.read_text(),
-            )
+            found = LISTENING.search(self.log_path.read_text())
             if found:
                 url = f"http://{found.group(1) or found.group(2)}"
                 try:

@@ -109,3 +109,20 @@ def test_a_422_keeps_fastapis_field_list_as_its_detail(fs):
     assert raised.value.status == 422
     assert isinstance(raised.value.detail, list)
     assert "name" in str(raised.value)
+
+
+def test_errors_survive_pickling_as_joblib_and_multiprocessing_send_them():
+    import pickle
+
+    error = feature_store.Overloaded(503, "busy", "POST", "/x", retry_after=2.0)
+    error.rows_ingested = 7
+    again = pickle.loads(pickle.dumps(error))
+    assert (type(again), again.status, again.detail, again.retry_after) == (
+        feature_store.Overloaded,
+        503,
+        "busy",
+        2.0,
+    )
+    assert again.rows_ingested == 7
+    assert str(again) == str(error)
+    assert pickle.loads(pickle.dumps(feature_store.NotFound(404, "gone"))).detail == "gone"

@@ -57,12 +57,11 @@ def test_online_features_come_back_in_request_order_with_nulls_for_the_missing(f
     fs.compute(name + "_avg", "v1")
 
     online = fs.get_online_features(
-        [name + "_avg", name + "_avg@v1", "no_such_feature"], ["u2", "ghost", {"user_id": "u1"}]
+        [name + "_avg", name + "_avg@v1"], ["u2", "ghost", {"user_id": "u1"}]
     )
 
-    assert online.versions["no_such_feature"] is None
-    assert "not found" in online.unresolved["no_such_feature"]
-    assert online.missing["ghost"] == [name + "_avg", name + "_avg@v1", "no_such_feature"]
+    assert online.unresolved == {}
+    assert online.missing == {"ghost": [name + "_avg", name + "_avg@v1"]}
     frame = online.to_pandas()
     assert list(frame["entity_id"]) == ["u2", "ghost", "u1"]
     assert list(frame.columns) == [
@@ -86,6 +85,21 @@ def test_online_features_come_back_in_request_order_with_nulls_for_the_missing(f
     }
     assert online.to_polars()[f"{name}_avg@v1__avg_amount"].to_list() == [15.5, None, 30.0]
     assert online.to_arrow().num_rows == 3
+
+
+def test_a_reference_that_names_nothing_raises_rather_than_leaving_out_its_columns(fs, name):
+    payments(fs, name)
+    fs.register_feature(name + "_avg", name, "user_id", sql=AVERAGE)
+    fs.compute(name + "_avg", "v1")
+    with pytest.raises(feature_store.NotFound, match="no_such_feature: Feature 'no_such_feature'"):
+        fs.get_online_features([name + "_avg", "no_such_feature"], ["u1"])
+
+
+def test_one_id_or_one_reference_not_in_a_list_is_a_type_error(fs, name):
+    with pytest.raises(TypeError):
+        fs.get_online_features([name], "u1")
+    with pytest.raises(TypeError):
+        fs.get_online_features(name, ["u1"])
 
 
 def test_more_entities_than_one_request_takes_are_sent_in_several(fs, name):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime, timezone
+from typing import Iterator
 
 import pandas as pd
 import polars as pl
@@ -102,8 +103,16 @@ def test_ingest_converts_aware_times_to_utc_and_narrow_types_to_the_stored_ones(
     assert row["ts"].startswith("2024-01-01T12:00:00")
 
 
-def test_a_large_frame_goes_in_several_requests_under_the_body_limit(server, name):
-    small = feature_store.Client(server.url, max_body_bytes=256 * 1024)
+@pytest.fixture(scope="module")
+def limited() -> Iterator[Server]:
+    """A server taking bodies of at most 256 KiB."""
+    running = Server({"MAX_BODY_BYTES": str(256 * 1024)})
+    yield running
+    running.stop()
+
+
+def test_a_large_frame_goes_in_several_requests_under_the_body_limit(limited, name):
+    client = feature_store.Client(limited.url, max_body_bytes=256 * 1024)
     rows = 200_000
     frame = pd.DataFrame(
         {
@@ -111,33 +120,61 @@ def test_a_large_frame_goes_in_several_requests_under_the_body_limit(server, nam
             "amount": [float(i) for i in range(rows)],
         }
     )
-    small.create_table(name, frame)
+    client.create_table(name, frame)
 
-    result = small.ingest(name, frame, progress=False)
+    result = client.ingest(name, frame, progress=False)
 
     assert result.rows == rows
     assert result.requests > 1
-    assert small.table(name).row_count == rows
+    assert client.table(name).row_count == rows
 
 
-def test_a_server_with_a_smaller_body_limit_gets_halves_until_they_fit(name):
-    limited = Server({"MAX_BODY_BYTES": "100000"})
-    try:
-        client = feature_store.Client(limited.url)  # believes the default 64 MiB
-        rows = 100_000
-        frame = pd.DataFrame(
-            {"k": [f"key_{i}" for i in range(rows)], "x": [i * 0.37 for i in range(rows)]}
-        )
-        client.create_table(name, frame)
+def test_a_client_assuming_a_larger_body_limit_sends_halves_until_they_fit(limited, name):
+    client = feature_store.Client(limited.url)  # believes the default 64 MiB
+    rows = 200_000
+    # keys and values that do not compress: about 2 MB of Parquet
+    frame = pl.DataFrame(
+        {
+            "k": [f"{(i * 2654435761) % 2**32:08x}" for i in range(rows)],
+            "x": [((i * 2654435761) % 2**32) / 7.0 for i in range(rows)],
+        }
+    )
+    client.create_table(name, frame)
 
-        result = client.ingest(name, frame, progress=False)
+    result = client.ingest(name, frame, progress=False)
 
-        assert result.rows == rows
-        # one body was planned for a 64 MiB limit: more than one request means a 413 was met
-        assert result.requests >= 2
-        assert client.table(name).row_count == rows
-    finally:
-        limited.stop()
+    assert result.rows == rows
+    # one body was planned for a 64 MiB limit: more than one request means a 413 was met
+    assert result.requests >= 2
+    assert client.table(name).row_count == rows
+
+
+def test_a_refused_later_request_says_how_many_rows_the_earlier_ones_stored(limited, name):
+    client = feature_store.Client(limited.url, max_body_bytes=256 * 1024)
+    rows = 100_000
+    # Python ints, then one 1.5 in the last rows: each slice is typed on its own, so the last
+    # one goes as floats, which the server refuses for an integer column.
+    values = list(range(rows - 1)) + [1.5]
+    frame = pd.DataFrame(
+        {"k": [f"key_{i}" for i in range(rows)], "n": pd.Series(values, dtype=object)}
+    )
+    client.create_table(name, schema={"k": "string", "n": "integer"})
+
+    with pytest.raises(feature_store.Invalid) as raised:
+        client.ingest(name, frame, progress=False)
+
+    assert raised.value.status == 400
+    assert "n should be integer" in raised.value.detail
+    stored = client.table(name).row_count
+    assert 0 < stored < rows
+    assert raised.value.rows_ingested == stored
+
+
+def test_a_number_for_a_datetime_column_is_refused_not_stored_as_1970(fs, name):
+    fs.create_table(name, schema={"k": "string", "ts": "datetime"})
+    with pytest.raises(feature_store.Invalid, match="ts"):
+        fs.ingest(name, pd.DataFrame({"k": ["a"], "ts": [1714557600]}))
+    assert fs.table(name).row_count == 0
 
 
 def test_bad_rows_raise_invalid_with_the_servers_detail_and_store_nothing(fs, name):

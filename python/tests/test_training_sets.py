@@ -107,7 +107,7 @@ def test_polars_in_polars_out_and_arrow_in_arrow_out(fs, name):
     assert arrow.column(f"{totals}__total").to_pylist() == [None, 7.0, 15.0, None, 10.0]
 
 
-def test_keys_keep_their_type_and_other_column_names_can_be_given(fs, name):
+def test_integer_ids_match_integer_keys_and_other_column_names_can_be_given(fs, name):
     frame = pd.DataFrame(
         {"user": [1, 1, 2], "x": [1.0, 2.0, 3.0], "ts": [BASE, BASE, BASE + timedelta(hours=1)]}
     )
@@ -120,7 +120,7 @@ def test_keys_keep_their_type_and_other_column_names_can_be_given(fs, name):
 
     out = fs.get_training_set(given, [name + "_c"], entity_column="who", timestamp_column="when")
 
-    assert out["who"].dtype == given["who"].dtype
+    assert list(out.columns) == ["who", "when", f"{name}_c__x_sum_1d"]
     assert out[f"{name}_c__x_sum_1d"].tolist()[:2] == [3.0, 3.0]
     assert pd.isna(out[f"{name}_c__x_sum_1d"].iloc[2])
 
@@ -139,10 +139,24 @@ def test_max_age_nulls_values_from_snapshots_older_than_it(fs, name):
 def test_a_list_of_dicts_is_answered_with_the_servers_json_rows(fs, name):
     totals = history(fs, name)
     rows = fs.get_training_set(
-        [{"entity_id": "u1", "timestamp": "2024-05-03T00:00:00Z", "label": 1}], [totals]
+        [
+            {"entity_id": "u1", "timestamp": "2024-05-03T00:00:00Z", "label": 1},
+            {"entity_id": "u1", "timestamp": BASE + timedelta(days=2), "label": 0},
+        ],
+        [totals],
     )
     assert rows[0]["features"][totals] == {"n": 2, "total": 15.0}
     assert rows[0]["label"] == 1
+    assert rows[1]["features"][totals] == {"n": 2, "total": 15.0}
+    with pytest.raises(feature_store.NotFound, match="nope"):
+        fs.get_training_set([{"entity_id": "u1", "timestamp": "2024-05-03T00:00:00Z"}], ["nope"])
+    renamed = fs.get_training_set(
+        [{"user": "u1", "at": BASE + timedelta(days=2)}],
+        [totals],
+        entity_column="user",
+        timestamp_column="at",
+    )
+    assert renamed[0]["features"][totals] == {"n": 2, "total": 15.0}
 
 
 EVENTS = [("u1", 1, 10.0), ("u1", 25, 5.0), ("u2", 26, 7.0), ("u1", 49, 1.0), ("u3", 73, 2.0)]

@@ -41,7 +41,7 @@ pub struct Rows {
     pub extra: Extra,
 }
 
-/// The rows' other columns: JSON objects (a JSON upload) or a frame (CSV, Parquet).
+/// The rows' other columns: JSON objects (a JSON upload) or a frame (CSV, Parquet, Arrow).
 pub enum Extra {
     Json(Vec<Map<String, Value>>),
     Frame(DataFrame),
@@ -297,7 +297,7 @@ fn write_json(
                 None => Ok(Vec::new()),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        // A CSV or Parquet upload's other columns come back as sent in the JSON answer too.
+        // A CSV, Parquet or Arrow upload's other columns come back as sent in the JSON answer too.
         let extra_columns = match &rows.extra {
             Extra::Frame(frame) => encode_frame(&frame.slice(start as i64, len))?,
             Extra::Json(_) => Vec::new(),
