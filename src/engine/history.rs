@@ -110,18 +110,36 @@ pub fn gather(
     if parts.is_empty() {
         return Err("no snapshot to take the columns from".into());
     }
+    // One row of nulls after the snapshots' rows: a row that finds nothing takes it, so every
+    // index is a plain one and the take is polars' tight gather, not its per-element path for
+    // nullable indices (10 columns x 1M rows: most of a training set's gather time).
+    let schema = parts[0]
+        .clone()
+        .collect_schema()
+        .map_err(|e| e.to_string())?;
+    let nulls = DataFrame::new(
+        1,
+        schema
+            .iter()
+            .map(|(name, dtype)| Column::full_null(name.clone(), 1, dtype))
+            .collect(),
+    )
+    .map_err(|e| e.to_string())?;
+    parts.push(nulls.lazy());
     let all = concat(
         parts,
         UnionArgs {
             to_supertypes: true,
             diagonal: true,
+            rechunk: true,
             ..Default::default()
         },
     )
     .and_then(|lf| lf.collect())
     .map_err(|e| e.to_string())?;
+    let null_row = total;
     let mut present = Vec::with_capacity(positions.len());
-    let indices: IdxCa = entity
+    let indices: Vec<IdxSize> = entity
         .iter()
         .zip(positions)
         .map(|(id, position)| {
@@ -132,11 +150,62 @@ pub fn gather(
                 _ => None,
             };
             present.push(found.is_some());
-            found
+            found.unwrap_or(null_row)
         })
-        .collect_ca(PlSmallStr::from_static("idx"));
-    let gathered = all.take(&indices).map_err(|e| e.to_string())?;
+        .collect();
+    let found = BooleanChunked::from_slice(PlSmallStr::from_static("found"), &present);
+    let mut taken = None;
+    let mut columns = Vec::with_capacity(all.width());
+    for column in all.columns() {
+        let series = column.as_materialized_series();
+        let fast = match series.dtype() {
+            DataType::Float64 => take_numeric(series.f64(), &indices, &found),
+            DataType::Float32 => take_numeric(series.f32(), &indices, &found),
+            DataType::Int64 => take_numeric(series.i64(), &indices, &found),
+            DataType::Int32 => take_numeric(series.i32(), &indices, &found),
+            DataType::UInt32 => take_numeric(series.u32(), &indices, &found),
+            DataType::UInt64 => take_numeric(series.u64(), &indices, &found),
+            _ => None,
+        };
+        let column = match fast {
+            Some(column) => column,
+            None => {
+                let indices = taken.get_or_insert_with(|| {
+                    IdxCa::from_vec(PlSmallStr::from_static("idx"), indices.clone())
+                });
+                series
+                    .take(indices)
+                    .map_err(|e| e.to_string())?
+                    .into_column()
+            }
+        };
+        columns.push(column);
+    }
+    let gathered = DataFrame::new(indices.len(), columns).map_err(|e| e.to_string())?;
     Ok((gathered, present))
+}
+
+/// `source[indices]`, null where `found` is false, for a numeric column in one chunk whose only
+/// null is the appended null row: a plain indexed copy, then one vectorized select for the
+/// nulls. `None` (polars' take instead) for any other shape.
+fn take_numeric<T: PolarsNumericType>(
+    source: PolarsResult<&ChunkedArray<T>>,
+    indices: &[IdxSize],
+    found: &BooleanChunked,
+) -> Option<Column> {
+    let source = source.ok()?;
+    if source.chunks().len() != 1 || source.null_count() > 1 {
+        return None;
+    }
+    let values = source.downcast_iter().next()?.values().as_slice();
+    let gathered: Vec<T::Native> = indices
+        .iter()
+        .map(|&i| values.get(i as usize).copied())
+        .collect::<Option<_>>()?;
+    let gathered = ChunkedArray::<T>::from_vec(source.name().clone(), gathered);
+    let nulls = ChunkedArray::<T>::full_null(source.name().clone(), indices.len());
+    let masked = gathered.zip_with(found, &nulls).ok()?;
+    Some(masked.into_series().into_column())
 }
 
 #[cfg(test)]
@@ -191,5 +260,76 @@ mod tests {
         let v: Vec<Option<f64>> = frame.column("v").unwrap().f64().unwrap().iter().collect();
         assert_eq!(v, [Some(2.0), None, Some(10.0), None]);
         assert_eq!(present, [true, false, true, false]);
+    }
+
+    /// The plain-copy path (numeric columns without nulls) and polars' take (a column with its
+    /// own nulls, text) give the same answer as looking each row up by hand.
+    #[test]
+    fn every_column_shape_gathers_what_a_lookup_by_hand_finds() {
+        let a = df!(
+            "k" => ["u1", "u2", "u3"],
+            "f" => [1.5, 2.5, 3.5],
+            "i" => [Some(1i64), None, Some(3)],
+            "u" => [7u32, 8, 9],
+            "s" => ["a", "b", "c"]
+        )
+        .unwrap();
+        let b = df!(
+            "k" => ["u3", "u1"],
+            "f" => [30.5, 10.5],
+            "i" => [Some(30i64), Some(10)],
+            "u" => [90u32, 70],
+            "s" => ["cc", "aa"]
+        )
+        .unwrap();
+        let index = |f: &DataFrame| -> PlHashMap<String, u32> {
+            f.column("k")
+                .unwrap()
+                .str()
+                .unwrap()
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (k.unwrap().to_string(), i as u32))
+                .collect()
+        };
+        let (ia, ib) = (index(&a), index(&b));
+        let frames = [&a, &b];
+        let indexes = [&ia, &ib];
+        let views = [
+            Some(SnapshotView {
+                frame: &a,
+                rows: &ia,
+            }),
+            Some(SnapshotView {
+                frame: &b,
+                rows: &ib,
+            }),
+        ];
+        let ids = ["u1", "u2", "u3", "u9", "u2", "u3", "u1"];
+        let positions = [Some(0), Some(0), Some(0), Some(1), Some(1), Some(1), None];
+        let entity = StringChunked::from_iter_values(PlSmallStr::from_static("e"), ids.into_iter());
+        let (frame, present) = gather(&entity, &positions, &views).unwrap();
+        for name in ["f", "i", "u", "s"] {
+            let got = frame.column(name).unwrap().as_materialized_series().clone();
+            for (row, (id, position)) in ids.iter().zip(positions).enumerate() {
+                let want = position.and_then(|p| {
+                    indexes[p as usize].get(*id).map(|r| {
+                        frames[p as usize]
+                            .column(name)
+                            .unwrap()
+                            .get(*r as usize)
+                            .unwrap()
+                            .into_static()
+                    })
+                });
+                let want = want.unwrap_or(AnyValue::Null);
+                assert_eq!(
+                    got.get(row).unwrap().into_static(),
+                    want,
+                    "{name} row {row}"
+                );
+            }
+        }
+        assert_eq!(present, [true, true, true, false, false, true, false]);
     }
 }
