@@ -522,6 +522,21 @@ async fn a_training_set_names_bad_timestamps_and_missing_columns() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body["detail"].as_str().unwrap().contains("entity_id"));
+    let (status, body) = app
+        .post_raw(
+            "/api/v1/training-sets?features=total",
+            Some("application/vnd.apache.arrow.file"),
+            "entity_id,timestamp\nu1,2024-01-02T00:00:00Z\n",
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the Arrow IPC file does not parse"),
+        "{body}"
+    );
     let (status, _) = app
         .post(
             "/api/v1/training-sets",
