@@ -212,7 +212,8 @@ class Client:
         it keeps each file as it came). Each request is one atomic Delta commit: a refused
         request stores nothing of itself, but the requests before it stay stored, so any
         exception raised here carries `rows_ingested`, the rows stored before it. A 503 is not
-        retried here (the rows might be stored twice): it is raised as `Overloaded`. `progress`
+        retried here (an object store that took a commit and lost its answer looks the same,
+        and a retry would store the rows twice): it is raised as `Overloaded`. `progress`
         shows a bar (tqdm's when installed) on stderr; by default in a notebook or on a
         terminal, when there is more than one request.
         """

@@ -157,7 +157,7 @@ async fn store(state: &AppState, table: &RawTableRow, stored: Stored) -> Result<
         }
     };
     // The versions over this table turn stale: tell serving, even if the client has gone.
-    let (state2, table_id) = (state.clone(), table.id);
+    let (state2, table_id, row) = (state.clone(), table.id, table.clone());
     super::detached(async move {
         let appended = state2
             .offline
@@ -169,22 +169,46 @@ async fn store(state: &AppState, table: &RawTableRow, stored: Stored) -> Result<
                 crate::failpoint::reach(crate::failpoint::INGEST_BEFORE_COMMIT),
             )
             .await?;
-        let change = state2
-            .store
-            .record_table_version(
+        // A version before this one that is not recorded yet (its ingest committed but found
+        // the database busy, below, or has not recorded it yet): recording this one alone would
+        // leave that one's rows out of the table's count for good, so pinning records every
+        // missing version, the rows they added counted on the newest.
+        let gap = match state2.store.newest_table_version(table_id).await {
+            Ok(newest) => newest.map_or(0, |v| v.version) + 1 < appended.version,
+            Err(_) => false,
+        };
+        let recorded = if gap {
+            raw_tables::pin(&state2, &row).await.map(|_| None)
+        } else {
+            state2
+                .store
+                .record_table_version(
+                    table_id,
+                    appended.version,
+                    appended.rows,
+                    None,
+                    state2.clock.now(),
+                )
+                .await
+                .map_err(|e| match e {
+                    StoreError::StillReferenced => lookup::table_not_found(table_id),
+                    e => e.into(),
+                })
+        };
+        match recorded {
+            Ok(Some(change)) => state2.cache.advance(change as u64).await,
+            Ok(None) => {}
+            Err(ServiceError::NotFound(gone)) => return Err(ServiceError::NotFound(gone)),
+            // The rows are committed to the Delta table and every read of it sees them: a 503
+            // here ("changed nothing") would be false, and a client that retried would store
+            // them twice. The next compute or preview over the table records the version
+            // (pinning records every Delta version newer than the newest recorded one).
+            Err(error) => tracing::warn!(
                 table_id,
-                appended.version,
-                appended.rows,
-                None,
-                state2.clock.now(),
-            )
-            .await
-            .map_err(|e| match e {
-                StoreError::StillReferenced => lookup::table_not_found(table_id),
-                e => e.into(),
-            })?;
-        if let Some(change) = change {
-            state2.cache.advance(change as u64).await;
+                version = appended.version,
+                error = %error,
+                "ingested rows are committed, but their table version is not recorded yet"
+            ),
         }
         Ok(())
     })

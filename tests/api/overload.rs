@@ -37,3 +37,58 @@ async fn a_write_answers_503_with_retry_after_while_the_sqlite_writer_is_held_el
     let (status, created) = app.post("/api/v1/raw-tables", &table).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
 }
+
+/// An ingest commits its rows to the Delta table before it records the table's version in the
+/// database. When only the record finds the database busy, the rows are stored: the answer
+/// says so (a 503 would tell the client to send them again, storing them twice), and the next
+/// ingest (or any read of the table) records the version.
+#[tokio::test]
+async fn rows_committed_while_the_database_is_busy_are_answered_as_stored_and_counted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("held.db");
+    let app = spawn_app_with(|c| {
+        c.database_url = format!("sqlite:{}", path.display());
+        c.database_busy_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let (status, table) = app
+        .post(
+            "/api/v1/raw-tables",
+            &json!({"name": "t", "schema_definition": {"a": "string"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{table}");
+    let holder = rusqlite::Connection::open(&path).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    let (status, body) = app
+        .post(
+            "/api/v1/ingest",
+            &json!({"raw_table_id": table["id"], "data": [{"a": "first"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["records_ingested"], 1);
+
+    holder.execute_batch("ROLLBACK").unwrap();
+    // The next ingest finds the version before its own unrecorded and records both.
+    let (status, body) = app
+        .post(
+            "/api/v1/ingest",
+            &json!({"raw_table_id": table["id"], "data": [{"a": "second"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, table) = app.get("/api/v1/raw-tables/1").await;
+    assert_eq!(table["row_count"], 2, "{table}");
+    let (_, preview) = app.get("/api/v1/raw-tables/1/data").await;
+    assert_eq!(preview["total_rows"], 2, "{preview}");
+    let mut values: Vec<&str> = preview["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["a"].as_str().unwrap())
+        .collect();
+    values.sort();
+    assert_eq!(values, ["first", "second"], "{preview}");
+}
