@@ -70,6 +70,7 @@ class Client:
         self.max_retry_wait = max_retry_wait
         self.max_body_bytes = max_body_bytes
         self._session = requests.Session()
+        self._schemas: Dict[int, Optional[Dict[str, str]]] = {}
         key = api_key if api_key is not None else os.environ.get("FEATURE_STORE_API_KEY")
         if key:
             self._session.headers["Authorization"] = f"Bearer {key}"
@@ -410,7 +411,7 @@ class Client:
         if isinstance(entities, (str, bytes)) or frames.is_frame(entities):
             raise TypeError("entities is a list of entity ids or key dicts, not one id or a frame")
         ids = [_entity_id(e) for e in entities]
-        body: Dict[str, Any] = {"features": refs}
+        body: Dict[str, Any] = {"features": _wire(features)}
         if as_of is not None:
             body["as_of"] = format_time(as_of)
         answers = []
@@ -418,7 +419,35 @@ class Client:
             body["entity_ids"] = ids[start : start + BATCH_ENTITIES]
             answers.append(self._json("POST", "/feature-vectors/batch", json=body))
         _refuse_unresolved(answers[0].get("unresolved") or {}, "/feature-vectors/batch")
-        return OnlineFeatures(refs, answers)
+        versions = answers[0].get("versions") or {}
+        schemas = {ref: self._value_schema(ref, versions.get(ref)) for ref in refs}
+        return OnlineFeatures(refs, answers, schemas)
+
+    def _value_schema(self, ref: str, version_id: Optional[int]) -> Optional[Dict[str, str]]:
+        """A computed version's value columns and their types (its `output_schema` without
+        the entity key), looked up once per version and kept: a version's SQL never changes.
+        `None` for aggregation features (no version) and references by version id alone."""
+        if version_id is None:
+            return None
+        if version_id in self._schemas:
+            return self._schemas[version_id]
+        name = ref.rsplit("@", 1)[0] if "@" in ref else ref
+        if ref.isdigit():
+            return None
+        try:
+            feature = self.feature(name)
+            found = [v for v in self.versions(feature.id) if v.id == version_id]
+        except NotFound:
+            return None
+        schema = None
+        if found and found[0].output_schema:
+            schema = {
+                column: declared
+                for column, declared in found[0].output_schema.items()
+                if column != feature.entity_key
+            }
+        self._schemas[version_id] = schema
+        return schema
 
     def get_vector(
         self, feature: Union[str, int, Feature], entity_id: Any, as_of: Any = None
@@ -466,7 +495,7 @@ class Client:
             params.append(("max_age_seconds", _seconds(max_age)))
         if isinstance(labels, list):
             rows = [_json_label(row, entity_column, timestamp_column) for row in labels]
-            body: Dict[str, Any] = {"features": refs, "rows": rows}
+            body: Dict[str, Any] = {"features": _wire(features), "rows": rows}
             if max_age is not None:
                 body["max_age_seconds"] = _seconds(max_age)
             answer = self._json("POST", "/training-sets", json=body)
@@ -634,6 +663,14 @@ def _references(features: Any) -> List[str]:
     if isinstance(features, (str, int, Feature)):
         raise TypeError("features is a list of references: wrap one in a list")
     return [_reference(f) for f in features]
+
+
+def _wire(features: Any) -> List[Union[str, int]]:
+    """References as a JSON body carries them: a version id as a number (the text "7" would
+    name a feature called 7)."""
+    return [
+        f if isinstance(f, int) and not isinstance(f, bool) else _reference(f) for f in features
+    ]
 
 
 def _refuse_unresolved(unresolved: Dict[str, str], path: str) -> None:

@@ -226,6 +226,23 @@ def read_arrow(body: bytes, leave_out: Tuple[str, ...] = ()) -> pa.Table:
     return table.drop_columns([c for c in leave_out if c in table.column_names])
 
 
-def rows_to_arrow(rows: List[Dict[str, Any]], columns: List[str]) -> pa.Table:
-    """Per-row dicts as columns (types inferred by pyarrow; None is null)."""
-    return pa.table({c: pa.array([row.get(c) for row in rows]) for c in columns})
+def rows_to_arrow(
+    rows: List[Dict[str, Any]], columns: List[str], types: Optional[Dict[str, pa.DataType]] = None
+) -> pa.Table:
+    """Per-row dicts as columns, of the given types where known (JSON text for dates and
+    datetimes parsed), else as pyarrow infers them; None is null."""
+    arrays = []
+    for column in columns:
+        values = [row.get(column) for row in rows]
+        target = (types or {}).get(column)
+        try:
+            if target is None:
+                array = pa.array(values)
+            elif pa.types.is_timestamp(target) or pa.types.is_date(target):
+                array = pa.array(values, type=pa.string()).cast(target)
+            else:
+                array = pa.array(values, type=target)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            array = pa.array(values)  # the values are not what the schema said: as they are
+        arrays.append(array)
+    return pa.table(arrays, names=columns)

@@ -19,8 +19,14 @@ class OnlineFeatures:
     `missing` each entity id to the references it had no values for.
     """
 
-    def __init__(self, references: List[str], answers: List[Dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        references: List[str],
+        answers: List[Dict[str, Any]],
+        schemas: Optional[Dict[str, Optional[Dict[str, str]]]] = None,
+    ) -> None:
         self.references = references
+        self._types: Dict[str, pa.DataType] = {}
         first = answers[0] if answers else {}
         self.versions: Dict[str, Optional[int]] = first.get("versions", {})
         self.unresolved: Dict[str, str] = first.get("unresolved", {})
@@ -34,6 +40,15 @@ class OnlineFeatures:
         self.columns: List[str] = []
         seen = set()
         for ref in references:
+            # A computed version's output schema names every value column and its type, so
+            # the frame has them whichever entities were asked (even none with values).
+            for name, declared in ((schemas or {}).get(ref) or {}).items():
+                column = f"{ref}__{name}"
+                seen.add(column)
+                self.columns.append(column)
+                stored = frames.STORED.get(declared.strip().lower())
+                if stored is not None:
+                    self._types[column] = stored
             for row in self._rows:
                 values = row["features"].get(ref)
                 if values:
@@ -64,7 +79,7 @@ class OnlineFeatures:
 
     def to_arrow(self) -> pa.Table:
         rows = self.to_dicts()
-        return frames.rows_to_arrow(rows, ["entity_id"] + self.columns)
+        return frames.rows_to_arrow(rows, ["entity_id"] + self.columns, self._types)
 
     def to_pandas(self) -> Any:
         return frames.from_arrow(self.to_arrow(), "pandas")

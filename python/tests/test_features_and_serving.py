@@ -87,6 +87,33 @@ def test_online_features_come_back_in_request_order_with_nulls_for_the_missing(f
     assert online.to_arrow().num_rows == 3
 
 
+def test_an_entity_no_feature_knows_still_gets_every_column_typed(fs, name):
+    payments(fs, name)
+    fs.register_feature(name + "_avg", name, "user_id", sql=AVERAGE)
+    fs.compute(name + "_avg", "v1")
+
+    frame = fs.get_online_features([name + "_avg"], ["ghost"]).to_pandas()
+
+    assert list(frame.columns) == ["entity_id", f"{name}_avg__avg_amount", f"{name}_avg__n"]
+    assert str(frame[f"{name}_avg__n"].dtype) == "Int64"
+    assert str(frame[f"{name}_avg__avg_amount"].dtype) == "float64"
+    assert frame[f"{name}_avg__n"].isna().all()
+
+
+def test_a_version_id_is_sent_as_a_number_and_answers_under_its_text(fs, name):
+    payments(fs, name)
+    fs.register_feature(name + "_avg", name, "user_id", sql=AVERAGE)
+    version = fs.compute(name + "_avg", "v1").version_id
+
+    online = fs.get_online_features([version], ["u1"]).to_dicts()
+    rows = fs.get_training_set(
+        [{"entity_id": "u1", "timestamp": "2030-01-01T00:00:00Z"}], [version]
+    )
+
+    assert online[0][f"{version}__avg_amount"] == 30.0
+    assert rows[0]["features"][str(version)] == {"avg_amount": 30.0, "n": 2}
+
+
 def test_a_reference_that_names_nothing_raises_rather_than_leaving_out_its_columns(fs, name):
     payments(fs, name)
     fs.register_feature(name + "_avg", name, "user_id", sql=AVERAGE)
