@@ -5,7 +5,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{seeded, spawn_app_with, spawn_replica_with, test_redis_url, TestApp};
+use crate::helpers::{
+    eventually, seeded, spawn_app_with, spawn_replica_with, test_redis_url, TestApp,
+};
 
 /// A short lease, so the scheduler ticks every 250 ms.
 async fn app_with_fast_scheduler() -> TestApp {
@@ -50,21 +52,6 @@ async fn jobs(app: &TestApp, query: &str) -> Vec<Value> {
     let (status, list) = app.get(&format!("/api/v1/jobs{query}")).await;
     assert_eq!(status, StatusCode::OK, "{list}");
     list.as_array().unwrap().clone()
-}
-
-/// Poll `check` every 100 ms for up to `secs` seconds; true once it holds.
-async fn eventually<F, Fut>(secs: u64, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..secs * 10 {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
 }
 
 /// Wait until the scheduler (whichever of `apps` holds the lease) has looked for due refreshes

@@ -178,6 +178,22 @@ async fn start(
     }
 }
 
+/// Poll `check` every 100 ms for up to `secs` seconds; true once it holds. Tests wait for
+/// evidence with this, never for a fixed time.
+pub async fn eventually<F, Fut>(secs: u64, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..secs * 10 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 /// Poll until the cache reports `mode` (the Redis watchdog connects in the background).
 pub async fn wait_for_cache_mode(state: &AppState, mode: &str) {
     for _ in 0..200 {

@@ -5,8 +5,8 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::crash::{get, post, Server};
 use crate::helpers::{fresh_database, sample_rows};
+use crate::process::{get, post, seed, Server};
 
 /// Whether the server at `base` says it holds the scheduler lease.
 async fn leads(base: &str) -> bool {
@@ -125,7 +125,7 @@ async fn a_job_whose_replica_died_is_marked_failed_by_the_scheduler() {
     let (url, _dir) = fresh_database().await;
     let env = [("SCHEDULER_LEASE_SECONDS", "1")];
     let seeding = Server::start_env(&url, None, &env).await;
-    let (_, feature, _) = crate::crash::seed(&seeding.base).await;
+    let (_, feature, _) = seed(&seeding.base).await;
     drop(seeding);
     // The compute stops for good inside its publish: its job is running, and will never end.
     let mut dying = Server::start_env(&url, Some("publish-before-commit"), &env).await;

@@ -23,6 +23,7 @@ mod limits;
 mod metrics;
 mod offline;
 mod overload;
+mod process;
 mod raw_tables;
 mod redis_outage;
 mod redis_server;
