@@ -213,6 +213,18 @@ fn take_numeric<T: PolarsNumericType>(
 mod tests {
     use super::*;
 
+    /// A snapshot's row of each entity, keyed by its `k` column.
+    fn index(f: &DataFrame) -> PlHashMap<String, u32> {
+        f.column("k")
+            .unwrap()
+            .str()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.unwrap().to_string(), i as u32))
+            .collect()
+    }
+
     #[test]
     fn each_row_gets_the_last_snapshot_valid_at_or_before_it_within_max_age() {
         let valid_from = [10, 20, 20, 30];
@@ -231,16 +243,6 @@ mod tests {
     fn gathered_rows_are_null_where_the_entity_or_snapshot_is_missing() {
         let a = df!("k" => ["u1", "u2"], "v" => [1.0, 2.0]).unwrap();
         let b = df!("k" => ["u1"], "v" => [10.0]).unwrap();
-        let index = |f: &DataFrame| -> PlHashMap<String, u32> {
-            f.column("k")
-                .unwrap()
-                .str()
-                .unwrap()
-                .iter()
-                .enumerate()
-                .map(|(i, k)| (k.unwrap().to_string(), i as u32))
-                .collect()
-        };
         let (ia, ib) = (index(&a), index(&b));
         let views = [
             Some(SnapshotView {
@@ -283,16 +285,6 @@ mod tests {
             "s" => ["cc", "aa"]
         )
         .unwrap();
-        let index = |f: &DataFrame| -> PlHashMap<String, u32> {
-            f.column("k")
-                .unwrap()
-                .str()
-                .unwrap()
-                .iter()
-                .enumerate()
-                .map(|(i, k)| (k.unwrap().to_string(), i as u32))
-                .collect()
-        };
         let (ia, ib) = (index(&a), index(&b));
         let frames = [&a, &b];
         let indexes = [&ia, &ib];

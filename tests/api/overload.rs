@@ -5,18 +5,26 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{assert_overloaded, spawn_app_with};
+use crate::helpers::{assert_overloaded, spawn_app_with, TestApp};
 
-/// Always on SQLite (whatever `TEST_DATABASE_URL` says): the single writer is what is held.
-#[tokio::test]
-async fn a_write_answers_503_with_retry_after_while_the_sqlite_writer_is_held_elsewhere() {
+/// An app on a SQLite file of its own (whatever `TEST_DATABASE_URL` says: SQLite's single
+/// writer is what these tests hold from another connection), with a 300 ms busy timeout.
+async fn app_on_sqlite_file() -> (TestApp, std::path::PathBuf, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("held.db");
-    let app = spawn_app_with(|c| {
-        c.database_url = format!("sqlite:{}", path.display());
+    let file = path.clone();
+    let app = spawn_app_with(move |c| {
+        c.database_url = format!("sqlite:{}", file.display());
         c.database_busy_timeout = Duration::from_millis(300);
     })
     .await;
+    (app, path, dir)
+}
+
+/// The single writer held elsewhere: a write waits out its timeout and is refused.
+#[tokio::test]
+async fn a_write_answers_503_with_retry_after_while_the_sqlite_writer_is_held_elsewhere() {
+    let (app, path, _dir) = app_on_sqlite_file().await;
     let holder = rusqlite::Connection::open(&path).unwrap();
     holder.execute_batch("BEGIN IMMEDIATE").unwrap();
 
@@ -44,13 +52,7 @@ async fn a_write_answers_503_with_retry_after_while_the_sqlite_writer_is_held_el
 /// ingest (or any read of the table) records the version.
 #[tokio::test]
 async fn rows_committed_while_the_database_is_busy_are_answered_as_stored_and_counted_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("held.db");
-    let app = spawn_app_with(|c| {
-        c.database_url = format!("sqlite:{}", path.display());
-        c.database_busy_timeout = Duration::from_millis(300);
-    })
-    .await;
+    let (app, path, _dir) = app_on_sqlite_file().await;
     let (status, table) = app
         .post(
             "/api/v1/raw-tables",
