@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""The crate's module graph: which top-level modules use which (`crate::x` paths and `super::`
-inside src/service), as a Mermaid flowchart, then any cycles. docs/design.md shows its output;
-`--check` exits 1 when there is a cycle (`.ci/run` runs it both ways).
+"""The crate's module graph: which top-level modules use which (`crate::x` paths, and `super::`
+inside src/service), as a Mermaid flowchart, then any cycles and any arrow that runs back up
+the declared layers. `lib.rs` (the crate root) and `main.rs` (the binary, through
+`feature_store::x`) are nodes too: a `crate::Item` that is not a module is an arrow to `lib`.
+docs/design.md shows its output; `--check` exits 1 on a cycle, and (top-level graph) on an arrow
+that does not point to a lower layer or a module no layer names (`.ci/run` runs it both ways).
 
     python3 scripts/module_graph.py [--services] [--check]
 """
@@ -11,6 +14,23 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "src"
 
+# Top to bottom: a module may use only modules in layers below its own.
+LAYERS = [
+    ["main"],
+    ["lib"],
+    ["app"],
+    ["api", "telemetry"],
+    ["service"],
+    ["cache", "clock", "config"],
+    ["store", "spark", "auth"],
+    ["worker"],
+    ["offline", "alloc"],
+    ["engine", "failpoint"],
+    ["metrics", "served"],
+    ["model"],
+    ["times"],
+]
+
 
 def module_of(path, services):
     rel = path.relative_to(ROOT).with_suffix("")
@@ -19,7 +39,20 @@ def module_of(path, services):
         parts = parts[:-1]
     if services:
         return parts[1] if len(parts) >= 2 and parts[0] == "service" else None
-    return parts[0] if parts and parts[0] not in ("lib", "main") else None
+    return parts[0] if parts else None
+
+
+def is_module(name):
+    return (ROOT / f"{name}.rs").exists() or (ROOT / name).is_dir()
+
+
+def crate_targets(text, prefix):
+    """Top-level modules (or `lib`, for an item of the crate root) that `prefix::` paths name,
+    also inside `prefix::{a, b::c}` groups."""
+    names = re.findall(rf"\b{prefix}::(\w+)", text)
+    for group in re.findall(rf"\b{prefix}::\{{([^}}]*)\}}", text):
+        names += [item.strip().split("::")[0] for item in group.split(",") if item.strip()]
+    return {n if is_module(n) else "lib" for n in names if n and n != "self"}
 
 
 def edges(services):
@@ -37,9 +70,13 @@ def edges(services):
             names += [n for group in re.findall(r"\buse super::\{([^}]*)\}", text)
                       for n in re.findall(r"\b(\w+)\b", group)]
             targets = {n for n in names if (ROOT / "service" / f"{n}.rs").exists()}
+        elif source == "lib":
+            # The crate root's own `use` lines (its `mod` lines declare, they do not use).
+            targets = {n for n in re.findall(r"^\s*(?:pub )?use (\w+)::", text, re.M) if is_module(n)}
+        elif source == "main":
+            targets = crate_targets(text, "feature_store")
         else:
-            targets = set(re.findall(r"\bcrate::(\w+)", text))
-            targets = {t for t in targets if (ROOT / f"{t}.rs").exists() or (ROOT / t).is_dir()}
+            targets = crate_targets(text, "crate")
         for target in targets - {source}:
             found.add((source, target))
     return sorted(found)
@@ -78,6 +115,15 @@ def cycles(graph):
     return out
 
 
+def upward(graph):
+    """Arrows that do not point to a lower layer, and modules no layer names."""
+    rank = {m: i for i, layer in enumerate(LAYERS) for m in layer}
+    nodes = sorted({a for a, _ in graph} | {b for _, b in graph})
+    unplaced = [n for n in nodes if n not in rank]
+    wrong = [(a, b) for a, b in graph if a in rank and b in rank and rank[b] <= rank[a]]
+    return unplaced, wrong
+
+
 def main():
     services = "--services" in sys.argv
     graph = edges(services)
@@ -95,7 +141,17 @@ def main():
     else:
         print()
         print("No cycles.")
-    return 1 if found and "--check" in sys.argv else 0
+    bad = bool(found)
+    if not services:
+        unplaced, wrong = upward(graph)
+        for n in unplaced:
+            print(f"Module in no layer (add it to LAYERS in {pathlib.Path(__file__).name}): {n}")
+        for a, b in wrong:
+            print(f"Arrow back up the layers: {a} --> {b}")
+        if not unplaced and not wrong:
+            print("Every arrow points down the layers.")
+        bad = bad or bool(unplaced or wrong)
+    return 1 if bad and "--check" in sys.argv else 0
 
 
 if __name__ == "__main__":

@@ -13,9 +13,9 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use super::error::AppError;
 use crate::auth::Role;
-use crate::error::AppError;
-use crate::AppState;
+use crate::service::AppState;
 
 /// With API keys configured, every /api/v1 call needs one; its role goes with the request.
 pub async fn authenticate(

@@ -8,11 +8,11 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use super::access::Change;
+use super::error::{AppError, Result};
 use super::extract::{body_rejection, parse_json, require_json_content_type, Path, Query};
-use crate::error::{AppError, Result};
 use crate::model::{ComputeQuery, ComputeRequest, ComputeResponse, ErrorBody};
 use crate::service::compute;
-use crate::AppState;
+use crate::service::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/v1/features/{feature_id}/compute", post(compute))

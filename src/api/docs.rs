@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::model;
-use crate::AppState;
+use crate::service::AppState;
 
 #[derive(OpenApi)]
 #[openapi(

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
-use crate::error::AppError;
+use super::error::AppError;
 
 /// A JSON body. A missing Content-Type is read as JSON (as FastAPI does); any other type is
 /// refused with 415.

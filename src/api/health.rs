@@ -2,9 +2,9 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 
-use crate::error::{AppError, Result};
+use super::error::{AppError, Result};
 use crate::model::{ErrorBody, Health, Readiness};
-use crate::AppState;
+use crate::service::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -5,12 +5,12 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use super::access::Change;
+use super::error::Result;
 use super::extract::{Json, Path};
 use super::present;
-use crate::error::Result;
 use crate::model::{BackfillRequest, ErrorBody, Snapshot};
+use crate::service::AppState;
 use crate::service::{compute, history};
-use crate::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -3,11 +3,11 @@ use axum::routing::post;
 use axum::Router;
 
 use super::access::Change;
+use super::error::Result;
 use super::extract::Json;
-use crate::error::Result;
 use crate::model::{ErrorBody, IngestRequest, IngestResponse};
 use crate::service::ingest;
-use crate::AppState;
+use crate::service::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/v1/ingest", post(ingest_rows))

@@ -4,12 +4,12 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::Router;
 
+use super::error::Result;
 use super::extract::Query;
 use super::present;
-use crate::error::Result;
 use crate::model::{ErrorBody, Job, JobsQuery};
 use crate::service::jobs;
-use crate::AppState;
+use crate::service::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/v1/jobs", get(list))

@@ -3,12 +3,14 @@
 pub mod access;
 pub mod compute;
 pub mod docs;
+pub mod error;
 pub mod extract;
 pub mod features;
 pub mod health;
 pub mod history;
 pub mod ingest;
 pub mod jobs;
+pub mod metrics;
 mod present;
 pub mod raw_tables;
 mod request_id;
@@ -23,8 +25,8 @@ use axum::Router;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::error::AppError;
-use crate::AppState;
+use self::error::AppError;
+use crate::service::AppState;
 
 pub fn router(state: AppState) -> Router {
     // Full paths rather than `nest("/api/v1", ...)`: nesting rewrites every request's URI.
@@ -53,10 +55,10 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(docs::router())
         .merge(ui::router())
-        .route("/metrics", axum::routing::get(crate::metrics::serve))
+        .route("/metrics", axum::routing::get(metrics::serve))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::metrics::track,
+            metrics::track,
         ))
         .fallback(|| async { AppError::NotFound("Not Found".into()) })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })

@@ -8,15 +8,15 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::access::Change;
+use super::error::{AppError, Result};
 use super::extract::{body_rejection, parse_json, Json, Path, Query};
 use super::present;
-use crate::error::{AppError, Result};
 use crate::model::{
     ErrorBody, IngestResponse, PreviewQuery, RawTable, RawTableCreate, RawTablePreview,
 };
 use crate::service::ingest::{self, Upload};
 use crate::service::raw_tables;
-use crate::AppState;
+use crate::service::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()

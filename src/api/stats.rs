@@ -4,11 +4,11 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::Router;
 
+use super::error::Result;
 use super::extract::{Path, Query};
-use crate::error::Result;
 use crate::model::{Drift, DriftQuery, ErrorBody, SnapshotStats};
 use crate::service::stats;
-use crate::AppState;
+use crate::service::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -11,13 +11,11 @@ use axum::Router;
 use bytes::Bytes;
 use serde::Deserialize;
 
+use super::error::{AppError, Result};
 use super::extract::{body_rejection, parse_json};
-use crate::engine::training::{check_row_count, Format};
-use crate::error::{AppError, Result};
 use crate::model::{ErrorBody, FeatureRef, TrainingSetRequest};
-use crate::service::training;
-use crate::worker::Running;
-use crate::AppState;
+use crate::service::training::{self, check_row_count, Format};
+use crate::service::AppState;
 
 const PARQUET: &str = "application/vnd.apache.parquet";
 const ARROW: &str = "application/vnd.apache.arrow.file";
@@ -77,7 +75,7 @@ pub async fn build(
         ARROW => (Format::Arrow, ARROW),
         _ => (Format::Json, "application/json"),
     };
-    let running = training::start(
+    let answer = training::start(
         &state,
         training::Request {
             features,
@@ -88,32 +86,7 @@ pub async fn build(
         },
     )
     .await?;
-    Ok((
-        [(CONTENT_TYPE, content_type)],
-        Body::from_stream(answer_stream(running)),
-    )
-        .into_response())
-}
-
-/// The worker's answer as it arrives. A worker that fails midway ends the stream with an
-/// error, so the client sees a cut response, never a short one that looks whole.
-fn answer_stream(
-    running: Running,
-) -> impl futures::Stream<Item = std::result::Result<Bytes, std::io::Error>> {
-    futures::stream::unfold(Some(running), |running| async move {
-        let mut running = running?;
-        match running.next_frame().await {
-            Ok(Some(bytes)) => Some((Ok(bytes), Some(running))),
-            Ok(None) => match running.finish().await {
-                Ok(()) => None,
-                Err(e) => Some((Err(std::io::Error::other(e)), None)),
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "a training set's worker failed while answering");
-                Some((Err(std::io::Error::other(e)), None))
-            }
-        }
-    })
+    Ok(([(CONTENT_TYPE, content_type)], Body::from_stream(answer)).into_response())
 }
 
 fn essence(headers: &HeaderMap, name: axum::http::HeaderName) -> String {

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::AppState;
+use crate::service::AppState;
 
 const PAGE: &str = include_str!("../../assets/ui/index.html");
 const SCRIPT: &str = include_str!("../../assets/ui/app.js");

@@ -7,12 +7,12 @@ use chrono::{DateTime, Utc};
 
 use axum::extract::RawQuery;
 
+use super::error::AppError;
+use super::error::Result;
 use super::extract::Json;
-use crate::error::AppError;
-use crate::error::Result;
 use crate::model::{BatchRequest, BatchResponse, ErrorBody, FeatureVector, VectorQuery};
+use crate::service::AppState;
 use crate::service::{batch, history, vectors};
-use crate::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -4,12 +4,12 @@ use axum::routing::get;
 use axum::Router;
 
 use super::access::Change;
+use super::error::Result;
 use super::extract::{Json, Path};
 use super::present;
-use crate::error::Result;
 use crate::model::{ErrorBody, FeatureVersion, VersionCreate, VersionUpdate};
 use crate::service::versions;
-use crate::AppState;
+use crate::service::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()

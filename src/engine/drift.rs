@@ -13,9 +13,34 @@ use std::collections::{BTreeMap, HashMap};
 
 use polars::prelude::*;
 
-use crate::model::{ColumnDrift, DriftBin};
-
 use super::stats::{categories, numbers, numeric_kind, quantile, TOP_VALUES};
+
+/// How one value column moved from a base snapshot to a target. A worker sends it as JSON;
+/// the service gives it the API's shape (`model::ColumnDrift`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ColumnDrift {
+    /// `numeric` or `categorical`.
+    pub kind: String,
+    /// None when either snapshot has no non-null value in the column.
+    pub psi: Option<f64>,
+    /// Target null share minus base null share.
+    pub null_rate_change: f64,
+    pub base_null_rate: f64,
+    pub target_null_rate: f64,
+    pub bins: Vec<DriftBin>,
+}
+
+/// One bin's counts in the base and the target.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DriftBin {
+    /// `<= 1.5`, `(1.5, 2]`, `> 9` for numbers; the value (or `(other)`) for categories.
+    pub label: String,
+    /// A numeric bin's bounds (`lower` excluded, `upper` included; None: unbounded).
+    pub lower: Option<f64>,
+    pub upper: Option<f64>,
+    pub base: u64,
+    pub target: u64,
+}
 
 /// Pseudo-count added to every bin.
 const SMOOTHING: f64 = 0.5;

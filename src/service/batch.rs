@@ -10,11 +10,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+use super::AppState;
 use super::{Result, ServiceError};
 use crate::cache::{LookupKey, Snapshot, VectorKey};
 use crate::model::BatchRequest;
 use crate::served::{Freshness, VersionMeta};
-use crate::AppState;
 
 use super::vectors::{resolve_key, resolve_key_at};
 use super::{history, lookup};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::MissedTickBehavior;
 
-use crate::AppState;
+use super::AppState;
 
 /// How often each replica reads the change counter: the bound on how long a change committed
 /// elsewhere can go unseen here when Redis did not carry it.
@@ -50,7 +50,7 @@ pub fn spawn_poller(state: &AppState) {
 /// (or reset): what was cached may name versions it no longer has, or ids it will hand out
 /// again. The database is renamed then, by the first replica to notice, and every replica
 /// moves to the new name's (empty) entries on its next poll.
-async fn follow(shared: &crate::Shared, now: crate::store::ChangeState, redis_epoch: Option<u64>) {
+async fn follow(shared: &super::Shared, now: crate::store::ChangeState, redis_epoch: Option<u64>) {
     let changes = now.changes.max(0) as u64;
     if now.instance != shared.cache.instance() {
         tracing::info!(instance = %now.instance, "the database was renamed; caches start over");

@@ -1,6 +1,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
+use super::AppState;
 use super::{Result, ServiceError};
 use crate::model::{BackfillRequest, ComputeResponse, Engine};
 use crate::offline::Pinned;
@@ -13,11 +14,10 @@ use crate::times::format_ts;
 use crate::worker::{
     ComputeError, ComputeJob, EventTimeLimit, FailureKind, Input, Job, Running, Task,
 };
-use crate::AppState;
 
 use super::jobs::Tracked;
 use super::{blocking, check_label, raw_tables, MAX_VERSION_LEN};
-use super::{failures, generations, lookup};
+use super::{changed, failures, lookup};
 
 /// Compute a version of a feature and publish its vectors.
 ///
@@ -516,9 +516,7 @@ async fn run_and_publish(
                     return Err(e);
                 }
             };
-            if let Some(change) = published.change {
-                state.cache.advance(change as u64).await;
-            }
+            changed::announce(&state, published.changed()).await;
             if finishes {
                 tracked.finished_by_publish();
             }
@@ -536,13 +534,6 @@ async fn run_and_publish(
                     .cache
                     .note_size(meta, written.bytes, reply.rows as u64)
                     .await;
-            }
-            if let Some(retired) = published.retired {
-                state
-                    .cache
-                    .drop_snapshot(published.version_id, retired)
-                    .await;
-                generations::drop(&state, vec![retired]);
             }
             Ok((published, valid_from, written))
         }
@@ -707,7 +698,7 @@ fn abandon(state: &AppState, generation: Option<i64>, location: &str) {
             state.offline.remove_file(&file).await;
         }
         if let Some(g) = generation {
-            generations::drop(&state, vec![g]);
+            changed::drop_generations(&state, vec![g]);
         }
     });
 }

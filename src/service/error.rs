@@ -1,4 +1,4 @@
-//! What a service fails with, in the domain's words. No HTTP here: `crate::error` maps each
+//! What a service fails with, in the domain's words. No HTTP here: `api::error` maps each
 //! kind to a status and a body in one place, as the edge.
 
 use crate::offline::OfflineError;

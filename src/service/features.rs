@@ -1,13 +1,13 @@
+use super::AppState;
 use super::{Result, ServiceError};
 use crate::engine::aggregations;
 use crate::model::{Aggregation, Declaration, Engine, FeatureCreate};
 use crate::store::StoreError;
 use crate::store::{FeatureRow, NewFeature, RawTableRow};
 use crate::worker::{ComputeJob, Input, Job, Task};
-use crate::AppState;
 
+use super::{changed, failures, lookup};
 use super::{check_label, raw_tables};
-use super::{failures, generations, lookup};
 
 fn invalid(reason: impl std::fmt::Display) -> ServiceError {
     ServiceError::Invalid(format!("Invalid feature computation: {reason}"))
@@ -199,9 +199,7 @@ pub async fn delete(state: &AppState, id: i64) -> Result<()> {
             .delete_feature(id)
             .await?
             .ok_or_else(|| lookup::feature_not_found(id))?;
-        state.cache.advance(deleted.change as u64).await;
-        generations::forget(&state, deleted);
-        state.online.forget(id);
+        changed::announce(&state, deleted).await;
         Ok(())
     })
     .await

@@ -7,17 +7,17 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use polars::prelude::{DataFrame, PlHashMap};
 
+use super::AppState;
 use super::{Result, ServiceError};
 use crate::engine::history::Indexed;
 use crate::engine::result;
 use crate::model::VectorQuery;
 use crate::served::Freshness;
-use crate::store::SnapshotRow;
+use crate::store::{Changed, SnapshotRow};
 use crate::times::format_ts;
-use crate::AppState;
 
 use super::{blocking, vectors};
-use super::{generations, lookup};
+use super::{changed, lookup};
 
 /// A stored snapshot, decoded: the typed frame (entity key first) and where each entity is.
 pub struct Decoded {
@@ -206,16 +206,20 @@ pub async fn prune(state: &AppState) {
         Ok(files) if files.is_empty() => {}
         Ok(files) => {
             tracing::info!(pruned = files.len(), "pruned superseded snapshots");
-            for file in files.into_iter().flatten() {
-                if let Ok(location) = state.offline.resolve(&file) {
-                    state.offline.remove_file(&location).await;
-                }
-            }
+            let files = files.into_iter().flatten().collect();
+            changed::announce(
+                state,
+                Changed {
+                    files,
+                    ..Changed::default()
+                },
+            )
+            .await;
         }
         Err(e) => tracing::warn!(error = %e, "pruning snapshots failed; retrying in an hour"),
     }
     match state.store.generations_to_drop().await {
-        Ok(generations) => generations::drop(state, generations),
+        Ok(generations) => changed::drop_generations(state, generations),
         Err(e) => tracing::warn!(error = %e, "could not list generations to drop"),
     }
     let jobs_cutoff = state.clock.now() - chrono::Duration::days(JOB_RETENTION_DAYS);

@@ -3,6 +3,7 @@ use futures::{Stream, StreamExt};
 use polars::prelude::DataFrame;
 use serde_json::{Map, Value};
 
+use super::AppState;
 use super::{Result, ServiceError};
 use crate::engine::json_rows::{self, JsonRowsError};
 use crate::engine::schema::TableSchema;
@@ -10,11 +11,10 @@ use crate::engine::{formats, ndjson::NdjsonReader};
 use crate::model::IngestResponse;
 use crate::offline;
 use crate::store::RawTableRow;
-use crate::store::StoreError;
-use crate::AppState;
+use crate::store::{Changed, StoreError};
 
 use super::lookup;
-use super::{blocking, raw_tables};
+use super::{blocking, changed, raw_tables};
 
 /// A bulk upload in one of the accepted formats.
 pub enum Upload {
@@ -178,7 +178,9 @@ async fn store(state: &AppState, table: &RawTableRow, stored: Stored) -> Result<
             Err(_) => false,
         };
         let recorded = if gap {
-            raw_tables::pin(&state2, &row).await.map(|_| None)
+            raw_tables::pin(&state2, &row)
+                .await
+                .map(|_| Changed::default())
         } else {
             state2
                 .store
@@ -196,8 +198,7 @@ async fn store(state: &AppState, table: &RawTableRow, stored: Stored) -> Result<
                 })
         };
         match recorded {
-            Ok(Some(change)) => state2.cache.advance(change as u64).await,
-            Ok(None) => {}
+            Ok(changes) => changed::announce(&state2, changes).await,
             Err(ServiceError::NotFound(gone)) => return Err(ServiceError::NotFound(gone)),
             // The rows are committed to the Delta table and every read of it sees them: a 503
             // here ("changed nothing") would be false, and a client that retried would store

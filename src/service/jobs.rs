@@ -3,10 +3,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use super::AppState;
 use super::{Result, ServiceError};
 use crate::model::JobsQuery;
 use crate::store::{JobFilter, JobKind, JobRow, JobStatus};
-use crate::AppState;
 
 pub const DEFAULT_LIMIT: i64 = 100;
 pub const MAX_LIMIT: i64 = 1000;

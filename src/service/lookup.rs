@@ -1,11 +1,11 @@
 //! Rows by id, or the not-found a client is told, and what a feature reference names: what every
 //! service looks up, in one place, so no service calls another for it.
 
+use super::AppState;
 use super::{Result, ServiceError};
 use crate::cache::LookupKey;
 use crate::model::FeatureRef;
 use crate::store::{FeatureRow, RawTableRow, VersionRow};
-use crate::AppState;
 
 pub fn feature_not_found(id: i64) -> ServiceError {
     ServiceError::NotFound(format!("Feature with ID {id} not found"))

@@ -4,8 +4,8 @@
 //! transaction (its batch id), so a move that stops anywhere resumes without doubling a batch.
 
 use super::raw_tables;
+use super::AppState;
 use super::{Result, ServiceError};
-use crate::AppState;
 
 /// The application id of the move's Delta transactions.
 pub const MOVE_APP: &str = "feature-store-blob-move";

@@ -15,6 +15,7 @@ use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 
+use super::AppState;
 use super::{blocking, lookup, raw_tables, Result, ServiceError};
 use crate::cache::Epoch;
 use crate::engine::aggregations::{self, Output, Requested};
@@ -26,7 +27,6 @@ use crate::store::FeatureRow;
 use crate::worker::protocol::{
     AggregatedSource, EventsJob, Job, Task, TrainingFeature, TrainingJob,
 };
-use crate::AppState;
 
 /// Events this much older than the longest window are kept too, so a clock read a little
 /// behind another replica's never asks for an event already dropped.

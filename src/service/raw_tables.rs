@@ -1,13 +1,13 @@
 use std::collections::BTreeMap;
 
-use super::{failures, lookup};
+use super::AppState;
+use super::{changed, failures, lookup};
 use super::{Result, ServiceError};
 use crate::engine::schema::{is_identifier, ColumnType, TableSchema, MAX_IDENTIFIER_LEN};
 use crate::model::{RawTableCreate, RawTablePreview, RawTableSource, SourceFormat};
 use crate::offline::{ExternalFormat, Location, Pinned};
 use crate::store::{DataMark, IngestSummary, InitialVersion, NewRawTable, RawTableRow, StoreError};
 use crate::worker::{Input, Job, PreviewJob, Task};
-use crate::AppState;
 
 const MAX_PREVIEW_ROWS: usize = 1000;
 
@@ -314,13 +314,11 @@ async fn record(
     rows: i64,
     fingerprint: Option<&str>,
 ) -> Result<()> {
-    if let Some(change) = state
+    let changes = state
         .store
         .record_table_version(table_id, version, rows, fingerprint, state.clock.now())
-        .await?
-    {
-        state.cache.advance(change as u64).await;
-    }
+        .await?;
+    changed::announce(state, changes).await;
     Ok(())
 }
 

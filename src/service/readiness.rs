@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
-use crate::AppState;
+use super::AppState;
 
 /// How long one check's answer stands: listing many tables on object storage per `/ready`
 /// would cost more than it tells.

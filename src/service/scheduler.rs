@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
+use super::{AppState, Shared};
 use crate::store::DueRefresh;
-use crate::{AppState, Shared};
 
 use super::compute::{self, Refreshed};
 

@@ -3,11 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+use super::AppState;
 use super::{Result, ServiceError};
 use crate::offline::Location;
 use crate::spark::Spark;
 use crate::store::RawTableRow;
-use crate::AppState;
 
 /// The cluster, or `Invalid` saying that none is configured.
 pub fn cluster(state: &AppState) -> Result<&Spark> {

@@ -2,13 +2,14 @@
 
 use std::collections::BTreeMap;
 
+use super::AppState;
 use super::{Result, ServiceError};
-use crate::model::ColumnDrift;
+use crate::engine::drift;
+use crate::model::{ColumnDrift, DriftBin};
 use crate::model::{Drift, SnapshotStats};
 use crate::store::SnapshotRow;
 use crate::worker::protocol::{DriftJob, StatsJob};
 use crate::worker::{Job, Task};
-use crate::AppState;
 
 use super::history;
 use super::{failures, lookup};
@@ -140,7 +141,34 @@ async fn computed_drift(
         target: history::file_uri(state, target)?,
     });
     let payload = in_worker(state, task, "Drift failed").await?;
-    serde_json::from_slice(&payload).map_err(ServiceError::fault)
+    let columns: BTreeMap<String, drift::ColumnDrift> =
+        serde_json::from_slice(&payload).map_err(ServiceError::fault)?;
+    Ok(columns
+        .into_iter()
+        .map(|(name, c)| (name, column_drift(c)))
+        .collect())
+}
+
+/// The engine's drift of a column in the API's shape.
+fn column_drift(c: drift::ColumnDrift) -> ColumnDrift {
+    ColumnDrift {
+        kind: c.kind,
+        psi: c.psi,
+        null_rate_change: c.null_rate_change,
+        base_null_rate: c.base_null_rate,
+        target_null_rate: c.target_null_rate,
+        bins: c
+            .bins
+            .into_iter()
+            .map(|b| DriftBin {
+                label: b.label,
+                lower: b.lower,
+                upper: b.upper,
+                base: b.base,
+                target: b.target,
+            })
+            .collect(),
+    }
 }
 
 /// Run a task that answers with one payload in a worker, under the compute limits.

@@ -9,15 +9,15 @@ use std::collections::HashSet;
 
 use bytes::Bytes;
 
+use super::AppState;
 use super::{Result, ServiceError};
 use crate::cache::LookupKey;
-use crate::engine::training::Format;
+pub use crate::engine::training::{check_row_count, Format};
 use crate::model::FeatureRef;
 use crate::worker::protocol::{
     AggregatedSource, Job, SnapshotFile, Task, TrainingFeature, TrainingJob,
 };
 use crate::worker::Running;
-use crate::AppState;
 
 use super::vectors::resolve_key;
 use super::{failures, lookup, raw_tables};
@@ -34,10 +34,40 @@ pub struct Request {
     pub output: Format,
 }
 
+/// The answer's bytes as the worker sends them. A worker that fails midway ends the stream
+/// with an error, so the client sees a cut response, never a short one that looks whole.
+pub type Answer = std::pin::Pin<
+    Box<dyn futures::Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send>,
+>;
+
 /// Resolve the features, then start the worker that builds the answer. A refusal (bad rows,
 /// a memory or time limit) comes back as the error, before any of the answer; on success the
-/// answer's bytes are read from the returned worker.
-pub async fn start(state: &AppState, request: Request) -> Result<Running> {
+/// answer streams from the worker.
+pub async fn start(state: &AppState, request: Request) -> Result<Answer> {
+    let running = start_worker(state, request).await?;
+    Ok(Box::pin(answer_stream(running)))
+}
+
+fn answer_stream(
+    running: Running,
+) -> impl futures::Stream<Item = std::result::Result<Bytes, std::io::Error>> {
+    futures::stream::unfold(Some(running), |running| async move {
+        let mut running = running?;
+        match running.next_frame().await {
+            Ok(Some(bytes)) => Some((Ok(bytes), Some(running))),
+            Ok(None) => match running.finish().await {
+                Ok(()) => None,
+                Err(e) => Some((Err(std::io::Error::other(e)), None)),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "a training set's worker failed while answering");
+                Some((Err(std::io::Error::other(e)), None))
+            }
+        }
+    })
+}
+
+async fn start_worker(state: &AppState, request: Request) -> Result<Running> {
     if request.features.is_empty() {
         return Err(ServiceError::Invalid("features must not be empty".into()));
     }

@@ -1,12 +1,12 @@
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+use super::AppState;
 use super::{Result, ServiceError};
 use crate::cache::{LookupKey, VectorKey};
 use crate::model::VectorQuery;
 use crate::served::VersionMeta;
 use crate::times::format_ts;
-use crate::AppState;
 
 use super::lookup;
 

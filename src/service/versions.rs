@@ -1,11 +1,11 @@
+use super::AppState;
 use super::{Result, ServiceError};
 use crate::model::{VersionCreate, VersionUpdate};
 use crate::store::StoreError;
 use crate::store::{NewVersion, VersionChange, VersionRow};
-use crate::AppState;
 
+use super::{changed, lookup};
 use super::{check_label, MAX_VERSION_LEN};
-use super::{generations, lookup};
 
 /// The longest refresh period: a year.
 pub const MAX_REFRESH_SECONDS: i64 = 31_536_000;
@@ -108,14 +108,12 @@ pub async fn update(
             status: req.status.map(|s| s.as_str()),
             refresh_every_seconds: req.refresh_every_seconds,
         };
-        let (row, counted) = state
+        let (row, changes) = state
             .store
             .update_version(version_id, &change, state.clock.now())
             .await?
             .ok_or_else(|| lookup::version_not_found(version_id))?;
-        if let Some(counted) = counted {
-            state.cache.advance(counted as u64).await;
-        }
+        changed::announce(&state, changes).await;
         Ok(row)
     })
     .await
@@ -130,8 +128,7 @@ pub async fn delete(state: &AppState, feature_id: i64, version_id: i64) -> Resul
             .delete_version(version_id)
             .await?
             .ok_or_else(|| lookup::version_not_found(version_id))?;
-        state.cache.advance(deleted.change as u64).await;
-        generations::forget(&state, deleted);
+        changed::announce(&state, deleted).await;
         Ok(())
     })
     .await

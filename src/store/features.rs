@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::error::{classify, Result};
-use super::{Deleted, FeatureRow, Store};
+use super::{Changed, FeatureRow, Store};
 
 /// A feature to register.
 pub struct NewFeature<'a> {
@@ -81,13 +81,18 @@ impl Store {
     }
 
     /// Deletes the feature with its versions; their vectors and snapshot files are left for
-    /// the caller to drop (`Deleted`). `None` when there was no such feature.
-    pub async fn delete_feature(&self, id: i64) -> Result<Option<Deleted>> {
-        self.delete_counted(
-            "DELETE FROM features WHERE id = $1",
-            "feature_versions v WHERE v.feature_id = $1",
-            id,
-        )
-        .await
+    /// the caller to drop (`Changed`). `None` when there was no such feature.
+    pub async fn delete_feature(&self, id: i64) -> Result<Option<Changed>> {
+        let deleted = self
+            .delete_counted(
+                "DELETE FROM features WHERE id = $1",
+                "feature_versions v WHERE v.feature_id = $1",
+                id,
+            )
+            .await?;
+        Ok(deleted.map(|changed| Changed {
+            feature_deleted: Some(id),
+            ..changed
+        }))
     }
 }

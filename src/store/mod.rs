@@ -106,13 +106,39 @@ pub struct ChangeState {
 pub(crate) const BUMP_CHANGES: &str =
     "UPDATE cache_state SET changes = changes + 1 WHERE id = 1 RETURNING changes";
 
-/// What a delete of a feature or version committed, and what it left to drop outside the
-/// transaction: vector generations nobody serves and snapshot files nobody reads.
+/// What a committed change changed, as every committing method returns it, for
+/// `service::changed::announce` to tell the caches and to drop what it left behind outside
+/// the transaction.
 #[derive(Debug, Clone, Default)]
-pub struct Deleted {
-    pub change: i64,
-    pub generations: Vec<i64>,
+pub struct Changed {
+    /// The change counter it committed; None when nothing served changed.
+    pub change: Option<i64>,
+    /// Vector generations nobody serves any more.
+    pub retired: Vec<Retired>,
+    /// Snapshot files nobody reads any more.
     pub files: Vec<String>,
+    /// A feature that is gone, whose online state goes with it.
+    pub feature_deleted: Option<i64>,
+}
+
+/// A generation nobody serves; with its version when a batch snapshot of it may be cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retired {
+    pub version_id: Option<i64>,
+    pub generation: i64,
+}
+
+impl Retired {
+    /// Generations of versions that are gone, or found by the sweep.
+    pub fn all(generations: Vec<i64>) -> Vec<Retired> {
+        generations
+            .into_iter()
+            .map(|generation| Retired {
+                version_id: None,
+                generation,
+            })
+            .collect()
+    }
 }
 
 impl Store {
@@ -273,7 +299,7 @@ impl Store {
         sql: &'static str,
         versions: &'static str,
         id: i64,
-    ) -> Result<Option<Deleted>> {
+    ) -> Result<Option<Changed>> {
         let generations = format!(
             "UPDATE vector_generations SET state = 'retired' WHERE id IN \
              (SELECT v.generation FROM {versions}) RETURNING id"
@@ -302,10 +328,11 @@ impl Store {
             }
             let change: i64 = sqlx::query_scalar(BUMP_CHANGES).fetch_one(&mut *tx).await?;
             tx.commit().await?;
-            Ok(Some(Deleted {
-                change,
-                generations,
+            Ok(Some(Changed {
+                change: Some(change),
+                retired: Retired::all(generations),
                 files,
+                feature_deleted: None,
             }))
         })
     }

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::error::{classify, Result};
-use super::{SnapshotKind, Store, StoreError, BUMP_CHANGES};
+use super::{Changed, Retired, SnapshotKind, Store, StoreError, BUMP_CHANGES};
 
 /// The table version a compute read, as freshness counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +57,24 @@ pub struct Published {
     /// A generation nobody serves any more (the one replaced, or this publish's own when it
     /// was not served): drop it.
     pub retired: Option<i64>,
+}
+
+impl Published {
+    /// What this publish changed, to announce.
+    pub fn changed(&self) -> Changed {
+        Changed {
+            change: self.change,
+            retired: self
+                .retired
+                .map(|generation| Retired {
+                    version_id: Some(self.version_id),
+                    generation,
+                })
+                .into_iter()
+                .collect(),
+            ..Changed::default()
+        }
+    }
 }
 
 impl Store {

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::error::{classify, Result};
-use super::{Store, BUMP_CHANGES};
+use super::{Changed, Store, BUMP_CHANGES};
 
 /// One version of a raw table.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -27,9 +27,9 @@ pub struct IngestSummary {
 }
 
 impl Store {
-    /// Record a version of a raw table (nothing happens if it is known). Returns the change
-    /// counter it committed when it was new: every version over the table is now stale, and
-    /// serving says so.
+    /// Record a version of a raw table (nothing happens if it is known). Returns what it
+    /// changed: the change counter it committed when the version was new (every version over
+    /// the table is now stale, and serving says so).
     pub async fn record_table_version(
         &self,
         raw_table_id: i64,
@@ -37,7 +37,7 @@ impl Store {
         row_count: i64,
         fingerprint: Option<&str>,
         now: DateTime<Utc>,
-    ) -> Result<Option<i64>> {
+    ) -> Result<Changed> {
         on_pool!(self, write, |p| {
             let mut tx = p.begin().await?;
             let added = sqlx::query(
@@ -55,11 +55,14 @@ impl Store {
             .map_err(classify)?
             .rows_affected();
             if added == 0 {
-                return Ok(None);
+                return Ok(Changed::default());
             }
             let change: i64 = sqlx::query_scalar(BUMP_CHANGES).fetch_one(&mut *tx).await?;
             tx.commit().await?;
-            Ok(Some(change))
+            Ok(Changed {
+                change: Some(change),
+                ..Changed::default()
+            })
         })
     }
 

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::error::{classify, Result};
-use super::{Deleted, Store, VersionRow, BUMP_CHANGES};
+use super::{Changed, Store, VersionRow, BUMP_CHANGES};
 
 /// A version to create.
 pub struct NewVersion<'a> {
@@ -96,7 +96,7 @@ impl Store {
         id: i64,
         change: &VersionChange<'_>,
         now: DateTime<Utc>,
-    ) -> Result<Option<(VersionRow, Option<i64>)>> {
+    ) -> Result<Option<(VersionRow, Changed)>> {
         let sql = format!("SELECT {VERSION_COLUMNS} FROM feature_versions WHERE id = $1");
         on_pool!(self, write, |p| {
             let mut tx = p.begin().await?;
@@ -132,13 +132,19 @@ impl Store {
             }
             let row: VersionRow = sqlx::query_as(&sql).bind(id).fetch_one(&mut *tx).await?;
             tx.commit().await?;
-            Ok(Some((row, counted)))
+            Ok(Some((
+                row,
+                Changed {
+                    change: counted,
+                    ..Changed::default()
+                },
+            )))
         })
     }
 
     /// Deletes the version; its vectors and snapshot files are left for the caller to drop
-    /// (`Deleted`). `None` when there was no such version.
-    pub async fn delete_version(&self, id: i64) -> Result<Option<Deleted>> {
+    /// (`Changed`). `None` when there was no such version.
+    pub async fn delete_version(&self, id: i64) -> Result<Option<Changed>> {
         self.delete_counted(
             "DELETE FROM feature_versions WHERE id = $1",
             "feature_versions v WHERE v.id = $1",
