@@ -212,12 +212,18 @@ def slicer(
     return table.num_rows, lambda start, count: stored(table.slice(start, count))
 
 
-def arrow_bytes(table: pa.Table) -> bytes:
-    """An Arrow IPC file: no encoding, and the server reads it as it is."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, table.schema) as writer:
+def arrow_bytes(table: pa.Table) -> memoryview:
+    """An Arrow IPC file: no encoding, and the server reads it as it is. Written twice, first
+    to a stream that only counts, so the real one goes into a buffer of the right size at once
+    (a growing buffer copied 20 MB of labels several times: 16 ms against 2). A view of that
+    buffer, which the HTTP client sends as it is (`to_pybytes` would copy it once more)."""
+    counted = pa.MockOutputStream()
+    with pa.ipc.new_file(counted, table.schema) as writer:
         writer.write_table(table)
-    return sink.getvalue().to_pybytes()
+    buffer = pa.allocate_buffer(counted.size())
+    with pa.ipc.new_file(pa.FixedSizeBufferWriter(buffer), table.schema) as writer:
+        writer.write_table(table)
+    return memoryview(buffer)
 
 
 def read_arrow(body: bytes, leave_out: Tuple[str, ...] = ()) -> pa.Table:

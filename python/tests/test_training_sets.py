@@ -89,6 +89,10 @@ def test_a_pandas_frame_gets_the_values_in_force_at_each_rows_time(fs, name):
     assert sums.dropna().tolist() == [10.0, 7.0, 1.0, 5.0]
     assert training[f"{name}_spend__amount_count_2d"].tolist() == [1, 1, 2, 0, 2]
     assert given.columns.tolist() == ["entity_id", "timestamp", "label"]  # not modified
+    # The answer holds its own copy of the labels: changing it leaves the caller's frame be.
+    training.loc[10, "label"] = 7
+    training.loc[10, "entity_id"] = "changed"
+    pd.testing.assert_frame_equal(given, labels())
 
 
 def test_polars_in_polars_out_and_arrow_in_arrow_out(fs, name):
