@@ -224,42 +224,58 @@ pub async fn location_of(state: &AppState, table: &RawTableRow) -> Result<Option
     }
 }
 
-/// The table version a compute reads now, and its files. Versions the database had not
-/// recorded yet (an ingest whose server stopped between its commit and its record, a commit
-/// to an external table, a changed Parquet listing) are recorded first, so freshness counts
-/// them. `None` when the table holds no rows at all.
+/// Where a table's rows are, without making anything: `None` for a table that has no data
+/// location yet (it holds no rows).
+fn stored_location(state: &AppState, table: &RawTableRow) -> Result<Option<Location>> {
+    match &table.storage_uri {
+        Some(stored) => Ok(Some(state.offline.resolve(stored)?)),
+        None => Ok(None),
+    }
+}
+
+/// What the database has not recorded of the version just pinned.
+enum Unrecorded {
+    Nothing,
+    /// An external Parquet dataset whose listing changed: a new version with this fingerprint.
+    Listing {
+        fingerprint: String,
+    },
+    /// Delta versions from `first` (after the newest one recorded) up to the pinned one.
+    Delta {
+        first: i64,
+    },
+}
+
+/// The table version a compute reads now, and its files; `None` when the table holds no rows
+/// at all. A read of the data location and the database, with one exception in one place:
+/// versions the database had not recorded yet (an ingest whose server stopped between its
+/// commit and its record, a commit to an external table, a changed Parquet listing) are
+/// recorded by `record_unrecorded` before the pin is returned, so freshness counts them.
 pub async fn pin(state: &AppState, table: &RawTableRow) -> Result<Option<(Pinned, DataMark)>> {
-    let Some(location) = location_of(state, table).await? else {
+    let Some(location) = stored_location(state, table)? else {
         return Ok(None);
     };
     let newest = state.store.newest_table_version(table.id).await?;
-    let pinned = match external_format(table) {
+    let (pinned, unrecorded) = match external_format(table) {
         Some(ExternalFormat::Parquet) => {
             let (files, fingerprint) = state.offline.list_parquet(&location).await?;
             let known = newest
                 .as_ref()
                 .filter(|v| v.fingerprint.as_deref() == Some(&fingerprint));
-            let version = match known {
-                Some(v) => v.version,
-                None => {
-                    let version = newest.as_ref().map_or(1, |v| v.version + 1);
-                    let total = {
-                        let (files, options) = (files.clone(), state.offline.options().clone());
-                        super::blocking(move || crate::engine::scan::row_count(&files, &options))
-                            .await?
-                            .unwrap_or(0)
-                    };
-                    let before = state.store.stored_row_count(table.id).await?;
-                    record(state, table.id, version, total - before, Some(&fingerprint)).await?;
-                    version
-                }
+            let (version, unrecorded) = match known {
+                Some(v) => (v.version, Unrecorded::Nothing),
+                None => (
+                    newest.as_ref().map_or(1, |v| v.version + 1),
+                    Unrecorded::Listing { fingerprint },
+                ),
             };
-            Pinned {
+            let pinned = Pinned {
                 version,
                 files,
                 total_rows: 0,
                 partitioned: false,
-            }
+            };
+            (pinned, unrecorded)
         }
         _ => {
             let pinned = state
@@ -273,26 +289,21 @@ pub async fn pin(state: &AppState, table: &RawTableRow) -> Result<Option<(Pinned
                     e => e.into(),
                 })?;
             let known = newest.as_ref().map_or(0, |v| v.version);
-            if pinned.version > known {
-                let before = state.store.stored_row_count(table.id).await?;
+            let unrecorded = if pinned.version > known {
                 let first = if external_format(table).is_some() || newest.is_some() {
                     known + 1
                 } else {
                     // Version 0 of a managed table is its creation: no rows.
                     1
                 };
-                for version in first..=pinned.version {
-                    let rows = if version == pinned.version {
-                        pinned.total_rows - before
-                    } else {
-                        0
-                    };
-                    record(state, table.id, version, rows, None).await?;
-                }
-            }
-            pinned
+                Unrecorded::Delta { first }
+            } else {
+                Unrecorded::Nothing
+            };
+            (pinned, unrecorded)
         }
     };
+    record_unrecorded(state, table, &pinned, unrecorded).await?;
     if pinned.files.is_empty() {
         return Ok(None);
     }
@@ -305,6 +316,48 @@ pub async fn pin(state: &AppState, table: &RawTableRow) -> Result<Option<(Pinned
             ingested_at: v.created_at,
         });
     Ok(mark.map(|mark| (pinned, mark)))
+}
+
+/// The one place pinning writes: each version the database has not recorded, the rows it
+/// added counted on the newest (what is stored now minus what was counted before).
+async fn record_unrecorded(
+    state: &AppState,
+    table: &RawTableRow,
+    pinned: &Pinned,
+    unrecorded: Unrecorded,
+) -> Result<()> {
+    match unrecorded {
+        Unrecorded::Nothing => Ok(()),
+        Unrecorded::Listing { fingerprint } => {
+            let total = {
+                let (files, options) = (pinned.files.clone(), state.offline.options().clone());
+                super::blocking(move || crate::engine::scan::row_count(&files, &options))
+                    .await?
+                    .unwrap_or(0)
+            };
+            let before = state.store.stored_row_count(table.id).await?;
+            record(
+                state,
+                table.id,
+                pinned.version,
+                total - before,
+                Some(&fingerprint),
+            )
+            .await
+        }
+        Unrecorded::Delta { first } => {
+            let before = state.store.stored_row_count(table.id).await?;
+            for version in first..=pinned.version {
+                let rows = if version == pinned.version {
+                    pinned.total_rows - before
+                } else {
+                    0
+                };
+                record(state, table.id, version, rows, None).await?;
+            }
+            Ok(())
+        }
+    }
 }
 
 async fn record(
