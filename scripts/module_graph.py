@@ -67,9 +67,10 @@ def edges(services):
         if services:
             names = re.findall(r"\bsuper::(\w+)", text)
             names += re.findall(r"\bcrate::service::(\w+)", text)
-            names += [n for group in re.findall(r"\buse super::\{([^}]*)\}", text)
-                      for n in re.findall(r"\b(\w+)\b", group)]
-            targets = {n for n in names if (ROOT / "service" / f"{n}.rs").exists()}
+            for group in re.findall(r"\b(?:super|crate::service)::\{([^}]*)\}", text):
+                names += [item.strip().split("::")[0] for item in group.split(",")]
+            service = ROOT / "service"
+            targets = {n for n in names if (service / f"{n}.rs").exists() or (service / n).is_dir()}
         elif source == "lib":
             # The crate root's own `use` lines (its `mod` lines declare, they do not use).
             targets = {n for n in re.findall(r"^\s*(?:pub )?use (\w+)::", text, re.M) if is_module(n)}

@@ -6,9 +6,9 @@ use axum::Router;
 use super::access::Change;
 use super::error::Result;
 use super::extract::{Json, Path};
-use super::present;
 use crate::model::{ErrorBody, Feature, FeatureCreate};
 use crate::service::features;
+use crate::service::present;
 use crate::service::AppState;
 
 pub fn router() -> Router<AppState> {

@@ -7,8 +7,8 @@ use axum::Router;
 use super::access::Change;
 use super::error::Result;
 use super::extract::{Json, Path};
-use super::present;
 use crate::model::{BackfillRequest, ErrorBody, Snapshot};
+use crate::service::present;
 use crate::service::AppState;
 use crate::service::{compute, history};
 

@@ -6,9 +6,9 @@ use axum::Router;
 
 use super::error::Result;
 use super::extract::Query;
-use super::present;
 use crate::model::{ErrorBody, Job, JobsQuery};
 use crate::service::jobs;
+use crate::service::present;
 use crate::service::AppState;
 
 pub fn router() -> Router<AppState> {

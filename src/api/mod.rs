@@ -11,7 +11,6 @@ pub mod history;
 pub mod ingest;
 pub mod jobs;
 pub mod metrics;
-mod present;
 pub mod raw_tables;
 mod request_id;
 pub mod stats;

@@ -10,11 +10,11 @@ use serde_json::Value;
 use super::access::Change;
 use super::error::{AppError, Result};
 use super::extract::{body_rejection, parse_json, Json, Path, Query};
-use super::present;
 use crate::model::{
     ErrorBody, IngestResponse, PreviewQuery, RawTable, RawTableCreate, RawTablePreview,
 };
 use crate::service::ingest::{self, Upload};
+use crate::service::present;
 use crate::service::raw_tables;
 use crate::service::AppState;
 

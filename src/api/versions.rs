@@ -6,8 +6,8 @@ use axum::Router;
 use super::access::Change;
 use super::error::Result;
 use super::extract::{Json, Path};
-use super::present;
 use crate::model::{ErrorBody, FeatureVersion, VersionCreate, VersionUpdate};
+use crate::service::present;
 use crate::service::versions;
 use crate::service::AppState;
 

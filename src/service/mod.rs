@@ -15,6 +15,7 @@ pub mod jobs;
 pub mod lookup;
 pub mod migrate;
 pub mod online;
+pub mod present;
 pub mod raw_tables;
 pub mod readiness;
 pub mod scheduler;

@@ -1,11 +1,12 @@
-//! The store's rows as the API shows them: the presentation of what services return, so
-//! `model` (the bodies) knows nothing of the store.
+//! The store's rows as the API shows them (`From` each row into its body), beside the services
+//! that return the rows, so the handlers never see the store and `model` (the bodies) knows
+//! nothing of it.
 
+use super::raw_tables::TableState;
 use crate::model::{
     Declaration, Engine, Feature, FeatureVersion, Job, RawTable, RawTableSource, Snapshot,
     SourceFormat,
 };
-use crate::service::raw_tables::TableState;
 use crate::store::{FeatureRow, JobRow, SnapshotRow, VersionRow};
 
 impl From<TableState> for RawTable {
