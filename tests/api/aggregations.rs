@@ -8,16 +8,10 @@ use crate::helpers::{spawn_app, spawn_app_with, spawn_replica, test_redis_url, T
 
 /// A table of payments with an event time; returns its id.
 async fn payments(app: &TestApp) -> i64 {
-    let (status, table) = app
-        .post(
-            "/api/v1/raw-tables",
-            &json!({"name": "payments", "event_time_column": "ts",
+    app.create_table(json!({"name": "payments", "event_time_column": "ts",
                 "schema_definition": {"user_id": "string", "amount": "float", "qty": "integer",
-                    "merchant": "string", "status": "string", "ts": "datetime"}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{table}");
-    table["id"].as_i64().unwrap()
+                    "merchant": "string", "status": "string", "ts": "datetime"}}))
+        .await
 }
 
 fn spend(table: i64) -> Value {
@@ -208,20 +202,18 @@ async fn bad_declarations_are_400s_naming_what_is_wrong_and_register_nothing() {
 async fn a_training_set_is_exact_at_each_rows_own_timestamp_at_both_ends_of_every_window() {
     let app = spawn_app().await;
     let table = payments(&app).await;
-    let (status, body) = app
-        .ingest(
-            table,
-            json!([
-                {"user_id": "u1", "amount": 10.0, "qty": 1, "merchant": "a", "status": "ok", "ts": "2024-01-01T00:00:00Z"},
-                {"user_id": "u1", "amount": 20.0, "qty": 2, "merchant": "b", "status": "ok", "ts": "2024-01-01T12:00:00Z"},
-                {"user_id": "u1", "amount": 1000.0, "qty": 9, "merchant": "z", "status": "refused", "ts": "2024-01-01T12:30:00Z"},
-                {"user_id": "u1", "amount": 30.0, "qty": 3, "merchant": "a", "status": "ok", "ts": "2024-01-01T12:30:00Z"},
-                {"user_id": "u1", "amount": null, "qty": null, "merchant": null, "status": "ok", "ts": "2024-01-01T12:45:00Z"},
-                {"user_id": "u2", "amount": 5.0, "qty": 5, "merchant": "c", "status": "ok", "ts": "2024-01-01T06:00:00Z"}
-            ]),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    app.ingested(
+        table,
+        json!([
+            {"user_id": "u1", "amount": 10.0, "qty": 1, "merchant": "a", "status": "ok", "ts": "2024-01-01T00:00:00Z"},
+            {"user_id": "u1", "amount": 20.0, "qty": 2, "merchant": "b", "status": "ok", "ts": "2024-01-01T12:00:00Z"},
+            {"user_id": "u1", "amount": 1000.0, "qty": 9, "merchant": "z", "status": "refused", "ts": "2024-01-01T12:30:00Z"},
+            {"user_id": "u1", "amount": 30.0, "qty": 3, "merchant": "a", "status": "ok", "ts": "2024-01-01T12:30:00Z"},
+            {"user_id": "u1", "amount": null, "qty": null, "merchant": null, "status": "ok", "ts": "2024-01-01T12:45:00Z"},
+            {"user_id": "u2", "amount": 5.0, "qty": 5, "merchant": "c", "status": "ok", "ts": "2024-01-01T06:00:00Z"}
+        ]),
+    )
+    .await;
     let (status, feature) = app.post("/api/v1/features", &spend(table)).await;
     assert_eq!(status, StatusCode::CREATED, "{feature}");
 
@@ -278,14 +270,12 @@ async fn a_training_set_is_exact_at_each_rows_own_timestamp_at_both_ends_of_ever
     }
 
     // A late event, ingested now with an old timestamp, counts in the next request.
-    let (status, _) = app
-        .ingest(
-            table,
-            json!([{"user_id": "u1", "amount": 1.5, "qty": 1, "merchant": "q", "status": "ok",
+    app.ingested(
+        table,
+        json!([{"user_id": "u1", "amount": 1.5, "qty": 1, "merchant": "q", "status": "ok",
                 "ts": "2024-01-01T12:10:00Z"}]),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    )
+    .await;
     let again = training_set(
         &app,
         json!(["user_spend"]),
@@ -387,8 +377,7 @@ async fn random_events_with_ties_and_nulls_give_the_brute_force_values_at_every_
         .iter()
         .map(|(u, a, s, t)| json!({"user_id": u, "amount": a, "qty": 1, "merchant": "m", "status": s, "ts": iso(*t)}))
         .collect();
-    let (status, body) = app.ingest(table, json!(rows)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    app.ingested(table, json!(rows)).await;
     let (status, body) = app
         .post(
             "/api/v1/features",
@@ -499,19 +488,17 @@ async fn an_online_answer_is_exact_at_the_request_and_holds_every_acknowledged_i
         json!({"user_id": user, "amount": amount, "qty": 1, "merchant": merchant,
             "status": status, "ts": iso_micros(at)})
     };
-    let (status, _) = app
-        .ingest(
-            table,
-            json!([
-                event("u1", 5.0, "a", "ok", now - 5 * minute),
-                event("u1", 7.0, "b", "ok", now - 30 * minute),
-                event("u1", 900.0, "c", "refused", now - 30 * minute),
-                event("u1", 100.0, "d", "ok", now - 61 * minute),
-                event("u2", 1.0, "a", "ok", now - minute)
-            ]),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    app.ingested(
+        table,
+        json!([
+            event("u1", 5.0, "a", "ok", now - 5 * minute),
+            event("u1", 7.0, "b", "ok", now - 30 * minute),
+            event("u1", 900.0, "c", "refused", now - 30 * minute),
+            event("u1", 100.0, "d", "ok", now - 61 * minute),
+            event("u2", 1.0, "a", "ok", now - minute)
+        ]),
+    )
+    .await;
     recent(&app, table).await;
 
     let v = vector(&app, "u1").await;
@@ -567,10 +554,8 @@ async fn an_online_answer_is_exact_at_the_request_and_holds_every_acknowledged_i
     );
 
     // An acknowledged ingest is in the next answer, with no recompute.
-    let (status, _) = app
-        .ingest(table, json!([event("u1", 0.5, "e", "ok", now_micros())]))
+    app.ingested(table, json!([event("u1", 0.5, "e", "ok", now_micros())]))
         .await;
-    assert_eq!(status, StatusCode::OK);
     let v = vector(&app, "u1").await;
     assert_eq!(v["feature_values"]["amount_sum_10m"], 5.5, "{v}");
     assert_eq!(v["feature_values"]["merchant_count_distinct_1h"], 3);
@@ -637,14 +622,12 @@ async fn an_event_leaves_its_window_exactly_when_the_window_has_passed_it_with_n
     let table = payments(&app).await;
     recent(&app, table).await;
     let at = now_micros();
-    let (status, _) = app
-        .ingest(
-            table,
-            json!([{"user_id": "u1", "amount": 2.0, "qty": 1, "merchant": "a", "status": "ok",
+    app.ingested(
+        table,
+        json!([{"user_id": "u1", "amount": 2.0, "qty": 1, "merchant": "a", "status": "ok",
                 "ts": iso_micros(at)}]),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    )
+    .await;
     // Every answer evaluated before at + 3s counts the event, every one from then on does not.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let (mut inside, mut outside) = (0, 0);
@@ -691,14 +674,12 @@ async fn online_answers_of_random_events_equal_brute_force_at_their_evaluated_at
         .iter()
         .map(|(u, a, m, t)| json!({"user_id": u, "amount": a, "qty": 1, "merchant": m, "status": "ok", "ts": iso_micros(*t)}))
         .collect();
-    let (status, _) = app.ingest(table, json!(rows[..400])).await;
-    assert_eq!(status, StatusCode::OK);
+    app.ingested(table, json!(rows[..400])).await;
     recent(&app, table).await;
     vector(&app, "u0").await;
     // The rest after the state is built, so the answers hold both what was read and what was
     // added since.
-    let (status, _) = app.ingest(table, json!(rows[400..])).await;
-    assert_eq!(status, StatusCode::OK);
+    app.ingested(table, json!(rows[400..])).await;
     for round in 0..100 {
         let user = format!("u{}", round % 11);
         let v = vector(&app, &user).await;
@@ -745,14 +726,12 @@ async fn an_ingest_through_one_replica_is_in_the_next_online_answer_of_the_other
     let table = payments(&a).await;
     recent(&a, table).await;
     for round in 1..=5 {
-        let (status, _) = a
-            .ingest(
-                table,
-                json!([{"user_id": "u1", "amount": 1.0, "qty": 1, "merchant": "a", "status": "ok",
+        a.ingested(
+            table,
+            json!([{"user_id": "u1", "amount": 1.0, "qty": 1, "merchant": "a", "status": "ok",
                     "ts": iso_micros(now_micros())}]),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK);
+        )
+        .await;
         let v = vector(&b, "u1").await;
         assert_eq!(v["feature_values"]["amount_count_1h"], round, "{v}");
     }
@@ -769,8 +748,7 @@ async fn past_the_held_events_limit_online_answers_are_refused_and_training_sets
             "ts": iso_micros(now_micros() - i * 1_000_000)})
         })
         .collect();
-    let (status, _) = app.ingest(table, json!(rows)).await;
-    assert_eq!(status, StatusCode::OK);
+    app.ingested(table, json!(rows)).await;
     let (status, body) = app
         .get("/api/v1/feature-vectors?feature_name=recent&entity_id=u1")
         .await;

@@ -105,15 +105,12 @@ async fn compute_returns_400_for_invalid_raw_data() {
 async fn a_failed_compute_leaves_no_version_behind() {
     let app = spawn_app().await;
     let table = app.register_transactions().await;
-    let (status, body) = app
-        .post(
-            "/api/v1/features",
-            &json!({"name": "raw_amount", "raw_table_id": table, "entity_key": "user_id",
+    let feature = app
+        .create_feature(
+            json!({"name": "raw_amount", "raw_table_id": table, "entity_key": "user_id",
                     "computation_logic": "SELECT user_id, transaction_amount FROM data"}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let feature = body["id"].as_i64().unwrap();
     let (status, body) = app
         .post(
             &format!("/api/v1/features/{feature}/compute"),

@@ -114,8 +114,7 @@ async fn a_served_vector_says_how_fresh_it_is_and_turns_stale_on_ingest() {
     // The cached answer says the same.
     assert_eq!(vector(&app, USER_001).await, fresh);
 
-    let (status, body) = app.ingest(table, more_rows_for_user_001()).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    app.ingested(table, more_rows_for_user_001()).await;
     let stale = vector(&app, USER_001).await;
     assert_eq!(stale["stale"], true, "{stale}");
     assert_eq!(stale["data_as_of"], fresh["data_as_of"]);
@@ -321,15 +320,12 @@ async fn jobs_list_computes_and_backfills_with_their_outcome_and_filters() {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    let (status, other) = app
-        .post(
-            "/api/v1/features",
-            &json!({"name": "dup", "raw_table_id": 1, "entity_key": "user_id",
+    let other = app
+        .create_feature(
+            json!({"name": "dup", "raw_table_id": 1, "entity_key": "user_id",
                 "computation_logic": "SELECT user_id, transaction_amount FROM data"}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{other}");
-    let other = other["id"].as_i64().unwrap();
     let (status, refused) = app
         .post(
             &format!("/api/v1/features/{other}/compute"),

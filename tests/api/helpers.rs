@@ -179,19 +179,36 @@ async fn start(
 }
 
 /// Poll `check` every 100 ms for up to `secs` seconds; true once it holds. Tests wait for
-/// evidence with this, never for a fixed time.
+/// evidence with this (or `wait_for`), never for a fixed time.
 pub async fn eventually<F, Fut>(secs: u64, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    for _ in 0..secs * 10 {
-        if check().await {
-            return true;
+    wait_for(secs, || {
+        let held = check();
+        async move { held.await.then_some(()) }
+    })
+    .await
+    .is_some()
+}
+
+/// Poll `find` every 100 ms for up to `secs` seconds; what it first finds, or None.
+pub async fn wait_for<T, F, Fut>(secs: u64, mut find: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(found) = find().await {
+            return Some(found);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    false
 }
 
 /// Poll until the cache reports `mode` (the Redis watchdog connects in the background).

@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, TestApp};
+use crate::helpers::{spawn_app, wait_for, TestApp};
 
 /// A table with event time `ts`, and `total` = SUM(amount) per user.
 async fn table_with_event_time(app: &TestApp) -> (i64, i64) {
@@ -17,27 +17,19 @@ async fn table_with_event_time(app: &TestApp) -> (i64, i64) {
     assert_eq!(status, StatusCode::CREATED, "{table}");
     assert_eq!(table["event_time_column"], "ts");
     let table = table["id"].as_i64().unwrap();
-    let (status, body) = app
-        .ingest(
-            table,
-            json!([
-                {"user_id": "u1", "amount": 1.0, "ts": "2024-01-01T00:00:00Z"},
-                {"user_id": "u1", "amount": 2.0, "ts": "2024-01-02T00:00:00Z"},
-                {"user_id": "u2", "amount": 5.0, "ts": "2024-01-03T00:00:00Z"},
-                {"user_id": "u1", "amount": 4.0, "ts": "2024-01-03T00:00:00.000001Z"}
-            ]),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, feature) = app
-        .post(
-            "/api/v1/features",
-            &json!({"name": "total", "raw_table_id": table, "entity_key": "user_id",
-                "computation_logic": "SELECT user_id, SUM(amount) AS total FROM data GROUP BY user_id"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{feature}");
-    (table, feature["id"].as_i64().unwrap())
+    app.ingested(
+        table,
+        json!([
+            {"user_id": "u1", "amount": 1.0, "ts": "2024-01-01T00:00:00Z"},
+            {"user_id": "u1", "amount": 2.0, "ts": "2024-01-02T00:00:00Z"},
+            {"user_id": "u2", "amount": 5.0, "ts": "2024-01-03T00:00:00Z"},
+            {"user_id": "u1", "amount": 4.0, "ts": "2024-01-03T00:00:00.000001Z"}
+        ]),
+    )
+    .await;
+    let feature = app.create_feature(json!({"name": "total", "raw_table_id": table, "entity_key": "user_id",
+                "computation_logic": "SELECT user_id, SUM(amount) AS total FROM data GROUP BY user_id"})).await;
+    (table, feature)
 }
 
 /// The values `version` serves now for `entity`.
@@ -618,14 +610,11 @@ async fn csv_rows_come_back_as_json_with_their_own_columns_and_a_features_column
 #[tokio::test]
 async fn a_csv_training_set_keeps_ids_as_text_with_their_leading_zeros() {
     let app = spawn_app().await;
-    let (status, table) = app
-        .post(
-            "/api/v1/raw-tables",
-            &json!({"name": "accounts", "schema_definition": {"id": "string", "amount": "float"}}),
+    let table = app
+        .create_table(
+            json!({"name": "accounts", "schema_definition": {"id": "string", "amount": "float"}}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{table}");
-    let table = table["id"].as_i64().unwrap();
     let (status, body) = app
         .ingest(table, json!([{"id": "00123", "amount": 2.5}]))
         .await;
@@ -700,19 +689,13 @@ async fn a_version_served_from_an_as_of_snapshot_is_stale_until_a_refresh_serves
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
+    let vector = wait_for(30, || async {
         let (_, vector) = app.get(&url).await;
-        if vector["feature_values"] == json!({"total": 7.0}) {
-            assert_eq!(vector["stale"], false, "{vector}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the refresh never served every row: {vector}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+        (vector["feature_values"] == json!({"total": 7.0})).then_some(vector)
+    })
+    .await
+    .expect("the refresh never served every row");
+    assert_eq!(vector["stale"], false, "{vector}");
 }
 
 /// user_001-style lookup of `total` for u1 by feature name, as of `at`.
@@ -729,13 +712,11 @@ async fn as_of_by_feature_name_serves_the_version_that_served_the_name_then() {
     let (table, feature) = table_with_event_time(&app).await;
     let v1 = app.compute(feature, "v1").await;
     let v1_from = v1["valid_from"].as_str().unwrap().to_string();
-    let (status, body) = app
-        .ingest(
-            table,
-            json!([{"user_id": "u1", "amount": 10.0, "ts": "2024-01-04T00:00:00Z"}]),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    app.ingested(
+        table,
+        json!([{"user_id": "u1", "amount": 10.0, "ts": "2024-01-04T00:00:00Z"}]),
+    )
+    .await;
     let v2 = app.compute(feature, "v2").await;
     let v2_id = v2["feature_version_id"].as_i64().unwrap();
     let v2_from = v2["valid_from"].as_str().unwrap().to_string();

@@ -5,7 +5,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{fresh_database, sample_rows};
+use crate::helpers::{eventually, fresh_database, sample_rows, wait_for};
 use crate::process::{get, post, seed, Server};
 
 /// Whether the server at `base` says it holds the scheduler lease.
@@ -22,15 +22,15 @@ async fn leads(base: &str) -> bool {
 
 /// Which of `servers` holds the lease, waiting up to 10 s for one to take it.
 async fn leader_among(servers: &[&Server]) -> Option<usize> {
-    for _ in 0..100 {
+    wait_for(10, || async {
         for (i, s) in servers.iter().enumerate() {
             if leads(&s.base).await {
                 return Some(i);
             }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    None
+        None
+    })
+    .await
 }
 
 #[tokio::test]
@@ -76,14 +76,7 @@ async fn killing_the_scheduling_replica_hands_the_lease_over_and_refreshes_go_on
 
     leader.kill();
     let started = std::time::Instant::now();
-    let mut took_over = false;
-    while started.elapsed() < Duration::from_secs(10) {
-        if leads(&survivor.base).await {
-            took_over = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let took_over = eventually(10, || leads(&survivor.base)).await;
     assert!(took_over, "the survivor never took the lease");
     // Expiry (one lease, 1 s) plus one tick (250 ms), with room for a slow machine.
     assert!(
@@ -102,16 +95,12 @@ async fn killing_the_scheduling_replica_hands_the_lease_over_and_refreshes_go_on
     .await;
     assert_eq!(status, StatusCode::CREATED, "{version}");
     let path = "/api/v1/feature-vectors?entity_id=user_001&feature_name=avg";
-    let mut served = None;
-    for _ in 0..100 {
+    let served = wait_for(10, || async {
         let (status, body) = get(&base, path).await;
-        if status == StatusCode::OK {
-            served = Some(body);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let served = served.expect("the survivor never refreshed the version");
+        (status == StatusCode::OK).then_some(body)
+    })
+    .await
+    .expect("the survivor never refreshed the version");
     assert_eq!(served["feature_values"]["a"], 112.875);
     assert_eq!(served["stale"], false);
     // The job is recorded succeeded by the publish that made the vector servable.
@@ -146,16 +135,12 @@ async fn a_job_whose_replica_died_is_marked_failed_by_the_scheduler() {
 
     // Nothing in the killed process could record the end: only the survivor's scheduler can.
     let survivor = Server::start_env(&url, None, &env).await;
-    let mut failed = None;
-    for _ in 0..100 {
+    let job = wait_for(10, || async {
         let (_, jobs) = get(&survivor.base, "/api/v1/jobs?limit=1").await;
-        if jobs[0]["status"] == "failed" {
-            failed = Some(jobs[0].clone());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let job = failed.expect("the abandoned job was never marked failed");
+        (jobs[0]["status"] == "failed").then(|| jobs[0].clone())
+    })
+    .await
+    .expect("the abandoned job was never marked failed");
     assert_eq!(job["kind"], "compute");
     assert!(job["error"].as_str().unwrap().contains("replica"), "{job}");
     assert!(job["finished_at"].is_string());

@@ -20,14 +20,9 @@ async fn small_limits_app() -> TestApp {
 
 /// A table `t` (k string, v integer) holding `rows` rows over `keys` keys; returns its id.
 async fn table_with_rows(app: &TestApp, rows: usize, keys: usize) -> i64 {
-    let (status, table) = app
-        .post(
-            "/api/v1/raw-tables",
-            &json!({"name": "t", "schema_definition": {"k": "string", "v": "integer"}}),
-        )
+    let id = app
+        .create_table(json!({"name": "t", "schema_definition": {"k": "string", "v": "integer"}}))
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{table}");
-    let id = table["id"].as_i64().unwrap();
     let mut csv = String::from("k,v\n");
     for i in 0..rows {
         csv.push_str(&format!("k{},{}\n", i % keys, i));
@@ -260,14 +255,9 @@ async fn registration_returns_400_with_the_engine_message_when_the_engine_panics
 /// rows each (800M joined rows, counted as they stream: 5.5 s and a 108 MiB worker here on
 /// 2026-12-01; with ~20 rows per key it took 1.0 s, too close to the 1 s limits below).
 async fn heavy_feature(app: &TestApp) -> Value {
-    let (status, table) = app
-        .post(
-            "/api/v1/raw-tables",
-            &json!({"name": "big", "schema_definition": {"k": "integer", "v": "float"}}),
-        )
+    let table = app
+        .create_table(json!({"name": "big", "schema_definition": {"k": "integer", "v": "float"}}))
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{table}");
-    let table = table["id"].as_i64().unwrap();
     let mut csv = String::from("k,v\n");
     for i in 0..2_000_000 {
         csv.push_str(&format!("{},{}\n", i % 5_003, i));

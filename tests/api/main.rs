@@ -1,5 +1,6 @@
 //! One integration-test binary: every test starts the app on port 0 with its own database.
 
+mod fixtures;
 mod helpers;
 
 mod aggregations;

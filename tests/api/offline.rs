@@ -8,6 +8,7 @@ use polars::prelude::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use crate::fixtures::sql_feature;
 use crate::helpers::{
     files_under, sample_rows, seeded, spawn_app, spawn_app_with, spawn_replica, spawn_replica_with,
     TestApp,
@@ -56,15 +57,8 @@ async fn register(app: &TestApp, body: Value) -> (StatusCode, Value) {
 }
 
 async fn feature_over(app: &TestApp, table: i64, name: &str, sql: &str) -> i64 {
-    let (status, body) = app
-        .post(
-            "/api/v1/features",
-            &json!({"name": name, "raw_table_id": table, "entity_key": "user_id",
-                    "computation_logic": sql}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["id"].as_i64().unwrap()
+    app.create_feature(sql_feature(name, table, "user_id", sql))
+        .await
 }
 
 async fn served(app: &TestApp, feature: &str, entity: &str) -> Value {
@@ -85,10 +79,8 @@ async fn each_ingest_is_one_delta_commit_and_a_bad_upload_leaves_no_trace() {
     assert_eq!(commits(&dir).len(), 1, "version 0 creates the table");
     assert_eq!(table(&app, id).await["version"], Value::Null);
 
-    let (status, body) = app.ingest(id, sample_rows()).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, _) = app.ingest(id, sample_rows()).await;
-    assert_eq!(status, StatusCode::OK);
+    app.ingested(id, sample_rows()).await;
+    app.ingested(id, sample_rows()).await;
     assert_eq!(commits(&dir).len(), 3);
     let shown = table(&app, id).await;
     assert_eq!(shown["version"], 2);
@@ -168,8 +160,7 @@ async fn a_recompute_of_many_entities_serves_the_whole_new_set_and_drops_the_old
                 .collect(),
         )
     };
-    let (status, _) = app.ingest(id, rows(1.0)).await;
-    assert_eq!(status, StatusCode::OK);
+    app.ingested(id, rows(1.0)).await;
     let feature = feature_over(
         &app,
         id,
@@ -183,8 +174,7 @@ async fn a_recompute_of_many_entities_serves_the_whole_new_set_and_drops_the_old
         served(&app, "total", "u49999").await["feature_values"]["total"],
         1.0
     );
-    let (status, _) = app.ingest(id, rows(2.0)).await;
-    assert_eq!(status, StatusCode::OK);
+    app.ingested(id, rows(2.0)).await;
     app.compute(feature, "v1").await;
     for entity in ["u0", "u25000", "u49999"] {
         assert_eq!(
@@ -244,13 +234,11 @@ async fn an_external_delta_table_is_read_where_it_lives_and_refuses_ingest() {
 
     // A new commit to the dataset (through the managed table that owns it) makes the version
     // stale once it is seen, and a compute reads it.
-    let (status, _) = app
-        .ingest(
-            managed,
-            json!([{"user_id": "user_003", "transaction_amount": 50.0, "transaction_date": "x"}]),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    app.ingested(
+        managed,
+        json!([{"user_id": "user_003", "transaction_amount": 50.0, "transaction_date": "x"}]),
+    )
+    .await;
     let (status, preview) = app
         .get(&format!("/api/v1/raw-tables/{ext}/data?limit=100"))
         .await;

@@ -44,15 +44,8 @@ async fn app_on_s3() -> TestApp {
 }
 
 async fn register_events(app: &TestApp) -> i64 {
-    let (status, body) = app
-        .post(
-            "/api/v1/raw-tables",
-            &json!({"name": "events", "event_time_column": "ts",
-                    "schema_definition": {"user_id": "string", "amount": "float", "ts": "datetime"}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["id"].as_i64().unwrap()
+    app.create_table(json!({"name": "events", "event_time_column": "ts",
+                    "schema_definition": {"user_id": "string", "amount": "float", "ts": "datetime"}})).await
 }
 
 #[tokio::test]
@@ -68,27 +61,18 @@ async fn ingest_compute_as_of_serving_and_training_sets_work_on_s3() {
         ("2024-01-02", 2.0),
         ("2024-01-05", 4.0),
     ] {
-        let (status, body) = app
-            .ingest(
-                table,
-                json!([{"user_id": "u1", "amount": amount, "ts": format!("{day}T12:00:00Z")}]),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
+        app.ingested(
+            table,
+            json!([{"user_id": "u1", "amount": amount, "ts": format!("{day}T12:00:00Z")}]),
+        )
+        .await;
     }
     let (status, shown) = app.get(&format!("/api/v1/raw-tables/{table}")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(shown["version"], 3);
     assert_eq!(shown["row_count"], 3);
-    let (status, feature) = app
-        .post(
-            "/api/v1/features",
-            &json!({"name": "spent", "raw_table_id": table, "entity_key": "user_id",
-                    "computation_logic": "SELECT user_id, SUM(amount) AS total FROM data GROUP BY user_id"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{feature}");
-    let feature = feature["id"].as_i64().unwrap();
+    let feature = app.create_feature(json!({"name": "spent", "raw_table_id": table, "entity_key": "user_id",
+                    "computation_logic": "SELECT user_id, SUM(amount) AS total FROM data GROUP BY user_id"})).await;
     let (status, past) = app
         .post(
             &format!("/api/v1/features/{feature}/compute"),

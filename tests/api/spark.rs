@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, spawn_app_with, spawn_replica_with, TestApp};
+use crate::helpers::{eventually, spawn_app, spawn_app_with, spawn_replica_with, TestApp};
 
 fn spark_url() -> String {
     std::env::var("TEST_SPARK_CONNECT_URL")
@@ -29,16 +29,13 @@ async fn app_with_spark() -> TestApp {
 
 /// Events of three users over January 2024, with an event time.
 async fn events(app: &TestApp) -> i64 {
-    let (status, table) = app
-        .post(
-            "/api/v1/raw-tables",
-            &json!({"name": "events", "event_time_column": "ts", "schema_definition":
+    let table = app
+        .create_table(
+            json!({"name": "events", "event_time_column": "ts", "schema_definition":
                 {"user_id": "string", "amount": "float", "category": "string",
                  "ts": "datetime", "day": "date"}}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{table}");
-    let table = table["id"].as_i64().unwrap();
     let mut rows = Vec::new();
     for i in 0..30_i64 {
         let user = ["u1", "u2", "u3"][(i % 3) as usize];
@@ -52,8 +49,7 @@ async fn events(app: &TestApp) -> i64 {
             "day": format!("2024-{:02}-{day:02}", 1 + i % 2),
         }));
     }
-    let (status, body) = app.ingest(table, Value::Array(rows)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    app.ingested(table, Value::Array(rows)).await;
     table
 }
 
@@ -241,20 +237,15 @@ async fn as_of_backfill_and_scheduled_refresh_run_on_spark() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let mut refreshed = false;
-    for _ in 0..600 {
+    let refreshed = eventually(60, || async {
         let values = served_values(&app, "total_spark").await;
-        if values
+        values
             .values()
             .map(|v| v["n"].as_i64().unwrap())
             .sum::<i64>()
             == 30
-        {
-            refreshed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     assert!(refreshed, "the refresh on Spark never served every row");
     let (_, jobs) = app.get(&format!("/api/v1/jobs?feature_id={spark}")).await;
     let kinds: Vec<&str> = jobs

@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, TestApp};
+use crate::helpers::{spawn_app, wait_for, TestApp};
 
 const USERS: usize = 200;
 
@@ -33,18 +33,13 @@ async fn setup(app: &TestApp) -> (i64, i64) {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{table}");
-    let (status, feature) = app
-        .post(
-            "/api/v1/features",
-            &json!({"name": "profile", "raw_table_id": table["id"], "entity_key": "user_id",
+    let feature = app
+        .create_feature(
+            json!({"name": "profile", "raw_table_id": table["id"], "entity_key": "user_id",
                 "computation_logic": "SELECT user_id, amount, category, flag, day FROM data"}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{feature}");
-    (
-        table["id"].as_i64().unwrap(),
-        feature["id"].as_i64().unwrap(),
-    )
+    (table["id"].as_i64().unwrap(), feature)
 }
 
 async fn compute(app: &TestApp, feature: i64, round: usize) -> Value {
@@ -226,17 +221,11 @@ fn psi_by_hand(base: &[Option<f64>], target: &[Option<f64>]) -> f64 {
 
 /// The drift the publish of `target` keeps, once it is kept (within a generous bound).
 async fn wait_for_kept_drift(app: &TestApp, target: i64, base: i64) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        if let Some(kept) = app.state.store.kept_drift(target, base).await.unwrap() {
-            return kept;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the publish never kept the newest pair's drift"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_for(30, || async {
+        app.state.store.kept_drift(target, base).await.unwrap()
+    })
+    .await
+    .expect("the publish never kept the newest pair's drift")
 }
 
 #[tokio::test]

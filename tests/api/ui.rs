@@ -63,25 +63,13 @@ async fn with_api_keys_the_console_page_loads_but_its_data_needs_a_key() {
 
 /// A feature with two snapshots whose `amount` drifted, on a table with an event column.
 async fn seeded_console(app: &TestApp) -> (i64, i64) {
-    let (status, table) = app
-        .post(
-            "/api/v1/raw-tables",
-            &json!({"name": "payments", "description": "card payments",
-                "schema_definition": {"user_id": "string", "amount": "float", "method": "string"}}),
-        )
+    let table = app
+        .create_table(json!({"name": "payments", "description": "card payments",
+                "schema_definition": {"user_id": "string", "amount": "float", "method": "string"}}))
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{table}");
-    let table = table["id"].as_i64().unwrap();
-    let (status, feature) = app
-        .post(
-            "/api/v1/features",
-            &json!({"name": "spend_profile", "description": "what each user spends", "raw_table_id": table,
+    let feature = app.create_feature(json!({"name": "spend_profile", "description": "what each user spends", "raw_table_id": table,
                 "entity_key": "user_id",
-                "computation_logic": "SELECT user_id, AVG(amount) AS avg_amount, MAX(method) AS method FROM data GROUP BY user_id"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{feature}");
-    let feature = feature["id"].as_i64().unwrap();
+                "computation_logic": "SELECT user_id, AVG(amount) AS avg_amount, MAX(method) AS method FROM data GROUP BY user_id"})).await;
     for shift in [0.0, 60.0] {
         let rows: Vec<Value> = (0..300)
             .map(|i| {
@@ -90,8 +78,7 @@ async fn seeded_console(app: &TestApp) -> (i64, i64) {
                     "method": method})
             })
             .collect();
-        let (status, body) = app.ingest(table, json!(rows)).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
+        app.ingested(table, json!(rows)).await;
         app.compute(feature, "v1").await;
     }
     (table, feature)
@@ -282,18 +269,11 @@ async fn the_console_shows_an_aggregation_features_declaration_instead_of_sql() 
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{table}");
-    let (status, feature) = app
-        .post(
-            "/api/v1/features",
-            &json!({"name": "spend", "raw_table_id": table["id"], "entity_key": "user_id",
+    let id = app.create_feature(json!({"name": "spend", "raw_table_id": table["id"], "entity_key": "user_id",
                 "filter": "amount > 0",
                 "aggregations": [
                     {"column": "amount", "function": "sum", "windows": ["1h", "7d"]},
-                    {"column": "amount", "function": "percentile", "q": 0.95, "windows": ["30d"]}]}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{feature}");
-    let id = feature["id"].as_i64().unwrap();
+                    {"column": "amount", "function": "percentile", "q": 0.95, "windows": ["30d"]}]})).await;
     let (dom, requested) = browse_async(app.url(&format!("/ui/features/{id}"))).await;
     assert!(dom.contains("sum of amount over 1h, 7d"), "{dom}");
     assert!(

@@ -177,15 +177,8 @@ async fn a_version_deleted_while_it_recomputes_stays_deleted() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{table}");
     // A self-join: slow enough over the big body below that the delete lands mid-compute.
-    let (status, feature) = app
-        .post(
-            "/api/v1/features",
-            &json!({"name": "pairs", "raw_table_id": table["id"], "entity_key": "k",
-                "computation_logic": "SELECT a.k, COUNT(*) AS n FROM data a JOIN data b ON a.k = b.k GROUP BY a.k"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{feature}");
-    let feature = feature["id"].as_i64().unwrap();
+    let feature = app.create_feature(json!({"name": "pairs", "raw_table_id": table["id"], "entity_key": "k",
+                "computation_logic": "SELECT a.k, COUNT(*) AS n FROM data a JOIN data b ON a.k = b.k GROUP BY a.k"})).await;
     let compute_url = format!("/api/v1/features/{feature}/compute");
     let (status, first) = app
         .post(
