@@ -10,13 +10,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use futures::StreamExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::child::PANIC_MARK;
-use super::protocol::{self, FailureKind, Job, Reply, VectorChunk};
+use tokio_util::codec::FramedRead;
+
+use super::protocol::{self, FailureKind, Frames, Job, Next, Reply, VectorChunk};
 use super::SUBCOMMAND;
 
 /// Rust's allocation-failure message: what a worker prints when it hits its memory limit.
@@ -102,7 +105,7 @@ pub struct Running {
     pool: ComputePool,
     child: Child,
     pid: Option<u32>,
-    stdout: BufReader<ChildStdout>,
+    stdout: FramedRead<ChildStdout, Frames>,
     stderr: Option<JoinHandle<String>>,
     reply: Reply,
     /// Vector bytes read so far, against `max_result_bytes`.
@@ -221,7 +224,7 @@ impl ComputePool {
             pool: self.clone(),
             child,
             pid,
-            stdout: BufReader::with_capacity(1 << 20, stdout),
+            stdout: FramedRead::with_capacity(stdout, Frames::default(), 1 << 20),
             stderr: Some(tokio::spawn(tail(stderr))),
             reply: Reply::default(),
             received: 0,
@@ -330,53 +333,26 @@ impl Running {
     /// The next chunk of vectors, or `None` after the last. Each chunk must arrive within the
     /// time limit; a worker that stalls is killed.
     pub async fn next_chunk(&mut self) -> Result<Option<VectorChunk>, ComputeError> {
-        let deadline = self.pool.0.settings.timeout;
         let max = self.pool.0.settings.max_result_bytes as u64;
-        let read = async {
-            let rows = self.stdout.read_u32_le().await?;
-            let len = self.stdout.read_u64_le().await?;
-            if len > MAX_CHUNK_BYTES || self.received + len > max {
-                return Ok(Err(()));
-            }
-            let mut bytes = vec![0; len as usize];
-            self.stdout.read_exact(&mut bytes).await?;
-            io::Result::Ok(Ok(VectorChunk { rows, bytes }))
+        let room = MAX_CHUNK_BYTES.min(max.saturating_sub(self.received));
+        let frame = self.read(Next::Chunk, room as usize).await?;
+        let chunk = match VectorChunk::from_frame(frame) {
+            Ok(chunk) => chunk,
+            Err(_) => return Err(self.died().await),
         };
-        match tokio::time::timeout(deadline, read).await {
-            Err(_) => Err(ComputeError::TimedOut(deadline)),
-            Ok(Ok(Err(()))) => Err(ComputeError::ResultTooLarge(
-                self.pool.0.settings.max_result_bytes,
-            )),
-            Ok(Ok(Ok(chunk))) => {
-                self.received += chunk.bytes.len() as u64;
-                Ok((chunk.rows > 0 || !chunk.bytes.is_empty()).then_some(chunk))
-            }
-            Ok(Err(_)) => Err(self.died().await),
-        }
+        self.received += chunk.bytes.len() as u64;
+        Ok((chunk.rows > 0 || !chunk.bytes.is_empty()).then_some(chunk))
     }
 
     /// The next frame of the byte stream that follows the reply (a training set's answer), or
     /// `None` after the last. Each frame must arrive within the time limit.
     pub async fn next_frame(&mut self) -> Result<Option<bytes::Bytes>, ComputeError> {
-        let deadline = self.pool.0.settings.timeout;
-        let read = async {
-            let len = self.stdout.read_u64_le().await?;
-            if len > protocol::STREAM_FRAME_BYTES as u64 {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("a stream frame of {len} bytes"),
-                ));
-            }
-            let mut bytes = vec![0; len as usize];
-            self.stdout.read_exact(&mut bytes).await?;
-            io::Result::Ok(bytes)
+        // A worker never sends a longer frame: one is a broken worker, not a large result.
+        let frame = match self.read(Next::Blob, protocol::STREAM_FRAME_BYTES).await {
+            Err(ComputeError::ResultTooLarge(_)) => return Err(self.died().await),
+            read => read?,
         };
-        match tokio::time::timeout(deadline, read).await {
-            Err(_) => Err(ComputeError::TimedOut(deadline)),
-            Ok(Ok(bytes)) if bytes.is_empty() => Ok(None),
-            Ok(Ok(bytes)) => Ok(Some(bytes.into())),
-            Ok(Err(_)) => Err(self.died().await),
-        }
+        Ok((!frame.is_empty()).then(|| frame.freeze()))
     }
 
     /// The payload blob that follows the reply, when it says there is one.
@@ -384,23 +360,23 @@ impl Running {
         if !self.reply.payload {
             return Ok(None);
         }
-        let cap = self.pool.0.settings.max_result_bytes as u64;
-        let read = async {
-            let len = self.stdout.read_u64_le().await?;
-            if len > cap {
-                return Ok(Err(()));
-            }
-            let mut bytes = vec![0; len as usize];
-            self.stdout.read_exact(&mut bytes).await?;
-            io::Result::Ok(Ok(bytes))
-        };
-        match tokio::time::timeout(self.pool.0.settings.timeout, read).await {
-            Err(_) => Err(ComputeError::TimedOut(self.pool.0.settings.timeout)),
-            Ok(Ok(Err(()))) => Err(ComputeError::ResultTooLarge(
+        let cap = self.pool.0.settings.max_result_bytes;
+        Ok(Some(self.read(Next::Blob, cap).await?.to_vec()))
+    }
+
+    /// The next frame, of at most `max` bytes, within the time limit: the one reader of a
+    /// worker's output after its reply. A frame over `max` is a result too large (the worker
+    /// is dropped, so killed, by the caller); an early end or a broken frame, a dead worker.
+    async fn read(&mut self, next: Next, max: usize) -> Result<bytes::BytesMut, ComputeError> {
+        let deadline = self.pool.0.settings.timeout;
+        self.stdout.decoder_mut().expect(next, max);
+        match tokio::time::timeout(deadline, self.stdout.next()).await {
+            Err(_) => Err(ComputeError::TimedOut(deadline)),
+            Ok(Some(Ok(frame))) => Ok(frame),
+            Ok(Some(Err(e))) if protocol::is_too_long(&e) => Err(ComputeError::ResultTooLarge(
                 self.pool.0.settings.max_result_bytes,
             )),
-            Ok(Ok(Ok(bytes))) => Ok(Some(bytes)),
-            Ok(Err(_)) => Err(self.died().await),
+            Ok(Some(Err(_))) | Ok(None) => Err(self.died().await),
         }
     }
 
@@ -431,17 +407,15 @@ impl Running {
     }
 }
 
-async fn read_reply(stdout: &mut BufReader<ChildStdout>) -> io::Result<Reply> {
-    let len = stdout.read_u32_le().await?;
-    if len > protocol::MAX_HEADER_BYTES {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("a reply header of {len} bytes"),
-        ));
-    }
-    let mut buf = vec![0; len as usize];
-    stdout.read_exact(&mut buf).await?;
-    serde_json::from_slice(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+async fn read_reply(stdout: &mut FramedRead<ChildStdout, Frames>) -> io::Result<Reply> {
+    stdout
+        .decoder_mut()
+        .expect(Next::Reply, protocol::MAX_HEADER_BYTES as usize);
+    let frame = stdout
+        .next()
+        .await
+        .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "no reply"))??;
+    serde_json::from_slice(&frame).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// The last `STDERR_TAIL` bytes a worker printed.

@@ -10,12 +10,15 @@
 //! length` + values (the JSON object text that is served); a chunk of 0 rows and 0 bytes ends
 //! them.
 //! The server writes each chunk to the database as it arrives, so a result is never held
-//! whole by the server.
+//! whole by the server. A training set's answer follows its reply as frames of `u64 LE length`
+//! + bytes, an empty one last. The server reads all of it through `Frames`.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 
+use bytes::{Buf, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
+use tokio_util::codec::{Decoder, LengthDelimitedCodec, LengthDelimitedCodecError};
 
 pub use crate::engine::training::Format;
 
@@ -415,14 +418,109 @@ impl ChunkWriter {
     }
 }
 
+/// What the server expects next on a worker's stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// The reply: `u32 LE length` + JSON.
+    Reply,
+    /// A vector chunk: `u32 LE rows` + `u64 LE length` + the rows.
+    Chunk,
+    /// A payload blob or a frame of a streamed answer: `u64 LE length` + bytes.
+    Blob,
+}
+
+/// The server's reader of a worker's stdout. Every frame above is length-prefixed, so
+/// tokio-util's `LengthDelimitedCodec` cuts each one (one codec per layout), and nothing here
+/// counts bytes by hand; `expect` says which layout comes next and the longest it may be.
+pub struct Frames {
+    next: Next,
+    reply: LengthDelimitedCodec,
+    chunk: LengthDelimitedCodec,
+    blob: LengthDelimitedCodec,
+}
+
+/// The bytes before a chunk's rows: its row count and its length.
+const CHUNK_HEAD: usize = 12;
+
+impl Default for Frames {
+    fn default() -> Self {
+        let mut builder = LengthDelimitedCodec::builder();
+        builder.little_endian();
+        Frames {
+            next: Next::Reply,
+            reply: builder
+                .clone()
+                .length_field_length(4)
+                .max_frame_length(MAX_HEADER_BYTES as usize)
+                .new_codec(),
+            // The row count before the length is kept in the frame (num_skip 0, the head
+            // added to the length) for `VectorChunk::from_frame` to read.
+            chunk: builder
+                .clone()
+                .length_field_offset(4)
+                .length_field_length(8)
+                .length_adjustment(CHUNK_HEAD as isize)
+                .num_skip(0)
+                .new_codec(),
+            blob: builder.clone().length_field_length(8).new_codec(),
+        }
+    }
+}
+
+impl Frames {
+    /// The next frame is a `next`, of at most `max` bytes (past it, the read fails and
+    /// `is_too_long` says so, before the frame is read).
+    pub fn expect(&mut self, next: Next, max: usize) {
+        self.next = next;
+        self.codec().set_max_frame_length(max);
+    }
+
+    fn codec(&mut self) -> &mut LengthDelimitedCodec {
+        match self.next {
+            Next::Reply => &mut self.reply,
+            Next::Chunk => &mut self.chunk,
+            Next::Blob => &mut self.blob,
+        }
+    }
+}
+
+impl Decoder for Frames {
+    type Item = BytesMut;
+    type Error = io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> io::Result<Option<BytesMut>> {
+        self.codec().decode(src)
+    }
+}
+
+/// Whether a read failed on a frame longer than `Frames::expect` allowed (not a broken pipe).
+pub fn is_too_long(e: &io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<LengthDelimitedCodecError>())
+}
+
 /// One chunk of vectors as the server reads it: rows parsed lazily from the framed bytes.
 #[derive(Debug, Clone)]
 pub struct VectorChunk {
     pub rows: u32,
-    pub bytes: Vec<u8>,
+    pub bytes: Bytes,
 }
 
 impl VectorChunk {
+    /// A chunk frame as `Frames` cut it (its head still on).
+    pub fn from_frame(frame: BytesMut) -> io::Result<VectorChunk> {
+        if frame.len() < CHUNK_HEAD {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a vector chunk shorter than its head",
+            ));
+        }
+        let mut frame = frame.freeze();
+        let rows = frame.get_u32_le();
+        frame.advance(CHUNK_HEAD - 4);
+        Ok(VectorChunk { rows, bytes: frame })
+    }
+
     /// (entity id, values) of each row; `Err` if the framing or the text is broken.
     pub fn iter(&self) -> impl Iterator<Item = Result<(&str, &str), String>> {
         let mut rest: &[u8] = &self.bytes;
@@ -501,6 +599,36 @@ mod tests {
     }
 
     #[test]
+    fn frames_cut_a_reply_chunks_and_a_blob_and_refuse_one_too_long_before_reading_it() {
+        let mut wire = Vec::new();
+        write_header(&mut wire, &serde_json::json!({"ok": true})).unwrap();
+        let mut chunk = ChunkWriter::default();
+        chunk.push("u1", "{}");
+        chunk.flush_to(&mut wire).unwrap();
+        ChunkWriter::write_end(&mut wire).unwrap();
+        write_blob(&mut wire, b"abc").unwrap();
+        write_blob(&mut wire, b"abcd").unwrap();
+        let mut src = BytesMut::from(&wire[..]);
+        let mut frames = Frames::default();
+
+        frames.expect(Next::Reply, 1024);
+        assert_eq!(
+            frames.decode(&mut src).unwrap().unwrap(),
+            br#"{"ok":true}"#[..]
+        );
+        frames.expect(Next::Chunk, 1024);
+        let read = VectorChunk::from_frame(frames.decode(&mut src).unwrap().unwrap()).unwrap();
+        let rows: Vec<_> = read.iter().collect::<Result<_, _>>().unwrap();
+        assert_eq!(rows, [("u1", "{}")]);
+        let end = VectorChunk::from_frame(frames.decode(&mut src).unwrap().unwrap()).unwrap();
+        assert_eq!((end.rows, end.bytes.len()), (0, 0));
+        frames.expect(Next::Blob, 3);
+        assert_eq!(frames.decode(&mut src).unwrap().unwrap(), b"abc"[..]);
+        let refused = frames.decode(&mut src).unwrap_err();
+        assert!(is_too_long(&refused), "{refused}");
+    }
+
+    #[test]
     fn vector_chunks_frame_rows_and_a_broken_one_is_an_error() {
         let mut chunk = ChunkWriter::default();
         chunk.push("u1", r#"{"a":1}"#);
@@ -508,15 +636,13 @@ mod tests {
         let mut out = Vec::new();
         chunk.flush_to(&mut out).unwrap();
         let rows = u32::from_le_bytes(out[..4].try_into().unwrap());
-        let read = VectorChunk {
-            rows,
-            bytes: out[12..].to_vec(),
-        };
+        let read = VectorChunk::from_frame(BytesMut::from(&out[..])).unwrap();
+        assert_eq!(read.rows, rows);
         let pairs: Vec<_> = read.iter().collect::<Result<_, _>>().unwrap();
         assert_eq!(pairs, [("u1", r#"{"a":1}"#), ("é", "{}")]);
         let broken = VectorChunk {
             rows,
-            bytes: out[12..out.len() - 1].to_vec(),
+            bytes: Bytes::copy_from_slice(&out[12..out.len() - 1]),
         };
         assert!(broken.iter().any(|r| r.is_err()));
     }
