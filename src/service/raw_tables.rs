@@ -335,29 +335,32 @@ async fn record_unrecorded(
                     .await?
                     .unwrap_or(0)
             };
-            let before = state.store.stored_row_count(table.id).await?;
-            record(
-                state,
-                table.id,
-                pinned.version,
-                total - before,
-                Some(&fingerprint),
-            )
-            .await
+            record_holding(state, table.id, pinned.version, total, Some(&fingerprint)).await
         }
         Unrecorded::Delta { first } => {
-            let before = state.store.stored_row_count(table.id).await?;
-            for version in first..=pinned.version {
-                let rows = if version == pinned.version {
-                    pinned.total_rows - before
-                } else {
-                    0
-                };
-                record(state, table.id, version, rows, None).await?;
+            for version in first..pinned.version {
+                record(state, table.id, version, 0, None).await?;
             }
-            Ok(())
+            record_holding(state, table.id, pinned.version, pinned.total_rows, None).await
         }
     }
+}
+
+/// Record `version` as the one that brings the table to `total` rows (see
+/// `Store::record_table_version_holding`).
+async fn record_holding(
+    state: &AppState,
+    table_id: i64,
+    version: i64,
+    total: i64,
+    fingerprint: Option<&str>,
+) -> Result<()> {
+    let changes = state
+        .store
+        .record_table_version_holding(table_id, version, total, fingerprint, state.clock.now())
+        .await?;
+    changed::announce(state, changes).await;
+    Ok(())
 }
 
 async fn record(

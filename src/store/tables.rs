@@ -38,22 +38,62 @@ impl Store {
         fingerprint: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Changed> {
+        self.insert_table_version(
+            "INSERT INTO raw_table_versions (raw_table_id, version, row_count, created_at, \
+             fingerprint) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (raw_table_id, version) DO NOTHING",
+            (raw_table_id, version, row_count, fingerprint, now),
+        )
+        .await
+    }
+
+    /// Record a version of a raw table that holds `total_rows` in all: its own rows are the
+    /// total less what the versions recorded before it hold, counted in the same statement.
+    /// Two replicas recording the versions they missed at once then never count one
+    /// version's rows twice (a count read first, then written, did: the other replica's
+    /// version could land in between).
+    pub async fn record_table_version_holding(
+        &self,
+        raw_table_id: i64,
+        version: i64,
+        total_rows: i64,
+        fingerprint: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Changed> {
+        // `WHERE true`: SQLite needs it to read ON CONFLICT after INSERT ... SELECT.
+        self.insert_table_version(
+            "INSERT INTO raw_table_versions (raw_table_id, version, row_count, created_at, \
+             fingerprint) SELECT $1, $2, $3 - COALESCE((SELECT CAST(SUM(row_count) AS BIGINT) \
+             FROM raw_table_versions WHERE raw_table_id = $1), 0), $4, $5 WHERE true \
+             ON CONFLICT (raw_table_id, version) DO NOTHING",
+            (raw_table_id, version, total_rows, fingerprint, now),
+        )
+        .await
+    }
+
+    async fn insert_table_version(
+        &self,
+        sql: &str,
+        (raw_table_id, version, row_count, fingerprint, now): (
+            i64,
+            i64,
+            i64,
+            Option<&str>,
+            DateTime<Utc>,
+        ),
+    ) -> Result<Changed> {
         on_pool!(self, write, |p| {
             let mut tx = p.begin().await?;
-            let added = sqlx::query(
-                "INSERT INTO raw_table_versions (raw_table_id, version, row_count, created_at, \
-                 fingerprint) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (raw_table_id, version) DO NOTHING",
-            )
-            .bind(raw_table_id)
-            .bind(version)
-            .bind(row_count)
-            .bind(now)
-            .bind(fingerprint)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?
-            .rows_affected();
+            let added = sqlx::query(sql)
+                .bind(raw_table_id)
+                .bind(version)
+                .bind(row_count)
+                .bind(now)
+                .bind(fingerprint)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?
+                .rows_affected();
             if added == 0 {
                 return Ok(Changed::default());
             }
