@@ -105,6 +105,7 @@ pub async fn build_app(config: Config) -> Result<(AppState, Router), StartupErro
     service::changes::spawn_checkpointer(&state);
     service::history::spawn_pruner(&state);
     service::scheduler::spawn(&state);
+    service::streams::spawn(&state);
     let router = api::router(state.clone());
     Ok((state, router))
 }

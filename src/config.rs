@@ -70,6 +70,9 @@ pub struct Config {
     /// How long the scheduler lease lasts unrenewed: a dead scheduler is replaced within it
     /// (plus one tick, a quarter of it).
     pub scheduler_lease: Duration,
+    /// How long a stream's lease lasts unrenewed: one replica commits each stream, and another
+    /// takes over within this (plus a tick) after it dies.
+    pub stream_lease: Duration,
     /// Where raw tables (Delta) and snapshots (Parquet) live: a directory or `s3://bucket/prefix`.
     /// `None`: `data` beside the SQLite file (`./data` for Postgres).
     pub data_dir: Option<String>,
@@ -117,6 +120,7 @@ impl Default for Config {
             allowed_hosts: Vec::new(),
             refresh_scheduler: true,
             scheduler_lease: Duration::from_secs(10),
+            stream_lease: Duration::from_secs(10),
             data_dir: None,
             storage_options: BTreeMap::new(),
             external_source_prefixes: Vec::new(),
@@ -180,6 +184,7 @@ impl fmt::Debug for Config {
             .field("allowed_hosts", &self.allowed_hosts)
             .field("refresh_scheduler", &self.refresh_scheduler)
             .field("scheduler_lease", &self.scheduler_lease)
+            .field("stream_lease", &self.stream_lease)
             .field("data_dir", &self.data_dir)
             .field(
                 "storage_options",
@@ -387,6 +392,11 @@ impl Config {
                 "SCHEDULER_LEASE_SECONDS",
                 get("SCHEDULER_LEASE_SECONDS"),
                 d.scheduler_lease.as_secs(),
+            )?),
+            stream_lease: Duration::from_secs(parse(
+                "STREAM_LEASE_SECONDS",
+                get("STREAM_LEASE_SECONDS"),
+                d.stream_lease.as_secs(),
             )?),
             data_dir: get("DATA_DIR").filter(|v| !v.trim().is_empty()),
             storage_options: STORAGE_VARIABLES

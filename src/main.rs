@@ -42,6 +42,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     );
     serve(listener, router, shutdown_signal()).await?;
     feature_store::service::scheduler::release(&state).await;
+    feature_store::service::streams::release(&state).await;
     state.store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -50,6 +50,11 @@ pub struct VersionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabels {
+    pub raw_table: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EngineLabels {
     /// `polars` or `spark`.
     pub engine: &'static str,
@@ -79,6 +84,11 @@ pub struct Metrics {
     pub scheduler_leader: Gauge,
     /// Times this replica, holding the lease, looked for due refreshes.
     pub scheduler_passes: Counter,
+    /// Per raw table that follows a stream, on the replica committing it.
+    pub stream_events: Family<TableLabels, Counter>,
+    pub stream_rejected: Family<TableLabels, Counter>,
+    pub stream_lag: Family<TableLabels, Gauge>,
+    pub stream_commit_seconds: Family<TableLabels, Histogram, fn() -> Histogram>,
     // Set at scrape time (`api::metrics::serve`), from what the pool and the database hold.
     pub compute_queue_depth: Gauge,
     pub compute_workers_busy: Gauge,
@@ -115,6 +125,13 @@ impl Metrics {
         let refresh_runs = Family::<ResultLabels, Counter>::default();
         let scheduler_leader = Gauge::default();
         let scheduler_passes = Counter::default();
+        let stream_events = Family::<TableLabels, Counter>::default();
+        let stream_rejected = Family::<TableLabels, Counter>::default();
+        let stream_lag = Family::<TableLabels, Gauge>::default();
+        let stream_commit_seconds =
+            Family::<TableLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                compute_histogram,
+            );
         let compute_queue_depth = Gauge::default();
         let compute_workers_busy = Gauge::default();
         let snapshot_age = Family::default();
@@ -162,6 +179,26 @@ impl Metrics {
             scheduler_passes.clone(),
         );
         registry.register(
+            "stream_events",
+            "Stream messages committed to each raw table as rows",
+            stream_events.clone(),
+        );
+        registry.register(
+            "stream_rejected",
+            "Stream messages set aside, with their reasons, per raw table",
+            stream_rejected.clone(),
+        );
+        registry.register(
+            "stream_lag",
+            "Messages the stream holds after the last one committed, per raw table",
+            stream_lag.clone(),
+        );
+        registry.register(
+            "stream_commit_duration_seconds",
+            "Micro-batch commits of a stream (rows and rejected messages), per raw table",
+            stream_commit_seconds.clone(),
+        );
+        registry.register(
             "compute_queue_depth",
             "Computes waiting for a compute worker",
             compute_queue_depth.clone(),
@@ -196,6 +233,10 @@ impl Metrics {
             refresh_runs,
             scheduler_leader,
             scheduler_passes,
+            stream_events,
+            stream_rejected,
+            stream_lag,
+            stream_commit_seconds,
             compute_queue_depth,
             compute_workers_busy,
             snapshot_age,

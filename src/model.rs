@@ -692,6 +692,85 @@ pub struct IngestResponse {
     pub records_ingested: usize,
 }
 
+// ---- streams ----
+
+/// What a raw table follows: a NATS JetStream stream (Kafka is not supported yet). Settings
+/// left out take their defaults, and the answer shows them filled in.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSource {
+    /// `nats`.
+    #[serde(rename = "type")]
+    #[schema(example = "nats")]
+    pub kind: String,
+    /// The NATS server, `nats://host:port` (no credentials in it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "nats://127.0.0.1:4222")]
+    pub url: Option<String>,
+    /// The JetStream stream to read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "TX")]
+    pub stream: Option<String>,
+    /// Only messages on subjects matching this filter (`tx.>`); all of the stream's otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "tx.>")]
+    pub subject: Option<String>,
+    /// How a message is read: `json`, one object per message (the only format for now).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "json")]
+    pub format: Option<String>,
+    /// A micro-batch commits after this many messages (1 to 100000; default 10000)...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = 10000)]
+    pub max_batch_events: Option<u32>,
+    /// ...or this long after its first message, whichever comes first (10 to 60000 ms;
+    /// default 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = 1000)]
+    pub max_batch_interval_ms: Option<u32>,
+}
+
+/// A position in the source: for NATS, the stream itself, whose offsets are its sequences.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StreamPartition {
+    pub partition: String,
+    /// The last offset committed to the table (rows and rejected messages alike).
+    pub committed_offset: Option<i64>,
+    /// Messages after it that the source holds, as of the last commit.
+    pub lag: Option<i64>,
+}
+
+/// A raw table's stream and how following it goes.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StreamResponse {
+    pub raw_table_id: i64,
+    #[serde(flatten)]
+    pub source: StreamSource,
+    /// `starting`, `running`, `failing` (with `reason`), or `waiting` (no replica holds it).
+    #[schema(example = "running")]
+    pub status: String,
+    pub reason: Option<String>,
+    /// The replica committing it now.
+    pub committer: Option<String>,
+    pub partitions: Vec<StreamPartition>,
+    /// Messages committed to the table as rows since the stream was set.
+    pub events_committed: i64,
+    /// Messages set aside, with their reasons, in `rejected_location`.
+    pub rejected: i64,
+    pub events_per_second: Option<f64>,
+    /// The Delta table of rejected messages: partition, offset, reason, payload, received_at.
+    pub rejected_location: String,
+    #[serde(serialize_with = "opt_ts")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_commit_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "ts")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "ts")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: DateTime<Utc>,
+}
+
 /// Every error: `{"detail": "<message>"}`, or for request-validation failures (422) FastAPI's
 /// list of `{loc, msg, type}`.
 #[derive(Debug, Serialize, ToSchema)]

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod raw_tables;
 mod request_id;
 pub mod stats;
+pub mod streams;
 pub mod training;
 pub mod ui;
 pub mod vectors;
@@ -31,6 +32,7 @@ pub fn router(state: AppState) -> Router {
     // Full paths rather than `nest("/api/v1", ...)`: nesting rewrites every request's URI.
     let mut api = Router::new()
         .merge(raw_tables::router())
+        .merge(streams::router())
         .merge(features::router())
         .merge(versions::router())
         .merge(compute::router())

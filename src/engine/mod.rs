@@ -10,6 +10,7 @@ pub mod formats;
 pub mod held;
 pub mod history;
 pub mod json_rows;
+pub mod messages;
 pub mod ndjson;
 pub mod result;
 pub mod scan;

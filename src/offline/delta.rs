@@ -173,11 +173,29 @@ impl OfflineStore {
 
     /// Create the Delta table of a managed raw table; nothing happens if it exists.
     pub async fn create_managed(&self, location: &Location, schema: &TableSchema) -> Result<()> {
+        self.create_delta(location, &arrow_schema(schema)).await
+    }
+
+    /// Create the Delta table of a stream's rejected messages: where in the source each one
+    /// was (`partition`, `offset`), why it was set aside, its bytes as they came, and when.
+    pub async fn create_rejected(&self, location: &Location) -> Result<()> {
+        let utc = ArrowType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        let schema = ArrowSchema::new(vec![
+            Field::new("partition", ArrowType::Utf8, false),
+            Field::new("offset", ArrowType::Int64, false),
+            Field::new("reason", ArrowType::Utf8, false),
+            Field::new("payload", ArrowType::Binary, false),
+            Field::new("received_at", utc, false),
+        ]);
+        self.create_delta(location, &schema).await
+    }
+
+    async fn create_delta(&self, location: &Location, schema: &ArrowSchema) -> Result<()> {
         if self.delta_exists(location).await? {
             return Ok(());
         }
-        let delta_schema = StructType::try_from_arrow(&arrow_schema(schema))
-            .map_err(|e| OfflineError::Invalid(e.to_string()))?;
+        let delta_schema =
+            StructType::try_from_arrow(schema).map_err(|e| OfflineError::Invalid(e.to_string()))?;
         CreateBuilder::new()
             .with_location(location.uri())
             .with_storage_options(self.storage_map())

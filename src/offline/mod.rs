@@ -142,6 +142,17 @@ impl OfflineStore {
         )
     }
 
+    /// A new relative location for the Delta table of a stream's rejected messages, fresh for
+    /// the same reason as a managed table's.
+    pub fn new_rejected_path(&self, raw_table_id: i64) -> String {
+        let random = uuid::Uuid::new_v4().simple().to_string();
+        format!(
+            "rejected/{}/{raw_table_id}-{}",
+            self.instance(),
+            &random[..12]
+        )
+    }
+
     /// A new snapshot file's relative location.
     pub fn new_snapshot_path(&self, feature_id: i64) -> String {
         format!(

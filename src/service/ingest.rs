@@ -30,7 +30,10 @@ fn invalid(reason: impl std::fmt::Display) -> ServiceError {
 }
 
 /// The table and its schema, refusing tables registered without one and external datasets.
-async fn target(state: &AppState, raw_table_id: i64) -> Result<(RawTableRow, TableSchema)> {
+pub(super) async fn target(
+    state: &AppState,
+    raw_table_id: i64,
+) -> Result<(RawTableRow, TableSchema)> {
     let table = lookup::table(state, raw_table_id).await?;
     if let Some(format) = raw_tables::external_format(&table) {
         return Err(ServiceError::Invalid(format!(
@@ -109,7 +112,7 @@ fn read_upload(schema: &TableSchema, upload: Upload) -> Result<Stored> {
 
 /// What an ingest commits: rows to write as a Parquet file, or a Parquet file that already
 /// is what the table stores.
-enum Stored {
+pub(super) enum Stored {
     Frame(DataFrame),
     AsItCame { parquet: Bytes, rows: usize },
 }
@@ -143,6 +146,26 @@ where
 /// Commit the rows as one Parquet file, one Delta version: until the commit, nothing of the
 /// upload is part of the table.
 async fn store(state: &AppState, table: &RawTableRow, stored: Stored) -> Result<IngestResponse> {
+    let count = commit(state, table, stored, None).await?;
+    state.metrics.ingested_rows.inc_by(count as u64);
+    Ok(IngestResponse {
+        message: format!(
+            "Successfully ingested {count} records into raw table '{}'",
+            table.name
+        ),
+        records_ingested: count,
+    })
+}
+
+/// Commit rows as one Parquet file, one Delta version, record the version and announce it;
+/// the number of rows. `txn` (an application id and number) goes into the same Delta commit:
+/// a stream's offsets, so what was committed and where to resume can never disagree.
+pub(super) async fn commit(
+    state: &AppState,
+    table: &RawTableRow,
+    stored: Stored,
+    txn: Option<(String, i64)>,
+) -> Result<usize> {
     let location = raw_tables::location_of(state, table)
         .await?
         .ok_or_else(|| ServiceError::fault("a table with a schema has no storage"))?;
@@ -165,7 +188,7 @@ async fn store(state: &AppState, table: &RawTableRow, stored: Stored) -> Result<
                 &location,
                 parquet,
                 count as i64,
-                None,
+                txn.as_ref().map(|(app, number)| (app.as_str(), *number)),
                 crate::failpoint::reach(crate::failpoint::INGEST_BEFORE_COMMIT),
             )
             .await?;
@@ -214,12 +237,5 @@ async fn store(state: &AppState, table: &RawTableRow, stored: Stored) -> Result<
         Ok(())
     })
     .await?;
-    state.metrics.ingested_rows.inc_by(count as u64);
-    Ok(IngestResponse {
-        message: format!(
-            "Successfully ingested {count} records into raw table '{}'",
-            table.name
-        ),
-        records_ingested: count,
-    })
+    Ok(count)
 }

@@ -21,6 +21,7 @@ pub mod readiness;
 pub mod scheduler;
 pub mod spark;
 pub mod stats;
+pub mod streams;
 pub mod training;
 pub mod vectors;
 pub mod versions;

@@ -32,6 +32,7 @@ mod replicas;
 mod s3;
 mod spark;
 mod stats;
+mod streams;
 mod ui;
 mod vectors;
 mod versions;

@@ -1,0 +1,275 @@
+//! Streams benchmark: feature-store on a fresh SQLite follows a NATS JetStream stream while
+//! this program publishes RATE transaction messages a second for DURATION seconds over
+//! ENTITIES users, into a table with an aggregation feature (sum and count of the amount over
+//! 1h by user). It prints:
+//!
+//! - events published, committed (the table's row count) and rejected: they must be equal, 0;
+//! - publish-to-committed latency (p50, p99, max): from each message's publish to the first
+//!   `GET .../stream` that shows its offset committed (polled every 5 ms), the moment its
+//!   event is in every replica's next answer;
+//! - the committed rate over the run, and the stream's own events/s;
+//! - wrk's cached GET of the aggregation feature during the run (req/s, p99), if wrk is there.
+//!
+//! Usage: cargo run --release --example bench_streams -- [--server PATH] [--nats nats://...]
+//!        [--rate 50000] [--duration 60] [--entities 1000000] [--batch-ms 100]
+//! Needs a NATS server with JetStream (`nats-server -js`).
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, stream};
+use serde_json::{json, Value};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn arg(args: &[String], name: &str, default: &str) -> String {
+    args.windows(2)
+        .find(|w| w[0] == name)
+        .map_or(default.to_string(), |w| w[1].clone())
+}
+
+fn lcg(seed: &mut u64) -> u64 {
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    *seed >> 33
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().collect();
+    let server = arg(&args, "--server", "target/release/feature-store");
+    let nats_url = arg(&args, "--nats", "nats://127.0.0.1:4222");
+    let rate: u64 = arg(&args, "--rate", "50000").parse()?;
+    let duration: u64 = arg(&args, "--duration", "60").parse()?;
+    let entities: u64 = arg(&args, "--entities", "1000000").parse()?;
+    let batch_ms: u64 = arg(&args, "--batch-ms", "100").parse()?;
+
+    let dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let _server = Proc(
+        Command::new(&server)
+            .env(
+                "DATABASE_URL",
+                format!("sqlite:{}/bench.db", dir.path().display()),
+            )
+            .env("PORT", port.to_string())
+            .env("REDIS_URL", "")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::from(std::fs::File::create(
+                dir.path().join("server.log"),
+            )?))
+            .spawn()?,
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    for _ in 0..300 {
+        if http.get(format!("{base}/health")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let call = |method: reqwest::Method, path: String, body: Option<Value>| {
+        let mut req = http.request(method, format!("{base}{path}"));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        async move {
+            let resp = req.send().await?;
+            let status = resp.status();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            if !status.is_success() {
+                return Err::<Value, Error>(format!("{path}: {status} {body}").into());
+            }
+            Ok(body)
+        }
+    };
+
+    let table = call(
+        reqwest::Method::POST,
+        "/api/v1/raw-tables".into(),
+        Some(
+            json!({"name": "tx", "event_time_column": "ts", "schema_definition":
+            {"user_id": "string", "amount": "float", "ts": "datetime"}}),
+        ),
+    )
+    .await?;
+    let table = table["id"].as_i64().ok_or("table id")?;
+    call(
+        reqwest::Method::POST,
+        "/api/v1/features".into(),
+        Some(
+            json!({"name": "spend", "raw_table_id": table, "entity_key": "user_id",
+            "aggregations": [{"column": "amount", "function": "sum", "windows": ["1h"]},
+                             {"column": "amount", "function": "count", "windows": ["1h"]}]}),
+        ),
+    )
+    .await?;
+
+    let client = async_nats::connect(&nats_url).await?;
+    let js = jetstream::new(client);
+    let name = format!("BENCH_{}", uuid::Uuid::new_v4().simple());
+    js.create_stream(stream::Config {
+        name: name.clone(),
+        subjects: vec![format!("{name}.>")],
+        storage: stream::StorageType::Memory,
+        max_age: Duration::from_secs(3600),
+        ..Default::default()
+    })
+    .await?;
+    let stream_path = format!("/api/v1/raw-tables/{table}/stream");
+    call(
+        reqwest::Method::PUT,
+        stream_path.clone(),
+        Some(json!({"type": "nats", "url": nats_url, "stream": name,
+            "max_batch_interval_ms": batch_ms, "max_batch_events": 100000})),
+    )
+    .await?;
+
+    // The publish instant of each offset (sequence n at index n - 1).
+    let total = rate * duration;
+    let published: Arc<Mutex<Vec<Instant>>> =
+        Arc::new(Mutex::new(Vec::with_capacity(total as usize)));
+    let publisher = {
+        let (js, subject, published) = (js.clone(), format!("{name}.tx"), published.clone());
+        tokio::spawn(async move {
+            let mut seed = 7u64;
+            let start = Instant::now();
+            let tick = Duration::from_millis(10);
+            let per_tick = (rate / 100).max(1);
+            let mut sent = 0u64;
+            let mut acks = Vec::new();
+            while sent < total {
+                let due = start + tick * (sent / per_tick) as u32;
+                tokio::time::sleep_until(due.into()).await;
+                for _ in 0..per_tick.min(total - sent) {
+                    let user = lcg(&mut seed) % entities;
+                    let amount = (lcg(&mut seed) % 10_000) as f64 / 100.0;
+                    let payload = json!({"user_id": format!("u{user}"), "amount": amount,
+                        "ts": chrono::Utc::now().to_rfc3339()})
+                    .to_string();
+                    acks.push(js.publish(subject.clone(), payload.into()).await?);
+                    if let Ok(mut p) = published.lock() {
+                        p.push(Instant::now());
+                    }
+                    sent += 1;
+                }
+                if acks.len() >= 5000 {
+                    for ack in acks.drain(..) {
+                        ack.await?;
+                    }
+                }
+            }
+            for ack in acks {
+                ack.await?;
+            }
+            Ok::<Duration, Error>(start.elapsed())
+        })
+    };
+
+    // wrk on the aggregation feature's GET, during the run.
+    let wrk = Command::new("wrk")
+        .args([
+            "-t1",
+            "-c16",
+            &format!("-d{}s", duration.min(30)),
+            "--latency",
+        ])
+        .arg(format!(
+            "{base}/api/v1/feature-vectors?feature_name=spend&entity_id=u1"
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok();
+
+    // Poll the committed offset; each newly committed offset's latency is now - its publish.
+    let mut latencies: Vec<f64> = Vec::with_capacity(total as usize);
+    let mut seen = 0i64;
+    let started = Instant::now();
+    let mut last: Value = Value::Null;
+    while (seen as u64) < total && started.elapsed() < Duration::from_secs(duration + 120) {
+        let stream = call(reqwest::Method::GET, stream_path.clone(), None).await?;
+        let committed = stream["partitions"][0]["committed_offset"]
+            .as_i64()
+            .unwrap_or(0);
+        if committed > seen {
+            let now = Instant::now();
+            if let Ok(p) = published.lock() {
+                for at in p.iter().take(committed as usize).skip(seen as usize) {
+                    latencies.push(now.duration_since(*at).as_secs_f64() * 1000.0);
+                }
+            }
+            seen = committed;
+        }
+        last = stream;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let publish_time = publisher.await??;
+    let run_time = started.elapsed();
+    latencies.sort_by(f64::total_cmp);
+    let preview = call(
+        reqwest::Method::GET,
+        format!("/api/v1/raw-tables/{table}/data?limit=1"),
+        None,
+    )
+    .await?;
+
+    println!("streams benchmark: NATS JetStream -> feature-store (SQLite), {rate} events/s for {duration} s, {entities} entities, batches of {batch_ms} ms");
+    println!(
+        "published           {total} in {:.1} s ({:.0}/s)",
+        publish_time.as_secs_f64(),
+        total as f64 / publish_time.as_secs_f64()
+    );
+    println!(
+        "committed rows      {}  (rejected {}, committed offset {})",
+        preview["total_rows"], last["rejected"], last["partitions"][0]["committed_offset"]
+    );
+    println!(
+        "committed rate      {:.0}/s over the run; stream's own events/s at the end {}",
+        seen as f64 / run_time.as_secs_f64(),
+        last["events_per_second"]
+    );
+    println!(
+        "publish->committed  p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} events)",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or(f64::NAN),
+        latencies.len()
+    );
+    if let Some(wrk) = wrk {
+        let out = wrk.wait_with_output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let rps = text
+            .lines()
+            .find(|l| l.starts_with("Requests/sec"))
+            .unwrap_or("")
+            .to_string();
+        let p99 = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("99%"))
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        println!("aggregation GET during the run (wrk -t1 -c16): {rps}  p99 {p99}");
+    }
+    Ok(())
+}

@@ -1,0 +1,457 @@
+//! Following streams. Every replica runs `spawn`'s loop, which keeps one follower per stream;
+//! the follower that holds the stream's lease reads the source and commits micro-batches, the
+//! others wait to take over.
+//!
+//! Exactly once: a batch's rows go into the table in one Delta commit whose application
+//! transaction (`txn`, as Spark's Delta sink writes) records the last offset of the batch; its
+//! rejected messages go into the rejected dataset the same way, first. A follower starting
+//! (after a restart, a SIGKILL, a takeover) reads both numbers and resumes after the rows',
+//! leaving out the rejected messages the rejected dataset already holds: nothing is lost,
+//! nothing is written twice. (A long run of batches with no valid message at all is read
+//! again after a restart, since only rows move the table's number.) A replica that
+//! lost its lease while committing cannot write the same offsets twice either: Delta refuses a
+//! commit whose `txn` app was committed by another writer since it read the table.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use polars::prelude::*;
+use tokio::time::Instant;
+
+use super::super::ingest::{self, Stored};
+use super::super::{blocking, raw_tables, AppState, Shared};
+use super::nats::NatsSource;
+use crate::engine::messages::{self, Message};
+use crate::engine::schema::TableSchema;
+use crate::metrics::TableLabels;
+use crate::model::StreamSource;
+use crate::offline::{self, Location};
+use crate::store::{RawTableRow, StreamProgress, StreamRow};
+
+/// The longest wait between tries after failures.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// How often a follower renews its lease (and the supervisor looks for new streams).
+fn tick(lease: Duration) -> Duration {
+    (lease / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
+}
+
+/// Keep a follower running for every stream, on this replica, until the app is dropped.
+pub fn spawn(state: &AppState) {
+    let weak = Arc::downgrade(&state.0);
+    let tick = tick(state.config.stream_lease);
+    tokio::spawn(async move {
+        let mut followers: HashMap<i64, (i64, tokio::task::JoinHandle<()>)> = HashMap::new();
+        loop {
+            let Some(shared) = weak.upgrade() else {
+                followers.values().for_each(|(_, task)| task.abort());
+                return;
+            };
+            let streams = shared.store.list_streams().await;
+            drop(shared);
+            match streams {
+                Ok(streams) => {
+                    // A stream deleted or changed: its follower stops (a changed one starts
+                    // again below, at the new generation).
+                    followers.retain(|id, (generation, task)| {
+                        let current = streams
+                            .iter()
+                            .any(|s| s.raw_table_id == *id && s.generation == *generation);
+                        if !current {
+                            task.abort();
+                        }
+                        current && !task.is_finished()
+                    });
+                    for stream in streams {
+                        if !followers.contains_key(&stream.raw_table_id) {
+                            let (id, generation) = (stream.raw_table_id, stream.generation);
+                            let task = tokio::spawn(follow(weak.clone(), stream));
+                            followers.insert(id, (generation, task));
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not list the streams to follow"),
+            }
+            tokio::time::sleep(tick).await;
+        }
+    });
+}
+
+/// Give up every stream lease this replica holds (at shutdown), so others take over at once.
+pub async fn release(shared: &Shared) {
+    let streams = match shared.store.list_streams().await {
+        Ok(streams) => streams,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not release the stream leases");
+            return;
+        }
+    };
+    for stream in streams
+        .iter()
+        .filter(|s| s.holder.as_deref() == Some(shared.scheduler_id.as_str()))
+    {
+        if let Err(e) = shared
+            .store
+            .release_stream_lease(stream.raw_table_id, &shared.scheduler_id)
+            .await
+        {
+            tracing::warn!(error = %e, "could not release a stream lease");
+        }
+    }
+}
+
+/// Take or renew the stream's lease: `None` when the app is gone.
+async fn hold(weak: &Weak<Shared>, row: &StreamRow) -> Option<bool> {
+    let state = AppState(weak.upgrade()?);
+    let held = state
+        .store
+        .hold_stream_lease(
+            row.raw_table_id,
+            row.generation,
+            &state.scheduler_id,
+            state.config.stream_lease.max(Duration::from_secs(1)),
+            state.clock.now(),
+        )
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "could not renew a stream lease");
+            false
+        });
+    Some(held)
+}
+
+async fn report(weak: &Weak<Shared>, raw_table_id: i64, progress: StreamProgress) {
+    let Some(state) = weak.upgrade().map(AppState) else {
+        return;
+    };
+    if let Err(e) = state
+        .store
+        .record_stream_progress(
+            raw_table_id,
+            &state.scheduler_id,
+            &progress,
+            state.clock.now(),
+        )
+        .await
+    {
+        tracing::warn!(raw_table_id, error = %e, "could not record a stream's progress");
+    }
+}
+
+/// One stream on this replica: wait for its lease, lead while holding it, back off after a
+/// failure (renewing the lease meanwhile, so the stream shows `failing`, not orphaned).
+async fn follow(weak: Weak<Shared>, row: StreamRow) {
+    let Some(lease) = weak.upgrade().map(|s| s.config.stream_lease) else {
+        return;
+    };
+    let tick = tick(lease);
+    let mut failures = 0u32;
+    loop {
+        match hold(&weak, &row).await {
+            None => return,
+            Some(false) => {
+                tokio::time::sleep(tick).await;
+                continue;
+            }
+            Some(true) => {}
+        }
+        match lead(&weak, &row, tick).await {
+            Ok(()) => failures = 0,
+            Err(reason) => {
+                failures += 1;
+                tracing::warn!(raw_table_id = row.raw_table_id, %reason, "stream failing");
+                report(
+                    &weak,
+                    row.raw_table_id,
+                    StreamProgress {
+                        status: "failing",
+                        reason: Some(reason),
+                        ..StreamProgress::default()
+                    },
+                )
+                .await;
+                let until = Instant::now() + backoff(failures);
+                while Instant::now() < until {
+                    tokio::time::sleep(tick.min(until - Instant::now())).await;
+                    if hold(&weak, &row).await != Some(true) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// 0.5 s after the first failure, doubling, at most `MAX_BACKOFF`.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(500)
+        .saturating_mul(1 << failures.saturating_sub(1).min(10))
+        .min(MAX_BACKOFF)
+}
+
+/// Where a stream commits, and how far each dataset got.
+struct Target {
+    table: RawTableRow,
+    schema: TableSchema,
+    rejected_at: Location,
+    /// The `txn` application id: the source, so offsets of another source are never taken
+    /// for this one's.
+    app: String,
+    partition: String,
+    rows_upto: i64,
+    rejected_upto: i64,
+}
+
+/// Read and commit while holding the lease. `Ok` when the lease is lost or the app is gone;
+/// an error (shown as the stream's reason) when the source or a commit fails.
+async fn lead(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Result<(), String> {
+    let source: StreamSource = serde_json::from_str(&row.source).map_err(|e| e.to_string())?;
+    let (mut target, mut nats) = {
+        let Some(state) = weak.upgrade().map(AppState) else {
+            return Ok(());
+        };
+        let target = open_target(&state, row, &source).await?;
+        // Rejected messages commit before their batch's rows, so every message up to
+        // `rows_upto` is in one of the two datasets; after it, only rejected ones can be
+        // (a crash between the two commits, or batches of nothing but rejected messages),
+        // and those are left out below.
+        let from = target.rows_upto + 1;
+        let nats = NatsSource::open(&source, from).await?;
+        (target, nats)
+    };
+    let committed = target.rows_upto.max(target.rejected_upto);
+    report(
+        weak,
+        row.raw_table_id,
+        StreamProgress {
+            status: "running",
+            committed_offset: (committed > 0).then_some(committed),
+            ..StreamProgress::default()
+        },
+    )
+    .await;
+    let interval = Duration::from_millis(u64::from(source.max_batch_interval_ms.unwrap_or(1000)));
+    let max_events = source.max_batch_events.unwrap_or(10_000) as usize;
+    let mut batch: Vec<Message> = Vec::new();
+    let mut deadline: Option<Instant> = None;
+    let mut pending = 0u64;
+    let mut renewed = Instant::now();
+    let mut last_commit = Instant::now();
+    let mut connected = true;
+    loop {
+        let wake = deadline.map_or(renewed + tick, |d| d.min(renewed + tick));
+        tokio::select! {
+            received = nats.next() => {
+                let received = received?;
+                if batch.is_empty() {
+                    deadline = Some(Instant::now() + interval);
+                }
+                pending = received.pending;
+                batch.push(received.message);
+            }
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+        let now = Instant::now();
+        if now >= renewed + tick {
+            if hold(weak, row).await != Some(true) {
+                return Ok(());
+            }
+            renewed = now;
+            if nats.connected() != connected {
+                connected = !connected;
+                let reason = (!connected).then(|| {
+                    format!(
+                        "lost the connection to {}; reconnecting",
+                        source.url.as_deref().unwrap_or_default()
+                    )
+                });
+                let status = if connected { "running" } else { "failing" };
+                report(
+                    weak,
+                    row.raw_table_id,
+                    StreamProgress {
+                        status,
+                        reason,
+                        ..Default::default()
+                    },
+                )
+                .await;
+            }
+        }
+        if batch.len() >= max_events || deadline.is_some_and(|d| d <= now) {
+            // Renewed just before committing: a replica that lost the lease stops here (and
+            // one that lost it after this, Delta refuses; see the module's note).
+            if hold(weak, row).await != Some(true) {
+                return Ok(());
+            }
+            renewed = Instant::now();
+            let Some(state) = weak.upgrade().map(AppState) else {
+                return Ok(());
+            };
+            let events = std::mem::take(&mut batch);
+            deadline = None;
+            let started = Instant::now();
+            let (rows, rejected) = commit(&state, &mut target, events)
+                .await
+                .map_err(|e| format!("committing a batch failed: {e}"))?;
+            let labels = TableLabels {
+                raw_table: target.table.name.clone(),
+            };
+            state
+                .metrics
+                .stream_commit_seconds
+                .get_or_create(&labels)
+                .observe(started.elapsed().as_secs_f64());
+            state
+                .metrics
+                .stream_events
+                .get_or_create(&labels)
+                .inc_by(rows as u64);
+            state
+                .metrics
+                .stream_rejected
+                .get_or_create(&labels)
+                .inc_by(rejected as u64);
+            state
+                .metrics
+                .stream_lag
+                .get_or_create(&labels)
+                .set(pending as i64);
+            let seconds = last_commit.elapsed().as_secs_f64().max(1e-3);
+            last_commit = Instant::now();
+            report(
+                weak,
+                row.raw_table_id,
+                StreamProgress {
+                    status: "running",
+                    committed_offset: Some(target.rows_upto.max(target.rejected_upto)),
+                    lag: Some(pending as i64),
+                    events_committed: rows as i64,
+                    rejected: rejected as i64,
+                    events_per_second: Some((rows + rejected) as f64 / seconds),
+                    committed_at: Some(state.clock.now()),
+                    ..StreamProgress::default()
+                },
+            )
+            .await;
+        }
+    }
+}
+
+async fn open_target(
+    state: &AppState,
+    row: &StreamRow,
+    source: &StreamSource,
+) -> Result<Target, String> {
+    let fail = |e: super::super::ServiceError| e.public_detail();
+    let table = state
+        .store
+        .get_raw_table(row.raw_table_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the raw table is gone")?;
+    let schema = raw_tables::schema_of(&table).map_err(fail)?;
+    let location = raw_tables::location_of(state, &table)
+        .await
+        .map_err(fail)?
+        .ok_or("the raw table has no storage")?;
+    let rejected_at = state
+        .offline
+        .resolve(&row.rejected_location)
+        .map_err(|e| e.to_string())?;
+    state
+        .offline
+        .create_rejected(&rejected_at)
+        .await
+        .map_err(|e| e.to_string())?;
+    let partition = source.stream.clone().unwrap_or_default();
+    let app = format!("feature-store/{}/{partition}", source.kind);
+    let upto = |location: &Location| {
+        let (offline, location, app) = (state.offline.clone(), location.clone(), app.clone());
+        async move {
+            offline
+                .txn_version(&location, &app)
+                .await
+                .map(|v| v.unwrap_or(0))
+                .map_err(|e| e.to_string())
+        }
+    };
+    Ok(Target {
+        rows_upto: upto(&location).await?,
+        rejected_upto: upto(&rejected_at).await?,
+        table,
+        schema,
+        rejected_at,
+        app,
+        partition,
+    })
+}
+
+/// Commit one batch: its rejected messages, then its rows, each with the batch's last offset
+/// as the `txn`, leaving out what each dataset already holds. The rows and rejected messages
+/// it committed.
+async fn commit(
+    state: &AppState,
+    target: &mut Target,
+    events: Vec<Message>,
+) -> Result<(usize, usize), String> {
+    let Some(last) = events.last().map(|m| m.offset) else {
+        return Ok((0, 0));
+    };
+    let schema = target.schema.clone();
+    let sorted = blocking(move || messages::sort(&schema, &events))
+        .await
+        .map_err(|e| e.public_detail())??;
+    let rejected: Vec<_> = sorted
+        .rejected
+        .into_iter()
+        .filter(|r| r.offset > target.rejected_upto)
+        .collect();
+    let rejected_count = rejected.len();
+    if !rejected.is_empty() {
+        let partition = target.partition.clone();
+        let now = state.clock.now().timestamp_micros();
+        let parquet = blocking(move || {
+            let mut frame =
+                messages::rejected_frame(&partition, &rejected, now).map_err(|e| e.to_string())?;
+            offline::write_parquet(&mut frame)
+        })
+        .await
+        .map_err(|e| e.public_detail())??;
+        state
+            .offline
+            .append(
+                &target.rejected_at,
+                Bytes::from(parquet),
+                rejected_count as i64,
+                Some((&target.app, last)),
+                std::future::ready(()),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        target.rejected_upto = last;
+    }
+    let mut rows_count = 0;
+    if let Some(mut frame) = sorted.rows {
+        let upto = target.rows_upto;
+        if sorted.offsets.first().is_some_and(|first| *first <= upto) {
+            // Just after a resume: rows the table already holds are left out.
+            let keep: BooleanChunked = sorted.offsets.iter().map(|o| *o > upto).collect();
+            frame = frame.filter(&keep).map_err(|e| e.to_string())?;
+        }
+        if frame.height() > 0 {
+            rows_count = ingest::commit(
+                state,
+                &target.table,
+                Stored::Frame(frame),
+                Some((target.app.clone(), last)),
+            )
+            .await
+            .map_err(|e| e.public_detail())?;
+            target.rows_upto = last;
+        }
+    }
+    Ok((rows_count, rejected_count))
+}

@@ -1,0 +1,87 @@
+//! NATS JetStream as a source: an ordered consumer (ephemeral, no acks, no consumer group)
+//! that starts at the sequence after the last one committed to the table. The stream's
+//! sequences are the offsets; the stream is the one partition.
+
+use std::time::Duration;
+
+use async_nats::connection::State;
+use async_nats::jetstream::{
+    self,
+    consumer::{
+        pull::{Ordered, OrderedConfig},
+        DeliverPolicy,
+    },
+};
+use futures::StreamExt;
+
+use crate::engine::messages::Message;
+use crate::model::StreamSource;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct NatsSource {
+    client: async_nats::Client,
+    messages: Ordered,
+}
+
+/// A message and how many more the consumer has pending after it (the lag).
+pub struct Received {
+    pub message: Message,
+    pub pending: u64,
+}
+
+impl NatsSource {
+    /// Connect and start reading at `from` (a stream sequence, 1 or more).
+    pub async fn open(source: &StreamSource, from: i64) -> Result<NatsSource, String> {
+        let url = source.url.as_deref().unwrap_or_default();
+        let name = source.stream.as_deref().unwrap_or_default();
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(CONNECT_TIMEOUT)
+            .connect(url)
+            .await
+            .map_err(|e| format!("could not connect to {url}: {e}"))?;
+        let stream = jetstream::new(client.clone())
+            .get_stream(name)
+            .await
+            .map_err(|e| format!("could not open JetStream stream {name:?} at {url}: {e}"))?;
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                filter_subject: source.subject.clone().unwrap_or_default(),
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: from.max(1) as u64,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("could not read JetStream stream {name:?}: {e}"))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| format!("could not read JetStream stream {name:?}: {e}"))?;
+        Ok(NatsSource { client, messages })
+    }
+
+    /// The next message; an error when the consumer fails (the caller opens it again).
+    pub async fn next(&mut self) -> Result<Received, String> {
+        match self.messages.next().await {
+            Some(Ok(message)) => {
+                let info = message.info().map_err(|e| e.to_string())?;
+                let (offset, pending) = (info.stream_sequence as i64, info.pending);
+                Ok(Received {
+                    message: Message {
+                        offset,
+                        payload: message.message.payload,
+                    },
+                    pending,
+                })
+            }
+            Some(Err(e)) => Err(format!("reading the stream failed: {e}")),
+            None => Err("the stream's consumer ended".into()),
+        }
+    }
+
+    /// Whether the connection is up now (it reconnects by itself when it is not).
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == State::Connected
+    }
+}

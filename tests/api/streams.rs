@@ -1,0 +1,488 @@
+//! Raw tables that follow a NATS JetStream stream, against the real NATS server
+//! (`TEST_NATS_URL`, by default the one on 127.0.0.1:4222 that `.ci/run` starts): every message
+//! lands once, bad ones are set aside with their reasons, a SIGKILLed committer's replica takes
+//! over without losing or repeating a message.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use polars::prelude::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::fixtures::sql_feature;
+use crate::helpers::{fresh_database, spawn_app, wait_for, TestApp};
+use crate::process::{get, post, Server};
+
+fn nats_url() -> String {
+    std::env::var("TEST_NATS_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| "nats://127.0.0.1:4222".into())
+}
+
+/// A JetStream stream of this test's own (in memory, gone within the hour), and a publisher.
+struct Nats {
+    url: String,
+    name: String,
+    js: jetstream::Context,
+}
+
+impl Nats {
+    async fn new() -> Nats {
+        let url = nats_url();
+        let client = async_nats::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("NATS at {url} (TEST_NATS_URL): {e}"));
+        let js = jetstream::new(client);
+        let name = format!("FS_{}", uuid::Uuid::new_v4().simple());
+        js.create_stream(stream::Config {
+            name: name.clone(),
+            subjects: vec![format!("{name}.>")],
+            storage: stream::StorageType::Memory,
+            max_age: Duration::from_secs(3600),
+            ..Default::default()
+        })
+        .await
+        .expect("create the JetStream stream");
+        Nats { url, name, js }
+    }
+
+    fn source(&self, batch_ms: u32) -> Value {
+        json!({"type": "nats", "url": self.url, "stream": self.name,
+               "subject": format!("{}.tx", self.name), "max_batch_interval_ms": batch_ms})
+    }
+
+    /// Publish each payload and wait for the server's acknowledgements.
+    async fn publish(&self, payloads: impl IntoIterator<Item = String>) {
+        let mut acks = Vec::new();
+        for payload in payloads {
+            acks.push(
+                self.js
+                    .publish(format!("{}.tx", self.name), payload.into())
+                    .await
+                    .expect("publish"),
+            );
+        }
+        for ack in acks {
+            ack.await.expect("the stream acknowledges the message");
+        }
+    }
+}
+
+/// A transaction message: user `u{seq % 10}`, amount `seq`, group `g` (for counting).
+fn tx(seq: i64) -> String {
+    json!({"user_id": format!("u{}", seq % 10), "seq": seq, "amount": seq as f64, "grp": "g"})
+        .to_string()
+}
+
+fn tx_table() -> Value {
+    json!({"name": "tx", "schema_definition":
+        {"user_id": "string", "seq": "int", "amount": "float", "grp": "string"}})
+}
+
+impl TestApp {
+    async fn put(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let resp = self
+            .client
+            .put(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("send");
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The stream's state once `done` holds for it (waiting up to a minute).
+    async fn stream_once(&self, table: i64, done: impl Fn(&Value) -> bool) -> Value {
+        let path = format!("/api/v1/raw-tables/{table}/stream");
+        let found = wait_for(60, || async {
+            let (_, stream) = self.get(&path).await;
+            done(&stream).then_some(stream)
+        })
+        .await;
+        match found {
+            Some(stream) => stream,
+            None => panic!("the stream never got there: {}", self.get(&path).await.1),
+        }
+    }
+}
+
+/// The `seq` values the table holds, in order.
+async fn seqs(app: &TestApp, table: i64) -> Vec<i64> {
+    let (status, preview) = app
+        .get(&format!("/api/v1/raw-tables/{table}/data?limit=1000"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    let mut seqs: Vec<i64> = preview["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["seq"].as_i64().expect("seq"))
+        .collect();
+    seqs.sort_unstable();
+    seqs
+}
+
+#[tokio::test]
+async fn a_table_follows_a_nats_stream_and_holds_every_message_once_beside_http_ingest() {
+    let app = spawn_app().await;
+    let nats = Nats::new().await;
+    let table = app.create_table(tx_table()).await;
+    // Messages published before the table follows the stream are read too.
+    nats.publish((1..=50).map(tx)).await;
+
+    let (status, body) = app
+        .put(
+            &format!("/api/v1/raw-tables/{table}/stream"),
+            &nats.source(50),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["type"], "nats");
+    assert_eq!(body["format"], "json");
+    assert_eq!(body["max_batch_events"], 10_000);
+    assert_eq!(body["max_batch_interval_ms"], 50);
+
+    nats.publish((51..=100).map(tx)).await;
+    app.ingested(
+        table,
+        json!([{"user_id": "http", "seq": 1000, "amount": 1.0, "grp": "h"}]),
+    )
+    .await;
+    let stream = app
+        .stream_once(table, |s| s["partitions"][0]["committed_offset"] == 100)
+        .await;
+    assert_eq!(stream["status"], "running", "{stream}");
+    assert_eq!(stream["events_committed"], 100, "{stream}");
+    assert_eq!(stream["rejected"], 0, "{stream}");
+    assert_eq!(stream["partitions"][0]["partition"], nats.name.as_str());
+    assert!(stream["committer"].is_string(), "{stream}");
+
+    let expected: Vec<i64> = (1..=100).chain([1000]).collect();
+    assert_eq!(seqs(&app, table).await, expected);
+}
+
+#[tokio::test]
+async fn bad_messages_are_set_aside_with_their_reasons_and_the_stream_goes_on() {
+    let app = spawn_app().await;
+    let nats = Nats::new().await;
+    let table = app.create_table(tx_table()).await;
+    let (status, body) = app
+        .put(
+            &format!("/api/v1/raw-tables/{table}/stream"),
+            &nats.source(50),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    nats.publish([
+        tx(1),
+        "not json".to_string(),
+        json!({"user_id": "u1", "seq": 3}).to_string(),
+        json!({"user_id": "u1", "seq": 4, "amount": "lots", "grp": "g"}).to_string(),
+        tx(5),
+    ])
+    .await;
+
+    let stream = app
+        .stream_once(table, |s| s["partitions"][0]["committed_offset"] == 5)
+        .await;
+    assert_eq!(stream["rejected"], 3, "{stream}");
+    assert_eq!(stream["events_committed"], 2, "{stream}");
+    assert_eq!(seqs(&app, table).await, [1, 5]);
+    let metrics = app.metrics_text().await;
+    assert!(
+        metrics.contains("feature_store_stream_rejected_total{raw_table=\"tx\"} 3"),
+        "{metrics}"
+    );
+
+    // The rejected dataset is a Delta table any engine reads: offset, reason, bytes as sent.
+    let offline = &app.state.offline;
+    let location = offline
+        .resolve(stream["rejected_location"].as_str().expect("location"))
+        .expect("a location");
+    let pinned = offline.pin_delta(&location).await.expect("a Delta table");
+    let mut frames = Vec::new();
+    for file in &pinned.files {
+        let bytes = std::fs::read(file).expect("a local file");
+        frames.push(
+            ParquetReader::new(std::io::Cursor::new(bytes))
+                .finish()
+                .expect("Parquet"),
+        );
+    }
+    let mut rejected = frames.remove(0);
+    for f in frames {
+        rejected.vstack_mut_owned(f).expect("same columns");
+    }
+    let rejected = rejected
+        .sort(["offset"], Default::default())
+        .expect("sorted");
+    let offsets: Vec<i64> = rejected
+        .column("offset")
+        .unwrap()
+        .i64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
+    assert_eq!(offsets, [2, 3, 4]);
+    let reasons: Vec<&str> = rejected
+        .column("reason")
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .map(|r| r.expect("a reason"))
+        .collect();
+    assert!(
+        reasons[0].starts_with("the message is not valid JSON"),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons[1], "Missing required columns: amount, grp");
+    assert_eq!(reasons[2], "Column amount should be float, got str");
+    let payload = rejected
+        .column("payload")
+        .unwrap()
+        .binary()
+        .unwrap()
+        .get(0)
+        .unwrap()
+        .to_vec();
+    assert_eq!(payload, b"not json");
+}
+
+#[tokio::test]
+async fn a_stream_is_refused_with_a_reason_where_it_cannot_work_and_stops_when_deleted() {
+    let app = spawn_app().await;
+    let nats = Nats::new().await;
+    let table = app.create_table(tx_table()).await;
+    let path = format!("/api/v1/raw-tables/{table}/stream");
+    let no_schema = app.create_table(json!({"name": "loose"})).await;
+
+    let (status, body) = app.get(&path).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(
+        body["detail"],
+        format!("Raw table with ID {table} does not follow a stream")
+    );
+
+    let refusals = [
+        (
+            json!({"type": "kafka", "brokers": "b:9092", "topic": "t"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (json!({"type": "kafka"}), StatusCode::BAD_REQUEST),
+        (
+            json!({"type": "nats", "stream": "S"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"type": "nats", "url": "nats://u:secret@127.0.0.1:4222", "stream": "S"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"type": "nats", "url": nats.url, "stream": "a.b"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"type": "nats", "url": nats.url, "stream": "S", "format": "avro"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"type": "nats", "url": nats.url, "stream": "S", "max_batch_events": 0}),
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (body, expected) in refusals {
+        let (status, answer) = app.put(&path, &body).await;
+        assert_eq!(status, expected, "{body} -> {answer}");
+        assert!(
+            answer["detail"].is_string() || answer["detail"].is_array(),
+            "{answer}"
+        );
+        assert!(!answer.to_string().contains("secret"), "{answer}");
+    }
+    let (status, body) = app
+        .put(
+            &format!("/api/v1/raw-tables/{no_schema}/stream"),
+            &nats.source(50),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("schema_definition"),
+        "{body}"
+    );
+    let (status, _) = app
+        .put("/api/v1/raw-tables/999999/stream", &nats.source(50))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // None of the refusals made the table follow anything.
+    assert_eq!(app.get(&path).await.0, StatusCode::NOT_FOUND);
+
+    let (status, _) = app.put(&path, &nats.source(50)).await;
+    assert_eq!(status, StatusCode::OK);
+    nats.publish([tx(1)]).await;
+    app.stream_once(table, |s| s["partitions"][0]["committed_offset"] == 1)
+        .await;
+    let (status, _) = app.delete(&path).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(app.get(&path).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(app.delete(&path).await.0, StatusCode::NOT_FOUND);
+    // Following again resumes after what was committed: the first message is not read twice.
+    nats.publish([tx(2)]).await;
+    let (status, _) = app.put(&path, &nats.source(50)).await;
+    assert_eq!(status, StatusCode::OK);
+    app.stream_once(table, |s| s["partitions"][0]["committed_offset"] == 2)
+        .await;
+    assert_eq!(seqs(&app, table).await, [1, 2]);
+}
+
+#[tokio::test]
+async fn a_broker_that_is_not_there_makes_the_stream_failing_with_the_reason() {
+    let app = spawn_app().await;
+    let table = app.create_table(tx_table()).await;
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let (status, _) = app
+        .put(
+            &format!("/api/v1/raw-tables/{table}/stream"),
+            &json!({"type": "nats", "url": format!("nats://127.0.0.1:{port}"), "stream": "S"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let stream = app.stream_once(table, |s| s["status"] == "failing").await;
+    assert!(
+        stream["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("127.0.0.1:{port}")),
+        "{stream}"
+    );
+    // Serving is unaffected.
+    assert_eq!(app.get("/api/v1/raw-tables").await.0, StatusCode::OK);
+}
+
+/// The stream's committer as one of `servers` (its lease holder names the process id).
+fn committer_among(stream: &Value, servers: &[&Server]) -> Option<usize> {
+    let holder = stream["committer"].as_str()?;
+    servers
+        .iter()
+        .position(|s| holder.split(':').nth(1) == Some(&s.child.id().to_string()))
+}
+
+#[tokio::test]
+async fn killing_the_committing_replica_mid_stream_loses_and_repeats_nothing() {
+    const MESSAGES: i64 = 3000;
+    let (url, _dir) = fresh_database().await;
+    let env = [("STREAM_LEASE_SECONDS", "1")];
+    let mut servers = vec![
+        Server::start_env(&url, None, &env).await,
+        Server::start_env(&url, None, &env).await,
+    ];
+    let nats = Nats::new().await;
+    let base = servers[0].base.clone();
+    let (status, table) = post(&base, "/api/v1/raw-tables", &tx_table()).await;
+    assert_eq!(status, StatusCode::CREATED, "{table}");
+    let table = table["id"].as_i64().unwrap();
+    let path = format!("/api/v1/raw-tables/{table}/stream");
+    let mut source = nats.source(20);
+    source["max_batch_events"] = json!(100);
+    let resp = reqwest::Client::new()
+        .put(format!("{base}{path}"))
+        .json(&source)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    let publisher = {
+        let nats = Nats {
+            url: nats.url.clone(),
+            name: nats.name.clone(),
+            js: nats.js.clone(),
+        };
+        tokio::spawn(async move {
+            for chunk in (1..=MESSAGES).collect::<Vec<_>>().chunks(100) {
+                nats.publish(chunk.iter().copied().map(tx)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    // In the middle of the run: some batches committed, not all.
+    let refs: Vec<&Server> = servers.iter().collect();
+    let committing = wait_for(60, || async {
+        let (_, stream) = get(&base, &path).await;
+        let committed = stream["partitions"][0]["committed_offset"]
+            .as_i64()
+            .unwrap_or(0);
+        committer_among(&stream, &refs).filter(|_| committed >= 300)
+    })
+    .await;
+    let committing = committing.expect("the stream never committed a few batches");
+    let mut killed = servers.remove(committing);
+    killed.kill();
+    let survivor = servers.remove(0);
+    publisher.await.expect("published");
+
+    let base = survivor.base.clone();
+    let done = wait_for(60, || async {
+        let (_, stream) = get(&base, &path).await;
+        (stream["partitions"][0]["committed_offset"] == MESSAGES).then_some(stream)
+    })
+    .await;
+    let last = match done {
+        Some(stream) => stream,
+        None => panic!(
+            "the survivor never took over: {}",
+            get(&base, &path).await.1
+        ),
+    };
+    assert!(
+        committer_among(&last, &[&survivor]).is_some(),
+        "the survivor commits now: {last}"
+    );
+    let (_, preview) = get(&base, &format!("/api/v1/raw-tables/{table}/data?limit=1")).await;
+    assert_eq!(preview["total_rows"], MESSAGES, "{preview}");
+
+    // Every message once: as many distinct `seq` values as rows.
+    let (status, feature) = post(
+        &base,
+        "/api/v1/features",
+        &sql_feature(
+            "counts",
+            table,
+            "grp",
+            "SELECT grp, COUNT(*) AS n, COUNT(DISTINCT seq) AS d, MAX(seq) AS top \
+             FROM data GROUP BY grp",
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{feature}");
+    let feature = feature["id"].as_i64().unwrap();
+    let (status, body) = post(
+        &base,
+        &format!("/api/v1/features/{feature}/compute"),
+        &json!({"version": "v1"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, vector) = get(
+        &base,
+        "/api/v1/feature-vectors?feature_name=counts&entity_id=g",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{vector}");
+    assert_eq!(
+        vector["feature_values"],
+        json!({"n": MESSAGES, "d": MESSAGES, "top": MESSAGES}),
+        "{vector}"
+    );
+}
