@@ -73,6 +73,10 @@ pub struct Config {
     /// How long a stream's lease lasts unrenewed: one replica commits each stream, and another
     /// takes over within this (plus a tick) after it dies.
     pub stream_lease: Duration,
+    /// How this service authenticates to the NATS servers streams follow: a token
+    /// (`NATS_TOKEN`), or a user and password (`NATS_USER`, `NATS_PASSWORD`). From the
+    /// environment only, never from a request; never shown.
+    pub nats_auth: NatsAuth,
     /// Where raw tables (Delta) and snapshots (Parquet) live: a directory or `s3://bucket/prefix`.
     /// `None`: `data` beside the SQLite file (`./data` for Postgres).
     pub data_dir: Option<String>,
@@ -121,6 +125,7 @@ impl Default for Config {
             refresh_scheduler: true,
             scheduler_lease: Duration::from_secs(10),
             stream_lease: Duration::from_secs(10),
+            nats_auth: NatsAuth::None,
             data_dir: None,
             storage_options: BTreeMap::new(),
             external_source_prefixes: Vec::new(),
@@ -185,6 +190,7 @@ impl fmt::Debug for Config {
             .field("refresh_scheduler", &self.refresh_scheduler)
             .field("scheduler_lease", &self.scheduler_lease)
             .field("stream_lease", &self.stream_lease)
+            .field("nats_auth", &self.nats_auth)
             .field("data_dir", &self.data_dir)
             .field(
                 "storage_options",
@@ -205,6 +211,45 @@ impl fmt::Debug for Config {
             .field("spark_connect_url", &self.spark_connect_url)
             .field("test_clock_skew_seconds", &self.test_clock_skew_seconds)
             .finish()
+    }
+}
+
+/// Credentials for NATS servers; `Debug` shows which kind, never the secret.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum NatsAuth {
+    #[default]
+    None,
+    Token(String),
+    UserPassword(String, String),
+}
+
+impl NatsAuth {
+    fn from_env(
+        token: Option<String>,
+        user: Option<String>,
+        password: Option<String>,
+    ) -> Result<NatsAuth, ConfigError> {
+        match (token, user, password) {
+            (None, None, None) => Ok(NatsAuth::None),
+            (Some(token), None, None) => Ok(NatsAuth::Token(token)),
+            (None, Some(user), Some(password)) => Ok(NatsAuth::UserPassword(user, password)),
+            (Some(_), _, _) => Err(ConfigError(
+                "NATS_TOKEN and NATS_USER/NATS_PASSWORD: set one or the other".into(),
+            )),
+            _ => Err(ConfigError(
+                "NATS_USER and NATS_PASSWORD go together".into(),
+            )),
+        }
+    }
+}
+
+impl fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NatsAuth::None => f.write_str("None"),
+            NatsAuth::Token(_) => f.write_str("Token(***)"),
+            NatsAuth::UserPassword(user, _) => write!(f, "UserPassword({user:?}, ***)"),
+        }
     }
 }
 
@@ -398,6 +443,11 @@ impl Config {
                 get("STREAM_LEASE_SECONDS"),
                 d.stream_lease.as_secs(),
             )?),
+            nats_auth: NatsAuth::from_env(
+                get("NATS_TOKEN").filter(|v| !v.trim().is_empty()),
+                get("NATS_USER").filter(|v| !v.trim().is_empty()),
+                get("NATS_PASSWORD").filter(|v| !v.is_empty()),
+            )?,
             data_dir: get("DATA_DIR").filter(|v| !v.trim().is_empty()),
             storage_options: STORAGE_VARIABLES
                 .iter()
@@ -571,6 +621,25 @@ mod tests {
             let r = Config::from_lookup(|k| (k == "CORS_ALLOWED_ORIGINS").then(|| bad.into()));
             assert!(r.is_err(), "{bad} was accepted");
         }
+    }
+
+    #[test]
+    fn nats_credentials_come_in_pairs_and_are_never_shown() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(name, _)| *name == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let c = Config::from_lookup(env(&[("NATS_TOKEN", "s3cr3t-token")])).unwrap();
+        assert_eq!(c.nats_auth, NatsAuth::Token("s3cr3t-token".into()));
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+        let c = Config::from_lookup(env(&[("NATS_USER", "fs"), ("NATS_PASSWORD", "pw-s3cr3t")]))
+            .unwrap();
+        assert!(!format!("{c:?}").contains("pw-s3cr3t"));
+        assert!(Config::from_lookup(env(&[("NATS_USER", "fs")])).is_err());
     }
 
     #[test]

@@ -744,8 +744,16 @@ pub struct StreamPartition {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct StreamResponse {
     pub raw_table_id: i64,
-    #[serde(flatten)]
-    pub source: StreamSource,
+    /// The source as `PUT` set it, its defaults filled in (the same fields, at the top level).
+    #[serde(rename = "type")]
+    #[schema(example = "nats")]
+    pub kind: String,
+    pub url: Option<String>,
+    pub stream: Option<String>,
+    pub subject: Option<String>,
+    pub format: Option<String>,
+    pub max_batch_events: Option<u32>,
+    pub max_batch_interval_ms: Option<u32>,
     /// `starting`, `running`, `failing` (with `reason`), or `waiting` (no replica holds it).
     #[schema(example = "running")]
     pub status: String,

@@ -229,8 +229,22 @@ function rowsTable(rows, columns) {
     h("tbody", {}, rows.map((r) => h("tr", {}, columns.map((c) => h("td", {}, fmt(r[c])))))));
 }
 
+function streamCard(s) {
+  const p = s.partitions[0] || {};
+  const badge = s.status === "running" ? "ok" : s.status === "failing" ? "bad" : "warn";
+  return h("div", { class: "card", id: "stream" },
+    h("div", {}, "follows NATS stream ", h("code", {}, s.stream), " at ", h("code", {}, s.url),
+      s.subject ? [" on ", h("code", {}, s.subject)] : null, " ",
+      h("span", { class: "badge " + badge, "data-status": s.status }, s.status), s.reason ? " " + s.reason : null),
+    h("div", {}, "committed offset ", h("b", {}, fmt(p.committed_offset)), " · lag ", h("b", { "data-lag": p.lag }, fmt(p.lag)),
+      " · ", fmt(s.events_per_second), " events/s · ", fmt(s.events_committed), " committed · ", fmt(s.rejected),
+      " rejected · last commit ", when(s.last_commit_at)));
+}
+
 async function rawTable(id) {
-  const [table, preview] = await Promise.all([api(`/api/v1/raw-tables/${id}`), api(`/api/v1/raw-tables/${id}/data?limit=50`)]);
+  const noStream = (e) => { if (e.status === 404) return null; throw e; };
+  const [table, preview, stream] = await Promise.all([api(`/api/v1/raw-tables/${id}`), api(`/api/v1/raw-tables/${id}/data?limit=50`),
+    api(`/api/v1/raw-tables/${id}/stream`).catch(noStream)]);
   const schema = Object.entries(table.schema_definition || {});
   show(
     h("h1", {}, "Raw table ", table.name),
@@ -238,6 +252,7 @@ async function rawTable(id) {
     h("div", { class: "card" },
       h("div", {}, h("b", {}, fmt(preview.total_rows)), " rows stored; last ingest ", when(table.last_ingest_at)),
       table.event_time_column ? h("div", {}, "event time: ", h("code", {}, table.event_time_column)) : null),
+    stream ? streamCard(stream) : null,
     h("h2", {}, "Schema"),
     h("table", { id: "schema" }, h("tbody", {}, schema.map(([c, t]) => h("tr", {}, h("td", {}, c), h("td", {}, t))))),
     h("h2", {}, `First ${preview.rows.length} rows`),

@@ -11,8 +11,9 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::fixtures::sql_feature;
-use crate::helpers::{fresh_database, spawn_app, wait_for, TestApp};
+use crate::helpers::{fresh_database, spawn_app, spawn_app_with, wait_for, TestApp};
 use crate::process::{get, post, Server};
+use feature_store::config::NatsAuth;
 
 fn nats_url() -> String {
     std::env::var("TEST_NATS_URL")
@@ -485,4 +486,219 @@ async fn killing_the_committing_replica_mid_stream_loses_and_repeats_nothing() {
         json!({"n": MESSAGES, "d": MESSAGES, "top": MESSAGES}),
         "{vector}"
     );
+}
+
+/// A NATS server of this test's own, with JetStream kept in `dir`, on `port`; killed on drop.
+struct OwnNats(std::process::Child);
+
+impl OwnNats {
+    /// With `token`, clients must present it.
+    async fn start(port: u16, dir: &std::path::Path, token: Option<&str>) -> OwnNats {
+        let program = ["/usr/sbin/nats-server", "nats-server"]
+            .into_iter()
+            .find(|p| {
+                std::process::Command::new(p)
+                    .arg("--version")
+                    .output()
+                    .is_ok()
+            })
+            .expect("nats-server is installed (.ci/run installs Debian's)");
+        let child = std::process::Command::new(program)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir)
+            .args(token.map(|t| ["--auth", t]).into_iter().flatten())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        let url = format!("nats://127.0.0.1:{port}");
+        let up = wait_for(30, || async {
+            let options = match token {
+                Some(t) => async_nats::ConnectOptions::with_token(t.to_string()),
+                None => async_nats::ConnectOptions::new(),
+            };
+            options.connect(&url).await.ok()
+        })
+        .await;
+        assert!(up.is_some(), "nats-server on {port} did not come up");
+        OwnNats(child)
+    }
+}
+
+impl Drop for OwnNats {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_broker_that_goes_away_makes_the_stream_failing_and_it_resumes_when_the_broker_returns() {
+    let app = spawn_app().await;
+    let store = tempfile::tempdir().expect("temp dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let broker = OwnNats::start(port, store.path(), None).await;
+    // File storage: the stream outlives the server.
+    let connect = || async {
+        let client = async_nats::connect(&url).await.expect("connect");
+        jetstream::new(client)
+    };
+    let js = connect().await;
+    js.create_stream(stream::Config {
+        name: "OUTAGE".into(),
+        subjects: vec!["OUTAGE.>".into()],
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .expect("create the stream");
+    let nats = Nats {
+        url: url.clone(),
+        name: "OUTAGE".into(),
+        js,
+    };
+    let table = app.create_table(tx_table()).await;
+    let (status, body) = app
+        .put(
+            &format!("/api/v1/raw-tables/{table}/stream"),
+            &nats.source(50),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    nats.publish((1..=10).map(tx)).await;
+    app.stream_once(table, |s| s["partitions"][0]["committed_offset"] == 10)
+        .await;
+
+    drop(broker);
+    let failing = app.stream_once(table, |s| s["status"] == "failing").await;
+    assert!(
+        failing["reason"].as_str().unwrap_or("").contains(&url),
+        "{failing}"
+    );
+    // Serving and HTTP ingest are unaffected meanwhile.
+    app.ingested(
+        table,
+        json!([{"user_id": "http", "seq": 1000, "amount": 1.0, "grp": "h"}]),
+    )
+    .await;
+
+    let _broker = OwnNats::start(port, store.path(), None).await;
+    let nats = Nats {
+        url: url.clone(),
+        name: "OUTAGE".into(),
+        js: connect().await,
+    };
+    nats.publish((11..=20).map(tx)).await;
+    let back = app
+        .stream_once(table, |s| {
+            s["partitions"][0]["committed_offset"] == 20 && s["status"] == "running"
+        })
+        .await;
+    assert_eq!(back["reason"], Value::Null, "{back}");
+    let expected: Vec<i64> = (1..=20).chain([1000]).collect();
+    assert_eq!(seqs(&app, table).await, expected);
+}
+
+#[tokio::test]
+async fn the_nats_credentials_come_from_the_environment_and_never_from_a_request() {
+    const TOKEN: &str = "s3cr3t-nats-token";
+    let store = tempfile::tempdir().expect("temp dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let _broker = OwnNats::start(port, store.path(), Some(TOKEN)).await;
+    let client = async_nats::ConnectOptions::with_token(TOKEN.into())
+        .connect(&url)
+        .await
+        .expect("connect with the token");
+    let js = jetstream::new(client);
+    js.create_stream(stream::Config {
+        name: "AUTH".into(),
+        subjects: vec!["AUTH.>".into()],
+        storage: stream::StorageType::Memory,
+        ..Default::default()
+    })
+    .await
+    .expect("create the stream");
+    let nats = Nats {
+        url,
+        name: "AUTH".into(),
+        js,
+    };
+    nats.publish([tx(1)]).await;
+
+    // Configured with the token (NATS_TOKEN): the stream is read.
+    let app = spawn_app_with(|c| c.nats_auth = NatsAuth::Token(TOKEN.into())).await;
+    let table = app.create_table(tx_table()).await;
+    let (status, body) = app
+        .put(
+            &format!("/api/v1/raw-tables/{table}/stream"),
+            &nats.source(50),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let stream = app
+        .stream_once(table, |s| s["partitions"][0]["committed_offset"] == 1)
+        .await;
+    assert!(!stream.to_string().contains(TOKEN), "{stream}");
+
+    // Without it, the server refuses, and the stream says so.
+    let other = spawn_app().await;
+    let table = other.create_table(tx_table()).await;
+    let (status, _) = other
+        .put(
+            &format!("/api/v1/raw-tables/{table}/stream"),
+            &nats.source(50),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let failing = other.stream_once(table, |s| s["status"] == "failing").await;
+    assert!(
+        failing["reason"]
+            .as_str()
+            .unwrap_or("")
+            .to_lowercase()
+            .contains("authorization"),
+        "{failing}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs chromium; .ci/run installs it"]
+async fn the_console_shows_a_tables_stream_its_state_and_lag() {
+    let app = spawn_app().await;
+    let nats = Nats::new().await;
+    let table = app.create_table(tx_table()).await;
+    let (status, _) = app
+        .put(
+            &format!("/api/v1/raw-tables/{table}/stream"),
+            &nats.source(50),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    nats.publish((1..=3).map(tx)).await;
+    app.stream_once(table, |s| s["partitions"][0]["committed_offset"] == 3)
+        .await;
+
+    let (dom, requested) =
+        crate::ui::browse_async(app.url(&format!("/ui/raw-tables/{table}"))).await;
+    assert!(dom.contains(r#"id="stream""#), "{dom}");
+    assert!(dom.contains(r#"data-status="running""#), "{dom}");
+    assert!(dom.contains(r#"data-lag="0""#), "{dom}");
+    assert!(dom.contains(&nats.name), "{dom}");
+    crate::ui::assert_only_this_server(&app.base, &requested);
+
+    // A table that follows no stream shows no stream card (its 404 is expected, not an error).
+    let plain = app
+        .create_table(json!({"name": "plain", "schema_definition": {"a": "int"}}))
+        .await;
+    let (dom, _) = crate::ui::browse_async(app.url(&format!("/ui/raw-tables/{plain}"))).await;
+    assert!(dom.contains(r#"id="schema""#), "{dom}");
+    assert!(!dom.contains(r#"id="stream""#), "{dom}");
 }

@@ -135,13 +135,13 @@ fn browse(url: &str) -> (String, Vec<String>) {
     (String::from_utf8_lossy(&out.stdout).into_owned(), requested)
 }
 
-async fn browse_async(url: String) -> (String, Vec<String>) {
+pub(crate) async fn browse_async(url: String) -> (String, Vec<String>) {
     tokio::task::spawn_blocking(move || browse(&url))
         .await
         .unwrap()
 }
 
-fn assert_only_this_server(base: &str, requested: &[String]) {
+pub(crate) fn assert_only_this_server(base: &str, requested: &[String]) {
     assert!(!requested.is_empty(), "the page made no requests");
     for url in requested {
         assert!(url.starts_with(base), "the page requested {url}");

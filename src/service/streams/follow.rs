@@ -218,7 +218,7 @@ async fn lead(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Result<()
         // (a crash between the two commits, or batches of nothing but rejected messages),
         // and those are left out below.
         let from = target.rows_upto + 1;
-        let nats = NatsSource::open(&source, from).await?;
+        let nats = NatsSource::open(&source, from, &state.config.nats_auth).await?;
         (target, nats)
     };
     let committed = target.rows_upto.max(target.rejected_upto);

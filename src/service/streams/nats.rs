@@ -14,6 +14,7 @@ use async_nats::jetstream::{
 };
 use futures::StreamExt;
 
+use crate::config::NatsAuth;
 use crate::engine::messages::Message;
 use crate::model::StreamSource;
 
@@ -22,6 +23,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct NatsSource {
     client: async_nats::Client,
     messages: Ordered,
+    /// `stream {name} at {url}`, for errors.
+    what: String,
 }
 
 /// A message and how many more the consumer has pending after it (the lag).
@@ -32,10 +35,21 @@ pub struct Received {
 
 impl NatsSource {
     /// Connect and start reading at `from` (a stream sequence, 1 or more).
-    pub async fn open(source: &StreamSource, from: i64) -> Result<NatsSource, String> {
+    pub async fn open(
+        source: &StreamSource,
+        from: i64,
+        auth: &NatsAuth,
+    ) -> Result<NatsSource, String> {
         let url = source.url.as_deref().unwrap_or_default();
         let name = source.stream.as_deref().unwrap_or_default();
-        let client = async_nats::ConnectOptions::new()
+        let options = match auth {
+            NatsAuth::None => async_nats::ConnectOptions::new(),
+            NatsAuth::Token(token) => async_nats::ConnectOptions::with_token(token.clone()),
+            NatsAuth::UserPassword(user, password) => {
+                async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
+            }
+        };
+        let client = options
             .connection_timeout(CONNECT_TIMEOUT)
             .connect(url)
             .await
@@ -58,7 +72,11 @@ impl NatsSource {
             .messages()
             .await
             .map_err(|e| format!("could not read JetStream stream {name:?}: {e}"))?;
-        Ok(NatsSource { client, messages })
+        Ok(NatsSource {
+            client,
+            messages,
+            what: format!("stream {name:?} at {url}"),
+        })
     }
 
     /// The next message; an error when the consumer fails (the caller opens it again).
@@ -75,8 +93,8 @@ impl NatsSource {
                     pending,
                 })
             }
-            Some(Err(e)) => Err(format!("reading the stream failed: {e}")),
-            None => Err("the stream's consumer ended".into()),
+            Some(Err(e)) => Err(format!("reading {} failed: {e}", self.what)),
+            None => Err(format!("the consumer of {} ended", self.what)),
         }
     }
 
