@@ -702,3 +702,94 @@ async fn the_console_shows_a_tables_stream_its_state_and_lag() {
     assert!(dom.contains(r#"id="schema""#), "{dom}");
     assert!(!dom.contains(r#"id="stream""#), "{dom}");
 }
+
+/// The offsets in a rejected dataset, read as a Delta reader would without a checkpoint: the
+/// files its log adds, in order.
+fn rejected_offsets(location: &str) -> Vec<i64> {
+    let log = std::path::Path::new(location).join("_delta_log");
+    let mut commits: Vec<_> = std::fs::read_dir(&log)
+        .expect("a Delta log")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    commits.sort();
+    let mut offsets = Vec::new();
+    for commit in commits {
+        for line in std::fs::read_to_string(&commit).expect("a commit").lines() {
+            let action: Value = serde_json::from_str(line).expect("an action");
+            if let Some(path) = action["add"]["path"].as_str() {
+                let bytes =
+                    std::fs::read(std::path::Path::new(location).join(path)).expect("a file");
+                let frame = ParquetReader::new(std::io::Cursor::new(bytes))
+                    .finish()
+                    .expect("Parquet");
+                offsets.extend(
+                    frame
+                        .column("offset")
+                        .unwrap()
+                        .i64()
+                        .unwrap()
+                        .into_no_null_iter(),
+                );
+            }
+        }
+    }
+    offsets
+}
+
+#[tokio::test]
+async fn a_crash_between_the_rejected_commit_and_the_rows_commit_keeps_each_message_once() {
+    let (url, _dir) = fresh_database().await;
+    // Stopped for good inside the rows' commit, after its rejected messages were committed.
+    let mut first = Server::start_with(&url, Some("ingest-before-commit")).await;
+    let nats = Nats::new().await;
+    let (status, table) = post(&first.base, "/api/v1/raw-tables", &tx_table()).await;
+    assert_eq!(status, StatusCode::CREATED, "{table}");
+    let table = table["id"].as_i64().unwrap();
+    let path = format!("/api/v1/raw-tables/{table}/stream");
+    let followed = reqwest::Client::new()
+        .put(format!("{}{path}", first.base))
+        .json(&nats.source(50))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(followed.status(), StatusCode::OK);
+    nats.publish([tx(1), "bad".to_string(), tx(3)]).await;
+    first.wait_for_failpoint().await;
+    let (_, stream) = get(&first.base, &path).await;
+    let location = stream["rejected_location"]
+        .as_str()
+        .expect("location")
+        .to_string();
+    assert_eq!(
+        rejected_offsets(&location),
+        [2],
+        "the rejected commit landed: {stream}"
+    );
+    first.kill();
+
+    let second = Server::start(&url).await;
+    nats.publish(["worse".to_string(), tx(5)]).await;
+    let base = second.base.clone();
+    let done = wait_for(60, || async {
+        let (_, stream) = get(&base, &path).await;
+        (stream["partitions"][0]["committed_offset"] == 5).then_some(stream)
+    })
+    .await;
+    assert!(
+        done.is_some(),
+        "never committed: {}",
+        get(&base, &path).await.1
+    );
+    let (_, preview) = get(&base, &format!("/api/v1/raw-tables/{table}/data?limit=100")).await;
+    let mut seqs: Vec<i64> = preview["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["seq"].as_i64().expect("seq"))
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, [1, 3, 5], "{preview}");
+    assert_eq!(rejected_offsets(&location), [2, 4]);
+}

@@ -32,6 +32,9 @@ use crate::store::{RawTableRow, StreamProgress, StreamRow};
 
 /// The longest wait between tries after failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A micro-batch also commits once its messages hold this many bytes: with NATS's 1 MiB
+/// messages, `max_batch_events` alone would let a batch hold gigabytes.
+const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
 
 /// How often a follower renews its lease (and the supervisor looks for new streams).
 fn tick(lease: Duration) -> Duration {
@@ -235,6 +238,7 @@ async fn lead(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Result<()
     let interval = Duration::from_millis(u64::from(source.max_batch_interval_ms.unwrap_or(1000)));
     let max_events = source.max_batch_events.unwrap_or(10_000) as usize;
     let mut batch: Vec<Message> = Vec::new();
+    let mut bytes = 0usize;
     let mut deadline: Option<Instant> = None;
     let mut pending = 0u64;
     let mut renewed = Instant::now();
@@ -249,6 +253,7 @@ async fn lead(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Result<()
                     deadline = Some(Instant::now() + interval);
                 }
                 pending = received.pending;
+                bytes += received.message.payload.len();
                 batch.push(received.message);
             }
             _ = tokio::time::sleep_until(wake) => {}
@@ -280,7 +285,10 @@ async fn lead(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Result<()
                 .await;
             }
         }
-        if batch.len() >= max_events || deadline.is_some_and(|d| d <= now) {
+        if batch.len() >= max_events
+            || bytes >= MAX_BATCH_BYTES
+            || deadline.is_some_and(|d| d <= now)
+        {
             // Renewed just before committing: a replica that lost the lease stops here (and
             // one that lost it after this, Delta refuses; see the module's note).
             if hold(weak, row).await != Some(true) {
@@ -291,7 +299,7 @@ async fn lead(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Result<()
                 return Ok(());
             };
             let events = std::mem::take(&mut batch);
-            deadline = None;
+            (bytes, deadline) = (0, None);
             let started = Instant::now();
             let (rows, rejected) = commit(&state, &mut target, events)
                 .await
