@@ -35,18 +35,32 @@ impl Nats {
         let client = async_nats::connect(&url)
             .await
             .unwrap_or_else(|e| panic!("NATS at {url} (TEST_NATS_URL): {e}"));
-        let js = jetstream::new(client);
         let name = format!("FS_{}", uuid::Uuid::new_v4().simple());
+        Nats::create(url, client, &name, stream::StorageType::Memory).await
+    }
+
+    /// A stream `name` (subjects `name.>`) on the server `client` is connected to, at `url`.
+    async fn create(
+        url: String,
+        client: async_nats::Client,
+        name: &str,
+        storage: stream::StorageType,
+    ) -> Nats {
+        let js = jetstream::new(client);
         js.create_stream(stream::Config {
-            name: name.clone(),
+            name: name.to_string(),
             subjects: vec![format!("{name}.>")],
-            storage: stream::StorageType::Memory,
+            storage,
             max_age: Duration::from_secs(3600),
             ..Default::default()
         })
         .await
         .expect("create the JetStream stream");
-        Nats { url, name, js }
+        Nats {
+            url,
+            name: name.to_string(),
+            js,
+        }
     }
 
     fn source(&self, batch_ms: u32) -> Value {
@@ -95,6 +109,15 @@ impl TestApp {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// Make `table` follow `source`; it must be accepted. Returns the answer.
+    async fn follow(&self, table: i64, source: &Value) -> Value {
+        let (status, body) = self
+            .put(&format!("/api/v1/raw-tables/{table}/stream"), source)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{source} -> {body}");
+        body
+    }
+
     /// The stream's state once `done` holds for it (waiting up to a minute).
     async fn stream_once(&self, table: i64, done: impl Fn(&Value) -> bool) -> Value {
         let path = format!("/api/v1/raw-tables/{table}/stream");
@@ -108,6 +131,14 @@ impl TestApp {
             None => panic!("the stream never got there: {}", self.get(&path).await.1),
         }
     }
+}
+
+/// A port nothing listens on now (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 /// The `seq` values the table holds, in order.
@@ -134,13 +165,7 @@ async fn a_table_follows_a_nats_stream_and_holds_every_message_once_beside_http_
     // Messages published before the table follows the stream are read too.
     nats.publish((1..=50).map(tx)).await;
 
-    let (status, body) = app
-        .put(
-            &format!("/api/v1/raw-tables/{table}/stream"),
-            &nats.source(50),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    app.follow(table, &nats.source(50)).await;
     assert_eq!(body["type"], "nats");
     assert_eq!(body["format"], "json");
     assert_eq!(body["max_batch_events"], 10_000);
@@ -170,13 +195,7 @@ async fn bad_messages_are_set_aside_with_their_reasons_and_the_stream_goes_on() 
     let app = spawn_app().await;
     let nats = Nats::new().await;
     let table = app.create_table(tx_table()).await;
-    let (status, body) = app
-        .put(
-            &format!("/api/v1/raw-tables/{table}/stream"),
-            &nats.source(50),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    app.follow(table, &nats.source(50)).await;
     nats.publish([
         tx(1),
         "not json".to_string(),
@@ -348,10 +367,7 @@ async fn a_broker_that_is_not_there_makes_the_stream_failing_with_the_reason() {
     let app = spawn_app().await;
     let table = app.create_table(tx_table()).await;
     // A port nothing listens on: bound, then released.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = free_port();
     let (status, _) = app
         .put(
             &format!("/api/v1/raw-tables/{table}/stream"),
@@ -536,39 +552,20 @@ impl Drop for OwnNats {
 async fn a_broker_that_goes_away_makes_the_stream_failing_and_it_resumes_when_the_broker_returns() {
     let app = spawn_app().await;
     let store = tempfile::tempdir().expect("temp dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = free_port();
     let url = format!("nats://127.0.0.1:{port}");
     let broker = OwnNats::start(port, store.path(), None).await;
     // File storage: the stream outlives the server.
-    let connect = || async {
-        let client = async_nats::connect(&url).await.expect("connect");
-        jetstream::new(client)
-    };
-    let js = connect().await;
-    js.create_stream(stream::Config {
-        name: "OUTAGE".into(),
-        subjects: vec!["OUTAGE.>".into()],
-        storage: stream::StorageType::File,
-        ..Default::default()
-    })
-    .await
-    .expect("create the stream");
-    let nats = Nats {
-        url: url.clone(),
-        name: "OUTAGE".into(),
-        js,
-    };
+    let connect = || async { async_nats::connect(&url).await.expect("connect") };
+    let nats = Nats::create(
+        url.clone(),
+        connect().await,
+        "OUTAGE",
+        stream::StorageType::File,
+    )
+    .await;
     let table = app.create_table(tx_table()).await;
-    let (status, body) = app
-        .put(
-            &format!("/api/v1/raw-tables/{table}/stream"),
-            &nats.source(50),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    app.follow(table, &nats.source(50)).await;
     nats.publish((1..=10).map(tx)).await;
     app.stream_once(table, |s| s["partitions"][0]["committed_offset"] == 10)
         .await;
@@ -590,7 +587,7 @@ async fn a_broker_that_goes_away_makes_the_stream_failing_and_it_resumes_when_th
     let nats = Nats {
         url: url.clone(),
         name: "OUTAGE".into(),
-        js: connect().await,
+        js: jetstream::new(connect().await),
     };
     nats.publish((11..=20).map(tx)).await;
     let back = app
@@ -607,42 +604,20 @@ async fn a_broker_that_goes_away_makes_the_stream_failing_and_it_resumes_when_th
 async fn the_nats_credentials_come_from_the_environment_and_never_from_a_request() {
     const TOKEN: &str = "s3cr3t-nats-token";
     let store = tempfile::tempdir().expect("temp dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = free_port();
     let url = format!("nats://127.0.0.1:{port}");
     let _broker = OwnNats::start(port, store.path(), Some(TOKEN)).await;
     let client = async_nats::ConnectOptions::with_token(TOKEN.into())
         .connect(&url)
         .await
         .expect("connect with the token");
-    let js = jetstream::new(client);
-    js.create_stream(stream::Config {
-        name: "AUTH".into(),
-        subjects: vec!["AUTH.>".into()],
-        storage: stream::StorageType::Memory,
-        ..Default::default()
-    })
-    .await
-    .expect("create the stream");
-    let nats = Nats {
-        url,
-        name: "AUTH".into(),
-        js,
-    };
+    let nats = Nats::create(url, client, "AUTH", stream::StorageType::Memory).await;
     nats.publish([tx(1)]).await;
 
     // Configured with the token (NATS_TOKEN): the stream is read.
     let app = spawn_app_with(|c| c.nats_auth = NatsAuth::Token(TOKEN.into())).await;
     let table = app.create_table(tx_table()).await;
-    let (status, body) = app
-        .put(
-            &format!("/api/v1/raw-tables/{table}/stream"),
-            &nats.source(50),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    app.follow(table, &nats.source(50)).await;
     let stream = app
         .stream_once(table, |s| s["partitions"][0]["committed_offset"] == 1)
         .await;
@@ -651,13 +626,7 @@ async fn the_nats_credentials_come_from_the_environment_and_never_from_a_request
     // Without it, the server refuses, and the stream says so.
     let other = spawn_app().await;
     let table = other.create_table(tx_table()).await;
-    let (status, _) = other
-        .put(
-            &format!("/api/v1/raw-tables/{table}/stream"),
-            &nats.source(50),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    other.follow(table, &nats.source(50)).await;
     let failing = other.stream_once(table, |s| s["status"] == "failing").await;
     assert!(
         failing["reason"]
@@ -675,13 +644,7 @@ async fn the_console_shows_a_tables_stream_its_state_and_lag() {
     let app = spawn_app().await;
     let nats = Nats::new().await;
     let table = app.create_table(tx_table()).await;
-    let (status, _) = app
-        .put(
-            &format!("/api/v1/raw-tables/{table}/stream"),
-            &nats.source(50),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    app.follow(table, &nats.source(50)).await;
     nats.publish((1..=3).map(tx)).await;
     app.stream_once(table, |s| s["partitions"][0]["committed_offset"] == 3)
         .await;
