@@ -165,7 +165,7 @@ async fn a_table_follows_a_nats_stream_and_holds_every_message_once_beside_http_
     // Messages published before the table follows the stream are read too.
     nats.publish((1..=50).map(tx)).await;
 
-    app.follow(table, &nats.source(50)).await;
+    let body = app.follow(table, &nats.source(50)).await;
     assert_eq!(body["type"], "nats");
     assert_eq!(body["format"], "json");
     assert_eq!(body["max_batch_events"], 10_000);
