@@ -2,7 +2,7 @@
 //! latency histograms per route, cache hits and misses per tier, compute durations, ingested
 //! rows.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -76,6 +76,9 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub cache: Family<CacheLabels, Counter>,
+    /// `cache`'s counters by tier and result, resolved on first use: the serving path counts
+    /// a lookup on every request, and the family's lookup (a lock and a hash) is skipped.
+    cache_counters: Arc<[OnceLock<Counter>; 6]>,
     /// Computes by engine, end to end.
     pub compute_seconds: Family<EngineLabels, Histogram, fn() -> Histogram>,
     pub ingested_rows: Counter,
@@ -228,6 +231,7 @@ impl Metrics {
             requests,
             latency,
             cache,
+            cache_counters: Arc::default(),
             compute_seconds,
             ingested_rows,
             refresh_runs,
@@ -246,10 +250,23 @@ impl Metrics {
     }
 
     pub fn cache_lookup(&self, tier: &'static str, hit: bool) {
-        self.cache
-            .get_or_create(&CacheLabels {
-                tier,
-                result: if hit { "hit" } else { "miss" },
+        let result = if hit { "hit" } else { "miss" };
+        let slot = match tier {
+            "memory" => 0,
+            "redis" => 2,
+            "snapshot" => 4,
+            _ => {
+                self.cache
+                    .get_or_create(&CacheLabels { tier, result })
+                    .inc();
+                return;
+            }
+        } + usize::from(!hit);
+        self.cache_counters[slot]
+            .get_or_init(|| {
+                self.cache
+                    .get_or_create(&CacheLabels { tier, result })
+                    .clone()
             })
             .inc();
     }

@@ -22,7 +22,6 @@ pub mod versions;
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
-use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use self::error::AppError;
@@ -51,33 +50,48 @@ pub fn router(state: AppState) -> Router {
     }
     let limit = state.config.max_body_bytes;
     let cors = access::cors(&state.config.cors_allowed_origins);
-    let router = Router::new()
+    let allowed_hosts = state.config.allowed_hosts.clone();
+    let routes = Router::new()
         .merge(api)
         .merge(health::router())
         .merge(docs::router())
         .merge(ui::router())
         .route("/metrics", axum::routing::get(metrics::serve))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            metrics::track,
-        ))
+        .route_layer(metrics::TrackLayer::new(state.metrics.clone()))
         .fallback(|| async { AppError::NotFound("Not Found".into()) })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
-        .layer(access::CheckHostLayer::new(&state.config.allowed_hosts))
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-            let id = req
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            tracing::debug_span!("request", method = %req.method(), path = req.uri().path(), request_id = id)
-        }))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(request_id::MakeRequestId::new()))
         .with_state(state);
-    match cors {
-        Some(cors) => router.layer(cors),
-        None => router,
-    }
+    // The per-request span and tower-http's request events are at debug level; without them
+    // the layer is left out (at info it cost ~10% of cached serving throughput, and a layer
+    // that logs nothing still costs a little).
+    let trace = (tracing::enabled!(tracing::Level::DEBUG)
+        || tracing::enabled!(target: "tower_http::trace", tracing::Level::DEBUG))
+    .then(|| {
+        tower::layer::util::Stack::new(
+            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                let id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::debug_span!("request", method = %req.method(), path = req.uri().path(), request_id = id)
+            }),
+            // One body type whether the layer is there or not.
+            tower::util::MapResponseLayer::new(|r: axum::http::Response<_>| {
+                r.map(axum::body::Body::new)
+            }),
+        )
+    });
+    // The layers every request passes through, composed into one service around the router.
+    // Given to `Router::layer` one by one, each would wrap every route in a boxed service of
+    // its own, and every request would clone and box the whole chain, a level per layer
+    // (`clone_box` was ~10% of a cached GET's CPU).
+    let every_request = tower::ServiceBuilder::new()
+        .option_layer(cors)
+        .layer(request_id::RequestIdLayer::new())
+        .option_layer(trace)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(access::CheckHostLayer::new(&allowed_hosts))
+        .service(routes);
+    Router::new().fallback_service(every_request)
 }

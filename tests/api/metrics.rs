@@ -3,7 +3,7 @@ use reqwest::StatusCode;
 use crate::helpers::{seeded, spawn_app};
 
 #[tokio::test]
-async fn metrics_count_requests_by_route_cache_lookups_computes_and_ingested_rows() {
+async fn metrics_count_requests_by_route_and_method_cache_lookups_computes_and_ingested_rows() {
     let app = spawn_app().await;
     let (_, feature) = seeded(&app).await;
     app.compute(feature, "v1").await;
@@ -11,6 +11,9 @@ async fn metrics_count_requests_by_route_cache_lookups_computes_and_ingested_row
     for _ in 0..3 {
         assert_eq!(app.get(by_name).await.0, StatusCode::OK);
     }
+    // A HEAD is served by the GET route, and counted as a HEAD.
+    let head = app.client.head(app.url(by_name)).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
     app.get("/api/v1/raw-tables/12345").await;
 
     let text = app.metrics_text().await;
@@ -21,12 +24,13 @@ async fn metrics_count_requests_by_route_cache_lookups_computes_and_ingested_row
             .to_string()
     };
     assert!(line(r#"feature_store_http_requests_total{route="/api/v1/feature-vectors",method="GET",status="200"}"#).ends_with(" 3"));
+    assert!(line(r#"route="/api/v1/feature-vectors",method="HEAD",status="200""#).ends_with(" 1"));
     // Ids are not labels: the route template is.
     assert!(
         line(r#"route="/api/v1/raw-tables/{table_id}",method="GET",status="404""#).ends_with(" 1")
     );
     assert!(
-        line(r#"feature_store_cache_lookups_total{tier="memory",result="hit"}"#).ends_with(" 2")
+        line(r#"feature_store_cache_lookups_total{tier="memory",result="hit"}"#).ends_with(" 3")
     );
     assert!(
         line(r#"feature_store_cache_lookups_total{tier="memory",result="miss"}"#).ends_with(" 1")
