@@ -4,7 +4,6 @@
 
 use std::future::Future;
 
-use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::cache::Cache;
@@ -95,7 +94,7 @@ pub async fn state(config: Config) -> Result<AppState, StartupError> {
 }
 
 /// The whole application: state plus router, with its background tasks running.
-pub async fn build_app(config: Config) -> Result<(AppState, Router), StartupError> {
+pub async fn build_app(config: Config) -> Result<(AppState, impl api::Surface), StartupError> {
     let state = state(config).await?;
     // Blobs stored in the database by earlier versions move into the data location once,
     // before anything reads them there.
@@ -113,10 +112,10 @@ pub async fn build_app(config: Config) -> Result<(AppState, Router), StartupErro
 /// Serve until `shutdown` resolves; in-flight requests finish first.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    app: impl api::Surface,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
+    axum::serve(listener, axum::ServiceExt::into_make_service(app))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -114,16 +114,34 @@ impl RouteMetrics {
                 .extensions()
                 .get::<MatchedPath>()
                 .map_or("unmatched", |p| intern(p.as_str()));
-            Handles {
-                route,
-                latency: self
-                    .metrics
-                    .latency
-                    .get_or_create(&RouteLabels { route })
-                    .clone(),
-                ok: OnceLock::new(),
-            }
+            Handles::new(&self.metrics, route)
         })
+    }
+}
+
+impl Handles {
+    fn new(metrics: &Metrics, route: &'static str) -> Self {
+        Handles {
+            route,
+            latency: metrics
+                .latency
+                .get_or_create(&RouteLabels { route })
+                .clone(),
+            ok: OnceLock::new(),
+        }
+    }
+}
+
+impl<S> Track<S> {
+    /// A `Track` for a route answered before the router (`super::hot_route`), where no
+    /// `MatchedPath` names it: its requests count under `route`, as the router's would.
+    pub fn named(metrics: Metrics, route: &str, inner: S) -> Self {
+        let handles = OnceLock::new();
+        let _ = handles.set(Handles::new(&metrics, intern(route)));
+        Track {
+            inner,
+            route: Arc::new(RouteMetrics { metrics, handles }),
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod features;
 pub mod health;
 pub mod history;
+mod hot_route;
 pub mod ingest;
 pub mod jobs;
 pub mod metrics;
@@ -20,14 +21,36 @@ pub mod ui;
 pub mod vectors;
 pub mod versions;
 
-use axum::extract::DefaultBodyLimit;
+use std::convert::Infallible;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::response::Response;
 use axum::Router;
 use tower_http::trace::TraceLayer;
 
 use self::error::AppError;
 use crate::service::AppState;
 
-pub fn router(state: AppState) -> Router {
+/// The whole HTTP surface as one service: what `router` returns and `crate::app::serve` serves.
+pub trait Surface:
+    tower::Service<Request, Response = Response, Error = Infallible, Future: Send>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> Surface for T where
+    T: tower::Service<Request, Response = Response, Error = Infallible, Future: Send>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+pub fn router(state: AppState) -> impl Surface {
     // Full paths rather than `nest("/api/v1", ...)`: nesting rewrites every request's URI.
     let mut api = Router::new()
         .merge(raw_tables::router())
@@ -60,7 +83,16 @@ pub fn router(state: AppState) -> Router {
         .route_layer(metrics::TrackLayer::new(state.metrics.clone()))
         .fallback(|| async { AppError::NotFound("Not Found".into()) })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
-        .with_state(state);
+        .with_state(state.clone());
+    // The single-vector GET answered before the router; not with API keys, whose check is a
+    // route layer of the router.
+    let hot = (!state.config.api_keys.is_enabled()).then(|| {
+        metrics::Track::named(
+            state.metrics.clone(),
+            vectors::VECTOR_PATH,
+            vectors::get_vector_service(state.clone()),
+        )
+    });
     // The per-request span and tower-http's request events are at debug level; without them
     // the layer is left out (at info it cost ~10% of cached serving throughput, and a layer
     // that logs nothing still costs a little).
@@ -90,8 +122,15 @@ pub fn router(state: AppState) -> Router {
         .option_layer(cors)
         .layer(request_id::RequestIdLayer::new())
         .option_layer(trace)
-        .layer(DefaultBodyLimit::max(limit))
         .layer(access::CheckHostLayer::new(&allowed_hosts))
-        .service(routes);
-    Router::new().fallback_service(every_request)
+        .service(hot_route::HotRoute::new(
+            vectors::VECTOR_PATH,
+            hot,
+            // Inside, where bodies are read: the limit is an extension every request would
+            // otherwise allocate a map for.
+            tower::Layer::layer(&DefaultBodyLimit::max(limit), routes),
+        ));
+    // Served as it is, not as a `Router`'s fallback: that cost every request a route match,
+    // an extensions map and a boxed clone of the whole stack.
+    every_request
 }

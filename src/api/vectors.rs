@@ -1,4 +1,8 @@
-use axum::extract::State;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+
+use axum::extract::{Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -14,9 +18,12 @@ use crate::model::{BatchRequest, BatchResponse, ErrorBody, FeatureVector, Vector
 use crate::service::AppState;
 use crate::service::{batch, history, vectors};
 
+/// The single-vector route, which `super::hot_route` also answers before the router.
+pub const VECTOR_PATH: &str = "/api/v1/feature-vectors";
+
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/feature-vectors", get(get_vector))
+        .route(VECTOR_PATH, get(get_vector))
         .route("/api/v1/feature-vectors/batch", post(get_batch))
 }
 
@@ -28,12 +35,42 @@ pub async fn get_vector(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response> {
-    let query = parse_vector_query(raw.as_deref().unwrap_or(""))?;
+    answer(&state, raw.as_deref().unwrap_or("")).await
+}
+
+async fn answer(state: &AppState, raw_query: &str) -> Result<Response> {
+    let query = parse_vector_query(raw_query)?;
     let body = match query.as_of {
-        Some(at) => history::vector_as_of(&state, &query, at).await?,
-        None => vectors::get(&state, &query).await?,
+        // Boxed: the common answer's future stays small (see `service::vectors::get`).
+        Some(at) => Box::pin(history::vector_as_of(state, &query, at)).await?,
+        None => vectors::get(state, &query).await?,
     };
     Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// `GET /api/v1/feature-vectors` as a service of its own, for `super::hot_route` to answer
+/// before the router: the same answers as `get_vector`, without extractors.
+pub fn get_vector_service(
+    state: AppState,
+) -> impl tower::Service<
+    Request,
+    Response = Response,
+    Error = Infallible,
+    Future = Pin<Box<dyn Future<Output = std::result::Result<Response, Infallible>> + Send>>,
+> + Clone
+       + Send
+       + Sync
+       + 'static {
+    tower::service_fn(move |req: Request| {
+        let state = state.clone();
+        // Boxed, as the router boxes a route's future: unboxed, every layer above moved the
+        // whole handler future (its database paths make it kilobytes), and memcpy grew to
+        // 7k instructions a request.
+        Box::pin(async move {
+            let raw_query = req.uri().query().unwrap_or("");
+            Ok(answer(&state, raw_query).await.into_response())
+        }) as Pin<Box<dyn Future<Output = _> + Send>>
+    })
 }
 
 /// Serve many entities x many features in one call: one row per entity, each feature's values

@@ -3,7 +3,7 @@ use chrono::{DateTime, Utc};
 
 use super::AppState;
 use super::{Result, ServiceError};
-use crate::cache::{LookupKey, VectorKey};
+use crate::cache::{Epoch, LookupKey, VectorKey};
 use crate::model::VectorQuery;
 use crate::served::VersionMeta;
 use crate::times::format_ts;
@@ -19,17 +19,19 @@ pub async fn get(state: &AppState, query: &VectorQuery) -> Result<Bytes> {
         .feature_name
         .as_deref()
         .filter(|_| query.feature_version_id.is_none());
+    // The paths past the cache are boxed: inline, their database futures made this one
+    // kilobytes, copied at every `.await` above it on a cached request.
     if let Some(name) = by_name.filter(|n| state.online.holds(n)) {
-        if let Some(body) = online(state, name, &query.entity_id).await? {
+        if let Some(body) = Box::pin(online(state, name, &query.entity_id)).await? {
             return Ok(body);
         }
     }
-    let mut meta = match resolve(state, query).await {
+    let meta = match resolve(state, query).await {
         Ok(meta) => meta,
         // An aggregation feature has no computed version: its values are computed now.
         Err(ServiceError::NotFound(why)) => {
             if let Some(name) = by_name {
-                if let Some(body) = online(state, name, &query.entity_id).await? {
+                if let Some(body) = Box::pin(online(state, name, &query.entity_id)).await? {
                     return Ok(body);
                 }
             }
@@ -37,14 +39,26 @@ pub async fn get(state: &AppState, query: &VectorQuery) -> Result<Bytes> {
         }
         Err(e) => return Err(e),
     };
-    let key = |meta: &VersionMeta| VectorKey {
-        version_id: meta.version_id,
-        generation: meta.generation,
-        entity_id: query.entity_id.clone(),
-    };
-    if let Some(body) = state.cache.vector(&key(&meta)).await {
+    if let Some(body) = state
+        .cache
+        .vector(&vector_key(&meta, &query.entity_id))
+        .await
+    {
         return Ok(with_stale(&body, meta.freshness.stale));
     }
+    Box::pin(load(state, query, meta)).await
+}
+
+fn vector_key(meta: &VersionMeta, entity: &str) -> VectorKey {
+    VectorKey {
+        version_id: meta.version_id,
+        generation: meta.generation,
+        entity_id: entity.to_string(),
+    }
+}
+
+/// A vector the cache does not hold: read from the database, encoded, and cached.
+async fn load(state: &AppState, query: &VectorQuery, mut meta: VersionMeta) -> Result<Bytes> {
     let mut values = state
         .store
         .get_vector(meta.generation, &query.entity_id)
@@ -70,7 +84,10 @@ pub async fn get(state: &AppState, query: &VectorQuery) -> Result<Bytes> {
     })?;
     let body = encode(&query.entity_id, &values, &meta)?;
     let answer = with_stale(&body, meta.freshness.stale);
-    state.cache.put_vector(key(&meta), body).await;
+    state
+        .cache
+        .put_vector(vector_key(&meta, &query.entity_id), body)
+        .await;
     Ok(answer)
 }
 
@@ -144,6 +161,15 @@ pub async fn resolve_key(state: &AppState, key: LookupKey) -> Result<VersionMeta
     if let Some(meta) = lookup.hit {
         return Ok(meta);
     }
+    Box::pin(resolve_from_store(state, key, lookup.epoch)).await
+}
+
+/// A lookup the cache does not hold: from the database, then cached under `epoch`.
+async fn resolve_from_store(
+    state: &AppState,
+    key: LookupKey,
+    epoch: Option<Epoch>,
+) -> Result<VersionMeta> {
     let meta = match &key {
         LookupKey::Version(id) => state
             .store
@@ -171,7 +197,7 @@ pub async fn resolve_key(state: &AppState, key: LookupKey) -> Result<VersionMeta
                 ServiceError::NotFound(format!("Version '{version}' of feature '{name}' not found"))
             })?,
     };
-    state.cache.put_lookup(key, meta, lookup.epoch).await;
+    state.cache.put_lookup(key, meta, epoch).await;
     Ok(meta)
 }
 

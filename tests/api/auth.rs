@@ -364,3 +364,56 @@ async fn allowed_hosts_admits_the_names_it_lists_and_no_other() {
         assert_eq!(resp.status(), expected, "{host}");
     }
 }
+
+#[tokio::test]
+async fn the_single_vector_route_asks_for_a_key_like_every_other() {
+    // Without keys that route is answered before the router; with keys it must not be.
+    let app = app_with_keys().await;
+    let vector = app.url("/api/v1/feature-vectors?entity_id=u1&feature_name=nothing");
+
+    let resp = app.client.get(&vector).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let detail: Value = resp.json().await.unwrap();
+    assert!(detail["detail"]
+        .as_str()
+        .unwrap()
+        .contains("Missing API key"));
+
+    let resp = app
+        .client
+        .get(&vector)
+        .bearer_auth(READER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let detail: Value = resp.json().await.unwrap();
+    assert_eq!(detail["detail"], "Feature 'nothing' not found");
+}
+
+#[tokio::test]
+async fn the_single_vector_route_keeps_the_host_check_and_the_request_id() {
+    let app = spawn_app().await;
+    let port = port_of(&app);
+    let vector = app.url("/api/v1/feature-vectors?entity_id=u1&feature_name=nothing");
+
+    let resp = app
+        .client
+        .get(&vector)
+        .header("host", format!("rebind.example:{port}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::MISDIRECTED_REQUEST);
+
+    let resp = app
+        .client
+        .get(&vector)
+        .header("x-request-id", "trace-the-vector")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(resp.headers()["x-request-id"], "trace-the-vector");
+    assert_eq!(resp.headers()["content-type"], "application/json");
+}

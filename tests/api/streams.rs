@@ -147,6 +147,11 @@ async fn seqs(app: &TestApp, table: i64) -> Vec<i64> {
         .get(&format!("/api/v1/raw-tables/{table}/data?limit=1000"))
         .await;
     assert_eq!(status, StatusCode::OK, "{preview}");
+    sorted_seqs(&preview)
+}
+
+/// The `seq` values of a table preview's rows, in order.
+fn sorted_seqs(preview: &Value) -> Vec<i64> {
     let mut seqs: Vec<i64> = preview["rows"]
         .as_array()
         .expect("rows")
@@ -746,13 +751,6 @@ async fn a_crash_between_the_rejected_commit_and_the_rows_commit_keeps_each_mess
         get(&base, &path).await.1
     );
     let (_, preview) = get(&base, &format!("/api/v1/raw-tables/{table}/data?limit=100")).await;
-    let mut seqs: Vec<i64> = preview["rows"]
-        .as_array()
-        .expect("rows")
-        .iter()
-        .map(|r| r["seq"].as_i64().expect("seq"))
-        .collect();
-    seqs.sort_unstable();
-    assert_eq!(seqs, [1, 3, 5], "{preview}");
+    assert_eq!(sorted_seqs(&preview), [1, 3, 5], "{preview}");
     assert_eq!(rejected_offsets(&location), [2, 4]);
 }
