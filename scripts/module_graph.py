@@ -28,7 +28,7 @@ LAYERS = [
     ["engine", "failpoint"],
     ["metrics", "served"],
     ["model"],
-    ["times"],
+    ["times", "keys"],
 ]
 
 

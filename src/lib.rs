@@ -14,6 +14,7 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod failpoint;
+pub mod keys;
 pub mod metrics;
 pub mod model;
 pub mod offline;

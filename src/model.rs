@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::keys::EntityKey;
 use crate::times::format_ts;
 
 fn ts<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
@@ -160,13 +161,15 @@ pub struct FeatureCreate {
     #[serde(default)]
     #[schema(example = "status = 'ok'", max_length = 65536)]
     pub filter: Option<String>,
-    /// The output column that names the entity.
+    /// The output column that names the entity, or a list of 1 to 4 that name it together
+    /// (`["user_id", "merchant_id"]`). (Documented as either by `api::docs`.)
     #[schema(
+        value_type = String,
         example = "user_id",
         pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
         max_length = 200
     )]
-    pub entity_key: String,
+    pub entity_key: EntityKey,
     /// Where its versions are computed: `polars` (the compute workers, the default) or
     /// `spark` (the cluster at `SPARK_CONNECT_URL`). Fixed for the feature's life.
     #[serde(default)]
@@ -235,7 +238,9 @@ pub struct Feature {
     pub raw_table_id: i64,
     /// The SQL; empty for an aggregation feature.
     pub computation_logic: String,
-    pub entity_key: String,
+    /// A column name, or a list of the columns that name the entity together.
+    #[schema(value_type = String)]
+    pub entity_key: EntityKey,
     pub engine: Engine,
     /// An aggregation feature's declaration; absent for a SQL feature.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -336,7 +341,9 @@ pub struct FeatureVersion {
     pub status: String,
     /// The feature's SQL as it was when this version was created.
     pub computation_logic: String,
-    pub entity_key: String,
+    /// A column name, or a list of the columns that name the entity together.
+    #[schema(value_type = String)]
+    pub entity_key: EntityKey,
     #[serde(serialize_with = "ts")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: DateTime<Utc>,
@@ -435,8 +442,9 @@ pub struct TrainingSetRequest {
     /// As in batch serving: `name`, `name@version` or a version id.
     #[schema(example = json!(["total"]), min_items = 1, max_items = 100)]
     features: Vec<FeatureRef>,
-    /// Each with `entity_id`, `timestamp` (RFC 3339) and any other columns (a label, say),
-    /// which come back as sent.
+    /// Each with `entity_id` (or, instead, each feature's key columns by name: `user_id`,
+    /// `merchant_id`), `timestamp` (RFC 3339) and any other columns (a label, say), which
+    /// come back as sent. Each feature joins on its own key columns.
     #[schema(value_type = Vec<Object>, min_items = 1, example = json!([{"entity_id": "u1", "timestamp": "2024-01-02T12:00:00Z", "label": 1}]))]
     rows: Vec<Map<String, Value>>,
     #[schema(minimum = 0)]
@@ -585,7 +593,9 @@ pub struct Job {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct VectorQuery {
-    pub entity_id: String,
+    /// The entity of a feature keyed by one column (or a tuple's `entity_id` as an answer
+    /// gives it). Without it, each key column is a parameter of its own (see `key`).
+    pub entity_id: Option<String>,
     /// Serve the newest active computed version of this feature.
     pub feature_name: Option<String>,
     /// Serve this version (takes precedence over `feature_name`).
@@ -593,12 +603,22 @@ pub struct VectorQuery {
     /// Serve what was served at this instant (RFC 3339): the version's snapshot in force then.
     #[param(value_type = Option<String>, format = DateTime)]
     pub as_of: Option<DateTime<Utc>>,
+    /// Instead of `entity_id`: the feature's key columns, each as its own parameter
+    /// (`user_id=u1&merchant_id=m7`); missing or extra ones are a 400 naming them.
+    #[param(style = Form, explode, value_type = Option<Object>)]
+    #[serde(default)]
+    pub key: Vec<(String, String)>,
 }
 
 /// Documented shape of a served vector; the body itself is assembled from stored JSON text.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct FeatureVector {
     pub entity_id: String,
+    /// A feature keyed by several columns: its key values by column (`entity_id` is the same
+    /// as one text).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>, nullable = false)]
+    pub entity: Option<Map<String, Value>>,
     #[schema(value_type = Object)]
     pub feature_values: Map<String, Value>,
     /// Null for an aggregation feature (its values come from the events, not a version).
@@ -634,8 +654,17 @@ pub enum FeatureRef {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct BatchRequest {
+    /// The entities, by id (features keyed by one column).
+    #[serde(default)]
     #[schema(example = json!(["user_001", "user_002"]), max_items = 10000)]
-    pub entity_ids: Vec<String>,
+    pub entity_ids: Option<Vec<String>>,
+    /// Instead of `entity_ids`: each entity an object of key column -> value (text or an
+    /// integer), `{"user_id": "u1", "merchant_id": "m7"}`, or a plain id. Each feature takes
+    /// the columns it is keyed by, so a user feature and a user x merchant feature can share
+    /// one request; an entity without a feature's key column is a 400 naming it.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>, max_items = 10000)]
+    pub entities: Option<Vec<Value>>,
     #[schema(example = json!(["avg_transaction_amount", "avg_transaction_amount@v1", 1]), min_items = 1, max_items = 100)]
     pub features: Vec<FeatureRef>,
     /// Serve what was served at this instant (RFC 3339): each version's snapshot in force then.
@@ -663,7 +692,13 @@ pub struct BatchResponse {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BatchRow {
-    pub entity_id: String,
+    /// The entity as sent in `entity_ids` (or as a plain id in `entities`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entity_id: Option<String>,
+    /// The entity as sent in `entities`, when it was an object.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub entity: Option<Map<String, Value>>,
     /// Feature reference -> its `feature_values` for this entity, or null when missing.
     #[schema(value_type = Object)]
     pub features: Map<String, Value>,

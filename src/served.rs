@@ -9,10 +9,15 @@ pub struct EncodedVector {
 }
 
 /// What serving needs to know about a version: its id, how many times it was published, how
-/// many vectors the last publish stored, and how fresh that publish is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+/// many vectors the last publish stored, how fresh that publish is, and what names its
+/// entities.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct VersionMeta {
     pub version_id: i64,
+    /// The key columns as stored (`crate::keys::EntityKey::from_stored`): a request's key
+    /// parameters are checked against them.
+    #[sqlx(try_from = "String")]
+    pub entity_key: std::sync::Arc<str>,
     pub generation: i64,
     pub entity_count: Option<i64>,
     /// When the served generation was computed.

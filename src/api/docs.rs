@@ -13,7 +13,7 @@ use crate::service::AppState;
 
 #[derive(OpenApi)]
 #[openapi(
-    modifiers(&CommonResponses, &SchemaDefinition),
+    modifiers(&CommonResponses, &SchemaDefinition, &EntityKeys),
     info(
         title = "feature-store",
         description = "Register raw tables, ingest rows, define features as SQL, compute immutable versions and serve feature vectors."
@@ -158,6 +158,44 @@ impl Modify for CommonResponses {
             "api_key",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
         );
+    }
+}
+
+/// `entity_key` is one column name or a list of 1 to 4 (`crate::keys::EntityKey`): set here,
+/// as utoipa derives one type per field.
+struct EntityKeys;
+
+impl Modify for EntityKeys {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+        use utoipa::openapi::RefOr;
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        for body in ["FeatureCreate", "Feature", "FeatureVersion"] {
+            let Some(RefOr::T(Schema::Object(body))) = components.schemas.get_mut(body) else {
+                continue;
+            };
+            let Some(RefOr::T(Schema::Object(one))) = body.properties.get("entity_key") else {
+                continue;
+            };
+            let mut one = one.clone();
+            one.description = None;
+            one.example = None;
+            let many = ArrayBuilder::new()
+                .items(RefOr::T(Schema::Object(one.clone())))
+                .min_items(Some(1))
+                .max_items(Some(crate::keys::MAX_COLUMNS));
+            let either = OneOfBuilder::new()
+                .item(ObjectBuilder::from(one).schema_type(Type::String))
+                .item(many)
+                .description(Some(
+                    "The column that names the entity, or a list of 1 to 4 columns that name it \
+                     together ([\"user_id\", \"merchant_id\"])",
+                ));
+            body.properties
+                .insert("entity_key".into(), RefOr::T(Schema::OneOf(either.build())));
+        }
     }
 }
 

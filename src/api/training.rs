@@ -35,9 +35,9 @@ pub fn router() -> Router<AppState> {
     params(
         ("features" = Option<Vec<String>>, Query, description = "With a CSV, Parquet or Arrow body: the feature references (repeat the parameter; all digits means a version id)"),
         ("max_age_seconds" = Option<i64>, Query, minimum = 0, description = "With a CSV, Parquet or Arrow body")),
-    request_body(description = "JSON {features, rows, max_age_seconds}, or rows as text/csv, application/vnd.apache.parquet or application/vnd.apache.arrow.file (an Arrow IPC file) with entity_id and timestamp columns",
+    request_body(description = "JSON {features, rows, max_age_seconds}, or rows as text/csv, application/vnd.apache.parquet or application/vnd.apache.arrow.file (an Arrow IPC file) with entity_id (or each feature's key columns by name) and timestamp columns",
         content((TrainingSetRequest = "application/json"), (String = "text/csv"), (crate::model::BinaryFile = "application/vnd.apache.parquet"), (crate::model::BinaryFile = "application/vnd.apache.arrow.file"))),
-    responses((status = 200, description = "JSON {versions, unresolved, rows}; or, with Accept text/csv, application/vnd.apache.parquet or application/vnd.apache.arrow.file, a flat table: entity_id, timestamp, the other input columns, then <ref>__<column>"),
+    responses((status = 200, description = "JSON {versions, unresolved, rows}; or, with Accept text/csv, application/vnd.apache.parquet or application/vnd.apache.arrow.file, a flat table: entity_id (when sent), timestamp, the other input columns (key columns among them), then <ref>__<column>"),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn build(
     State(state): State<AppState>,

@@ -85,15 +85,18 @@ pub async fn get_batch(
     Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-/// The serving hot path parses its three parameters by hand: the generic query extractor
-/// (serde_urlencoded behind serde_path_to_error) was ~5% of a cached request's CPU.
+/// The serving hot path parses its parameters by hand: the generic query extractor
+/// (serde_urlencoded behind serde_path_to_error) was ~5% of a cached request's CPU. Any other
+/// parameter is a key column's (`user_id=u1`); they are ignored when `entity_id` is given,
+/// as they always were.
 fn parse_vector_query(raw: &str) -> Result<VectorQuery> {
     let mut entity_id = None;
     let mut feature_name = None;
     let mut feature_version_id = None;
     let mut as_of = None;
-    for (key, value) in form_urlencoded::parse(raw.as_bytes()) {
-        match key.as_ref() {
+    let mut key: Vec<(String, String)> = Vec::new();
+    for (name, value) in form_urlencoded::parse(raw.as_bytes()) {
+        match name.as_ref() {
             "entity_id" => entity_id = Some(value.into_owned()),
             "feature_name" => feature_name = Some(value.into_owned()),
             "feature_version_id" => {
@@ -105,17 +108,29 @@ fn parse_vector_query(raw: &str) -> Result<VectorQuery> {
                 })?)
             }
             "as_of" => as_of = Some(parse_instant("as_of", &value)?),
-            _ => {}
+            _ => {
+                if key.iter().any(|(k, _)| *k == name) {
+                    return Err(AppError::validation(
+                        &["query", &name],
+                        format!("the key column '{name}' is given twice"),
+                    ));
+                }
+                key.push((name.into_owned(), value.into_owned()));
+            }
         }
     }
-    let entity_id = entity_id.ok_or_else(|| {
-        AppError::validation(&["query", "entity_id"], "Field required: entity_id")
-    })?;
+    if entity_id.is_none() && key.is_empty() {
+        return Err(AppError::validation(
+            &["query", "entity_id"],
+            "Field required: entity_id (or the feature's key columns, each as a parameter)",
+        ));
+    }
     Ok(VectorQuery {
         entity_id,
         feature_name,
         feature_version_id,
         as_of,
+        key,
     })
 }
 
@@ -139,10 +154,20 @@ mod tests {
     fn vector_queries_are_decoded() {
         let q = parse_vector_query("entity_id=a%26b%3Dc&feature_name=f%20x&feature_version_id=7")
             .unwrap();
-        assert_eq!(q.entity_id, "a&b=c");
+        assert_eq!(q.entity_id.as_deref(), Some("a&b=c"));
         assert_eq!(q.feature_name.as_deref(), Some("f x"));
         assert_eq!(q.feature_version_id, Some(7));
         assert!(parse_vector_query("feature_name=f").is_err());
         assert!(parse_vector_query("entity_id=a&feature_version_id=x").is_err());
+        let q = parse_vector_query("feature_name=f&user_id=u%201&shop=7").unwrap();
+        assert_eq!(q.entity_id, None);
+        assert_eq!(
+            q.key,
+            [
+                ("user_id".into(), "u 1".into()),
+                ("shop".into(), "7".into())
+            ]
+        );
+        assert!(parse_vector_query("feature_name=f&shop=7&shop=8").is_err());
     }
 }

@@ -103,7 +103,7 @@ impl Lookups {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(key)
-            .copied()
+            .cloned()
     }
 
     fn insert(&self, key: LookupKey, value: (VersionMeta, Epoch)) {

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, SecondsFormat};
 use polars::prelude::*;
 
+use crate::keys::EntityKey;
 pub use crate::served::EncodedVector;
 
 #[derive(Debug)]
@@ -73,7 +74,9 @@ impl Checked {
 }
 
 /// Check a result (not too many rows, has the entity key, no null key, one row per entity)
-/// without encoding it.
+/// without encoding it. `entity_key` is the key as stored (`crate::keys::EntityKey`): one
+/// column's text becomes the ids, several columns' values become one tuple id per row, in a
+/// column named for the key that takes their place.
 pub fn check(frame: DataFrame, entity_key: &str, max_rows: usize) -> Result<Checked, String> {
     if frame.height() > max_rows {
         return Err(format!(
@@ -81,30 +84,40 @@ pub fn check(frame: DataFrame, entity_key: &str, max_rows: usize) -> Result<Chec
             frame.height()
         ));
     }
-    let key = frame.column(entity_key).map_err(|_| {
-        format!("the result has no column '{entity_key}' (the feature's entity_key)")
-    })?;
+    let key = EntityKey::from_stored(entity_key);
+    let mut key_text = Vec::with_capacity(key.columns().len());
+    for name in key.columns() {
+        let column = frame
+            .column(name)
+            .map_err(|_| format!("the result has no column '{name}' (the feature's entity_key)"))?;
+        let text = column.cast(&DataType::String).map_err(|e| e.to_string())?;
+        if text.null_count() > 0 {
+            return Err(format!("the result has a null '{name}'"));
+        }
+        key_text.push(text);
+    }
     let mut output_schema = BTreeMap::new();
     for column in frame.columns() {
         output_schema.insert(column.name().to_string(), type_name(column.dtype()));
     }
-    let key = key.cast(&DataType::String).map_err(|e| e.to_string())?;
-    if key.null_count() > 0 {
-        return Err(format!("the result has a null '{entity_key}'"));
-    }
+    let id_name = key.id_column();
+    let ids = match key.single() {
+        Some(_) => key_text.swap_remove(0),
+        None => tuple_ids(&key, &key_text, frame.height())?,
+    };
     let mut columns = Vec::with_capacity(frame.width());
-    columns.push(key.with_name(PlSmallStr::from(entity_key)));
+    columns.push(ids.with_name(PlSmallStr::from(id_name.as_str())));
     columns.extend(
         frame
             .columns()
             .iter()
-            .filter(|c| c.name().as_str() != entity_key)
+            .filter(|c| !key.columns().iter().any(|k| k == c.name().as_str()))
             .cloned(),
     );
     let frame = DataFrame::new(frame.height(), columns).map_err(|e| e.to_string())?;
     // In key order a duplicate entity sits next to its twin.
     let text = frame
-        .column(entity_key)
+        .column(&id_name)
         .and_then(|c| c.str().cloned())
         .map_err(|e| e.to_string())?;
     let mut order: Vec<(&str, IdxSize)> = text
@@ -115,17 +128,42 @@ pub fn check(frame: DataFrame, entity_key: &str, max_rows: usize) -> Result<Chec
     order.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     if let Some(pair) = order.windows(2).find(|w| w[0].0 == w[1].0) {
         return Err(format!(
-            "the result has more than one row for entity '{}'; the SQL must return one row per '{entity_key}' (GROUP BY {entity_key})",
-            pair[0].0
+            "the result has more than one row for entity '{}'; the SQL must return one row per {} (GROUP BY {})",
+            pair[0].0,
+            match key.single() {
+                Some(one) => format!("'{one}'"),
+                None => key.describe(),
+            },
+            key.columns().join(", ")
         ));
     }
     let order = order.into_iter().map(|(_, row)| row).collect();
     Ok(Checked {
         frame,
         order,
-        key_name: entity_key.to_string(),
+        key_name: id_name,
         output_schema,
     })
+}
+
+/// One tuple id per row from the key columns' text (`crate::keys::tuple_id`).
+fn tuple_ids(key: &EntityKey, text: &[Column], height: usize) -> Result<Column, String> {
+    let text = text
+        .iter()
+        .map(|c| c.str().cloned().map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(text.len());
+    let ids = StringChunked::from_iter_values(
+        PlSmallStr::from_static("ids"),
+        (0..height).map(|row| {
+            pairs.clear();
+            for (name, column) in key.columns().iter().zip(&text) {
+                pairs.push((name.as_str(), column.get(row).unwrap_or_default()));
+            }
+            crate::keys::tuple_id(&mut pairs)
+        }),
+    );
+    Ok(ids.into_column())
 }
 
 /// Vectors of a checked frame's rows (key first, as text).
@@ -290,6 +328,32 @@ mod tests {
         assert!(encode(&df, "id", 10)
             .unwrap_err()
             .contains("no column 'id'"));
+    }
+
+    #[test]
+    fn a_result_keyed_by_two_columns_is_one_vector_per_tuple() {
+        let df = df!("user_id" => ["u1", "u1", "u2"], "shop" => [7, 8, 7], "v" => [1.0, 2.0, 3.0])
+            .unwrap();
+        let key = r#"["user_id","shop"]"#;
+        let out = encode(&df, key, 10).unwrap();
+        let ids: Vec<&str> = out.vectors.iter().map(|v| v.entity_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                r#"{"shop":"7","user_id":"u1"}"#,
+                r#"{"shop":"7","user_id":"u2"}"#,
+                r#"{"shop":"8","user_id":"u1"}"#
+            ]
+        );
+        assert_eq!(out.vectors[0].values, r#"{"v":1.0}"#);
+        assert_eq!(out.output_schema["shop"], "integer");
+        let twice = df!("user_id" => ["u1", "u1"], "shop" => [7, 7]).unwrap();
+        let refused = encode(&twice, key, 10).unwrap_err();
+        assert!(refused.contains("GROUP BY user_id, shop"), "{refused}");
+        let null = df!("user_id" => [Some("u1"), None], "shop" => [7, 7]).unwrap();
+        assert!(encode(&null, key, 10)
+            .unwrap_err()
+            .contains("null 'user_id'"));
     }
 
     #[test]

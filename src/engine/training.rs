@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use super::result::{encode_cells, row_object};
 use super::schema::parse_datetime_micros;
+use crate::keys::EntityKey;
 
 /// Rows per training set.
 pub const MAX_ROWS: usize = 5_000_000;
@@ -34,9 +35,11 @@ pub enum Format {
     Arrow,
 }
 
-/// The labelled rows: entity, timestamp, and the other columns as they came.
+/// The labelled rows: entity, timestamp, and the other columns as they came (a feature's
+/// key columns among them, by name).
 pub struct Rows {
-    pub entity: StringChunked,
+    /// The `entity_id` column, when the rows have one.
+    pub entity: Option<StringChunked>,
     pub micros: Vec<i64>,
     pub extra: Extra,
 }
@@ -76,8 +79,89 @@ pub fn check_row_count(n: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// The rows of a request body. Every error is the client's, worded for them.
-pub fn parse_rows(body: &[u8], format: Format) -> Result<Rows, String> {
+impl Rows {
+    /// Each row's id for a feature keyed by `entity_key` (as stored, `crate::keys`; `None`:
+    /// by `entity_id`). A feature keyed by one column takes `entity_id` when the rows have
+    /// it, else the column of its name; by several, the tuple of its columns.
+    pub fn ids(&self, entity_key: Option<&str>) -> Result<StringChunked, String> {
+        let key = EntityKey::from_stored(entity_key.unwrap_or("entity_id"));
+        if let (Some(entity), Some(_)) = (&self.entity, key.single()) {
+            return Ok(entity.clone());
+        }
+        if let Some(one) = key.single() {
+            return self
+                .text_column(one)
+                .map_err(|why| match self.has_column(one) {
+                    true => why,
+                    false => format!("the rows have no 'entity_id' column, nor '{one}'"),
+                });
+        }
+        let mut text = Vec::with_capacity(key.columns().len());
+        for column in key.columns() {
+            text.push(
+                self.text_column(column).map_err(|why| {
+                    format!("{why} (a feature here is keyed by {})", key.describe())
+                })?,
+            );
+        }
+        let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(text.len());
+        Ok(StringChunked::from_iter_values(
+            "entity_id".into(),
+            (0..self.micros.len()).map(|row| {
+                pairs.clear();
+                for (name, column) in key.columns().iter().zip(&text) {
+                    pairs.push((name.as_str(), column.get(row).unwrap_or_default()));
+                }
+                crate::keys::tuple_id(&mut pairs)
+            }),
+        ))
+    }
+
+    fn has_column(&self, name: &str) -> bool {
+        match &self.extra {
+            Extra::Frame(frame) => frame.column(name).is_ok(),
+            Extra::Json(rows) => rows.first().is_some_and(|r| r.contains_key(name)),
+        }
+    }
+
+    /// One of the other columns as text, with no nulls: a key column.
+    fn text_column(&self, name: &str) -> Result<StringChunked, String> {
+        match &self.extra {
+            Extra::Frame(frame) => {
+                let column = frame
+                    .column(name)
+                    .map_err(|_| format!("the rows have no '{name}' column"))?
+                    .cast(&DataType::String)
+                    .map_err(|e| format!("{name}: {e}"))?;
+                if column.null_count() > 0 {
+                    return Err(format!("{name} must not be null"));
+                }
+                column.str().cloned().map_err(|e| e.to_string())
+            }
+            Extra::Json(rows) => {
+                let mut text = Vec::with_capacity(rows.len());
+                for (i, row) in rows.iter().enumerate() {
+                    text.push(match row.get(name) {
+                        Some(Value::String(s)) => s.clone(),
+                        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
+                        Some(_) => {
+                            return Err(format!("rows[{i}]: {name} must be text or an integer"))
+                        }
+                        None => return Err(format!("rows[{i}] has no '{name}'")),
+                    });
+                }
+                Ok(StringChunked::from_iter_values(
+                    name.into(),
+                    text.iter().map(String::as_str),
+                ))
+            }
+        }
+    }
+}
+
+/// The rows of a request body. Every error is the client's, worded for them. `text_columns`
+/// (the features' key columns) are read as text from CSV, so that "00123" stays "00123".
+pub fn parse_rows(body: &[u8], format: Format, text_columns: &[String]) -> Result<Rows, String> {
     match format {
         Format::Json => {
             #[derive(Deserialize)]
@@ -91,10 +175,11 @@ pub fn parse_rows(body: &[u8], format: Format) -> Result<Rows, String> {
             CsvReadOptions::default()
                 .with_has_header(true)
                 // Ids are text: "00123" must not become the number 123.
-                .with_schema_overwrite(Some(Arc::new(Schema::from_iter([Field::new(
-                    "entity_id".into(),
-                    DataType::String,
-                )]))))
+                .with_schema_overwrite(Some(Arc::new(Schema::from_iter(
+                    std::iter::once("entity_id")
+                        .chain(text_columns.iter().map(String::as_str))
+                        .map(|name| Field::new(name.into(), DataType::String)),
+                ))))
                 .into_reader_with_file_handle(Cursor::new(body))
                 .finish()
                 .map_err(|e| format!("CSV does not parse: {e}"))?,
@@ -119,10 +204,21 @@ fn json_rows(rows: Vec<Map<String, Value>>) -> Result<Rows, String> {
     let mut extra = Vec::with_capacity(rows.len());
     for (i, mut row) in rows.into_iter().enumerate() {
         let id = match row.remove("entity_id") {
-            Some(Value::String(s)) => s,
-            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
+            Some(Value::String(s)) => Some(s),
+            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+            None if i == 0 || ids.is_empty() => None,
+            None => {
+                return Err(format!(
+                    "rows[{i}] has no entity_id, which the first row has"
+                ))
+            }
             _ => return Err(format!("rows[{i}]: entity_id must be a string")),
         };
+        if i > 0 && id.is_some() && ids.is_empty() {
+            return Err(format!(
+                "rows[{i}] has an entity_id, which the first row has not"
+            ));
+        }
         let ts = match row.remove("timestamp") {
             Some(Value::String(s)) => parse_datetime_micros(&s),
             _ => None,
@@ -133,12 +229,14 @@ fn json_rows(rows: Vec<Map<String, Value>>) -> Result<Rows, String> {
         if row.contains_key("features") {
             return Err(reserved_features());
         }
-        ids.push(id);
+        ids.extend(id);
         micros.push(ts);
         extra.push(row);
     }
     Ok(Rows {
-        entity: StringChunked::from_iter_values("entity_id".into(), ids.iter().map(String::as_str)),
+        entity: (!ids.is_empty()).then(|| {
+            StringChunked::from_iter_values("entity_id".into(), ids.iter().map(String::as_str))
+        }),
         micros,
         extra: Extra::Json(extra),
     })
@@ -154,13 +252,19 @@ fn frame_rows(frame: DataFrame) -> Result<Rows, String> {
             .column(name)
             .map_err(|_| format!("the rows have no '{name}' column"))
     };
-    let entity = column("entity_id")?
-        .cast(&DataType::String)
-        .map_err(|e| format!("entity_id: {e}"))?;
-    if entity.null_count() > 0 {
-        return Err("entity_id must not be null".into());
-    }
-    let entity = entity.str().map_err(|e| e.to_string())?.clone();
+    let entity = match frame.column("entity_id") {
+        Ok(entity) => {
+            let entity = entity
+                .cast(&DataType::String)
+                .map_err(|e| format!("entity_id: {e}"))?;
+            if entity.null_count() > 0 {
+                return Err("entity_id must not be null".into());
+            }
+            Some(entity.str().map_err(|e| e.to_string())?.clone())
+        }
+        // The features' key columns name the entities.
+        Err(_) => None,
+    };
     let micros = timestamps(column("timestamp")?)?;
     let extra = frame
         .select(
@@ -307,12 +411,16 @@ fn write_json(
             if i > 0 {
                 text.push(',');
             }
-            text.push_str(r#"{"entity_id":"#);
-            text.push_str(
-                &serde_json::to_string(rows.entity.get(i).unwrap_or(""))
-                    .map_err(|e| e.to_string())?,
-            );
-            text.push_str(r#","timestamp":""#);
+            text.push('{');
+            if let Some(entity) = &rows.entity {
+                text.push_str(r#""entity_id":"#);
+                text.push_str(
+                    &serde_json::to_string(entity.get(i).unwrap_or(""))
+                        .map_err(|e| e.to_string())?,
+                );
+                text.push(',');
+            }
+            text.push_str(r#""timestamp":""#);
             text.push_str(&timestamp_text(rows.micros[i]));
             text.push('"');
             match &rows.extra {
@@ -365,16 +473,14 @@ fn encode_frame(frame: &DataFrame) -> Result<Vec<(String, Vec<String>)>, String>
         .collect()
 }
 
-/// The flat table: entity_id, timestamp, the other input columns, then `<ref>__<column>`.
+/// The flat table: entity_id (when sent), timestamp, the other input columns (key columns
+/// among them), then `<ref>__<column>`.
 pub fn to_frame(rows: &Rows, features: Vec<FeatureColumns>) -> Result<DataFrame, String> {
     let n = rows.micros.len();
     let mut columns: Vec<Column> = Vec::new();
-    columns.push(
-        rows.entity
-            .clone()
-            .with_name("entity_id".into())
-            .into_column(),
-    );
+    if let Some(entity) = &rows.entity {
+        columns.push(entity.clone().with_name("entity_id".into()).into_column());
+    }
     let ts = Int64Chunked::from_vec("timestamp".into(), rows.micros.clone())
         .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC));
     columns.push(ts.into_column());
@@ -460,13 +566,34 @@ mod tests {
     #[test]
     fn json_rows_keep_their_other_columns_and_refuse_a_features_column() {
         let body = br#"{"features":["f"],"rows":[{"entity_id":"u1","timestamp":"2024-01-02T00:00:00Z","label":1}]}"#;
-        let rows = parse_rows(body, Format::Json).unwrap();
+        let rows = parse_rows(body, Format::Json, &[]).unwrap();
         assert_eq!(rows.micros, [1_704_153_600_000_000]);
         assert!(matches!(&rows.extra, Extra::Json(e) if e[0]["label"] == 1));
         let bad =
             br#"{"rows":[{"entity_id":"u1","timestamp":"2024-01-02T00:00:00Z","features":1}]}"#;
-        let refused = parse_rows(bad, Format::Json).err().unwrap_or_default();
+        let refused = parse_rows(bad, Format::Json, &[]).err().unwrap_or_default();
         assert!(refused.contains("'features'"), "{refused}");
+    }
+
+    #[test]
+    fn rows_name_their_entities_by_each_features_key_columns() {
+        let key = r#"["user_id","shop"]"#;
+        let json = br#"{"rows":[{"user_id":"u1","shop":7,"timestamp":"2024-01-02T00:00:00Z"}]}"#;
+        let rows = parse_rows(json, Format::Json, &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(rows.entity.is_none());
+        let ids = rows.ids(Some(key)).unwrap();
+        assert_eq!(ids.get(0), Some(r#"{"shop":"7","user_id":"u1"}"#));
+        assert_eq!(rows.ids(Some("user_id")).unwrap().get(0), Some("u1"));
+        let missing = rows.ids(Some("merchant_id")).unwrap_err();
+        assert!(missing.contains("nor 'merchant_id'"), "{missing}");
+        let missing = rows.ids(Some(r#"["user_id","merchant_id"]"#)).unwrap_err();
+        assert!(missing.contains("'merchant_id'"), "{missing}");
+
+        let csv = b"user_id,shop,timestamp\n007,0042,2024-01-02T00:00:00Z\n";
+        let shop = ["shop".to_string()];
+        let rows = parse_rows(csv, Format::Csv, &shop).unwrap_or_else(|e| panic!("{e}"));
+        let ids = rows.ids(Some(key)).unwrap();
+        assert_eq!(ids.get(0), Some(r#"{"shop":"0042","user_id":"7"}"#));
     }
 
     #[test]
@@ -474,9 +601,10 @@ mod tests {
         let rows = parse_rows(
             b"entity_id,timestamp\n00123,2024-01-02T00:00:00Z\n",
             Format::Csv,
+            &[],
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(rows.entity.get(0), Some("00123"));
+        assert_eq!(rows.ids(None).unwrap().get(0), Some("00123"));
     }
 
     #[test]
@@ -484,10 +612,10 @@ mod tests {
         let noon = 1_704_196_800_000_000; // 2024-01-02T12:00:00Z
         let json = br#"{"rows":[{"entity_id":"u1","timestamp":"2024-01-02T12:00:00"},
             {"entity_id":"u2","timestamp":"2024-01-02T13:00:00+01:00"}]}"#;
-        let rows = parse_rows(json, Format::Json).unwrap_or_else(|e| panic!("{e}"));
+        let rows = parse_rows(json, Format::Json, &[]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(rows.micros, [noon, noon]);
         let csv = b"entity_id,timestamp\nu1,2024-01-02T12:00:00\nu2,2024-01-02 12:00:00\n";
-        let rows = parse_rows(csv, Format::Csv).unwrap_or_else(|e| panic!("{e}"));
+        let rows = parse_rows(csv, Format::Csv, &[]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(rows.micros, [noon, noon]);
 
         let naive = Int64Chunked::from_vec("timestamp".into(), vec![noon])
@@ -501,9 +629,9 @@ mod tests {
                 DataFrame::new(1, vec![Column::new("entity_id".into(), [123_i64]), ts]).unwrap();
             let mut parquet = Vec::new();
             ParquetWriter::new(&mut parquet).finish(&mut frame).unwrap();
-            let rows = parse_rows(&parquet, Format::Parquet).unwrap_or_else(|e| panic!("{e}"));
+            let rows = parse_rows(&parquet, Format::Parquet, &[]).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(rows.micros, [noon]);
-            assert_eq!(rows.entity.get(0), Some("123"));
+            assert_eq!(rows.ids(None).unwrap().get(0), Some("123"));
         }
     }
 
@@ -511,10 +639,10 @@ mod tests {
     fn the_json_answer_is_the_same_across_block_boundaries() {
         let n = JSON_BLOCK_ROWS + 3;
         let rows = Rows {
-            entity: StringChunked::from_iter_values(
+            entity: Some(StringChunked::from_iter_values(
                 "entity_id".into(),
                 (0..n).map(|i| format!("u{i}")),
-            ),
+            )),
             micros: vec![0; n],
             extra: Extra::Json(vec![Map::new(); n]),
         };

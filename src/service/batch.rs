@@ -4,6 +4,7 @@
 //! the misses of each version from one database query. The response is assembled as text from
 //! the stored JSON, with an explicit marker for what is missing instead of a not-found error.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -13,8 +14,10 @@ use chrono::{DateTime, Utc};
 use super::AppState;
 use super::{Result, ServiceError};
 use crate::cache::{LookupKey, Snapshot, VectorKey};
+use crate::keys::EntityKey;
 use crate::model::BatchRequest;
 use crate::served::{Freshness, VersionMeta};
+use serde_json::{Map, Value};
 
 use super::vectors::{resolve_key, resolve_key_at};
 use super::{history, lookup};
@@ -42,11 +45,15 @@ struct Column {
     freshness: Option<Freshness>,
     /// An aggregation feature's column: the instant its values hold at.
     evaluated_at: Option<DateTime<Utc>>,
+    /// This feature's id of each entity, when the request's `entity_ids` are not (entities
+    /// sent as objects of key values).
+    ids: Option<Vec<String>>,
     source: Source,
 }
 
 impl Column {
-    fn value<'a>(&'a self, row: usize, entity: &str) -> Option<&'a str> {
+    fn value<'a>(&'a self, row: usize, entity: &'a str) -> Option<&'a str> {
+        let entity = self.ids.as_ref().map_or(entity, |ids| ids[row].as_str());
         match &self.source {
             Source::Snapshot(s) => s.get(entity),
             Source::Fetched(values) => values[row]
@@ -66,9 +73,10 @@ pub async fn get(state: &AppState, req: &BatchRequest) -> Result<Bytes> {
             "at most {MAX_BATCH_FEATURES} features per batch"
         )));
     }
-    if req.entity_ids.len() > MAX_BATCH_ENTITIES {
+    let entities = Entities::of(req)?;
+    if entities.len() > MAX_BATCH_ENTITIES {
         return Err(ServiceError::Invalid(format!(
-            "at most {MAX_BATCH_ENTITIES} entity_ids per batch"
+            "at most {MAX_BATCH_ENTITIES} entities per batch"
         )));
     }
 
@@ -82,7 +90,7 @@ pub async fn get(state: &AppState, req: &BatchRequest) -> Result<Bytes> {
     let columns = futures::future::try_join_all(
         parsed
             .into_iter()
-            .map(|(name, key)| column(state, name, key, &req.entity_ids, req.as_of)),
+            .map(|(name, key)| column(state, name, key, &entities, req.as_of)),
     )
     .await?;
     let unresolved: Vec<(String, String)> = columns
@@ -90,7 +98,127 @@ pub async fn get(state: &AppState, req: &BatchRequest) -> Result<Bytes> {
         .filter_map(|(c, reason)| reason.clone().map(|r| (c.name.clone(), r)))
         .collect();
     let columns: Vec<Column> = columns.into_iter().map(|(c, _)| c).collect();
-    Ok(render(&req.entity_ids, &columns, &unresolved))
+    Ok(render(&entities, &columns, &unresolved))
+}
+
+/// An entity sent as an object: its key values as text by column, and the object as sent.
+type KeyValues<'a> = (Vec<(&'a str, Cow<'a, str>)>, Option<&'a Map<String, Value>>);
+
+/// The request's entities: its `entity_ids`, or its `entities` (objects of key values, or
+/// plain ids).
+enum Entities<'a> {
+    Ids(&'a [String]),
+    Sent {
+        /// Each entity's id when it came as one (`None` for an object)...
+        ids: Vec<Option<&'a str>>,
+        /// ...or its key values (empty for an id).
+        keys: Vec<KeyValues<'a>>,
+    },
+}
+
+impl<'a> Entities<'a> {
+    fn of(req: &'a BatchRequest) -> Result<Entities<'a>> {
+        let sent = match (&req.entity_ids, &req.entities) {
+            (Some(ids), None) => return Ok(Entities::Ids(ids)),
+            (None, Some(sent)) => sent,
+            (None, None) => {
+                return Err(ServiceError::Invalid(
+                    "give the entities: entity_ids (ids) or entities (objects of key values)"
+                        .into(),
+                ))
+            }
+            (Some(_), Some(_)) => {
+                return Err(ServiceError::Invalid(
+                    "give entity_ids or entities, not both".into(),
+                ))
+            }
+        };
+        if sent.len() > MAX_BATCH_ENTITIES {
+            return Err(ServiceError::Invalid(format!(
+                "at most {MAX_BATCH_ENTITIES} entities per batch"
+            )));
+        }
+        let mut ids = Vec::with_capacity(sent.len());
+        let mut keys = Vec::with_capacity(sent.len());
+        for (i, entity) in sent.iter().enumerate() {
+            match entity {
+                Value::String(id) => {
+                    ids.push(Some(id.as_str()));
+                    keys.push((Vec::new(), None));
+                }
+                Value::Object(object) => {
+                    let mut values = Vec::with_capacity(object.len());
+                    for (column, value) in object {
+                        let text = match value {
+                            Value::String(s) => Cow::Borrowed(s.as_str()),
+                            Value::Number(n) if n.is_i64() || n.is_u64() => {
+                                Cow::Owned(n.to_string())
+                            }
+                            _ => {
+                                return Err(ServiceError::Invalid(format!(
+                                    "entities[{i}].{column} must be text or an integer"
+                                )))
+                            }
+                        };
+                        values.push((column.as_str(), text));
+                    }
+                    ids.push(None);
+                    keys.push((values, Some(object)));
+                }
+                _ => {
+                    return Err(ServiceError::Invalid(format!(
+                        "entities[{i}] must be an object of key values or an id"
+                    )))
+                }
+            }
+        }
+        Ok(Entities::Sent { ids, keys })
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Entities::Ids(ids) => ids.len(),
+            Entities::Sent { ids, .. } => ids.len(),
+        }
+    }
+
+    /// The ids of a feature keyed by `entity_key` (as stored): `None` when they are the
+    /// request's `entity_ids` as they are.
+    fn ids_for(&self, entity_key: &str, reference: &str) -> Result<Option<Vec<String>>> {
+        let key = EntityKey::from_stored(entity_key);
+        let refused = |why: String| {
+            ServiceError::Invalid(format!(
+                "Feature '{reference}' is keyed by {}: {why}",
+                key.describe()
+            ))
+        };
+        match self {
+            Entities::Ids(_) if key.single().is_some() => Ok(None),
+            Entities::Ids(_) => Err(refused(
+                "send the entities as objects of its key columns (entities)".into(),
+            )),
+            Entities::Sent { ids, keys } => ids
+                .iter()
+                .zip(keys)
+                .enumerate()
+                .map(|(i, (id, (values, _)))| match id {
+                    Some(id) if key.single().is_some() => Ok(id.to_string()),
+                    Some(_) => Err(refused(format!(
+                        "entities[{i}] is an id; send an object of its key columns"
+                    ))),
+                    None => key
+                        .id_of(|column| {
+                            values
+                                .iter()
+                                .find(|(c, _)| *c == column)
+                                .map(|(_, v)| v.as_ref())
+                        })
+                        .map_err(|why| refused(format!("entities[{i}] is {why}"))),
+                })
+                .collect::<Result<Vec<_>>>()
+                .map(Some),
+        }
+    }
 }
 
 /// One feature's column of the answer, and why it did not resolve (if it did not).
@@ -98,7 +226,7 @@ async fn column(
     state: &AppState,
     name: String,
     key: LookupKey,
-    entity_ids: &[String],
+    entities: &Entities<'_>,
     as_of: Option<DateTime<Utc>>,
 ) -> Result<(Column, Option<String>)> {
     let by_name = match (&key, as_of) {
@@ -106,7 +234,7 @@ async fn column(
         _ => None,
     };
     if let Some(n) = by_name.as_deref().filter(|n| state.online.holds(n)) {
-        if let Some(column) = online_column(state, &name, n, entity_ids, None).await? {
+        if let Some(column) = online_column(state, &name, n, entities, None).await? {
             return Ok((column, None));
         }
     }
@@ -115,7 +243,7 @@ async fn column(
         None => resolve_key(state, key.clone()).await,
     };
     if let (Err(ServiceError::NotFound(_)), LookupKey::FeatureName(n)) = (&resolved, &key) {
-        if let Some(column) = online_column(state, &name, n, entity_ids, as_of).await? {
+        if let Some(column) = online_column(state, &name, n, entities, as_of).await? {
             return Ok((column, None));
         }
     }
@@ -124,8 +252,17 @@ async fn column(
         Err(ServiceError::NotFound(reason)) => (None, Some(reason)),
         Err(e) => return Err(e),
     };
-    let mut freshness = meta.map(|m| m.freshness);
-    let source = match (meta, as_of) {
+    let ids = match &meta {
+        Some(meta) => entities.ids_for(&meta.entity_key, &name)?,
+        None => None,
+    };
+    let entity_ids: &[String] = match (&ids, entities) {
+        (Some(ids), _) => ids,
+        (None, Entities::Ids(ids)) => ids,
+        (None, Entities::Sent { .. }) => &[],
+    };
+    let mut freshness = meta.as_ref().map(|m| m.freshness);
+    let source = match (meta.clone(), as_of) {
         (None, _) => Source::Unresolved,
         (Some(meta), Some(at)) => match history::in_force(state, meta.version_id, at).await {
             Ok(snapshot) => {
@@ -142,7 +279,7 @@ async fn column(
         },
         // Versions that fit the byte cap are held whole in memory; larger ones are read entity
         // by entity.
-        (Some(meta), None) => match snapshot(state, meta).await? {
+        (Some(meta), None) => match snapshot(state, meta.clone()).await? {
             Some(snapshot) => Source::Snapshot(snapshot),
             None => Source::Fetched(fetch_values(state, meta, entity_ids).await?),
         },
@@ -155,6 +292,7 @@ async fn column(
             meta,
             freshness,
             evaluated_at: None,
+            ids,
             source,
         },
         reason,
@@ -167,10 +305,27 @@ async fn online_column(
     state: &AppState,
     name: &str,
     feature: &str,
-    entity_ids: &[String],
+    sent: &Entities<'_>,
     as_of: Option<DateTime<Utc>>,
 ) -> Result<Option<Column>> {
-    let entities: Vec<&str> = entity_ids.iter().map(String::as_str).collect();
+    let ids = match sent {
+        Entities::Ids(_) => None,
+        Entities::Sent { .. } => {
+            // Answering for no entity loads the feature, which tells its key.
+            if super::online::values(state, feature, &[]).await?.is_none() {
+                return Ok(None);
+            }
+            match state.online.entity_key(feature).await {
+                Some(key) => sent.ids_for(&key, name)?,
+                None => return Ok(None),
+            }
+        }
+    };
+    let entities: Vec<&str> = match (&ids, sent) {
+        (Some(ids), _) => ids.iter().map(String::as_str).collect(),
+        (None, Entities::Ids(ids)) => ids.iter().map(String::as_str).collect(),
+        (None, Entities::Sent { .. }) => Vec::new(),
+    };
     let answers = match as_of {
         None => super::online::values(state, feature, &entities).await?,
         Some(at) => super::online::values_at(state, feature, &entities, at).await?,
@@ -189,6 +344,7 @@ async fn online_column(
             stale: false,
         }),
         evaluated_at,
+        ids,
         source: Source::Fetched(
             answers
                 .into_iter()
@@ -218,10 +374,11 @@ async fn values_as_of(
         let idx = polars::prelude::IdxCa::from_vec("idx".into(), unique.clone());
         let frame = decoded.frame.take(&idx).map_err(|e| e.to_string())?;
         let key = frame.columns()[0].name().to_string();
-        let encoded = crate::engine::result::encode(&frame, &key, usize::MAX)?;
+        // In the frame's order, which is `unique`'s (not sorted by key).
+        let encoded = crate::engine::result::encode_part(&frame, &key)?;
         let by_row: HashMap<u32, Bytes> = unique
             .into_iter()
-            .zip(encoded.vectors)
+            .zip(encoded)
             .map(|(row, v)| (row, Bytes::from(v.values)))
             .collect();
         Ok::<_, String>(
@@ -237,10 +394,11 @@ async fn values_as_of(
 /// The version held whole, or `None` when it is too big for the snapshot cap.
 async fn snapshot(state: &AppState, meta: VersionMeta) -> Result<Option<Arc<Snapshot>>> {
     let store = state.store.clone();
+    let generation = meta.generation;
     state
         .cache
         .snapshot(meta, async move {
-            let rows = store.all_values(meta.generation).await?;
+            let rows = store.all_values(generation).await?;
             super::blocking(move || Snapshot::build(&rows)).await
         })
         .await
@@ -294,11 +452,12 @@ async fn fetch_values(
 /// `{"versions":{ref:id|null},"freshness":{ref:{data_as_of,stale}|null},
 /// "unresolved":{ref:reason},"results":[{"entity_id":..,"features":{ref:values|null},
 /// "missing":[ref..]}]}`
-fn render(entity_ids: &[String], columns: &[Column], unresolved: &[(String, String)]) -> Bytes {
-    let mut out: Vec<u8> = Vec::with_capacity(entity_ids.len() * (32 + 48 * columns.len()) + 256);
+fn render(entities: &Entities<'_>, columns: &[Column], unresolved: &[(String, String)]) -> Bytes {
+    let mut out: Vec<u8> = Vec::with_capacity(entities.len() * (32 + 48 * columns.len()) + 256);
     out.extend_from_slice(b"{\"versions\":");
     push_by_reference(&mut out, columns, |c| {
         c.meta
+            .as_ref()
             .map_or_else(|| "null".into(), |m| m.version_id.to_string())
     });
     out.extend_from_slice(b",\"freshness\":");
@@ -322,12 +481,26 @@ fn render(entity_ids: &[String], columns: &[Column], unresolved: &[(String, Stri
     }
     out.extend_from_slice(b"},\"results\":[");
     let mut missing: Vec<&str> = Vec::with_capacity(columns.len());
-    for (row, entity) in entity_ids.iter().enumerate() {
+    for row in 0..entities.len() {
         if row > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(b"{\"entity_id\":");
-        push_json_str(&mut out, entity);
+        let entity = match entities {
+            Entities::Ids(ids) => ids[row].as_str(),
+            Entities::Sent { ids, .. } => ids[row].unwrap_or(""),
+        };
+        match entities {
+            Entities::Sent { keys, .. } if keys[row].1.is_some() => {
+                out.extend_from_slice(b"{\"entity\":");
+                if serde_json::to_writer(&mut out, &keys[row].1).is_err() {
+                    out.extend_from_slice(b"null");
+                }
+            }
+            _ => {
+                out.extend_from_slice(b"{\"entity_id\":");
+                push_json_str(&mut out, entity);
+            }
+        }
         out.extend_from_slice(b",\"features\":{");
         missing.clear();
         for (i, c) in columns.iter().enumerate() {

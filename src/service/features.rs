@@ -16,7 +16,9 @@ fn invalid(reason: impl std::fmt::Display) -> ServiceError {
 /// Register a feature: SQL (`computation_logic`) or declared `aggregations`, exactly one.
 pub async fn create(state: &AppState, req: FeatureCreate) -> Result<FeatureRow> {
     check_label("name", &req.name, 200)?;
-    check_label("entity_key", &req.entity_key, 200)?;
+    for column in req.entity_key.columns() {
+        check_label("entity_key", column, 200)?;
+    }
     let table = lookup::table(state, req.raw_table_id).await?;
     let schema = raw_tables::schema_of(&table)?;
     if schema.is_empty() {
@@ -35,7 +37,7 @@ pub async fn create(state: &AppState, req: FeatureCreate) -> Result<FeatureRow> 
             if req.engine == Engine::Spark {
                 validate_on_spark(state, &table, &req, sql).await?;
             } else {
-                dry_run(state, &table, sql, &req.entity_key).await?;
+                dry_run(state, &table, sql, &req.entity_key.stored()).await?;
             }
             (sql.clone(), None)
         }
@@ -63,7 +65,7 @@ pub async fn create(state: &AppState, req: FeatureCreate) -> Result<FeatureRow> 
                 description: req.description.as_deref(),
                 raw_table_id: req.raw_table_id,
                 computation_logic: &logic,
-                entity_key: &req.entity_key,
+                entity_key: &req.entity_key.stored(),
                 engine: req.engine.as_str(),
                 declaration: declaration.as_deref(),
             },
@@ -103,17 +105,23 @@ async fn check_aggregations(
         )));
     }
     let schema = raw_tables::schema_of(table)?;
-    if !schema.column_names().any(|c| c == req.entity_key) {
+    let Some(key) = req.entity_key.single() else {
+        return Err(refused(
+            "aggregation features are keyed by one column for now; give entity_key as one name"
+                .into(),
+        ));
+    };
+    if !schema.column_names().any(|c| c == key) {
         return Err(refused(format!(
-            "raw table '{}' has no column '{}' (the entity_key)",
-            table.name, req.entity_key
+            "raw table '{}' has no column '{key}' (the entity_key)",
+            table.name
         )));
     }
     super::online::plan(aggregations, &schema).map_err(refused)?;
     if let Some(filter) = &req.filter {
         let sql =
             aggregations::filter_sql(filter).map_err(|why| refused(format!("filter: {why}")))?;
-        dry_run(state, table, &sql, &req.entity_key)
+        dry_run(state, table, &sql, key)
             .await
             .map_err(|e| match e {
                 ServiceError::Invalid(why) => refused(format!(
@@ -173,11 +181,12 @@ async fn validate_on_spark(
             crate::spark::SparkError::Query(why) => invalid(why),
             e => e.into(),
         })?;
-    if !columns.iter().any(|c| c == &req.entity_key) {
-        return Err(invalid(format!(
-            "the result has no column '{}' (the feature's entity_key)",
-            req.entity_key
-        )));
+    for key in req.entity_key.columns() {
+        if !columns.iter().any(|c| c == key) {
+            return Err(invalid(format!(
+                "the result has no column '{key}' (the feature's entity_key)"
+            )));
+        }
     }
     Ok(())
 }

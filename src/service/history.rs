@@ -128,13 +128,17 @@ pub async fn vector_as_of(
     query: &VectorQuery,
     at: DateTime<Utc>,
 ) -> Result<Bytes> {
+    let requested = vectors::Requested::of(query);
     let meta = match vectors::resolve_key_at(state, vectors::lookup_key(query)?, at).await {
         Ok(meta) => meta,
         Err(ServiceError::NotFound(why)) => {
             // An aggregation feature: its values at `at`, computed from the events.
             if let (None, Some(name)) = (query.feature_version_id, &query.feature_name) {
-                let entity = query.entity_id.as_str();
+                let entity = requested.id.as_ref();
                 if let Some(answers) = super::online::values_at(state, name, &[entity], at).await? {
+                    if let Some(key) = state.online.entity_key(name).await {
+                        requested.check(&key)?;
+                    }
                     if let Some(a) = answers.first() {
                         return super::online::encode(entity, a);
                     }
@@ -144,27 +148,32 @@ pub async fn vector_as_of(
         }
         Err(e) => return Err(e),
     };
+    requested.check(&meta.entity_key)?;
     let snapshot = in_force(state, meta.version_id, at).await?;
     let decoded = decoded(state, snapshot.id).await?;
-    let row = *decoded.rows.get(&query.entity_id).ok_or_else(|| {
+    let row = *decoded.rows.get(requested.id.as_ref()).ok_or_else(|| {
         ServiceError::NotFound(format!(
             "Feature vector not found for entity '{}'",
-            query.entity_id
+            requested.id
         ))
     })?;
     let frame = decoded.frame.slice(row as i64, 1);
     let key = frame.columns()[0].name().to_string();
-    let encoded = result::encode(&frame, &key, 1).map_err(ServiceError::fault)?;
+    let encoded = result::encode_part(&frame, &key).map_err(ServiceError::fault)?;
     let values = encoded
-        .vectors
         .into_iter()
         .next()
         .map(|v| v.values)
         .ok_or_else(|| ServiceError::fault("an empty snapshot row"))?;
     let freshness = snapshot_freshness(state, meta.version_id, &snapshot).await?;
+    // A tuple's id is a JSON object of its key values: the answer names them too.
+    let tuple = match meta.entity_key.starts_with('[') {
+        true => format!(r#","entity":{}"#, requested.id),
+        false => String::new(),
+    };
     let body = format!(
-        r#"{{"entity_id":{},"feature_values":{},"feature_version_id":{},"computed_at":"{}","snapshot_id":{},"valid_from":"{}",{}}}"#,
-        serde_json::to_string(&query.entity_id).map_err(ServiceError::fault)?,
+        r#"{{"entity_id":{}{tuple},"feature_values":{},"feature_version_id":{},"computed_at":"{}","snapshot_id":{},"valid_from":"{}",{}}}"#,
+        serde_json::to_string(requested.id.as_ref()).map_err(ServiceError::fault)?,
         values,
         meta.version_id,
         format_ts(&snapshot.computed_at),

@@ -88,6 +88,13 @@ impl Online {
         )
     }
 
+    /// The key column of aggregation feature `name`, when this replica holds it.
+    pub async fn entity_key(&self, name: &str) -> Option<String> {
+        let held = self.get(name)?;
+        let key = held.state.read().await.source.entity_key.clone();
+        Some(key)
+    }
+
     fn put(&self, name: &str, held: Option<Arc<FeatureHeld>>) {
         let mut map = match self.features.write() {
             Ok(m) => m,
@@ -387,6 +394,7 @@ pub async fn values_at(
                 reference: name.to_string(),
                 version_id: None,
                 unresolved: None,
+                entity_key: None,
                 snapshots: Vec::new(),
                 aggregated: Some(source),
             }],

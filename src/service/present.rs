@@ -3,6 +3,7 @@
 //! nothing of it.
 
 use super::raw_tables::TableState;
+use crate::keys::EntityKey;
 use crate::model::{
     Declaration, Engine, Feature, FeatureVersion, Job, RawTable, RawTableSource, Snapshot,
     SourceFormat,
@@ -56,7 +57,7 @@ impl From<FeatureRow> for Feature {
             description: r.description,
             raw_table_id: r.raw_table_id,
             computation_logic: r.computation_logic,
-            entity_key: r.entity_key,
+            entity_key: EntityKey::from_stored(&r.entity_key),
             engine: Engine::from_stored(&r.engine),
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -72,7 +73,7 @@ impl From<VersionRow> for FeatureVersion {
             version: r.version,
             status: r.status,
             computation_logic: r.computation_logic,
-            entity_key: r.entity_key,
+            entity_key: EntityKey::from_stored(&r.entity_key),
             created_at: r.created_at,
             computed_at: r.computed_at,
             entity_count: r.entity_count,

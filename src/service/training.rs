@@ -141,6 +141,7 @@ async fn resolve(state: &AppState, refs: &[FeatureRef]) -> Result<Vec<TrainingFe
                 reference,
                 version_id,
                 unresolved: None,
+                entity_key: None,
                 snapshots: Vec::new(),
                 aggregated: Some(source),
             });
@@ -153,6 +154,7 @@ async fn resolve(state: &AppState, refs: &[FeatureRef]) -> Result<Vec<TrainingFe
                     reference,
                     version_id: None,
                     unresolved: Some(reason),
+                    entity_key: None,
                     snapshots: Vec::new(),
                     aggregated: None,
                 });
@@ -169,6 +171,7 @@ async fn resolve(state: &AppState, refs: &[FeatureRef]) -> Result<Vec<TrainingFe
                     "Feature version {} has no snapshots; compute it to start its history",
                     meta.version_id
                 )),
+                entity_key: None,
                 snapshots: Vec::new(),
                 aggregated: None,
             });
@@ -187,6 +190,7 @@ async fn resolve(state: &AppState, refs: &[FeatureRef]) -> Result<Vec<TrainingFe
             reference,
             version_id: Some(meta.version_id),
             unresolved: None,
+            entity_key: Some(meta.entity_key.to_string()),
             snapshots: files,
             aggregated: None,
         });

@@ -1,20 +1,84 @@
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use super::AppState;
 use super::{Result, ServiceError};
 use crate::cache::{Epoch, LookupKey, VectorKey};
+use crate::keys::EntityKey;
 use crate::model::VectorQuery;
 use crate::served::VersionMeta;
 use crate::times::format_ts;
 
 use super::lookup;
 
+/// The entity a single-vector request names: `entity_id` as given, or the id its key
+/// parameters make (`crate::keys`), with their names to check against the feature's key.
+pub(crate) struct Requested<'a> {
+    pub id: Cow<'a, str>,
+    /// The key parameters' names; `None` when the request gave `entity_id`.
+    pub names: Option<Vec<&'a str>>,
+}
+
+impl<'a> Requested<'a> {
+    pub fn of(query: &'a VectorQuery) -> Requested<'a> {
+        if let Some(id) = &query.entity_id {
+            return Requested {
+                id: Cow::Borrowed(id),
+                names: None,
+            };
+        }
+        let names = query.key.iter().map(|(k, _)| k.as_str()).collect();
+        let id = match query.key.as_slice() {
+            [(_, value)] => Cow::Borrowed(value.as_str()),
+            pairs => {
+                let mut pairs: Vec<(&str, &str)> = pairs
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                Cow::Owned(crate::keys::tuple_id(&mut pairs))
+            }
+        };
+        Requested {
+            id,
+            names: Some(names),
+        }
+    }
+
+    /// A 400 when the key parameters are not the feature's key columns (`entity_key` as
+    /// stored). A tuple needs no check when it is found: its id holds the names, and every
+    /// stored id of a feature keyed by several columns holds exactly those.
+    pub fn check(&self, entity_key: &str) -> Result<()> {
+        let Some(names) = &self.names else {
+            return Ok(());
+        };
+        if let [one] = names.as_slice() {
+            if *one == entity_key {
+                return Ok(());
+            }
+        }
+        match EntityKey::from_stored(entity_key).mismatch(names.iter().copied()) {
+            Some(why) => Err(ServiceError::Invalid(format!("Key parameters: {why}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// The check a found tuple can skip (see `check`).
+    fn check_found(&self, entity_key: &str) -> Result<()> {
+        match &self.names {
+            Some(names) if names.len() > 1 && entity_key.starts_with('[') => Ok(()),
+            _ => self.check(entity_key),
+        }
+    }
+}
+
 /// Serve one entity's vector as ready-to-send JSON bytes.
 ///
 /// The hot path is two in-process cache hits (version lookup, then the encoded body): no
 /// database round trip and no JSON encoding.
 pub async fn get(state: &AppState, query: &VectorQuery) -> Result<Bytes> {
+    let entity = Requested::of(query);
     let by_name = query
         .feature_name
         .as_deref()
@@ -22,7 +86,7 @@ pub async fn get(state: &AppState, query: &VectorQuery) -> Result<Bytes> {
     // The paths past the cache are boxed: inline, their database futures made this one
     // kilobytes, copied at every `.await` above it on a cached request.
     if let Some(name) = by_name.filter(|n| state.online.holds(n)) {
-        if let Some(body) = Box::pin(online(state, name, &query.entity_id)).await? {
+        if let Some(body) = Box::pin(online(state, name, &entity)).await? {
             return Ok(body);
         }
     }
@@ -31,7 +95,7 @@ pub async fn get(state: &AppState, query: &VectorQuery) -> Result<Bytes> {
         // An aggregation feature has no computed version: its values are computed now.
         Err(ServiceError::NotFound(why)) => {
             if let Some(name) = by_name {
-                if let Some(body) = Box::pin(online(state, name, &query.entity_id)).await? {
+                if let Some(body) = Box::pin(online(state, name, &entity)).await? {
                     return Ok(body);
                 }
             }
@@ -39,14 +103,11 @@ pub async fn get(state: &AppState, query: &VectorQuery) -> Result<Bytes> {
         }
         Err(e) => return Err(e),
     };
-    if let Some(body) = state
-        .cache
-        .vector(&vector_key(&meta, &query.entity_id))
-        .await
-    {
+    if let Some(body) = state.cache.vector(&vector_key(&meta, &entity.id)).await {
+        entity.check_found(&meta.entity_key)?;
         return Ok(with_stale(&body, meta.freshness.stale));
     }
-    Box::pin(load(state, query, meta)).await
+    Box::pin(load(state, &entity, meta)).await
 }
 
 fn vector_key(meta: &VersionMeta, entity: &str) -> VectorKey {
@@ -58,48 +119,49 @@ fn vector_key(meta: &VersionMeta, entity: &str) -> VectorKey {
 }
 
 /// A vector the cache does not hold: read from the database, encoded, and cached.
-async fn load(state: &AppState, query: &VectorQuery, mut meta: VersionMeta) -> Result<Bytes> {
-    let mut values = state
-        .store
-        .get_vector(meta.generation, &query.entity_id)
-        .await?;
+async fn load(state: &AppState, entity: &Requested<'_>, mut meta: VersionMeta) -> Result<Bytes> {
+    entity.check(&meta.entity_key)?;
+    let mut values = state.store.get_vector(meta.generation, &entity.id).await?;
     if values.is_none() {
         // A lookup read just before a publish names the generation it replaced, which is
         // dropped soon after: ask the database which generation serves now.
         if let Some(now) = state.store.version_meta(meta.version_id).await? {
             if now.generation != meta.generation {
                 meta = now;
-                values = state
-                    .store
-                    .get_vector(meta.generation, &query.entity_id)
-                    .await?;
+                values = state.store.get_vector(meta.generation, &entity.id).await?;
             }
         }
     }
     let values = values.ok_or_else(|| {
         ServiceError::NotFound(format!(
             "Feature vector not found for entity '{}'",
-            query.entity_id
+            entity.id
         ))
     })?;
-    let body = encode(&query.entity_id, &values, &meta)?;
+    let body = encode(&entity.id, &values, &meta)?;
     let answer = with_stale(&body, meta.freshness.stale);
     state
         .cache
-        .put_vector(vector_key(&meta, &query.entity_id), body)
+        .put_vector(vector_key(&meta, &entity.id), body)
         .await;
     Ok(answer)
 }
 
 /// An aggregation feature's answer at this instant; `None` when `name` is not one.
-async fn online(state: &AppState, name: &str, entity: &str) -> Result<Option<Bytes>> {
-    match super::online::values(state, name, &[entity]).await? {
-        Some(answers) => answers
-            .first()
-            .map(|a| super::online::encode(entity, a))
-            .transpose(),
-        None => Ok(None),
+async fn online(state: &AppState, name: &str, entity: &Requested<'_>) -> Result<Option<Bytes>> {
+    let Some(answers) = super::online::values(state, name, &[&entity.id]).await? else {
+        return Ok(None);
+    };
+    // Answering loaded the feature, so its key is known now.
+    if entity.names.is_some() {
+        if let Some(key) = state.online.entity_key(name).await {
+            entity.check(&key)?;
+        }
     }
+    answers
+        .first()
+        .map(|a| super::online::encode(&entity.id, a))
+        .transpose()
 }
 
 /// A cached body with `stale` added last. The body is fixed for a generation; `stale` is not
@@ -197,7 +259,7 @@ async fn resolve_from_store(
                 ServiceError::NotFound(format!("Version '{version}' of feature '{name}' not found"))
             })?,
     };
-    state.cache.put_lookup(key, meta, epoch).await;
+    state.cache.put_lookup(key, meta.clone(), epoch).await;
     Ok(meta)
 }
 
@@ -212,6 +274,11 @@ fn encode(entity_id: &str, values: &str, meta: &VersionMeta) -> Result<Bytes> {
     let mut out = String::with_capacity(values.len() + entity.len() + 128);
     out.push_str("{\"entity_id\":");
     out.push_str(&entity);
+    if meta.entity_key.starts_with('[') {
+        // A tuple's id is a JSON object of its key values: the answer names them too.
+        out.push_str(",\"entity\":");
+        out.push_str(entity_id);
+    }
     out.push_str(",\"feature_values\":");
     out.push_str(values);
     out.push_str(",\"feature_version_id\":");

@@ -8,7 +8,7 @@ use crate::served::VersionMeta;
 
 /// What serving reports about a version besides its id: how fresh its served snapshot is.
 pub(super) const META_COLUMNS: &str = concat!(
-    "v.id AS version_id, v.generation, v.entity_count, v.computed_at, v.data_as_of, ",
+    "v.id AS version_id, v.entity_key, v.generation, v.entity_count, v.computed_at, v.data_as_of, ",
     stale_sql!("v", "f.raw_table_id")
 );
 

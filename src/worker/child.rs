@@ -20,6 +20,7 @@ use super::protocol::{
 use crate::engine::history::{self as point_in_time, Indexed};
 use crate::engine::training::{self, FeatureColumns, MAX_CELLS};
 use crate::engine::{aggregations, drift, execute, result, scan, schema::TableSchema, stats};
+use crate::keys::EntityKey;
 use crate::offline::{self, Location};
 
 /// A panic is reported on stderr on one line after this marker, so the server can quote it.
@@ -309,7 +310,16 @@ fn training_set(
     let refused = |e: String| (FailureKind::Request, e);
     let started = Instant::now();
     let body = piped.ok_or_else(|| (FailureKind::Input, "the rows are missing".to_string()))?;
-    let rows = training::parse_rows(&body, task.input).map_err(refused)?;
+    let mut text_columns: Vec<String> = Vec::new();
+    for feature in &task.features {
+        let key = match (&feature.aggregated, &feature.entity_key) {
+            (Some(source), _) => &source.entity_key,
+            (None, Some(key)) => key,
+            (None, None) => continue,
+        };
+        text_columns.extend(EntityKey::from_stored(key).columns().iter().cloned());
+    }
+    let rows = training::parse_rows(&body, task.input, &text_columns).map_err(refused)?;
     drop(body);
     let parsed = started.elapsed();
     let (mut reading, mut gathering) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
@@ -372,8 +382,9 @@ fn training_set(
         }
         let timer = Instant::now();
         let views: Vec<_> = read.iter().map(|r| r.as_ref().map(|r| r.view())).collect();
-        let (values, present) = point_in_time::gather(&rows.entity, &positions, &views)
-            .map_err(|e| (FailureKind::Input, e))?;
+        let ids = rows.ids(feature.entity_key.as_deref()).map_err(refused)?;
+        let (values, present) =
+            point_in_time::gather(&ids, &positions, &views).map_err(|e| (FailureKind::Input, e))?;
         gathering += timer.elapsed();
         columns.push(FeatureColumns {
             reference: feature.reference.clone(),
@@ -420,6 +431,9 @@ fn aggregated_values(
     storage: &std::collections::BTreeMap<String, String>,
 ) -> Result<DataFrame, Failure> {
     let latest = rows.micros.iter().copied().max().unwrap_or(i64::MIN);
+    let ids = rows
+        .ids(Some(&source.entity_key))
+        .map_err(|e| (FailureKind::Request, e))?;
     let events = aggregated_events(source, storage, |frame| {
         scan::rows_until(frame, Some((&source.event_time, latest)))
     })?;
@@ -428,7 +442,7 @@ fn aggregated_values(
         &source.entity_key,
         &source.event_time,
         &source.outputs,
-        &rows.entity,
+        &ids,
         &rows.micros,
     )
     .map_err(|e| (FailureKind::Input, e))

@@ -113,6 +113,10 @@ pub struct TrainingFeature {
     pub version_id: Option<i64>,
     #[serde(default)]
     pub unresolved: Option<String>,
+    /// The version's key as stored (`crate::keys`): which of the rows' columns name its
+    /// entities. `None`: their `entity_id`.
+    #[serde(default)]
+    pub entity_key: Option<String>,
     /// In serving order (by `valid_from`, then id).
     #[serde(default)]
     pub snapshots: Vec<SnapshotFile>,

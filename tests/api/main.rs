@@ -12,6 +12,7 @@ mod compute;
 mod consistency;
 mod crash;
 mod docs;
+mod entity_keys;
 mod error_log;
 mod errors;
 mod features;

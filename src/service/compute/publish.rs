@@ -108,6 +108,7 @@ impl Publication {
             // known now, from what was written, and never loaded.
             let meta = VersionMeta {
                 version_id: published.version_id,
+                entity_key: self.entity_key.as_str().into(),
                 generation: published.generation,
                 entity_count: Some(self.reply.rows as i64),
                 computed_at: None,
