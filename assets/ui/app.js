@@ -321,7 +321,7 @@ async function feature(id) {
   const page = [
     h("h1", {}, "Feature ", f.name),
     h("p", { class: "muted" }, f.description || ""),
-    h("div", { class: "card" }, h("div", {}, "entity key ", h("code", {}, f.entity_key), " · raw table ", h("a", { href: `/ui/raw-tables/${f.raw_table_id}` }, "#" + f.raw_table_id)), h("pre", { id: "definition" }, definition(f))),
+    h("div", { class: "card" }, h("div", {}, "entity key ", h("code", {}, [].concat(f.entity_key).join(", ")), " · raw table ", h("a", { href: `/ui/raw-tables/${f.raw_table_id}` }, "#" + f.raw_table_id)), h("pre", { id: "definition" }, definition(f))),
     h("h2", {}, "Versions"),
     h("table", { id: "versions" },
       h("thead", {}, h("tr", {}, h("th", {}, "version"), h("th", {}, "status"), h("th", {}, "engine"), h("th", {}, "computed"), h("th", { class: "num" }, "entities"), h("th", {}, "freshness"), h("th", {}, "refresh"))),
@@ -356,18 +356,23 @@ async function feature(id) {
       driftBox.replaceChildren(h("p", { class: "error" }, e.message));
     }
   } }, "Compare");
-  const entity = h("input", { type: "text", id: "entity", placeholder: "entity id" });
+  // One field per key column; a feature keyed by one column keeps the plain entity id field.
+  const keyed = Array.isArray(f.entity_key);
+  const fields = keyed
+    ? f.entity_key.map((k) => [k, h("input", { type: "text", id: `key-${k}`, placeholder: k })])
+    : [["entity_id", h("input", { type: "text", id: "entity", placeholder: "entity id" })]];
   const found = h("pre", { id: "entity-vector", class: "hidden" });
   const lookup = h("form", { class: "row", onsubmit: async (ev) => {
     ev.preventDefault();
     found.classList.remove("hidden");
     try {
-      const v = await api(`/api/v1/feature-vectors?entity_id=${encodeURIComponent(entity.value)}&feature_version_id=${version.id}`);
+      const keys = fields.map(([k, input]) => `${encodeURIComponent(k)}=${encodeURIComponent(input.value)}`).join("&");
+      const v = await api(`/api/v1/feature-vectors?${keys}&feature_version_id=${version.id}`);
       found.textContent = JSON.stringify(v, null, 2);
     } catch (e) {
       found.textContent = e.message;
     }
-  } }, entity, h("button", { type: "submit" }, "Look up"));
+  } }, ...fields.map(([, input]) => input), h("button", { type: "submit" }, "Look up"));
   show(
     ...page,
     h("h2", {}, `Snapshots of ${version.version} (${snapshots.length})`),

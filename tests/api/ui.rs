@@ -284,3 +284,52 @@ async fn the_console_shows_an_aggregation_features_declaration_instead_of_sql() 
     assert!(dom.contains("no snapshots to show"), "{dom}");
     assert_only_this_server(&app.base, &requested);
 }
+
+#[tokio::test]
+#[ignore = "needs chromium; .ci/run installs it"]
+async fn the_console_looks_up_a_two_key_entity_with_one_field_per_key_column() {
+    let app = spawn_app().await;
+    let table = app
+        .create_table(json!({"name": "purchases",
+            "schema_definition": {"user_id": "string", "merchant_id": "integer", "amount": "float"}}))
+        .await;
+    app.ingested(
+        table,
+        json!([{"user_id": "u1", "merchant_id": 7, "amount": 10.0},
+               {"user_id": "u1", "merchant_id": 7, "amount": 5.0}]),
+    )
+    .await;
+    let id = app
+        .create_feature(json!({"name": "pair_spend", "raw_table_id": table,
+            "entity_key": ["user_id", "merchant_id"],
+            "computation_logic": "SELECT user_id, merchant_id, SUM(amount) AS spent FROM data GROUP BY user_id, merchant_id"}))
+        .await;
+    app.compute(id, "v1").await;
+    let url = app.url(&format!("/ui/features/{id}"));
+    let found = tokio::task::spawn_blocking(move || {
+        let mut browser = Browser::launch();
+        browser.open(&url);
+        assert!(
+            browser.wait_for("!!document.getElementById('key-merchant_id')"),
+            "no field per key column: {}",
+            browser.eval("document.body.innerText")
+        );
+        browser.eval(
+            "document.getElementById('key-user_id').value = 'u1'; \
+             document.getElementById('key-merchant_id').value = '7'; \
+             document.getElementById('key-merchant_id').form.requestSubmit(); true",
+        );
+        assert!(
+            browser
+                .wait_for("document.getElementById('entity-vector').textContent.includes('spent')"),
+            "no vector shown: {}",
+            browser.eval("document.body.innerText")
+        );
+        browser.eval("document.getElementById('entity-vector').textContent")
+    })
+    .await
+    .unwrap();
+    let shown: Value = serde_json::from_str(found.as_str().unwrap()).unwrap();
+    assert_eq!(shown["feature_values"]["spent"], 15.0, "{shown}");
+    assert_eq!(shown["entity"]["merchant_id"], "7", "{shown}");
+}
