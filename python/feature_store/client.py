@@ -293,7 +293,7 @@ class Client:
         self,
         name: str,
         table: TableRef,
-        entity_key: str,
+        entity_key: Union[str, Sequence[str]],
         sql: Optional[str] = None,
         aggregations: Optional[Sequence[Union[Aggregation, Dict[str, Any]]]] = None,
         engine: Optional[str] = None,
@@ -301,7 +301,8 @@ class Client:
         filter: Optional[str] = None,
         description: Optional[str] = None,
     ) -> Feature:
-        """Register a feature of a raw table, keyed by `entity_key`: either `sql` (one SELECT
+        """Register a feature of a raw table, keyed by `entity_key` (a column, or a list of up to
+        four that name an entity together): either `sql` (one SELECT
         over `data`, one row per entity, checked by the server before it is registered) or
         `aggregations` (windowed functions of the table's events, exact at every instant; an
         optional `filter` keeps the events it is true of). `engine` is `"polars"` (default) or
@@ -309,7 +310,7 @@ class Client:
         body: Dict[str, Any] = {
             "name": name,
             "raw_table_id": self._table_id(table),
-            "entity_key": entity_key,
+            "entity_key": entity_key if isinstance(entity_key, str) else list(entity_key),
         }
         if sql is not None:
             body["computation_logic"] = sql
@@ -410,18 +411,26 @@ class Client:
         refs = _references(features)
         if isinstance(entities, (str, bytes)) or frames.is_frame(entities):
             raise TypeError("entities is a list of entity ids or key dicts, not one id or a frame")
-        ids = [_entity_id(e) for e in entities]
+        ids = [_entity(e) for e in entities]
+        # Dicts of several key columns go as objects; the server gives each feature the
+        # columns it is keyed by.
+        field_name = "entities" if any(isinstance(e, dict) for e in ids) else "entity_ids"
         body: Dict[str, Any] = {"features": _wire(features)}
         if as_of is not None:
             body["as_of"] = format_time(as_of)
         answers = []
         for start in range(0, max(len(ids), 1), BATCH_ENTITIES):
-            body["entity_ids"] = ids[start : start + BATCH_ENTITIES]
+            body[field_name] = ids[start : start + BATCH_ENTITIES]
             answers.append(self._json("POST", "/feature-vectors/batch", json=body))
         _refuse_unresolved(answers[0].get("unresolved") or {}, "/feature-vectors/batch")
         versions = answers[0].get("versions") or {}
         schemas = {ref: self._value_schema(ref, versions.get(ref)) for ref in refs}
-        return OnlineFeatures(refs, answers, schemas)
+        # Key columns in the order the dicts gave them (the server's objects come back sorted).
+        order: List[str] = []
+        for e in ids:
+            if isinstance(e, dict):
+                order.extend(k for k in e if k not in order)
+        return OnlineFeatures(refs, answers, schemas, order)
 
     def _value_schema(self, ref: str, version_id: Optional[int]) -> Optional[Dict[str, str]]:
         """A computed version's value columns and their types (its `output_schema` without
@@ -440,11 +449,12 @@ class Client:
         except NotFound:
             return None
         schema = None
+        keys = feature.entity_key if isinstance(feature.entity_key, list) else [feature.entity_key]
         if found and found[0].output_schema:
             schema = {
                 column: declared
                 for column, declared in found[0].output_schema.items()
-                if column != feature.entity_key
+                if column not in keys
             }
         self._schemas[version_id] = schema
         return schema
@@ -453,8 +463,15 @@ class Client:
         self, feature: Union[str, int, Feature], entity_id: Any, as_of: Any = None
     ) -> Dict[str, Any]:
         """One entity's values of one feature (by name, version id or `Feature`), as the server
-        answers `GET /feature-vectors` (`feature_values`, `computed_at`, freshness...)."""
-        params: Dict[str, Any] = {"entity_id": _entity_id(entity_id)}
+        answers `GET /feature-vectors` (`feature_values`, `computed_at`, freshness...).
+        `entity_id` is an id, or a dict of the key columns of a feature keyed by several
+        (`{"user_id": "u1", "merchant_id": 7}`)."""
+        entity = _entity(entity_id)
+        params: Dict[str, Any] = (
+            {k: str(v) for k, v in entity.items()}
+            if isinstance(entity, dict)
+            else {"entity_id": entity}
+        )
         if isinstance(feature, Feature):
             params["feature_name"] = feature.name
         elif isinstance(feature, int):
@@ -475,6 +492,7 @@ class Client:
         max_age: Optional[Seconds] = None,
         entity_column: str = "entity_id",
         timestamp_column: str = "timestamp",
+        key_columns: Optional[Sequence[str]] = None,
     ) -> Any:
         """Point-in-time feature values for labelled rows, with the labels as they were given.
 
@@ -488,6 +506,10 @@ class Client:
         Only the id and timestamp columns are sent, as an Arrow IPC file, and the answer comes
         back as one, which is read without decoding. A list of dicts is answered as a list of
         dicts (the server's JSON rows, with `features`).
+
+        Features keyed by several columns: give `key_columns` (every key column any of the
+        features uses, `["user_id", "merchant_id"]`) instead of `entity_column`; each feature
+        joins on its own. A list of dicts just carries those columns.
         """
         refs = _references(features)
         params: List[Tuple[str, Any]] = [("features", r) for r in refs]
@@ -502,11 +524,14 @@ class Client:
             _refuse_unresolved(answer.get("unresolved") or {}, "/training-sets")
             return answer["rows"]
         kind = frames.kind_of(labels)
-        keys = _select(labels, kind, [entity_column, timestamp_column])
-        ids = keys.column(0)
-        if not pa.types.is_string(ids.type):
-            ids = ids.cast(pa.string())
-        sent = pa.table([ids, keys.column(1)], names=["entity_id", "timestamp"])
+        names = list(key_columns) if key_columns else [entity_column]
+        keys = _select(labels, kind, names + [timestamp_column])
+        ids = []
+        for i in range(len(names)):
+            column = keys.column(i)
+            ids.append(column if pa.types.is_string(column.type) else column.cast(pa.string()))
+        sent_names = names if key_columns else ["entity_id"]
+        sent = pa.table(ids + [keys.column(len(names))], names=sent_names + ["timestamp"])
         response = self._request(
             "POST",
             "/training-sets",
@@ -515,7 +540,7 @@ class Client:
             headers={"Content-Type": frames.ARROW, "Accept": frames.ARROW},
         )
         # The answer repeats the ids and timestamps sent; the labels already hold them.
-        values = frames.read_arrow(response.content, leave_out=("entity_id", "timestamp"))
+        values = frames.read_arrow(response.content, leave_out=tuple(sent_names) + ("timestamp",))
         if values.num_rows != sent.num_rows:
             raise Invalid(
                 400,
@@ -643,15 +668,24 @@ def _reference(feature: Union[str, int, Feature]) -> str:
     return str(feature)
 
 
-def _entity_id(entity: Any) -> str:
+def _entity(entity: Any) -> Union[str, Dict[str, Union[str, int]]]:
+    """An id, or the key values of an entity named by several columns."""
     if isinstance(entity, dict):
-        if len(entity) != 1:
-            raise Invalid(
-                400,
-                "an entity is an id or a dict of its one key column: this server keys each "
-                f"feature by one column, got {sorted(entity)}",
-            )
+        if not entity:
+            raise Invalid(400, "an entity dict names no key column")
+        if len(entity) > 1:
+            return {str(k): _key_value(v) for k, v in entity.items()}
         entity = next(iter(entity.values()))
+    return _entity_id(entity)
+
+
+def _key_value(value: Any) -> Union[str, int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return _entity_id(value)
+
+
+def _entity_id(entity: Any) -> str:
     if entity is None:
         raise Invalid(400, "an entity id is missing (None)")
     if isinstance(entity, float) and entity.is_integer():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 
 def parse_time(text: Optional[str]) -> Optional[datetime]:
@@ -88,7 +88,8 @@ class Feature:
     id: int
     name: str
     table_id: int
-    entity_key: str
+    #: The key column, or the list of columns that name an entity together.
+    entity_key: Union[str, List[str]]
     engine: str
     sql: Optional[str]
     aggregations: Optional[List[Aggregation]]

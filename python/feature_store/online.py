@@ -16,7 +16,8 @@ class OnlineFeatures:
     `versions` maps each reference to the version id that answered it (None when it did not
     resolve), `unresolved` each unresolved reference to the reason, `freshness` each reference
     to its `data_as_of` / `stale` (and `evaluated_at` for aggregation features), and
-    `missing` each entity id to the references it had no values for.
+    `missing` each entity id (a tuple of key values, for entities given as dicts of several
+    key columns) to the references it had no values for.
     """
 
     def __init__(
@@ -24,6 +25,7 @@ class OnlineFeatures:
         references: List[str],
         answers: List[Dict[str, Any]],
         schemas: Optional[Dict[str, Optional[Dict[str, str]]]] = None,
+        key_order: Optional[List[str]] = None,
     ) -> None:
         self.references = references
         self._types: Dict[str, pa.DataType] = {}
@@ -32,8 +34,19 @@ class OnlineFeatures:
         self.unresolved: Dict[str, str] = first.get("unresolved", {})
         self.freshness: Dict[str, Any] = first.get("freshness", {})
         self._rows: List[Dict[str, Any]] = [row for a in answers for row in a.get("results", [])]
-        self.missing: Dict[str, List[str]] = {
-            row["entity_id"]: row["missing"] for row in self._rows if row.get("missing")
+        # Entities sent as dicts of several key columns come back as such: a column each.
+        self.key_columns: List[str] = []
+        if any("entity_id" in row for row in self._rows) or not self._rows:
+            self.key_columns.append("entity_id")
+        for column in key_order or []:
+            if any(column in (row.get("entity") or {}) for row in self._rows):
+                self.key_columns.append(column)
+        for row in self._rows:
+            for column in row.get("entity") or {}:
+                if column not in self.key_columns:
+                    self.key_columns.append(column)
+        self.missing: Dict[Any, List[str]] = {
+            _label(row, self.key_columns): row["missing"] for row in self._rows if row.get("missing")
         }
         # Each reference's value names, in the order the server gave them, over every row (an
         # entity without values says nothing about them).
@@ -65,10 +78,14 @@ class OnlineFeatures:
         return f"OnlineFeatures({len(self._rows)} entities, columns={self.columns})"
 
     def to_dicts(self) -> List[Dict[str, Any]]:
-        """One dict per entity: `entity_id` and every `<reference>__<value>`."""
+        """One dict per entity: `entity_id` (or each key column of entities given as dicts of
+        several) and every `<reference>__<value>`."""
         out = []
         for row in self._rows:
-            flat: Dict[str, Any] = {"entity_id": row["entity_id"]}
+            flat: Dict[str, Any] = {column: None for column in self.key_columns}
+            if "entity_id" in row:
+                flat["entity_id"] = row["entity_id"]
+            flat.update(row.get("entity") or {})
             flat.update((column, None) for column in self.columns)
             for ref in self.references:
                 values = row["features"].get(ref) or {}
@@ -79,7 +96,7 @@ class OnlineFeatures:
 
     def to_arrow(self) -> pa.Table:
         rows = self.to_dicts()
-        return frames.rows_to_arrow(rows, ["entity_id"] + self.columns, self._types)
+        return frames.rows_to_arrow(rows, self.key_columns + self.columns, self._types)
 
     def to_pandas(self) -> Any:
         return frames.from_arrow(self.to_arrow(), "pandas")
@@ -88,3 +105,12 @@ class OnlineFeatures:
 
     def to_polars(self) -> Any:
         return frames.from_arrow(self.to_arrow(), "polars")
+
+
+def _label(row: Dict[str, Any], key_columns: List[str]) -> Any:
+    """A row's entity as `missing` keys it: its id, or its key values as a tuple, in the
+    order the request's dicts named the columns."""
+    if "entity_id" in row:
+        return row["entity_id"]
+    entity = row.get("entity") or {}
+    return tuple(entity[c] for c in key_columns if c in entity)

@@ -195,8 +195,60 @@ def test_bad_sql_and_unknown_names_raise_with_the_servers_detail(fs, name):
     with pytest.raises(feature_store.NotFound) as missing:
         fs.get_vector("no_such_feature", "u1")
     assert missing.value.detail == "Feature 'no_such_feature' not found"
-    with pytest.raises(feature_store.Invalid, match="one column"):
-        fs.get_online_features([name], [{"user_id": "u1", "merchant_id": "m1"}])
+    fs.register_feature(name + "_avg", name, "user_id", sql=AVERAGE)
+    fs.compute(name + "_avg", "v1")
+    with pytest.raises(feature_store.Invalid, match="missing the key column 'user_id'"):
+        fs.get_online_features([name + "_avg"], [{"customer": "u1", "merchant_id": "m1"}])
+
+
+def test_a_feature_keyed_by_two_columns_is_served_and_trained_on_by_its_columns(fs, name):
+    purchases = pd.DataFrame(
+        {
+            "user_id": ["u1", "u1", "u1", "u2"],
+            "merchant_id": [7, 7, 9, 7],
+            "amount": [10.0, 5.0, 1.0, 2.5],
+        }
+    )
+    fs.create_table(name, purchases)
+    fs.ingest(name, purchases)
+    pair = fs.register_feature(
+        name + "_pair",
+        name,
+        ["user_id", "merchant_id"],
+        sql="SELECT user_id, merchant_id, SUM(amount) AS spent FROM data GROUP BY user_id, merchant_id",
+    )
+    fs.register_feature(
+        name + "_user", name, "user_id", sql="SELECT user_id, SUM(amount) AS total FROM data GROUP BY user_id"
+    )
+    fs.compute(pair.name, "v1")
+    fs.compute(name + "_user", "v1")
+    assert pair.entity_key == ["user_id", "merchant_id"]
+
+    vector = fs.get_vector(pair.name, {"user_id": "u1", "merchant_id": 7})
+    assert vector["feature_values"] == {"spent": 15.0}
+    assert vector["entity"] == {"user_id": "u1", "merchant_id": "7"}
+
+    online = fs.get_online_features(
+        [name + "_user", pair.name],
+        [{"user_id": "u1", "merchant_id": 9}, {"user_id": "u2", "merchant_id": 9}],
+    )
+    frame = online.to_pandas()
+    assert list(frame.columns) == ["user_id", "merchant_id", f"{name}_user__total", f"{pair.name}__spent"]
+    assert frame[f"{name}_user__total"].tolist() == [16.0, 2.5]
+    assert frame[f"{pair.name}__spent"].tolist()[0] == 1.0
+    assert pd.isna(frame[f"{pair.name}__spent"].iloc[1])
+    assert online.missing == {("u2", 9): [pair.name]}
+
+    later = datetime.now(timezone.utc) + timedelta(days=1)
+    labels = pd.DataFrame(
+        {"user_id": ["u1", "u2"], "merchant_id": [7, 7], "ts": [later, later], "y": [1, 0]}
+    )
+    out = fs.get_training_set(
+        labels, [pair.name, name + "_user"], key_columns=["user_id", "merchant_id"], timestamp_column="ts"
+    )
+    assert list(out.columns) == ["user_id", "merchant_id", "ts", "y", f"{pair.name}__spent", f"{name}_user__total"]
+    assert out[f"{pair.name}__spent"].tolist() == [15.0, 2.5]
+    assert out[f"{name}_user__total"].tolist() == [16.0, 2.5]
 
 
 def test_deleting_a_feature(fs, name):
