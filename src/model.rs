@@ -663,7 +663,7 @@ pub struct BatchRequest {
     /// the columns it is keyed by, so a user feature and a user x merchant feature can share
     /// one request; an entity without a feature's key column is a 400 naming it.
     #[serde(default)]
-    #[schema(value_type = Option<Vec<Object>>, max_items = 10000)]
+    #[schema(value_type = Option<Vec<Value>>, max_items = 10000, example = json!([{"user_id": "u1", "merchant_id": "m7"}]))]
     pub entities: Option<Vec<Value>>,
     #[schema(example = json!(["avg_transaction_amount", "avg_transaction_amount@v1", 1]), min_items = 1, max_items = 100)]
     pub features: Vec<FeatureRef>,

@@ -179,6 +179,53 @@ async fn the_common_dialect_serves_the_same_vectors_on_spark_and_on_polars() {
 
 #[tokio::test]
 #[ignore = "needs a Spark Connect server (TEST_SPARK_CONNECT_URL); .ci/run starts one"]
+async fn a_feature_keyed_by_two_columns_computes_on_spark_as_on_polars() {
+    let app = app_with_spark().await;
+    let table = events(&app).await;
+    let sql = "SELECT user_id, category, COUNT(*) AS n, SUM(amount) AS spent \
+               FROM data GROUP BY user_id, category";
+    let mut answers = Vec::new();
+    for engine in ["polars", "spark"] {
+        let name = format!("pair_{engine}");
+        let (status, body) = app
+            .post(
+                "/api/v1/features",
+                &json!({"name": name, "raw_table_id": table, "entity_key": ["user_id", "category"],
+                    "computation_logic": sql, "engine": engine}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let computed = app.compute(body["id"].as_i64().unwrap(), "v1").await;
+        assert_eq!(computed["vectors_created"], 9, "{engine}: {computed}");
+        let (status, vector) = app
+            .get(&format!(
+                "/api/v1/feature-vectors?feature_name={name}&user_id=u1&category=food"
+            ))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{engine}: {vector}");
+        answers.push(vector["feature_values"].clone());
+    }
+    assert!(
+        same(&answers[0], &answers[1]),
+        "polars {} but spark {}",
+        answers[0],
+        answers[1]
+    );
+    // A key column Spark's analyzer does not see in the result is refused before registering.
+    let (status, body) = app
+        .post(
+            "/api/v1/features",
+            &json!({"name": "no_category", "raw_table_id": table, "entity_key": ["user_id", "category"],
+                "computation_logic": "SELECT user_id, COUNT(*) AS n FROM data GROUP BY user_id",
+                "engine": "spark"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["detail"].to_string().contains("'category'"), "{body}");
+}
+
+#[tokio::test]
+#[ignore = "needs a Spark Connect server (TEST_SPARK_CONNECT_URL); .ci/run starts one"]
 async fn as_of_backfill_and_scheduled_refresh_run_on_spark() {
     let app = app_with_spark().await;
     let table = events(&app).await;
