@@ -38,6 +38,33 @@ pub struct Indexed {
 }
 
 impl Indexed {
+    /// Indexed for a training set's join: a snapshot of a feature keyed by several columns
+    /// (its key column named for them, `["user_id","merchant_id"]`) by its tuples' compact
+    /// form (`crate::keys::compact_of_id`), which the rows' ids take too; any other by its ids.
+    pub fn for_join(frame: DataFrame) -> Result<Indexed, String> {
+        let tuples = frame
+            .columns()
+            .first()
+            .is_some_and(|c| c.name().starts_with('['));
+        if !tuples {
+            return Indexed::new(frame);
+        }
+        let key = frame
+            .columns()
+            .first()
+            .ok_or("a snapshot without columns")?
+            .str()
+            .map_err(|e| e.to_string())?
+            .clone();
+        let mut rows = PlHashMap::with_capacity_and_hasher(frame.height(), Default::default());
+        for (i, id) in key.iter().enumerate() {
+            if let Some(compact) = id.and_then(crate::keys::compact_of_id) {
+                rows.insert(compact, i as u32);
+            }
+        }
+        Ok(Indexed { frame, rows })
+    }
+
     pub fn new(frame: DataFrame) -> Result<Indexed, String> {
         let key = frame
             .columns()

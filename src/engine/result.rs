@@ -85,16 +85,15 @@ pub fn check(frame: DataFrame, entity_key: &str, max_rows: usize) -> Result<Chec
         ));
     }
     let key = EntityKey::from_stored(entity_key);
-    let mut key_text = Vec::with_capacity(key.columns().len());
+    let mut key_columns = Vec::with_capacity(key.columns().len());
     for name in key.columns() {
         let column = frame
             .column(name)
             .map_err(|_| format!("the result has no column '{name}' (the feature's entity_key)"))?;
-        let text = column.cast(&DataType::String).map_err(|e| e.to_string())?;
-        if text.null_count() > 0 {
+        if column.null_count() > 0 {
             return Err(format!("the result has a null '{name}'"));
         }
-        key_text.push(text);
+        key_columns.push(column.clone());
     }
     let mut output_schema = BTreeMap::new();
     for column in frame.columns() {
@@ -102,8 +101,10 @@ pub fn check(frame: DataFrame, entity_key: &str, max_rows: usize) -> Result<Chec
     }
     let id_name = key.id_column();
     let ids = match key.single() {
-        Some(_) => key_text.swap_remove(0),
-        None => tuple_ids(&key, &key_text, frame.height())?,
+        Some(_) => key_columns[0]
+            .cast(&DataType::String)
+            .map_err(|e| e.to_string())?,
+        None => tuple_column(&key, &key_columns, frame.height(), IdForm::Stored)?.into_column(),
     };
     let mut columns = Vec::with_capacity(frame.width());
     columns.push(ids.with_name(PlSmallStr::from(id_name.as_str())));
@@ -146,24 +147,108 @@ pub fn check(frame: DataFrame, entity_key: &str, max_rows: usize) -> Result<Chec
     })
 }
 
-/// One tuple id per row from the key columns' text (`crate::keys::tuple_id`).
-fn tuple_ids(key: &EntityKey, text: &[Column], height: usize) -> Result<Column, String> {
-    let text = text
-        .iter()
-        .map(|c| c.str().cloned().map_err(|e| e.to_string()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(text.len());
-    let ids = StringChunked::from_iter_values(
-        PlSmallStr::from_static("ids"),
-        (0..height).map(|row| {
-            pairs.clear();
-            for (name, column) in key.columns().iter().zip(&text) {
-                pairs.push((name.as_str(), column.get(row).unwrap_or_default()));
+/// A key column's cells as a tuple id takes them.
+enum Cells {
+    /// Written as digits: no text column is made (a training set's million rows).
+    Int(Int64Chunked),
+    Text(StringChunked),
+}
+
+/// Which text a tuple of key values becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IdForm {
+    /// Its id, as stored and served (`crate::keys::tuple_id`).
+    Stored,
+    /// Its compact form, for joins inside a worker (`crate::keys::compact_of_id`).
+    Compact,
+}
+
+/// One tuple id per row (`crate::keys`) from `key`'s columns (declared order, no nulls).
+pub(crate) fn tuple_column(
+    key: &EntityKey,
+    columns: &[Column],
+    height: usize,
+    form: IdForm,
+) -> Result<StringChunked, String> {
+    let err = |e: PolarsError| e.to_string();
+    let mut cells = Vec::with_capacity(columns.len());
+    for column in columns {
+        let dtype = column.dtype();
+        // Integers that fit an i64 are written as their digits, as a cast to text would.
+        let int = dtype.is_integer() && !matches!(dtype, DataType::UInt64);
+        cells.push(match int {
+            true => Cells::Int(
+                column
+                    .cast(&DataType::Int64)
+                    .and_then(|c| c.i64().cloned())
+                    .map_err(err)?
+                    .rechunk()
+                    .into_owned(),
+            ),
+            false => Cells::Text(
+                column
+                    .cast(&DataType::String)
+                    .and_then(|c| c.str().cloned())
+                    .map_err(err)?
+                    .rechunk()
+                    .into_owned(),
+            ),
+        });
+    }
+    enum Slice<'a> {
+        Int(&'a [i64]),
+        Text(&'a <StringType as PolarsDataType>::Array),
+    }
+    let mut slices = Vec::with_capacity(cells.len());
+    for cell in &cells {
+        let (slice, len) = match cell {
+            Cells::Int(ca) => {
+                let values = ca.cont_slice().map_err(err)?;
+                (Slice::Int(values), values.len())
             }
-            crate::keys::tuple_id(&mut pairs)
-        }),
-    );
-    Ok(ids.into_column())
+            Cells::Text(ca) => match ca.downcast_iter().next() {
+                Some(array) => (Slice::Text(array), array.len()),
+                None => (Slice::Int(&[]), 0),
+            },
+        };
+        if len != height {
+            return Err(format!("a key column has {len} rows, not {height}"));
+        }
+        slices.push(slice);
+    }
+    let mut ids = StringChunkedBuilder::new(PlSmallStr::from_static("ids"), height);
+    let mut digits = itoa::Buffer::new();
+    match form {
+        IdForm::Stored => {
+            let mut writer = crate::keys::TupleWriter::new(key.columns());
+            for row in 0..height {
+                ids.append_value(writer.write_with(|i, out| match &slices[i] {
+                    Slice::Int(values) => {
+                        out.push('"');
+                        out.push_str(digits.format(values[row]));
+                        out.push('"');
+                    }
+                    Slice::Text(array) => crate::keys::push_json_str(out, array.value(row)),
+                }));
+            }
+        }
+        IdForm::Compact => {
+            let order = crate::keys::name_order(key.columns());
+            let mut buffer = String::new();
+            for row in 0..height {
+                buffer.clear();
+                for i in &order {
+                    let value = match &slices[*i] {
+                        Slice::Int(values) => digits.format(values[row]),
+                        Slice::Text(array) => array.value(row),
+                    };
+                    crate::keys::push_compact(&mut buffer, value);
+                }
+                ids.append_value(&buffer);
+            }
+        }
+    }
+    Ok(ids.finish())
 }
 
 /// Vectors of a checked frame's rows (key first, as text).
@@ -350,6 +435,17 @@ mod tests {
         let twice = df!("user_id" => ["u1", "u1"], "shop" => [7, 7]).unwrap();
         let refused = encode(&twice, key, 10).unwrap_err();
         assert!(refused.contains("GROUP BY user_id, shop"), "{refused}");
+        let columns = [
+            twice.column("user_id").unwrap().clone(),
+            twice.column("shop").unwrap().clone(),
+        ];
+        let k = EntityKey::from_stored(key);
+        let stored = tuple_column(&k, &columns, 2, IdForm::Stored).unwrap();
+        let compact = tuple_column(&k, &columns, 2, IdForm::Compact).unwrap();
+        assert_eq!(
+            crate::keys::compact_of_id(stored.get(0).unwrap()).as_deref(),
+            compact.get(0)
+        );
         let null = df!("user_id" => [Some("u1"), None], "shop" => [7, 7]).unwrap();
         assert!(encode(&null, key, 10)
             .unwrap_err()

@@ -9,7 +9,7 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::result::{encode_cells, row_object};
+use super::result::{encode_cells, row_object, IdForm};
 use super::schema::parse_datetime_micros;
 use crate::keys::EntityKey;
 
@@ -82,7 +82,8 @@ pub fn check_row_count(n: usize) -> Result<(), String> {
 impl Rows {
     /// Each row's id for a feature keyed by `entity_key` (as stored, `crate::keys`; `None`:
     /// by `entity_id`). A feature keyed by one column takes `entity_id` when the rows have
-    /// it, else the column of its name; by several, the tuple of its columns.
+    /// it, else the column of its name; by several, the tuple of its columns, in the compact
+    /// form `super::history::Indexed::for_join` indexes snapshots by.
     pub fn ids(&self, entity_key: Option<&str>) -> Result<StringChunked, String> {
         let key = EntityKey::from_stored(entity_key.unwrap_or("entity_id"));
         if let (Some(entity), Some(_)) = (&self.entity, key.single()) {
@@ -96,25 +97,15 @@ impl Rows {
                     false => format!("the rows have no 'entity_id' column, nor '{one}'"),
                 });
         }
-        let mut text = Vec::with_capacity(key.columns().len());
-        for column in key.columns() {
-            text.push(
-                self.text_column(column).map_err(|why| {
+        let mut columns = Vec::with_capacity(key.columns().len());
+        for name in key.columns() {
+            columns.push(
+                self.key_column(name).map_err(|why| {
                     format!("{why} (a feature here is keyed by {})", key.describe())
                 })?,
             );
         }
-        let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(text.len());
-        Ok(StringChunked::from_iter_values(
-            "entity_id".into(),
-            (0..self.micros.len()).map(|row| {
-                pairs.clear();
-                for (name, column) in key.columns().iter().zip(&text) {
-                    pairs.push((name.as_str(), column.get(row).unwrap_or_default()));
-                }
-                crate::keys::tuple_id(&mut pairs)
-            }),
-        ))
+        super::result::tuple_column(&key, &columns, self.micros.len(), IdForm::Compact)
     }
 
     fn has_column(&self, name: &str) -> bool {
@@ -126,17 +117,24 @@ impl Rows {
 
     /// One of the other columns as text, with no nulls: a key column.
     fn text_column(&self, name: &str) -> Result<StringChunked, String> {
+        let column = self.key_column(name)?;
+        let text = column
+            .cast(&DataType::String)
+            .map_err(|e| format!("{name}: {e}"))?;
+        text.str().cloned().map_err(|e| e.to_string())
+    }
+
+    /// One of the other columns, with no nulls: a key column (JSON rows' values as text).
+    fn key_column(&self, name: &str) -> Result<Column, String> {
         match &self.extra {
             Extra::Frame(frame) => {
                 let column = frame
                     .column(name)
-                    .map_err(|_| format!("the rows have no '{name}' column"))?
-                    .cast(&DataType::String)
-                    .map_err(|e| format!("{name}: {e}"))?;
+                    .map_err(|_| format!("the rows have no '{name}' column"))?;
                 if column.null_count() > 0 {
                     return Err(format!("{name} must not be null"));
                 }
-                column.str().cloned().map_err(|e| e.to_string())
+                Ok(column.clone())
             }
             Extra::Json(rows) => {
                 let mut text = Vec::with_capacity(rows.len());
@@ -150,10 +148,10 @@ impl Rows {
                         None => return Err(format!("rows[{i}] has no '{name}'")),
                     });
                 }
-                Ok(StringChunked::from_iter_values(
-                    name.into(),
-                    text.iter().map(String::as_str),
-                ))
+                Ok(
+                    StringChunked::from_iter_values(name.into(), text.iter().map(String::as_str))
+                        .into_column(),
+                )
             }
         }
     }
@@ -581,8 +579,10 @@ mod tests {
         let json = br#"{"rows":[{"user_id":"u1","shop":7,"timestamp":"2024-01-02T00:00:00Z"}]}"#;
         let rows = parse_rows(json, Format::Json, &[]).unwrap_or_else(|e| panic!("{e}"));
         assert!(rows.entity.is_none());
+        // Tuples in the compact form a snapshot is indexed by for the join.
         let ids = rows.ids(Some(key)).unwrap();
-        assert_eq!(ids.get(0), Some(r#"{"shop":"7","user_id":"u1"}"#));
+        let id = crate::keys::compact_of_id(r#"{"shop":"7","user_id":"u1"}"#);
+        assert_eq!(ids.get(0), id.as_deref());
         assert_eq!(rows.ids(Some("user_id")).unwrap().get(0), Some("u1"));
         let missing = rows.ids(Some("merchant_id")).unwrap_err();
         assert!(missing.contains("nor 'merchant_id'"), "{missing}");
@@ -593,7 +593,8 @@ mod tests {
         let shop = ["shop".to_string()];
         let rows = parse_rows(csv, Format::Csv, &shop).unwrap_or_else(|e| panic!("{e}"));
         let ids = rows.ids(Some(key)).unwrap();
-        assert_eq!(ids.get(0), Some(r#"{"shop":"0042","user_id":"7"}"#));
+        let id = crate::keys::compact_of_id(r#"{"shop":"0042","user_id":"7"}"#);
+        assert_eq!(ids.get(0), id.as_deref());
     }
 
     #[test]

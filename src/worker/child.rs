@@ -295,7 +295,7 @@ impl<'a> Snapshots<'a> {
         let frame = runtime
             .block_on(offline::read_snapshot(&location, self.storage))
             .map_err(|e| failed(e.to_string()))?;
-        let indexed = Arc::new(Indexed::new(frame).map_err(failed)?);
+        let indexed = Arc::new(Indexed::for_join(frame).map_err(failed)?);
         self.read.insert(uri.to_string(), indexed.clone());
         Ok(indexed)
     }
