@@ -380,3 +380,60 @@ fn detail(body: &Value) -> String {
 fn urlencode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
+
+#[tokio::test]
+async fn a_backfilled_pair_gives_each_training_row_the_snapshot_then_in_force() {
+    let app = spawn_app().await;
+    let table = app
+        .create_table(json!({"name": "visits", "event_time_column": "ts",
+            "schema_definition": {"user_id": "string", "shop": "integer", "ts": "datetime"}}))
+        .await;
+    app.ingested(
+        table,
+        json!([
+            {"user_id": "u1", "shop": 3, "ts": "2024-01-01T10:00:00Z"},
+            {"user_id": "u1", "shop": 3, "ts": "2024-01-02T10:00:00Z"},
+            {"user_id": "u1", "shop": 4, "ts": "2024-01-02T11:00:00Z"}
+        ]),
+    )
+    .await;
+    let feature = app
+        .create_feature(json!({"name": "visits_pair", "raw_table_id": table,
+            "entity_key": ["user_id", "shop"],
+            "computation_logic": "SELECT user_id, shop, COUNT(*) AS visits FROM data GROUP BY user_id, shop"}))
+        .await;
+    let version = app.compute(feature, "v1").await["feature_version_id"]
+        .as_i64()
+        .unwrap();
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/features/{feature}/versions/{version}/backfill"),
+            &json!({"start": "2024-01-02T00:00:00Z", "end": "2024-01-03T00:00:00Z",
+                "every_seconds": 86400}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, answer) = app
+        .post(
+            "/api/v1/training-sets",
+            &json!({"features": ["visits_pair"], "rows": [
+                {"user_id": "u1", "shop": 3, "timestamp": "2024-01-02T00:00:00Z"},
+                {"user_id": "u1", "shop": 3, "timestamp": "2024-01-03T00:00:00Z"},
+                {"user_id": "u1", "shop": 4, "timestamp": "2024-01-02T12:00:00Z"},
+                {"user_id": "u1", "shop": 4, "timestamp": "2024-01-03T00:00:00Z"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let visits: Vec<Value> = answer["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["features"]["visits_pair"]["visits"].clone())
+        .collect();
+    // Jan 2 00:00 saw one visit to shop 3 and none to shop 4 yet; Jan 3 saw both days.
+    assert_eq!(
+        visits,
+        [json!(1), json!(2), Value::Null, json!(1)],
+        "{answer}"
+    );
+}
