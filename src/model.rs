@@ -614,8 +614,8 @@ pub struct VectorQuery {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct FeatureVector {
     pub entity_id: String,
-    /// A feature keyed by several columns: its key values by column (`entity_id` is the same
-    /// as one text).
+    /// A feature keyed by several columns: its key values by column, typed as its result
+    /// typed them (`entity_id` is the same tuple as one text).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>, nullable = false)]
     pub entity: Option<Map<String, Value>>,

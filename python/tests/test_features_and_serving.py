@@ -226,7 +226,7 @@ def test_a_feature_keyed_by_two_columns_is_served_and_trained_on_by_its_columns(
 
     vector = fs.get_vector(pair.name, {"user_id": "u1", "merchant_id": 7})
     assert vector["feature_values"] == {"spent": 15.0}
-    assert vector["entity"] == {"user_id": "u1", "merchant_id": "7"}
+    assert vector["entity"] == {"user_id": "u1", "merchant_id": 7}
 
     online = fs.get_online_features(
         [name + "_user", pair.name],

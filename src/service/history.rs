@@ -166,10 +166,9 @@ pub async fn vector_as_of(
         .map(|v| v.values)
         .ok_or_else(|| ServiceError::fault("an empty snapshot row"))?;
     let freshness = snapshot_freshness(state, meta.version_id, &snapshot).await?;
-    // A tuple's id is a JSON object of its key values: the answer names them too.
-    let tuple = match meta.entity_key.starts_with('[') {
-        true => format!(r#","entity":{}"#, requested.id),
-        false => String::new(),
+    let tuple = match vectors::typed_entity(state, &meta, &requested.id).await? {
+        Some(typed) => format!(r#","entity":{typed}"#),
+        None => String::new(),
     };
     let body = format!(
         r#"{{"entity_id":{}{tuple},"feature_values":{},"feature_version_id":{},"computed_at":"{}","snapshot_id":{},"valid_from":"{}",{}}}"#,

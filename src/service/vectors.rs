@@ -138,7 +138,8 @@ async fn load(state: &AppState, entity: &Requested<'_>, mut meta: VersionMeta) -
             entity.id
         ))
     })?;
-    let body = encode(&entity.id, &values, &meta)?;
+    let typed = typed_entity(state, &meta, &entity.id).await?;
+    let body = encode(&entity.id, typed.as_deref(), &values, &meta)?;
     let answer = with_stale(&body, meta.freshness.stale);
     state
         .cache
@@ -263,10 +264,47 @@ async fn resolve_from_store(
     Ok(meta)
 }
 
+/// A tuple's key values by column as an answer's `entity` shows them: typed as the version's
+/// result typed its key columns (an integer column's values are numbers; the id holds text).
+/// `None` for a version keyed by one column. Read on a miss only: the answer is cached.
+pub(crate) async fn typed_entity(
+    state: &AppState,
+    meta: &VersionMeta,
+    id: &str,
+) -> Result<Option<String>> {
+    if !meta.entity_key.starts_with('[') {
+        return Ok(None);
+    }
+    let types: std::collections::BTreeMap<String, String> =
+        match state.store.get_version(meta.version_id).await? {
+            Some(row) => row
+                .output_schema
+                .and_then(|s| serde_json::from_str(&s).ok())
+                .unwrap_or_default(),
+            None => Default::default(),
+        };
+    let values: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(id).map_err(ServiceError::fault)?;
+    let typed: serde_json::Map<String, serde_json::Value> = values
+        .into_iter()
+        .map(|(column, value)| {
+            let value = match (types.get(&column).map(String::as_str), value) {
+                (Some("integer"), serde_json::Value::String(text)) => text
+                    .parse::<i64>()
+                    .map(serde_json::Value::from)
+                    .unwrap_or(serde_json::Value::String(text)),
+                (_, value) => value,
+            };
+            (column, value)
+        })
+        .collect();
+    Ok(Some(serde_json::Value::Object(typed).to_string()))
+}
+
 /// `{"entity_id":..,"feature_values":..,"feature_version_id":..,"computed_at":..,
 /// "data_as_of":..}`, with the stored values spliced in as they are (they were encoded once, at
-/// compute time).
-fn encode(entity_id: &str, values: &str, meta: &VersionMeta) -> Result<Bytes> {
+/// compute time), and a tuple's typed `entity` (`typed_entity`) after its id.
+fn encode(entity_id: &str, typed: Option<&str>, values: &str, meta: &VersionMeta) -> Result<Bytes> {
     let entity = serde_json::to_string(entity_id).map_err(ServiceError::fault)?;
     let computed_at = meta
         .computed_at
@@ -274,10 +312,9 @@ fn encode(entity_id: &str, values: &str, meta: &VersionMeta) -> Result<Bytes> {
     let mut out = String::with_capacity(values.len() + entity.len() + 128);
     out.push_str("{\"entity_id\":");
     out.push_str(&entity);
-    if meta.entity_key.starts_with('[') {
-        // A tuple's id is a JSON object of its key values: the answer names them too.
+    if let Some(typed) = typed {
         out.push_str(",\"entity\":");
-        out.push_str(entity_id);
+        out.push_str(typed);
     }
     out.push_str(",\"feature_values\":");
     out.push_str(values);

@@ -88,10 +88,8 @@ async fn one_vector_is_served_by_each_key_column_as_its_own_parameter() {
         answer["feature_values"],
         json!({"purchases": 2, "spent": 15.0})
     );
-    assert_eq!(
-        answer["entity"],
-        json!({"user_id": "u1", "merchant_id": "7"})
-    );
+    // The key keeps its type (merchant_id is an integer column); the id is text.
+    assert_eq!(answer["entity"], json!({"user_id": "u1", "merchant_id": 7}));
     assert_eq!(answer["entity_id"], r#"{"merchant_id":"7","user_id":"u1"}"#);
 
     // The parameters' order does not matter, a cached answer is the same, and the answer's
@@ -107,6 +105,7 @@ async fn one_vector_is_served_by_each_key_column_as_its_own_parameter() {
         let (status, again) = app.get(&path).await;
         assert_eq!(status, StatusCode::OK, "{path}: {again}");
         assert_eq!(again["feature_values"], answer["feature_values"], "{path}");
+        assert_eq!(again["entity"], answer["entity"], "{path}");
     }
 
     let (status, other) = app
@@ -350,10 +349,7 @@ async fn as_of_serves_a_pair_from_the_snapshot_then_in_force() {
         answer["feature_values"],
         json!({"purchases": 1, "spent": 1.0})
     );
-    assert_eq!(
-        answer["entity"],
-        json!({"user_id": "u1", "merchant_id": "9"})
-    );
+    assert_eq!(answer["entity"], json!({"user_id": "u1", "merchant_id": 9}));
     assert!(answer["snapshot_id"].is_i64(), "{answer}");
     let (status, body) = app
         .get(

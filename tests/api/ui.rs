@@ -331,5 +331,5 @@ async fn the_console_looks_up_a_two_key_entity_with_one_field_per_key_column() {
     .unwrap();
     let shown: Value = serde_json::from_str(found.as_str().unwrap()).unwrap();
     assert_eq!(shown["feature_values"]["spent"], 15.0, "{shown}");
-    assert_eq!(shown["entity"]["merchant_id"], "7", "{shown}");
+    assert_eq!(shown["entity"]["merchant_id"], 7, "{shown}");
 }
