@@ -226,11 +226,12 @@ pub fn filter_sql(filter: &str) -> Result<String, String> {
 }
 
 /// The columns evaluating `outputs` reads from the table, key and time first.
-pub fn needed_columns<'a>(key: &'a str, time: &'a str, outputs: &'a [Output]) -> Vec<&'a str> {
-    let mut columns = vec![key, time];
-    for o in outputs {
-        if !columns.contains(&o.column.as_str()) {
-            columns.push(&o.column);
+pub fn needed_columns(key: &str, time: &str, outputs: &[Output]) -> Vec<String> {
+    // `key` as stored (`crate::keys`): each of a tuple's columns is read.
+    let mut columns: Vec<String> = crate::keys::EntityKey::from_stored(key).columns().to_vec();
+    for name in std::iter::once(time).chain(outputs.iter().map(|o| o.column.as_str())) {
+        if !columns.iter().any(|c| c == name) {
+            columns.push(name.to_string());
         }
     }
     columns

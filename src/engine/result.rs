@@ -156,7 +156,7 @@ enum Cells {
 
 /// Which text a tuple of key values becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum IdForm {
+pub enum IdForm {
     /// Its id, as stored and served (`crate::keys::tuple_id`).
     Stored,
     /// Its compact form, for joins inside a worker (`crate::keys::compact_of_id`).

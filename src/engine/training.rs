@@ -82,9 +82,10 @@ pub fn check_row_count(n: usize) -> Result<(), String> {
 impl Rows {
     /// Each row's id for a feature keyed by `entity_key` (as stored, `crate::keys`; `None`:
     /// by `entity_id`). A feature keyed by one column takes `entity_id` when the rows have
-    /// it, else the column of its name; by several, the tuple of its columns, in the compact
-    /// form `super::history::Indexed::for_join` indexes snapshots by.
-    pub fn ids(&self, entity_key: Option<&str>) -> Result<StringChunked, String> {
+    /// it, else the column of its name; by several, the tuple of its columns in `form`: the
+    /// compact one `super::history::Indexed::for_join` indexes snapshots by, or the stored
+    /// one an aggregation feature's events are keyed by.
+    pub fn ids(&self, entity_key: Option<&str>, form: IdForm) -> Result<StringChunked, String> {
         let key = EntityKey::from_stored(entity_key.unwrap_or("entity_id"));
         if let (Some(entity), Some(_)) = (&self.entity, key.single()) {
             return Ok(entity.clone());
@@ -105,7 +106,7 @@ impl Rows {
                 })?,
             );
         }
-        super::result::tuple_column(&key, &columns, self.micros.len(), IdForm::Compact)
+        super::result::tuple_column(&key, &columns, self.micros.len(), form)
     }
 
     fn has_column(&self, name: &str) -> bool {
@@ -580,19 +581,24 @@ mod tests {
         let rows = parse_rows(json, Format::Json, &[]).unwrap_or_else(|e| panic!("{e}"));
         assert!(rows.entity.is_none());
         // Tuples in the compact form a snapshot is indexed by for the join.
-        let ids = rows.ids(Some(key)).unwrap();
+        let ids = rows.ids(Some(key), IdForm::Compact).unwrap();
         let id = crate::keys::compact_of_id(r#"{"shop":"7","user_id":"u1"}"#);
         assert_eq!(ids.get(0), id.as_deref());
-        assert_eq!(rows.ids(Some("user_id")).unwrap().get(0), Some("u1"));
-        let missing = rows.ids(Some("merchant_id")).unwrap_err();
+        assert_eq!(
+            rows.ids(Some("user_id"), IdForm::Compact).unwrap().get(0),
+            Some("u1")
+        );
+        let missing = rows.ids(Some("merchant_id"), IdForm::Compact).unwrap_err();
         assert!(missing.contains("nor 'merchant_id'"), "{missing}");
-        let missing = rows.ids(Some(r#"["user_id","merchant_id"]"#)).unwrap_err();
+        let missing = rows
+            .ids(Some(r#"["user_id","merchant_id"]"#), IdForm::Compact)
+            .unwrap_err();
         assert!(missing.contains("'merchant_id'"), "{missing}");
 
         let csv = b"user_id,shop,timestamp\n007,0042,2024-01-02T00:00:00Z\n";
         let shop = ["shop".to_string()];
         let rows = parse_rows(csv, Format::Csv, &shop).unwrap_or_else(|e| panic!("{e}"));
-        let ids = rows.ids(Some(key)).unwrap();
+        let ids = rows.ids(Some(key), IdForm::Compact).unwrap();
         let id = crate::keys::compact_of_id(r#"{"shop":"0042","user_id":"7"}"#);
         assert_eq!(ids.get(0), id.as_deref());
     }
@@ -605,7 +611,10 @@ mod tests {
             &[],
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(rows.ids(None).unwrap().get(0), Some("00123"));
+        assert_eq!(
+            rows.ids(None, IdForm::Compact).unwrap().get(0),
+            Some("00123")
+        );
     }
 
     #[test]
@@ -632,7 +641,7 @@ mod tests {
             ParquetWriter::new(&mut parquet).finish(&mut frame).unwrap();
             let rows = parse_rows(&parquet, Format::Parquet, &[]).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(rows.micros, [noon]);
-            assert_eq!(rows.ids(None).unwrap().get(0), Some("123"));
+            assert_eq!(rows.ids(None, IdForm::Compact).unwrap().get(0), Some("123"));
         }
     }
 

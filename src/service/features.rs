@@ -105,23 +105,20 @@ async fn check_aggregations(
         )));
     }
     let schema = raw_tables::schema_of(table)?;
-    let Some(key) = req.entity_key.single() else {
-        return Err(refused(
-            "aggregation features are keyed by one column for now; give entity_key as one name"
-                .into(),
-        ));
-    };
-    if !schema.column_names().any(|c| c == key) {
-        return Err(refused(format!(
-            "raw table '{}' has no column '{key}' (the entity_key)",
-            table.name
-        )));
+    for key in req.entity_key.columns() {
+        if !schema.column_names().any(|c| c == key) {
+            return Err(refused(format!(
+                "raw table '{}' has no column '{key}' (the entity_key)",
+                table.name
+            )));
+        }
     }
+    let key = req.entity_key.stored();
     super::online::plan(aggregations, &schema).map_err(refused)?;
     if let Some(filter) = &req.filter {
         let sql =
             aggregations::filter_sql(filter).map_err(|why| refused(format!("filter: {why}")))?;
-        dry_run(state, table, &sql, key)
+        dry_run(state, table, &sql, &key)
             .await
             .map_err(|e| match e {
                 ServiceError::Invalid(why) => refused(format!(

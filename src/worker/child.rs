@@ -18,6 +18,7 @@ use super::protocol::{
     FramedWriter, Input, Job, PreviewJob, Reply, StatsJob, Task, TrainingJob,
 };
 use crate::engine::history::{self as point_in_time, Indexed};
+use crate::engine::result::IdForm;
 use crate::engine::training::{self, FeatureColumns, MAX_CELLS};
 use crate::engine::{aggregations, drift, execute, result, scan, schema::TableSchema, stats};
 use crate::keys::EntityKey;
@@ -382,7 +383,9 @@ fn training_set(
         }
         let timer = Instant::now();
         let views: Vec<_> = read.iter().map(|r| r.as_ref().map(|r| r.view())).collect();
-        let ids = rows.ids(feature.entity_key.as_deref()).map_err(refused)?;
+        let ids = rows
+            .ids(feature.entity_key.as_deref(), IdForm::Compact)
+            .map_err(refused)?;
         let (values, present) =
             point_in_time::gather(&ids, &positions, &views).map_err(|e| (FailureKind::Input, e))?;
         gathering += timer.elapsed();
@@ -432,7 +435,7 @@ fn aggregated_values(
 ) -> Result<DataFrame, Failure> {
     let latest = rows.micros.iter().copied().max().unwrap_or(i64::MIN);
     let ids = rows
-        .ids(Some(&source.entity_key))
+        .ids(Some(&source.entity_key), IdForm::Stored)
         .map_err(|e| (FailureKind::Request, e))?;
     let events = aggregated_events(source, storage, |frame| {
         scan::rows_until(frame, Some((&source.event_time, latest)))
@@ -469,11 +472,41 @@ fn aggregated_events(
             .into_iter()
             .map(col)
             .collect();
-    events
+    let mut events = events
         .select(needed)
         .collect_with_engine(Engine::Streaming)
         .map(|r| r.unwrap_single())
-        .map_err(|e| input(execute::clean_message(&e.to_string())))
+        .map_err(|e| input(execute::clean_message(&e.to_string())))?;
+    // A feature keyed by several columns: the tuple's id, in a column named for the key, is
+    // what the kernels, the rows and the online state key by.
+    let key = EntityKey::from_stored(&source.entity_key);
+    if key.single().is_none() {
+        events = tuple_events(events, &key, &source.entity_key).map_err(input)?;
+    }
+    Ok(events)
+}
+
+/// `events` with the tuple id column (stored form) of `key` added; an event without its whole
+/// key belongs to no entity and is dropped.
+fn tuple_events(mut events: DataFrame, key: &EntityKey, stored: &str) -> Result<DataFrame, String> {
+    for name in key.columns() {
+        let column = events.column(name).map_err(|e| e.to_string())?;
+        if column.null_count() > 0 {
+            let keep = column.is_not_null();
+            events = events.filter(&keep).map_err(|e| e.to_string())?;
+        }
+    }
+    let columns = key
+        .columns()
+        .iter()
+        .map(|c| events.column(c).cloned())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let ids = result::tuple_column(key, &columns, events.height(), result::IdForm::Stored)?;
+    events
+        .with_column(ids.with_name(stored.into()).into_column())
+        .map_err(|e| e.to_string())?;
+    Ok(events)
 }
 
 fn events_of(task: &EventsJob, job: &Job, out: &mut impl Write) -> Result<(), Stage> {
