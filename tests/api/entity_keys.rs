@@ -426,6 +426,23 @@ async fn a_backfilled_pair_gives_each_training_row_the_snapshot_then_in_force() 
         .iter()
         .map(|r| r["features"]["visits_pair"]["visits"].clone())
         .collect();
+    // Statistics and drift describe the values: the key columns are the entity, not values.
+    let (status, stats) = app
+        .get(&format!(
+            "/api/v1/features/{feature}/versions/{version}/stats"
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    let columns: Vec<&String> = stats["columns"].as_object().unwrap().keys().collect();
+    assert_eq!(columns, ["visits"], "{stats}");
+    let (status, drift) = app
+        .get(&format!(
+            "/api/v1/features/{feature}/versions/{version}/drift"
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{drift}");
+    let columns: Vec<&String> = drift["columns"].as_object().unwrap().keys().collect();
+    assert_eq!(columns, ["visits"], "{drift}");
     // Jan 2 00:00 saw one visit to shop 3 and none to shop 4 yet; Jan 3 saw both days.
     assert_eq!(
         visits,
