@@ -46,26 +46,19 @@ impl Indexed {
             .columns()
             .first()
             .is_some_and(|c| c.name().starts_with('['));
-        if !tuples {
-            return Indexed::new(frame);
+        match tuples {
+            true => Indexed::by(frame, crate::keys::compact_of_id),
+            false => Indexed::new(frame),
         }
-        let key = frame
-            .columns()
-            .first()
-            .ok_or("a snapshot without columns")?
-            .str()
-            .map_err(|e| e.to_string())?
-            .clone();
-        let mut rows = PlHashMap::with_capacity_and_hasher(frame.height(), Default::default());
-        for (i, id) in key.iter().enumerate() {
-            if let Some(compact) = id.and_then(crate::keys::compact_of_id) {
-                rows.insert(compact, i as u32);
-            }
-        }
-        Ok(Indexed { frame, rows })
     }
 
     pub fn new(frame: DataFrame) -> Result<Indexed, String> {
+        Indexed::by(frame, |id| Some(id.to_string()))
+    }
+
+    /// Each row by what `key_of` makes of its id (the first column); rows it answers `None`
+    /// for are left out.
+    fn by(frame: DataFrame, key_of: impl Fn(&str) -> Option<String>) -> Result<Indexed, String> {
         let key = frame
             .columns()
             .first()
@@ -75,8 +68,8 @@ impl Indexed {
             .clone();
         let mut rows = PlHashMap::with_capacity_and_hasher(frame.height(), Default::default());
         for (i, id) in key.iter().enumerate() {
-            if let Some(id) = id {
-                rows.insert(id.to_string(), i as u32);
+            if let Some(key) = id.and_then(&key_of) {
+                rows.insert(key, i as u32);
             }
         }
         Ok(Indexed { frame, rows })

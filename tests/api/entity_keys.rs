@@ -267,6 +267,26 @@ async fn a_batch_joins_each_feature_on_the_key_columns_it_needs() {
         detail(&body).contains("keyed by (user_id, merchant_id)"),
         "{body}"
     );
+    // Bad entity lists change nothing and say what is wrong.
+    for (body, says) in [
+        (json!({"features": ["user_spend"]}), "give the entities"),
+        (
+            json!({"entity_ids": ["u1"], "entities": ["u1"], "features": ["user_spend"]}),
+            "not both",
+        ),
+        (
+            json!({"entities": [{"user_id": 1.5}], "features": ["user_spend"]}),
+            "text or an integer",
+        ),
+        (
+            json!({"entities": [[1]], "features": ["user_spend"]}),
+            "an object of key values or an id",
+        ),
+    ] {
+        let (status, answer) = app.post("/api/v1/feature-vectors/batch", &body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        assert!(detail(&answer).contains(says), "{body}: {answer}");
+    }
     // Plain ids still serve a feature keyed by one column, in `entities` too.
     let (status, body) = app
         .post(
