@@ -7,6 +7,9 @@
 //! - publish-to-committed latency (p50, p99, max): from each message's publish to the first
 //!   `GET .../stream` that shows its offset committed (polled every 5 ms), the moment its
 //!   event is in every replica's next answer;
+//! - publish-to-served latency (p50, p99, max): every 20 ms the publisher sends one more event
+//!   for the entity `probe`; from its publish to the first GET of the aggregation feature
+//!   whose count includes it (polled every 2 ms);
 //! - the committed rate over the run, and the stream's own events/s;
 //! - wrk's cached GET of the aggregation feature during the run (req/s, p99), if wrk is there.
 //!
@@ -144,8 +147,13 @@ async fn main() -> Result<(), Error> {
     )
     .await?;
 
-    // The publish instant of each offset (sequence n at index n - 1).
-    let total = rate * duration;
+    // The publish instant of each offset (sequence n at index n - 1). Every other 10 ms tick
+    // also publishes one probe event.
+    let regular = rate * duration;
+    let per_tick = (rate / 100).max(1);
+    let ticks = regular.div_ceil(per_tick);
+    let total = regular + ticks.div_ceil(2);
+    let (probe_tx, mut probes) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
     let published: Arc<Mutex<Vec<Instant>>> =
         Arc::new(Mutex::new(Vec::with_capacity(total as usize)));
     let publisher = {
@@ -154,13 +162,26 @@ async fn main() -> Result<(), Error> {
             let mut seed = 7u64;
             let start = Instant::now();
             let tick = Duration::from_millis(10);
-            let per_tick = (rate / 100).max(1);
             let mut sent = 0u64;
+            let mut probe = 0u64;
             let mut acks = Vec::new();
-            while sent < total {
-                let due = start + tick * (sent / per_tick) as u32;
+            while sent < regular {
+                let index = sent / per_tick;
+                let due = start + tick * index as u32;
                 tokio::time::sleep_until(due.into()).await;
-                for _ in 0..per_tick.min(total - sent) {
+                if index.is_multiple_of(2) {
+                    probe += 1;
+                    let payload = json!({"user_id": "probe", "amount": 1.0,
+                        "ts": chrono::Utc::now().to_rfc3339()})
+                    .to_string();
+                    acks.push(js.publish(subject.clone(), payload.into()).await?);
+                    let at = Instant::now();
+                    if let Ok(mut p) = published.lock() {
+                        p.push(at);
+                    }
+                    let _ = probe_tx.send((probe, at));
+                }
+                for _ in 0..per_tick.min(regular - sent) {
                     let user = lcg(&mut seed) % entities;
                     let amount = (lcg(&mut seed) % 10_000) as f64 / 100.0;
                     let payload = json!({"user_id": format!("u{user}"), "amount": amount,
@@ -201,6 +222,30 @@ async fn main() -> Result<(), Error> {
         .spawn()
         .ok();
 
+    // Each probe: poll its entity's count until it includes the probe.
+    let watcher = {
+        let (http, base) = (http.clone(), base.clone());
+        tokio::spawn(async move {
+            let url = format!("{base}/api/v1/feature-vectors?feature_name=spend&entity_id=probe");
+            let mut served: Vec<f64> = Vec::new();
+            let mut count = 0u64;
+            while let Some((k, at)) = probes.recv().await {
+                let give_up = Instant::now() + Duration::from_secs(30);
+                while count < k && Instant::now() < give_up {
+                    let body: Value = http.get(&url).send().await?.json().await?;
+                    count = body["feature_values"]["amount_count_1h"]
+                        .as_u64()
+                        .unwrap_or(0);
+                    if count < k {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                }
+                served.push(at.elapsed().as_secs_f64() * 1000.0);
+            }
+            Ok::<Vec<f64>, Error>(served)
+        })
+    };
+
     // Poll the committed offset; each newly committed offset's latency is now - its publish.
     let mut latencies: Vec<f64> = Vec::with_capacity(total as usize);
     let mut seen = 0i64;
@@ -224,6 +269,8 @@ async fn main() -> Result<(), Error> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let publish_time = publisher.await??;
+    let mut served = watcher.await??;
+    served.sort_by(f64::total_cmp);
     let run_time = started.elapsed();
     latencies.sort_by(f64::total_cmp);
     let preview = call(
@@ -254,6 +301,13 @@ async fn main() -> Result<(), Error> {
         percentile(&latencies, 0.99),
         latencies.last().copied().unwrap_or(f64::NAN),
         latencies.len()
+    );
+    println!(
+        "publish->served     p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} probes)",
+        percentile(&served, 0.5),
+        percentile(&served, 0.99),
+        served.last().copied().unwrap_or(f64::NAN),
+        served.len()
     );
     if let Some(wrk) = wrk {
         let out = wrk.wait_with_output()?;

@@ -88,6 +88,7 @@ pub async fn state(config: Config) -> Result<AppState, StartupError> {
         offline,
         history,
         online: Default::default(),
+        live: Default::default(),
         scheduler_id: service::scheduler::holder_id(),
         ready: Default::default(),
     }))

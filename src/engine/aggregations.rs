@@ -225,6 +225,85 @@ pub fn filter_sql(filter: &str) -> Result<String, String> {
     Ok(sql)
 }
 
+/// What an aggregation reads of a table's events.
+pub struct EventsQuery<'a> {
+    /// As stored (`crate::keys`).
+    pub entity_key: &'a str,
+    pub event_time: &'a str,
+    pub filter: Option<&'a str>,
+    pub outputs: &'a [Output],
+}
+
+/// Why events could not be selected: the filter (SQL) or the events themselves.
+#[derive(Debug)]
+pub enum SelectError {
+    Filter(String),
+    Input(String),
+}
+
+/// The events `query` reads: the rows its filter keeps, the key, time and aggregated columns
+/// (and `extra`, when given), collected with `engine`; for a feature keyed by several columns
+/// the tuple id is added in a column named for the key, and an event without its whole key
+/// (it belongs to no entity) is dropped. Shared by the worker (a table version's files, with
+/// the streaming engine) and the server (a stream's few uncommitted events), so both read
+/// the same events.
+pub fn select_events(
+    events: LazyFrame,
+    query: &EventsQuery<'_>,
+    extra: Option<&str>,
+    engine: Engine,
+) -> Result<DataFrame, SelectError> {
+    let mut events = events;
+    if let Some(filter) = query.filter {
+        let sql = filter_sql(filter).map_err(SelectError::Filter)?;
+        events = super::execute::plan_sql(&sql, events).map_err(SelectError::Filter)?;
+    }
+    let mut needed = needed_columns(query.entity_key, query.event_time, query.outputs);
+    needed.extend(extra.map(str::to_string));
+    let mut events = events
+        .select(needed.into_iter().map(col).collect::<Vec<_>>())
+        .collect_with_engine(engine)
+        .map(|r| r.unwrap_single())
+        .map_err(|e| SelectError::Input(super::execute::clean_message(&e.to_string())))?;
+    let key = crate::keys::EntityKey::from_stored(query.entity_key);
+    if key.single().is_none() {
+        events = tuple_events(events, &key, query.entity_key).map_err(SelectError::Input)?;
+    }
+    Ok(events)
+}
+
+/// `events` with the tuple id column (stored form) of `key` added; an event without its whole
+/// key belongs to no entity and is dropped.
+fn tuple_events(
+    mut events: DataFrame,
+    key: &crate::keys::EntityKey,
+    stored: &str,
+) -> Result<DataFrame, String> {
+    for name in key.columns() {
+        let column = events.column(name).map_err(|e| e.to_string())?;
+        if column.null_count() > 0 {
+            let keep = column.is_not_null();
+            events = events.filter(&keep).map_err(|e| e.to_string())?;
+        }
+    }
+    let columns = key
+        .columns()
+        .iter()
+        .map(|c| events.column(c).cloned())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let ids = super::result::tuple_column(
+        key,
+        &columns,
+        events.height(),
+        super::result::IdForm::Stored,
+    )?;
+    events
+        .with_column(ids.with_name(stored.into()).into_column())
+        .map_err(|e| e.to_string())?;
+    Ok(events)
+}
+
 /// The columns evaluating `outputs` reads from the table, key and time first.
 pub fn needed_columns(key: &str, time: &str, outputs: &[Output]) -> Vec<String> {
     // `key` as stored (`crate::keys`): each of a tuple's columns is read.

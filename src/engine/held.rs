@@ -3,8 +3,8 @@
 //! in a window that ends now or later), in time order, ties in the order they were ingested.
 //!
 //! An answer at instant `t` runs the same kernels as training sets (`windows`) over the
-//! entity's events, so online and offline cannot disagree. Cost: per event 8 bytes of time
-//! plus 16 bytes per aggregated column (a value and its null flag; a string's text besides);
+//! entity's events, so online and offline cannot disagree. Cost: per event 8 bytes of time,
+//! 8 of stream offset, plus 16 bytes per aggregated column (a value and its null flag; a string's text besides);
 //! per entity a map entry and one vector per column. Work per answer: the entity's held
 //! events, once per output.
 
@@ -97,6 +97,25 @@ impl Cells {
             Cells::Bool(v) => pick(v, order),
             Cells::Date(v) => pick(v, order),
             Cells::Datetime(v) => pick(v, order),
+        }
+    }
+
+    /// Keep the values where `keep` is true.
+    fn retain(&mut self, keep: &[bool]) {
+        fn only<T>(v: &mut Vec<T>, keep: &[bool]) {
+            let mut i = 0;
+            v.retain(|_| {
+                i += 1;
+                keep[i - 1]
+            });
+        }
+        match self {
+            Cells::Int(v) => only(v, keep),
+            Cells::Float(v) => only(v, keep),
+            Cells::Text(v) => only(v, keep),
+            Cells::Bool(v) => only(v, keep),
+            Cells::Date(v) => only(v, keep),
+            Cells::Datetime(v) => only(v, keep),
         }
     }
 
@@ -194,10 +213,16 @@ fn json_f64(v: f64) -> String {
 #[derive(Debug, Clone)]
 struct Events {
     times: Vec<i64>,
+    /// Each event's stream offset when it came from a stream before its commit, else
+    /// `FROM_TABLE`.
+    offsets: Vec<i64>,
     columns: Vec<Cells>,
     /// Events were added out of time order since the last sort.
     unsorted: bool,
 }
+
+/// The offset of an event read from the table's files.
+pub const FROM_TABLE: i64 = i64::MIN;
 
 /// One aggregation feature's held events.
 #[derive(Debug)]
@@ -251,6 +276,18 @@ impl Held {
     /// were ingested), after every event added before. Rows without a key or a time are
     /// skipped, as offline.
     pub fn add(&mut self, frame: &DataFrame, key: &str, time: &str) -> Result<(), String> {
+        self.add_from(frame, key, time, None)
+    }
+
+    /// `add`, the events of a stream not committed yet: `offsets` has each row's offset, so
+    /// they can be taken out again (`remove_offsets_after`) when their commit is read.
+    pub fn add_from(
+        &mut self,
+        frame: &DataFrame,
+        key: &str,
+        time: &str,
+        offsets: Option<&[i64]>,
+    ) -> Result<(), String> {
         let err = |e: PolarsError| e.to_string();
         let column = |name: &str| {
             frame
@@ -275,6 +312,7 @@ impl Held {
                     let columns = sources.iter().map(Cells::empty_like).collect();
                     self.entities.entry(k.into()).or_insert(Events {
                         times: Vec::new(),
+                        offsets: Vec::new(),
                         columns,
                         unsorted: false,
                     })
@@ -285,6 +323,11 @@ impl Held {
                 touched.push(k.into());
             }
             events.times.push(*t);
+            events.offsets.push(
+                offsets
+                    .and_then(|o| o.get(i).copied())
+                    .unwrap_or(FROM_TABLE),
+            );
             for (cells, source) in events.columns.iter_mut().zip(&sources) {
                 cells.push_from(source, i);
             }
@@ -296,6 +339,7 @@ impl Held {
                 let mut order: Vec<usize> = (0..e.times.len()).collect();
                 order.sort_by_key(|&i| e.times[i]);
                 e.times = order.iter().map(|&i| e.times[i]).collect();
+                e.offsets = order.iter().map(|&i| e.offsets[i]).collect();
                 for c in &mut e.columns {
                     c.reorder(&order);
                 }
@@ -313,6 +357,7 @@ impl Held {
             let n = e.times.partition_point(|&t| t <= before);
             if n > 0 {
                 e.times.drain(..n);
+                e.offsets.drain(..n);
                 for c in &mut e.columns {
                     c.drain_front(n);
                 }
@@ -323,12 +368,37 @@ impl Held {
         self.events -= dropped;
     }
 
+    /// Take out the stream's events with offsets after `after` (added by `add_from`): the
+    /// table's files now hold them, and are read instead.
+    pub fn remove_offsets_after(&mut self, after: i64) {
+        let mut removed = 0;
+        self.entities.retain(|_, e| {
+            if e.offsets.iter().all(|&o| o <= after) {
+                return true;
+            }
+            let keep: Vec<bool> = e.offsets.iter().map(|&o| o <= after).collect();
+            let mut i = 0;
+            e.times.retain(|_| {
+                i += 1;
+                keep[i - 1]
+            });
+            e.offsets.retain(|&o| o <= after);
+            for c in &mut e.columns {
+                c.retain(&keep);
+            }
+            removed += keep.iter().filter(|k| !**k).count();
+            !e.times.is_empty()
+        });
+        self.events -= removed;
+    }
+
     /// The feature's values for `entity` at instant `at`, as the JSON object a training set
     /// would give for a row at that time. `at` must not be before the last prune plus the
     /// horizon.
     pub fn values_at(&self, entity: &str, at: i64) -> String {
         let empty = Events {
             times: Vec::new(),
+            offsets: Vec::new(),
             columns: Vec::new(),
             unsorted: false,
         };
@@ -488,8 +558,28 @@ mod tests {
             held.add(&frame(lo, hi), "user_id", "ts").unwrap();
         }
         assert_eq!(held.events(), ts.iter().flatten().count());
+        // The same events, rows from 300 on taken from a stream before their commit (row 300
+        // is offset 1); the commit of offsets (100, 200] is then read from its file, in place
+        // of the events taken for those offsets.
+        let mut streamed = Held::new(outputs.clone());
+        streamed.add(&frame(0, 300), "user_id", "ts").unwrap();
+        let offsets = |lo: usize, hi: usize| (lo as i64 - 299..hi as i64 - 299).collect::<Vec<_>>();
+        for (lo, hi) in [(300, 301), (301, 500)] {
+            let o = offsets(lo, hi);
+            streamed
+                .add_from(&frame(lo, hi), "user_id", "ts", Some(&o))
+                .unwrap();
+        }
+        streamed.remove_offsets_after(100);
+        streamed.add(&frame(400, 500), "user_id", "ts").unwrap();
+        let o = offsets(500, 800);
+        streamed
+            .add_from(&frame(500, 800), "user_id", "ts", Some(&o))
+            .unwrap();
+        assert_eq!(streamed.events(), held.events());
         let at = 200 * 1_000_000;
         held.prune(at - held.horizon());
+        streamed.prune(at - held.horizon());
         assert!(held.events() < ts.iter().flatten().count());
         let all = frame(0, rows);
         for t in [
@@ -514,6 +604,7 @@ mod tests {
                 })
                 .collect();
             for (i, e) in entities.iter().enumerate() {
+                assert_eq!(streamed.values_at(e, t), held.values_at(e, t), "{e} at {t}");
                 let online: serde_json::Value =
                     serde_json::from_str(&held.values_at(e, t)).unwrap();
                 for (name, values) in &cells {

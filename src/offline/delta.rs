@@ -41,6 +41,28 @@ pub struct Pinned {
     pub total_rows: i64,
     /// Partition columns, whose values are in the file paths (`col=value/`), not the files.
     pub partitioned: bool,
+    /// The number the asked-for application's `txn` had at this version, if any.
+    pub txn: Option<i64>,
+}
+
+/// An application transaction recorded with a commit (Delta's `txn` action): `app`'s
+/// `number`, the newest it has committed.
+#[derive(Debug, Clone, Copy)]
+pub struct Txn<'a> {
+    pub app: &'a str,
+    pub number: i64,
+    /// A stream's commit: the number before it, so the file holds the offsets
+    /// `(after, number]`, and its name says so.
+    pub after: Option<i64>,
+}
+
+/// The offsets `(after, upto]` a stream's file holds, read from its name (`None` for any
+/// other file).
+pub fn stream_range(path: &str) -> Option<(i64, i64)> {
+    let name = path.rsplit('/').next()?.strip_suffix(".zstd.parquet")?;
+    let (rest, upto) = name.rsplit_once('-')?;
+    let (_, after) = rest.rsplit_once("-o")?;
+    Some((after.parse().ok()?, upto.parse().ok()?))
 }
 
 /// Commits between checkpoints: a table is loaded from its newest checkpoint plus the commits
@@ -218,14 +240,19 @@ impl OfflineStore {
         location: &Location,
         parquet: Bytes,
         rows: i64,
-        txn: Option<(&str, i64)>,
+        txn: Option<Txn<'_>>,
         before_commit: impl std::future::Future<Output = ()>,
     ) -> Result<Appended> {
         let table = self.delta_table(location).await?;
         let mut table = table.lock().await;
-        // Named by time first, so a listing in name order is in ingest order.
+        // Named by time first, so a listing in name order is in ingest order; a stream's file
+        // says which offsets it holds (`stream_range`).
+        let range = match txn.as_ref().and_then(|t| t.after.map(|a| (a, t.number))) {
+            Some((after, upto)) => format!("-o{after}-{upto}"),
+            None => String::new(),
+        };
         let name = format!(
-            "part-{:020}-{}.zstd.parquet",
+            "part-{:020}-{}{range}.zstd.parquet",
             chrono::Utc::now().timestamp_micros(),
             uuid::Uuid::new_v4().simple()
         );
@@ -245,8 +272,9 @@ impl OfflineStore {
             ..Default::default()
         };
         let mut properties = CommitProperties::default().with_cleanup_expired_logs(Some(false));
-        if let Some((app, number)) = txn {
-            properties = properties.with_application_transaction(Transaction::new(app, number));
+        if let Some(txn) = txn {
+            properties =
+                properties.with_application_transaction(Transaction::new(txn.app, txn.number));
         }
         let operation = DeltaOperation::Write {
             mode: SaveMode::Append,
@@ -275,9 +303,22 @@ impl OfflineStore {
     /// The newest version of a Delta table and its files. Refuses what plain Parquet scans
     /// would read wrongly: column mapping and deletion vectors.
     pub async fn pin_delta(&self, location: &Location) -> Result<Pinned> {
+        self.pin_delta_with(location, None).await
+    }
+
+    /// `pin_delta`, with the number `app`'s `txn` had at that version (in `Pinned::txn`).
+    pub async fn pin_delta_with(&self, location: &Location, app: Option<&str>) -> Result<Pinned> {
         let table = self.delta_table(location).await?;
         let table = table.lock().await;
         let snapshot = table.snapshot()?;
+        let txn = match app {
+            Some(app) => {
+                snapshot
+                    .transaction_version(table.log_store().as_ref(), app)
+                    .await?
+            }
+            None => None,
+        };
         let config = snapshot.metadata().configuration();
         if config
             .get("delta.columnMapping.mode")
@@ -311,6 +352,7 @@ impl OfflineStore {
             files,
             total_rows,
             partitioned,
+            txn,
         })
     }
 

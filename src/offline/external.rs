@@ -128,6 +128,7 @@ impl OfflineStore {
                         files,
                         total_rows,
                         partitioned: false,
+                        txn: None,
                     },
                     fingerprint: Some(fingerprint),
                 })

@@ -157,14 +157,22 @@ async fn store(state: &AppState, table: &RawTableRow, stored: Stored) -> Result<
     })
 }
 
+/// A stream's commit: its application id, and the offsets `(after, upto]` its rows hold.
+pub(super) struct StreamTxn {
+    pub app: String,
+    pub after: i64,
+    pub upto: i64,
+}
+
 /// Commit rows as one Parquet file, one Delta version, record the version and announce it;
-/// the number of rows. `txn` (an application id and number) goes into the same Delta commit:
+/// the number of rows. `txn` (a stream's application id and the offsets the rows hold) goes
+/// into the same Delta commit:
 /// a stream's offsets, so what was committed and where to resume can never disagree.
 pub(super) async fn commit(
     state: &AppState,
     table: &RawTableRow,
     stored: Stored,
-    txn: Option<(String, i64)>,
+    txn: Option<StreamTxn>,
 ) -> Result<usize> {
     let location = raw_tables::location_of(state, table)
         .await?
@@ -188,7 +196,11 @@ pub(super) async fn commit(
                 &location,
                 parquet,
                 count as i64,
-                txn.as_ref().map(|(app, number)| (app.as_str(), *number)),
+                txn.as_ref().map(|t| offline::Txn {
+                    app: &t.app,
+                    number: t.upto,
+                    after: Some(t.after),
+                }),
                 crate::failpoint::reach(crate::failpoint::INGEST_BEFORE_COMMIT),
             )
             .await?;

@@ -12,6 +12,7 @@ pub mod features;
 pub mod history;
 pub mod ingest;
 pub mod jobs;
+pub mod live;
 pub mod lookup;
 pub mod migrate;
 pub mod online;
@@ -57,6 +58,8 @@ pub struct Shared {
     pub history: history::History,
     /// The events aggregation features' online answers need, as this replica holds them.
     pub online: online::Online,
+    /// The events of streams not committed yet, as this replica has read them.
+    pub live: live::Live,
     /// This process's name as a holder of the scheduler lease.
     pub scheduler_id: String,
     /// The last answer about the data location, for `/ready`.

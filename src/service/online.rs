@@ -9,12 +9,18 @@
 //! the read-your-writes contract of SQL features says, and a restarted replica or a new one
 //! builds what it holds from the table: nothing is lost or counted twice, since what is held
 //! is exactly the files it has read.
+//!
+//! A table that follows a stream also gives its events before their commit (`live`): each
+//! state knows up to which stream offset it holds every valid event (`stream_upto`), takes the
+//! events after it as the replica reads them, and, reading the table's new files, skips a
+//! file the stream committed whose offsets it holds already (`plan_reads`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 
+use super::live::TableLive;
 use super::AppState;
 use super::{blocking, lookup, raw_tables, Result, ServiceError};
 use crate::cache::Epoch;
@@ -44,6 +50,9 @@ pub struct Online {
 struct FeatureHeld {
     feature_id: i64,
     table_id: i64,
+    /// The events of the table's stream not committed yet, when this replica reads them
+    /// (`live`): their generation is this state's for good; another one builds it afresh.
+    live: Option<Arc<TableLive>>,
     /// One catch-up at a time; answers read `state` meanwhile.
     refresh: tokio::sync::Mutex<()>,
     state: tokio::sync::RwLock<State>,
@@ -59,6 +68,10 @@ struct State {
     data_as_of: Option<DateTime<Utc>>,
     /// The epoch under which the table was last found at `version`.
     checked: Option<Epoch>,
+    /// With `live`: every valid event of the stream with an offset up to this one is held,
+    /// once (read from the table's files, or taken from `live` before its commit), and none
+    /// after it. `None` until the table was first read.
+    stream_upto: Option<i64>,
 }
 
 /// An online answer: the values at `evaluated_at`.
@@ -142,12 +155,15 @@ pub async fn values(
 ) -> Result<Option<Vec<Answer>>> {
     let epoch = state.cache.epoch().await;
     let held = match state.online.get(name) {
-        Some(h) if epoch.is_some() && h.state.read().await.checked == epoch => h,
+        Some(h) if epoch.is_some() && h.is_current(state) && h.checked(epoch).await => h,
         _ => match refresh(state, name, epoch).await? {
             Some(h) => h,
             None => return Ok(None),
         },
     };
+    if held.behind_live().await {
+        take_live(&held).await?;
+    }
     let now = state.clock.now();
     let at = now.timestamp_micros();
     let s = held.state.read().await;
@@ -179,13 +195,15 @@ async fn refresh(
         return Ok(None);
     }
     let held = match state.online.get(name) {
-        // A feature deleted and registered again under the name is another feature.
-        Some(h) if h.feature_id == feature.id => h,
+        // A feature deleted and registered again under the name is another feature; a stream
+        // set again (or stopped) is read afresh.
+        Some(h) if h.feature_id == feature.id && h.is_current(state) => h,
         _ => {
             let source = source_of(state, &feature).await?;
             let fresh = Arc::new(FeatureHeld {
                 feature_id: feature.id,
                 table_id: feature.raw_table_id,
+                live: state.live.table(feature.raw_table_id),
                 refresh: tokio::sync::Mutex::new(()),
                 state: tokio::sync::RwLock::new(State {
                     held: Held::new(source.outputs.clone()),
@@ -194,6 +212,7 @@ async fn refresh(
                     version: -1,
                     data_as_of: None,
                     checked: None,
+                    stream_upto: None,
                 }),
             });
             state.online.put(name, Some(fresh.clone()));
@@ -213,8 +232,10 @@ async fn refresh(
         (s.version, s.held.horizon())
     };
     let after = state.clock.now().timestamp_micros() - horizon - MARGIN_MICROS;
+    let mut committed = None;
     if known > version {
-        if let Some((pinned, _)) = raw_tables::pin(state, &table).await? {
+        let app = held.live.as_ref().map(|l| l.app.as_str());
+        if let Some((pinned, _)) = raw_tables::pin_with(state, &table, app).await? {
             let new_files: Vec<String> = {
                 let s = held.state.read().await;
                 pinned
@@ -224,20 +245,263 @@ async fn refresh(
                     .cloned()
                     .collect()
             };
-            if !new_files.is_empty() {
-                read_events(state, &held, &new_files, pinned.partitioned, after).await?;
+            // Only a state that takes the stream's events before their commit skips files.
+            let stream_upto = match held.live {
+                Some(_) => held.state.read().await.stream_upto,
+                None => None,
+            };
+            let plan = plan_reads(&new_files, stream_upto, pinned.txn);
+            if let Some(after) = plan.remove_after {
+                held.state.write().await.held.remove_offsets_after(after);
+            }
+            if !plan.read.is_empty() {
+                read_events(state, &held, &plan.read, pinned.partitioned, after).await?;
             }
             let mut s = held.state.write().await;
             s.files.extend(new_files);
             s.version = pinned.version;
+            s.stream_upto = Some(plan.stream_upto);
+            committed = pinned.txn;
         }
     }
     let mut s = held.state.write().await;
     s.held.prune(after);
     s.data_as_of = data_as_of.or(s.data_as_of);
     s.checked = epoch;
+    if s.stream_upto.is_none() {
+        // A table with no rows yet: every event of the stream is still to come.
+        s.stream_upto = Some(0);
+    }
     drop(s);
+    if let (Some(live), Some(committed)) = (&held.live, committed) {
+        live.trim(committed);
+    }
+    drop(_one);
+    if held.behind_live().await {
+        take_live(&held).await?;
+    }
     Ok(Some(held))
+}
+
+/// Which of a table's new files to read, given what is held of its stream.
+#[derive(Debug, PartialEq)]
+struct Reads {
+    read: Vec<String>,
+    /// Take out the stream's events held after this offset before reading: a file read
+    /// holds them.
+    remove_after: Option<i64>,
+    /// The offset every held event of the stream is at or before, after the reads.
+    stream_upto: i64,
+}
+
+/// A file a stream committed names its offsets `(a, b]`: when every event up to `b` is
+/// held already (taken before the commit), it is skipped; otherwise it is read, and the
+/// events after `a` held from the stream are taken out (the file holds them). Any other file
+/// is read. `txn`, the stream's committed offset at the pinned version, covers files named
+/// before streams named theirs.
+fn plan_reads(new_files: &[String], stream_upto: Option<i64>, txn: Option<i64>) -> Reads {
+    let mut upto = stream_upto.unwrap_or(i64::MIN);
+    let mut named: Vec<(i64, i64, &String)> = Vec::new();
+    let mut read = Vec::new();
+    for file in new_files {
+        match crate::offline::stream_range(file) {
+            Some((a, b)) => named.push((b, a, file)),
+            None => read.push(file.clone()),
+        }
+    }
+    named.sort();
+    let mut remove_after: Option<i64> = None;
+    for (b, a, file) in named {
+        if b <= upto {
+            continue;
+        }
+        if a < upto {
+            remove_after = Some(remove_after.map_or(a, |r| r.min(a)));
+        }
+        read.push(file.clone());
+        upto = b;
+    }
+    if let Some(c) = txn {
+        if c > upto {
+            // Committed offsets in files read above that do not say theirs.
+            if upto > i64::MIN {
+                remove_after = Some(remove_after.map_or(upto, |r| r.min(upto)));
+            }
+            upto = c;
+        }
+    }
+    Reads {
+        read,
+        remove_after,
+        stream_upto: upto.max(0),
+    }
+}
+
+impl FeatureHeld {
+    /// Whether this state reads the table's stream as this replica does now.
+    fn is_current(&self, state: &AppState) -> bool {
+        match (&self.live, state.live.table(self.table_id)) {
+            (None, None) => true,
+            (Some(mine), Some(now)) => Arc::ptr_eq(mine, &now),
+            _ => false,
+        }
+    }
+
+    async fn checked(&self, epoch: Option<Epoch>) -> bool {
+        self.state.read().await.checked == epoch
+    }
+
+    /// Whether the stream has events this state has not taken.
+    async fn behind_live(&self) -> bool {
+        let Some(live) = &self.live else {
+            return false;
+        };
+        let upto = live.upto();
+        self.state
+            .read()
+            .await
+            .stream_upto
+            .is_some_and(|held| held < upto)
+    }
+}
+
+/// The offset column the stream's rows carry through the feature's filter.
+const OFFSET_COLUMN: &str = "__feature_store_offset";
+
+/// Add the stream's events this state has not taken yet (read by this replica, not committed
+/// yet): the feature's filter and key applied in this process, to at most the table's bound
+/// of uncommitted events (`live`).
+async fn take_live(held: &FeatureHeld) -> Result<()> {
+    let Some(live) = &held.live else {
+        return Ok(());
+    };
+    let _one = held.refresh.lock().await;
+    let (upto, source) = {
+        let s = held.state.read().await;
+        match s.stream_upto {
+            Some(upto) => (upto, s.source.clone()),
+            None => return Ok(()),
+        }
+    };
+    // `None`: events after `upto` were committed and dropped here; the next read of the
+    // table's files takes them.
+    let Some((chunks, last)) = live.since(upto) else {
+        return Ok(());
+    };
+    let events = if chunks.is_empty() {
+        None
+    } else {
+        Some(
+            blocking(move || live_events(&chunks, upto, &source))
+                .await?
+                .map_err(ServiceError::fault)?,
+        )
+    };
+    let mut s = held.state.write().await;
+    if s.stream_upto != Some(upto) {
+        return Ok(());
+    }
+    if let Some(events) = events {
+        let offsets: Vec<i64> = events
+            .column(OFFSET_COLUMN)
+            .and_then(|c| c.i64().map(|o| o.into_no_null_iter().collect()))
+            .map_err(ServiceError::fault)?;
+        let (key, time) = (s.source.entity_key.clone(), s.source.event_time.clone());
+        s.held
+            .add_from(&events, &key, &time, Some(&offsets))
+            .map_err(ServiceError::fault)?;
+    }
+    s.stream_upto = Some(last);
+    Ok(())
+}
+
+/// The events of `chunks` after offset `after` that the feature reads, with their offsets.
+fn live_events(
+    chunks: &[Arc<super::live::Chunk>],
+    after: i64,
+    source: &AggregatedSource,
+) -> std::result::Result<polars::prelude::DataFrame, String> {
+    use polars::prelude::*;
+    let err = |e: PolarsError| e.to_string();
+    let mut all: Option<DataFrame> = None;
+    for chunk in chunks {
+        let mut frame = chunk.frame.clone();
+        frame
+            .with_column(Column::new(OFFSET_COLUMN.into(), &chunk.offsets))
+            .map_err(err)?;
+        match &mut all {
+            Some(all) => {
+                all.vstack_mut(&frame).map_err(err)?;
+            }
+            None => all = Some(frame),
+        }
+    }
+    let mut events = all.unwrap_or_default();
+    if chunks
+        .first()
+        .is_some_and(|c| c.offsets.first().is_some_and(|o| *o <= after))
+    {
+        let keep = events
+            .column(OFFSET_COLUMN)
+            .map_err(err)?
+            .as_materialized_series()
+            .gt(after)
+            .map_err(err)?;
+        events = events.filter(&keep).map_err(err)?;
+    }
+    let plain = crate::keys::EntityKey::from_stored(&source.entity_key)
+        .single()
+        .is_some();
+    if source.filter.is_none() && plain {
+        // The common case needs no query: a run is read many times a second.
+        let mut needed = crate::engine::aggregations::needed_columns(
+            &source.entity_key,
+            &source.event_time,
+            &source.outputs,
+        );
+        needed.push(OFFSET_COLUMN.to_string());
+        return events.select(needed).map_err(err);
+    }
+    let events = events.lazy();
+    let query = crate::engine::aggregations::EventsQuery {
+        entity_key: &source.entity_key,
+        event_time: &source.event_time,
+        filter: source.filter.as_deref(),
+        outputs: &source.outputs,
+    };
+    crate::engine::aggregations::select_events(
+        events,
+        &query,
+        Some(OFFSET_COLUMN),
+        Engine::InMemory,
+    )
+    .map_err(|e| match e {
+        crate::engine::aggregations::SelectError::Filter(e)
+        | crate::engine::aggregations::SelectError::Input(e) => e,
+    })
+}
+
+/// Take the new events of `raw_table_id`'s stream into every state held over the table (the
+/// stream's reader calls this after each run of messages, so answers need not).
+pub async fn take_table_live(state: &AppState, raw_table_id: i64) {
+    let held: Vec<Arc<FeatureHeld>> = {
+        let map = state
+            .online
+            .features
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        map.values()
+            .filter(|h| h.table_id == raw_table_id)
+            .cloned()
+            .collect()
+    };
+    for h in held {
+        if h.behind_live().await {
+            if let Err(e) = take_live(&h).await {
+                tracing::warn!(raw_table_id, error = %e, "could not take a stream's events");
+            }
+        }
+    }
 }
 
 /// Read `files`' events after `after` in a worker and add them to what is held.
@@ -424,4 +688,40 @@ pub async fn values_at(
             })
             .collect(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| format!("/data/t/{n}")).collect()
+    }
+
+    #[test]
+    fn a_streams_file_is_read_only_for_the_offsets_not_held_before_its_commit() {
+        let f = files(&[
+            "part-1-a-o0-10.zstd.parquet",
+            "part-2-b.zstd.parquet",
+            "part-3-c-o10-20.zstd.parquet",
+        ]);
+        // Nothing held yet: every file is read.
+        let all = plan_reads(&f, None, Some(20));
+        assert_eq!(all.read.len(), 3);
+        assert_eq!((all.remove_after, all.stream_upto), (None, 20));
+        // Held up to 20 before the commits: only the HTTP ingest's file is read.
+        let held = plan_reads(&f, Some(25), Some(20));
+        assert_eq!(held.read, files(&["part-2-b.zstd.parquet"]));
+        assert_eq!((held.remove_after, held.stream_upto), (None, 25));
+        // Held up to 15: (10, 20] is read, and the events after 10 taken before are dropped.
+        let part = plan_reads(&f, Some(15), Some(20));
+        assert_eq!(
+            part.read,
+            files(&["part-2-b.zstd.parquet", "part-3-c-o10-20.zstd.parquet"])
+        );
+        assert_eq!((part.remove_after, part.stream_upto), (Some(10), 20));
+        // A stream's file from before files named their offsets: the transaction says.
+        let old = plan_reads(&files(&["part-4-d.zstd.parquet"]), Some(20), Some(30));
+        assert_eq!((old.remove_after, old.stream_upto), (Some(20), 30));
+    }
 }

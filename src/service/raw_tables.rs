@@ -252,6 +252,16 @@ enum Unrecorded {
 /// commit and its record, a commit to an external table, a changed Parquet listing) are
 /// recorded by `record_unrecorded` before the pin is returned, so freshness counts them.
 pub async fn pin(state: &AppState, table: &RawTableRow) -> Result<Option<(Pinned, DataMark)>> {
+    pin_with(state, table, None).await
+}
+
+/// `pin`, with the number the stream application `app`'s `txn` had at the pinned version
+/// (`Pinned::txn`): which of a stream's offsets the pinned files hold.
+pub async fn pin_with(
+    state: &AppState,
+    table: &RawTableRow,
+    app: Option<&str>,
+) -> Result<Option<(Pinned, DataMark)>> {
     let Some(location) = stored_location(state, table)? else {
         return Ok(None);
     };
@@ -274,20 +284,22 @@ pub async fn pin(state: &AppState, table: &RawTableRow) -> Result<Option<(Pinned
                 files,
                 total_rows: 0,
                 partitioned: false,
+                txn: None,
             };
             (pinned, unrecorded)
         }
         _ => {
-            let pinned = state
-                .offline
-                .pin_delta(&location)
-                .await
-                .map_err(|e| match e {
-                    crate::offline::OfflineError::Invalid(reason) => ServiceError::Invalid(
-                        format!("raw table '{}' cannot be read: {reason}", table.name),
-                    ),
-                    e => e.into(),
-                })?;
+            let pinned =
+                state
+                    .offline
+                    .pin_delta_with(&location, app)
+                    .await
+                    .map_err(|e| match e {
+                        crate::offline::OfflineError::Invalid(reason) => ServiceError::Invalid(
+                            format!("raw table '{}' cannot be read: {reason}", table.name),
+                        ),
+                        e => e.into(),
+                    })?;
             let known = newest.as_ref().map_or(0, |v| v.version);
             let unrecorded = if pinned.version > known {
                 let first = if external_format(table).is_some() || newest.is_some() {

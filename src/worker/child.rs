@@ -462,51 +462,17 @@ fn aggregated_events(
     let schema = TableSchema::from_definition(&source.schema).map_err(input)?;
     let events = scan::scan_files(&source.files, storage, source.partitioned, &schema, None)
         .map_err(input)?;
-    let mut events = within(events).map_err(input)?;
-    if let Some(filter) = &source.filter {
-        let sql = aggregations::filter_sql(filter).map_err(|e| (FailureKind::Sql, e))?;
-        events = execute::plan_sql(&sql, events).map_err(|e| (FailureKind::Sql, e))?;
-    }
-    let needed: Vec<Expr> =
-        aggregations::needed_columns(&source.entity_key, &source.event_time, &source.outputs)
-            .into_iter()
-            .map(col)
-            .collect();
-    let mut events = events
-        .select(needed)
-        .collect_with_engine(Engine::Streaming)
-        .map(|r| r.unwrap_single())
-        .map_err(|e| input(execute::clean_message(&e.to_string())))?;
-    // A feature keyed by several columns: the tuple's id, in a column named for the key, is
-    // what the kernels, the rows and the online state key by.
-    let key = EntityKey::from_stored(&source.entity_key);
-    if key.single().is_none() {
-        events = tuple_events(events, &key, &source.entity_key).map_err(input)?;
-    }
-    Ok(events)
-}
-
-/// `events` with the tuple id column (stored form) of `key` added; an event without its whole
-/// key belongs to no entity and is dropped.
-fn tuple_events(mut events: DataFrame, key: &EntityKey, stored: &str) -> Result<DataFrame, String> {
-    for name in key.columns() {
-        let column = events.column(name).map_err(|e| e.to_string())?;
-        if column.null_count() > 0 {
-            let keep = column.is_not_null();
-            events = events.filter(&keep).map_err(|e| e.to_string())?;
-        }
-    }
-    let columns = key
-        .columns()
-        .iter()
-        .map(|c| events.column(c).cloned())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
-    let ids = result::tuple_column(key, &columns, events.height(), result::IdForm::Stored)?;
-    events
-        .with_column(ids.with_name(stored.into()).into_column())
-        .map_err(|e| e.to_string())?;
-    Ok(events)
+    let events = within(events).map_err(input)?;
+    let query = aggregations::EventsQuery {
+        entity_key: &source.entity_key,
+        event_time: &source.event_time,
+        filter: source.filter.as_deref(),
+        outputs: &source.outputs,
+    };
+    aggregations::select_events(events, &query, None, Engine::Streaming).map_err(|e| match e {
+        aggregations::SelectError::Filter(e) => (FailureKind::Sql, e),
+        aggregations::SelectError::Input(e) => input(e),
+    })
 }
 
 fn events_of(task: &EventsJob, job: &Job, out: &mut impl Write) -> Result<(), Stage> {

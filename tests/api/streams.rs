@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::fixtures::sql_feature;
-use crate::helpers::{fresh_database, spawn_app, spawn_app_with, wait_for, TestApp};
+use crate::helpers::{eventually, fresh_database, spawn_app, spawn_app_with, wait_for, TestApp};
 use crate::process::{get, post, Server};
 use feature_store::config::NatsAuth;
 
@@ -753,4 +753,202 @@ async fn a_crash_between_the_rejected_commit_and_the_rows_commit_keeps_each_mess
     let (_, preview) = get(&base, &format!("/api/v1/raw-tables/{table}/data?limit=100")).await;
     assert_eq!(sorted_seqs(&preview), [1, 3, 5], "{preview}");
     assert_eq!(rejected_offsets(&location), [2, 4]);
+}
+
+/// A payment event at `ts` (RFC 3339) for `user`, message number `seq`.
+fn payment(seq: i64, user: &str, amount: f64, ts: &str) -> String {
+    json!({"user_id": user, "seq": seq, "amount": amount, "ts": ts}).to_string()
+}
+
+/// A table of payments with an event time, and an aggregation feature over it (a filter, so
+/// the filter is applied to events before their commit too).
+async fn streamed_spend(app: &TestApp) -> i64 {
+    let table = app
+        .create_table(json!({"name": "payments", "event_time_column": "ts",
+            "schema_definition": {"user_id": "string", "seq": "int", "amount": "float",
+                "ts": "datetime"}}))
+        .await;
+    app.create_feature(
+        json!({"name": "spend", "raw_table_id": table, "entity_key": "user_id",
+        "filter": "amount > 0",
+        "aggregations": [
+            {"column": "amount", "function": "sum", "windows": ["1d"]},
+            {"column": "amount", "function": "count", "windows": ["1d"]},
+            {"column": "amount", "function": "last", "windows": ["1d"]}]}),
+    )
+    .await;
+    table
+}
+
+/// The online values of `spend` for `user` on `app`.
+async fn spend_of(app: &TestApp, user: &str) -> Value {
+    let (status, body) = app
+        .get(&format!(
+            "/api/v1/feature-vectors?feature_name=spend&entity_id={user}"
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn streamed_events_are_served_on_every_replica_before_their_commit_and_once_after_it() {
+    let app = spawn_app().await;
+    let replica = crate::helpers::spawn_replica(&app).await;
+    let nats = Nats::new().await;
+    let table = streamed_spend(&app).await;
+    // Both replicas hold the feature's (empty) state before any event arrives.
+    for server in [&app, &replica] {
+        assert_eq!(
+            spend_of(server, "u1").await["feature_values"]["amount_count_1d"],
+            0
+        );
+    }
+    // A batch commits at its tenth message: the first six wait for it.
+    let mut source = nats.source(60_000);
+    source["max_batch_events"] = json!(10);
+    app.follow(table, &source).await;
+    let now = chrono::Utc::now();
+    let at = |secs: i64| (now - chrono::Duration::seconds(secs)).to_rfc3339();
+    nats.publish([
+        payment(1, "u1", 1.0, &at(50)),
+        payment(2, "u1", 2.0, &at(40)),
+        payment(3, "u1", 0.0, &at(30)),
+        // Late, and tied in time with the next one: `last` is the one published last.
+        payment(4, "u1", 4.0, &at(20)),
+        payment(5, "u1", 5.0, &at(20)),
+        payment(6, "u1", 6.0, &at(60)),
+    ])
+    .await;
+    for server in [&app, &replica] {
+        let served = wait_for(30, || async {
+            let body = spend_of(server, "u1").await;
+            (body["feature_values"]["amount_count_1d"] == 5).then_some(body)
+        })
+        .await
+        .expect("the streamed events are served before their commit");
+        assert_eq!(served["feature_values"]["amount_sum_1d"], 18.0);
+        assert_eq!(served["feature_values"]["amount_last_1d"], 5.0);
+    }
+    // Not committed yet: the table holds none of them.
+    assert_eq!(seqs(&app, table).await, Vec::<i64>::new());
+    let (_, stream) = app.get(&format!("/api/v1/raw-tables/{table}/stream")).await;
+    assert!(
+        stream["partitions"][0]["committed_offset"].is_null(),
+        "{stream}"
+    );
+
+    // Four more make the batch: it commits, and each event still counts once.
+    nats.publish((7..=10).map(|seq| payment(seq, "u2", 1.0, &at(10))))
+        .await;
+    app.stream_once(table, |s| s["partitions"][0]["committed_offset"] == 10)
+        .await;
+    assert_eq!(seqs(&app, table).await, (1..=10).collect::<Vec<_>>());
+    for server in [&app, &replica] {
+        let u1 = spend_of(server, "u1").await;
+        assert_eq!(u1["feature_values"]["amount_count_1d"], 5, "{u1}");
+        assert_eq!(u1["feature_values"]["amount_sum_1d"], 18.0, "{u1}");
+        let u2 = spend_of(server, "u2").await;
+        assert_eq!(u2["feature_values"]["amount_count_1d"], 4, "{u2}");
+    }
+    // And what is served equals a recompute from the table at the same instant.
+    let served = spend_of(&replica, "u1").await;
+    let (status, training) = app
+        .post(
+            "/api/v1/training-sets",
+            &json!({"features": ["spend"], "rows": [
+                {"entity_id": "u1", "timestamp": served["evaluated_at"]}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{training}");
+    assert_eq!(
+        training["rows"][0]["features"]["spend"],
+        served["feature_values"]
+    );
+}
+
+#[tokio::test]
+async fn events_served_before_a_killed_committers_commit_count_once_after_the_takeover() {
+    let (url, _dir) = fresh_database().await;
+    let env = [("STREAM_LEASE_SECONDS", "1")];
+    let mut servers = vec![
+        Server::start_env(&url, None, &env).await,
+        Server::start_env(&url, None, &env).await,
+    ];
+    let nats = Nats::new().await;
+    let base = servers[0].base.clone();
+    let (status, table) = post(
+        &base,
+        "/api/v1/raw-tables",
+        &json!({"name": "payments", "event_time_column": "ts", "schema_definition":
+            {"user_id": "string", "seq": "int", "amount": "float", "ts": "datetime"}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{table}");
+    let table = table["id"].as_i64().unwrap();
+    let (status, feature) = post(
+        &base,
+        "/api/v1/features",
+        &json!({"name": "spend", "raw_table_id": table, "entity_key": "user_id",
+            "aggregations": [{"column": "amount", "function": "sum", "windows": ["1d"]},
+                             {"column": "amount", "function": "count", "windows": ["1d"]}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{feature}");
+    let path = format!("/api/v1/raw-tables/{table}/stream");
+    let mut source = nats.source(60_000);
+    source["max_batch_events"] = json!(10);
+    let resp = reqwest::Client::new()
+        .put(format!("{base}{path}"))
+        .json(&source)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let count_of = |base: String, user: &'static str| async move {
+        let (status, body) = get(
+            &base,
+            &format!("/api/v1/feature-vectors?feature_name=spend&entity_id={user}"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["feature_values"]["amount_count_1d"].as_i64()
+    };
+
+    let ts = chrono::Utc::now().to_rfc3339();
+    nats.publish((1..=6).map(|seq| payment(seq, "u1", seq as f64, &ts)))
+        .await;
+    for server in &servers {
+        let served = eventually(30, || async {
+            count_of(server.base.clone(), "u1").await == Some(6)
+        })
+        .await;
+        assert!(served, "{} never served the six events", server.base);
+    }
+    // The committer dies holding them uncommitted; the other replica takes over.
+    let refs: Vec<&Server> = servers.iter().collect();
+    let (_, stream) = get(&base, &path).await;
+    let committing = committer_among(&stream, &refs).expect("a committer");
+    servers.remove(committing).kill();
+    let survivor = servers.remove(0);
+    nats.publish((7..=10).map(|seq| payment(seq, "u2", 1.0, &ts)))
+        .await;
+    let committed = wait_for(60, || async {
+        let (_, stream) = get(&survivor.base, &path).await;
+        (stream["partitions"][0]["committed_offset"] == 10).then_some(stream)
+    })
+    .await;
+    assert!(
+        committed.is_some(),
+        "{}",
+        get(&survivor.base, &path).await.1
+    );
+    let (_, preview) = get(
+        &survivor.base,
+        &format!("/api/v1/raw-tables/{table}/data?limit=100"),
+    )
+    .await;
+    assert_eq!(sorted_seqs(&preview), (1..=10).collect::<Vec<_>>());
+    assert_eq!(count_of(survivor.base.clone(), "u1").await, Some(6));
+    assert_eq!(count_of(survivor.base.clone(), "u2").await, Some(4));
 }

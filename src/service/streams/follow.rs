@@ -20,10 +20,13 @@ use bytes::Bytes;
 use polars::prelude::*;
 use tokio::time::Instant;
 
-use super::super::ingest::{self, Stored};
-use super::super::{blocking, raw_tables, AppState, Shared};
+use futures::FutureExt;
+
+use super::super::ingest::{self, Stored, StreamTxn};
+use super::super::live::{Chunk, TableLive};
+use super::super::{blocking, online, raw_tables, AppState, Shared};
 use super::nats::NatsSource;
-use crate::engine::messages::{self, Message};
+use crate::engine::messages::{self, Message, Sorted};
 use crate::engine::schema::TableSchema;
 use crate::metrics::TableLabels;
 use crate::model::StreamSource;
@@ -35,6 +38,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A micro-batch also commits once its messages hold this many bytes: with NATS's 1 MiB
 /// messages, `max_batch_events` alone would let a batch hold gigabytes.
 const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
+/// A run is the messages the source has ready at once, up to this many: each run's rows are
+/// served before their commit.
+const MAX_RUN: usize = 2_000;
 
 /// How often a follower renews its lease (and the supervisor looks for new streams).
 fn tick(lease: Duration) -> Duration {
@@ -56,17 +62,25 @@ pub fn spawn(state: &AppState) {
             drop(shared);
             match streams {
                 Ok(streams) => {
-                    // A stream deleted or changed: its follower stops (a changed one starts
-                    // again below, at the new generation).
+                    // A stream deleted or changed: its follower stops, and its uncommitted
+                    // events are dropped (a changed one starts again below, at the new
+                    // generation).
+                    let mut stopped = Vec::new();
                     followers.retain(|id, (generation, task)| {
                         let current = streams
                             .iter()
                             .any(|s| s.raw_table_id == *id && s.generation == *generation);
                         if !current {
                             task.abort();
+                            stopped.push((*id, *generation));
                         }
                         current && !task.is_finished()
                     });
+                    if let Some(shared) = weak.upgrade() {
+                        for (id, generation) in stopped {
+                            shared.live.stop(id, generation);
+                        }
+                    }
                     for stream in streams {
                         if !followers.contains_key(&stream.raw_table_id) {
                             let (id, generation) = (stream.raw_table_id, stream.generation);
@@ -155,7 +169,9 @@ async fn follow(weak: Weak<Shared>, row: StreamRow) {
         match hold(&weak, &row).await {
             None => return,
             Some(false) => {
-                tokio::time::sleep(tick).await;
+                // Another replica commits; this one reads the stream too, to serve its
+                // events before their commit, until it takes the lease.
+                tail(&weak, &row, tick).await;
                 continue;
             }
             Some(true) => {}
@@ -211,7 +227,8 @@ struct Target {
 /// an error (shown as the stream's reason) when the source or a commit fails.
 async fn lead(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Result<(), String> {
     let source: StreamSource = serde_json::from_str(&row.source).map_err(|e| e.to_string())?;
-    let (mut target, mut nats) = {
+    let max_events = source.max_batch_events.unwrap_or(10_000) as usize;
+    let (mut target, mut nats, live) = {
         let Some(state) = weak.upgrade().map(AppState) else {
             return Ok(());
         };
@@ -221,8 +238,16 @@ async fn lead(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Result<()
         // (a crash between the two commits, or batches of nothing but rejected messages),
         // and those are left out below.
         let from = target.rows_upto + 1;
+        let live = state.live.follow(
+            row.raw_table_id,
+            &target.app,
+            row.generation,
+            max_events,
+            target.rows_upto,
+        );
+        live.start_at(from);
         let nats = NatsSource::open(&source, from, &state.config.nats_auth).await?;
-        (target, nats)
+        (target, nats, live)
     };
     let committed = target.rows_upto.max(target.rejected_upto);
     report(
@@ -236,8 +261,8 @@ async fn lead(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Result<()
     )
     .await;
     let interval = Duration::from_millis(u64::from(source.max_batch_interval_ms.unwrap_or(1000)));
-    let max_events = source.max_batch_events.unwrap_or(10_000) as usize;
-    let mut batch: Vec<Message> = Vec::new();
+    let mut batch: Vec<Sorted> = Vec::new();
+    let mut events = 0usize;
     let mut bytes = 0usize;
     let mut deadline: Option<Instant> = None;
     let mut pending = 0u64;
@@ -248,13 +273,19 @@ async fn lead(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Result<()
         let wake = deadline.map_or(renewed + tick, |d| d.min(renewed + tick));
         tokio::select! {
             received = nats.next() => {
-                let received = received?;
+                let room = max_events.saturating_sub(events).clamp(1, MAX_RUN);
+                let (messages, lag) = run(&mut nats, received?, room)?;
                 if batch.is_empty() {
                     deadline = Some(Instant::now() + interval);
                 }
-                pending = received.pending;
-                bytes += received.message.payload.len();
-                batch.push(received.message);
+                pending = lag;
+                events += messages.len();
+                bytes += messages.iter().map(|m| m.payload.len()).sum::<usize>();
+                let Some(state) = weak.upgrade().map(AppState) else {
+                    return Ok(());
+                };
+                let (sorted, _) = take_run(&state, &target.schema, &live, messages).await?;
+                batch.push(sorted);
             }
             _ = tokio::time::sleep_until(wake) => {}
         }
@@ -285,10 +316,7 @@ async fn lead(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Result<()
                 .await;
             }
         }
-        if batch.len() >= max_events
-            || bytes >= MAX_BATCH_BYTES
-            || deadline.is_some_and(|d| d <= now)
-        {
+        if events >= max_events || bytes >= MAX_BATCH_BYTES || deadline.is_some_and(|d| d <= now) {
             // Renewed just before committing: a replica that lost the lease stops here (and
             // one that lost it after this, Delta refuses; see the module's note).
             if hold(weak, row).await != Some(true) {
@@ -298,12 +326,13 @@ async fn lead(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Result<()
             let Some(state) = weak.upgrade().map(AppState) else {
                 return Ok(());
             };
-            let events = std::mem::take(&mut batch);
-            (bytes, deadline) = (0, None);
+            let runs = std::mem::take(&mut batch);
+            (events, bytes, deadline) = (0, 0, None);
             let started = Instant::now();
-            let (rows, rejected) = commit(&state, &mut target, events)
+            let (rows, rejected) = commit(&state, &mut target, runs)
                 .await
                 .map_err(|e| format!("committing a batch failed: {e}"))?;
+            live.trim(target.rows_upto);
             let labels = TableLabels {
                 raw_table: target.table.name.clone(),
             };
@@ -344,6 +373,129 @@ async fn lead(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Result<()
                 },
             )
             .await;
+        }
+    }
+}
+
+/// `first` and the messages the source has ready after it (`most` in all), and the lag after
+/// the last.
+fn run(
+    nats: &mut NatsSource,
+    first: super::nats::Received,
+    most: usize,
+) -> Result<(Vec<Message>, u64), String> {
+    let mut pending = first.pending;
+    let mut messages = vec![first.message];
+    while messages.len() < most {
+        match nats.next().now_or_never() {
+            Some(received) => {
+                let received = received?;
+                pending = received.pending;
+                messages.push(received.message);
+            }
+            None => break,
+        }
+    }
+    Ok((messages, pending))
+}
+
+/// Check a run of messages as its commit will, keep its valid rows as the table's live events
+/// and give them to the online state of the table's features at once; the run sorted, and
+/// whether the live events are over their bound.
+async fn take_run(
+    state: &AppState,
+    schema: &TableSchema,
+    live: &TableLive,
+    messages: Vec<Message>,
+) -> Result<(Sorted, bool), String> {
+    let Some(last) = messages.last().map(|m| m.offset) else {
+        return Ok((Sorted::default(), false));
+    };
+    let schema = schema.clone();
+    let sorted = blocking(move || messages::sort(&schema, &messages))
+        .await
+        .map_err(|e| e.public_detail())??;
+    let over = live.push(Chunk {
+        frame: sorted.rows.clone().unwrap_or_default(),
+        offsets: sorted.offsets.clone(),
+        last,
+    });
+    online::take_table_live(state, live.raw_table_id).await;
+    Ok((sorted, over))
+}
+
+/// While another replica commits the stream: read it from where this replica's live events
+/// end, so its aggregation features answer with events before their commit, and drop what
+/// the committer reports committed. Returns when this replica takes the lease (or the app is
+/// gone); a source that fails is opened again after a backoff.
+async fn tail(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) {
+    let mut failures = 0u32;
+    loop {
+        match tail_once(weak, row, tick).await {
+            Ok(()) => return,
+            Err(reason) => {
+                failures += 1;
+                tracing::debug!(raw_table_id = row.raw_table_id, %reason, "reading a stream failed");
+                let until = Instant::now() + backoff(failures);
+                while Instant::now() < until {
+                    tokio::time::sleep(tick.min(until - Instant::now())).await;
+                    if hold(weak, row).await != Some(false) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn tail_once(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Result<(), String> {
+    let source: StreamSource = serde_json::from_str(&row.source).map_err(|e| e.to_string())?;
+    let max_events = source.max_batch_events.unwrap_or(10_000) as usize;
+    let (schema, live, mut nats) = {
+        let Some(state) = weak.upgrade().map(AppState) else {
+            return Ok(());
+        };
+        let target = open_target(&state, row, &source).await?;
+        let live = state.live.follow(
+            row.raw_table_id,
+            &target.app,
+            row.generation,
+            max_events,
+            target.rows_upto,
+        );
+        let from = live.upto().max(target.rows_upto) + 1;
+        live.start_at(from);
+        let nats = NatsSource::open(&source, from, &state.config.nats_auth).await?;
+        (target.schema, live, nats)
+    };
+    let mut renewed = Instant::now();
+    let mut over = false;
+    loop {
+        tokio::select! {
+            // Over the bound, reading waits for a commit.
+            _ = live.wait_for_room(), if over => over = false,
+            received = nats.next(), if !over => {
+                let (messages, _) = run(&mut nats, received?, MAX_RUN)?;
+                let Some(state) = weak.upgrade().map(AppState) else {
+                    return Ok(());
+                };
+                over = take_run(&state, &schema, &live, messages).await?.1;
+            }
+            _ = tokio::time::sleep_until(renewed + tick) => {}
+        }
+        if Instant::now() >= renewed + tick {
+            if hold(weak, row).await != Some(false) {
+                return Ok(());
+            }
+            renewed = Instant::now();
+            let Some(state) = weak.upgrade().map(AppState) else {
+                return Ok(());
+            };
+            if let Ok(Some(stream)) = state.store.get_stream(row.raw_table_id).await {
+                if let Some(committed) = stream.committed_offset {
+                    live.trim(committed);
+                }
+            }
         }
     }
 }
@@ -397,26 +549,39 @@ async fn open_target(
     })
 }
 
-/// Commit one batch: its rejected messages, then its rows, each with the batch's last offset
-/// as the `txn`, leaving out what each dataset already holds. The rows and rejected messages
-/// it committed.
+/// Commit one batch (its runs of messages, sorted): its rejected messages, then its rows,
+/// each with the batch's last offset as the `txn`, leaving out what each dataset already
+/// holds. The rows and rejected messages it committed.
 async fn commit(
     state: &AppState,
     target: &mut Target,
-    events: Vec<Message>,
+    runs: Vec<Sorted>,
 ) -> Result<(usize, usize), String> {
-    let Some(last) = events.last().map(|m| m.offset) else {
+    let last = runs
+        .iter()
+        .filter_map(|r| {
+            let row = r.offsets.last().copied();
+            let rejected = r.rejected.iter().map(|m| m.offset).max();
+            row.max(rejected)
+        })
+        .max();
+    let Some(last) = last else {
         return Ok((0, 0));
     };
-    let schema = target.schema.clone();
-    let sorted = blocking(move || messages::sort(&schema, &events))
-        .await
-        .map_err(|e| e.public_detail())??;
-    let rejected: Vec<_> = sorted
-        .rejected
-        .into_iter()
-        .filter(|r| r.offset > target.rejected_upto)
-        .collect();
+    let mut rejected = Vec::new();
+    let mut frames = Vec::new();
+    let mut offsets = Vec::new();
+    for run in runs {
+        rejected.extend(
+            run.rejected
+                .into_iter()
+                .filter(|r| r.offset > target.rejected_upto),
+        );
+        if let Some(frame) = run.rows {
+            frames.push(frame);
+            offsets.extend(run.offsets);
+        }
+    }
     let rejected_count = rejected.len();
     if !rejected.is_empty() {
         let partition = target.partition.clone();
@@ -434,7 +599,11 @@ async fn commit(
                 &target.rejected_at,
                 Bytes::from(parquet),
                 rejected_count as i64,
-                Some((&target.app, last)),
+                Some(offline::Txn {
+                    app: &target.app,
+                    number: last,
+                    after: None,
+                }),
                 std::future::ready(()),
             )
             .await
@@ -442,11 +611,21 @@ async fn commit(
         target.rejected_upto = last;
     }
     let mut rows_count = 0;
-    if let Some(mut frame) = sorted.rows {
+    if !frames.is_empty() {
         let upto = target.rows_upto;
-        if sorted.offsets.first().is_some_and(|first| *first <= upto) {
+        let mut frame = blocking(move || {
+            let mut all = frames.remove(0);
+            for f in &frames {
+                all.vstack_mut(f)?;
+            }
+            Ok::<_, PolarsError>(all)
+        })
+        .await
+        .map_err(|e| e.public_detail())?
+        .map_err(|e| e.to_string())?;
+        if offsets.first().is_some_and(|first| *first <= upto) {
             // Just after a resume: rows the table already holds are left out.
-            let keep: BooleanChunked = sorted.offsets.iter().map(|o| *o > upto).collect();
+            let keep: BooleanChunked = offsets.iter().map(|o| *o > upto).collect();
             frame = frame.filter(&keep).map_err(|e| e.to_string())?;
         }
         if frame.height() > 0 {
@@ -454,7 +633,11 @@ async fn commit(
                 state,
                 &target.table,
                 Stored::Frame(frame),
-                Some((target.app.clone(), last)),
+                Some(StreamTxn {
+                    app: target.app.clone(),
+                    after: upto,
+                    upto: last,
+                }),
             )
             .await
             .map_err(|e| e.public_detail())?;
