@@ -13,6 +13,8 @@
 //! - the committed rate over the run, and the stream's own events/s;
 //! - wrk's cached GET of the aggregation feature during the run (req/s, p99), if wrk is there.
 //!
+//! The run starts once the stream is `running` and the feature has answered once.
+//!
 //! Usage: cargo run --release --example bench_streams -- [--server PATH] [--nats nats://...]
 //!        [--rate 50000] [--duration 60] [--entities 1000000] [--batch-ms 100]
 //! Needs a NATS server with JetStream (`nats-server -js`).
@@ -147,6 +149,22 @@ async fn main() -> Result<(), Error> {
     )
     .await?;
 
+    // Warm up: the stream's reader running and the feature's online state built, so the run
+    // measures the steady state, not the first second.
+    for _ in 0..500 {
+        let stream = call(reqwest::Method::GET, stream_path.clone(), None).await?;
+        if stream["status"] == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    call(
+        reqwest::Method::GET,
+        "/api/v1/feature-vectors?feature_name=spend&entity_id=probe".into(),
+        None,
+    )
+    .await?;
+
     // The publish instant of each offset (sequence n at index n - 1). Every other 10 ms tick
     // also publishes one probe event.
     let regular = rate * duration;
@@ -193,7 +211,9 @@ async fn main() -> Result<(), Error> {
                     }
                     sent += 1;
                 }
-                if acks.len() >= 5000 {
+                // Well under async-nats's 5,000 acknowledgements in flight: a publish past
+                // them waits for one, and none is awaited until here.
+                if acks.len() >= 2_000 {
                     for ack in acks.drain(..) {
                         ack.await?;
                     }
@@ -201,6 +221,9 @@ async fn main() -> Result<(), Error> {
             }
             for ack in acks {
                 ack.await?;
+            }
+            if std::env::var("BENCH_DEBUG").is_ok() {
+                eprintln!("published {sent} events and {probe} probes");
             }
             Ok::<Duration, Error>(start.elapsed())
         })
@@ -240,7 +263,11 @@ async fn main() -> Result<(), Error> {
                         tokio::time::sleep(Duration::from_millis(2)).await;
                     }
                 }
-                served.push(at.elapsed().as_secs_f64() * 1000.0);
+                let ms = at.elapsed().as_secs_f64() * 1000.0;
+                if std::env::var("BENCH_DEBUG").is_ok() && ms > 100.0 {
+                    eprintln!("probe {k}: {ms:.0} ms");
+                }
+                served.push(ms);
             }
             Ok::<Vec<f64>, Error>(served)
         })
@@ -265,10 +292,15 @@ async fn main() -> Result<(), Error> {
             }
             seen = committed;
         }
+        if std::env::var("BENCH_DEBUG").is_ok() && last != stream {
+            eprintln!("{:?} {stream}", started.elapsed());
+        }
         last = stream;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let publish_time = publisher.await??;
+    // The stream is held in the NATS server's memory for an hour otherwise.
+    let _ = js.delete_stream(&name).await;
     let mut served = watcher.await??;
     served.sort_by(f64::total_cmp);
     let run_time = started.elapsed();

@@ -234,8 +234,12 @@ pub struct Held {
     column_of: Vec<usize>,
     /// The longest window, in microseconds.
     horizon: i64,
-    entities: HashMap<Box<str>, Events>,
+    /// aHash, randomly keyed as SipHash is, and a few times faster: the hash is taken once
+    /// per event a stream delivers.
+    entities: HashMap<Box<str>, Events, ahash::RandomState>,
     events: usize,
+    /// The `before` of the last pass of `prune`.
+    pruned: i64,
 }
 
 impl Held {
@@ -257,8 +261,9 @@ impl Held {
             columns,
             column_of,
             horizon,
-            entities: HashMap::new(),
+            entities: HashMap::default(),
             events: 0,
+            pruned: i64::MIN,
         }
     }
 
@@ -350,8 +355,15 @@ impl Held {
     }
 
     /// Drop the events at or before `before`: no window ending after `before + horizon` holds
-    /// them.
+    /// them. A pass over every entity, so it runs only once `before` has moved a second (or
+    /// a 64th of the horizon, if more) since the last one: older events cost memory until
+    /// then, never a wrong answer.
     pub fn prune(&mut self, before: i64) {
+        let step = (self.horizon / 64).max(1_000_000);
+        if before < self.pruned.saturating_add(step) {
+            return;
+        }
+        self.pruned = before;
         let mut dropped = 0;
         self.entities.retain(|_, e| {
             let n = e.times.partition_point(|&t| t <= before);

@@ -15,7 +15,7 @@
 //! `max_batch_events`, at least 100,000); a reader that would go past it waits for a commit.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use polars::prelude::DataFrame;
@@ -42,6 +42,10 @@ pub struct TableLive {
     /// `Chunks::upto`, read without the lock by every online answer.
     upto: AtomicI64,
     room: tokio::sync::Notify,
+    /// Woken at each push: the task that gives new events to the online state waits on it.
+    pushed: tokio::sync::Notify,
+    /// Whether that task was started.
+    taker: AtomicBool,
 }
 
 struct Chunks {
@@ -98,6 +102,7 @@ impl TableLive {
             }
             c.upto = last;
             self.upto.store(c.upto, Ordering::Release);
+            self.pushed.notify_one();
         }
         c.events > self.bound
     }
@@ -136,6 +141,16 @@ impl TableLive {
             .cloned()
             .collect();
         Some((chunks, c.upto))
+    }
+
+    /// Whether the caller is the first to ask: it starts the task that waits on `pushed`.
+    pub fn start_taker(&self) -> bool {
+        !self.taker.swap(true, Ordering::AcqRel)
+    }
+
+    /// Wait for the next push (one that came since the last wait counts).
+    pub async fn pushed(&self) {
+        self.pushed.notified().await;
     }
 
     /// Wait until the table holds no more than its bound.
@@ -189,8 +204,13 @@ impl Live {
                     }),
                     upto: AtomicI64::new(committed),
                     room: tokio::sync::Notify::new(),
+                    pushed: tokio::sync::Notify::new(),
+                    taker: AtomicBool::new(false),
                 });
-                tables.insert(raw_table_id, table.clone());
+                if let Some(old) = tables.insert(raw_table_id, table.clone()) {
+                    // Its taker wakes, finds it replaced and ends.
+                    old.pushed.notify_one();
+                }
                 table
             }
         }
@@ -203,7 +223,9 @@ impl Live {
             .get(&raw_table_id)
             .is_some_and(|t| t.generation == generation)
         {
-            tables.remove(&raw_table_id);
+            if let Some(old) = tables.remove(&raw_table_id) {
+                old.pushed.notify_one();
+            }
         }
     }
 }

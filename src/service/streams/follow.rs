@@ -228,7 +228,7 @@ struct Target {
 async fn lead(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Result<(), String> {
     let source: StreamSource = serde_json::from_str(&row.source).map_err(|e| e.to_string())?;
     let max_events = source.max_batch_events.unwrap_or(10_000) as usize;
-    let (mut target, mut nats, live) = {
+    let (target, mut nats, live) = {
         let Some(state) = weak.upgrade().map(AppState) else {
             return Ok(());
         };
@@ -250,6 +250,7 @@ async fn lead(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Result<()
         (target, nats, live)
     };
     let committed = target.rows_upto.max(target.rejected_upto);
+    let schema = target.schema.clone();
     report(
         weak,
         row.raw_table_id,
@@ -269,113 +270,159 @@ async fn lead(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Result<()
     let mut renewed = Instant::now();
     let mut last_commit = Instant::now();
     let mut connected = true;
-    loop {
-        let wake = deadline.map_or(renewed + tick, |d| d.min(renewed + tick));
-        tokio::select! {
-            received = nats.next() => {
-                let room = max_events.saturating_sub(events).clamp(1, MAX_RUN);
-                let (messages, lag) = run(&mut nats, received?, room)?;
-                if batch.is_empty() {
-                    deadline = Some(Instant::now() + interval);
+    // One commit at a time runs beside the reading, so a slow commit (a Delta checkpoint)
+    // does not hold up the events served before it; the next batch fills meanwhile, and
+    // reading waits once it is full. `target` is the commit's while it runs.
+    let mut committing: Option<tokio::task::JoinHandle<Committed>> = None;
+    let mut target = Some(target);
+    let led = async {
+        loop {
+            let full = events >= max_events || bytes >= MAX_BATCH_BYTES;
+            let wake = deadline.map_or(renewed + tick, |d| d.min(renewed + tick));
+            tokio::select! {
+                received = nats.next(), if !(full && committing.is_some()) => {
+                    let room = max_events.saturating_sub(events).clamp(1, MAX_RUN);
+                    let (messages, lag) = run(&mut nats, received?, room)?;
+                    if batch.is_empty() {
+                        deadline = Some(Instant::now() + interval);
+                    }
+                    pending = lag;
+                    events += messages.len();
+                    bytes += messages.iter().map(|m| m.payload.len()).sum::<usize>();
+                    let Some(state) = weak.upgrade().map(AppState) else {
+                        return Ok(());
+                    };
+                    let (sorted, _) = take_run(&state, &schema, &live, messages).await?;
+                    batch.push(sorted);
                 }
-                pending = lag;
-                events += messages.len();
-                bytes += messages.iter().map(|m| m.payload.len()).sum::<usize>();
+                done = async {
+                    match committing.as_mut() {
+                        Some(commit) => commit.await,
+                        None => std::future::pending().await,
+                    }
+                }, if committing.is_some() => {
+                    committing = None;
+                    let (back, result) = done.map_err(|e| format!("a commit stopped: {e}"))?;
+                    target = Some(back);
+                    let (rows, rejected, seconds) =
+                        result.map_err(|e| format!("committing a batch failed: {e}"))?;
+                    let Some(state) = weak.upgrade().map(AppState) else {
+                        return Ok(());
+                    };
+                    let Some(t) = target.as_ref() else {
+                        return Ok(());
+                    };
+                    live.trim(t.rows_upto);
+                    let labels = TableLabels {
+                        raw_table: t.table.name.clone(),
+                    };
+                    state
+                        .metrics
+                        .stream_commit_seconds
+                        .get_or_create(&labels)
+                        .observe(seconds);
+                    state
+                        .metrics
+                        .stream_events
+                        .get_or_create(&labels)
+                        .inc_by(rows as u64);
+                    state
+                        .metrics
+                        .stream_rejected
+                        .get_or_create(&labels)
+                        .inc_by(rejected as u64);
+                    state
+                        .metrics
+                        .stream_lag
+                        .get_or_create(&labels)
+                        .set(pending as i64);
+                    let elapsed = last_commit.elapsed().as_secs_f64().max(1e-3);
+                    last_commit = Instant::now();
+                    report(
+                        weak,
+                        row.raw_table_id,
+                        StreamProgress {
+                            status: "running",
+                            committed_offset: Some(t.rows_upto.max(t.rejected_upto)),
+                            lag: Some(pending as i64),
+                            events_committed: rows as i64,
+                            rejected: rejected as i64,
+                            events_per_second: Some((rows + rejected) as f64 / elapsed),
+                            committed_at: Some(state.clock.now()),
+                            ..StreamProgress::default()
+                        },
+                    )
+                    .await;
+                }
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+            let now = Instant::now();
+            if now >= renewed + tick {
+                if hold(weak, row).await != Some(true) {
+                    return Ok(());
+                }
+                renewed = now;
+                if nats.connected() != connected {
+                    connected = !connected;
+                    let reason = (!connected).then(|| {
+                        format!(
+                            "lost the connection to {}; reconnecting",
+                            source.url.as_deref().unwrap_or_default()
+                        )
+                    });
+                    let status = if connected { "running" } else { "failing" };
+                    report(
+                        weak,
+                        row.raw_table_id,
+                        StreamProgress {
+                            status,
+                            reason,
+                            ..Default::default()
+                        },
+                    )
+                    .await;
+                }
+            }
+            let due = events >= max_events
+                || bytes >= MAX_BATCH_BYTES
+                || deadline.is_some_and(|d| d <= now);
+            if due && committing.is_none() {
+                // Renewed just before committing: a replica that lost the lease stops here (and
+                // one that lost it after this, Delta refuses; see the module's note).
+                if hold(weak, row).await != Some(true) {
+                    return Ok(());
+                }
+                renewed = Instant::now();
                 let Some(state) = weak.upgrade().map(AppState) else {
                     return Ok(());
                 };
-                let (sorted, _) = take_run(&state, &target.schema, &live, messages).await?;
-                batch.push(sorted);
+                let Some(mut t) = target.take() else {
+                    return Ok(());
+                };
+                let runs = std::mem::take(&mut batch);
+                (events, bytes, deadline) = (0, 0, None);
+                committing = Some(tokio::spawn(async move {
+                    let started = Instant::now();
+                    let result = commit(&state, &mut t, runs)
+                        .await
+                        .map(|(rows, rejected)| (rows, rejected, started.elapsed().as_secs_f64()));
+                    (t, result)
+                }));
             }
-            _ = tokio::time::sleep_until(wake) => {}
-        }
-        let now = Instant::now();
-        if now >= renewed + tick {
-            if hold(weak, row).await != Some(true) {
-                return Ok(());
-            }
-            renewed = now;
-            if nats.connected() != connected {
-                connected = !connected;
-                let reason = (!connected).then(|| {
-                    format!(
-                        "lost the connection to {}; reconnecting",
-                        source.url.as_deref().unwrap_or_default()
-                    )
-                });
-                let status = if connected { "running" } else { "failing" };
-                report(
-                    weak,
-                    row.raw_table_id,
-                    StreamProgress {
-                        status,
-                        reason,
-                        ..Default::default()
-                    },
-                )
-                .await;
-            }
-        }
-        if events >= max_events || bytes >= MAX_BATCH_BYTES || deadline.is_some_and(|d| d <= now) {
-            // Renewed just before committing: a replica that lost the lease stops here (and
-            // one that lost it after this, Delta refuses; see the module's note).
-            if hold(weak, row).await != Some(true) {
-                return Ok(());
-            }
-            renewed = Instant::now();
-            let Some(state) = weak.upgrade().map(AppState) else {
-                return Ok(());
-            };
-            let runs = std::mem::take(&mut batch);
-            (events, bytes, deadline) = (0, 0, None);
-            let started = Instant::now();
-            let (rows, rejected) = commit(&state, &mut target, runs)
-                .await
-                .map_err(|e| format!("committing a batch failed: {e}"))?;
-            live.trim(target.rows_upto);
-            let labels = TableLabels {
-                raw_table: target.table.name.clone(),
-            };
-            state
-                .metrics
-                .stream_commit_seconds
-                .get_or_create(&labels)
-                .observe(started.elapsed().as_secs_f64());
-            state
-                .metrics
-                .stream_events
-                .get_or_create(&labels)
-                .inc_by(rows as u64);
-            state
-                .metrics
-                .stream_rejected
-                .get_or_create(&labels)
-                .inc_by(rejected as u64);
-            state
-                .metrics
-                .stream_lag
-                .get_or_create(&labels)
-                .set(pending as i64);
-            let seconds = last_commit.elapsed().as_secs_f64().max(1e-3);
-            last_commit = Instant::now();
-            report(
-                weak,
-                row.raw_table_id,
-                StreamProgress {
-                    status: "running",
-                    committed_offset: Some(target.rows_upto.max(target.rejected_upto)),
-                    lag: Some(pending as i64),
-                    events_committed: rows as i64,
-                    rejected: rejected as i64,
-                    events_per_second: Some((rows + rejected) as f64 / seconds),
-                    committed_at: Some(state.clock.now()),
-                    ..StreamProgress::default()
-                },
-            )
-            .await;
         }
     }
+    .await;
+    // Leaving (the lease lost, a failure): the commit under way ends first, so whoever
+    // reads the table's offsets next sees it.
+    if let Some(commit) = committing {
+        let _ = commit.await;
+    }
+    led
 }
+
+/// What a commit running beside the reading gives back: the target, and the rows and
+/// rejected messages it committed, and how long it took.
+type Committed = (Target, Result<(usize, usize, f64), String>);
 
 /// `first` and the messages the source has ready after it (`most` in all), and the lag after
 /// the last.
@@ -405,7 +452,7 @@ fn run(
 async fn take_run(
     state: &AppState,
     schema: &TableSchema,
-    live: &TableLive,
+    live: &Arc<TableLive>,
     messages: Vec<Message>,
 ) -> Result<(Sorted, bool), String> {
     let Some(last) = messages.last().map(|m| m.offset) else {
@@ -420,8 +467,26 @@ async fn take_run(
         offsets: sorted.offsets.clone(),
         last,
     });
-    online::take_table_live(state, live.raw_table_id).await;
+    if live.start_taker() {
+        tokio::spawn(give_to_online(Arc::downgrade(&state.0), live.clone()));
+    }
     Ok((sorted, over))
+}
+
+/// Give the table's new live events to the online state after each push, beside the reader
+/// (which goes on reading meanwhile), for as long as `live` is the table's.
+async fn give_to_online(weak: Weak<Shared>, live: Arc<TableLive>) {
+    loop {
+        live.pushed().await;
+        let Some(state) = weak.upgrade().map(AppState) else {
+            return;
+        };
+        match state.live.table(live.raw_table_id) {
+            Some(now) if Arc::ptr_eq(&now, &live) => {}
+            _ => return,
+        }
+        online::take_table_live(&state, live.raw_table_id).await;
+    }
 }
 
 /// While another replica commits the stream: read it from where this replica's live events
