@@ -251,13 +251,23 @@ async fn refresh(
                 None => None,
             };
             let plan = plan_reads(&new_files, stream_upto, pinned.txn);
-            if let Some(after) = plan.remove_after {
-                held.state.write().await.held.remove_offsets_after(after);
-            }
-            if !plan.read.is_empty() {
-                read_events(state, &held, &plan.read, pinned.partitioned, after).await?;
-            }
+            let read = match plan.read.is_empty() {
+                true => None,
+                false => {
+                    Some(read_events(state, &held, &plan.read, pinned.partitioned, after).await?)
+                }
+            };
+            // One write: an answer sees the events taken before the commit or the file
+            // holding them, never neither.
             let mut s = held.state.write().await;
+            if let Some(after) = plan.remove_after {
+                s.held.remove_offsets_after(after);
+            }
+            if let Some((frame, key, time)) = read {
+                s.held
+                    .add(&frame, &key, &time)
+                    .map_err(ServiceError::fault)?;
+            }
             s.files.extend(new_files);
             s.version = pinned.version;
             s.stream_upto = Some(plan.stream_upto);
@@ -504,14 +514,15 @@ pub async fn take_table_live(state: &AppState, raw_table_id: i64) {
     }
 }
 
-/// Read `files`' events after `after` in a worker and add them to what is held.
+/// Read `files`' events after `after` in a worker: the events, and their key and time
+/// columns.
 async fn read_events(
     state: &AppState,
     held: &FeatureHeld,
     files: &[String],
     partitioned: bool,
     after: i64,
-) -> Result<()> {
+) -> Result<(polars::prelude::DataFrame, String, String)> {
     let mut source = held.state.read().await.source.clone();
     source.files = files.to_vec();
     source.partitioned = partitioned;
@@ -548,8 +559,7 @@ async fn read_events(
             held_now + frame.height()
         )));
     }
-    let mut s = held.state.write().await;
-    s.held.add(&frame, &key, &time).map_err(ServiceError::fault)
+    Ok((frame, key, time))
 }
 
 /// The output columns of declared aggregations over a table of `schema`, or what is wrong
