@@ -162,7 +162,7 @@ pub async fn values(
         },
     };
     if held.behind_live().await {
-        take_live(&held).await?;
+        take_newest(&held).await;
     }
     let now = state.clock.now();
     let at = now.timestamp_micros();
@@ -288,9 +288,17 @@ async fn refresh(
     }
     drop(_one);
     if held.behind_live().await {
-        take_live(&held).await?;
+        take_newest(&held).await;
     }
     Ok(Some(held))
+}
+
+/// `take_live` before an answer: events a failure left out are left to the next take, and the
+/// answer is what is held (the table's committed events at least).
+async fn take_newest(held: &FeatureHeld) {
+    if let Err(e) = take_live(held).await {
+        tracing::warn!(feature_id = held.feature_id, error = %e, "could not take a stream's events");
+    }
 }
 
 /// Which of a table's new files to read, given what is held of its stream.
