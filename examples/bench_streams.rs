@@ -1,4 +1,5 @@
-//! Streams benchmark: feature-store on a fresh SQLite follows a NATS JetStream stream while
+//! Streams benchmark: feature-store on a fresh SQLite follows a NATS JetStream stream (or, with
+//! `--kafka`, a Kafka topic of one partition) while
 //! this program publishes RATE transaction messages a second for DURATION seconds over
 //! ENTITIES users, into a table with an aggregation feature (sum and count of the amount over
 //! 1h by user). It prints:
@@ -16,17 +17,72 @@
 //! The run starts once the stream is `running` and the feature has answered once.
 //!
 //! Usage: cargo run --release --example bench_streams -- [--server PATH] [--nats nats://...]
-//!        [--rate 50000] [--duration 60] [--entities 1000000] [--batch-ms 100]
-//! Needs a NATS server with JetStream (`nats-server -js`).
+//!        [--kafka host:port] [--rate 50000] [--duration 60] [--entities 1000000]
+//!        [--batch-ms 100]
+//! Needs a NATS server with JetStream (`nats-server -js`), or with `--kafka` a Kafka-protocol
+//! broker (`tansu broker --listener-url tcp://127.0.0.1:9092 --advertised-listener-url
+//! tcp://127.0.0.1:9092`, the binary `.ci/run` installs in ~/.cache/feature-store-tansu).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// The broker's acknowledgement of one message.
+type Ack = Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>;
+
+/// Where the benchmark publishes.
+#[derive(Clone)]
+enum Sink {
+    Nats {
+        js: Box<jetstream::Context>,
+        subject: String,
+    },
+    Kafka {
+        producer: FutureProducer,
+        topic: String,
+    },
+}
+
+impl Sink {
+    async fn publish(&self, payload: String) -> Result<Ack, Error> {
+        match self {
+            Sink::Nats { js, subject } => {
+                let ack = js.publish(subject.clone(), payload.into()).await?;
+                Ok(Box::pin(async move {
+                    ack.await?;
+                    Ok(())
+                }))
+            }
+            Sink::Kafka { producer, topic } => {
+                let delivery = producer
+                    .send_result(
+                        FutureRecord::<(), String>::to(topic)
+                            .partition(0)
+                            .payload(&payload),
+                    )
+                    .map_err(|(e, _)| e)?;
+                Ok(Box::pin(async move {
+                    delivery
+                        .await
+                        .map_err(|_| "a delivery was cancelled")?
+                        .map_err(|(e, _)| e)?;
+                    Ok(())
+                }))
+            }
+        }
+    }
+}
 
 struct Proc(Child);
 impl Drop for Proc {
@@ -61,6 +117,7 @@ async fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().collect();
     let server = arg(&args, "--server", "target/release/feature-store");
     let nats_url = arg(&args, "--nats", "nats://127.0.0.1:4222");
+    let kafka = arg(&args, "--kafka", "");
     let rate: u64 = arg(&args, "--rate", "50000").parse()?;
     let duration: u64 = arg(&args, "--duration", "60").parse()?;
     let entities: u64 = arg(&args, "--entities", "1000000").parse()?;
@@ -129,25 +186,65 @@ async fn main() -> Result<(), Error> {
     )
     .await?;
 
-    let client = async_nats::connect(&nats_url).await?;
-    let js = jetstream::new(client);
     let name = format!("BENCH_{}", uuid::Uuid::new_v4().simple());
-    js.create_stream(stream::Config {
-        name: name.clone(),
-        subjects: vec![format!("{name}.>")],
-        storage: stream::StorageType::Memory,
-        max_age: Duration::from_secs(3600),
-        ..Default::default()
-    })
-    .await?;
+    let (sink, source) = if kafka.is_empty() {
+        let js = jetstream::new(async_nats::connect(&nats_url).await?);
+        js.create_stream(stream::Config {
+            name: name.clone(),
+            subjects: vec![format!("{name}.>")],
+            storage: stream::StorageType::Memory,
+            max_age: Duration::from_secs(3600),
+            ..Default::default()
+        })
+        .await?;
+        let subject = format!("{name}.tx");
+        (
+            Sink::Nats {
+                js: Box::new(js),
+                subject,
+            },
+            json!({"type": "nats", "url": nats_url, "stream": name}),
+        )
+    } else {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &kafka)
+            .create()?;
+        for made in admin
+            .create_topics(
+                &[NewTopic::new(&name, 1, TopicReplication::Fixed(1))],
+                &AdminOptions::new(),
+            )
+            .await?
+        {
+            made.map_err(|(topic, e)| format!("topic {topic}: {e}"))?;
+        }
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &kafka)
+            .set("linger.ms", "1")
+            .set("queue.buffering.max.messages", "1000000")
+            .create()?;
+        (
+            Sink::Kafka {
+                producer,
+                topic: name.clone(),
+            },
+            json!({"type": "kafka", "brokers": kafka, "topic": name}),
+        )
+    };
+    let mut source = source;
+    source["max_batch_interval_ms"] = json!(batch_ms);
+    source["max_batch_events"] = json!(100000);
     let stream_path = format!("/api/v1/raw-tables/{table}/stream");
-    call(
-        reqwest::Method::PUT,
-        stream_path.clone(),
-        Some(json!({"type": "nats", "url": nats_url, "stream": name,
-            "max_batch_interval_ms": batch_ms, "max_batch_events": 100000})),
-    )
-    .await?;
+    call(reqwest::Method::PUT, stream_path.clone(), Some(source)).await?;
+    // How many messages a committed offset covers: NATS sequences start at 1, Kafka offsets
+    // at 0.
+    let covered = |stream: &Value| {
+        let offset = stream["partitions"][0]["committed_offset"].as_i64();
+        match (&sink, offset) {
+            (Sink::Kafka { .. }, Some(o)) => o + 1,
+            (_, o) => o.unwrap_or(0),
+        }
+    };
 
     // Warm up: the stream's reader running and the feature's online state built, so the run
     // measures the steady state, not the first second.
@@ -175,7 +272,7 @@ async fn main() -> Result<(), Error> {
     let published: Arc<Mutex<Vec<Instant>>> =
         Arc::new(Mutex::new(Vec::with_capacity(total as usize)));
     let publisher = {
-        let (js, subject, published) = (js.clone(), format!("{name}.tx"), published.clone());
+        let (sink, published) = (sink.clone(), published.clone());
         tokio::spawn(async move {
             let mut seed = 7u64;
             let start = Instant::now();
@@ -192,7 +289,7 @@ async fn main() -> Result<(), Error> {
                     let payload = json!({"user_id": "probe", "amount": 1.0,
                         "ts": chrono::Utc::now().to_rfc3339()})
                     .to_string();
-                    acks.push(js.publish(subject.clone(), payload.into()).await?);
+                    acks.push(sink.publish(payload).await?);
                     let at = Instant::now();
                     if let Ok(mut p) = published.lock() {
                         p.push(at);
@@ -205,7 +302,7 @@ async fn main() -> Result<(), Error> {
                     let payload = json!({"user_id": format!("u{user}"), "amount": amount,
                         "ts": chrono::Utc::now().to_rfc3339()})
                     .to_string();
-                    acks.push(js.publish(subject.clone(), payload.into()).await?);
+                    acks.push(sink.publish(payload).await?);
                     if let Ok(mut p) = published.lock() {
                         p.push(Instant::now());
                     }
@@ -280,9 +377,7 @@ async fn main() -> Result<(), Error> {
     let mut last: Value = Value::Null;
     while (seen as u64) < total && started.elapsed() < Duration::from_secs(duration + 120) {
         let stream = call(reqwest::Method::GET, stream_path.clone(), None).await?;
-        let committed = stream["partitions"][0]["committed_offset"]
-            .as_i64()
-            .unwrap_or(0);
+        let committed = covered(&stream);
         if committed > seen {
             let now = Instant::now();
             if let Ok(p) = published.lock() {
@@ -300,7 +395,9 @@ async fn main() -> Result<(), Error> {
     }
     let publish_time = publisher.await??;
     // The stream is held in the NATS server's memory for an hour otherwise.
-    let _ = js.delete_stream(&name).await;
+    if let Sink::Nats { js, .. } = &sink {
+        let _ = js.delete_stream(&name).await;
+    }
     let mut served = watcher.await??;
     served.sort_by(f64::total_cmp);
     let run_time = started.elapsed();
@@ -312,7 +409,11 @@ async fn main() -> Result<(), Error> {
     )
     .await?;
 
-    println!("streams benchmark: NATS JetStream -> feature-store (SQLite), {rate} events/s for {duration} s, {entities} entities, batches of {batch_ms} ms");
+    let broker = match sink {
+        Sink::Nats { .. } => "NATS JetStream",
+        Sink::Kafka { .. } => "Kafka (one partition)",
+    };
+    println!("streams benchmark: {broker} -> feature-store (SQLite), {rate} events/s for {duration} s, {entities} entities, batches of {batch_ms} ms");
     println!(
         "published           {total} in {:.1} s ({:.0}/s)",
         publish_time.as_secs_f64(),

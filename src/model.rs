@@ -729,24 +729,34 @@ pub struct IngestResponse {
 
 // ---- streams ----
 
-/// What a raw table follows: a NATS JetStream stream (Kafka is not supported yet). Settings
-/// left out take their defaults, and the answer shows them filled in.
+/// What a raw table follows: a Kafka topic (`brokers`, `topic`) or a NATS JetStream stream
+/// (`url`, `stream`, `subject`). Settings left out take their defaults, and the answer shows
+/// them filled in.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StreamSource {
-    /// `nats`.
+    /// `kafka` or `nats`.
     #[serde(rename = "type")]
     #[schema(example = "nats")]
     pub kind: String,
-    /// The NATS server, `nats://host:port` (no credentials in it).
+    /// Kafka: the bootstrap brokers, `host:port` separated by commas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "127.0.0.1:9092")]
+    pub brokers: Option<String>,
+    /// Kafka: the topic; every partition of it is read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "transactions")]
+    pub topic: Option<String>,
+    /// NATS: the server, `nats://host:port` (no credentials in it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(example = "nats://127.0.0.1:4222")]
     pub url: Option<String>,
-    /// The JetStream stream to read.
+    /// NATS: the JetStream stream to read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(example = "TX")]
     pub stream: Option<String>,
-    /// Only messages on subjects matching this filter (`tx.>`); all of the stream's otherwise.
+    /// NATS: only messages on subjects matching this filter (`tx.>`); all of the stream's
+    /// otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(example = "tx.>")]
     pub subject: Option<String>,
@@ -765,8 +775,9 @@ pub struct StreamSource {
     pub max_batch_interval_ms: Option<u32>,
 }
 
-/// A position in the source: for NATS, the stream itself, whose offsets are its sequences.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+/// A position in the source: a Kafka partition (its number), or for NATS the stream itself,
+/// whose offsets are its sequences.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 pub struct StreamPartition {
     pub partition: String,
     /// The last offset committed to the table (rows and rejected messages alike).
@@ -783,6 +794,8 @@ pub struct StreamResponse {
     #[serde(rename = "type")]
     #[schema(example = "nats")]
     pub kind: String,
+    pub brokers: Option<String>,
+    pub topic: Option<String>,
     pub url: Option<String>,
     pub stream: Option<String>,
     pub subject: Option<String>,

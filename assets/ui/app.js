@@ -230,13 +230,23 @@ function rowsTable(rows, columns) {
 }
 
 function streamCard(s) {
-  const p = s.partitions[0] || {};
+  const kafka = s.type === "kafka";
+  const parts = s.partitions || [];
+  const lags = parts.map((p) => p.lag).filter((l) => l !== null && l !== undefined);
+  const lag = lags.length ? lags.reduce((a, b) => a + b, 0) : null;
   const badge = s.status === "running" ? "ok" : s.status === "failing" ? "bad" : "warn";
+  const source = kafka
+    ? ["follows Kafka topic ", h("code", {}, s.topic), " at ", h("code", {}, s.brokers)]
+    : ["follows NATS stream ", h("code", {}, s.stream), " at ", h("code", {}, s.url),
+      s.subject ? [" on ", h("code", {}, s.subject)] : null];
+  // One offset for NATS; for Kafka, partition:offset for each partition.
+  const offsets = kafka
+    ? parts.map((p) => p.partition + ":" + fmt(p.committed_offset)).join(" ")
+    : fmt((parts[0] || {}).committed_offset);
   return h("div", { class: "card", id: "stream" },
-    h("div", {}, "follows NATS stream ", h("code", {}, s.stream), " at ", h("code", {}, s.url),
-      s.subject ? [" on ", h("code", {}, s.subject)] : null, " ",
+    h("div", {}, source, " ",
       h("span", { class: "badge " + badge, "data-status": s.status }, s.status), s.reason ? " " + s.reason : null),
-    h("div", {}, "committed offset ", h("b", {}, fmt(p.committed_offset)), " · lag ", h("b", { "data-lag": p.lag }, fmt(p.lag)),
+    h("div", {}, kafka ? "committed offsets " : "committed offset ", h("b", {}, offsets), " · lag ", h("b", { "data-lag": lag }, fmt(lag)),
       " · ", fmt(s.events_per_second), " events/s · ", fmt(s.events_committed), " committed · ", fmt(s.rejected),
       " rejected · last commit ", when(s.last_commit_at)));
 }

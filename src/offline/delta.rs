@@ -234,22 +234,27 @@ impl OfflineStore {
     /// Upload one Parquet file into the table and commit it, alone, as the next version.
     /// `before_commit` runs between the upload and the commit (the crash tests' failpoint):
     /// until the commit, the file is no part of the table. `txn` marks the commit with an
-    /// application transaction (app id, number), so a retried move can tell it already landed.
+    /// application transaction (app id, number) for each of `txns` (a stream's lanes; a
+    /// retried move's one), so a retry can tell it already landed.
     pub async fn append(
         &self,
         location: &Location,
         parquet: Bytes,
         rows: i64,
-        txn: Option<Txn<'_>>,
+        txns: &[Txn<'_>],
         before_commit: impl std::future::Future<Output = ()>,
     ) -> Result<Appended> {
         let table = self.delta_table(location).await?;
         let mut table = table.lock().await;
         // Named by time first, so a listing in name order is in ingest order; a stream's file
-        // says which offsets it holds (`stream_range`).
-        let range = match txn.as_ref().and_then(|t| t.after.map(|a| (a, t.number))) {
-            Some((after, upto)) => format!("-o{after}-{upto}"),
-            None => String::new(),
+        // says which offsets it holds (`stream_range`) when it holds one lane's.
+        let range = match txns {
+            [Txn {
+                after: Some(after),
+                number,
+                ..
+            }] => format!("-o{after}-{number}"),
+            _ => String::new(),
         };
         let name = format!(
             "part-{:020}-{}{range}.zstd.parquet",
@@ -272,7 +277,7 @@ impl OfflineStore {
             ..Default::default()
         };
         let mut properties = CommitProperties::default().with_cleanup_expired_logs(Some(false));
-        if let Some(txn) = txn {
+        for txn in txns {
             properties =
                 properties.with_application_transaction(Transaction::new(txn.app, txn.number));
         }

@@ -146,7 +146,7 @@ where
 /// Commit the rows as one Parquet file, one Delta version: until the commit, nothing of the
 /// upload is part of the table.
 async fn store(state: &AppState, table: &RawTableRow, stored: Stored) -> Result<IngestResponse> {
-    let count = commit(state, table, stored, None).await?;
+    let count = commit(state, table, stored, Vec::new()).await?;
     state.metrics.ingested_rows.inc_by(count as u64);
     Ok(IngestResponse {
         message: format!(
@@ -157,7 +157,8 @@ async fn store(state: &AppState, table: &RawTableRow, stored: Stored) -> Result<
     })
 }
 
-/// A stream's commit: its application id, and the offsets `(after, upto]` its rows hold.
+/// A stream's commit, for one of its lanes: the lane's application id, and the offsets
+/// `(after, upto]` its rows hold.
 pub(super) struct StreamTxn {
     pub app: String,
     pub after: i64,
@@ -165,14 +166,14 @@ pub(super) struct StreamTxn {
 }
 
 /// Commit rows as one Parquet file, one Delta version, record the version and announce it;
-/// the number of rows. `txn` (a stream's application id and the offsets the rows hold) goes
-/// into the same Delta commit:
-/// a stream's offsets, so what was committed and where to resume can never disagree.
+/// the number of rows. `txns` (a stream's lanes: application ids and the offsets the rows
+/// hold; none for an ingest) go into the same Delta commit, so what was committed and where to
+/// resume can never disagree.
 pub(super) async fn commit(
     state: &AppState,
     table: &RawTableRow,
     stored: Stored,
-    txn: Option<StreamTxn>,
+    txns: Vec<StreamTxn>,
 ) -> Result<usize> {
     let location = raw_tables::location_of(state, table)
         .await?
@@ -196,11 +197,14 @@ pub(super) async fn commit(
                 &location,
                 parquet,
                 count as i64,
-                txn.as_ref().map(|t| offline::Txn {
-                    app: &t.app,
-                    number: t.upto,
-                    after: Some(t.after),
-                }),
+                &txns
+                    .iter()
+                    .map(|t| offline::Txn {
+                        app: &t.app,
+                        number: t.upto,
+                        after: Some(t.after),
+                    })
+                    .collect::<Vec<_>>(),
                 crate::failpoint::reach(crate::failpoint::INGEST_BEFORE_COMMIT),
             )
             .await?;

@@ -66,11 +66,11 @@ async fn move_batches(state: &AppState, table_id: i64) -> Result<()> {
                     &location,
                     parquet.into(),
                     batch.row_count,
-                    Some(crate::offline::Txn {
+                    &[crate::offline::Txn {
                         app: MOVE_APP,
                         number: batch.id,
                         after: None,
-                    }),
+                    }],
                     std::future::ready(()),
                 )
                 .await?

@@ -22,6 +22,9 @@ pub struct StreamRow {
     pub reason: Option<String>,
     pub committed_offset: Option<i64>,
     pub lag: Option<i64>,
+    /// A stream of several partitions: each one's committed offset and lag (JSON,
+    /// `model::StreamPartition`s).
+    pub partitions: Option<String>,
     pub events_committed: i64,
     pub rejected: i64,
     pub events_per_second: Option<f64>,
@@ -31,8 +34,8 @@ pub struct StreamRow {
 }
 
 const STREAM_COLUMNS: &str = "raw_table_id, source, rejected_location, generation, holder, \
-     expires_at, status, reason, committed_offset, lag, events_committed, rejected, \
-     events_per_second, last_commit_at, created_at, updated_at";
+     expires_at, status, reason, committed_offset, lag, partitions, events_committed, \
+     rejected, events_per_second, last_commit_at, created_at, updated_at";
 
 /// What the committing replica reports after a commit or a failure.
 #[derive(Debug, Clone, Default)]
@@ -42,6 +45,8 @@ pub struct StreamProgress {
     /// Set on a commit (or when the committed offsets were read at start).
     pub committed_offset: Option<i64>,
     pub lag: Option<i64>,
+    /// Set with each partition's offset and lag, for a stream of several (JSON).
+    pub partitions: Option<String>,
     pub events_committed: i64,
     pub rejected: i64,
     pub events_per_second: Option<f64>,
@@ -66,7 +71,8 @@ impl Store {
              ON CONFLICT (raw_table_id) DO UPDATE SET source = excluded.source, \
              generation = CASE WHEN excluded.generation > raw_table_streams.generation \
              THEN excluded.generation ELSE raw_table_streams.generation + 1 END, \
-             status = 'starting', reason = NULL, lag = NULL, events_per_second = NULL, \
+             status = 'starting', reason = NULL, lag = NULL, partitions = NULL, \
+             events_per_second = NULL, \
              updated_at = excluded.updated_at \
              RETURNING {STREAM_COLUMNS}"
         );
@@ -184,7 +190,8 @@ impl Store {
              committed_offset = COALESCE($5, committed_offset), lag = COALESCE($6, lag), \
              events_committed = events_committed + $7, rejected = rejected + $8, \
              events_per_second = COALESCE($9, events_per_second), \
-             last_commit_at = COALESCE($10, last_commit_at), updated_at = $11 \
+             last_commit_at = COALESCE($10, last_commit_at), updated_at = $11, \
+             partitions = COALESCE($12, partitions) \
              WHERE raw_table_id = $1 AND holder = $2"
         )
         .bind(raw_table_id)
@@ -198,6 +205,7 @@ impl Store {
         .bind(progress.events_per_second)
         .bind(progress.committed_at)
         .bind(now)
+        .bind(progress.partitions.as_deref())
         .execute(p)
         .await
         .map(|r| r.rows_affected() > 0))?)

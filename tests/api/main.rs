@@ -20,6 +20,7 @@ mod freshness;
 mod history;
 mod ingest;
 mod interop;
+mod kafka;
 mod lease;
 mod limits;
 mod metrics;

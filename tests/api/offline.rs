@@ -444,11 +444,11 @@ async fn blobs_stored_by_an_earlier_version_move_into_delta_once_and_resume_afte
             &location,
             parquet.into(),
             8,
-            Some(feature_store::offline::Txn {
+            &[feature_store::offline::Txn {
                 app: feature_store::service::migrate::MOVE_APP,
                 number: first_batch_id(&app).await,
                 after: None,
-            }),
+            }],
             std::future::ready(()),
         )
         .await

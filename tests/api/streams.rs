@@ -86,12 +86,12 @@ impl Nats {
 }
 
 /// A transaction message: user `u{seq % 10}`, amount `seq`, group `g` (for counting).
-fn tx(seq: i64) -> String {
+pub(crate) fn tx(seq: i64) -> String {
     json!({"user_id": format!("u{}", seq % 10), "seq": seq, "amount": seq as f64, "grp": "g"})
         .to_string()
 }
 
-fn tx_table() -> Value {
+pub(crate) fn tx_table() -> Value {
     json!({"name": "tx", "schema_definition":
         {"user_id": "string", "seq": "int", "amount": "float", "grp": "string"}})
 }
@@ -110,7 +110,7 @@ impl TestApp {
     }
 
     /// Make `table` follow `source`; it must be accepted. Returns the answer.
-    async fn follow(&self, table: i64, source: &Value) -> Value {
+    pub(crate) async fn follow(&self, table: i64, source: &Value) -> Value {
         let (status, body) = self
             .put(&format!("/api/v1/raw-tables/{table}/stream"), source)
             .await;
@@ -119,7 +119,7 @@ impl TestApp {
     }
 
     /// The stream's state once `done` holds for it (waiting up to a minute).
-    async fn stream_once(&self, table: i64, done: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn stream_once(&self, table: i64, done: impl Fn(&Value) -> bool) -> Value {
         let path = format!("/api/v1/raw-tables/{table}/stream");
         let found = wait_for(60, || async {
             let (_, stream) = self.get(&path).await;
@@ -134,7 +134,7 @@ impl TestApp {
 }
 
 /// A port nothing listens on now (bound, then released).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -142,7 +142,7 @@ fn free_port() -> u16 {
 }
 
 /// The `seq` values the table holds, in order.
-async fn seqs(app: &TestApp, table: i64) -> Vec<i64> {
+pub(crate) async fn seqs(app: &TestApp, table: i64) -> Vec<i64> {
     let (status, preview) = app
         .get(&format!("/api/v1/raw-tables/{table}/data?limit=1000"))
         .await;
@@ -294,10 +294,18 @@ async fn a_stream_is_refused_with_a_reason_where_it_cannot_work_and_stops_when_d
 
     let refusals = [
         (
-            json!({"type": "kafka", "brokers": "b:9092", "topic": "t"}),
+            json!({"type": "kafka", "brokers": "b:9092", "topic": "t", "partition": 1}),
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
         (json!({"type": "kafka"}), StatusCode::BAD_REQUEST),
+        (
+            json!({"type": "kafka", "brokers": "kafka://b:9092", "topic": "t"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"type": "kafka", "brokers": "b:9092", "topic": "t", "stream": "S"}),
+            StatusCode::BAD_REQUEST,
+        ),
         (
             json!({"type": "nats", "stream": "S"}),
             StatusCode::BAD_REQUEST,
@@ -393,7 +401,7 @@ async fn a_broker_that_is_not_there_makes_the_stream_failing_with_the_reason() {
 }
 
 /// The stream's committer as one of `servers` (its lease holder names the process id).
-fn committer_among(stream: &Value, servers: &[&Server]) -> Option<usize> {
+pub(crate) fn committer_among(stream: &Value, servers: &[&Server]) -> Option<usize> {
     let holder = stream["committer"].as_str()?;
     servers
         .iter()
@@ -756,13 +764,13 @@ async fn a_crash_between_the_rejected_commit_and_the_rows_commit_keeps_each_mess
 }
 
 /// A payment event at `ts` (RFC 3339) for `user`, message number `seq`.
-fn payment(seq: i64, user: &str, amount: f64, ts: &str) -> String {
+pub(crate) fn payment(seq: i64, user: &str, amount: f64, ts: &str) -> String {
     json!({"user_id": user, "seq": seq, "amount": amount, "ts": ts}).to_string()
 }
 
 /// A table of payments with an event time, and an aggregation feature over it (a filter, so
 /// the filter is applied to events before their commit too).
-async fn streamed_spend(app: &TestApp) -> i64 {
+pub(crate) async fn streamed_spend(app: &TestApp) -> i64 {
     let table = app
         .create_table(json!({"name": "payments", "event_time_column": "ts",
             "schema_definition": {"user_id": "string", "seq": "int", "amount": "float",
@@ -781,7 +789,7 @@ async fn streamed_spend(app: &TestApp) -> i64 {
 }
 
 /// The online values of `spend` for `user` on `app`.
-async fn spend_of(app: &TestApp, user: &str) -> Value {
+pub(crate) async fn spend_of(app: &TestApp, user: &str) -> Value {
     let (status, body) = app
         .get(&format!(
             "/api/v1/feature-vectors?feature_name=spend&entity_id={user}"

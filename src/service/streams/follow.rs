@@ -3,8 +3,9 @@
 //! others wait to take over.
 //!
 //! Exactly once: a batch's rows go into the table in one Delta commit whose application
-//! transaction (`txn`, as Spark's Delta sink writes) records the last offset of the batch; its
-//! rejected messages go into the rejected dataset the same way, first. A follower starting
+//! transactions (`txn`, as Spark's Delta sink writes; one per lane, a Kafka partition) record
+//! the last offset of the batch in each lane; its rejected messages go into the rejected
+//! dataset the same way, first. A follower starting
 //! (after a restart, a SIGKILL, a takeover) reads both numbers and resumes after the rows',
 //! leaving out the rejected messages the rejected dataset already holds: nothing is lost,
 //! nothing is written twice. (A long run of batches with no valid message at all is read
@@ -25,11 +26,11 @@ use futures::FutureExt;
 use super::super::ingest::{self, Stored, StreamTxn};
 use super::super::live::{Chunk, TableLive};
 use super::super::{blocking, online, raw_tables, AppState, Shared};
-use super::nats::NatsSource;
+use super::source::{self, LaneName, Reader, Received};
 use crate::engine::messages::{self, Message, Sorted};
 use crate::engine::schema::TableSchema;
 use crate::metrics::TableLabels;
-use crate::model::StreamSource;
+use crate::model::{StreamPartition, StreamSource};
 use crate::offline::{self, Location};
 use crate::store::{RawTableRow, StreamProgress, StreamRow};
 
@@ -168,10 +169,14 @@ async fn follow(weak: Weak<Shared>, row: StreamRow) {
     loop {
         match hold(&weak, &row).await {
             None => return,
-            Some(false) => {
+            Some(false) if serves_before_commit(&row) => {
                 // Another replica commits; this one reads the stream too, to serve its
                 // events before their commit, until it takes the lease.
                 tail(&weak, &row, tick).await;
+                continue;
+            }
+            Some(false) => {
+                tokio::time::sleep(tick).await;
                 continue;
             }
             Some(true) => {}
@@ -203,6 +208,12 @@ async fn follow(weak: Weak<Shared>, row: StreamRow) {
     }
 }
 
+/// Whether the stream's events are served before their commit: a NATS stream's, whose one
+/// lane every replica reads. (A Kafka topic's are served once committed, for now.)
+fn serves_before_commit(row: &StreamRow) -> bool {
+    serde_json::from_str::<StreamSource>(&row.source).is_ok_and(|s| s.kind == "nats")
+}
+
 /// 0.5 s after the first failure, doubling, at most `MAX_BACKOFF`.
 fn backoff(failures: u32) -> Duration {
     Duration::from_millis(500)
@@ -210,17 +221,44 @@ fn backoff(failures: u32) -> Duration {
         .min(MAX_BACKOFF)
 }
 
-/// Where a stream commits, and how far each dataset got.
+/// Where a stream commits, and how far each dataset got in each lane.
 struct Target {
     table: RawTableRow,
     schema: TableSchema,
     rejected_at: Location,
-    /// The `txn` application id: the source, so offsets of another source are never taken
-    /// for this one's.
-    app: String,
-    partition: String,
+    lanes: Vec<Lane>,
+    /// The offset a lane's `txn` stands at when nothing was committed.
+    nothing: i64,
+}
+
+struct Lane {
+    name: LaneName,
     rows_upto: i64,
     rejected_upto: i64,
+}
+
+impl Target {
+    /// How far the stream got: a NATS stream's offset, or each Kafka partition's offset and
+    /// lag (as JSON for the store).
+    fn progress(&self, kind: &str, pending: &[u64]) -> (Option<i64>, Option<String>) {
+        let committed = |lane: &Lane| {
+            Some(lane.rows_upto.max(lane.rejected_upto)).filter(|c| *c > self.nothing)
+        };
+        if kind == "nats" {
+            return (self.lanes.first().and_then(committed), None);
+        }
+        let partitions: Vec<StreamPartition> = self
+            .lanes
+            .iter()
+            .zip(pending)
+            .map(|(lane, pending)| StreamPartition {
+                partition: lane.name.partition.clone(),
+                committed_offset: committed(lane),
+                lag: Some(*pending as i64),
+            })
+            .collect();
+        (None, serde_json::to_string(&partitions).ok())
+    }
 }
 
 /// Read and commit while holding the lease. `Ok` when the lease is lost or the app is gone;
@@ -228,7 +266,7 @@ struct Target {
 async fn lead(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Result<(), String> {
     let source: StreamSource = serde_json::from_str(&row.source).map_err(|e| e.to_string())?;
     let max_events = source.max_batch_events.unwrap_or(10_000) as usize;
-    let (target, mut nats, live) = {
+    let (target, mut reader, live) = {
         let Some(state) = weak.upgrade().map(AppState) else {
             return Ok(());
         };
@@ -237,36 +275,39 @@ async fn lead(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Result<()
         // `rows_upto` is in one of the two datasets; after it, only rejected ones can be
         // (a crash between the two commits, or batches of nothing but rejected messages),
         // and those are left out below.
-        let from = target.rows_upto + 1;
-        let live = state.live.follow(
-            row.raw_table_id,
-            &target.app,
-            row.generation,
-            max_events,
-            target.rows_upto,
-        );
-        live.start_at(from);
-        let nats = NatsSource::open(&source, from, &state.config.nats_auth).await?;
-        (target, nats, live)
+        let from: Vec<i64> = target.lanes.iter().map(|l| l.rows_upto + 1).collect();
+        let live = match (serves_before_commit(row), target.lanes.first()) {
+            (true, Some(lane)) => {
+                let live = live_of(&state, row, lane, max_events);
+                live.start_at(lane.rows_upto + 1);
+                Some(live)
+            }
+            _ => None,
+        };
+        let names: Vec<LaneName> = target.lanes.iter().map(|l| l.name.clone()).collect();
+        let reader = Reader::open(&source, &names, &from, &state.config.nats_auth).await?;
+        (target, reader, live)
     };
-    let committed = target.rows_upto.max(target.rejected_upto);
     let schema = target.schema.clone();
+    let lanes = target.lanes.len();
+    let mut pending = vec![0u64; lanes];
+    let (committed_offset, partitions) = target.progress(&source.kind, &pending);
     report(
         weak,
         row.raw_table_id,
         StreamProgress {
             status: "running",
-            committed_offset: (committed > 0).then_some(committed),
+            committed_offset,
+            partitions,
             ..StreamProgress::default()
         },
     )
     .await;
     let interval = Duration::from_millis(u64::from(source.max_batch_interval_ms.unwrap_or(1000)));
-    let mut batch: Vec<Sorted> = Vec::new();
+    let mut batch: Vec<(usize, Sorted)> = Vec::new();
     let mut events = 0usize;
     let mut bytes = 0usize;
     let mut deadline: Option<Instant> = None;
-    let mut pending = 0u64;
     let mut renewed = Instant::now();
     let mut last_commit = Instant::now();
     let mut connected = true;
@@ -280,20 +321,21 @@ async fn lead(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Result<()
             let full = events >= max_events || bytes >= MAX_BATCH_BYTES;
             let wake = deadline.map_or(renewed + tick, |d| d.min(renewed + tick));
             tokio::select! {
-                received = nats.next(), if !(full && committing.is_some()) => {
+                received = reader.next(), if !(full && committing.is_some()) => {
                     let room = max_events.saturating_sub(events).clamp(1, MAX_RUN);
-                    let (messages, lag) = run(&mut nats, received?, room)?;
+                    let received = run(&mut reader, received?, room)?;
                     if batch.is_empty() {
                         deadline = Some(Instant::now() + interval);
                     }
-                    pending = lag;
-                    events += messages.len();
-                    bytes += messages.iter().map(|m| m.payload.len()).sum::<usize>();
+                    events += received.len();
+                    bytes += received.iter().map(|r| r.message.payload.len()).sum::<usize>();
                     let Some(state) = weak.upgrade().map(AppState) else {
                         return Ok(());
                     };
-                    let (sorted, _) = take_run(&state, &schema, &live, messages).await?;
-                    batch.push(sorted);
+                    for (lane, messages) in by_lane(received, &mut pending) {
+                        let (sorted, _) = take_run(&state, &schema, live.as_ref(), messages).await?;
+                        batch.push((lane, sorted));
+                    }
                 }
                 done = async {
                     match committing.as_mut() {
@@ -312,7 +354,9 @@ async fn lead(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Result<()
                     let Some(t) = target.as_ref() else {
                         return Ok(());
                     };
-                    live.trim(t.rows_upto);
+                    if let (Some(live), Some(lane)) = (&live, t.lanes.first()) {
+                        live.trim(lane.rows_upto);
+                    }
                     let labels = TableLabels {
                         raw_table: t.table.name.clone(),
                     };
@@ -331,20 +375,23 @@ async fn lead(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Result<()
                         .stream_rejected
                         .get_or_create(&labels)
                         .inc_by(rejected as u64);
+                    let lag: u64 = pending.iter().sum();
                     state
                         .metrics
                         .stream_lag
                         .get_or_create(&labels)
-                        .set(pending as i64);
+                        .set(lag as i64);
                     let elapsed = last_commit.elapsed().as_secs_f64().max(1e-3);
                     last_commit = Instant::now();
+                    let (committed_offset, partitions) = t.progress(&source.kind, &pending);
                     report(
                         weak,
                         row.raw_table_id,
                         StreamProgress {
                             status: "running",
-                            committed_offset: Some(t.rows_upto.max(t.rejected_upto)),
-                            lag: Some(pending as i64),
+                            committed_offset,
+                            partitions,
+                            lag: Some(lag as i64),
                             events_committed: rows as i64,
                             rejected: rejected as i64,
                             events_per_second: Some((rows + rejected) as f64 / elapsed),
@@ -362,21 +409,16 @@ async fn lead(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Result<()
                     return Ok(());
                 }
                 renewed = now;
-                if nats.connected() != connected {
+                let trouble = reader.trouble(&source).await;
+                if trouble.is_none() != connected {
                     connected = !connected;
-                    let reason = (!connected).then(|| {
-                        format!(
-                            "lost the connection to {}; reconnecting",
-                            source.url.as_deref().unwrap_or_default()
-                        )
-                    });
                     let status = if connected { "running" } else { "failing" };
                     report(
                         weak,
                         row.raw_table_id,
                         StreamProgress {
                             status,
-                            reason,
+                            reason: trouble,
                             ..Default::default()
                         },
                     )
@@ -420,39 +462,56 @@ async fn lead(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Result<()
     led
 }
 
+/// The table's live events for the stream's one lane, this replica's, made if need be.
+fn live_of(state: &AppState, row: &StreamRow, lane: &Lane, max_events: usize) -> Arc<TableLive> {
+    state.live.follow(
+        row.raw_table_id,
+        &lane.name.app,
+        row.generation,
+        max_events,
+        lane.rows_upto,
+    )
+}
+
+/// A run's messages by lane, in the order each lane gave them; each lane's lag noted.
+fn by_lane(received: Vec<Received>, pending: &mut [u64]) -> Vec<(usize, Vec<Message>)> {
+    let mut lanes: Vec<(usize, Vec<Message>)> = Vec::new();
+    for r in received {
+        if let Some(p) = pending.get_mut(r.lane) {
+            *p = r.pending;
+        }
+        match lanes.iter_mut().find(|(lane, _)| *lane == r.lane) {
+            Some((_, messages)) => messages.push(r.message),
+            None => lanes.push((r.lane, vec![r.message])),
+        }
+    }
+    lanes
+}
+
 /// What a commit running beside the reading gives back: the target, and the rows and
 /// rejected messages it committed, and how long it took.
 type Committed = (Target, Result<(usize, usize, f64), String>);
 
-/// `first` and the messages the source has ready after it (`most` in all), and the lag after
-/// the last.
-fn run(
-    nats: &mut NatsSource,
-    first: super::nats::Received,
-    most: usize,
-) -> Result<(Vec<Message>, u64), String> {
-    let mut pending = first.pending;
-    let mut messages = vec![first.message];
-    while messages.len() < most {
-        match nats.next().now_or_never() {
-            Some(received) => {
-                let received = received?;
-                pending = received.pending;
-                messages.push(received.message);
-            }
+/// `first` and the messages the source has ready after it (`most` in all).
+fn run(reader: &mut Reader, first: Received, most: usize) -> Result<Vec<Received>, String> {
+    let mut received = vec![first];
+    while received.len() < most {
+        match reader.next().now_or_never() {
+            Some(next) => received.push(next?),
             None => break,
         }
     }
-    Ok((messages, pending))
+    Ok(received)
 }
 
-/// Check a run of messages as its commit will, keep its valid rows as the table's live events
-/// and give them to the online state of the table's features at once; the run sorted, and
-/// whether the live events are over their bound.
+/// Check a run of one lane's messages as its commit will; where the stream is served before its
+/// commit, keep its valid rows as the table's live events and give them to the online state of
+/// the table's features at once. The run sorted, and whether the live events are over their
+/// bound.
 async fn take_run(
     state: &AppState,
     schema: &TableSchema,
-    live: &Arc<TableLive>,
+    live: Option<&Arc<TableLive>>,
     messages: Vec<Message>,
 ) -> Result<(Sorted, bool), String> {
     let Some(last) = messages.last().map(|m| m.offset) else {
@@ -462,6 +521,9 @@ async fn take_run(
     let sorted = blocking(move || messages::sort(&schema, &messages))
         .await
         .map_err(|e| e.public_detail())??;
+    let Some(live) = live else {
+        return Ok((sorted, false));
+    };
     let over = live.push(Chunk {
         frame: sorted.rows.clone().unwrap_or_default(),
         offsets: sorted.offsets.clone(),
@@ -516,22 +578,23 @@ async fn tail(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) {
 async fn tail_once(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Result<(), String> {
     let source: StreamSource = serde_json::from_str(&row.source).map_err(|e| e.to_string())?;
     let max_events = source.max_batch_events.unwrap_or(10_000) as usize;
-    let (schema, live, mut nats) = {
+    let (schema, live, mut reader) = {
         let Some(state) = weak.upgrade().map(AppState) else {
             return Ok(());
         };
         let target = open_target(&state, row, &source).await?;
-        let live = state.live.follow(
-            row.raw_table_id,
-            &target.app,
-            row.generation,
-            max_events,
-            target.rows_upto,
-        );
-        let from = live.upto().max(target.rows_upto) + 1;
+        let lane = target.lanes.first().ok_or("the stream has no lanes")?;
+        let live = live_of(&state, row, lane, max_events);
+        let from = live.upto().max(lane.rows_upto) + 1;
         live.start_at(from);
-        let nats = NatsSource::open(&source, from, &state.config.nats_auth).await?;
-        (target.schema, live, nats)
+        let reader = Reader::open(
+            &source,
+            std::slice::from_ref(&lane.name),
+            &[from],
+            &state.config.nats_auth,
+        )
+        .await?;
+        (target.schema, live, reader)
     };
     let mut renewed = Instant::now();
     let mut over = false;
@@ -539,12 +602,13 @@ async fn tail_once(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Resu
         tokio::select! {
             // Over the bound, reading waits for a commit.
             _ = live.wait_for_room(), if over => over = false,
-            received = nats.next(), if !over => {
-                let (messages, _) = run(&mut nats, received?, MAX_RUN)?;
+            received = reader.next(), if !over => {
+                let received = run(&mut reader, received?, MAX_RUN)?;
+                let messages = received.into_iter().map(|r| r.message).collect();
                 let Some(state) = weak.upgrade().map(AppState) else {
                     return Ok(());
                 };
-                over = take_run(&state, &schema, &live, messages).await?.1;
+                over = take_run(&state, &schema, Some(&live), messages).await?.1;
             }
             _ = tokio::time::sleep_until(renewed + tick) => {}
         }
@@ -591,93 +655,127 @@ async fn open_target(
         .create_rejected(&rejected_at)
         .await
         .map_err(|e| e.to_string())?;
-    let partition = source.stream.clone().unwrap_or_default();
-    let app = format!("feature-store/{}/{partition}", source.kind);
-    let upto = |location: &Location| {
-        let (offline, location, app) = (state.offline.clone(), location.clone(), app.clone());
+    let nothing = source::nothing_committed(source);
+    let upto = |location: &Location, app: &str| {
+        let (offline, location, app) = (state.offline.clone(), location.clone(), app.to_string());
         async move {
             offline
                 .txn_version(&location, &app)
                 .await
-                .map(|v| v.unwrap_or(0))
+                .map(|v| v.unwrap_or(nothing))
                 .map_err(|e| e.to_string())
         }
     };
+    let mut lanes = Vec::new();
+    for name in source::lanes(source).await? {
+        lanes.push(Lane {
+            rows_upto: upto(&location, &name.app).await?,
+            rejected_upto: upto(&rejected_at, &name.app).await?,
+            name,
+        });
+    }
     Ok(Target {
-        rows_upto: upto(&location).await?,
-        rejected_upto: upto(&rejected_at).await?,
         table,
         schema,
         rejected_at,
-        app,
-        partition,
+        lanes,
+        nothing,
     })
 }
 
-/// Commit one batch (its runs of messages, sorted): its rejected messages, then its rows,
-/// each with the batch's last offset as the `txn`, leaving out what each dataset already
-/// holds. The rows and rejected messages it committed.
+/// Commit one batch (its runs of messages, sorted, each of one lane): its rejected messages,
+/// then its rows, each with every lane's last offset in the batch as that lane's `txn`,
+/// leaving out what each dataset already holds. The rows and rejected messages it committed.
 async fn commit(
     state: &AppState,
     target: &mut Target,
-    runs: Vec<Sorted>,
+    runs: Vec<(usize, Sorted)>,
 ) -> Result<(usize, usize), String> {
-    let last = runs
-        .iter()
-        .filter_map(|r| {
-            let row = r.offsets.last().copied();
-            let rejected = r.rejected.iter().map(|m| m.offset).max();
-            row.max(rejected)
-        })
-        .max();
-    let Some(last) = last else {
-        return Ok((0, 0));
-    };
-    let mut rejected = Vec::new();
+    // Each lane's last offset in the batch.
+    let mut last: Vec<Option<i64>> = vec![None; target.lanes.len()];
+    for (lane, run) in &runs {
+        let row = run.offsets.last().copied();
+        let rejected = run.rejected.iter().map(|m| m.offset).max();
+        if let Some(l) = last.get_mut(*lane) {
+            *l = (*l).max(row).max(rejected);
+        }
+    }
+    let mut rejected: Vec<Vec<messages::Rejected>> = vec![Vec::new(); target.lanes.len()];
     let mut frames = Vec::new();
-    let mut offsets = Vec::new();
-    for run in runs {
-        rejected.extend(
+    let mut keep: Vec<bool> = Vec::new();
+    for (lane, run) in runs {
+        let (Some(set_aside), Some(l)) = (rejected.get_mut(lane), target.lanes.get(lane)) else {
+            continue;
+        };
+        set_aside.extend(
             run.rejected
                 .into_iter()
-                .filter(|r| r.offset > target.rejected_upto),
+                .filter(|r| r.offset > l.rejected_upto),
         );
         if let Some(frame) = run.rows {
             frames.push(frame);
-            offsets.extend(run.offsets);
+            // Just after a resume: rows the table already holds are left out.
+            keep.extend(run.offsets.iter().map(|o| *o > l.rows_upto));
         }
     }
-    let rejected_count = rejected.len();
-    if !rejected.is_empty() {
-        let partition = target.partition.clone();
+    let rejected_count = rejected.iter().map(Vec::len).sum::<usize>();
+    if rejected_count > 0 {
+        let lanes: Vec<(String, Vec<messages::Rejected>)> = target
+            .lanes
+            .iter()
+            .zip(rejected)
+            .filter(|(_, r)| !r.is_empty())
+            .map(|(lane, r)| (lane.name.partition.clone(), r))
+            .collect();
         let now = state.clock.now().timestamp_micros();
         let parquet = blocking(move || {
-            let mut frame =
-                messages::rejected_frame(&partition, &rejected, now).map_err(|e| e.to_string())?;
+            let mut all: Option<DataFrame> = None;
+            for (partition, rejected) in &lanes {
+                let frame = messages::rejected_frame(partition, rejected, now)
+                    .map_err(|e| e.to_string())?;
+                match all.as_mut() {
+                    Some(all) => {
+                        all.vstack_mut(&frame).map_err(|e| e.to_string())?;
+                    }
+                    None => all = Some(frame),
+                }
+            }
+            let mut frame = all.unwrap_or_default();
             offline::write_parquet(&mut frame)
         })
         .await
         .map_err(|e| e.public_detail())??;
+        let moved: Vec<(usize, i64)> = target
+            .lanes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, lane)| last[i].filter(|l| *l > lane.rejected_upto).map(|l| (i, l)))
+            .collect();
+        let txns: Vec<offline::Txn> = moved
+            .iter()
+            .map(|(i, number)| offline::Txn {
+                app: &target.lanes[*i].name.app,
+                number: *number,
+                after: None,
+            })
+            .collect();
         state
             .offline
             .append(
                 &target.rejected_at,
                 Bytes::from(parquet),
                 rejected_count as i64,
-                Some(offline::Txn {
-                    app: &target.app,
-                    number: last,
-                    after: None,
-                }),
+                &txns,
                 std::future::ready(()),
             )
             .await
             .map_err(|e| e.to_string())?;
-        target.rejected_upto = last;
+        for (i, number) in moved {
+            target.lanes[i].rejected_upto = number;
+        }
     }
     let mut rows_count = 0;
     if !frames.is_empty() {
-        let upto = target.rows_upto;
         let mut frame = blocking(move || {
             let mut all = frames.remove(0);
             for f in &frames {
@@ -688,25 +786,31 @@ async fn commit(
         .await
         .map_err(|e| e.public_detail())?
         .map_err(|e| e.to_string())?;
-        if offsets.first().is_some_and(|first| *first <= upto) {
-            // Just after a resume: rows the table already holds are left out.
-            let keep: BooleanChunked = offsets.iter().map(|o| *o > upto).collect();
+        if keep.iter().any(|k| !k) {
+            let keep: BooleanChunked = keep.into_iter().collect();
             frame = frame.filter(&keep).map_err(|e| e.to_string())?;
         }
         if frame.height() > 0 {
-            rows_count = ingest::commit(
-                state,
-                &target.table,
-                Stored::Frame(frame),
-                Some(StreamTxn {
-                    app: target.app.clone(),
-                    after: upto,
-                    upto: last,
-                }),
-            )
-            .await
-            .map_err(|e| e.public_detail())?;
-            target.rows_upto = last;
+            let moved: Vec<(usize, i64)> = target
+                .lanes
+                .iter()
+                .enumerate()
+                .filter_map(|(i, lane)| last[i].filter(|l| *l > lane.rows_upto).map(|l| (i, l)))
+                .collect();
+            let txns = moved
+                .iter()
+                .map(|(i, upto)| StreamTxn {
+                    app: target.lanes[*i].name.app.clone(),
+                    after: target.lanes[*i].rows_upto,
+                    upto: *upto,
+                })
+                .collect();
+            rows_count = ingest::commit(state, &target.table, Stored::Frame(frame), txns)
+                .await
+                .map_err(|e| e.public_detail())?;
+            for (i, upto) in moved {
+                target.lanes[i].rows_upto = upto;
+            }
         }
     }
     Ok((rows_count, rejected_count))

@@ -1,10 +1,12 @@
 //! Raw tables that follow a stream: setting, showing and stopping it. Following itself (one
 //! committing replica per stream, micro-batches into Delta with the offsets in the same commit)
-//! is in `follow`; reading NATS JetStream in `nats`; messages become rows (or are set aside)
-//! in `engine::messages`.
+//! is in `follow`; reading Kafka in `kafka`, NATS JetStream in `nats`, either through
+//! `source`; messages become rows (or are set aside) in `engine::messages`.
 
 mod follow;
+mod kafka;
 mod nats;
+mod source;
 
 pub use follow::{release, spawn};
 
@@ -82,6 +84,15 @@ fn not_following(raw_table_id: i64) -> ServiceError {
 fn present(state: &AppState, row: StreamRow) -> Result<StreamResponse> {
     let source: StreamSource = serde_json::from_str(&row.source).map_err(ServiceError::fault)?;
     let held = row.holder.is_some() && row.expires_at > state.clock.now();
+    let partitions = match row.partitions.as_deref() {
+        Some(text) => serde_json::from_str(text).map_err(ServiceError::fault)?,
+        None if source.kind == "kafka" => Vec::new(),
+        None => vec![StreamPartition {
+            partition: source.stream.clone().unwrap_or_default(),
+            committed_offset: row.committed_offset,
+            lag: row.lag,
+        }],
+    };
     let status = if held || row.status == "starting" {
         row.status.clone()
     } else {
@@ -93,12 +104,10 @@ fn present(state: &AppState, row: StreamRow) -> Result<StreamResponse> {
     };
     Ok(StreamResponse {
         raw_table_id: row.raw_table_id,
-        partitions: vec![StreamPartition {
-            partition: source.stream.clone().unwrap_or_default(),
-            committed_offset: row.committed_offset,
-            lag: row.lag,
-        }],
+        partitions,
         kind: source.kind,
+        brokers: source.brokers,
+        topic: source.topic,
         url: source.url,
         stream: source.stream,
         subject: source.subject,
@@ -122,13 +131,101 @@ fn present(state: &AppState, row: StreamRow) -> Result<StreamResponse> {
 fn checked(mut source: StreamSource) -> Result<StreamSource> {
     let invalid = |why: String| Err(ServiceError::Invalid(why));
     match source.kind.as_str() {
-        "nats" => {}
-        "kafka" => {
-            return invalid(
-                "Stream type \"kafka\" is not supported yet; \"nats\" (JetStream) is".into(),
-            )
+        "nats" => checked_nats(&mut source)?,
+        "kafka" => checked_kafka(&mut source)?,
+        other => {
+            return invalid(format!(
+                "Unknown stream type {other:?}; use \"kafka\" or \"nats\""
+            ))
         }
-        other => return invalid(format!("Unknown stream type {other:?}; use \"nats\"")),
+    }
+    match source.format.as_deref() {
+        None | Some("json") => source.format = Some("json".into()),
+        Some(other) => {
+            return invalid(format!(
+                "Unknown stream format {other:?}; \"json\" (one object per message) is supported"
+            ))
+        }
+    }
+    let events = source.max_batch_events.unwrap_or(DEFAULT_BATCH_EVENTS);
+    if !(1..=MAX_BATCH_EVENTS).contains(&events) {
+        return invalid(format!(
+            "\"max_batch_events\" must be 1 to {MAX_BATCH_EVENTS}, got {events}"
+        ));
+    }
+    source.max_batch_events = Some(events);
+    let interval = source
+        .max_batch_interval_ms
+        .unwrap_or(DEFAULT_BATCH_INTERVAL_MS);
+    if !BATCH_INTERVAL_MS.contains(&interval) {
+        return invalid(format!(
+            "\"max_batch_interval_ms\" must be {} to {}, got {interval}",
+            BATCH_INTERVAL_MS.start(),
+            BATCH_INTERVAL_MS.end()
+        ));
+    }
+    source.max_batch_interval_ms = Some(interval);
+    Ok(source)
+}
+
+/// A Kafka source: brokers as `host:port` pairs, a topic name Kafka allows, nothing of NATS.
+fn checked_kafka(source: &mut StreamSource) -> Result<()> {
+    let invalid = |why: String| Err(ServiceError::Invalid(why));
+    if source.url.is_some() || source.stream.is_some() || source.subject.is_some() {
+        return invalid(
+            "A kafka stream takes \"brokers\" and \"topic\", not \"url\", \"stream\" or \"subject\""
+                .into(),
+        );
+    }
+    let Some(brokers) = source.brokers.as_deref() else {
+        return invalid("A kafka stream needs \"brokers\" (host:port, separated by commas)".into());
+    };
+    let mut listed = Vec::new();
+    for broker in brokers.split(',').map(str::trim) {
+        let fits = broker.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty()
+                && !host
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '@'))
+                && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !fits {
+            return invalid(format!(
+                "\"brokers\" {brokers:?} must be host:port pairs separated by commas \
+                 (no scheme, no credentials)"
+            ));
+        }
+        listed.push(broker);
+    }
+    source.brokers = Some(listed.join(","));
+    let Some(topic) = source.topic.as_deref() else {
+        return invalid("A kafka stream needs \"topic\"".into());
+    };
+    // Kafka's own rule for topic names.
+    if topic.is_empty()
+        || topic.len() > 249
+        || topic == "."
+        || topic == ".."
+        || !topic
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return invalid(format!(
+            "\"topic\" {topic:?} is not a Kafka topic name (1 to 249 of a-z A-Z 0-9 . _ -)"
+        ));
+    }
+    Ok(())
+}
+
+/// A NATS source: a `nats://host:port` URL without credentials, a JetStream stream name, an
+/// optional subject filter, nothing of Kafka.
+fn checked_nats(source: &mut StreamSource) -> Result<()> {
+    let invalid = |why: String| Err(ServiceError::Invalid(why));
+    if source.brokers.is_some() || source.topic.is_some() {
+        return invalid(
+            "A nats stream takes \"url\", \"stream\" and \"subject\", not \"brokers\" or \"topic\""
+                .into(),
+        );
     }
     let Some(url) = source.url.as_deref().map(str::trim) else {
         return invalid("A nats stream needs \"url\" (nats://host:port)".into());
@@ -173,33 +270,7 @@ fn checked(mut source: StreamSource) -> Result<StreamSource> {
             ));
         }
     }
-    match source.format.as_deref() {
-        None | Some("json") => source.format = Some("json".into()),
-        Some(other) => {
-            return invalid(format!(
-                "Unknown stream format {other:?}; \"json\" (one object per message) is supported"
-            ))
-        }
-    }
-    let events = source.max_batch_events.unwrap_or(DEFAULT_BATCH_EVENTS);
-    if !(1..=MAX_BATCH_EVENTS).contains(&events) {
-        return invalid(format!(
-            "\"max_batch_events\" must be 1 to {MAX_BATCH_EVENTS}, got {events}"
-        ));
-    }
-    source.max_batch_events = Some(events);
-    let interval = source
-        .max_batch_interval_ms
-        .unwrap_or(DEFAULT_BATCH_INTERVAL_MS);
-    if !BATCH_INTERVAL_MS.contains(&interval) {
-        return invalid(format!(
-            "\"max_batch_interval_ms\" must be {} to {}, got {interval}",
-            BATCH_INTERVAL_MS.start(),
-            BATCH_INTERVAL_MS.end()
-        ));
-    }
-    source.max_batch_interval_ms = Some(interval);
-    Ok(source)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -209,6 +280,8 @@ mod tests {
     fn nats(url: &str, stream: &str) -> StreamSource {
         StreamSource {
             kind: "nats".into(),
+            brokers: None,
+            topic: None,
             url: Some(url.into()),
             stream: Some(stream.into()),
             subject: None,
@@ -247,11 +320,59 @@ mod tests {
         assert!(refusal(nats("nats://127.0.0.1:4222", "a.b")).contains("stream name"));
     }
 
+    fn kafka(brokers: &str, topic: &str) -> StreamSource {
+        StreamSource {
+            kind: "kafka".into(),
+            brokers: Some(brokers.into()),
+            topic: Some(topic.into()),
+            ..nats("nats://127.0.0.1:4222", "TX")
+        }
+    }
+
+    fn kafka_only(brokers: &str, topic: &str) -> StreamSource {
+        StreamSource {
+            url: None,
+            stream: None,
+            ..kafka(brokers, topic)
+        }
+    }
+
     #[test]
-    fn kafka_is_named_as_not_supported_yet() {
-        let mut source = nats("nats://127.0.0.1:4222", "TX");
-        source.kind = "kafka".into();
-        assert!(refusal(source).contains("not supported yet"));
+    fn a_kafka_source_takes_brokers_and_a_topic_and_gets_its_defaults() {
+        let source = checked(kafka_only(" 127.0.0.1:9092, kafka-2:9093 ", "tx.events_1")).unwrap();
+        assert_eq!(
+            source.brokers.as_deref(),
+            Some("127.0.0.1:9092,kafka-2:9093")
+        );
+        assert_eq!(source.format.as_deref(), Some("json"));
+        assert_eq!(source.max_batch_events, Some(DEFAULT_BATCH_EVENTS));
+    }
+
+    #[test]
+    fn kafka_brokers_and_topics_that_kafka_would_not_take_are_refused() {
+        for brokers in [
+            "",
+            "host",
+            "host:0",
+            "host:x",
+            "kafka://host:9092",
+            "u:p@host:9092",
+        ] {
+            assert!(
+                refusal(kafka_only(brokers, "tx")).contains("host:port"),
+                "{brokers}"
+            );
+        }
+        for topic in ["", "..", "a b", "tx/1", &"t".repeat(250)] {
+            assert!(
+                refusal(kafka_only("h:9092", topic)).contains("topic"),
+                "{topic}"
+            );
+        }
+        assert!(refusal(kafka("h:9092", "tx")).contains("not \"url\""));
+        let mut nats_with_topic = nats("nats://127.0.0.1:4222", "TX");
+        nats_with_topic.topic = Some("tx".into());
+        assert!(refusal(nats_with_topic).contains("not \"brokers\" or \"topic\""));
     }
 
     #[test]

