@@ -482,3 +482,26 @@ async fn a_kafka_broker_that_stops_answering_makes_the_stream_failing_and_it_goe
     let expected: Vec<i64> = (1..=20).chain([1000]).collect();
     assert_eq!(seqs(&app, table).await, expected);
 }
+
+#[tokio::test]
+#[ignore = "needs chromium and a Kafka broker binary (TEST_TANSU_BIN); .ci/run installs both"]
+async fn the_console_shows_a_kafka_stream_with_each_partitions_offset_and_the_lag() {
+    let app = spawn_app().await;
+    let kafka = Kafka::start(free_port()).await;
+    kafka.create_topic("clicks", 2).await;
+    let table = app.create_table(tx_table()).await;
+    app.follow(table, &kafka.source("clicks", 50)).await;
+    kafka.produce("clicks", spread(1..=5, 2)).await;
+    app.stream_once(table, |s| committed(s) == [Some(1), Some(2)])
+        .await;
+
+    let (dom, requested) =
+        crate::ui::browse_async(app.url(&format!("/ui/raw-tables/{table}"))).await;
+    assert!(dom.contains("follows Kafka topic"), "{dom}");
+    assert!(dom.contains("clicks"), "{dom}");
+    assert!(dom.contains(&kafka.brokers), "{dom}");
+    assert!(dom.contains("0:1 1:2"), "{dom}");
+    assert!(dom.contains(r#"data-status="running""#), "{dom}");
+    assert!(dom.contains(r#"data-lag="0""#), "{dom}");
+    crate::ui::assert_only_this_server(&app.base, &requested);
+}

@@ -50,6 +50,9 @@ fn consumer(brokers: &str) -> Result<StreamConsumer, String> {
         .set("auto.offset.reset", "earliest")
         // Served within 100 ms: the broker answers a fetch as soon as it has a message.
         .set("fetch.wait.max.ms", "20")
+        // What librdkafka fetches ahead of the reader, all partitions together, is bounded
+        // (its default is 64 MiB): the stream's memory is stated in docs/streams.md.
+        .set("queued.max.messages.kbytes", "32768")
         .set("socket.connection.setup.timeout.ms", "5000")
         .set("reconnect.backoff.max.ms", "2000")
         .set("log_level", "3")
