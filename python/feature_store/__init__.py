@@ -12,7 +12,16 @@ fs.get_online_features(["spend"], ["u1", "u2"]).to_pandas()
 
 from .client import Client
 from .errors import AccessDenied, FeatureStoreError, Invalid, NotFound, Overloaded, ServerError
-from .models import Aggregation, ComputeResult, Feature, IngestResult, Snapshot, Table, Version
+from .models import (
+    Aggregation,
+    ComputeResult,
+    Feature,
+    IngestResult,
+    Snapshot,
+    Stream,
+    Table,
+    Version,
+)
 from .online import OnlineFeatures
 
 __all__ = [
@@ -29,6 +38,7 @@ __all__ = [
     "Overloaded",
     "ServerError",
     "Snapshot",
+    "Stream",
     "Table",
     "Version",
 ]

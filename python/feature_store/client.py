@@ -21,6 +21,7 @@ from .models import (
     Feature,
     IngestResult,
     Snapshot,
+    Stream,
     Table,
     Version,
     format_time,
@@ -194,6 +195,65 @@ class Client:
         if isinstance(table, int):
             return table
         return self.table(table).id
+
+    # ---- streams ----
+
+    def follow_kafka(
+        self,
+        table: TableRef,
+        brokers: str,
+        topic: str,
+        *,
+        max_batch_events: Optional[int] = None,
+        max_batch_interval_ms: Optional[int] = None,
+    ) -> Stream:
+        """Make `table` follow every partition of the Kafka `topic` on `brokers`
+        (`"host:port,host:port"`): each message, one JSON object, is checked as an ingested row
+        and committed exactly once in micro-batches (at most every `max_batch_interval_ms`,
+        default 1000, or `max_batch_events`, default 10000). Following the same topic again
+        resumes after the last message committed."""
+        source = {"type": "kafka", "brokers": brokers, "topic": topic}
+        return self._follow(table, source, max_batch_events, max_batch_interval_ms)
+
+    def follow_nats(
+        self,
+        table: TableRef,
+        url: str,
+        stream: str,
+        *,
+        subject: Optional[str] = None,
+        max_batch_events: Optional[int] = None,
+        max_batch_interval_ms: Optional[int] = None,
+    ) -> Stream:
+        """Make `table` follow the NATS JetStream `stream` at `url` (`nats://host:port`),
+        optionally only the messages on `subject` (`"tx.>"`); otherwise as `follow_kafka`.
+        The server's own NATS credentials are used, never ones in a request."""
+        source: Dict[str, Any] = {"type": "nats", "url": url, "stream": stream}
+        if subject is not None:
+            source["subject"] = subject
+        return self._follow(table, source, max_batch_events, max_batch_interval_ms)
+
+    def _follow(
+        self,
+        table: TableRef,
+        source: Dict[str, Any],
+        max_batch_events: Optional[int],
+        max_batch_interval_ms: Optional[int],
+    ) -> Stream:
+        if max_batch_events is not None:
+            source["max_batch_events"] = max_batch_events
+        if max_batch_interval_ms is not None:
+            source["max_batch_interval_ms"] = max_batch_interval_ms
+        path = f"/raw-tables/{self._table_id(table)}/stream"
+        return Stream.from_json(self._json("PUT", path, json=source))
+
+    def stream(self, table: TableRef) -> Stream:
+        """The stream `table` follows and how it goes (`NotFound` when it follows none)."""
+        return Stream.from_json(self._json("GET", f"/raw-tables/{self._table_id(table)}/stream"))
+
+    def stop_following(self, table: TableRef) -> None:
+        """Stop following the table's stream; what was committed stays in the table."""
+        self._request("DELETE", f"/raw-tables/{self._table_id(table)}/stream")
 
     # ---- ingest ----
 

@@ -82,6 +82,42 @@ class Table:
 
 
 @dataclass(frozen=True)
+class Stream:
+    """What a raw table follows (a Kafka topic or a NATS JetStream stream) and how following
+    it goes: `status` is `starting`, `running`, `failing` (see `reason`) or `waiting`; each
+    of `partitions` is `{"partition", "committed_offset", "lag"}` (one for NATS, one per Kafka
+    partition). See docs/streams.md."""
+
+    table_id: int
+    type: str
+    status: str
+    reason: Optional[str]
+    committer: Optional[str]
+    partitions: List[Dict[str, Any]]
+    events_committed: int
+    rejected: int
+    rejected_location: str
+    last_commit_at: Optional[datetime]
+    raw: Dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, body: Dict[str, Any]) -> "Stream":
+        return cls(
+            table_id=body["raw_table_id"],
+            type=body["type"],
+            status=body["status"],
+            reason=body.get("reason"),
+            committer=body.get("committer"),
+            partitions=list(body.get("partitions") or []),
+            events_committed=body.get("events_committed", 0),
+            rejected=body.get("rejected", 0),
+            rejected_location=body.get("rejected_location", ""),
+            last_commit_at=parse_time(body.get("last_commit_at")),
+            raw=body,
+        )
+
+
+@dataclass(frozen=True)
 class Feature:
     """A registered feature: SQL (`sql`) or declared aggregations."""
 
