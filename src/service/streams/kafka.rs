@@ -18,8 +18,11 @@ use crate::model::StreamSource;
 
 /// How long asking the brokers for the topic's partitions may take.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
-/// ... and asking whether they are back, while they are not (the lease renews meanwhile).
+/// ... and asking at each lease renewal whether they answer (the renewals wait for it).
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Brokers are reported unreachable after this many looks in a row that got no answer, so
+/// one slow answer under load does not show the stream `failing`.
+const UNANSWERED_LOOKS: u32 = 2;
 
 pub struct KafkaSource {
     consumer: Arc<StreamConsumer>,
@@ -31,6 +34,8 @@ pub struct KafkaSource {
     high: Vec<i64>,
     /// The topic's partitions changed: it is opened again, with all of them.
     changed: Option<String>,
+    /// Looks in a row that got no answer.
+    unanswered: u32,
     /// `topic {name} at {brokers}`, for errors.
     what: String,
 }
@@ -126,6 +131,7 @@ impl KafkaSource {
             partitions: lanes.to_vec(),
             high: from.to_vec(),
             changed: None,
+            unanswered: 0,
             what: format!("topic {topic:?} at {brokers}"),
         })
     }
@@ -167,9 +173,10 @@ impl KafkaSource {
         }
     }
 
-    /// Why the brokers cannot be read now, if they cannot (asked each time, briefly). A topic
-    /// whose partitions changed is not trouble, but makes the next `next` fail, so the topic
-    /// is opened again with every partition it has.
+    /// Why the brokers cannot be read now, if they cannot (asked each time, briefly; said
+    /// after `UNANSWERED_LOOKS` looks in a row without an answer). A topic whose partitions
+    /// changed is not trouble, but makes the next `next` fail, so the topic is opened again
+    /// with every partition it has.
     pub async fn trouble(&mut self) -> Option<String> {
         let now = partitions(self.consumer.clone(), self.topic.clone(), PROBE_TIMEOUT).await;
         if now.as_ref().is_ok_and(|now| *now == self.partitions) {
@@ -177,6 +184,7 @@ impl KafkaSource {
                 .await
                 .unwrap_or_else(|| self.high.clone());
         }
+        self.unanswered = if now.is_ok() { 0 } else { self.unanswered + 1 };
         match now {
             Ok(now) if now != self.partitions => {
                 self.changed = Some(format!(
@@ -188,6 +196,7 @@ impl KafkaSource {
                 None
             }
             Ok(_) => None,
+            Err(_) if self.unanswered < UNANSWERED_LOOKS => None,
             Err(e) => Some(format!("cannot reach {}: {e}", self.what)),
         }
     }
