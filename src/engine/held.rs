@@ -285,7 +285,7 @@ impl Held {
     }
 
     /// `add`, the events of a stream not committed yet: `offsets` has each row's offset, so
-    /// they can be taken out again (`remove_offsets_after`) when their commit is read.
+    /// they can be taken out again (`remove_offsets`) when their commit is read.
     pub fn add_from(
         &mut self,
         frame: &DataFrame,
@@ -380,21 +380,22 @@ impl Held {
         self.events -= dropped;
     }
 
-    /// Take out the stream's events with offsets after `after` (added by `add_from`): the
+    /// Take out the stream's events with offsets in `(lo, hi]` (added by `add_from`): the
     /// table's files now hold them, and are read instead.
-    pub fn remove_offsets_after(&mut self, after: i64) {
+    pub fn remove_offsets(&mut self, lo: i64, hi: i64) {
+        let taken = |o: i64| lo < o && o <= hi;
         let mut removed = 0;
         self.entities.retain(|_, e| {
-            if e.offsets.iter().all(|&o| o <= after) {
+            if !e.offsets.iter().any(|&o| taken(o)) {
                 return true;
             }
-            let keep: Vec<bool> = e.offsets.iter().map(|&o| o <= after).collect();
+            let keep: Vec<bool> = e.offsets.iter().map(|&o| !taken(o)).collect();
             let mut i = 0;
             e.times.retain(|_| {
                 i += 1;
                 keep[i - 1]
             });
-            e.offsets.retain(|&o| o <= after);
+            e.offsets.retain(|&o| !taken(o));
             for c in &mut e.columns {
                 c.retain(&keep);
             }
@@ -582,7 +583,7 @@ mod tests {
                 .add_from(&frame(lo, hi), "user_id", "ts", Some(&o))
                 .unwrap();
         }
-        streamed.remove_offsets_after(100);
+        streamed.remove_offsets(100, 200);
         streamed.add(&frame(400, 500), "user_id", "ts").unwrap();
         let o = offsets(500, 800);
         streamed

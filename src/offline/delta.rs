@@ -41,8 +41,8 @@ pub struct Pinned {
     pub total_rows: i64,
     /// Partition columns, whose values are in the file paths (`col=value/`), not the files.
     pub partitioned: bool,
-    /// The number the asked-for application's `txn` had at this version, if any.
-    pub txn: Option<i64>,
+    /// The number each asked-for application's `txn` had at this version, if any.
+    pub txns: Vec<Option<i64>>,
 }
 
 /// An application transaction recorded with a commit (Delta's `txn` action): `app`'s
@@ -308,22 +308,23 @@ impl OfflineStore {
     /// The newest version of a Delta table and its files. Refuses what plain Parquet scans
     /// would read wrongly: column mapping and deletion vectors.
     pub async fn pin_delta(&self, location: &Location) -> Result<Pinned> {
-        self.pin_delta_with(location, None).await
+        self.pin_delta_with(location, &[]).await
     }
 
-    /// `pin_delta`, with the number `app`'s `txn` had at that version (in `Pinned::txn`).
-    pub async fn pin_delta_with(&self, location: &Location, app: Option<&str>) -> Result<Pinned> {
+    /// `pin_delta`, with the number each of `apps`' `txn` had at that version (in
+    /// `Pinned::txns`).
+    pub async fn pin_delta_with(&self, location: &Location, apps: &[String]) -> Result<Pinned> {
         let table = self.delta_table(location).await?;
         let table = table.lock().await;
         let snapshot = table.snapshot()?;
-        let txn = match app {
-            Some(app) => {
+        let mut txns = Vec::with_capacity(apps.len());
+        for app in apps {
+            txns.push(
                 snapshot
                     .transaction_version(table.log_store().as_ref(), app)
-                    .await?
-            }
-            None => None,
-        };
+                    .await?,
+            );
+        }
         let config = snapshot.metadata().configuration();
         if config
             .get("delta.columnMapping.mode")
@@ -357,7 +358,7 @@ impl OfflineStore {
             files,
             total_rows,
             partitioned,
-            txn,
+            txns,
         })
     }
 

@@ -128,7 +128,7 @@ impl OfflineStore {
                         files,
                         total_rows,
                         partitioned: false,
-                        txn: None,
+                        txns: Vec::new(),
                     },
                     fingerprint: Some(fingerprint),
                 })

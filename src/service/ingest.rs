@@ -158,10 +158,11 @@ async fn store(state: &AppState, table: &RawTableRow, stored: Stored) -> Result<
 }
 
 /// A stream's commit, for one of its lanes: the lane's application id, and the offsets
-/// `(after, upto]` its rows hold.
+/// `(after, upto]` its rows hold (`after` given where the file may be named with them: a
+/// stream of one lane; online states skip a file so named when they hold its events).
 pub(super) struct StreamTxn {
     pub app: String,
-    pub after: i64,
+    pub after: Option<i64>,
     pub upto: i64,
 }
 
@@ -202,7 +203,7 @@ pub(super) async fn commit(
                     .map(|t| offline::Txn {
                         app: &t.app,
                         number: t.upto,
-                        after: Some(t.after),
+                        after: t.after,
                     })
                     .collect::<Vec<_>>(),
                 crate::failpoint::reach(crate::failpoint::INGEST_BEFORE_COMMIT),

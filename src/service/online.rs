@@ -11,16 +11,19 @@
 //! is exactly the files it has read.
 //!
 //! A table that follows a stream also gives its events before their commit (`live`): each
-//! state knows up to which stream offset it holds every valid event (`stream_upto`), takes the
-//! events after it as the replica reads them, and, reading the table's new files, skips a
-//! file the stream committed whose offsets it holds already (`plan_reads`).
+//! state knows, for each of the stream's lanes, up to which offset it holds every valid event
+//! (`stream_upto`), takes the events after it as the replica reads them, and, reading the
+//! table's new files, leaves out what it holds twice (`plan_reads`): a NATS stream's file
+//! names its offsets and is skipped when they are all held; a Kafka topic's files are read,
+//! and the events taken before their commit up to each partition's committed offset are taken
+//! out.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 
-use super::live::TableLive;
+use super::live::{lane_offset, lane_range, TableLive};
 use super::AppState;
 use super::{blocking, lookup, raw_tables, Result, ServiceError};
 use crate::cache::Epoch;
@@ -68,10 +71,12 @@ struct State {
     data_as_of: Option<DateTime<Utc>>,
     /// The epoch under which the table was last found at `version`.
     checked: Option<Epoch>,
-    /// With `live`: every valid event of the stream with an offset up to this one is held,
-    /// once (read from the table's files, or taken from `live` before its commit), and none
-    /// after it. `None` until the table was first read.
-    stream_upto: Option<i64>,
+    /// With `live`, for each lane: every valid event of the lane with an offset up to this
+    /// one is held, once (read from the table's files, or taken from `live` before its
+    /// commit), and none after it. `None` until the table was first read.
+    stream_upto: Option<Vec<i64>>,
+    /// Each lane's committed offset at `version` (its `txn`).
+    txns: Vec<Option<i64>>,
 }
 
 /// An online answer: the values at `evaluated_at`.
@@ -213,6 +218,7 @@ async fn refresh(
                     data_as_of: None,
                     checked: None,
                     stream_upto: None,
+                    txns: Vec::new(),
                 }),
             });
             state.online.put(name, Some(fresh.clone()));
@@ -232,10 +238,10 @@ async fn refresh(
         (s.version, s.held.horizon())
     };
     let after = state.clock.now().timestamp_micros() - horizon - MARGIN_MICROS;
-    let mut committed = None;
+    let mut committed: Vec<Option<i64>> = Vec::new();
     if known > version {
-        let app = held.live.as_ref().map(|l| l.app.as_str());
-        if let Some((pinned, _)) = raw_tables::pin_with(state, &table, app).await? {
+        let apps = held.live.as_ref().map_or(&[][..], |l| l.apps.as_slice());
+        if let Some((pinned, _)) = raw_tables::pin_with(state, &table, apps).await? {
             let new_files: Vec<String> = {
                 let s = held.state.read().await;
                 pinned
@@ -246,11 +252,22 @@ async fn refresh(
                     .collect()
             };
             // Only a state that takes the stream's events before their commit skips files.
-            let stream_upto = match held.live {
-                Some(_) => held.state.read().await.stream_upto,
-                None => None,
+            let plan = match &held.live {
+                Some(live) => {
+                    let s = held.state.read().await;
+                    let held_before = Stream {
+                        upto: s.stream_upto.as_deref(),
+                        txns: &s.txns,
+                        nothing: live.nothing,
+                    };
+                    plan_reads(&new_files, held_before, &pinned.txns)
+                }
+                None => Reads {
+                    read: new_files.clone(),
+                    remove: Vec::new(),
+                    stream_upto: Vec::new(),
+                },
             };
-            let plan = plan_reads(&new_files, stream_upto, pinned.txn);
             let read = match plan.read.is_empty() {
                 true => None,
                 false => {
@@ -260,8 +277,8 @@ async fn refresh(
             // One write: an answer sees the events taken before the commit or the file
             // holding them, never neither.
             let mut s = held.state.write().await;
-            if let Some(after) = plan.remove_after {
-                s.held.remove_offsets_after(after);
+            for (lo, hi) in plan.remove {
+                s.held.remove_offsets(lo, hi);
             }
             if let Some((frame, key, time)) = read {
                 s.held
@@ -271,20 +288,25 @@ async fn refresh(
             s.files.extend(new_files);
             s.version = pinned.version;
             s.stream_upto = Some(plan.stream_upto);
-            committed = pinned.txn;
+            s.txns = pinned.txns.clone();
+            committed = pinned.txns;
         }
     }
     let mut s = held.state.write().await;
     s.held.prune(after);
     s.data_as_of = data_as_of.or(s.data_as_of);
     s.checked = epoch;
-    if s.stream_upto.is_none() {
+    if let (None, Some(live)) = (&s.stream_upto, &held.live) {
         // A table with no rows yet: every event of the stream is still to come.
-        s.stream_upto = Some(0);
+        s.stream_upto = Some(vec![live.nothing; live.lanes()]);
     }
     drop(s);
-    if let (Some(live), Some(committed)) = (&held.live, committed) {
-        live.trim(committed);
+    if let Some(live) = &held.live {
+        for (lane, committed) in committed.iter().enumerate() {
+            if let Some(committed) = committed {
+                live.trim(lane, *committed);
+            }
+        }
     }
     drop(_one);
     if held.behind_live().await {
@@ -305,20 +327,64 @@ async fn take_newest(held: &FeatureHeld) {
 #[derive(Debug, PartialEq)]
 struct Reads {
     read: Vec<String>,
-    /// Take out the stream's events held after this offset before reading: a file read
-    /// holds them.
-    remove_after: Option<i64>,
-    /// The offset every held event of the stream is at or before, after the reads.
-    stream_upto: i64,
+    /// Take out the stream's events held with these offsets (`lane_range`s) before reading:
+    /// a file read holds them.
+    remove: Vec<(i64, i64)>,
+    /// Each lane's offset every held event of it is at or before, after the reads.
+    stream_upto: Vec<i64>,
 }
 
-/// A file a stream committed names its offsets `(a, b]`: when every event up to `b` is
-/// held already (taken before the commit), it is skipped; otherwise it is read, and the
-/// events after `a` held from the stream are taken out (the file holds them). Any other file
-/// is read. `txn`, the stream's committed offset at the pinned version, covers files named
+/// What a state held of a table's stream before reading its new files.
+#[derive(Clone, Copy)]
+struct Stream<'a> {
+    /// Each lane's `State::stream_upto`; `None` before the table was first read.
+    upto: Option<&'a [i64]>,
+    /// Each lane's committed offset at the version last read (`State::txns`).
+    txns: &'a [Option<i64>],
+    /// A lane's offset when nothing was committed.
+    nothing: i64,
+}
+
+/// `txns` are the stream's committed offsets at the version to read, one per lane.
+///
+/// One lane (a NATS stream, a one-partition topic): a file the stream committed names its
+/// offsets `(a, b]`; when every event up to `b` is held already (taken before the commit), it
+/// is skipped; otherwise it is read, and the events after `a` held from the stream are taken
+/// out (the file holds them). Any other file is read. The lane's `txn` covers files named
 /// before streams named theirs.
-fn plan_reads(new_files: &[String], stream_upto: Option<i64>, txn: Option<i64>) -> Reads {
-    let mut upto = stream_upto.unwrap_or(i64::MIN);
+///
+/// Several lanes (a Kafka topic's partitions; a commit holds several, so its file names
+/// none): every new file is read, and each lane's events held from the stream between its
+/// committed offset before and after are taken out (the files hold them).
+fn plan_reads(new_files: &[String], held: Stream<'_>, txns: &[Option<i64>]) -> Reads {
+    if txns.len() != 1 {
+        let mut remove = Vec::new();
+        let mut stream_upto = Vec::with_capacity(txns.len());
+        for (lane, txn) in txns.iter().enumerate() {
+            let now = txn.unwrap_or(held.nothing);
+            let before = held
+                .txns
+                .get(lane)
+                .copied()
+                .flatten()
+                .unwrap_or(held.nothing);
+            let upto = held.upto.and_then(|u| u.get(lane).copied());
+            if let Some(upto) = upto.filter(|u| *u > before && now > before) {
+                remove.push(lane_range(lane, before, Some(now.min(upto))));
+            }
+            stream_upto.push(upto.unwrap_or(held.nothing).max(now));
+        }
+        return Reads {
+            read: new_files.to_vec(),
+            remove,
+            stream_upto,
+        };
+    }
+    let txn = txns.first().copied().flatten();
+    let mut upto = held
+        .upto
+        .and_then(|u| u.first().copied())
+        .unwrap_or(i64::MIN);
     let mut named: Vec<(i64, i64, &String)> = Vec::new();
     let mut read = Vec::new();
     for file in new_files {
@@ -350,8 +416,11 @@ fn plan_reads(new_files: &[String], stream_upto: Option<i64>, txn: Option<i64>) 
     }
     Reads {
         read,
-        remove_after,
-        stream_upto: upto.max(0),
+        remove: remove_after
+            .map(|after| lane_range(0, after, None))
+            .into_iter()
+            .collect(),
+        stream_upto: vec![upto.max(held.nothing)],
     }
 }
 
@@ -379,16 +448,17 @@ impl FeatureHeld {
             .read()
             .await
             .stream_upto
-            .is_some_and(|held| held < upto)
+            .as_ref()
+            .is_some_and(|held| held.iter().zip(&upto).any(|(h, u)| h < u))
     }
 }
 
-/// The offset column the stream's rows carry through the feature's filter.
+/// The offset column the stream's rows carry through the feature's filter (`lane_offset`s).
 const OFFSET_COLUMN: &str = "__feature_store_offset";
 
 /// Add the stream's events this state has not taken yet (read by this replica, not committed
-/// yet): the feature's filter and key applied in this process, to at most the table's bound
-/// of uncommitted events (`live`).
+/// yet), from every lane: the feature's filter and key applied in this process, to at most
+/// the table's bound of uncommitted events (`live`).
 async fn take_live(held: &FeatureHeld) -> Result<()> {
     let Some(live) = &held.live else {
         return Ok(());
@@ -396,27 +466,37 @@ async fn take_live(held: &FeatureHeld) -> Result<()> {
     let _one = held.refresh.lock().await;
     let (upto, source) = {
         let s = held.state.read().await;
-        match s.stream_upto {
-            Some(upto) => (upto, s.source.clone()),
+        match &s.stream_upto {
+            Some(upto) => (upto.clone(), s.source.clone()),
             None => return Ok(()),
         }
     };
-    // `None`: events after `upto` were committed and dropped here; the next read of the
-    // table's files takes them.
-    let Some((chunks, last)) = live.since(upto) else {
+    let mut taken = upto.clone();
+    let mut runs = Vec::new();
+    for (lane, after) in upto.iter().enumerate() {
+        // `None`: events after `after` were committed and dropped here; the next read of the
+        // table's files takes them.
+        if let Some((chunks, last)) = live.since(lane, *after) {
+            if !chunks.is_empty() {
+                runs.push((lane, *after, chunks));
+            }
+            taken[lane] = last;
+        }
+    }
+    if taken == upto {
         return Ok(());
-    };
-    let events = if chunks.is_empty() {
+    }
+    let events = if runs.is_empty() {
         None
     } else {
         Some(
-            blocking(move || live_events(&chunks, upto, &source))
+            blocking(move || live_events(&runs, &source))
                 .await?
                 .map_err(ServiceError::fault)?,
         )
     };
     let mut s = held.state.write().await;
-    if s.stream_upto != Some(upto) {
+    if s.stream_upto.as_ref() != Some(&upto) {
         return Ok(());
     }
     if let Some(events) = events {
@@ -429,44 +509,51 @@ async fn take_live(held: &FeatureHeld) -> Result<()> {
             .add_from(&events, &key, &time, Some(&offsets))
             .map_err(ServiceError::fault)?;
     }
-    s.stream_upto = Some(last);
+    s.stream_upto = Some(taken);
     Ok(())
 }
 
-/// The events of `chunks` after offset `after` that the feature reads, with their offsets.
+/// A lane's chunks, and the offset of it after which their events are taken.
+type LaneRun = (usize, i64, Vec<Arc<super::live::Chunk>>);
+
+/// The events of each lane's chunks after its offset that the feature reads, with their
+/// `lane_offset`s.
 fn live_events(
-    chunks: &[Arc<super::live::Chunk>],
-    after: i64,
+    runs: &[LaneRun],
     source: &AggregatedSource,
 ) -> std::result::Result<polars::prelude::DataFrame, String> {
     use polars::prelude::*;
     let err = |e: PolarsError| e.to_string();
     let mut all: Option<DataFrame> = None;
-    for chunk in chunks {
-        let mut frame = chunk.frame.clone();
-        frame
-            .with_column(Column::new(OFFSET_COLUMN.into(), &chunk.offsets))
-            .map_err(err)?;
-        match &mut all {
-            Some(all) => {
-                all.vstack_mut(&frame).map_err(err)?;
+    for (lane, after, chunks) in runs {
+        for (i, chunk) in chunks.iter().enumerate() {
+            let mut frame = chunk.frame.clone();
+            let offsets: Vec<i64> = chunk
+                .offsets
+                .iter()
+                .map(|o| lane_offset(*lane, *o))
+                .collect();
+            frame
+                .with_column(Column::new(OFFSET_COLUMN.into(), offsets))
+                .map_err(err)?;
+            if i == 0 && chunk.offsets.first().is_some_and(|o| o <= after) {
+                let keep = frame
+                    .column(OFFSET_COLUMN)
+                    .map_err(err)?
+                    .as_materialized_series()
+                    .gt(lane_offset(*lane, *after))
+                    .map_err(err)?;
+                frame = frame.filter(&keep).map_err(err)?;
             }
-            None => all = Some(frame),
+            match &mut all {
+                Some(all) => {
+                    all.vstack_mut(&frame).map_err(err)?;
+                }
+                None => all = Some(frame),
+            }
         }
     }
-    let mut events = all.unwrap_or_default();
-    if chunks
-        .first()
-        .is_some_and(|c| c.offsets.first().is_some_and(|o| *o <= after))
-    {
-        let keep = events
-            .column(OFFSET_COLUMN)
-            .map_err(err)?
-            .as_materialized_series()
-            .gt(after)
-            .map_err(err)?;
-        events = events.filter(&keep).map_err(err)?;
-    }
+    let events = all.unwrap_or_default();
     let plain = crate::keys::EntityKey::from_stored(&source.entity_key)
         .single()
         .is_some();
@@ -716,6 +803,19 @@ mod tests {
         names.iter().map(|n| format!("/data/t/{n}")).collect()
     }
 
+    fn nats(upto: Option<&[i64]>) -> Stream<'_> {
+        Stream {
+            upto,
+            txns: &[],
+            nothing: 0,
+        }
+    }
+
+    /// Lane 0's offsets after `after`, as the state takes them out.
+    fn after(after: i64) -> Vec<(i64, i64)> {
+        vec![lane_range(0, after, None)]
+    }
+
     #[test]
     fn a_streams_file_is_read_only_for_the_offsets_not_held_before_its_commit() {
         let f = files(&[
@@ -724,22 +824,55 @@ mod tests {
             "part-3-c-o10-20.zstd.parquet",
         ]);
         // Nothing held yet: every file is read.
-        let all = plan_reads(&f, None, Some(20));
+        let all = plan_reads(&f, nats(None), &[Some(20)]);
         assert_eq!(all.read.len(), 3);
-        assert_eq!((all.remove_after, all.stream_upto), (None, 20));
+        assert_eq!((all.remove, all.stream_upto), (vec![], vec![20]));
         // Held up to 20 before the commits: only the HTTP ingest's file is read.
-        let held = plan_reads(&f, Some(25), Some(20));
+        let held = plan_reads(&f, nats(Some(&[25])), &[Some(20)]);
         assert_eq!(held.read, files(&["part-2-b.zstd.parquet"]));
-        assert_eq!((held.remove_after, held.stream_upto), (None, 25));
+        assert_eq!((held.remove, held.stream_upto), (vec![], vec![25]));
         // Held up to 15: (10, 20] is read, and the events after 10 taken before are dropped.
-        let part = plan_reads(&f, Some(15), Some(20));
+        let part = plan_reads(&f, nats(Some(&[15])), &[Some(20)]);
         assert_eq!(
             part.read,
             files(&["part-2-b.zstd.parquet", "part-3-c-o10-20.zstd.parquet"])
         );
-        assert_eq!((part.remove_after, part.stream_upto), (Some(10), 20));
+        assert_eq!((part.remove, part.stream_upto), (after(10), vec![20]));
         // A stream's file from before files named their offsets: the transaction says.
-        let old = plan_reads(&files(&["part-4-d.zstd.parquet"]), Some(20), Some(30));
-        assert_eq!((old.remove_after, old.stream_upto), (Some(20), 30));
+        let old = plan_reads(
+            &files(&["part-4-d.zstd.parquet"]),
+            nats(Some(&[20])),
+            &[Some(30)],
+        );
+        assert_eq!((old.remove, old.stream_upto), (after(20), vec![30]));
+    }
+
+    #[test]
+    fn a_topics_files_are_read_and_each_partitions_events_taken_before_their_commit_go() {
+        let f = files(&["part-1-a.zstd.parquet", "part-2-b.zstd.parquet"]);
+        // Nothing held yet: every file is read, each partition from its committed offset.
+        let first = Stream {
+            upto: None,
+            txns: &[],
+            nothing: -1,
+        };
+        let all = plan_reads(&f, first, &[Some(9), None, Some(3)]);
+        assert_eq!(all.read, f);
+        assert_eq!((all.remove, all.stream_upto), (vec![], vec![9, -1, 3]));
+        // Committed at 9, -1 and 3 before; taken since up to 15, 4 and 3; committed now at
+        // 12, 6 and 3: partition 0's (9, 12] and partition 1's (-1, 4] taken are the files'.
+        let before = [Some(9), None, Some(3)];
+        let held = Stream {
+            upto: Some(&[15, 4, 3]),
+            txns: &before,
+            nothing: -1,
+        };
+        let next = plan_reads(&f, held, &[Some(12), Some(6), Some(3)]);
+        assert_eq!(next.read, f);
+        assert_eq!(
+            next.remove,
+            vec![lane_range(0, 9, Some(12)), lane_range(1, -1, Some(4))]
+        );
+        assert_eq!(next.stream_upto, vec![15, 6, 3]);
     }
 }

@@ -252,15 +252,16 @@ enum Unrecorded {
 /// commit and its record, a commit to an external table, a changed Parquet listing) are
 /// recorded by `record_unrecorded` before the pin is returned, so freshness counts them.
 pub async fn pin(state: &AppState, table: &RawTableRow) -> Result<Option<(Pinned, DataMark)>> {
-    pin_with(state, table, None).await
+    pin_with(state, table, &[]).await
 }
 
-/// `pin`, with the number the stream application `app`'s `txn` had at the pinned version
-/// (`Pinned::txn`): which of a stream's offsets the pinned files hold.
+/// `pin`, with the number each stream application of `apps` (a stream's lanes) had in the
+/// `txn` at the pinned version (`Pinned::txns`): which of a stream's offsets the pinned files
+/// hold.
 pub async fn pin_with(
     state: &AppState,
     table: &RawTableRow,
-    app: Option<&str>,
+    apps: &[String],
 ) -> Result<Option<(Pinned, DataMark)>> {
     let Some(location) = stored_location(state, table)? else {
         return Ok(None);
@@ -284,22 +285,21 @@ pub async fn pin_with(
                 files,
                 total_rows: 0,
                 partitioned: false,
-                txn: None,
+                txns: vec![None; apps.len()],
             };
             (pinned, unrecorded)
         }
         _ => {
-            let pinned =
-                state
-                    .offline
-                    .pin_delta_with(&location, app)
-                    .await
-                    .map_err(|e| match e {
-                        crate::offline::OfflineError::Invalid(reason) => ServiceError::Invalid(
-                            format!("raw table '{}' cannot be read: {reason}", table.name),
-                        ),
-                        e => e.into(),
-                    })?;
+            let pinned = state
+                .offline
+                .pin_delta_with(&location, apps)
+                .await
+                .map_err(|e| match e {
+                    crate::offline::OfflineError::Invalid(reason) => ServiceError::Invalid(
+                        format!("raw table '{}' cannot be read: {reason}", table.name),
+                    ),
+                    e => e.into(),
+                })?;
             let known = newest.as_ref().map_or(0, |v| v.version);
             let unrecorded = if pinned.version > known {
                 let first = if external_format(table).is_some() || newest.is_some() {

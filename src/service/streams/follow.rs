@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use futures::FutureExt;
 
 use super::super::ingest::{self, Stored, StreamTxn};
-use super::super::live::{Chunk, TableLive};
+use super::super::live::{Chunk, Followed, TableLive};
 use super::super::{blocking, online, raw_tables, AppState, Shared};
 use super::source::{self, LaneName, Reader, Received};
 use crate::engine::messages::{self, Message, Sorted};
@@ -169,14 +169,10 @@ async fn follow(weak: Weak<Shared>, row: StreamRow) {
     loop {
         match hold(&weak, &row).await {
             None => return,
-            Some(false) if serves_before_commit(&row) => {
+            Some(false) => {
                 // Another replica commits; this one reads the stream too, to serve its
                 // events before their commit, until it takes the lease.
                 tail(&weak, &row, tick).await;
-                continue;
-            }
-            Some(false) => {
-                tokio::time::sleep(tick).await;
                 continue;
             }
             Some(true) => {}
@@ -206,12 +202,6 @@ async fn follow(weak: Weak<Shared>, row: StreamRow) {
             }
         }
     }
-}
-
-/// Whether the stream's events are served before their commit: a NATS stream's, whose one
-/// lane every replica reads. (A Kafka topic's are served once committed, for now.)
-fn serves_before_commit(row: &StreamRow) -> bool {
-    serde_json::from_str::<StreamSource>(&row.source).is_ok_and(|s| s.kind == "nats")
 }
 
 /// 0.5 s after the first failure, doubling, at most `MAX_BACKOFF`.
@@ -276,14 +266,10 @@ async fn lead(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Result<()
         // (a crash between the two commits, or batches of nothing but rejected messages),
         // and those are left out below.
         let from: Vec<i64> = target.lanes.iter().map(|l| l.rows_upto + 1).collect();
-        let live = match (serves_before_commit(row), target.lanes.first()) {
-            (true, Some(lane)) => {
-                let live = live_of(&state, row, lane, max_events);
-                live.start_at(lane.rows_upto + 1);
-                Some(live)
-            }
-            _ => None,
-        };
+        let live = live_of(&state, row, &target, max_events);
+        for (i, lane) in target.lanes.iter().enumerate() {
+            live.start_at(i, lane.rows_upto + 1);
+        }
         let names: Vec<LaneName> = target.lanes.iter().map(|l| l.name.clone()).collect();
         let reader = Reader::open(&source, &names, &from, &state.config.nats_auth).await?;
         (target, reader, live)
@@ -333,7 +319,7 @@ async fn lead(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Result<()
                         return Ok(());
                     };
                     for (lane, messages) in by_lane(received, &mut pending) {
-                        let (sorted, _) = take_run(&state, &schema, live.as_ref(), messages).await?;
+                        let (sorted, _) = take_run(&state, &schema, (&live, lane), messages).await?;
                         batch.push((lane, sorted));
                     }
                 }
@@ -354,8 +340,8 @@ async fn lead(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Result<()
                     let Some(t) = target.as_ref() else {
                         return Ok(());
                     };
-                    if let (Some(live), Some(lane)) = (&live, t.lanes.first()) {
-                        live.trim(lane.rows_upto);
+                    for (i, lane) in t.lanes.iter().enumerate() {
+                        live.trim(i, lane.rows_upto);
                     }
                     let labels = TableLabels {
                         raw_table: t.table.name.clone(),
@@ -462,14 +448,24 @@ async fn lead(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Result<()
     led
 }
 
-/// The table's live events for the stream's one lane, this replica's, made if need be.
-fn live_of(state: &AppState, row: &StreamRow, lane: &Lane, max_events: usize) -> Arc<TableLive> {
+/// The table's live events for the stream's lanes, this replica's, made if need be.
+fn live_of(
+    state: &AppState,
+    row: &StreamRow,
+    target: &Target,
+    max_events: usize,
+) -> Arc<TableLive> {
+    let apps: Vec<String> = target.lanes.iter().map(|l| l.name.app.clone()).collect();
+    let committed: Vec<i64> = target.lanes.iter().map(|l| l.rows_upto).collect();
     state.live.follow(
         row.raw_table_id,
-        &lane.name.app,
-        row.generation,
-        max_events,
-        lane.rows_upto,
+        Followed {
+            generation: row.generation,
+            apps: &apps,
+            committed: &committed,
+            nothing: target.nothing,
+            max_batch_events: max_events,
+        },
     )
 }
 
@@ -504,14 +500,13 @@ fn run(reader: &mut Reader, first: Received, most: usize) -> Result<Vec<Received
     Ok(received)
 }
 
-/// Check a run of one lane's messages as its commit will; where the stream is served before its
-/// commit, keep its valid rows as the table's live events and give them to the online state of
-/// the table's features at once. The run sorted, and whether the live events are over their
-/// bound.
+/// Check a run of one lane's messages as its commit will; keep its valid rows as the table's
+/// live events of that lane and give them to the online state of the table's features at
+/// once. The run sorted, and whether the live events are over their bound.
 async fn take_run(
     state: &AppState,
     schema: &TableSchema,
-    live: Option<&Arc<TableLive>>,
+    (live, lane): (&Arc<TableLive>, usize),
     messages: Vec<Message>,
 ) -> Result<(Sorted, bool), String> {
     let Some(last) = messages.last().map(|m| m.offset) else {
@@ -521,14 +516,14 @@ async fn take_run(
     let sorted = blocking(move || messages::sort(&schema, &messages))
         .await
         .map_err(|e| e.public_detail())??;
-    let Some(live) = live else {
-        return Ok((sorted, false));
-    };
-    let over = live.push(Chunk {
-        frame: sorted.rows.clone().unwrap_or_default(),
-        offsets: sorted.offsets.clone(),
-        last,
-    });
+    let over = live.push(
+        lane,
+        Chunk {
+            frame: sorted.rows.clone().unwrap_or_default(),
+            offsets: sorted.offsets.clone(),
+            last,
+        },
+    );
     if live.start_taker() {
         tokio::spawn(give_to_online(Arc::downgrade(&state.0), live.clone()));
     }
@@ -578,24 +573,27 @@ async fn tail(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) {
 async fn tail_once(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Result<(), String> {
     let source: StreamSource = serde_json::from_str(&row.source).map_err(|e| e.to_string())?;
     let max_events = source.max_batch_events.unwrap_or(10_000) as usize;
-    let (schema, live, mut reader) = {
+    let (target, live, mut reader) = {
         let Some(state) = weak.upgrade().map(AppState) else {
             return Ok(());
         };
         let target = open_target(&state, row, &source).await?;
-        let lane = target.lanes.first().ok_or("the stream has no lanes")?;
-        let live = live_of(&state, row, lane, max_events);
-        let from = live.upto().max(lane.rows_upto) + 1;
-        live.start_at(from);
-        let reader = Reader::open(
-            &source,
-            std::slice::from_ref(&lane.name),
-            &[from],
-            &state.config.nats_auth,
-        )
-        .await?;
-        (target.schema, live, reader)
+        let live = live_of(&state, row, &target, max_events);
+        let upto = live.upto();
+        let from: Vec<i64> = target
+            .lanes
+            .iter()
+            .enumerate()
+            .map(|(i, lane)| upto.get(i).copied().unwrap_or(i64::MIN).max(lane.rows_upto) + 1)
+            .collect();
+        for (i, from) in from.iter().enumerate() {
+            live.start_at(i, *from);
+        }
+        let names: Vec<LaneName> = target.lanes.iter().map(|l| l.name.clone()).collect();
+        let reader = Reader::open(&source, &names, &from, &state.config.nats_auth).await?;
+        (target, live, reader)
     };
+    let mut pending = vec![0u64; target.lanes.len()];
     let mut renewed = Instant::now();
     let mut over = false;
     loop {
@@ -604,11 +602,12 @@ async fn tail_once(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Resu
             _ = live.wait_for_room(), if over => over = false,
             received = reader.next(), if !over => {
                 let received = run(&mut reader, received?, MAX_RUN)?;
-                let messages = received.into_iter().map(|r| r.message).collect();
                 let Some(state) = weak.upgrade().map(AppState) else {
                     return Ok(());
                 };
-                over = take_run(&state, &schema, Some(&live), messages).await?.1;
+                for (lane, messages) in by_lane(received, &mut pending) {
+                    over |= take_run(&state, &target.schema, (&live, lane), messages).await?.1;
+                }
             }
             _ = tokio::time::sleep_until(renewed + tick) => {}
         }
@@ -617,16 +616,39 @@ async fn tail_once(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Resu
                 return Ok(());
             }
             renewed = Instant::now();
+            // A Kafka topic given partitions makes the reader fail once: opened again with
+            // them all.
+            reader.trouble(&source).await;
             let Some(state) = weak.upgrade().map(AppState) else {
                 return Ok(());
             };
             if let Ok(Some(stream)) = state.store.get_stream(row.raw_table_id).await {
-                if let Some(committed) = stream.committed_offset {
-                    live.trim(committed);
+                for (i, committed) in committed_of(&stream, &target).into_iter().enumerate() {
+                    if let Some(committed) = committed {
+                        live.trim(i, committed);
+                    }
                 }
             }
         }
     }
+}
+
+/// Each lane's offset the committing replica last reported committed.
+fn committed_of(stream: &StreamRow, target: &Target) -> Vec<Option<i64>> {
+    let Some(partitions) = &stream.partitions else {
+        return vec![stream.committed_offset];
+    };
+    let partitions: Vec<StreamPartition> = serde_json::from_str(partitions).unwrap_or_default();
+    target
+        .lanes
+        .iter()
+        .map(|lane| {
+            partitions
+                .iter()
+                .find(|p| p.partition == lane.name.partition)
+                .and_then(|p| p.committed_offset)
+        })
+        .collect()
 }
 
 async fn open_target(
@@ -801,7 +823,9 @@ async fn commit(
                 .iter()
                 .map(|(i, upto)| StreamTxn {
                     app: target.lanes[*i].name.app.clone(),
-                    after: target.lanes[*i].rows_upto,
+                    // A file holding one lane's offsets is named with them only when the
+                    // stream has one lane: a name cannot say which lane.
+                    after: (target.lanes.len() == 1).then_some(target.lanes[*i].rows_upto),
                     upto: *upto,
                 })
                 .collect();
