@@ -1,5 +1,5 @@
 //! Streams benchmark: feature-store on a fresh SQLite follows a NATS JetStream stream (or, with
-//! `--kafka`, a Kafka topic of one partition) while
+//! `--kafka`, a Kafka topic of `--partitions` partitions, one by default) while
 //! this program publishes RATE transaction messages a second for DURATION seconds over
 //! ENTITIES users, into a table with an aggregation feature (sum and count of the amount over
 //! 1h by user). It prints:
@@ -17,7 +17,7 @@
 //! The run starts once the stream is `running` and the feature has answered once.
 //!
 //! Usage: cargo run --release --example bench_streams -- [--server PATH] [--nats nats://...]
-//!        [--kafka host:port] [--rate 50000] [--duration 60] [--entities 1000000]
+//!        [--kafka host:port [--partitions 1]] [--rate 50000] [--duration 60] [--entities 1000000]
 //!        [--batch-ms 100]
 //! Needs a NATS server with JetStream (`nats-server -js`), or with `--kafka` a Kafka-protocol
 //! broker (`tansu broker --listener-url tcp://127.0.0.1:9092 --advertised-listener-url
@@ -51,6 +51,9 @@ enum Sink {
     Kafka {
         producer: FutureProducer,
         topic: String,
+        /// Messages go to the topic's partitions in turn: message i to partition i mod this.
+        partitions: i32,
+        sent: Arc<std::sync::atomic::AtomicU64>,
     },
 }
 
@@ -64,11 +67,18 @@ impl Sink {
                     Ok(())
                 }))
             }
-            Sink::Kafka { producer, topic } => {
+            Sink::Kafka {
+                producer,
+                topic,
+                partitions,
+                sent,
+            } => {
+                let i = sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let partition = (i % *partitions as u64) as i32;
                 let delivery = producer
                     .send_result(
                         FutureRecord::<(), String>::to(topic)
-                            .partition(0)
+                            .partition(partition)
                             .payload(&payload),
                     )
                     .map_err(|(e, _)| e)?;
@@ -118,6 +128,7 @@ async fn main() -> Result<(), Error> {
     let server = arg(&args, "--server", "target/release/feature-store");
     let nats_url = arg(&args, "--nats", "nats://127.0.0.1:4222");
     let kafka = arg(&args, "--kafka", "");
+    let partitions: i32 = arg(&args, "--partitions", "1").parse()?;
     let rate: u64 = arg(&args, "--rate", "50000").parse()?;
     let duration: u64 = arg(&args, "--duration", "60").parse()?;
     let entities: u64 = arg(&args, "--entities", "1000000").parse()?;
@@ -211,7 +222,7 @@ async fn main() -> Result<(), Error> {
             .create()?;
         for made in admin
             .create_topics(
-                &[NewTopic::new(&name, 1, TopicReplication::Fixed(1))],
+                &[NewTopic::new(&name, partitions, TopicReplication::Fixed(1))],
                 &AdminOptions::new(),
             )
             .await?
@@ -227,6 +238,8 @@ async fn main() -> Result<(), Error> {
             Sink::Kafka {
                 producer,
                 topic: name.clone(),
+                partitions,
+                sent: Arc::default(),
             },
             json!({"type": "kafka", "brokers": kafka, "topic": name}),
         )
@@ -236,14 +249,22 @@ async fn main() -> Result<(), Error> {
     source["max_batch_events"] = json!(100000);
     let stream_path = format!("/api/v1/raw-tables/{table}/stream");
     call(reqwest::Method::PUT, stream_path.clone(), Some(source)).await?;
-    // How many messages a committed offset covers: NATS sequences start at 1, Kafka offsets
-    // at 0.
-    let covered = |stream: &Value| {
-        let offset = stream["partitions"][0]["committed_offset"].as_i64();
-        match (&sink, offset) {
-            (Sink::Kafka { .. }, Some(o)) => o + 1,
-            (_, o) => o.unwrap_or(0),
-        }
+    // How many messages each lane's committed offset covers: NATS sequences start at 1, Kafka
+    // offsets at 0.
+    let lanes = match &sink {
+        Sink::Kafka { partitions, .. } => *partitions as usize,
+        Sink::Nats { .. } => 1,
+    };
+    let covered = |stream: &Value| -> Vec<i64> {
+        (0..lanes)
+            .map(|lane| {
+                let offset = stream["partitions"][lane]["committed_offset"].as_i64();
+                match (&sink, offset) {
+                    (Sink::Kafka { .. }, Some(o)) => o + 1,
+                    (_, o) => o.unwrap_or(0),
+                }
+            })
+            .collect()
     };
 
     // Warm up: the stream's reader running and the feature's online state built, so the run
@@ -372,21 +393,28 @@ async fn main() -> Result<(), Error> {
 
     // Poll the committed offset; each newly committed offset's latency is now - its publish.
     let mut latencies: Vec<f64> = Vec::with_capacity(total as usize);
+    // Message i went to lane i mod `lanes` as that lane's (i div `lanes`)th.
+    let mut seen_in: Vec<i64> = vec![0; lanes];
     let mut seen = 0i64;
     let started = Instant::now();
     let mut last: Value = Value::Null;
     while (seen as u64) < total && started.elapsed() < Duration::from_secs(duration + 120) {
         let stream = call(reqwest::Method::GET, stream_path.clone(), None).await?;
         let committed = covered(&stream);
-        if committed > seen {
-            let now = Instant::now();
-            if let Ok(p) = published.lock() {
-                for at in p.iter().take(committed as usize).skip(seen as usize) {
-                    latencies.push(now.duration_since(*at).as_secs_f64() * 1000.0);
+        let now = Instant::now();
+        for (lane, (c, seen_lane)) in committed.iter().zip(seen_in.iter_mut()).enumerate() {
+            if *c > *seen_lane {
+                if let Ok(p) = published.lock() {
+                    for k in *seen_lane..*c {
+                        if let Some(at) = p.get(k as usize * lanes + lane) {
+                            latencies.push(now.duration_since(*at).as_secs_f64() * 1000.0);
+                        }
+                    }
                 }
+                *seen_lane = *c;
             }
-            seen = committed;
         }
+        seen = seen_in.iter().sum();
         if std::env::var("BENCH_DEBUG").is_ok() && last != stream {
             eprintln!("{:?} {stream}", started.elapsed());
         }
@@ -411,7 +439,7 @@ async fn main() -> Result<(), Error> {
 
     let broker = match sink {
         Sink::Nats { .. } => "NATS JetStream",
-        Sink::Kafka { .. } => "Kafka (one partition)",
+        Sink::Kafka { partitions, .. } => &format!("Kafka ({partitions} partition(s))"),
     };
     println!("streams benchmark: {broker} -> feature-store (SQLite), {rate} events/s for {duration} s, {entities} entities, batches of {batch_ms} ms");
     println!(
@@ -420,8 +448,14 @@ async fn main() -> Result<(), Error> {
         total as f64 / publish_time.as_secs_f64()
     );
     println!(
-        "committed rows      {}  (rejected {}, committed offset {})",
-        preview["total_rows"], last["rejected"], last["partitions"][0]["committed_offset"]
+        "committed rows      {}  (rejected {}, committed offsets {})",
+        preview["total_rows"],
+        last["rejected"],
+        Value::Array(
+            (0..lanes)
+                .map(|lane| last["partitions"][lane]["committed_offset"].clone())
+                .collect()
+        )
     );
     println!(
         "committed rate      {:.0}/s over the run; stream's own events/s at the end {}",

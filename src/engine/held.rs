@@ -8,7 +8,7 @@
 //! per entity a map entry and one vector per column. Work per answer: the entity's held
 //! events, once per output.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, SecondsFormat};
 use polars::prelude::*;
@@ -240,6 +240,9 @@ pub struct Held {
     events: usize,
     /// The `before` of the last pass of `prune`.
     pruned: i64,
+    /// The entities holding events added with offsets (`add_from`), some maybe since pruned:
+    /// what `remove_offsets` looks at, instead of every entity.
+    streamed: HashSet<Box<str>, ahash::RandomState>,
 }
 
 impl Held {
@@ -264,6 +267,7 @@ impl Held {
             entities: HashMap::default(),
             events: 0,
             pruned: i64::MIN,
+            streamed: HashSet::default(),
         }
     }
 
@@ -337,6 +341,9 @@ impl Held {
                 cells.push_from(source, i);
             }
             self.events += 1;
+            if offsets.is_some() && !self.streamed.contains(k) {
+                self.streamed.insert(k.into());
+            }
         }
         // Late events go to their place in time; a stable sort keeps ingest order in ties.
         for k in touched {
@@ -385,22 +392,29 @@ impl Held {
     pub fn remove_offsets(&mut self, lo: i64, hi: i64) {
         let taken = |o: i64| lo < o && o <= hi;
         let mut removed = 0;
-        self.entities.retain(|_, e| {
-            if !e.offsets.iter().any(|&o| taken(o)) {
-                return true;
+        let entities = &mut self.entities;
+        self.streamed.retain(|k| {
+            let Some(e) = entities.get_mut(k) else {
+                return false;
+            };
+            if e.offsets.iter().any(|&o| taken(o)) {
+                let keep: Vec<bool> = e.offsets.iter().map(|&o| !taken(o)).collect();
+                let mut i = 0;
+                e.times.retain(|_| {
+                    i += 1;
+                    keep[i - 1]
+                });
+                e.offsets.retain(|&o| !taken(o));
+                for c in &mut e.columns {
+                    c.retain(&keep);
+                }
+                removed += keep.iter().filter(|k| !**k).count();
             }
-            let keep: Vec<bool> = e.offsets.iter().map(|&o| !taken(o)).collect();
-            let mut i = 0;
-            e.times.retain(|_| {
-                i += 1;
-                keep[i - 1]
-            });
-            e.offsets.retain(|&o| !taken(o));
-            for c in &mut e.columns {
-                c.retain(&keep);
+            let streamed = e.offsets.iter().any(|&o| o != FROM_TABLE);
+            if e.times.is_empty() {
+                entities.remove(k);
             }
-            removed += keep.iter().filter(|k| !**k).count();
-            !e.times.is_empty()
+            streamed
         });
         self.events -= removed;
     }

@@ -51,9 +51,26 @@ pub struct Pinned {
 pub struct Txn<'a> {
     pub app: &'a str,
     pub number: i64,
-    /// A stream's commit: the number before it, so the file holds the offsets
-    /// `(after, number]`, and its name says so.
-    pub after: Option<i64>,
+}
+
+/// What an appended file holds of a stream, as its name says.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Holds {
+    /// Rows of no stream, or nothing the name need say.
+    Rows,
+    /// The offsets `(after, upto]` of a stream of one lane (`stream_range`).
+    Offsets { after: i64, upto: i64 },
+    /// Rows of several lanes of a stream: the commit's `txn`s say up to which offsets
+    /// (`holds_lanes`).
+    Lanes,
+}
+
+/// The suffix of a file holding several lanes of a stream.
+const LANES: &str = "-lanes.zstd.parquet";
+
+/// Whether a file holds rows of several lanes of a stream (`Holds::Lanes`).
+pub fn holds_lanes(path: &str) -> bool {
+    path.ends_with(LANES)
 }
 
 /// The offsets `(after, upto]` a stream's file holds, read from its name (`None` for any
@@ -235,29 +252,28 @@ impl OfflineStore {
     /// `before_commit` runs between the upload and the commit (the crash tests' failpoint):
     /// until the commit, the file is no part of the table. `txn` marks the commit with an
     /// application transaction (app id, number) for each of `txns` (a stream's lanes; a
-    /// retried move's one), so a retry can tell it already landed.
+    /// retried move's one), so a retry can tell it already landed. `holds`: what the file's
+    /// name says it holds.
     pub async fn append(
         &self,
         location: &Location,
         parquet: Bytes,
         rows: i64,
         txns: &[Txn<'_>],
+        holds: Holds,
         before_commit: impl std::future::Future<Output = ()>,
     ) -> Result<Appended> {
         let table = self.delta_table(location).await?;
         let mut table = table.lock().await;
         // Named by time first, so a listing in name order is in ingest order; a stream's file
-        // says which offsets it holds (`stream_range`) when it holds one lane's.
-        let range = match txns {
-            [Txn {
-                after: Some(after),
-                number,
-                ..
-            }] => format!("-o{after}-{number}"),
-            _ => String::new(),
+        // says which offsets it holds (`stream_range`), or that it holds several lanes.
+        let suffix = match holds {
+            Holds::Rows => ".zstd.parquet".to_string(),
+            Holds::Offsets { after, upto } => format!("-o{after}-{upto}.zstd.parquet"),
+            Holds::Lanes => LANES.to_string(),
         };
         let name = format!(
-            "part-{:020}-{}{range}.zstd.parquet",
+            "part-{:020}-{}{suffix}",
             chrono::Utc::now().timestamp_micros(),
             uuid::Uuid::new_v4().simple()
         );

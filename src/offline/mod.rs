@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use deltalake::DeltaTable;
 
-pub use delta::{stream_range, Appended, Pinned, Txn};
+pub use delta::{holds_lanes, stream_range, Appended, Holds, Pinned, Txn};
 pub use external::{ExternalFormat, Found};
 pub use files::{get_file, put_file, read_snapshot, write_parquet};
 pub use location::{Location, StorageOptions};

@@ -158,8 +158,8 @@ async fn store(state: &AppState, table: &RawTableRow, stored: Stored) -> Result<
 }
 
 /// A stream's commit, for one of its lanes: the lane's application id, and the offsets
-/// `(after, upto]` its rows hold (`after` given where the file may be named with them: a
-/// stream of one lane; online states skip a file so named when they hold its events).
+/// `(after, upto]` its rows hold. `after` is given for a stream of one lane, whose file is
+/// named with its offsets; a stream of several lanes' file says only that (`Holds`).
 pub(super) struct StreamTxn {
     pub app: String,
     pub after: Option<i64>,
@@ -189,6 +189,18 @@ pub(super) async fn commit(
             (Bytes::from(parquet), count)
         }
     };
+    let holds = match txns.as_slice() {
+        [] => offline::Holds::Rows,
+        [StreamTxn {
+            after: Some(after),
+            upto,
+            ..
+        }] => offline::Holds::Offsets {
+            after: *after,
+            upto: *upto,
+        },
+        _ => offline::Holds::Lanes,
+    };
     // The versions over this table turn stale: tell serving, even if the client has gone.
     let (state2, table_id, row) = (state.clone(), table.id, table.clone());
     super::detached(async move {
@@ -203,9 +215,9 @@ pub(super) async fn commit(
                     .map(|t| offline::Txn {
                         app: &t.app,
                         number: t.upto,
-                        after: t.after,
                     })
                     .collect::<Vec<_>>(),
+                holds,
                 crate::failpoint::reach(crate::failpoint::INGEST_BEFORE_COMMIT),
             )
             .await?;

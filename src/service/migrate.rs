@@ -69,8 +69,8 @@ async fn move_batches(state: &AppState, table_id: i64) -> Result<()> {
                     &[crate::offline::Txn {
                         app: MOVE_APP,
                         number: batch.id,
-                        after: None,
                     }],
+                    crate::offline::Holds::Rows,
                     std::future::ready(()),
                 )
                 .await?

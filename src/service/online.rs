@@ -353,15 +353,32 @@ struct Stream<'a> {
 /// out (the file holds them). Any other file is read. The lane's `txn` covers files named
 /// before streams named theirs.
 ///
-/// Several lanes (a Kafka topic's partitions; a commit holds several, so its file names
-/// none): every new file is read, and each lane's events held from the stream between its
-/// committed offset before and after are taken out (the files hold them).
+/// Several lanes (a Kafka topic's partitions): a commit's file holds several lanes' offsets
+/// and says only that (`holds_lanes`). When every lane's events up to its committed offset
+/// are held already, those files are skipped; otherwise every new file is read, and each
+/// lane's events held from the stream between its committed offset before and after are
+/// taken out (the files hold them). Any other file is read.
 fn plan_reads(new_files: &[String], held: Stream<'_>, txns: &[Option<i64>]) -> Reads {
     if txns.len() != 1 {
+        let committed = |lane: usize| txns[lane].unwrap_or(held.nothing);
+        let all_held = held.upto.is_some_and(|upto| {
+            (0..txns.len()).all(|lane| upto.get(lane).is_some_and(|u| *u >= committed(lane)))
+        });
+        if all_held {
+            return Reads {
+                read: new_files
+                    .iter()
+                    .filter(|f| !crate::offline::holds_lanes(f))
+                    .cloned()
+                    .collect(),
+                remove: Vec::new(),
+                stream_upto: held.upto.map(<[i64]>::to_vec).unwrap_or_default(),
+            };
+        }
         let mut remove = Vec::new();
         let mut stream_upto = Vec::with_capacity(txns.len());
-        for (lane, txn) in txns.iter().enumerate() {
-            let now = txn.unwrap_or(held.nothing);
+        for lane in 0..txns.len() {
+            let now = committed(lane);
             let before = held
                 .txns
                 .get(lane)
@@ -849,7 +866,7 @@ mod tests {
 
     #[test]
     fn a_topics_files_are_read_and_each_partitions_events_taken_before_their_commit_go() {
-        let f = files(&["part-1-a.zstd.parquet", "part-2-b.zstd.parquet"]);
+        let f = files(&["part-1-a-lanes.zstd.parquet", "part-2-b.zstd.parquet"]);
         // Nothing held yet: every file is read, each partition from its committed offset.
         let first = Stream {
             upto: None,
@@ -874,5 +891,15 @@ mod tests {
             vec![lane_range(0, 9, Some(12)), lane_range(1, -1, Some(4))]
         );
         assert_eq!(next.stream_upto, vec![15, 6, 3]);
+        // Held past every partition's commit: the topic's file is skipped, the HTTP ingest's
+        // read.
+        let ahead = Stream {
+            upto: Some(&[15, 7, 3]),
+            txns: &before,
+            nothing: -1,
+        };
+        let skip = plan_reads(&f, ahead, &[Some(12), Some(6), Some(3)]);
+        assert_eq!(skip.read, files(&["part-2-b.zstd.parquet"]));
+        assert_eq!((skip.remove, skip.stream_upto), (vec![], vec![15, 7, 3]));
     }
 }

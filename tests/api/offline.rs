@@ -447,8 +447,8 @@ async fn blobs_stored_by_an_earlier_version_move_into_delta_once_and_resume_afte
             &[feature_store::offline::Txn {
                 app: feature_store::service::migrate::MOVE_APP,
                 number: first_batch_id(&app).await,
-                after: None,
             }],
+            feature_store::offline::Holds::Rows,
             std::future::ready(()),
         )
         .await

@@ -778,7 +778,6 @@ async fn commit(
             .map(|(i, number)| offline::Txn {
                 app: &target.lanes[*i].name.app,
                 number: *number,
-                after: None,
             })
             .collect();
         state
@@ -788,6 +787,7 @@ async fn commit(
                 Bytes::from(parquet),
                 rejected_count as i64,
                 &txns,
+                offline::Holds::Rows,
                 std::future::ready(()),
             )
             .await
@@ -823,8 +823,8 @@ async fn commit(
                 .iter()
                 .map(|(i, upto)| StreamTxn {
                     app: target.lanes[*i].name.app.clone(),
-                    // A file holding one lane's offsets is named with them only when the
-                    // stream has one lane: a name cannot say which lane.
+                    // A file is named with its offsets only when the stream has one lane:
+                    // a name cannot say which lane.
                     after: (target.lanes.len() == 1).then_some(target.lanes[*i].rows_upto),
                     upto: *upto,
                 })
