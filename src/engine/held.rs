@@ -8,7 +8,7 @@
 //! per entity a map entry and one vector per column. Work per answer: the entity's held
 //! events, once per output.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use chrono::{DateTime, SecondsFormat};
 use polars::prelude::*;
@@ -240,9 +240,6 @@ pub struct Held {
     events: usize,
     /// The `before` of the last pass of `prune`.
     pruned: i64,
-    /// The entities holding events added with offsets (`add_from`), some maybe since pruned:
-    /// what `remove_offsets` looks at, instead of every entity.
-    streamed: HashSet<Box<str>, ahash::RandomState>,
 }
 
 impl Held {
@@ -267,7 +264,6 @@ impl Held {
             entities: HashMap::default(),
             events: 0,
             pruned: i64::MIN,
-            streamed: HashSet::default(),
         }
     }
 
@@ -341,9 +337,6 @@ impl Held {
                 cells.push_from(source, i);
             }
             self.events += 1;
-            if offsets.is_some() && !self.streamed.contains(k) {
-                self.streamed.insert(k.into());
-            }
         }
         // Late events go to their place in time; a stable sort keeps ingest order in ties.
         for k in touched {
@@ -392,29 +385,22 @@ impl Held {
     pub fn remove_offsets(&mut self, lo: i64, hi: i64) {
         let taken = |o: i64| lo < o && o <= hi;
         let mut removed = 0;
-        let entities = &mut self.entities;
-        self.streamed.retain(|k| {
-            let Some(e) = entities.get_mut(k) else {
-                return false;
-            };
-            if e.offsets.iter().any(|&o| taken(o)) {
-                let keep: Vec<bool> = e.offsets.iter().map(|&o| !taken(o)).collect();
-                let mut i = 0;
-                e.times.retain(|_| {
-                    i += 1;
-                    keep[i - 1]
-                });
-                e.offsets.retain(|&o| !taken(o));
-                for c in &mut e.columns {
-                    c.retain(&keep);
-                }
-                removed += keep.iter().filter(|k| !**k).count();
+        self.entities.retain(|_, e| {
+            if !e.offsets.iter().any(|&o| taken(o)) {
+                return true;
             }
-            let streamed = e.offsets.iter().any(|&o| o != FROM_TABLE);
-            if e.times.is_empty() {
-                entities.remove(k);
+            let keep: Vec<bool> = e.offsets.iter().map(|&o| !taken(o)).collect();
+            let mut i = 0;
+            e.times.retain(|_| {
+                i += 1;
+                keep[i - 1]
+            });
+            e.offsets.retain(|&o| !taken(o));
+            for c in &mut e.columns {
+                c.retain(&keep);
             }
-            streamed
+            removed += keep.iter().filter(|k| !**k).count();
+            !e.times.is_empty()
         });
         self.events -= removed;
     }
