@@ -231,3 +231,28 @@ fn names(source: &StreamSource) -> (&str, &str) {
         source.topic.as_deref().unwrap_or_default(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn brokers_that_do_not_answer_are_reported_at_the_second_look_in_a_row() {
+        // A port nothing listens on: every look goes unanswered.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let source: StreamSource = serde_json::from_value(serde_json::json!({
+            "type": "kafka", "brokers": format!("127.0.0.1:{port}"), "topic": "tx"}))
+        .unwrap();
+        let mut kafka = KafkaSource::open(&source, &[0], &[0]).await.unwrap();
+        assert_eq!(kafka.trouble().await, None, "one look without an answer");
+        let reason = kafka.trouble().await.expect("two looks without an answer");
+        assert!(
+            reason.starts_with(&format!("cannot reach topic \"tx\" at 127.0.0.1:{port}")),
+            "{reason}"
+        );
+        assert!(kafka.trouble().await.is_some(), "still unanswered");
+    }
+}
