@@ -103,6 +103,15 @@ impl TableLive {
             .collect()
     }
 
+    /// Whether some lane was read past `held` (one offset per lane): asked by every online
+    /// answer, so it allocates nothing.
+    pub fn read_past(&self, held: &[i64]) -> bool {
+        self.lanes
+            .iter()
+            .zip(held)
+            .any(|(l, h)| l.upto.load(Ordering::Acquire) > *h)
+    }
+
     /// A reader starts `lane` at offset `from`. When that would leave offsets unread after
     /// what is held, what is held is dropped: the chunks stay gapless.
     pub fn start_at(&self, lane: usize, from: i64) {
@@ -368,6 +377,8 @@ mod tests {
         table.push(0, chunk(&[0, 1], 1));
         table.push(1, chunk(&[5, 7], 7));
         assert_eq!(table.upto(), vec![1, 7]);
+        assert!(!table.read_past(&[1, 7]));
+        assert!(table.read_past(&[1, 5]));
         assert_eq!(held(&table, 0, -1), Some(vec![0, 1]));
         assert_eq!(held(&table, 1, 4), Some(vec![5, 7]));
         // A commit of lane 1 drops only lane 1's chunks.

@@ -460,13 +460,12 @@ impl FeatureHeld {
         let Some(live) = &self.live else {
             return false;
         };
-        let upto = live.upto();
         self.state
             .read()
             .await
             .stream_upto
             .as_ref()
-            .is_some_and(|held| held.iter().zip(&upto).any(|(h, u)| h < u))
+            .is_some_and(|held| live.read_past(held))
     }
 }
 
