@@ -19,9 +19,10 @@ use serde_json::{json, Value};
 
 use crate::fixtures::sql_feature;
 use crate::helpers::{fresh_database, spawn_app, spawn_replica, wait_for, TestApp};
-use crate::process::{get, post, Server};
+use crate::process::{follow, get, post, Server};
 use crate::streams::{
-    committer_among, free_port, payment, seqs, spend_of, streamed_spend, tx, tx_table,
+    committer_among, count_of, each_counts_once_as_a_training_set_says, free_port, payment, seqs,
+    spend_of, spend_table, streamed_spend, tx, tx_table,
 };
 
 const NEEDS_TANSU: &str = "needs a Kafka broker binary in TEST_TANSU_BIN (.ci/run installs one)";
@@ -351,27 +352,7 @@ async fn events_of_every_partition_are_served_on_every_replica_before_their_comm
         .await;
     app.stream_once(table, |s| covered(s) == 10).await;
     assert_eq!(seqs(&app, table).await, (1..=10).collect::<Vec<_>>());
-    for server in [&app, &replica] {
-        let u1 = spend_of(server, "u1").await;
-        assert_eq!(u1["feature_values"]["amount_count_1d"], 5, "{u1}");
-        assert_eq!(u1["feature_values"]["amount_sum_1d"], 18.0, "{u1}");
-        let u2 = spend_of(server, "u2").await;
-        assert_eq!(u2["feature_values"]["amount_count_1d"], 4, "{u2}");
-    }
-    // And what is served equals a recompute from the table at the same instant.
-    let served = spend_of(&replica, "u1").await;
-    let (status, training) = app
-        .post(
-            "/api/v1/training-sets",
-            &json!({"features": ["spend"], "rows": [
-                {"entity_id": "u1", "timestamp": served["evaluated_at"]}]}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{training}");
-    assert_eq!(
-        training["rows"][0]["features"]["spend"],
-        served["feature_values"]
-    );
+    each_counts_once_as_a_training_set_says(&app, &replica).await;
 }
 
 #[tokio::test]
@@ -386,42 +367,10 @@ async fn events_served_before_a_killed_kafka_committers_commit_count_once_after_
     let kafka = Kafka::start(free_port()).await;
     kafka.create_topic("payments", 2).await;
     let base = servers[0].base.clone();
-    let (status, table) = post(
-        &base,
-        "/api/v1/raw-tables",
-        &json!({"name": "payments", "event_time_column": "ts", "schema_definition":
-            {"user_id": "string", "seq": "int", "amount": "float", "ts": "datetime"}}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{table}");
-    let table = table["id"].as_i64().unwrap();
-    let (status, feature) = post(
-        &base,
-        "/api/v1/features",
-        &json!({"name": "spend", "raw_table_id": table, "entity_key": "user_id",
-            "aggregations": [{"column": "amount", "function": "count", "windows": ["1d"]}]}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{feature}");
-    let path = format!("/api/v1/raw-tables/{table}/stream");
+    let table = spend_table(&base).await;
     let mut source = kafka.source("payments", 60_000);
     source["max_batch_events"] = json!(10);
-    let resp = reqwest::Client::new()
-        .put(format!("{base}{path}"))
-        .json(&source)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(resp.status(), StatusCode::OK);
-    let count_of = |base: String, user: &'static str| async move {
-        let (status, body) = get(
-            &base,
-            &format!("/api/v1/feature-vectors?feature_name=spend&entity_id={user}"),
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        body["feature_values"]["amount_count_1d"].as_i64()
-    };
+    let path = follow(&base, table, &source).await;
 
     let ts = chrono::Utc::now().to_rfc3339();
     kafka
@@ -432,7 +381,7 @@ async fn events_served_before_a_killed_kafka_committers_commit_count_once_after_
         .await;
     for server in &servers {
         let served = wait_for(30, || async {
-            (count_of(server.base.clone(), "u1").await == Some(6)).then_some(())
+            (count_of(&server.base, "u1").await == Some(6)).then_some(())
         })
         .await;
         assert!(
@@ -466,8 +415,8 @@ async fn events_served_before_a_killed_kafka_committers_commit_count_once_after_
     )
     .await;
     assert_eq!(preview["total_rows"], 10, "{preview}");
-    assert_eq!(count_of(survivor.base.clone(), "u1").await, Some(6));
-    assert_eq!(count_of(survivor.base.clone(), "u2").await, Some(4));
+    assert_eq!(count_of(&survivor.base, "u1").await, Some(6));
+    assert_eq!(count_of(&survivor.base, "u2").await, Some(4));
 }
 
 #[tokio::test]
@@ -486,16 +435,9 @@ async fn killing_the_committing_replica_mid_topic_loses_and_repeats_nothing() {
     let (status, table) = post(&base, "/api/v1/raw-tables", &tx_table()).await;
     assert_eq!(status, StatusCode::CREATED, "{table}");
     let table = table["id"].as_i64().unwrap();
-    let path = format!("/api/v1/raw-tables/{table}/stream");
     let mut source = kafka.source("tx", 20);
     source["max_batch_events"] = json!(100);
-    let resp = reqwest::Client::new()
-        .put(format!("{base}{path}"))
-        .json(&source)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(resp.status(), StatusCode::OK);
+    let path = follow(&base, table, &source).await;
 
     let producer = kafka.producer();
     let publisher = tokio::spawn(async move {

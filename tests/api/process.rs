@@ -135,6 +135,19 @@ pub(crate) async fn post(base: &str, path: &str, body: &Value) -> (StatusCode, V
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// Make raw table `table` follow `source` on the server at `base`; the stream's path.
+pub(crate) async fn follow(base: &str, table: i64, source: &Value) -> String {
+    let path = format!("/api/v1/raw-tables/{table}/stream");
+    let resp = reqwest::Client::new()
+        .put(format!("{base}{path}"))
+        .json(source)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::OK, "{source}");
+    path
+}
+
 pub(crate) async fn get(base: &str, path: &str) -> (StatusCode, Value) {
     let resp = reqwest::get(format!("{base}{path}")).await.expect("send");
     let status = resp.status();

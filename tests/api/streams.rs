@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::fixtures::sql_feature;
 use crate::helpers::{eventually, fresh_database, spawn_app, spawn_app_with, wait_for, TestApp};
-use crate::process::{get, post, Server};
+use crate::process::{follow, get, post, Server};
 use feature_store::config::NatsAuth;
 
 fn nats_url() -> String {
@@ -422,16 +422,9 @@ async fn killing_the_committing_replica_mid_stream_loses_and_repeats_nothing() {
     let (status, table) = post(&base, "/api/v1/raw-tables", &tx_table()).await;
     assert_eq!(status, StatusCode::CREATED, "{table}");
     let table = table["id"].as_i64().unwrap();
-    let path = format!("/api/v1/raw-tables/{table}/stream");
     let mut source = nats.source(20);
     source["max_batch_events"] = json!(100);
-    let resp = reqwest::Client::new()
-        .put(format!("{base}{path}"))
-        .json(&source)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(resp.status(), StatusCode::OK);
+    let path = follow(&base, table, &source).await;
 
     let publisher = {
         let nats = Nats {
@@ -723,14 +716,7 @@ async fn a_crash_between_the_rejected_commit_and_the_rows_commit_keeps_each_mess
     let (status, table) = post(&first.base, "/api/v1/raw-tables", &tx_table()).await;
     assert_eq!(status, StatusCode::CREATED, "{table}");
     let table = table["id"].as_i64().unwrap();
-    let path = format!("/api/v1/raw-tables/{table}/stream");
-    let followed = reqwest::Client::new()
-        .put(format!("{}{path}", first.base))
-        .json(&nats.source(50))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(followed.status(), StatusCode::OK);
+    let path = follow(&first.base, table, &nats.source(50)).await;
     nats.publish([tx(1), "bad".to_string(), tx(3)]).await;
     first.wait_for_failpoint().await;
     let (_, stream) = get(&first.base, &path).await;
@@ -852,15 +838,21 @@ async fn streamed_events_are_served_on_every_replica_before_their_commit_and_onc
     app.stream_once(table, |s| s["partitions"][0]["committed_offset"] == 10)
         .await;
     assert_eq!(seqs(&app, table).await, (1..=10).collect::<Vec<_>>());
-    for server in [&app, &replica] {
+    each_counts_once_as_a_training_set_says(&app, &replica).await;
+}
+
+/// After the commit of `streamed_spend`'s ten payments (six of u1, one filtered out and two
+/// tied; four of u2): both replicas count each event once, and what is served equals a
+/// recompute from the table at the same instant.
+pub(crate) async fn each_counts_once_as_a_training_set_says(app: &TestApp, replica: &TestApp) {
+    for server in [app, replica] {
         let u1 = spend_of(server, "u1").await;
         assert_eq!(u1["feature_values"]["amount_count_1d"], 5, "{u1}");
         assert_eq!(u1["feature_values"]["amount_sum_1d"], 18.0, "{u1}");
         let u2 = spend_of(server, "u2").await;
         assert_eq!(u2["feature_values"]["amount_count_1d"], 4, "{u2}");
     }
-    // And what is served equals a recompute from the table at the same instant.
-    let served = spend_of(&replica, "u1").await;
+    let served = spend_of(replica, "u1").await;
     let (status, training) = app
         .post(
             "/api/v1/training-sets",
@@ -875,6 +867,41 @@ async fn streamed_events_are_served_on_every_replica_before_their_commit_and_onc
     );
 }
 
+/// On a server process: a table of payments and the aggregation feature `spend` over it (sum
+/// and count of the amount over a day, by user); the table's id.
+pub(crate) async fn spend_table(base: &str) -> i64 {
+    let (status, table) = post(
+        base,
+        "/api/v1/raw-tables",
+        &json!({"name": "payments", "event_time_column": "ts", "schema_definition":
+            {"user_id": "string", "seq": "int", "amount": "float", "ts": "datetime"}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{table}");
+    let table = table["id"].as_i64().unwrap();
+    let (status, feature) = post(
+        base,
+        "/api/v1/features",
+        &json!({"name": "spend", "raw_table_id": table, "entity_key": "user_id",
+            "aggregations": [{"column": "amount", "function": "sum", "windows": ["1d"]},
+                             {"column": "amount", "function": "count", "windows": ["1d"]}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{feature}");
+    table
+}
+
+/// `spend`'s count for `user` on the server at `base`.
+pub(crate) async fn count_of(base: &str, user: &str) -> Option<i64> {
+    let (status, body) = get(
+        base,
+        &format!("/api/v1/feature-vectors?feature_name=spend&entity_id={user}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["feature_values"]["amount_count_1d"].as_i64()
+}
+
 #[tokio::test]
 async fn events_served_before_a_killed_committers_commit_count_once_after_the_takeover() {
     let (url, _dir) = fresh_database().await;
@@ -885,50 +912,17 @@ async fn events_served_before_a_killed_committers_commit_count_once_after_the_ta
     ];
     let nats = Nats::new().await;
     let base = servers[0].base.clone();
-    let (status, table) = post(
-        &base,
-        "/api/v1/raw-tables",
-        &json!({"name": "payments", "event_time_column": "ts", "schema_definition":
-            {"user_id": "string", "seq": "int", "amount": "float", "ts": "datetime"}}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{table}");
-    let table = table["id"].as_i64().unwrap();
-    let (status, feature) = post(
-        &base,
-        "/api/v1/features",
-        &json!({"name": "spend", "raw_table_id": table, "entity_key": "user_id",
-            "aggregations": [{"column": "amount", "function": "sum", "windows": ["1d"]},
-                             {"column": "amount", "function": "count", "windows": ["1d"]}]}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{feature}");
-    let path = format!("/api/v1/raw-tables/{table}/stream");
+    let table = spend_table(&base).await;
     let mut source = nats.source(60_000);
     source["max_batch_events"] = json!(10);
-    let resp = reqwest::Client::new()
-        .put(format!("{base}{path}"))
-        .json(&source)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(resp.status(), StatusCode::OK);
-    let count_of = |base: String, user: &'static str| async move {
-        let (status, body) = get(
-            &base,
-            &format!("/api/v1/feature-vectors?feature_name=spend&entity_id={user}"),
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        body["feature_values"]["amount_count_1d"].as_i64()
-    };
+    let path = follow(&base, table, &source).await;
 
     let ts = chrono::Utc::now().to_rfc3339();
     nats.publish((1..=6).map(|seq| payment(seq, "u1", seq as f64, &ts)))
         .await;
     for server in &servers {
         let served = eventually(30, || async {
-            count_of(server.base.clone(), "u1").await == Some(6)
+            count_of(&server.base, "u1").await == Some(6)
         })
         .await;
         assert!(served, "{} never served the six events", server.base);
@@ -957,6 +951,6 @@ async fn events_served_before_a_killed_committers_commit_count_once_after_the_ta
     )
     .await;
     assert_eq!(sorted_seqs(&preview), (1..=10).collect::<Vec<_>>());
-    assert_eq!(count_of(survivor.base.clone(), "u1").await, Some(6));
-    assert_eq!(count_of(survivor.base.clone(), "u2").await, Some(4));
+    assert_eq!(count_of(&survivor.base, "u1").await, Some(6));
+    assert_eq!(count_of(&survivor.base, "u2").await, Some(4));
 }
