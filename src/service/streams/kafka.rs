@@ -3,16 +3,19 @@
 //! committed to the table. Each partition is a lane of the stream with offsets of its own,
 //! the broker's own offsets.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 
 use super::source::Received;
+use crate::config::KafkaAuth;
 use crate::engine::messages::Message;
 use crate::model::StreamSource;
 
@@ -24,8 +27,61 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// one slow answer under load does not show the stream `failing`.
 const UNANSWERED_LOOKS: u32 = 2;
 
+type Kafka = StreamConsumer<Noticed>;
+
+/// What librdkafka reported on its own: a refused TLS handshake or SASL login reaches no
+/// call's result (a metadata request only fails with "broker transport failure"), so it is
+/// kept here to say why in the stream's `reason`. Its error log line (`FAIL`: what the
+/// broker refused) says more than the error event after it ("1/1 brokers are down"), so it
+/// is preferred.
+#[derive(Default)]
+struct Noticed {
+    logged: Mutex<Option<String>>,
+    error: Mutex<Option<String>>,
+}
+
+fn put(slot: &Mutex<Option<String>>, value: Option<String>) {
+    if let Ok(mut slot) = slot.lock() {
+        *slot = value;
+    }
+}
+
+impl Noticed {
+    /// Forget what was reported (the brokers answered).
+    fn clear(&self) {
+        put(&self.logged, None);
+        put(&self.error, None);
+    }
+
+    fn last(&self) -> Option<String> {
+        let get = |slot: &Mutex<Option<String>>| slot.lock().ok().and_then(|s| s.clone());
+        get(&self.logged).or_else(|| get(&self.error))
+    }
+}
+
+impl ClientContext for Noticed {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        tracing::debug!(?level, facility, message, "librdkafka");
+        if (level as i32) <= RDKafkaLogLevel::Error as i32 {
+            // Without librdkafka's thread name: `[thrd:ssl://host:port/bootstrap]: `.
+            let message = message
+                .strip_prefix("[thrd:")
+                .and_then(|m| m.split_once("]: "))
+                .map_or(message, |(_, rest)| rest);
+            put(&self.logged, Some(message.to_string()));
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(%error, reason, "librdkafka");
+        put(&self.error, Some(reason.to_string()));
+    }
+}
+
+impl ConsumerContext for Noticed {}
+
 pub struct KafkaSource {
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<Kafka>,
     topic: String,
     /// The topic's partitions, in lane order.
     partitions: Vec<i32>,
@@ -41,9 +97,13 @@ pub struct KafkaSource {
 }
 
 /// A consumer of `brokers` (it has a group id, which librdkafka's consumer queue needs, but
-/// never joins the group nor commits to it).
-fn consumer(brokers: &str) -> Result<StreamConsumer, String> {
-    ClientConfig::new()
+/// never joins the group nor commits to it), with this service's TLS and SASL settings.
+fn consumer(brokers: &str, auth: &KafkaAuth) -> Result<Kafka, String> {
+    let mut config = ClientConfig::new();
+    for (name, value) in auth.settings() {
+        config.set(name, value);
+    }
+    config
         .set("bootstrap.servers", brokers)
         .set("group.id", "feature-store")
         .set("client.id", "feature-store")
@@ -61,13 +121,13 @@ fn consumer(brokers: &str) -> Result<StreamConsumer, String> {
         .set("socket.connection.setup.timeout.ms", "5000")
         .set("reconnect.backoff.max.ms", "2000")
         .set("log_level", "3")
-        .create()
+        .create_with_context(Noticed::default())
         .map_err(|e| format!("could not make a Kafka consumer for {brokers}: {e}"))
 }
 
 /// The topic's partitions, as the brokers know them.
 async fn partitions(
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<Kafka>,
     topic: String,
     timeout: Duration,
 ) -> Result<Vec<i32>, String> {
@@ -75,6 +135,7 @@ async fn partitions(
         let metadata = consumer
             .fetch_metadata(Some(&topic), timeout)
             .map_err(|e| format!("could not read the metadata of topic {topic:?}: {e}"))?;
+        consumer.context().clear();
         let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
             return Err(format!("the brokers do not know topic {topic:?}"));
         };
@@ -97,14 +158,21 @@ async fn partitions(
 
 impl KafkaSource {
     /// The topic's partitions (the stream's lanes, in order), asked of the brokers.
-    pub async fn lanes(source: &StreamSource) -> Result<Vec<i32>, String> {
+    pub async fn lanes(source: &StreamSource, auth: &KafkaAuth) -> Result<Vec<i32>, String> {
         let (brokers, topic) = names(source);
-        partitions(
-            Arc::new(consumer(brokers)?),
-            topic.to_string(),
-            METADATA_TIMEOUT,
-        )
-        .await
+        let consumer = Arc::new(consumer(brokers, auth)?);
+        let found = partitions(consumer.clone(), topic.to_string(), METADATA_TIMEOUT).await;
+        if found.is_err() {
+            // Nothing else polls this consumer (it reads no partition): its queued events,
+            // a refused handshake or login among them, are taken here, so `why` has them.
+            for _ in 0..100 {
+                match tokio::time::timeout(Duration::from_millis(10), consumer.recv()).await {
+                    Ok(Err(_)) => continue,
+                    _ => break,
+                }
+            }
+        }
+        found.map_err(|e| e + &why(&consumer))
     }
 
     /// Connect and read every partition of `lanes` from its offset in `from` (the next offset
@@ -113,9 +181,10 @@ impl KafkaSource {
         source: &StreamSource,
         lanes: &[i32],
         from: &[i64],
+        auth: &KafkaAuth,
     ) -> Result<KafkaSource, String> {
         let (brokers, topic) = names(source);
-        let consumer = Arc::new(consumer(brokers)?);
+        let consumer = Arc::new(consumer(brokers, auth)?);
         let mut assignment = TopicPartitionList::new();
         for (partition, offset) in lanes.iter().zip(from) {
             assignment
@@ -197,17 +266,27 @@ impl KafkaSource {
             }
             Ok(_) => None,
             Err(_) if self.unanswered < UNANSWERED_LOOKS => None,
-            Err(e) => Some(format!("cannot reach {}: {e}", self.what)),
+            Err(e) => Some(format!(
+                "cannot reach {}: {e}{}",
+                self.what,
+                why(&self.consumer)
+            )),
         }
     }
 }
 
+/// The last error librdkafka reported of its own, as ` (…)` to follow a reason; empty if
+/// none since the last answer. (The reader's `recv` polls the events of a running consumer.)
+fn why(consumer: &Kafka) -> String {
+    consumer
+        .context()
+        .last()
+        .map(|last| format!(" ({last})"))
+        .unwrap_or_default()
+}
+
 /// Each partition's high watermark, asked of the brokers; `None` if any could not be had.
-async fn watermarks(
-    consumer: &Arc<StreamConsumer>,
-    topic: &str,
-    partitions: &[i32],
-) -> Option<Vec<i64>> {
+async fn watermarks(consumer: &Arc<Kafka>, topic: &str, partitions: &[i32]) -> Option<Vec<i64>> {
     let (consumer, topic, partitions) = (consumer.clone(), topic.to_string(), partitions.to_vec());
     tokio::task::spawn_blocking(move || {
         partitions
@@ -246,7 +325,9 @@ mod tests {
         let source: StreamSource = serde_json::from_value(serde_json::json!({
             "type": "kafka", "brokers": format!("127.0.0.1:{port}"), "topic": "tx"}))
         .unwrap();
-        let mut kafka = KafkaSource::open(&source, &[0], &[0]).await.unwrap();
+        let mut kafka = KafkaSource::open(&source, &[0], &[0], &KafkaAuth::default())
+            .await
+            .unwrap();
         assert_eq!(kafka.trouble().await, None, "one look without an answer");
         let reason = kafka.trouble().await.expect("two looks without an answer");
         assert!(

@@ -4,7 +4,7 @@
 
 use super::kafka::KafkaSource;
 use super::nats::NatsSource;
-use crate::config::NatsAuth;
+use crate::config::{KafkaAuth, NatsAuth};
 use crate::engine::messages::Message;
 use crate::model::StreamSource;
 
@@ -24,12 +24,19 @@ pub struct LaneName {
     pub app: String,
 }
 
+/// How this service authenticates to the brokers (from its environment).
+#[derive(Clone, Copy)]
+pub struct Auth<'a> {
+    pub nats: &'a NatsAuth,
+    pub kafka: &'a KafkaAuth,
+}
+
 /// The source's lanes, in order (a Kafka topic's partitions, asked of its brokers).
-pub async fn lanes(source: &StreamSource) -> Result<Vec<LaneName>, String> {
+pub async fn lanes(source: &StreamSource, auth: Auth<'_>) -> Result<Vec<LaneName>, String> {
     match source.kind.as_str() {
         "kafka" => {
             let topic = source.topic.clone().unwrap_or_default();
-            Ok(KafkaSource::lanes(source)
+            Ok(KafkaSource::lanes(source, auth.kafka)
                 .await?
                 .into_iter()
                 .map(|p| LaneName {
@@ -68,7 +75,7 @@ impl Reader {
         source: &StreamSource,
         lanes: &[LaneName],
         from: &[i64],
-        nats_auth: &NatsAuth,
+        auth: Auth<'_>,
     ) -> Result<Reader, String> {
         match source.kind.as_str() {
             "kafka" => {
@@ -77,12 +84,12 @@ impl Reader {
                     .map(|l| l.partition.parse::<i32>().map_err(|e| e.to_string()))
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(Reader::Kafka(
-                    KafkaSource::open(source, &partitions, from).await?,
+                    KafkaSource::open(source, &partitions, from, auth.kafka).await?,
                 ))
             }
             _ => {
                 let from = from.first().copied().unwrap_or(1);
-                let nats = NatsSource::open(source, from, nats_auth).await?;
+                let nats = NatsSource::open(source, from, auth.nats).await?;
                 Ok(Reader::Nats(Box::new(nats)))
             }
         }
