@@ -15,7 +15,7 @@
 //!
 //! Usage: cargo run --release --example bench_aggregations -- [--server PATH]
 //!        [--events 1000000] [--entities 10000] [--labels 100000] [--online 1000]
-//!        [--duration 8]
+//!        [--duration 8] [--fresh-rows 100000] [--fresh-rounds 5]
 //! Needs python3 with duckdb and pyarrow (`pip install duckdb pyarrow`) and wrk.
 
 use std::process::{Child, Command, Stdio};
@@ -102,6 +102,8 @@ async fn main() -> Result<(), Error> {
     let labels_n: usize = arg(&args, "--labels", "100000").parse()?;
     let online_n: usize = arg(&args, "--online", "1000").parse()?;
     let duration: u64 = arg(&args, "--duration", "8").parse()?;
+    let fresh_n: usize = arg(&args, "--fresh-rows", "100000").parse()?;
+    let fresh_rounds: usize = arg(&args, "--fresh-rounds", "5").parse()?;
     let dir = tempfile::tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -351,6 +353,90 @@ async fn main() -> Result<(), Error> {
     let (sql_rps, sql_p99) = wrk("total")?;
     let (agg_rps, agg_p99) = wrk("spend")?;
 
+    // Ingest beside the feature: the same rows into the table the aggregation feature reads
+    // (its state is held, from the GETs above) and into a table no feature reads, in turns;
+    // after each, the next GET must count the rows of a user that only that batch has.
+    let plain = post(
+        "/api/v1/raw-tables",
+        json!({"name": "payments_plain", "event_time_column": "ts",
+            "schema_definition": {"user_id": "string", "ts": "datetime", "amount": "float"}}),
+    )
+    .await?["id"]
+        .as_i64()
+        .ok_or("no table id")?;
+    const PROBE_ROWS: usize = 10;
+    let (mut with_feature, mut without, mut next_get) = (Vec::new(), Vec::new(), Vec::new());
+    let mut fresh_counted = 0;
+    for round in 0..fresh_rounds {
+        let probe = format!("probe{round}");
+        let now_us = chrono::Utc::now().timestamp_micros();
+        let (mut users, mut ts, mut amount) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..fresh_n.max(PROBE_ROWS) {
+            users.push(if i < PROBE_ROWS {
+                probe.clone()
+            } else {
+                format!("u{}", lcg(&mut seed) as usize % entities)
+            });
+            // Within the last half hour, so every window counts them.
+            ts.push(now_us - 1_000_000 - (lcg(&mut seed) as i64 % 1_800) * 1_000_000);
+            amount.push(Some((lcg(&mut seed) % 100_000) as f64 / 100.0));
+        }
+        let mut batch = DataFrame::new(
+            users.len(),
+            vec![
+                Column::new("user_id".into(), &users),
+                Int64Chunked::from_vec("ts".into(), ts)
+                    .into_datetime(TimeUnit::Microseconds, None)
+                    .into_column(),
+                Column::new("amount".into(), &amount),
+            ],
+        )?;
+        let body = parquet(&mut batch)?;
+        let mut order = [(plain, false), (table, true)];
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for (target, featured) in order {
+            let timer = Instant::now();
+            send(
+                http.post(format!("{base}/api/v1/raw-tables/{target}/data"))
+                    .header("content-type", "application/vnd.apache.parquet")
+                    .body(body.clone()),
+                "ingest",
+            )
+            .await?;
+            let took = timer.elapsed().as_secs_f64();
+            if featured {
+                with_feature.push(took);
+            } else {
+                without.push(took);
+            }
+        }
+        let timer = Instant::now();
+        let v: Value = serde_json::from_slice(
+            &send(
+                http.get(format!(
+                    "{base}/api/v1/feature-vectors?feature_name=spend&entity_id={probe}"
+                )),
+                "the GET after the ingest",
+            )
+            .await?,
+        )?;
+        next_get.push(timer.elapsed().as_secs_f64());
+        if v["feature_values"]["amount_count_1h"].as_i64() == Some(PROBE_ROWS as i64) {
+            fresh_counted += 1;
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    let (with_s, without_s, next_s) = (
+        median(&mut with_feature),
+        median(&mut without),
+        median(&mut next_get),
+    );
+
     println!("events {events_n} over {entities} entities and 90 days; {labels_n} labels; 16 values a row");
     println!("| what | figure |");
     println!("|---|---|");
@@ -372,6 +458,16 @@ async fn main() -> Result<(), Error> {
     println!(
         "| aggregation / SQL | {:.2} x |",
         agg_rps / sql_rps.max(1.0)
+    );
+    println!(
+        "| ingest of {fresh_n} rows (Parquet), median of {fresh_rounds}: into the feature's table / into a table no feature reads | {:.3} s / {:.3} s = {:.2} x |",
+        with_s,
+        without_s,
+        with_s / without_s.max(1e-9)
+    );
+    println!(
+        "| the GET after each ingest: counted that ingest's rows / took (median) | {fresh_counted} of {fresh_rounds} / {:.1} ms |",
+        next_s * 1000.0
     );
     Ok(())
 }
