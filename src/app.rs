@@ -30,8 +30,17 @@ pub enum StartupError {
     Migrate(#[from] ServiceError),
 }
 
+/// Make ring the process's TLS crypto provider. rustls finds two in this binary (aws-lc-rs
+/// through reqwest, ring through async-nats) and so picks none by itself, and a NATS
+/// connection over TLS builds its configuration from the process default. Idempotent.
+pub fn install_tls_provider() {
+    // An error only says one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Connect to what the configuration names and assemble the state every service runs with.
 pub async fn state(config: Config) -> Result<AppState, StartupError> {
+    install_tls_provider();
     let store = Store::connect(&config.database_url, config.database_busy_timeout).await?;
     let clock = clock::Clock::new(config.test_clock_skew_seconds);
     clock.calibrate(&store).await?;

@@ -77,6 +77,9 @@ pub struct Config {
     /// (`NATS_TOKEN`), or a user and password (`NATS_USER`, `NATS_PASSWORD`). From the
     /// environment only, never from a request; never shown.
     pub nats_auth: NatsAuth,
+    /// TLS for NATS servers: certificate authorities to trust and a client certificate
+    /// (`NATS_TLS_CA_FILE`, `NATS_TLS_CERT_FILE`, `NATS_TLS_KEY_FILE`).
+    pub nats_tls: NatsTls,
     /// How this service connects to the Kafka brokers streams follow: TLS and SASL settings
     /// (`KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_*`, `KAFKA_SSL_*`). From the environment only,
     /// never from a request; the password is never shown.
@@ -130,6 +133,7 @@ impl Default for Config {
             scheduler_lease: Duration::from_secs(10),
             stream_lease: Duration::from_secs(10),
             nats_auth: NatsAuth::None,
+            nats_tls: NatsTls::default(),
             kafka_auth: KafkaAuth::default(),
             data_dir: None,
             storage_options: BTreeMap::new(),
@@ -196,6 +200,7 @@ impl fmt::Debug for Config {
             .field("scheduler_lease", &self.scheduler_lease)
             .field("stream_lease", &self.stream_lease)
             .field("nats_auth", &self.nats_auth)
+            .field("nats_tls", &self.nats_tls)
             .field("kafka_auth", &self.kafka_auth)
             .field("data_dir", &self.data_dir)
             .field(
@@ -256,6 +261,51 @@ impl fmt::Debug for NatsAuth {
             NatsAuth::Token(_) => f.write_str("Token(***)"),
             NatsAuth::UserPassword(user, _) => write!(f, "UserPassword({user:?}, ***)"),
         }
+    }
+}
+
+/// TLS files for NATS: with any of them, the connection must be TLS (whatever the URL's
+/// scheme). Without them a `tls://` URL, or a server that asks for TLS, is checked against the
+/// system's certificate authorities.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatsTls {
+    /// PEM file of the certificate authorities to trust.
+    pub ca_file: Option<String>,
+    /// A client certificate and its key (PEM files), for servers that ask for one.
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+}
+
+impl NatsTls {
+    fn from_env(get: &impl Fn(&str) -> Option<String>) -> Result<NatsTls, ConfigError> {
+        let file = |name: &str| -> Result<Option<String>, ConfigError> {
+            let Some(path) = get(name)
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+            else {
+                return Ok(None);
+            };
+            if !std::path::Path::new(&path).is_file() {
+                return Err(ConfigError(format!("{name}={path:?}: no such file")));
+            }
+            Ok(Some(path))
+        };
+        let tls = NatsTls {
+            ca_file: file("NATS_TLS_CA_FILE")?,
+            cert_file: file("NATS_TLS_CERT_FILE")?,
+            key_file: file("NATS_TLS_KEY_FILE")?,
+        };
+        if tls.cert_file.is_some() != tls.key_file.is_some() {
+            return Err(ConfigError(
+                "NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE go together".into(),
+            ));
+        }
+        Ok(tls)
+    }
+
+    /// Whether any TLS file is set (then TLS is required).
+    pub fn is_set(&self) -> bool {
+        self.ca_file.is_some() || self.cert_file.is_some()
     }
 }
 
@@ -644,6 +694,7 @@ impl Config {
                 get("NATS_USER").filter(|v| !v.trim().is_empty()),
                 get("NATS_PASSWORD").filter(|v| !v.is_empty()),
             )?,
+            nats_tls: NatsTls::from_env(&get)?,
             kafka_auth: KafkaAuth::from_env(&get)?,
             data_dir: get("DATA_DIR").filter(|v| !v.trim().is_empty()),
             storage_options: STORAGE_VARIABLES
@@ -837,6 +888,22 @@ mod tests {
             .unwrap();
         assert!(!format!("{c:?}").contains("pw-s3cr3t"));
         assert!(Config::from_lookup(env(&[("NATS_USER", "fs")])).is_err());
+    }
+
+    #[test]
+    fn nats_tls_files_must_exist_and_a_certificate_comes_with_its_key() {
+        let ca = tempfile::NamedTempFile::new().unwrap();
+        let path = ca.path().to_str().unwrap().to_string();
+        let c = Config::from_lookup(|k| (k == "NATS_TLS_CA_FILE").then(|| path.clone())).unwrap();
+        assert_eq!(c.nats_tls.ca_file.as_deref(), Some(path.as_str()));
+        assert!(c.nats_tls.is_set());
+        assert!(!Config::from_lookup(|_| None).unwrap().nats_tls.is_set());
+        let missing = Config::from_lookup(|k| {
+            (k == "NATS_TLS_CA_FILE").then(|| "/nowhere/ca.pem".to_string())
+        });
+        assert!(missing.unwrap_err().to_string().contains("no such file"));
+        let half = Config::from_lookup(|k| (k == "NATS_TLS_CERT_FILE").then(|| path.clone()));
+        assert!(half.unwrap_err().to_string().contains("go together"));
     }
 
     #[test]

@@ -747,7 +747,7 @@ pub struct StreamSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(example = "transactions")]
     pub topic: Option<String>,
-    /// NATS: the server, `nats://host:port` (no credentials in it).
+    /// NATS: the server, `nats://host:port` or `tls://host:port` (no credentials in it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(example = "nats://127.0.0.1:4222")]
     pub url: Option<String>,

@@ -225,8 +225,9 @@ class Client:
         max_batch_events: Optional[int] = None,
         max_batch_interval_ms: Optional[int] = None,
     ) -> Stream:
-        """Make `table` follow the NATS JetStream `stream` at `url` (`nats://host:port`),
-        optionally only the messages on `subject` (`"tx.>"`); otherwise as `follow_kafka`.
+        """Make `table` follow the NATS JetStream `stream` at `url` (`nats://host:port`, or
+        `tls://host:port` to insist on TLS), optionally only the messages on `subject`
+        (`"tx.>"`); otherwise as `follow_kafka`.
         The server's own NATS credentials are used, never ones in a request."""
         source: Dict[str, Any] = {"type": "nats", "url": url, "stream": stream}
         if subject is not None:

@@ -7,7 +7,6 @@
 //! answers, and brokers behind TLS (socat in front of tansu, certificates from the openssl
 //! command) or asking for a SASL login are spoken to with the service's settings.
 
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -28,6 +27,7 @@ use crate::streams::{
     committer_among, count_of, each_counts_once_as_a_training_set_says, free_port, payment, seqs,
     spend_of, spend_table, streamed_spend, tx, tx_table, tx_table_on,
 };
+use crate::tls::Certificates;
 
 const NEEDS_TANSU: &str = "needs a Kafka broker binary in TEST_TANSU_BIN (.ci/run installs one)";
 
@@ -205,97 +205,15 @@ impl Producer {
     }
 }
 
-/// Certificates made for one test with the openssl command: a CA (`ca`), the broker's signed
-/// by it for 127.0.0.1 (`broker`), a client's signed by it (`client`), and another CA that
-/// signed neither (`stranger`). Each as `{name}.pem` with its key in `{name}.key`.
-struct Certificates {
-    dir: tempfile::TempDir,
-}
-
-impl Certificates {
-    fn make() -> Certificates {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let openssl = |args: &[&str]| {
-            let ran = Command::new("openssl")
-                .args(args)
-                .current_dir(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .expect("openssl (.ci/run installs it)");
-            assert!(ran.success(), "openssl {args:?}");
-        };
-        let key = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        for ca in ["ca", "stranger"] {
-            let (pem, key_file, subject) = (
-                format!("{ca}.pem"),
-                format!("{ca}.key"),
-                format!("/CN=test {ca}"),
-            );
-            let mut args = vec!["req", "-x509", "-days", "2", "-subj", &subject];
-            args.extend(key);
-            args.extend(["-keyout", &key_file, "-out", &pem]);
-            openssl(&args);
-        }
-        std::fs::write(
-            dir.path().join("broker.ext"),
-            "subjectAltName=IP:127.0.0.1\n",
-        )
-        .expect("write the extension file");
-        for (who, subject) in [("broker", "/CN=127.0.0.1"), ("client", "/CN=feature-store")] {
-            let (pem, key_file, request) = (
-                format!("{who}.pem"),
-                format!("{who}.key"),
-                format!("{who}.csr"),
-            );
-            let mut args = vec![
-                "req", "-subj", subject, "-keyout", &key_file, "-out", &request,
-            ];
-            args.extend(key);
-            openssl(&args);
-            let mut args = vec![
-                "x509",
-                "-req",
-                "-in",
-                &request,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-out",
-                &pem,
-            ];
-            if who == "broker" {
-                args.extend(["-extfile", "broker.ext"]);
-            }
-            openssl(&args);
-        }
-        Certificates { dir }
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).to_string_lossy().into_owned()
-    }
-
-    /// The service's settings for TLS that trusts `ca` and presents the client certificate.
-    fn auth(&self, ca: &str) -> KafkaAuth {
-        assert!(Path::new(&self.path(&format!("{ca}.pem"))).is_file());
-        KafkaAuth {
-            protocol: KafkaProtocol::Ssl,
-            ssl_ca_location: Some(self.path(&format!("{ca}.pem"))),
-            ssl_certificate_location: Some(self.path("client.pem")),
-            ssl_key_location: Some(self.path("client.key")),
-            ..KafkaAuth::default()
-        }
+/// The service's Kafka settings for TLS that trusts `ca` (`ca` or `stranger`) and presents
+/// the client certificate.
+fn tls_trusting(certificates: &Certificates, ca: &str) -> KafkaAuth {
+    KafkaAuth {
+        protocol: KafkaProtocol::Ssl,
+        ssl_ca_location: Some(certificates.path(&format!("{ca}.pem"))),
+        ssl_certificate_location: Some(certificates.path("client.pem")),
+        ssl_key_location: Some(certificates.path("client.key")),
+        ..KafkaAuth::default()
     }
 }
 
@@ -730,7 +648,7 @@ async fn a_topic_behind_tls_is_read_with_the_services_certificates_and_an_untrus
     kafka.create_topic("secure", 2).await;
     kafka.produce("secure", spread(1..=6, 2)).await;
 
-    let app = spawn_app_with(|c| c.kafka_auth = certificates.auth("ca")).await;
+    let app = spawn_app_with(|c| c.kafka_auth = tls_trusting(&certificates, "ca")).await;
     let table = app.create_table(tx_table()).await;
     app.follow(table, &kafka.source("secure", 50)).await;
     let stream = app
@@ -740,7 +658,7 @@ async fn a_topic_behind_tls_is_read_with_the_services_certificates_and_an_untrus
     assert_eq!(seqs(&app, table).await, [1, 2, 3, 4, 5, 6]);
 
     // A service that trusts another CA refuses the broker's certificate, and says why.
-    let doubting = spawn_app_with(|c| c.kafka_auth = certificates.auth("stranger")).await;
+    let doubting = spawn_app_with(|c| c.kafka_auth = tls_trusting(&certificates, "stranger")).await;
     let table = doubting.create_table(tx_table()).await;
     doubting.follow(table, &kafka.source("secure", 50)).await;
     let reason = failing_reason(&doubting, table).await;

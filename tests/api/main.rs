@@ -35,6 +35,7 @@ mod s3;
 mod spark;
 mod stats;
 mod streams;
+mod tls;
 mod ui;
 mod vectors;
 mod versions;

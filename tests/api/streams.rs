@@ -13,7 +13,9 @@ use serde_json::{json, Value};
 use crate::fixtures::sql_feature;
 use crate::helpers::{eventually, fresh_database, spawn_app, spawn_app_with, wait_for, TestApp};
 use crate::process::{follow, get, post, stream_replicas, Server};
-use feature_store::config::NatsAuth;
+use feature_store::config::{NatsAuth, NatsTls};
+
+use crate::tls::Certificates;
 
 fn nats_url() -> String {
     std::env::var("TEST_NATS_URL")
@@ -507,8 +509,14 @@ async fn killing_the_committing_replica_mid_stream_loses_and_repeats_nothing() {
 struct OwnNats(std::process::Child);
 
 impl OwnNats {
-    /// With `token`, clients must present it.
-    async fn start(port: u16, dir: &std::path::Path, token: Option<&str>) -> OwnNats {
+    /// With `token`, clients must present it; with `tls`, they must speak TLS, trust `ca` and
+    /// present a certificate it signed.
+    async fn start(
+        port: u16,
+        dir: &std::path::Path,
+        token: Option<&str>,
+        tls: Option<&Certificates>,
+    ) -> OwnNats {
         let program = ["/usr/sbin/nats-server", "nats-server"]
             .into_iter()
             .find(|p| {
@@ -522,6 +530,22 @@ impl OwnNats {
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(dir)
             .args(token.map(|t| ["--auth", t]).into_iter().flatten())
+            .args(
+                tls.map(|c| {
+                    [
+                        "--tls".to_string(),
+                        "--tlscert".to_string(),
+                        c.path("broker.pem"),
+                        "--tlskey".to_string(),
+                        c.path("broker.key"),
+                        "--tlsverify".to_string(),
+                        "--tlscacert".to_string(),
+                        c.path("ca.pem"),
+                    ]
+                })
+                .into_iter()
+                .flatten(),
+            )
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -532,12 +556,29 @@ impl OwnNats {
                 Some(t) => async_nats::ConnectOptions::with_token(t.to_string()),
                 None => async_nats::ConnectOptions::new(),
             };
-            options.connect(&url).await.ok()
+            let options = match tls {
+                Some(c) => tls_client(options, c),
+                None => options,
+            };
+            options
+                .connect(&url)
+                .await
+                .map_err(|e| eprintln!("nats-server on {port}: {e}"))
+                .ok()
         })
         .await;
         assert!(up.is_some(), "nats-server on {port} did not come up");
         OwnNats(child)
     }
+}
+
+/// `options` speaking TLS: trusting the test's CA, presenting its client certificate.
+fn tls_client(options: async_nats::ConnectOptions, c: &Certificates) -> async_nats::ConnectOptions {
+    feature_store::app::install_tls_provider();
+    options
+        .require_tls(true)
+        .add_root_certificates(c.path("ca.pem").into())
+        .add_client_certificate(c.path("client.pem").into(), c.path("client.key").into())
 }
 
 impl Drop for OwnNats {
@@ -553,7 +594,7 @@ async fn a_broker_that_goes_away_makes_the_stream_failing_and_it_resumes_when_th
     let store = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let url = format!("nats://127.0.0.1:{port}");
-    let broker = OwnNats::start(port, store.path(), None).await;
+    let broker = OwnNats::start(port, store.path(), None, None).await;
     // File storage: the stream outlives the server.
     let connect = || async { async_nats::connect(&url).await.expect("connect") };
     let nats = Nats::create(
@@ -582,7 +623,7 @@ async fn a_broker_that_goes_away_makes_the_stream_failing_and_it_resumes_when_th
     )
     .await;
 
-    let _broker = OwnNats::start(port, store.path(), None).await;
+    let _broker = OwnNats::start(port, store.path(), None, None).await;
     let nats = Nats {
         url: url.clone(),
         name: "OUTAGE".into(),
@@ -605,7 +646,7 @@ async fn the_nats_credentials_come_from_the_environment_and_never_from_a_request
     let store = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let url = format!("nats://127.0.0.1:{port}");
-    let _broker = OwnNats::start(port, store.path(), Some(TOKEN)).await;
+    let _broker = OwnNats::start(port, store.path(), Some(TOKEN), None).await;
     let client = async_nats::ConnectOptions::with_token(TOKEN.into())
         .connect(&url)
         .await
@@ -633,6 +674,50 @@ async fn the_nats_credentials_come_from_the_environment_and_never_from_a_request
             .unwrap_or("")
             .to_lowercase()
             .contains("authorization"),
+        "{failing}"
+    );
+}
+
+#[tokio::test]
+async fn a_nats_server_that_asks_for_tls_is_read_with_the_services_certificates_and_refused_without(
+) {
+    let certificates = Certificates::make();
+    let store = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let url = format!("tls://127.0.0.1:{port}");
+    let _broker = OwnNats::start(port, store.path(), None, Some(&certificates)).await;
+    let client = tls_client(async_nats::ConnectOptions::new(), &certificates)
+        .connect(&url)
+        .await
+        .expect("connect with TLS");
+    let nats = Nats::create(url, client, "SECURE", stream::StorageType::Memory).await;
+    nats.publish((1..=3).map(tx)).await;
+
+    // Configured with the CA and a client certificate (NATS_TLS_*): the stream is read.
+    let app = spawn_app_with(|c| {
+        c.nats_tls = NatsTls {
+            ca_file: Some(certificates.path("ca.pem")),
+            cert_file: Some(certificates.path("client.pem")),
+            key_file: Some(certificates.path("client.key")),
+        }
+    })
+    .await;
+    let table = app.create_table(tx_table()).await;
+    app.follow(table, &nats.source(50)).await;
+    app.stream_once(table, |s| s["partitions"][0]["committed_offset"] == 3)
+        .await;
+    assert_eq!(seqs(&app, table).await, [1, 2, 3]);
+
+    // A service that does not trust the server's CA refuses it, and says why.
+    let doubting = spawn_app().await;
+    let table = doubting.create_table(tx_table()).await;
+    doubting.follow(table, &nats.source(50)).await;
+    let failing = doubting
+        .stream_once(table, |s| s["status"] == "failing")
+        .await;
+    let reason = failing["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("could not connect to tls://"),
         "{failing}"
     );
 }

@@ -655,6 +655,7 @@ fn committed_of(stream: &StreamRow, target: &Target) -> Vec<Option<i64>> {
 fn auth(state: &AppState) -> source::Auth<'_> {
     source::Auth {
         nats: &state.config.nats_auth,
+        nats_tls: &state.config.nats_tls,
         kafka: &state.config.kafka_auth,
     }
 }

@@ -217,8 +217,8 @@ fn checked_kafka(source: &mut StreamSource) -> Result<()> {
     Ok(())
 }
 
-/// A NATS source: a `nats://host:port` URL without credentials, a JetStream stream name, an
-/// optional subject filter, nothing of Kafka.
+/// A NATS source: a `nats://host:port` URL (`tls://` to insist on TLS) without credentials,
+/// a JetStream stream name, an optional subject filter, nothing of Kafka.
 fn checked_nats(source: &mut StreamSource) -> Result<()> {
     let invalid = |why: String| Err(ServiceError::Invalid(why));
     if source.brokers.is_some() || source.topic.is_some() {
@@ -232,8 +232,10 @@ fn checked_nats(source: &mut StreamSource) -> Result<()> {
     };
     let parsed = url::Url::parse(url)
         .map_err(|e| ServiceError::Invalid(format!("\"url\" {url:?} is not a URL: {e}")))?;
-    if parsed.scheme() != "nats" || parsed.host_str().is_none_or(str::is_empty) {
-        return invalid(format!("\"url\" {url:?} must be nats://host:port"));
+    if !matches!(parsed.scheme(), "nats" | "tls") || parsed.host_str().is_none_or(str::is_empty) {
+        return invalid(format!(
+            "\"url\" {url:?} must be nats://host:port (or tls://host:port)"
+        ));
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return invalid("\"url\" must not hold credentials: they would be stored and shown".into());
@@ -318,6 +320,7 @@ mod tests {
     fn other_schemes_and_stream_names_with_dots_are_refused() {
         assert!(refusal(nats("http://127.0.0.1:4222", "TX")).contains("nats://"));
         assert!(refusal(nats("nats://127.0.0.1:4222", "a.b")).contains("stream name"));
+        assert!(checked(nats("tls://127.0.0.1:4222", "TX")).is_ok());
     }
 
     fn kafka(brokers: &str, topic: &str) -> StreamSource {

@@ -15,7 +15,7 @@ use async_nats::jetstream::{
 use futures::StreamExt;
 
 use super::source::Received;
-use crate::config::NatsAuth;
+use crate::config::{NatsAuth, NatsTls};
 use crate::engine::messages::Message;
 use crate::model::StreamSource;
 
@@ -34,6 +34,7 @@ impl NatsSource {
         source: &StreamSource,
         from: i64,
         auth: &NatsAuth,
+        tls: &NatsTls,
     ) -> Result<NatsSource, String> {
         let url = source.url.as_deref().unwrap_or_default();
         let name = source.stream.as_deref().unwrap_or_default();
@@ -44,6 +45,13 @@ impl NatsSource {
                 async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
             }
         };
+        let mut options = options.require_tls(tls.is_set());
+        if let Some(ca) = &tls.ca_file {
+            options = options.add_root_certificates(ca.into());
+        }
+        if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+            options = options.add_client_certificate(cert.into(), key.into());
+        }
         let client = options
             .connection_timeout(CONNECT_TIMEOUT)
             .connect(url)

@@ -4,7 +4,7 @@
 
 use super::kafka::KafkaSource;
 use super::nats::NatsSource;
-use crate::config::{KafkaAuth, NatsAuth};
+use crate::config::{KafkaAuth, NatsAuth, NatsTls};
 use crate::engine::messages::Message;
 use crate::model::StreamSource;
 
@@ -28,6 +28,7 @@ pub struct LaneName {
 #[derive(Clone, Copy)]
 pub struct Auth<'a> {
     pub nats: &'a NatsAuth,
+    pub nats_tls: &'a NatsTls,
     pub kafka: &'a KafkaAuth,
 }
 
@@ -89,7 +90,7 @@ impl Reader {
             }
             _ => {
                 let from = from.first().copied().unwrap_or(1);
-                let nats = NatsSource::open(source, from, auth.nats).await?;
+                let nats = NatsSource::open(source, from, auth.nats, auth.nats_tls).await?;
                 Ok(Reader::Nats(Box::new(nats)))
             }
         }
