@@ -27,7 +27,7 @@ pub use schedule::DueRefresh;
 pub use snapshots::{SnapshotKind, SnapshotRow};
 pub use streams::{StreamProgress, StreamRow};
 pub use tables::{IngestSummary, TableVersion};
-pub use vectors::VectorWriter;
+pub use vectors::{VectorRows, VectorWriter};
 pub use versions::{NewVersion, VersionChange};
 
 use error::Result;

@@ -6,7 +6,34 @@ use sqlx::postgres::PgPoolCopyExt;
 
 use super::error::{classify, Result};
 use super::{Store, StoreError, INSERT_CHUNK};
-use crate::worker::protocol::VectorChunk;
+
+/// A batch of served rows, (entity id, values as JSON text), to write under a generation. The
+/// store asks only for the rows: whoever carries them (the worker's frames, a test's vector)
+/// decides how they are read, and a row that cannot be read fails the write with its reason.
+/// Owned and `Send`, so a SQLite write can take it to a blocking thread.
+pub trait VectorRows: Send + 'static {
+    /// How many rows, and bytes of ids and values: they size the Postgres COPY buffer.
+    fn count(&self) -> usize;
+    fn text_bytes(&self) -> usize;
+    fn rows(&self) -> impl Iterator<Item = std::result::Result<(&str, &str), String>>;
+}
+
+impl VectorRows for Vec<(String, String)> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn text_bytes(&self) -> usize {
+        self.iter()
+            .map(|(id, values)| id.len() + values.len())
+            .sum()
+    }
+
+    fn rows(&self) -> impl Iterator<Item = std::result::Result<(&str, &str), String>> {
+        self.iter()
+            .map(|(id, values)| Ok((id.as_str(), values.as_str())))
+    }
+}
 
 /// Rows deleted per statement when a generation is dropped: each statement is one short
 /// write, so other writers get SQLite's lock in between.
@@ -39,7 +66,7 @@ pub enum VectorWriter {
 }
 
 impl VectorWriter {
-    pub async fn write(&mut self, chunk: VectorChunk) -> Result<()> {
+    pub async fn write(&mut self, chunk: impl VectorRows) -> Result<()> {
         match self {
             VectorWriter::Sqlite {
                 path,
@@ -69,7 +96,7 @@ impl VectorWriter {
             }
             VectorWriter::SqlitePool { pool, generation } => {
                 let rows: Vec<(&str, &str)> = chunk
-                    .iter()
+                    .rows()
                     .collect::<std::result::Result<_, _>>()
                     .map_err(StoreError::Invalid)?;
                 let mut tx = pool.begin().await?;
@@ -89,9 +116,10 @@ impl VectorWriter {
                 let copy = copy
                     .as_mut()
                     .ok_or_else(|| StoreError::Invalid("the COPY has ended".into()))?;
-                let mut text = Vec::with_capacity(chunk.bytes.len() + 32 * chunk.rows as usize);
+                // Room for the generation, two tabs, a newline and some escapes a row.
+                let mut text = Vec::with_capacity(chunk.text_bytes() + 40 * chunk.count());
                 let prefix = format!("{generation}\t");
-                for row in chunk.iter() {
+                for row in chunk.rows() {
                     let (id, values) = row.map_err(StoreError::Invalid)?;
                     text.extend_from_slice(prefix.as_bytes());
                     copy_escape(id, &mut text);
@@ -139,7 +167,7 @@ fn open_writer(
 fn insert_chunk(
     conn: &mut rusqlite::Connection,
     generation: i64,
-    chunk: &VectorChunk,
+    chunk: &impl VectorRows,
 ) -> Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
@@ -147,7 +175,7 @@ fn insert_chunk(
             "INSERT INTO feature_vectors (generation, entity_id, feature_values) \
              VALUES (?1, ?2, ?3)",
         )?;
-        for row in chunk.iter() {
+        for row in chunk.rows() {
             let (id, values) = row.map_err(StoreError::Invalid)?;
             insert.execute(rusqlite::params![generation, id, values])?;
         }
@@ -323,5 +351,68 @@ impl Store {
         .bind(entity_id)
         .fetch_optional(p)
         .await)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Rows whose second one cannot be read, as a broken frame would be.
+    struct Broken;
+
+    impl VectorRows for Broken {
+        fn count(&self) -> usize {
+            2
+        }
+
+        fn text_bytes(&self) -> usize {
+            0
+        }
+
+        fn rows(&self) -> impl Iterator<Item = std::result::Result<(&str, &str), String>> {
+            [
+                Ok(("u9", "{}")),
+                Err("a vector chunk ended early".to_string()),
+            ]
+            .into_iter()
+        }
+    }
+
+    #[tokio::test]
+    async fn plain_rows_are_written_under_their_generation_and_an_unreadable_row_fails_its_write() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = format!("sqlite:{}/vectors.db", dir.path().display());
+        for url in [file.as_str(), "sqlite::memory:"] {
+            let store = Store::connect(url, Duration::from_secs(5))
+                .await
+                .expect("store");
+            let generation = store.begin_generation(None, Utc::now()).await.expect("gen");
+            let mut writer = store.vector_writer(generation).await.expect("writer");
+            let rows = vec![
+                ("u1".to_string(), r#"{"spend":1.5}"#.to_string()),
+                ("u\t2".to_string(), r#"{"spend":null}"#.to_string()),
+            ];
+            writer.write(rows).await.expect("written");
+            let failed = writer.write(Broken).await;
+            assert!(
+                matches!(&failed, Err(StoreError::Invalid(why)) if why.contains("ended early")),
+                "{url}: {failed:?}"
+            );
+            writer.finish().await.expect("finished");
+
+            let mut stored = store.all_values(generation).await.expect("read");
+            stored.sort();
+            assert_eq!(
+                stored,
+                vec![
+                    ("u\t2".to_string(), r#"{"spend":null}"#.to_string()),
+                    ("u1".to_string(), r#"{"spend":1.5}"#.to_string()),
+                ],
+                "{url}: the broken chunk wrote nothing"
+            );
+        }
     }
 }

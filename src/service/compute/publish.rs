@@ -9,7 +9,8 @@ use super::compute_failed;
 use crate::served::VersionMeta;
 use crate::service::jobs::Tracked;
 use crate::service::{changed, lookup, AppState, Result, ServiceError};
-use crate::store::{DataMark, PublishRequest, Published, SnapshotKind, StoreError};
+use crate::store::{DataMark, PublishRequest, Published, SnapshotKind, StoreError, VectorRows};
+use crate::worker::protocol::VectorChunk;
 use crate::worker::{Reply, Running};
 
 /// Everything a publish needs once the worker has replied, owned, so it can outlive the
@@ -158,8 +159,7 @@ async fn write_vectors(
                 return Err(compute_failed(e));
             }
         };
-        // The framing (two u32 lengths a row) is all that is not ids and values.
-        written.bytes += (chunk.bytes.len() as u64).saturating_sub(8 * u64::from(chunk.rows));
+        written.bytes += chunk.text_bytes() as u64;
         let writing = std::time::Instant::now();
         let stored = writer.write(chunk).await;
         written.wrote += writing.elapsed();
@@ -173,6 +173,22 @@ async fn write_vectors(
     written.wrote += writing.elapsed();
     running.finish().await.map_err(compute_failed)?;
     Ok(written)
+}
+
+/// The worker's chunk, read as the rows the store writes.
+impl VectorRows for VectorChunk {
+    fn count(&self) -> usize {
+        self.rows as usize
+    }
+
+    fn text_bytes(&self) -> usize {
+        // The framing (two u32 lengths a row) is all that is not ids and values.
+        self.bytes.len().saturating_sub(8 * self.rows as usize)
+    }
+
+    fn rows(&self) -> impl Iterator<Item = std::result::Result<(&str, &str), String>> {
+        self.iter()
+    }
 }
 
 /// A publish that failed after its worker replied: its vectors and snapshot file are nobody's.
