@@ -19,7 +19,7 @@ pub async fn create(state: &AppState, req: FeatureCreate) -> Result<FeatureRow> 
     for column in req.entity_key.columns() {
         check_label("entity_key", column, 200)?;
     }
-    let table = lookup::table(state, req.raw_table_id).await?;
+    let table = lookup::table(&state.store, req.raw_table_id).await?;
     let schema = raw_tables::schema_of(&table)?;
     if schema.is_empty() {
         return Err(invalid(format!(
@@ -193,7 +193,7 @@ pub async fn list(state: &AppState) -> Result<Vec<FeatureRow>> {
 }
 
 pub async fn get(state: &AppState, id: i64) -> Result<FeatureRow> {
-    lookup::feature(state, id).await
+    lookup::feature(&state.store, id).await
 }
 
 /// Deletes the feature, its versions and their vectors; serving stops at once.

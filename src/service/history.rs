@@ -89,7 +89,7 @@ pub fn file_uri(state: &AppState, snapshot: &SnapshotRow) -> Result<String> {
 }
 
 pub async fn list(state: &AppState, feature_id: i64, version_id: i64) -> Result<Vec<SnapshotRow>> {
-    lookup::version(state, feature_id, version_id).await?;
+    lookup::version(&state.store, feature_id, version_id).await?;
     Ok(state.store.list_snapshots(version_id).await?)
 }
 

@@ -34,7 +34,7 @@ pub(super) async fn target(
     state: &AppState,
     raw_table_id: i64,
 ) -> Result<(RawTableRow, TableSchema)> {
-    let table = lookup::table(state, raw_table_id).await?;
+    let table = lookup::table(&state.store, raw_table_id).await?;
     if let Some(format) = raw_tables::external_format(&table) {
         return Err(ServiceError::Invalid(format!(
             "Raw table '{}' reads an external {} dataset, read-only; write to it where it lives",

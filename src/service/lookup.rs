@@ -1,11 +1,10 @@
 //! Rows by id, or the not-found a client is told, and what a feature reference names: what every
 //! service looks up, in one place, so no service calls another for it.
 
-use super::AppState;
 use super::{Result, ServiceError};
 use crate::cache::LookupKey;
 use crate::model::FeatureRef;
-use crate::store::{FeatureRow, RawTableRow, VersionRow};
+use crate::store::{FeatureRow, RawTableRow, Store, VersionRow};
 
 pub fn feature_not_found(id: i64) -> ServiceError {
     ServiceError::NotFound(format!("Feature with ID {id} not found"))
@@ -19,26 +18,24 @@ pub fn table_not_found(id: i64) -> ServiceError {
     ServiceError::NotFound(format!("Raw table with ID {id} not found"))
 }
 
-pub async fn feature(state: &AppState, id: i64) -> Result<FeatureRow> {
-    state
-        .store
+pub async fn feature(store: &Store, id: i64) -> Result<FeatureRow> {
+    store
         .get_feature(id)
         .await?
         .ok_or_else(|| feature_not_found(id))
 }
 
 /// A version of this feature; a version of another feature is not found here.
-pub async fn version(state: &AppState, feature_id: i64, version_id: i64) -> Result<VersionRow> {
-    feature(state, feature_id).await?;
-    match state.store.get_version(version_id).await? {
+pub async fn version(store: &Store, feature_id: i64, version_id: i64) -> Result<VersionRow> {
+    feature(store, feature_id).await?;
+    match store.get_version(version_id).await? {
         Some(v) if v.feature_id == feature_id => Ok(v),
         _ => Err(version_not_found(version_id)),
     }
 }
 
-pub async fn table(state: &AppState, id: i64) -> Result<RawTableRow> {
-    state
-        .store
+pub async fn table(store: &Store, id: i64) -> Result<RawTableRow> {
+    store
         .get_raw_table(id)
         .await?
         .ok_or_else(|| table_not_found(id))

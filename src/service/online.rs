@@ -230,7 +230,7 @@ async fn refresh(
     if epoch.is_some() && held.state.read().await.checked == epoch {
         return Ok(Some(held));
     }
-    let table = lookup::table(state, held.table_id).await?;
+    let table = lookup::table(&state.store, held.table_id).await?;
     let newest = state.store.newest_table_version(table.id).await?;
     let (known, data_as_of) = newest.map_or((0, None), |v| (v.version, Some(v.created_at)));
     let (version, horizon) = {
@@ -697,7 +697,7 @@ pub(crate) async fn source_of(state: &AppState, feature: &FeatureRow) -> Result<
     let declaration: Declaration =
         serde_json::from_str(feature.declaration.as_deref().unwrap_or(""))
             .map_err(ServiceError::fault)?;
-    let table = lookup::table(state, feature.raw_table_id).await?;
+    let table = lookup::table(&state.store, feature.raw_table_id).await?;
     let schema = raw_tables::schema_of(&table)?;
     // Checked at registration against the same schema (tables' schemas do not change).
     let outputs = plan(&declaration.aggregations, &schema).map_err(ServiceError::fault)?;
@@ -756,7 +756,7 @@ pub async fn values_at(
     if feature.declaration.is_none() {
         return Ok(None);
     }
-    let table = lookup::table(state, feature.raw_table_id).await?;
+    let table = lookup::table(&state.store, feature.raw_table_id).await?;
     let mut source = source_of(state, &feature).await?;
     let newest = state.store.newest_table_version(table.id).await?;
     if let Some((pinned, _)) = raw_tables::pin(state, &table).await? {

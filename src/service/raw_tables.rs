@@ -412,7 +412,7 @@ fn with_summary(row: RawTableRow, summaries: &[IngestSummary]) -> TableState {
 }
 
 pub async fn get(state: &AppState, id: i64) -> Result<TableState> {
-    let row = lookup::table(state, id).await?;
+    let row = lookup::table(&state.store, id).await?;
     let summaries = state.store.ingest_summaries(Some(id)).await?;
     Ok(with_summary(row, &summaries))
 }
@@ -420,7 +420,7 @@ pub async fn get(state: &AppState, id: i64) -> Result<TableState> {
 /// A raw table can be deleted once no feature reads it. A table this service stores goes with
 /// its Delta table; an external dataset is left where it is.
 pub async fn delete(state: &AppState, id: i64) -> Result<()> {
-    let table = lookup::table(state, id).await?;
+    let table = lookup::table(&state.store, id).await?;
     let in_use = |names: Vec<String>| {
         ServiceError::Invalid(format!(
             "Raw table '{}' is used by features: {}; delete them first",
@@ -457,7 +457,7 @@ pub async fn preview(state: &AppState, id: i64, limit: Option<usize>) -> Result<
             "limit must be between 1 and {MAX_PREVIEW_ROWS}"
         )));
     }
-    let table = lookup::table(state, id).await?;
+    let table = lookup::table(&state.store, id).await?;
     let Some((pinned, _)) = pin(state, &table).await? else {
         return Ok(RawTablePreview {
             raw_table_id: id,

@@ -42,7 +42,7 @@ pub async fn of_snapshot(
     version_id: i64,
     snapshot_id: i64,
 ) -> Result<SnapshotStats> {
-    lookup::version(state, feature_id, version_id).await?;
+    lookup::version(&state.store, feature_id, version_id).await?;
     let snapshot = snapshot_of(state, version_id, snapshot_id).await?;
     stats_of(state, &snapshot).await
 }
@@ -53,7 +53,7 @@ pub async fn of_newest(
     feature_id: i64,
     version_id: i64,
 ) -> Result<SnapshotStats> {
-    lookup::version(state, feature_id, version_id).await?;
+    lookup::version(&state.store, feature_id, version_id).await?;
     let list = ordered(state, version_id).await?;
     let newest = list
         .last()
@@ -90,7 +90,7 @@ pub async fn drift(
     base: Option<i64>,
     target: Option<i64>,
 ) -> Result<Drift> {
-    let version = lookup::version(state, feature_id, version_id).await?;
+    let version = lookup::version(&state.store, feature_id, version_id).await?;
     let list = ordered(state, version_id).await?;
     let target = match target {
         Some(id) => snapshot_of(state, version_id, id).await?,
@@ -119,7 +119,7 @@ pub async fn drift(
         None => computed_drift(state, &base, &target).await?,
     };
     if newest_pair {
-        let feature = lookup::feature(state, feature_id).await?;
+        let feature = lookup::feature(&state.store, feature_id).await?;
         state
             .metrics
             .set_drift(&feature.name, &version.version, &columns);

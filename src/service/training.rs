@@ -233,7 +233,7 @@ async fn aggregated(
     if feature.declaration.is_none() {
         return Ok(None);
     }
-    let table = lookup::table(state, feature.raw_table_id).await?;
+    let table = lookup::table(&state.store, feature.raw_table_id).await?;
     let mut source = super::online::source_of(state, &feature).await?;
     if let Some((pinned, _)) = raw_tables::pin(state, &table).await? {
         source.files = pinned.files;

@@ -47,7 +47,7 @@ pub async fn create(state: &AppState, feature_id: i64, req: VersionCreate) -> Re
     }
     check_label("version", &req.version, MAX_VERSION_LEN)?;
     check_refresh(req.refresh_every_seconds)?;
-    let feature = lookup::feature(state, feature_id).await?;
+    let feature = lookup::feature(&state.store, feature_id).await?;
     if req.refresh_every_seconds.is_some() {
         refuse_refresh_of_aggregations(&feature)?;
     }
@@ -75,12 +75,12 @@ pub async fn create(state: &AppState, feature_id: i64, req: VersionCreate) -> Re
 }
 
 pub async fn list(state: &AppState, feature_id: i64) -> Result<Vec<VersionRow>> {
-    lookup::feature(state, feature_id).await?;
+    lookup::feature(&state.store, feature_id).await?;
     Ok(state.store.list_versions(feature_id).await?)
 }
 
 pub async fn get(state: &AppState, feature_id: i64, version_id: i64) -> Result<VersionRow> {
-    lookup::version(state, feature_id, version_id).await
+    lookup::version(&state.store, feature_id, version_id).await
 }
 
 /// Activate, deprecate or archive a version ("latest" serving follows at once), and/or set
@@ -97,9 +97,9 @@ pub async fn update(
         ));
     }
     check_refresh(req.refresh_every_seconds.flatten())?;
-    lookup::version(state, feature_id, version_id).await?;
+    lookup::version(&state.store, feature_id, version_id).await?;
     if matches!(req.refresh_every_seconds, Some(Some(_))) {
-        let feature = lookup::feature(state, feature_id).await?;
+        let feature = lookup::feature(&state.store, feature_id).await?;
         refuse_refresh_of_aggregations(&feature)?;
     }
     let state = state.clone();
@@ -120,7 +120,7 @@ pub async fn update(
 }
 
 pub async fn delete(state: &AppState, feature_id: i64, version_id: i64) -> Result<()> {
-    lookup::version(state, feature_id, version_id).await?;
+    lookup::version(&state.store, feature_id, version_id).await?;
     let state = state.clone();
     super::detached(async move {
         let deleted = state

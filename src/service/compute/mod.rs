@@ -38,9 +38,9 @@ pub async fn compute(
 ) -> Result<ComputeResponse> {
     check_label("version", version, MAX_VERSION_LEN)?;
     let started = std::time::Instant::now();
-    let feature = lookup::feature(state, feature_id).await?;
+    let feature = lookup::feature(&state.store, feature_id).await?;
     refuse_aggregations(&feature)?;
-    let table = lookup::table(state, feature.raw_table_id).await?;
+    let table = lookup::table(&state.store, feature.raw_table_id).await?;
     let (existing, logic, entity_key) = match state.store.find_version(feature_id, version).await? {
         Some(v) => (Some(v.id), v.computation_logic, v.entity_key),
         None => (None, feature.computation_logic, feature.entity_key),
@@ -145,10 +145,10 @@ pub async fn backfill(
     req: &BackfillRequest,
 ) -> Result<Vec<SnapshotRow>> {
     let steps = backfill_steps(req, state.clock.now())?;
-    let version = lookup::version(state, feature_id, version_id).await?;
-    let feature = lookup::feature(state, feature_id).await?;
+    let version = lookup::version(&state.store, feature_id, version_id).await?;
+    let feature = lookup::feature(&state.store, feature_id).await?;
     refuse_aggregations(&feature)?;
-    let table = lookup::table(state, feature.raw_table_id).await?;
+    let table = lookup::table(&state.store, feature.raw_table_id).await?;
     // Checked before any work: every step needs the event time.
     event_time_limit(&table, req.end, state.clock.now())?;
     let target = Target {
@@ -305,9 +305,9 @@ pub async fn refresh(state: &AppState, version_id: i64) -> Result<Refreshed> {
         .get_version(version_id)
         .await?
         .ok_or_else(|| lookup::version_not_found(version_id))?;
-    let feature = lookup::feature(state, version.feature_id).await?;
+    let feature = lookup::feature(&state.store, version.feature_id).await?;
     refuse_aggregations(&feature)?;
-    let table = lookup::table(state, feature.raw_table_id).await?;
+    let table = lookup::table(&state.store, feature.raw_table_id).await?;
     let Some(pinned) = raw_tables::pin(state, &table).await? else {
         return Ok(Refreshed::NothingNew);
     };

@@ -55,7 +55,7 @@ pub async fn put(
 }
 
 pub async fn get(state: &AppState, raw_table_id: i64) -> Result<StreamResponse> {
-    lookup::table(state, raw_table_id).await?;
+    lookup::table(&state.store, raw_table_id).await?;
     let row = state
         .store
         .get_stream(raw_table_id)
@@ -67,7 +67,7 @@ pub async fn get(state: &AppState, raw_table_id: i64) -> Result<StreamResponse> 
 /// Stop following. What was committed stays in the table; the follower stops at its next
 /// lease renewal (the row it renews is gone), before committing anything more.
 pub async fn delete(state: &AppState, raw_table_id: i64) -> Result<()> {
-    lookup::table(state, raw_table_id).await?;
+    lookup::table(&state.store, raw_table_id).await?;
     if state.store.delete_stream(raw_table_id).await? {
         Ok(())
     } else {
