@@ -8,8 +8,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    sample_rows, seeded, spawn_app, spawn_app_with, spawn_replica, spawn_replica_with,
-    wait_for_cache_mode, TestApp,
+    holds_within, sample_rows, seeded, spawn_app, spawn_app_with, spawn_replica,
+    spawn_replica_with, wait_for_cache_mode, TestApp,
 };
 use crate::redis_server::{RedisServer, UNREACHABLE_REDIS};
 
@@ -41,19 +41,16 @@ async fn served(app: &TestApp) -> Value {
 /// How long until `app` serves `want` (panics past `BOUND`), then: it keeps serving it.
 async fn serves_within_bound(app: &TestApp, want: f64) -> Duration {
     let started = Instant::now();
-    loop {
-        if served(app).await == json!(want) {
-            break;
-        }
-        assert!(
-            started.elapsed() < BOUND,
-            "still serving {} after {:?}, expected {want}",
-            served(app).await,
-            started.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let seen = holds_within(BOUND, Duration::from_millis(10), || async {
+        served(app).await == json!(want)
+    })
+    .await;
     let took = started.elapsed();
+    assert!(
+        seen,
+        "still serving {} after {took:?}, expected {want}",
+        served(app).await
+    );
     for _ in 0..20 {
         assert_eq!(
             served(app).await,
@@ -184,14 +181,11 @@ async fn without_redis_a_recompute_on_one_replica_reaches_the_other_within_the_b
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let started = Instant::now();
-    while b.get(BY_NAME).await.0 != StatusCode::NOT_FOUND {
-        assert!(
-            started.elapsed() < BOUND,
-            "replica B still serves an archived version"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let archived = holds_within(BOUND, Duration::from_millis(10), || async {
+        b.get(BY_NAME).await.0 == StatusCode::NOT_FOUND
+    })
+    .await;
+    assert!(archived, "replica B still serves an archived version");
 }
 
 #[tokio::test]

@@ -194,12 +194,36 @@ where
 }
 
 /// Poll `find` every 100 ms for up to `secs` seconds; what it first finds, or None.
-pub async fn wait_for<T, F, Fut>(secs: u64, mut find: F) -> Option<T>
+pub async fn wait_for<T, F, Fut>(secs: u64, find: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    poll(Duration::from_secs(secs), Duration::from_millis(100), find).await
+}
+
+/// Poll `check` every `every` for at most `bound`; true once it holds. For a bound the test
+/// asserts (a replica sees a change within its poll of the database) or a moment that must be
+/// caught while it lasts (a worker while it runs), where `eventually`'s 100 ms is too coarse.
+pub async fn holds_within<F, Fut>(bound: Duration, every: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    poll(bound, every, || {
+        let held = check();
+        async move { held.await.then_some(()) }
+    })
+    .await
+    .is_some()
+}
+
+async fn poll<T, F, Fut>(bound: Duration, every: Duration, mut find: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + bound;
     loop {
         if let Some(found) = find().await {
             return Some(found);
@@ -207,7 +231,7 @@ where
         if std::time::Instant::now() >= deadline {
             return None;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(every).await;
     }
 }
 

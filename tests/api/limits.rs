@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_overloaded, seeded, spawn_app_with, TestApp};
+use crate::helpers::{assert_overloaded, holds_within, seeded, spawn_app_with, TestApp};
 
 const MEMORY_MB: u64 = 256;
 
@@ -340,11 +340,13 @@ async fn compute_returns_503_with_retry_after_when_the_queue_is_full() {
 
     let first = spawn_compute(&app, &slow);
     // Evidence, not a sleep: the one worker is taken.
-    let waited = Instant::now();
-    while app.state.compute.running() == 0 {
-        assert!(waited.elapsed() < Duration::from_secs(10), "never started");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let taken = holds_within(
+        Duration::from_secs(10),
+        Duration::from_millis(2),
+        || async { app.state.compute.running() > 0 },
+    )
+    .await;
+    assert!(taken, "the slow compute never started");
     let resp = app
         .client
         .post(app.url(&format!("/api/v1/features/{}/compute", quick["id"])))

@@ -8,7 +8,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{eventually, spawn_app, spawn_app_with, spawn_replica_with, TestApp};
+use crate::helpers::{
+    eventually, holds_within, spawn_app, spawn_app_with, spawn_replica_with, TestApp,
+};
 
 fn spark_url() -> String {
     std::env::var("TEST_SPARK_CONNECT_URL")
@@ -500,20 +502,20 @@ async fn one_replica_computes_on_spark_while_another_serves() {
     );
     // B learns of the publish from the change counter, within one poll (250 ms) and a read.
     let old = before["u1"]["total"].as_f64().unwrap();
-    let published = std::time::Instant::now();
-    loop {
-        let new = served_values(&b, "total").await["u1"]["total"]
-            .as_f64()
-            .unwrap();
-        if (new - old - 1000.0).abs() < 1e-9 {
-            break;
-        }
-        assert!(
-            published.elapsed() < Duration::from_secs(2),
-            "B still serves {new} (before: {old})"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let seen = holds_within(
+        Duration::from_secs(2),
+        Duration::from_millis(20),
+        || async {
+            let new = served_values(&b, "total").await["u1"]["total"].as_f64();
+            new.is_some_and(|new| (new - old - 1000.0).abs() < 1e-9)
+        },
+    )
+    .await;
+    assert!(
+        seen,
+        "B still serves {} (before: {old})",
+        served_values(&b, "total").await["u1"]["total"]
+    );
 }
 
 #[tokio::test]

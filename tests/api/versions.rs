@@ -1,7 +1,9 @@
+use std::time::Duration;
+
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{seeded, spawn_app};
+use crate::helpers::{holds_within, seeded, spawn_app};
 
 #[tokio::test]
 async fn create_version_accepts_the_body_with_or_without_feature_id() {
@@ -204,14 +206,13 @@ async fn a_version_deleted_while_it_recomputes_stays_deleted() {
             (resp.status(), resp.json::<Value>().await.unwrap())
         })
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while app.state.compute.running() == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the recompute never started"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    let started = holds_within(
+        Duration::from_secs(30),
+        Duration::from_millis(5),
+        || async { app.state.compute.running() > 0 },
+    )
+    .await;
+    assert!(started, "the recompute never started");
     let (status, body) = app
         .delete(&format!("/api/v1/features/{feature}/versions/{version}"))
         .await;
