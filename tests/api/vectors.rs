@@ -1,6 +1,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
+use crate::fixtures::sql_feature;
 use crate::helpers::{seeded, spawn_app, TestApp};
 
 async fn computed(app: &TestApp) -> i64 {
@@ -140,5 +141,53 @@ async fn odd_entity_ids_are_looked_up_verbatim() {
         let body: serde_json::Value = resp.json().await.unwrap();
         assert_eq!(body["entity_id"], *k);
         assert_eq!(body["feature_values"]["v"], i);
+    }
+}
+
+#[tokio::test]
+async fn ids_and_values_with_tabs_newlines_backslashes_and_non_ascii_are_served_as_they_were_ingested(
+) {
+    let app = spawn_app().await;
+    let table = app
+        .create_table(
+            json!({"name": "notes", "schema_definition": {"id": "string", "note": "string"}}),
+        )
+        .await;
+    let rows = [
+        ("tab\there", "a\tb"),
+        ("new\nline", "line\none\r\n"),
+        ("back\\slash", "C:\\path\\N"),
+        ("ünï\u{1F600}", "\\t is not a tab"),
+        ("plain", "\"quoted\""),
+    ];
+    let body: Vec<_> = rows
+        .iter()
+        .map(|(id, note)| json!({"id": id, "note": note}))
+        .collect();
+    app.ingested(table, json!(body)).await;
+    let feature = app
+        .create_feature(sql_feature(
+            "notes",
+            table,
+            "id",
+            "SELECT id, note FROM data",
+        ))
+        .await;
+    app.compute(feature, "v1").await;
+
+    let ids: Vec<&str> = rows.iter().map(|(id, _)| *id).collect();
+    let (status, batch) = app
+        .post(
+            "/api/v1/feature-vectors/batch",
+            &json!({"entity_ids": ids, "features": ["notes"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{batch}");
+    for (i, (id, note)) in rows.iter().enumerate() {
+        assert_eq!(batch["results"][i]["entity_id"], *id, "{batch}");
+        assert_eq!(
+            batch["results"][i]["features"]["notes"]["note"], *note,
+            "{batch}"
+        );
     }
 }
