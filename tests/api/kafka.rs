@@ -641,7 +641,7 @@ async fn a_kafka_broker_that_stops_answering_makes_the_stream_failing_and_it_goe
 
 #[tokio::test]
 #[ignore = "needs a Kafka broker binary in TEST_TANSU_BIN (.ci/run installs one)"]
-async fn a_topic_behind_tls_is_read_with_the_services_certificates_and_an_untrusted_broker_is_failing_with_why(
+async fn a_topic_behind_mutual_tls_is_read_with_the_services_certificates_or_a_locked_key_and_each_refusal_says_why(
 ) {
     let certificates = Certificates::make();
     let kafka = Kafka::behind_tls(&certificates).await;
@@ -663,6 +663,51 @@ async fn a_topic_behind_tls_is_read_with_the_services_certificates_and_an_untrus
     doubting.follow(table, &kafka.source("secure", 50)).await;
     let reason = failing_reason(&doubting, table).await;
     assert!(reason.contains("certificate verify failed"), "{reason}");
+
+    // A client key kept under a password is read with KAFKA_SSL_KEY_PASSWORD.
+    let locked_key = certificates.locked_key("client", "k3y-pass");
+    let locked = spawn_app_with(|c| {
+        c.kafka_auth = KafkaAuth {
+            ssl_key_location: Some(locked_key.clone()),
+            ssl_key_password: Some("k3y-pass".into()),
+            ..tls_trusting(&certificates, "ca")
+        }
+    })
+    .await;
+    let table = locked.create_table(tx_table()).await;
+    locked.follow(table, &kafka.source("secure", 50)).await;
+    locked
+        .stream_once(table, |s| committed(s) == [Some(2), Some(2)])
+        .await;
+    assert_eq!(seqs(&locked, table).await, [1, 2, 3, 4, 5, 6]);
+    // The wrong password: the key cannot be read, the stream says so and never shows it.
+    let mistaken = spawn_app_with(|c| {
+        c.kafka_auth = KafkaAuth {
+            ssl_key_location: Some(locked_key.clone()),
+            ssl_key_password: Some("not-the-k3y-pass".into()),
+            ..tls_trusting(&certificates, "ca")
+        }
+    })
+    .await;
+    let table = mistaken.create_table(tx_table()).await;
+    mistaken.follow(table, &kafka.source("secure", 50)).await;
+    let reason = failing_reason(&mistaken, table).await;
+    assert!(reason.contains("ssl.key.location failed"), "{reason}");
+    assert!(!reason.contains("not-the-k3y-pass"), "{reason}");
+
+    // The broker asks for a client certificate: a service with none is refused, and told so.
+    let anonymous = spawn_app_with(|c| {
+        c.kafka_auth = KafkaAuth {
+            ssl_certificate_location: None,
+            ssl_key_location: None,
+            ..tls_trusting(&certificates, "ca")
+        }
+    })
+    .await;
+    let table = anonymous.create_table(tx_table()).await;
+    anonymous.follow(table, &kafka.source("secure", 50)).await;
+    let reason = failing_reason(&anonymous, table).await;
+    assert!(reason.contains("certificate required"), "{reason}");
 
     // One that speaks plaintext to it is refused too.
     let plain = spawn_app().await;

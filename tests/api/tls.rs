@@ -86,6 +86,28 @@ impl Certificates {
         Certificates { dir }
     }
 
+    /// `{name}.key` encrypted (AES-256) under `password`, as `{name}-locked.key`; its path.
+    pub(crate) fn locked_key(&self, name: &str, password: &str) -> String {
+        let locked = format!("{name}-locked.key");
+        let ran = Command::new("openssl")
+            .args([
+                "pkey",
+                "-in",
+                &format!("{name}.key"),
+                "-aes256",
+                "-out",
+                &locked,
+            ])
+            .args(["-passout", &format!("pass:{password}")])
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl (.ci/run installs it)");
+        assert!(ran.success(), "openssl pkey -aes256");
+        self.path(&locked)
+    }
+
     pub(crate) fn path(&self, name: &str) -> String {
         self.dir.path().join(name).to_string_lossy().into_owned()
     }
