@@ -38,13 +38,18 @@ impl Freshness {
     /// `"data_as_of":"...","stale":false` (no braces), as every answer carries it.
     pub fn json_fields(&self) -> String {
         let mut out = String::with_capacity(64);
-        self.push_data_as_of(&mut out);
+        self.push_json_fields(&mut out);
+        out
+    }
+
+    /// `json_fields`, appended to `out`.
+    pub fn push_json_fields(&self, out: &mut String) {
+        self.push_data_as_of(out);
         out.push_str(if self.stale {
             ",\"stale\":true"
         } else {
             ",\"stale\":false"
         });
-        out
     }
 
     /// `"data_as_of":"..."` or `"data_as_of":null`: the part of the freshness that is fixed
@@ -54,7 +59,7 @@ impl Freshness {
         match &self.data_as_of {
             Some(t) => {
                 out.push('"');
-                out.push_str(&crate::times::format_ts(t));
+                crate::times::push_ts(out, t);
                 out.push('"');
             }
             None => out.push_str("null"),

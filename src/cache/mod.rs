@@ -34,7 +34,7 @@ type Moka<K, V> = MokaCache<K, V, ahash::RandomState>;
 use crate::metrics::Metrics;
 use crate::served::VersionMeta;
 use redis_tier::RedisTier;
-pub use snapshot::Snapshot;
+pub use snapshot::{EntityHash, Snapshot};
 
 /// Upper bound on cached vector bytes (keys and bodies) in process.
 const VECTOR_CACHE_BYTES: u64 = 256 * 1024 * 1024;

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 
 use super::AppState;
 use super::{Result, ServiceError};
-use crate::cache::{LookupKey, Snapshot, VectorKey};
+use crate::cache::{EntityHash, LookupKey, Snapshot, VectorKey};
 use crate::keys::EntityKey;
 use crate::model::BatchRequest;
 use crate::served::{Freshness, VersionMeta};
@@ -25,8 +25,10 @@ use super::{history, lookup};
 pub const MAX_BATCH_ENTITIES: usize = 10_000;
 pub const MAX_BATCH_FEATURES: usize = 100;
 
-fn json_str(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+/// `,"name":` for a column named `name`.
+fn member_json(name: &str) -> String {
+    let quoted = serde_json::to_string(name).unwrap_or_else(|_| "\"\"".into());
+    format!(",{quoted}:")
 }
 
 enum Source {
@@ -39,7 +41,9 @@ enum Source {
 
 struct Column {
     name: String,
-    name_json: String,
+    /// `,"name":`, the column's member of an answer's object: the name is written with its
+    /// separators in one copy per value (`member_json` without the comma for the first).
+    member_json: String,
     meta: Option<VersionMeta>,
     /// Of the snapshot that served the column (null when unresolved).
     freshness: Option<Freshness>,
@@ -52,10 +56,30 @@ struct Column {
 }
 
 impl Column {
-    fn value<'a>(&'a self, row: usize, entity: &'a str) -> Option<&'a str> {
-        let entity = self.ids.as_ref().map_or(entity, |ids| ids[row].as_str());
+    /// The column's name as a JSON string.
+    fn name_json(&self) -> &str {
+        &self.member_json[1..self.member_json.len() - 1]
+    }
+
+    /// Its member prefix: `"name":` first in an object, `,"name":` after another member.
+    fn member(&self, first: bool) -> &[u8] {
+        &self.member_json.as_bytes()[usize::from(first)..]
+    }
+
+    /// The values of the entity in `row`, whose id in the request is `entity`, with its hash
+    /// when the row took one (once per row, not per column: every snapshot shares one hasher).
+    fn value<'a>(
+        &'a self,
+        row: usize,
+        entity: &'a str,
+        hash: Option<EntityHash>,
+    ) -> Option<&'a str> {
         match &self.source {
-            Source::Snapshot(s) => s.get(entity),
+            Source::Snapshot(s) => match (&self.ids, hash) {
+                (None, Some(hash)) => s.get_hashed(entity, hash),
+                (None, None) => s.get(entity),
+                (Some(ids), _) => s.get(&ids[row]),
+            },
             Source::Fetched(values) => values[row]
                 .as_ref()
                 .and_then(|v| std::str::from_utf8(v).ok()),
@@ -284,11 +308,11 @@ async fn column(
             None => Source::Fetched(fetch_values(state, meta, entity_ids).await?),
         },
     };
-    let name_json = json_str(&name);
+    let member_json = member_json(&name);
     Ok((
         Column {
             name,
-            name_json,
+            member_json,
             meta,
             freshness,
             evaluated_at: None,
@@ -337,7 +361,7 @@ async fn online_column(
     let data_as_of = answers.first().and_then(|a| a.data_as_of);
     Ok(Some(Column {
         name: name.to_string(),
-        name_json: json_str(name),
+        member_json: member_json(name),
         meta: None,
         freshness: Some(Freshness {
             data_as_of,
@@ -455,20 +479,27 @@ async fn fetch_values(
 fn render(entities: &Entities<'_>, columns: &[Column], unresolved: &[(String, String)]) -> Bytes {
     let mut out: Vec<u8> = Vec::with_capacity(entities.len() * (32 + 48 * columns.len()) + 256);
     out.extend_from_slice(b"{\"versions\":");
-    push_by_reference(&mut out, columns, |c| {
-        c.meta
-            .as_ref()
-            .map_or_else(|| "null".into(), |m| m.version_id.to_string())
+    push_by_reference(&mut out, columns, |c, out| match &c.meta {
+        Some(m) => out.extend_from_slice(itoa::Buffer::new().format(m.version_id).as_bytes()),
+        None => out.extend_from_slice(b"null"),
     });
     out.extend_from_slice(b",\"freshness\":");
-    push_by_reference(&mut out, columns, |c| match (c.freshness, c.evaluated_at) {
-        (Some(f), Some(at)) => format!(
-            "{{{},\"evaluated_at\":\"{}\"}}",
-            f.json_fields(),
-            crate::times::format_ts(&at)
-        ),
-        (Some(f), None) => format!("{{{}}}", f.json_fields()),
-        (None, _) => "null".into(),
+    // One buffer for every column's freshness: written directly, not formatted per column.
+    let mut fields = String::with_capacity(96);
+    push_by_reference(&mut out, columns, |c, out| match c.freshness {
+        Some(f) => {
+            fields.clear();
+            fields.push('{');
+            f.push_json_fields(&mut fields);
+            if let Some(at) = c.evaluated_at {
+                fields.push_str(",\"evaluated_at\":\"");
+                crate::times::push_ts(&mut fields, &at);
+                fields.push('"');
+            }
+            fields.push('}');
+            out.extend_from_slice(fields.as_bytes());
+        }
+        None => out.extend_from_slice(b"null"),
     });
     out.extend_from_slice(b",\"unresolved\":{");
     for (i, (name, reason)) in unresolved.iter().enumerate() {
@@ -481,6 +512,10 @@ fn render(entities: &Entities<'_>, columns: &[Column], unresolved: &[(String, St
     }
     out.extend_from_slice(b"},\"results\":[");
     let mut missing: Vec<&str> = Vec::with_capacity(columns.len());
+    // Hash each row's id only when some column probes a snapshot with it.
+    let probes = columns
+        .iter()
+        .any(|c| c.ids.is_none() && matches!(c.source, Source::Snapshot(_)));
     for row in 0..entities.len() {
         if row > 0 {
             out.push(b',');
@@ -503,38 +538,40 @@ fn render(entities: &Entities<'_>, columns: &[Column], unresolved: &[(String, St
         }
         out.extend_from_slice(b",\"features\":{");
         missing.clear();
+        let hash = probes.then(|| EntityHash::of(entity));
         for (i, c) in columns.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(c.name_json.as_bytes());
-            out.push(b':');
-            match c.value(row, entity) {
+            out.extend_from_slice(c.member(i == 0));
+            match c.value(row, entity, hash) {
                 Some(v) => out.extend_from_slice(v.as_bytes()),
                 None => {
                     out.extend_from_slice(b"null");
-                    missing.push(&c.name_json);
+                    missing.push(c.name_json());
                 }
             }
         }
         out.extend_from_slice(b"},\"missing\":[");
-        out.extend_from_slice(missing.join(",").as_bytes());
+        for (i, name) in missing.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(name.as_bytes());
+        }
         out.extend_from_slice(b"]}");
     }
     out.extend_from_slice(b"]}");
     Bytes::from(out)
 }
 
-/// `{ref: value, ...}` over the columns, each value already JSON.
-fn push_by_reference(out: &mut Vec<u8>, columns: &[Column], value: impl Fn(&Column) -> String) {
+/// `{ref: value, ...}` over the columns, each value written as JSON by `value`.
+fn push_by_reference(
+    out: &mut Vec<u8>,
+    columns: &[Column],
+    mut value: impl FnMut(&Column, &mut Vec<u8>),
+) {
     out.push(b'{');
     for (i, c) in columns.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(c.name_json.as_bytes());
-        out.push(b':');
-        out.extend_from_slice(value(c).as_bytes());
+        out.extend_from_slice(c.member(i == 0));
+        value(c, out);
     }
     out.push(b'}');
 }

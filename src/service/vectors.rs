@@ -9,7 +9,6 @@ use crate::cache::{Epoch, LookupKey, VectorKey};
 use crate::keys::EntityKey;
 use crate::model::VectorQuery;
 use crate::served::VersionMeta;
-use crate::times::format_ts;
 
 use super::lookup;
 
@@ -319,9 +318,9 @@ fn encode(entity_id: &str, typed: Option<&str>, values: &str, meta: &VersionMeta
     out.push_str(",\"feature_values\":");
     out.push_str(values);
     out.push_str(",\"feature_version_id\":");
-    out.push_str(&meta.version_id.to_string());
+    out.push_str(itoa::Buffer::new().format(meta.version_id));
     out.push_str(",\"computed_at\":\"");
-    out.push_str(&format_ts(&computed_at));
+    crate::times::push_ts(&mut out, &computed_at);
     out.push_str("\",");
     meta.freshness.push_data_as_of(&mut out);
     out.push('}');

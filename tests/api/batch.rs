@@ -1,5 +1,5 @@
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::helpers::{seeded, spawn_app, spawn_app_with, spawn_replica_with};
 
@@ -135,6 +135,46 @@ async fn batch_refuses_empty_or_oversized_requests() {
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn a_feature_reference_that_is_neither_a_name_nor_a_version_id_is_refused_saying_what_it_must_be(
+) {
+    let app = spawn_app().await;
+    for reference in [
+        json!(1.5),
+        json!(true),
+        json!(null),
+        json!({"name": "f"}),
+        json!(u64::MAX),
+    ] {
+        let (status, body) = app
+            .post(
+                "/api/v1/feature-vectors/batch",
+                &json!({"entity_ids": ["a"], "features": ["f", reference]}),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{reference}: {body}"
+        );
+        assert!(
+            body.to_string()
+                .contains("a feature name (text) or a version id (integer)"),
+            "{reference}: {body}"
+        );
+    }
+    // A version id that names nothing is not an error of the request: it comes back unresolved.
+    let (status, body) = app
+        .post(
+            "/api/v1/feature-vectors/batch",
+            &json!({"entity_ids": ["a"], "features": [987654]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["versions"]["987654"], Value::Null);
+    assert!(body["unresolved"]["987654"].is_string(), "{body}");
 }
 
 #[tokio::test]
