@@ -681,12 +681,19 @@ impl<'de> Deserialize<'de> for FeatureRef {
     }
 }
 
+/// Text of a request body, borrowed from it when it holds no escapes. A newtype because serde
+/// borrows a `Cow` only where it is a field of its own, not an element of a `Vec`.
+#[derive(Debug, Deserialize)]
+pub struct BodyText<'a>(#[serde(borrow)] pub std::borrow::Cow<'a, str>);
+
+/// Read from the body it borrows from: a batch's entity ids are not copied out of it (a
+/// `String` per id was most of the request's parsing).
 #[derive(Debug, Deserialize, ToSchema)]
-pub struct BatchRequest {
+pub struct BatchRequest<'a> {
     /// The entities, by id (features keyed by one column).
-    #[serde(default)]
-    #[schema(example = json!(["user_001", "user_002"]), max_items = 10000)]
-    pub entity_ids: Option<Vec<String>>,
+    #[serde(default, borrow)]
+    #[schema(value_type = Option<Vec<String>>, example = json!(["user_001", "user_002"]), max_items = 10000)]
+    pub entity_ids: Option<Vec<BodyText<'a>>>,
     /// Instead of `entity_ids`: each entity an object of key column -> value (text or an
     /// integer), `{"user_id": "u1", "merchant_id": "m7"}`, or a plain id. Each feature takes
     /// the columns it is keyed by, so a user feature and a user x merchant feature can share

@@ -2,18 +2,21 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Request, State};
 use axum::http::header::CONTENT_TYPE;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use axum::extract::RawQuery;
 
 use super::error::AppError;
 use super::error::Result;
-use super::extract::Json;
+use super::extract::{body_rejection, parse_json, require_json_content_type};
 use crate::model::{BatchRequest, BatchResponse, ErrorBody, FeatureVector, VectorQuery};
 use crate::service::AppState;
 use crate::service::{batch, history, vectors};
@@ -79,8 +82,12 @@ pub fn get_vector_service(
     responses((status = 200, body = BatchResponse), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn get_batch(
     State(state): State<AppState>,
-    Json(req): Json<BatchRequest>,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Response> {
+    require_json_content_type(&headers)?;
+    let body = body.map_err(body_rejection)?;
+    let req: BatchRequest = parse_json(&body)?;
     let body = batch::get(&state, &req).await?;
     Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
 }

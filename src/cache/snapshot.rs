@@ -21,6 +21,7 @@ fn hasher() -> &'static ahash::RandomState {
 pub struct EntityHash(u64);
 
 impl EntityHash {
+    #[inline]
     pub fn of(entity: &str) -> EntityHash {
         EntityHash(hasher().hash_one(entity))
     }
@@ -56,11 +57,15 @@ impl Snapshot {
         Some(Snapshot { text, index })
     }
 
+    #[inline]
     pub fn get(&self, entity: &str) -> Option<&str> {
         self.get_hashed(entity, EntityHash::of(entity))
     }
 
-    /// As `get`, with the entity's hash already taken (`EntityHash::of(entity)`).
+    /// As `get`, with the entity's hash already taken (`EntityHash::of(entity)`). Inline: a
+    /// batch calls it once per value from another module, and whether the compiler inlined it
+    /// there moved a 100 × 10 batch by ~30k instructions (~9 %) between two builds.
+    #[inline]
     pub fn get_hashed(&self, entity: &str, hash: EntityHash) -> Option<&str> {
         self.index
             .find(hash.0, |(key, _)| **key == *entity)
