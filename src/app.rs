@@ -6,7 +6,7 @@ use std::future::Future;
 
 use tokio::net::TcpListener;
 
-use crate::cache::Cache;
+use crate::cache::{Cache, RedisOptions};
 use crate::config::{Config, ConfigError};
 use crate::offline::OfflineError;
 use crate::service::{self, AppState, ServiceError, Shared};
@@ -51,8 +51,11 @@ pub async fn state(config: Config) -> Result<AppState, StartupError> {
         Some(url) => Cache::with_redis(
             config.cache_ttl,
             config.batch_snapshot_max_bytes,
-            url,
-            &config.redis_key_prefix,
+            RedisOptions {
+                url,
+                prefix: &config.redis_key_prefix,
+                epoch_lease: config.redis_epoch_lease,
+            },
             &changes.instance,
             counter,
             metrics.clone(),

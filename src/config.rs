@@ -28,6 +28,10 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// Prepended to every Redis key, so several deployments (or tests) can share one Redis.
     pub redis_key_prefix: String,
+    /// How long a read of Redis's change epoch is served from without another; every change
+    /// waits about this long before it returns (see `cache::redis_tier`). Zero: every request
+    /// waits for a read of its own (shared with the requests waiting beside it).
+    pub redis_epoch_lease: Duration,
     pub cache_ttl: Duration,
     pub log_format: LogFormat,
     pub max_body_bytes: usize,
@@ -111,6 +115,7 @@ impl Default for Config {
             database_busy_timeout: Duration::from_secs(5),
             redis_url: None,
             redis_key_prefix: "feature-store:".into(),
+            redis_epoch_lease: Duration::from_millis(5),
             cache_ttl: Duration::from_secs(3600),
             log_format: LogFormat::Text,
             max_body_bytes: 64 * 1024 * 1024,
@@ -176,6 +181,7 @@ impl fmt::Debug for Config {
             .field("database_busy_timeout", &self.database_busy_timeout)
             .field("redis_url", &self.redis_url.as_deref().map(redact))
             .field("redis_key_prefix", &self.redis_key_prefix)
+            .field("redis_epoch_lease", &self.redis_epoch_lease)
             .field("cache_ttl", &self.cache_ttl)
             .field("log_format", &self.log_format)
             .field("max_body_bytes", &self.max_body_bytes)
@@ -610,6 +616,11 @@ impl Config {
             redis_key_prefix: get("REDIS_KEY_PREFIX")
                 .filter(|v| !v.trim().is_empty())
                 .unwrap_or(d.redis_key_prefix.clone()),
+            redis_epoch_lease: Duration::from_millis(parse(
+                "REDIS_EPOCH_LEASE_MS",
+                get("REDIS_EPOCH_LEASE_MS"),
+                d.redis_epoch_lease.as_millis() as u64,
+            )?),
             cache_ttl: Duration::from_secs(parse(
                 "CACHE_TTL_SECONDS",
                 get("CACHE_TTL_SECONDS"),
@@ -737,6 +748,12 @@ impl Config {
                 "SCHEDULER_LEASE_SECONDS must be at least 1".into(),
             ));
         }
+        if config.redis_epoch_lease > MAX_REDIS_EPOCH_LEASE {
+            return Err(ConfigError(format!(
+                "REDIS_EPOCH_LEASE_MS must be at most {}: every change waits that long before it returns",
+                MAX_REDIS_EPOCH_LEASE.as_millis()
+            )));
+        }
         if config.cache_ttl.is_zero() {
             return Err(ConfigError("CACHE_TTL_SECONDS must be at least 1".into()));
         }
@@ -813,6 +830,9 @@ impl Config {
 
 /// Below this a worker cannot load the engine and its input at all.
 const MIN_WORKER_MEMORY_MB: u64 = 64;
+
+/// The longest `REDIS_EPOCH_LEASE_MS`: each change's answer waits a lease.
+const MAX_REDIS_EPOCH_LEASE: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {
@@ -990,6 +1010,26 @@ mod tests {
     fn empty_redis_url_means_no_redis() {
         let c = Config::from_lookup(|k| (k == "REDIS_URL").then(|| " ".to_string())).unwrap();
         assert!(c.redis_url.is_none());
+    }
+
+    #[test]
+    fn the_redis_epoch_lease_is_5_ms_unless_set_and_at_most_a_second() {
+        let lease = |v: &str| {
+            let v = v.to_string();
+            Config::from_lookup(move |k| (k == "REDIS_EPOCH_LEASE_MS").then(|| v.clone()))
+        };
+        assert_eq!(
+            Config::from_lookup(|_| None).unwrap().redis_epoch_lease,
+            Duration::from_millis(5)
+        );
+        assert_eq!(lease("0").unwrap().redis_epoch_lease, Duration::ZERO);
+        assert_eq!(
+            lease("1000").unwrap().redis_epoch_lease,
+            Duration::from_secs(1)
+        );
+        let too_long = lease("1001").unwrap_err().to_string();
+        assert!(too_long.contains("at most 1000"), "{too_long}");
+        assert!(lease("-1").is_err());
     }
 
     #[test]

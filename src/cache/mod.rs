@@ -122,6 +122,17 @@ impl Lookups {
     }
 }
 
+/// Where the shared tier is and how it is used.
+pub struct RedisOptions<'a> {
+    /// `REDIS_URL`.
+    pub url: &'a str,
+    /// `REDIS_KEY_PREFIX`.
+    pub prefix: &'a str,
+    /// `REDIS_EPOCH_LEASE_MS`: how long a read of the shared epoch is served from without
+    /// another, and what each announced change waits before it returns.
+    pub epoch_lease: Duration,
+}
+
 #[derive(Clone)]
 pub struct Cache {
     inner: Arc<Inner>,
@@ -177,14 +188,20 @@ impl Cache {
     pub fn with_redis(
         ttl: Duration,
         snapshot_cap: u64,
-        url: &str,
-        prefix: &str,
+        redis: RedisOptions<'_>,
         instance: &str,
         changes: u64,
         metrics: Metrics,
     ) -> Result<Self, String> {
         let known = Arc::new(AtomicU64::new(changes));
-        let tier = RedisTier::new(url, prefix, instance, ttl, known.clone())?;
+        let tier = RedisTier::new(
+            redis.url,
+            redis.prefix,
+            instance,
+            ttl,
+            redis.epoch_lease,
+            known.clone(),
+        )?;
         let cache = Self::build(ttl, snapshot_cap, Some(tier), instance, known, metrics);
         if let Some(tier) = &cache.inner.redis {
             tier.spawn_watchdog();
@@ -457,18 +474,38 @@ impl Cache {
         self.inner.scope.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// A change with counter `change` has committed: here (call it right after the commit) or
-    /// on another replica (the poller calls it). Lookups read before it stop being served.
+    /// A change with counter `change` has committed on another replica (the poller calls it).
+    /// Lookups read before it stop being served.
     pub async fn advance(&self, change: u64) {
-        let before = self.inner.known.fetch_max(change, Ordering::AcqRel);
-        if change <= before {
+        if !self.know(change) {
             // Nothing new; a Redis that went back is raised by the next lookup or by the
             // watchdog when it reconnects, so idle polls cost no Redis round trip.
             return;
         }
-        self.inner.lookups.clear();
         if let Some(redis) = &self.inner.redis {
             redis.raise_epoch(change).await;
         }
+    }
+
+    /// This replica has just committed change `change`: lookups read before it stop being
+    /// served here at once, and, once this returns, on every replica that reaches Redis (see
+    /// `RedisTier::announce`). Redis is told even when the poller has already seen the change
+    /// here: the poller's own raise may not have reached Redis yet.
+    pub async fn committed(&self, change: u64) {
+        self.know(change);
+        if let Some(redis) = &self.inner.redis {
+            redis.announce(change).await;
+        }
+    }
+
+    /// Raise what this replica knows to `change`, dropping the lookups read before it; `false`
+    /// when it knew as much already.
+    fn know(&self, change: u64) -> bool {
+        let before = self.inner.known.fetch_max(change, Ordering::AcqRel);
+        if change <= before {
+            return false;
+        }
+        self.inner.lookups.clear();
+        true
     }
 }

@@ -9,10 +9,18 @@
 //! waiting for the first read that started after it arrived. Under load one read answers
 //! every request that arrived while the previous one was in flight, so Redis sees one GET a
 //! round trip instead of one per request; the lookups themselves stay in process.
+//!
+//! A read of the epoch is also held on a *lease* (`REDIS_EPOCH_LEASE_MS`): for that long after
+//! the read was sent, requests take its answer without waiting for a new one, and a replica
+//! that announces a change waits out a lease after Redis confirmed it before returning. Any
+//! read that saw the epoch before the change was sent before the change reached Redis, so its
+//! lease has run out by the time the change returns: a request arriving anywhere after that
+//! still waits for a read that sees it. Reads are then a few a lease, whatever the load, and
+//! each write pays one lease.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -41,6 +49,8 @@ struct Shared {
     known: Arc<AtomicU64>,
     raise: redis::Script,
     epoch_reads: EpochReads,
+    /// How long a read of the epoch is taken without a new one (see the module comment).
+    lease: Duration,
 }
 
 /// Reads of the epoch key shared by the requests waiting for one (see the module comment).
@@ -48,11 +58,21 @@ struct EpochReads {
     /// Reads started so far. A request that saw `n` here on arrival takes the answer of read
     /// `n + 1` or later: that one was sent after it arrived.
     started: AtomicU64,
-    /// The newest finished read: its number and what it saw (`None`: no answer; `Some(None)`:
-    /// the key is not set).
-    done: watch::Sender<(u64, Option<Option<u64>>)>,
+    /// The newest finished read.
+    done: watch::Sender<EpochRead>,
     /// Wakes the reader task; a permit is kept if it is busy, so it reads once more.
     wake: Notify,
+}
+
+/// One finished read of the epoch key.
+#[derive(Clone, Copy)]
+struct EpochRead {
+    /// Its number (see `EpochReads::started`).
+    number: u64,
+    /// What it saw (`None`: no answer; `Some(None)`: the key is not set).
+    seen: Option<Option<u64>>,
+    /// When it was sent: its lease runs from here, before Redis could have answered it.
+    sent: Instant,
 }
 
 /// Every key starts with `{REDIS_KEY_PREFIX}{database instance}:`: two deployments sharing one
@@ -93,6 +113,7 @@ impl RedisTier {
         prefix: &str,
         instance: &str,
         ttl: Duration,
+        lease: Duration,
         known: Arc<AtomicU64>,
     ) -> Result<Self, String> {
         let client = redis::Client::open(url).map_err(|e| format!("REDIS_URL: {e}"))?;
@@ -114,9 +135,15 @@ impl RedisTier {
                 raise: redis::Script::new(RAISE_SCRIPT),
                 epoch_reads: EpochReads {
                     started: AtomicU64::new(0),
-                    done: watch::channel((0, None)).0,
+                    done: watch::channel(EpochRead {
+                        number: 0,
+                        seen: None,
+                        sent: Instant::now(),
+                    })
+                    .0,
                     wake: Notify::new(),
                 },
+                lease,
             }),
         })
     }
@@ -209,24 +236,28 @@ impl RedisTier {
             .await;
     }
 
-    /// The epoch as Redis holds it after this call began, from a read shared with the other
-    /// requests waiting at the same moment. `None` (serve nothing from a cache): Redis is down
-    /// or did not answer, or its epoch is below what this replica knows, which is a Redis that
-    /// lost changes and is raised back.
+    /// The epoch as Redis holds it after this call began, as far as any replica can have
+    /// announced a change: from a read still on its lease (sent less than a lease ago), else
+    /// from a read shared with the other requests waiting at the same moment. `None` (serve
+    /// nothing from a cache): Redis is down or did not answer, or its epoch is below what this
+    /// replica knows, which is a Redis that lost changes and is raised back.
     pub async fn epoch(&self) -> Option<u64> {
         if !self.is_up() {
             return None;
         }
         let known = self.shared.known.load(Ordering::Acquire);
         let reads = &self.shared.epoch_reads;
+        if let Some(epoch) = self.leased(known) {
+            return Some(epoch);
+        }
         let mut done = reads.done.subscribe();
         let arrived = reads.started.load(Ordering::SeqCst);
         reads.wake.notify_one();
         let wait = async {
             loop {
-                let (number, seen) = *done.borrow_and_update();
-                if number > arrived {
-                    return seen;
+                let read = *done.borrow_and_update();
+                if read.number > arrived {
+                    return read.seen;
                 }
                 if done.changed().await.is_err() {
                     return None;
@@ -245,6 +276,26 @@ impl RedisTier {
                 None
             }
         }
+    }
+
+    /// The newest read's epoch if its lease still runs and it is not below what this replica
+    /// knows (a change this replica made or polled since is never served around). Past half
+    /// its lease, the reader is woken to read again, so that under load requests rarely wait.
+    fn leased(&self, known: u64) -> Option<u64> {
+        let reads = &self.shared.epoch_reads;
+        let read = *reads.done.borrow();
+        let Some(Some(epoch)) = read.seen else {
+            return None;
+        };
+        // Taken after the request arrived, so a lease that ran out before it is never used.
+        let age = Instant::now().saturating_duration_since(read.sent);
+        if age >= self.shared.lease || epoch < known {
+            return None;
+        }
+        if age * 2 >= self.shared.lease {
+            reads.wake.notify_one();
+        }
+        Some(epoch)
     }
 
     /// Read the epoch whenever a request waits for it, one read at a time: every request that
@@ -267,21 +318,23 @@ impl RedisTier {
                 }
                 let number = reads.started.fetch_add(1, Ordering::SeqCst) + 1;
                 let key = tier.keys().epoch.clone();
+                let sent = Instant::now();
                 let seen = tier
                     .call(|mut c| async move { c.get::<_, Option<u64>>(key).await })
                     .await;
-                reads.done.send_replace((number, seen));
+                reads.done.send_replace(EpochRead { number, seen, sent });
             }
         });
     }
 
-    /// Move the epoch up to `change` (never down). Tried twice: the first command after a
-    /// Redis restart fails on the old connection while the manager reconnects, and the
-    /// change this announces should reach the other replicas at once, not a poll later.
-    pub async fn raise_epoch(&self, change: u64) {
+    /// Move the epoch up to `change` (never down); `true` once Redis confirmed it. Tried
+    /// twice: the first command after a Redis restart fails on the old connection while the
+    /// manager reconnects, and the change this announces should reach the other replicas at
+    /// once, not a poll later.
+    pub async fn raise_epoch(&self, change: u64) -> bool {
         // Down: the watchdog raises it when it answers again.
         if !self.is_up() {
-            return;
+            return false;
         }
         for _ in 0..2 {
             let (script, key) = (self.shared.raise.clone(), self.keys().epoch.clone());
@@ -296,10 +349,22 @@ impl RedisTier {
             })
             .await;
             match raised {
-                Ok(Ok(_)) => return,
+                Ok(Ok(_)) => return true,
                 Ok(Err(e)) => self.mark_down(&e.to_string()),
                 Err(_) => self.mark_down("timed out"),
             }
+        }
+        false
+    }
+
+    /// Announce change `change`, committed by this replica: raise the epoch, then wait out the
+    /// lease of every read that could have seen it before (a tenth more, for clocks that run
+    /// at slightly different rates on other machines), so a request arriving on any replica
+    /// after this returns sees it. Without Redis confirming, the other replicas see it on
+    /// their next poll of the database instead, and nothing is waited for.
+    pub async fn announce(&self, change: u64) {
+        if self.raise_epoch(change).await && !self.shared.lease.is_zero() {
+            tokio::time::sleep(self.shared.lease + self.shared.lease / 10).await;
         }
     }
 

@@ -1,6 +1,7 @@
 //! What a committed change changed, announced in one place: the caches advance past its change
 //! counter at once (lookups read before it stop being served, here and, through Redis or the
-//! poller, on other replicas), a deleted feature's online state goes, and what it left behind
+//! poller, on other replicas; with Redis, the announcement waits out the epoch lease, so the
+//! change is served everywhere once it returns), a deleted feature's online state goes, and what it left behind
 //! (vector generations nobody serves, snapshot files nobody reads) is dropped in the background.
 
 use super::AppState;
@@ -15,7 +16,7 @@ const RETIRED_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 /// skip it.
 pub(crate) async fn announce(state: &AppState, changed: Changed) {
     if let Some(change) = changed.change {
-        state.cache.advance(change as u64).await;
+        state.cache.committed(change as u64).await;
     }
     if let Some(feature) = changed.feature_deleted {
         state.online.forget(feature);

@@ -62,16 +62,27 @@ async fn serves_within_bound(app: &TestApp, want: f64) -> Duration {
 }
 
 async fn two_replicas_on(redis: &RedisServer) -> (TestApp, TestApp) {
+    two_replicas_holding_the_epoch_for(redis, None).await
+}
+
+/// Two replicas sharing `redis`, each holding a read of the epoch for `lease` (the default
+/// when `None`).
+async fn two_replicas_holding_the_epoch_for(
+    redis: &RedisServer,
+    lease: Option<Duration>,
+) -> (TestApp, TestApp) {
     let (url, redis_port) = (redis.url(), redis.port);
     let a = spawn_app_with(|c| {
         c.redis_url = Some(url.clone());
         c.redis_key_prefix = format!("consistency:{}:", redis_port);
+        c.redis_epoch_lease = lease.unwrap_or(c.redis_epoch_lease);
     })
     .await;
     let prefix = a.state.config.redis_key_prefix.clone();
     let b = spawn_replica_with(&a, |c| {
         c.redis_url = Some(url);
         c.redis_key_prefix = prefix;
+        c.redis_epoch_lease = lease.unwrap_or(c.redis_epoch_lease);
     })
     .await;
     wait_for_cache_mode(&a.state, "redis").await;
@@ -186,6 +197,34 @@ async fn without_redis_a_recompute_on_one_replica_reaches_the_other_within_the_b
     })
     .await;
     assert!(archived, "replica B still serves an archived version");
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server on the PATH; .ci/run runs it"]
+async fn a_replica_holding_the_epoch_on_a_lease_serves_a_change_returned_elsewhere_at_once() {
+    // A lease far longer than the test's steps: a replica that took the epoch just before the
+    // change would still hold it when the change returns, unless the change waited it out.
+    let lease = Duration::from_millis(1000);
+    let redis = RedisServer::start_free();
+    let (a, b) = two_replicas_holding_the_epoch_for(&redis, Some(lease)).await;
+    let (_, feature) = seeded(&a).await;
+    recompute(&a, feature, 1.0).await;
+    for (before, value) in [(1.0, 2.0), (2.0, 3.0)] {
+        // B reads the epoch here and holds it for a lease.
+        assert_eq!(served(&b).await, json!(before));
+        let started = Instant::now();
+        recompute(&a, feature, value).await;
+        let took = started.elapsed();
+        assert_eq!(
+            served(&b).await,
+            json!(value),
+            "replica B, right after the change returned on A"
+        );
+        assert!(
+            took >= lease,
+            "the change returned after {took:?}, inside the lease"
+        );
+    }
 }
 
 #[tokio::test]
