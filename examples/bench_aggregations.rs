@@ -8,6 +8,9 @@
 //!    same values over the same Parquet files (events ∪ labels, RANGE frames), run by python3
 //!    in the same session; every one of the 16 values of every row is compared with DuckDB's
 //!    (floats within 1e-9 of the sum of the window's magnitudes);
+//!    then the same labels ingested as a raw table and the training set written as a Parquet
+//!    dataset (`POST /api/v1/training-sets/datasets`), timed from call to answer, and its
+//!    values compared with DuckDB's the same way;
 //! 2. ONLINE online GETs at random entities, each compared with DuckDB's values at its own
 //!    `evaluated_at` (events are placed up to now, so the windows cover them);
 //! 3. wrk at 16 connections: the aggregation feature's GET against a SQL feature's cached GET
@@ -262,6 +265,59 @@ async fn main() -> Result<(), Error> {
     let (duck_s, reference) = duckdb()?;
     let mismatches = compare(&ours, &reference, "spend__")?;
 
+    // The same labels as a raw table, the answer written as a Parquet dataset.
+    let label_table = post(
+        "/api/v1/raw-tables",
+        json!({"name": "labels", "schema_definition":
+            {"entity_id": "string", "timestamp": "datetime", "row_no": "integer"}}),
+    )
+    .await?["id"]
+        .as_i64()
+        .ok_or("no label table id")?;
+    for lo in (0..labels_n).step_by(chunk) {
+        let mut part = labels.slice(lo as i64, chunk.min(labels_n - lo));
+        send(
+            http.post(format!("{base}/api/v1/raw-tables/{label_table}/data"))
+                .header("content-type", "application/vnd.apache.parquet")
+                .body(parquet(&mut part)?),
+            "label ingest",
+        )
+        .await?;
+    }
+    let timer = Instant::now();
+    let written = post(
+        "/api/v1/training-sets/datasets",
+        json!({"features": ["spend"], "labels": {"raw_table_id": label_table}}),
+    )
+    .await?;
+    let dataset_s = timer.elapsed().as_secs_f64();
+    let mut dataset: Option<DataFrame> = None;
+    for file in written["files"].as_array().ok_or("no files")? {
+        let path = file.as_str().ok_or("a file is not text")?;
+        let part = ParquetReader::new(std::fs::File::open(path)?).finish()?;
+        match &mut dataset {
+            Some(frame) => {
+                frame.vstack_mut(&part)?;
+            }
+            None => dataset = Some(part),
+        }
+    }
+    let dataset = dataset
+        .ok_or("the dataset has no files")?
+        .sort(["row_no"], SortMultipleOptions::default())?;
+    let dataset_mismatches = if dataset.height() == labels_n {
+        compare(&dataset, &reference, "spend__")?
+    } else {
+        return Err(format!("the dataset has {} rows", dataset.height()).into());
+    };
+    let dataset_rss = std::fs::read_to_string(&log)?
+        .lines()
+        .filter(|l| l.contains("training set written as a dataset"))
+        .filter_map(|l| l.split("worker_peak_rss_mib=").nth(1))
+        .filter_map(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .next_back()
+        .unwrap_or(0);
+
     // Online GETs, each against DuckDB at its own evaluated_at.
     let mut online_checked = 0;
     let mut online_mismatches = 0;
@@ -445,6 +501,19 @@ async fn main() -> Result<(), Error> {
     println!("| worker peak RSS | {worker_rss} MiB |");
     println!("| DuckDB window query, same values, same files | {duck_s:.2} s |");
     println!("| DuckDB / ours | {:.2} x |", duck_s / training_s);
+    println!(
+        "| training set from a label table, written as {} Parquet files (call to answer) | {dataset_s:.2} s |",
+        written["files"].as_array().map_or(0, Vec::len)
+    );
+    println!("| its worker peak RSS | {dataset_rss} MiB |");
+    println!(
+        "| DuckDB / ours, label table in, dataset out | {:.2} x |",
+        duck_s / dataset_s
+    );
+    println!(
+        "| dataset values differing from DuckDB's (of {}) | {dataset_mismatches} |",
+        labels_n * 16
+    );
     println!(
         "| values differing from DuckDB's (of {}) | {mismatches} |",
         labels_n * 16

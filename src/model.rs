@@ -451,6 +451,53 @@ pub struct TrainingSetRequest {
     max_age_seconds: Option<i64>,
 }
 
+/// A training set whose rows are a raw table's, written as Parquet files in the data location.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingDatasetRequest {
+    /// As in batch serving: `name`, `name@version` or a version id.
+    #[schema(example = json!(["user_spend"]), min_items = 1, max_items = 100)]
+    pub features: Vec<FeatureRef>,
+    pub labels: LabelsRequest,
+    #[schema(minimum = 0)]
+    pub max_age_seconds: Option<i64>,
+}
+
+/// The raw table whose rows are the labelled rows: `entity_id` (or each feature's key columns
+/// by name), a time column, and any other columns, which the answer keeps.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LabelsRequest {
+    pub raw_table_id: i64,
+    /// The column holding each row's time (a datetime, a date or RFC 3339 text); by default
+    /// the table's `timestamp` column, else its `event_time_column`. The files call it
+    /// `timestamp`.
+    pub time_column: Option<String>,
+}
+
+/// A training set written as a dataset: Parquet files, one row per label row, with
+/// entity_id (when the labels have it), timestamp, the label table's other columns, then
+/// `<ref>__<column>` per feature value.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TrainingDataset {
+    /// The directory holding the files (a path in the data location, or an `s3://` prefix).
+    pub uri: String,
+    /// Each file's full path or URI, in row order.
+    pub files: Vec<String>,
+    pub rows: usize,
+    pub labels: LabelsRead,
+    /// Each reference and the version it read (null: an aggregation feature by name, which is
+    /// evaluated from its table).
+    pub versions: BTreeMap<String, Option<i64>>,
+}
+
+/// Which version of the label table was read.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LabelsRead {
+    pub raw_table_id: i64,
+    pub version: i64,
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct BackfillRequest {
     #[schema(value_type = String, format = DateTime)]

@@ -20,6 +20,7 @@ from .models import (
     Snapshot,
     Stream,
     Table,
+    TrainingDataset,
     Version,
 )
 from .online import OnlineFeatures
@@ -40,6 +41,7 @@ __all__ = [
     "Snapshot",
     "Stream",
     "Table",
+    "TrainingDataset",
     "Version",
 ]
 

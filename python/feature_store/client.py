@@ -23,6 +23,7 @@ from .models import (
     Snapshot,
     Stream,
     Table,
+    TrainingDataset,
     Version,
     format_time,
 )
@@ -619,6 +620,36 @@ class Client:
                 "/training-sets",
             )
         return _append(labels, kind, values)
+
+    def write_training_dataset(
+        self,
+        labels: TableRef,
+        features: Sequence[Union[str, int, Feature]],
+        *,
+        max_age: Optional[Seconds] = None,
+        time_column: Optional[str] = None,
+    ) -> TrainingDataset:
+        """A training set too big to send and receive: the labelled rows are a raw table's
+        (`labels`, by name, id or `Table`; the version current now), and the server writes the
+        answer as Parquet files in its data location, which the result names (`files`; read
+        them with `polars.read_parquet(dataset.files)` or `pyarrow.dataset`).
+
+        The table has `entity_id` (or each feature's key columns by name), a time column
+        (`time_column`; by default its `timestamp` column, else its event time column), and
+        anything else, which the files keep; they call the time column `timestamp` and add
+        `<reference>__<value>` per feature value. Every feature must resolve.
+        """
+        body: Dict[str, Any] = {
+            "features": _wire(features),
+            "labels": {"raw_table_id": self._table_id(labels)},
+        }
+        if time_column is not None:
+            body["labels"]["time_column"] = time_column
+        if max_age is not None:
+            body["max_age_seconds"] = _seconds(max_age)
+        return TrainingDataset.from_json(
+            self._json("POST", "/training-sets/datasets", json=body)
+        )
 
 
 class _Stored:

@@ -240,6 +240,31 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class TrainingDataset:
+    """A training set written as Parquet files in the server's data location: where, how many
+    rows, the label table's version read, and each feature's version (None: an aggregation
+    feature by name)."""
+
+    uri: str
+    files: List[str]
+    rows: int
+    labels_version: int
+    versions: Dict[str, Optional[int]]
+    raw: Dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, body: Dict[str, Any]) -> "TrainingDataset":
+        return cls(
+            uri=body["uri"],
+            files=list(body["files"]),
+            rows=body["rows"],
+            labels_version=body["labels"]["version"],
+            versions=dict(body["versions"]),
+            raw=body,
+        )
+
+
+@dataclass(frozen=True)
 class IngestResult:
     """Rows stored by one `ingest` call, and in how many requests (each one Delta commit)."""
 

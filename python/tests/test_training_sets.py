@@ -204,3 +204,37 @@ def test_labels_without_a_timestamp_or_with_an_unknown_feature_raise(fs, name):
         fs.get_training_set(pd.DataFrame({"entity_id": ["u1"]}), [totals])
     with pytest.raises(feature_store.NotFound):
         fs.get_training_set(labels(), ["no_such_feature"])
+
+
+def test_a_label_table_is_written_as_parquet_files_holding_what_get_training_set_answers(fs, name):
+    totals = history(fs, name)
+    given = labels()
+    fs.create_table(name + "_labels", given)
+    fs.ingest(name + "_labels", given)
+    features = [totals, name + "_spend"]
+
+    dataset = fs.write_training_dataset(name + "_labels", features, max_age=timedelta(days=1))
+
+    assert dataset.rows == 5
+    assert dataset.versions[name + "_spend"] is None
+    assert isinstance(dataset.versions[totals], int)
+    written = pl.read_parquet(dataset.files)
+    answered = fs.get_training_set(pl.from_pandas(given), features, max_age=timedelta(days=1))
+    assert written.columns == answered.columns
+    assert written["label"].to_list() == given["label"].tolist()
+    values = [c for c in answered.columns if "__" in c]
+    assert len(values) == 4
+    assert written.select(values).equals(answered.select(values))
+
+
+def test_a_dataset_from_a_missing_table_or_an_unknown_feature_is_refused(fs, name):
+    totals = history(fs, name)
+    with pytest.raises(feature_store.NotFound):
+        fs.write_training_dataset(name + "_nowhere", [totals])
+    given = labels()
+    fs.create_table(name + "_labels", given)
+    fs.ingest(name + "_labels", given)
+    with pytest.raises(feature_store.NotFound):
+        fs.write_training_dataset(name + "_labels", [name + "_unknown"])
+    with pytest.raises(feature_store.Invalid, match="'nope'"):
+        fs.write_training_dataset(name + "_labels", [totals], time_column="nope")

@@ -4,24 +4,29 @@
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use bytes::Bytes;
 use serde::Deserialize;
 
+use super::access::Change;
 use super::error::{AppError, Result};
-use super::extract::{body_rejection, parse_json};
-use crate::model::{ErrorBody, FeatureRef, TrainingSetRequest};
-use crate::service::training::{self, check_row_count, Format};
+use super::extract::{body_rejection, parse_json, Json};
+use crate::model::{
+    ErrorBody, FeatureRef, TrainingDataset, TrainingDatasetRequest, TrainingSetRequest,
+};
+use crate::service::training::{self, check_row_count, DatasetRequest, Format};
 use crate::service::AppState;
 
 const PARQUET: &str = "application/vnd.apache.parquet";
 const ARROW: &str = "application/vnd.apache.arrow.file";
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/training-sets", post(build))
+    Router::new()
+        .route("/api/v1/training-sets", post(build))
+        .route("/api/v1/training-sets/datasets", post(write_dataset))
 }
 
 /// Point-in-time correct feature values for labelled rows: for each row and feature, the
@@ -87,6 +92,34 @@ pub async fn build(
     )
     .await?;
     Ok(([(CONTENT_TYPE, content_type)], Body::from_stream(answer)).into_response())
+}
+
+/// A training set too big for a request body or a response: the labelled rows are a raw
+/// table's (the version current when the request starts), and the answer is written as
+/// Parquet files (a million rows each) under a new directory of the data location, which the
+/// answer names. Values are as `POST /api/v1/training-sets` gives them; every feature must
+/// resolve. Built in a compute worker under its limits; the call returns when the files are
+/// written. It stores files, so it takes a write key.
+#[utoipa::path(post, operation_id = "write_training_dataset", path = "/api/v1/training-sets/datasets", tag = "history",
+    request_body = TrainingDatasetRequest,
+    responses((status = 201, body = TrainingDataset),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn write_dataset(
+    State(state): State<AppState>,
+    _: Change,
+    Json(request): Json<TrainingDatasetRequest>,
+) -> Result<(StatusCode, axum::Json<TrainingDataset>)> {
+    let written = training::write_dataset(
+        &state,
+        DatasetRequest {
+            features: request.features,
+            max_age_seconds: request.max_age_seconds,
+            labels_raw_table_id: request.labels.raw_table_id,
+            time_column: request.labels.time_column,
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, axum::Json(written)))
 }
 
 fn essence(headers: &HeaderMap, name: axum::http::HeaderName) -> String {

@@ -20,6 +20,14 @@ pub const MAX_ROWS: usize = 5_000_000;
 /// training set is refused before it is gathered, whatever the worker's memory limit.
 pub const MAX_CELLS: u64 = 200_000_000;
 
+/// Rows per training set whose rows come from a raw table and whose answer is written as a
+/// dataset: neither passes through a request or a response, so the worker's memory limit and
+/// `MAX_CELLS` bound it rather than a body's size.
+pub const MAX_TABLE_ROWS: usize = 50_000_000;
+
+/// Rows per Parquet file of a training set written as a dataset.
+pub const DATASET_PART_ROWS: usize = 1_000_000;
+
 /// Rows encoded at a time for the JSON answer.
 const JSON_BLOCK_ROWS: usize = 8192;
 
@@ -68,9 +76,13 @@ fn reserved_features() -> String {
 
 /// Refuse an empty or oversized set of rows.
 pub fn check_row_count(n: usize) -> Result<(), String> {
-    if n > MAX_ROWS {
+    check_rows_within(n, MAX_ROWS)
+}
+
+fn check_rows_within(n: usize, max: usize) -> Result<(), String> {
+    if n > max {
         return Err(format!(
-            "the training set has {n} rows; at most {MAX_ROWS} are allowed"
+            "the training set has {n} rows; at most {max} are allowed"
         ));
     }
     if n == 0 {
@@ -170,7 +182,7 @@ pub fn parse_rows(body: &[u8], format: Format, text_columns: &[String]) -> Resul
             let body: Body = serde_json::from_slice(body).map_err(|e| e.to_string())?;
             json_rows(body.rows)
         }
-        Format::Csv => frame_rows(
+        Format::Csv => frame_rows_of_body(
             CsvReadOptions::default()
                 .with_has_header(true)
                 // Ids are text: "00123" must not become the number 123.
@@ -183,17 +195,21 @@ pub fn parse_rows(body: &[u8], format: Format, text_columns: &[String]) -> Resul
                 .finish()
                 .map_err(|e| format!("CSV does not parse: {e}"))?,
         ),
-        Format::Parquet => frame_rows(
+        Format::Parquet => frame_rows_of_body(
             ParquetReader::new(Cursor::new(body))
                 .finish()
                 .map_err(|e| format!("Parquet does not parse: {e}"))?,
         ),
-        Format::Arrow => frame_rows(
+        Format::Arrow => frame_rows_of_body(
             IpcReader::new(Cursor::new(body))
                 .finish()
                 .map_err(|e| format!("the Arrow IPC file does not parse: {e}"))?,
         ),
     }
+}
+
+fn frame_rows_of_body(frame: DataFrame) -> Result<Rows, String> {
+    frame_rows(frame, MAX_ROWS)
 }
 
 fn json_rows(rows: Vec<Map<String, Value>>) -> Result<Rows, String> {
@@ -241,8 +257,27 @@ fn json_rows(rows: Vec<Map<String, Value>>) -> Result<Rows, String> {
     })
 }
 
-fn frame_rows(frame: DataFrame) -> Result<Rows, String> {
-    check_row_count(frame.height())?;
+/// The rows of a label table, read whole: `time_column` is each row's timestamp (and is
+/// called `timestamp` in the answer).
+pub fn table_rows(mut frame: DataFrame, time_column: &str) -> Result<Rows, String> {
+    if frame.height() == 0 {
+        return Err("the label table has no rows".into());
+    }
+    if time_column != "timestamp" {
+        if frame.column("timestamp").is_ok() {
+            return Err(format!(
+                "the label table has a 'timestamp' column beside its time column '{time_column}'"
+            ));
+        }
+        frame
+            .rename(time_column, "timestamp".into())
+            .map_err(|_| format!("the label table has no '{time_column}' column"))?;
+    }
+    frame_rows(frame, MAX_TABLE_ROWS)
+}
+
+fn frame_rows(frame: DataFrame, max_rows: usize) -> Result<Rows, String> {
+    check_rows_within(frame.height(), max_rows)?;
     if frame.column("features").is_ok() {
         return Err(reserved_features());
     }
@@ -572,6 +607,30 @@ mod tests {
             br#"{"rows":[{"entity_id":"u1","timestamp":"2024-01-02T00:00:00Z","features":1}]}"#;
         let refused = parse_rows(bad, Format::Json, &[]).err().unwrap_or_default();
         assert!(refused.contains("'features'"), "{refused}");
+    }
+
+    #[test]
+    fn a_label_tables_time_column_becomes_the_rows_timestamp() {
+        let frame = || {
+            df!("entity_id" => ["u1", "u2"], "seen" => ["2024-01-02T00:00:00Z", "2024-01-03"],
+                "label" => [1i64, 0])
+            .unwrap()
+        };
+        let rows = table_rows(frame(), "seen").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rows.micros, [1_704_153_600_000_000, 1_704_240_000_000_000]);
+        assert!(matches!(&rows.extra, Extra::Frame(f)
+            if f.get_column_names() == ["label"]));
+        let missing = table_rows(frame(), "when").err().unwrap_or_default();
+        assert!(missing.contains("'when'"), "{missing}");
+        let both = frame()
+            .hstack(&[Column::new("timestamp".into(), ["x", "y"])])
+            .unwrap();
+        let refused = table_rows(both, "seen").err().unwrap_or_default();
+        assert!(refused.contains("'timestamp'"), "{refused}");
+        let empty = table_rows(frame().slice(0, 0), "seen")
+            .err()
+            .unwrap_or_default();
+        assert!(empty.contains("no rows"), "{empty}");
     }
 
     #[test]

@@ -162,6 +162,15 @@ impl OfflineStore {
         )
     }
 
+    /// A new directory's relative location for a training set written as a dataset.
+    pub fn new_training_set_path(&self) -> String {
+        format!(
+            "training_sets/{}/{}",
+            self.instance(),
+            uuid::Uuid::new_v4().simple()
+        )
+    }
+
     /// A stored location: relative to the root for what this service owns, else a URI.
     pub fn resolve(&self, stored: &str) -> Result<Location> {
         if stored.starts_with('/') || stored.contains("://") {

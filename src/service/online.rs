@@ -783,6 +783,8 @@ pub async fn values_at(
                 snapshots: Vec::new(),
                 aggregated: Some(source),
             }],
+            labels: None,
+            dataset: None,
         }),
         storage: state.offline.options().clone(),
     };

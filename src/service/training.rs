@@ -12,10 +12,12 @@ use bytes::Bytes;
 use super::AppState;
 use super::{Result, ServiceError};
 use crate::cache::LookupKey;
+use crate::engine::schema::ColumnType;
 pub use crate::engine::training::{check_row_count, Format};
-use crate::model::FeatureRef;
+use crate::model::{FeatureRef, LabelsRead, TrainingDataset};
 use crate::worker::protocol::{
-    AggregatedSource, Job, SnapshotFile, Task, TrainingFeature, TrainingJob,
+    AggregatedSource, DatasetWritten, Job, LabelTable, SnapshotFile, Task, TrainingFeature,
+    TrainingJob,
 };
 use crate::worker::Running;
 
@@ -68,31 +70,10 @@ fn answer_stream(
 }
 
 async fn start_worker(state: &AppState, request: Request) -> Result<Running> {
-    if request.features.is_empty() {
-        return Err(ServiceError::Invalid("features must not be empty".into()));
-    }
-    if request.features.len() > MAX_FEATURES {
-        return Err(ServiceError::Invalid(format!(
-            "at most {MAX_FEATURES} features per training set"
-        )));
-    }
-    if let Some(age) = request.max_age_seconds {
-        if age < 0 {
-            return Err(ServiceError::Invalid(
-                "max_age_seconds must not be negative".into(),
-            ));
-        }
-    }
+    check_features(&request.features, request.max_age_seconds)?;
     let features = resolve(state, &request.features).await?;
     if request.output != Format::Json {
-        // The flat table has a column per value: a feature without values has no columns.
-        if let Some(f) = features.iter().find(|f| f.unresolved.is_some()) {
-            return Err(ServiceError::NotFound(format!(
-                "Feature '{}' did not resolve: {}",
-                f.reference,
-                f.unresolved.as_deref().unwrap_or_default()
-            )));
-        }
+        every_resolved(&features)?;
     }
     let job = Job {
         task: Task::Training(TrainingJob {
@@ -100,6 +81,8 @@ async fn start_worker(state: &AppState, request: Request) -> Result<Running> {
             output: request.output,
             max_age_micros: request.max_age_seconds.map(|s| s.saturating_mul(1_000_000)),
             features,
+            labels: None,
+            dataset: None,
         }),
         storage: state.offline.options().clone(),
     };
@@ -124,6 +107,151 @@ async fn start_worker(state: &AppState, request: Request) -> Result<Running> {
         "training set gathered; streaming the answer"
     );
     Ok(running)
+}
+
+/// A training set whose labelled rows are a raw table's and whose answer is written as Parquet
+/// files in the data location: for label sets too big for a request body or a response.
+pub struct DatasetRequest {
+    pub features: Vec<FeatureRef>,
+    pub max_age_seconds: Option<i64>,
+    pub labels_raw_table_id: i64,
+    /// The label table's column holding each row's time; by default its `timestamp` column,
+    /// else its event time column.
+    pub time_column: Option<String>,
+}
+
+/// Build the training set of `request` in a worker, which writes it under a new directory of
+/// the data location; answers where, and which versions of the features and the label table
+/// it read. Every feature must resolve (the files have a column per value).
+pub async fn write_dataset(state: &AppState, request: DatasetRequest) -> Result<TrainingDataset> {
+    check_features(&request.features, request.max_age_seconds)?;
+    let table = lookup::table(&state.store, request.labels_raw_table_id).await?;
+    let definition = raw_tables::definition_of(&table)?;
+    let time_column = match request.time_column {
+        Some(column) => column,
+        None if definition.contains_key("timestamp") => "timestamp".to_string(),
+        None => table.event_time_column.clone().ok_or_else(|| {
+            ServiceError::Invalid(format!(
+                "The label table '{}' has no 'timestamp' column and no event time column: name \
+                 the column holding each row's time in labels.time_column",
+                table.name
+            ))
+        })?,
+    };
+    if time_column != "timestamp" && definition.contains_key("timestamp") {
+        return Err(ServiceError::Invalid(format!(
+            "The label table '{}' has a 'timestamp' column besides the time column \
+             '{time_column}', and the files name each row's time 'timestamp'",
+            table.name
+        )));
+    }
+    let declared = definition.get(&time_column).map(|t| ColumnType::parse(t));
+    match declared {
+        Some(Some(ColumnType::Datetime | ColumnType::Date | ColumnType::String)) => {}
+        Some(_) => {
+            return Err(ServiceError::Invalid(format!(
+                "The label table's time column '{time_column}' is {}; a datetime, a date or \
+                 RFC 3339 text is needed",
+                definition[&time_column]
+            )))
+        }
+        None => {
+            return Err(ServiceError::Invalid(format!(
+                "The label table '{}' has no column '{time_column}'",
+                table.name
+            )))
+        }
+    }
+    let features = resolve(state, &request.features).await?;
+    every_resolved(&features)?;
+    let Some((pinned, _)) = raw_tables::pin(state, &table).await? else {
+        return Err(ServiceError::Invalid(format!(
+            "The label table '{}' has no rows",
+            table.name
+        )));
+    };
+    let versions = features
+        .iter()
+        .map(|f| (f.reference.clone(), f.version_id))
+        .collect();
+    let dir = state
+        .offline
+        .resolve(&state.offline.new_training_set_path())?;
+    let job = Job {
+        task: Task::Training(TrainingJob {
+            input: Format::Parquet,
+            output: Format::Parquet,
+            max_age_micros: request.max_age_seconds.map(|s| s.saturating_mul(1_000_000)),
+            features,
+            labels: Some(LabelTable {
+                files: pinned.files,
+                partitioned: pinned.partitioned,
+                schema: definition,
+                time_column,
+            }),
+            dataset: Some(dir.uri()),
+        }),
+        storage: state.offline.options().clone(),
+    };
+    let started = std::time::Instant::now();
+    let (reply, payload) = state
+        .compute
+        .run(&job, None)
+        .await
+        .map_err(|e| worker_error(e, "The training set failed"))?;
+    let written: DatasetWritten = payload
+        .as_deref()
+        .ok_or_else(|| ServiceError::fault("the worker sent no answer"))
+        .and_then(|p| serde_json::from_slice(p).map_err(ServiceError::fault))?;
+    tracing::info!(
+        rows = written.rows,
+        files = written.files.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        read_labels_ms = reply.query_micros / 1000,
+        gather_ms = reply.check_micros / 1000,
+        write_ms = reply.stats_micros / 1000,
+        worker_peak_rss_mib = reply.peak_rss_kib / 1024,
+        "training set written as a dataset"
+    );
+    Ok(TrainingDataset {
+        uri: dir.uri(),
+        files: written.files,
+        rows: written.rows,
+        labels: LabelsRead {
+            raw_table_id: table.id,
+            version: pinned.version,
+        },
+        versions,
+    })
+}
+
+fn check_features(features: &[FeatureRef], max_age_seconds: Option<i64>) -> Result<()> {
+    if features.is_empty() {
+        return Err(ServiceError::Invalid("features must not be empty".into()));
+    }
+    if features.len() > MAX_FEATURES {
+        return Err(ServiceError::Invalid(format!(
+            "at most {MAX_FEATURES} features per training set"
+        )));
+    }
+    if max_age_seconds.is_some_and(|age| age < 0) {
+        return Err(ServiceError::Invalid(
+            "max_age_seconds must not be negative".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The flat table has a column per value: a feature without values has no columns.
+fn every_resolved(features: &[TrainingFeature]) -> Result<()> {
+    match features.iter().find(|f| f.unresolved.is_some()) {
+        Some(f) => Err(ServiceError::NotFound(format!(
+            "Feature '{}' did not resolve: {}",
+            f.reference,
+            f.unresolved.as_deref().unwrap_or_default()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Each distinct reference once, in the order first given, with its version's snapshot files

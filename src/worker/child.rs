@@ -14,8 +14,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::protocol::{
-    self, AggregatedSource, ChunkWriter, ComputeJob, DriftJob, EventsJob, FailureKind,
-    FramedWriter, Input, Job, PreviewJob, Reply, StatsJob, Task, TrainingJob,
+    self, AggregatedSource, ChunkWriter, ComputeJob, DatasetWritten, DriftJob, EventsJob,
+    FailureKind, FramedWriter, Input, Job, LabelTable, PreviewJob, Reply, StatsJob, Task,
+    TrainingJob,
 };
 use crate::engine::history::{self as point_in_time, Indexed};
 use crate::engine::result::IdForm;
@@ -310,7 +311,6 @@ fn training_set(
 ) -> Result<(), Stage> {
     let refused = |e: String| (FailureKind::Request, e);
     let started = Instant::now();
-    let body = piped.ok_or_else(|| (FailureKind::Input, "the rows are missing".to_string()))?;
     let mut text_columns: Vec<String> = Vec::new();
     for feature in &task.features {
         let key = match (&feature.aggregated, &feature.entity_key) {
@@ -320,8 +320,14 @@ fn training_set(
         };
         text_columns.extend(EntityKey::from_stored(key).columns().iter().cloned());
     }
-    let rows = training::parse_rows(&body, task.input, &text_columns).map_err(refused)?;
-    drop(body);
+    let rows = match &task.labels {
+        Some(labels) => label_rows(labels, &job.storage)?,
+        None => {
+            let body =
+                piped.ok_or_else(|| (FailureKind::Input, "the rows are missing".to_string()))?;
+            training::parse_rows(&body, task.input, &text_columns).map_err(refused)?
+        }
+    };
     let parsed = started.elapsed();
     let (mut reading, mut gathering) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
     let mut snapshots = Snapshots::new(&job.storage);
@@ -398,6 +404,24 @@ fn training_set(
         });
     }
     drop(snapshots);
+    if let Some(dataset) = &task.dataset {
+        let timer = Instant::now();
+        let written = write_dataset(dataset, &rows, columns, &job.storage)?;
+        let payload =
+            serde_json::to_vec(&written).map_err(|e| (FailureKind::Output, e.to_string()))?;
+        let reply = Reply {
+            rows: written.rows,
+            payload: true,
+            query_micros: parsed.as_micros() as u64,
+            snapshot_micros: reading.as_micros() as u64,
+            check_micros: gathering.as_micros() as u64,
+            stats_micros: timer.elapsed().as_micros() as u64,
+            peak_rss_kib: peak_rss_kib(),
+            ..Reply::default()
+        };
+        protocol::write_header(out, &reply).map_err(Stage::Streaming)?;
+        return protocol::write_blob(out, &payload).map_err(Stage::Streaming);
+    }
     let reply = Reply {
         rows: rows.micros.len(),
         stream: true,
@@ -413,6 +437,58 @@ fn training_set(
         .map_err(|e| Stage::Streaming(io::Error::other(e)))?;
     framed.finish().map_err(Stage::Streaming)?;
     Ok(())
+}
+
+/// A label table's rows, read whole with the streaming engine (only a table's own columns: the
+/// declared schema).
+fn label_rows(
+    labels: &LabelTable,
+    storage: &std::collections::BTreeMap<String, String>,
+) -> Result<training::Rows, Failure> {
+    let input = |e: String| (FailureKind::Input, e);
+    let schema = TableSchema::from_definition(&labels.schema).map_err(input)?;
+    let frame = scan::scan_files(&labels.files, storage, labels.partitioned, &schema, None)
+        .and_then(|frame| {
+            frame
+                .collect_with_engine(Engine::Streaming)
+                .map(|r| r.unwrap_single())
+                .map_err(|e| e.to_string())
+        })
+        .map_err(input)?;
+    training::table_rows(frame, &labels.time_column).map_err(|e| (FailureKind::Request, e))
+}
+
+/// The flat answer as Parquet files of `DATASET_PART_ROWS` rows each, `part-00000.parquet`
+/// onwards, under `dir`.
+fn write_dataset(
+    dir: &str,
+    rows: &training::Rows,
+    columns: Vec<FeatureColumns>,
+    storage: &std::collections::BTreeMap<String, String>,
+) -> Result<DatasetWritten, Failure> {
+    let output = |e: String| (FailureKind::Output, e);
+    let frame = training::to_frame(rows, columns).map_err(|e| (FailureKind::Request, e))?;
+    let dir = Location::parse(dir).map_err(|e| output(e.to_string()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| output(e.to_string()))?;
+    let mut files = Vec::new();
+    let mut start = 0;
+    while start < frame.height() {
+        let mut part = frame.slice(start as i64, training::DATASET_PART_ROWS);
+        let bytes = offline::write_parquet(&mut part).map_err(output)?;
+        let location = dir.join(&format!("part-{:05}.parquet", files.len()));
+        runtime
+            .block_on(offline::put_file(&location, bytes.into(), storage))
+            .map_err(|e| output(e.to_string()))?;
+        files.push(location.uri());
+        start += training::DATASET_PART_ROWS;
+    }
+    Ok(DatasetWritten {
+        files,
+        rows: frame.height(),
+    })
 }
 
 fn too_many_cells(rows: usize, cells: u64) -> Failure {

@@ -103,6 +103,33 @@ pub struct TrainingJob {
     #[serde(default)]
     pub max_age_micros: Option<i64>,
     pub features: Vec<TrainingFeature>,
+    /// The rows are a raw table's (its pinned files), not the piped body.
+    #[serde(default)]
+    pub labels: Option<LabelTable>,
+    /// Write the answer as Parquet files under this directory (a local path or an `s3://`
+    /// prefix) and reply with a `DatasetWritten` payload, instead of streaming it back.
+    #[serde(default)]
+    pub dataset: Option<String>,
+}
+
+/// A raw table whose rows are a training set's labelled rows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabelTable {
+    /// The Parquet files of the table version current when the request started.
+    pub files: Vec<String>,
+    #[serde(default)]
+    pub partitioned: bool,
+    /// The raw table's `schema_definition`.
+    pub schema: BTreeMap<String, String>,
+    /// The column holding each row's time; the answer names it `timestamp`.
+    pub time_column: String,
+}
+
+/// What a training set written as a dataset holds: its files (full URIs) and rows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatasetWritten {
+    pub files: Vec<String>,
+    pub rows: usize,
 }
 
 /// One referenced feature: its version's snapshots, or why it did not resolve.
@@ -221,8 +248,9 @@ pub struct Reply {
     #[serde(default)]
     pub snapshot_bytes: u64,
     /// Where the time went, in microseconds: the query (scan and SQL), the checks and sort,
-    /// the statistics, writing the snapshot. A training set: parsing the rows (query),
-    /// gathering (check), reading snapshot files (snapshot).
+    /// the statistics, writing the snapshot. A training set: parsing the rows or reading the
+    /// label table (query), gathering (check), reading snapshot files (snapshot), writing the
+    /// dataset's files (stats).
     #[serde(default)]
     pub query_micros: u64,
     /// Of the query's time: checking the result (one row per entity) and sorting it by key.
@@ -277,7 +305,7 @@ pub fn read_job(input: &mut impl Read) -> io::Result<(Job, Option<Vec<u8>>)> {
             input: Input::Piped,
             ..
         })
-        | Task::Training(_) => Some(read_blob(input)?),
+        | Task::Training(TrainingJob { labels: None, .. }) => Some(read_blob(input)?),
         _ => None,
     };
     Ok((job, piped))

@@ -36,6 +36,7 @@ mod spark;
 mod stats;
 mod streams;
 mod tls;
+mod training_datasets;
 mod ui;
 mod vectors;
 mod versions;

@@ -109,6 +109,41 @@ async fn ingest_compute_as_of_serving_and_training_sets_work_on_s3() {
     let (status, preview) = app.get(&format!("/api/v1/raw-tables/{table}/data")).await;
     assert_eq!(status, StatusCode::OK, "{preview}");
     assert_eq!(preview["rows"].as_array().unwrap().len(), 3);
+
+    // A label table in, the training set written as Parquet files on S3; read back by
+    // registering the directory as an external Parquet dataset.
+    let labels = app
+        .create_table(json!({"name": "labels", "schema_definition":
+            {"entity_id": "string", "timestamp": "datetime", "label": "integer"}}))
+        .await;
+    app.ingested(
+        labels,
+        json!([{"entity_id": "u1", "timestamp": "2024-01-04T00:00:00Z", "label": 1}]),
+    )
+    .await;
+    let (status, written) = app
+        .post(
+            "/api/v1/training-sets/datasets",
+            &json!({"features": ["spent"], "labels": {"raw_table_id": labels}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{written}");
+    let uri = written["uri"].as_str().unwrap();
+    assert!(uri.starts_with("s3://"), "{written}");
+    assert_eq!(
+        written["files"],
+        json!([format!("{uri}/part-00000.parquet")])
+    );
+    let external = app
+        .create_table(json!({"name": "written",
+            "source": {"format": "parquet", "uri": uri}}))
+        .await;
+    let (status, read) = app
+        .get(&format!("/api/v1/raw-tables/{external}/data"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{read}");
+    assert_eq!(read["rows"][0]["spent__total"], 3.0, "{read}");
+    assert_eq!(read["rows"][0]["label"], 1, "{read}");
 }
 
 #[tokio::test]
