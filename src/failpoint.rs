@@ -13,17 +13,27 @@ static ARMED: OnceLock<Option<String>> = OnceLock::new();
 pub const INGEST_BEFORE_COMMIT: &str = "ingest-before-commit";
 pub const PUBLISH_BEFORE_COMMIT: &str = "publish-before-commit";
 
+/// In a compute worker (which inherits the server's environment): after writing a part of a
+/// training set's dataset, the worker exits as if it had crashed.
+pub const DATASET_AFTER_A_PART: &str = "dataset-after-a-part";
+
 pub async fn reach(name: &'static str) {
-    let armed = ARMED.get_or_init(|| {
-        std::env::var("FEATURE_STORE_FAILPOINT")
-            .ok()
-            .filter(|v| !v.is_empty())
-    });
-    if armed.as_deref() == Some(name) {
+    if armed(name) {
         tracing::warn!(
             failpoint = name,
             "failpoint reached; waiting here to be killed"
         );
         std::future::pending::<()>().await;
     }
+}
+
+/// Whether the hook `name` is the armed one: for processes that cannot wait as a future (a
+/// compute worker), which then stop in their own way.
+pub fn armed(name: &str) -> bool {
+    let armed = ARMED.get_or_init(|| {
+        std::env::var("FEATURE_STORE_FAILPOINT")
+            .ok()
+            .filter(|v| !v.is_empty())
+    });
+    armed.as_deref() == Some(name)
 }

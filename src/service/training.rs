@@ -194,15 +194,26 @@ pub async fn write_dataset(state: &AppState, request: DatasetRequest) -> Result<
         storage: state.offline.options().clone(),
     };
     let started = std::time::Instant::now();
-    let (reply, payload) = state
+    let ran = state
         .compute
         .run(&job, None)
         .await
-        .map_err(|e| worker_error(e, "The training set failed"))?;
-    let written: DatasetWritten = payload
-        .as_deref()
-        .ok_or_else(|| ServiceError::fault("the worker sent no answer"))
-        .and_then(|p| serde_json::from_slice(p).map_err(ServiceError::fault))?;
+        .map_err(|e| worker_error(e, "The training set failed"))
+        .and_then(|(reply, payload)| {
+            let written: DatasetWritten = payload
+                .as_deref()
+                .ok_or_else(|| ServiceError::fault("the worker sent no answer"))
+                .and_then(|p| serde_json::from_slice(p).map_err(ServiceError::fault))?;
+            Ok((reply, written))
+        });
+    let (reply, written) = match ran {
+        Ok(done) => done,
+        Err(e) => {
+            // A worker that failed while writing may have left parts that nothing names.
+            state.offline.remove_dir(&dir).await;
+            return Err(e);
+        }
+    };
     tracing::info!(
         rows = written.rows,
         files = written.files.len(),

@@ -484,6 +484,13 @@ fn write_dataset(
             .map_err(|e| output(e.to_string()))?;
         files.push(location.uri());
         start += training::DATASET_PART_ROWS;
+        if crate::failpoint::armed(crate::failpoint::DATASET_AFTER_A_PART) {
+            eprintln!(
+                "failpoint {}: exiting",
+                crate::failpoint::DATASET_AFTER_A_PART
+            );
+            std::process::exit(70);
+        }
     }
     Ok(DatasetWritten {
         files,

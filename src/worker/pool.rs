@@ -284,7 +284,8 @@ impl ComputePool {
             .env("POLARS_MAX_THREADS", s.threads.max(1).to_string())
             .env(crate::alloc::WORKER_ALLOCATOR_VARIABLE, "1")
             .env("RUST_BACKTRACE", "0");
-        for kept in ["PATH", "TMPDIR", "LANG"] {
+        // The crash-test hook (`crate::failpoint`), so a test can stop a worker at a point.
+        for kept in ["PATH", "TMPDIR", "LANG", "FEATURE_STORE_FAILPOINT"] {
             if let Some(value) = std::env::var_os(kept) {
                 command.env(kept, value);
             }

@@ -6,7 +6,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::fixtures::sql_feature;
-use crate::helpers::{data_dir_for, files_under, spawn_app, TestApp};
+use crate::helpers::{data_dir_for, files_under, fresh_database, spawn_app, TestApp};
+use crate::process::{post, Server};
 
 /// Payments with an event time, an aggregation feature over them (`user_spend`) and a computed
 /// SQL feature (`n`); returns the payments table's id.
@@ -302,5 +303,58 @@ async fn refused_dataset_requests_say_why_and_write_nothing() {
     assert_eq!(
         files_under(&data_dir.join("training_sets")),
         Vec::<std::path::PathBuf>::new()
+    );
+}
+
+#[tokio::test]
+async fn a_worker_that_dies_after_writing_part_of_a_dataset_leaves_no_files_behind() {
+    let (url, _dir) = fresh_database().await;
+    let server = Server::start_with(&url, Some("dataset-after-a-part")).await;
+    let base = &server.base;
+    let created = |(status, body): (StatusCode, Value)| {
+        assert!(status.is_success(), "{body}");
+        body["id"].as_i64().unwrap_or_default()
+    };
+    let table = created(
+        post(base, "/api/v1/raw-tables", &json!({"name": "labels", "schema_definition":
+            {"user_id": "string", "timestamp": "datetime", "amount": "float"}, "event_time_column": "timestamp"}))
+        .await,
+    );
+    created(
+        post(
+            base,
+            "/api/v1/ingest",
+            &json!({"raw_table_id": table, "data": [
+                {"user_id": "u1", "timestamp": "2024-01-01T00:00:00Z", "amount": 1.0}]}),
+        )
+        .await,
+    );
+    created(
+        post(
+            base,
+            "/api/v1/features",
+            &json!({"name": "spend", "raw_table_id": table,
+            "entity_key": "user_id",
+            "aggregations": [{"column": "amount", "function": "sum", "windows": ["1d"]}]}),
+        )
+        .await,
+    );
+
+    let (status, failed) = post(
+        base,
+        "/api/v1/training-sets/datasets",
+        &json!({"features": ["spend"], "labels": {"raw_table_id": table}}),
+    )
+    .await;
+    assert!(status.is_client_error(), "{status} {failed}");
+    assert!(
+        failed["detail"].as_str().unwrap_or("").contains("crashed"),
+        "{failed}"
+    );
+    let data_dir = data_dir_for(&url).expect("a data directory");
+    assert_eq!(
+        files_under(&data_dir.join("training_sets")),
+        Vec::<std::path::PathBuf>::new(),
+        "the part written before the worker died is gone"
     );
 }
