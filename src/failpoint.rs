@@ -13,8 +13,8 @@ static ARMED: OnceLock<Option<String>> = OnceLock::new();
 pub const INGEST_BEFORE_COMMIT: &str = "ingest-before-commit";
 pub const PUBLISH_BEFORE_COMMIT: &str = "publish-before-commit";
 
-/// In a compute worker (which inherits the server's environment): after writing a part of a
-/// training set's dataset, the worker exits as if it had crashed.
+/// In a compute worker (given this one variable of the server's environment): after writing a
+/// part of a training set's dataset, the worker exits as if it had crashed.
 pub const DATASET_AFTER_A_PART: &str = "dataset-after-a-part";
 
 pub async fn reach(name: &'static str) {
