@@ -310,13 +310,25 @@ async fn main() -> Result<(), Error> {
     } else {
         return Err(format!("the dataset has {} rows", dataset.height()).into());
     };
-    let dataset_rss = std::fs::read_to_string(&log)?
+    let server_log = std::fs::read_to_string(&log)?;
+    let dataset_line = server_log
         .lines()
-        .filter(|l| l.contains("training set written as a dataset"))
-        .filter_map(|l| l.split("worker_peak_rss_mib=").nth(1))
-        .filter_map(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .next_back()
-        .unwrap_or(0);
+        .rfind(|l| l.contains("training set written as a dataset"))
+        .unwrap_or("");
+    // Where the worker's time went: reading the labels, gathering, writing the files.
+    let field = |line: &str, name: &str| -> u64 {
+        line.split(&format!("{name}="))
+            .nth(1)
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let dataset_rss = field(dataset_line, "worker_peak_rss_mib");
+    let dataset_steps = format!(
+        "read labels {} ms, gather {} ms, write {} ms",
+        field(dataset_line, "read_labels_ms"),
+        field(dataset_line, "gather_ms"),
+        field(dataset_line, "write_ms")
+    );
 
     // Online GETs, each against DuckDB at its own evaluated_at.
     let mut online_checked = 0;
@@ -506,6 +518,7 @@ async fn main() -> Result<(), Error> {
         written["files"].as_array().map_or(0, Vec::len)
     );
     println!("| its worker peak RSS | {dataset_rss} MiB |");
+    println!("| its worker's steps | {dataset_steps} |");
     println!(
         "| DuckDB / ours, label table in, dataset out | {:.2} x |",
         duck_s / dataset_s
