@@ -18,7 +18,9 @@
 //!
 //! Usage: cargo run --release --example bench_aggregations -- [--server PATH]
 //!        [--events 1000000] [--entities 10000] [--labels 100000] [--online 1000]
-//!        [--duration 8] [--fresh-rows 100000] [--fresh-rounds 5]
+//!        [--duration 8] [--fresh-rows 100000] [--fresh-rounds 5] [--threads 2]
+//! `--threads` is both the workers' `COMPUTE_THREADS` and DuckDB's `threads`, so the two
+//! engines get the same cores.
 //! Needs python3 with duckdb and pyarrow (`pip install duckdb pyarrow`) and wrk.
 
 use std::process::{Child, Command, Stdio};
@@ -72,9 +74,9 @@ async fn send(req: reqwest::RequestBuilder, what: &str) -> Result<Vec<u8>, Error
 /// The reference: DuckDB's window functions over events ∪ labels, in one process.
 const DUCKDB: &str = r#"
 import sys, time, duckdb
-events, labels, out = sys.argv[1:4]
+events, labels, out, threads = sys.argv[1:5]
 con = duckdb.connect()
-con.execute("SET threads TO 2")
+con.execute(f"SET threads TO {int(threads)}")
 exprs = []
 for name, seconds in [("1h", 3600), ("1d", 86400), ("7d", 7 * 86400), ("30d", 30 * 86400)]:
     # The window is (t - w, t]: the frame starts a microsecond after t - w.
@@ -107,6 +109,8 @@ async fn main() -> Result<(), Error> {
     let duration: u64 = arg(&args, "--duration", "8").parse()?;
     let fresh_n: usize = arg(&args, "--fresh-rows", "100000").parse()?;
     let fresh_rounds: usize = arg(&args, "--fresh-rounds", "5").parse()?;
+    // Threads for our compute workers (COMPUTE_THREADS) and for DuckDB alike.
+    let threads: usize = arg(&args, "--threads", "2").parse()?;
     let dir = tempfile::tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -122,6 +126,7 @@ async fn main() -> Result<(), Error> {
             .env("REDIS_URL", "")
             .env("MAX_BODY_BYTES", "268435456")
             .env("COMPUTE_MAX_RESULT_MB", "4096")
+            .env("COMPUTE_THREADS", threads.to_string())
             .env("RUST_LOG", "info")
             .stdout(Stdio::from(std::fs::File::create(&log)?))
             .spawn()?,
@@ -254,6 +259,7 @@ async fn main() -> Result<(), Error> {
             .arg(&events_path)
             .arg(&labels_path)
             .arg(&out_path)
+            .arg(threads.to_string())
             .output()?;
         if !duck.status.success() {
             return Err(format!("duckdb: {}", String::from_utf8_lossy(&duck.stderr)).into());
@@ -505,7 +511,7 @@ async fn main() -> Result<(), Error> {
         median(&mut next_get),
     );
 
-    println!("events {events_n} over {entities} entities and 90 days; {labels_n} labels; 16 values a row");
+    println!("events {events_n} over {entities} entities and 90 days; {labels_n} labels; 16 values a row; {threads} threads for the worker and for DuckDB");
     println!("| what | figure |");
     println!("|---|---|");
     println!("| ingest, Parquet in chunks of 2M rows | {ingest_s:.2} s |");

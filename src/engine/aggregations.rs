@@ -345,6 +345,7 @@ pub(crate) fn event_micros(c: &Column) -> Result<Vec<Option<i64>>, String> {
 
 /// A column's values in the events' sorted order, in the forms the kernels take.
 struct Values {
+    /// As the events hold it, in their row order.
     column: Column,
     ints: Option<Vec<Option<i64>>>,
     /// Floats (integers converted); NaN is null.
@@ -356,38 +357,63 @@ struct Values {
 }
 
 impl Values {
-    fn new(column: Column, distinct: bool) -> Result<Values, String> {
+    /// `column`'s values in sorted order: the event at sorted position `i` is row `order[i]`
+    /// (row `i` when there is no `order`). Numbers are read straight from the column's
+    /// buffer on `threads` threads; other types are taken into order first.
+    fn new(
+        column: &Column,
+        order: Option<&[IdxSize]>,
+        distinct: bool,
+        threads: usize,
+    ) -> Result<Values, String> {
         let err = |e: PolarsError| e.to_string();
+        let n = order.map_or(column.len(), <[IdxSize]>::len);
+        let row = |i: usize| order.map_or(i, |o| o[i] as usize);
         let (ints, floats) = match column.dtype() {
             DataType::Int64 => {
-                let ints: Vec<Option<i64>> = column.i64().map_err(err)?.iter().collect();
-                let floats: Vec<Option<f64>> = ints.iter().map(|v| v.map(|v| v as f64)).collect();
+                let ca = column.i64().map_err(err)?.rechunk();
+                let arr = ca.downcast_as_array();
+                let (numbers, validity) = (arr.values().as_slice(), arr.validity());
+                let ints = on_ranges(n, threads, |i| {
+                    let r = row(i);
+                    validity.is_none_or(|v| v.get_bit(r)).then(|| numbers[r])
+                });
+                let floats = on_ranges(n, threads, |i| ints[i].map(|v| v as f64));
                 (Some(ints), Some(floats))
             }
             DataType::Float64 => {
-                let floats = column
-                    .f64()
-                    .map_err(err)?
-                    .iter()
-                    .map(|v| v.filter(|v| !v.is_nan()))
-                    .collect();
+                let ca = column.f64().map_err(err)?.rechunk();
+                let arr = ca.downcast_as_array();
+                let (numbers, validity) = (arr.values().as_slice(), arr.validity());
+                let floats = on_ranges(n, threads, |i| {
+                    let r = row(i);
+                    let valid = validity.is_none_or(|v| v.get_bit(r)) && !numbers[r].is_nan();
+                    valid.then(|| numbers[r])
+                });
                 (None, Some(floats))
             }
             _ => (None, None),
         };
-        let present = match &floats {
-            Some(f) => f.iter().map(|v| v.map(|_| ())).collect(),
-            None => column
+        // Other types in sorted order, for their presence and distinct values.
+        let sorted = match (&floats, order) {
+            (Some(_), _) => None,
+            (None, Some(o)) => Some(column.take_slice(o).map_err(err)?),
+            (None, None) => Some(column.clone()),
+        };
+        let present = match (&floats, &sorted) {
+            (Some(f), _) => on_ranges(n, threads, |i| f[i].map(|_| ())),
+            (None, Some(sorted)) => sorted
                 .is_not_null()
                 .iter()
                 .map(|v| (v == Some(true)).then_some(()))
                 .collect(),
+            (None, None) => Vec::new(),
         };
         let ids = distinct
-            .then(|| distinct_ids(&column, floats.as_deref()))
+            .then(|| distinct_ids(sorted.as_ref(), ints.as_deref(), floats.as_deref()))
             .transpose()?;
         Ok(Values {
-            column,
+            column: column.clone(),
             ints,
             floats,
             present,
@@ -396,10 +422,27 @@ impl Values {
     }
 }
 
+/// `item(i)` for `i` in `0..n`, computed over ranges of `i` on up to `threads` threads and
+/// joined in order.
+fn on_ranges<T: Send + Copy>(n: usize, threads: usize, item: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let per = n.div_ceil(threads.max(1)).max(1);
+    let ranges: Vec<std::ops::Range<usize>> =
+        (0..n).step_by(per).map(|s| s..(s + per).min(n)).collect();
+    let mut parts = on_threads(ranges, |r| r.map(&item).collect::<Vec<T>>()).into_iter();
+    let mut whole = parts.next().unwrap_or_default();
+    whole.reserve_exact(n - whole.len());
+    for part in parts {
+        whole.extend_from_slice(&part);
+    }
+    whole
+}
+
 /// Each value's number among the column's distinct values (null stays null; floats by their
-/// value, with -0 as 0).
+/// value, with -0 as 0): from the floats of a float column, the integers of an integer
+/// column, else the column in sorted order.
 fn distinct_ids(
-    column: &Column,
+    sorted: Option<&Column>,
+    ints: Option<&[Option<i64>]>,
     floats: Option<&[Option<f64>]>,
 ) -> Result<Vec<Option<u32>>, String> {
     let err = |e: PolarsError| e.to_string();
@@ -416,19 +459,22 @@ fn distinct_ids(
             })
             .collect()
     }
-    if let (DataType::Float64, Some(floats)) = (column.dtype(), floats) {
-        let bits = floats.iter().map(|v| v.map(|v| (v + 0.0).to_bits()));
-        return Ok(number(bits));
-    }
-    match column.dtype() {
-        DataType::String => Ok(number(column.str().map_err(err)?.iter())),
-        _ => {
-            let physical = column
-                .to_physical_repr()
-                .cast(&DataType::Int64)
-                .map_err(err)?;
-            Ok(number(physical.i64().map_err(err)?.iter()))
-        }
+    match (sorted, ints, floats) {
+        (_, Some(ints), _) => Ok(number(ints.iter().copied())),
+        (_, None, Some(floats)) => Ok(number(
+            floats.iter().map(|v| v.map(|v| (v + 0.0).to_bits())),
+        )),
+        (Some(column), None, None) => match column.dtype() {
+            DataType::String => Ok(number(column.str().map_err(err)?.iter())),
+            _ => {
+                let physical = column
+                    .to_physical_repr()
+                    .cast(&DataType::Int64)
+                    .map_err(err)?;
+                Ok(number(physical.i64().map_err(err)?.iter()))
+            }
+        },
+        (None, None, None) => Err("a distinct count has no values to count".to_string()),
     }
 }
 
@@ -489,7 +535,12 @@ impl<'a> KeyIds<'a> {
 
 /// Keys numbered, each key's run of events, the events' times in that order, and the rows to
 /// take into that order (`None`: as they are).
-type Runs<'a> = (KeyIds<'a>, Vec<(usize, usize)>, Vec<i64>, Option<IdxCa>);
+type Runs<'a> = (
+    KeyIds<'a>,
+    Vec<(usize, usize)>,
+    Vec<i64>,
+    Option<Vec<IdxSize>>,
+);
 
 /// When the events come sorted by key and time and have a key and a time each: the runs,
 /// found in one pass that compares neighbours. `None` when they are not in that order.
@@ -527,37 +578,144 @@ fn sorted_runs<'a>(keys: &'a StringChunked, micros: &[Option<i64>]) -> Option<Ru
 
 /// When every key is short: the events scattered into partitions by key (reading them once,
 /// writing to a few hundred places), then each partition numbered and ordered on its own,
-/// in cache. The runs come partition by partition; within one, as `sort_runs` orders them.
-fn partitioned_runs<'a>(keys: &'a StringChunked, micros: &[Option<i64>]) -> Option<Runs<'a>> {
+/// in cache, on up to `threads` threads. The runs come partition by partition; within one, as
+/// `sort_runs` orders them.
+fn partitioned_runs<'a>(
+    keys: &'a StringChunked,
+    micros: &[Option<i64>],
+    threads: usize,
+) -> Option<Runs<'a>> {
     let parts = 1usize << PART_BITS;
-    let mut counts = vec![0usize; parts + 1];
-    for (k, t) in keys.iter().zip(micros) {
-        if let (Some(k), Some(_)) = (k, t) {
-            counts[part_of(pack(k)?) + 1] += 1;
+    // The rows in one range a thread: each range's events counted by partition, then
+    // scattered into its own places, after the earlier ranges' events of each partition, so
+    // rows stay ascending within a partition.
+    let n = micros.len();
+    let per = n.div_ceil(threads.max(1)).max(1);
+    let row_ranges: Vec<std::ops::Range<usize>> =
+        (0..n).step_by(per).map(|s| s..(s + per).min(n)).collect();
+    let range_counts: Vec<Option<Vec<usize>>> = on_threads(row_ranges.iter().collect(), |r| {
+        let mut counts = vec![0usize; parts];
+        let keys = keys.slice(r.start as i64, r.len());
+        for (k, t) in keys.iter().zip(&micros[r.clone()]) {
+            if let (Some(k), Some(_)) = (k, t) {
+                counts[part_of(pack(k)?)] += 1;
+            }
         }
-    }
-    for p in 1..counts.len() {
-        counts[p] += counts[p - 1];
+        Some(counts)
+    });
+    let range_counts: Vec<Vec<usize>> = range_counts.into_iter().collect::<Option<_>>()?;
+    // Where each partition starts; `counts[parts]` is every event with a key and a time.
+    let mut counts = vec![0usize; parts + 1];
+    for p in 0..parts {
+        counts[p + 1] = counts[p] + range_counts.iter().map(|c| c[p]).sum::<usize>();
     }
     // (packed key, time, row), partition by partition, rows ascending within each.
-    let mut next = counts.clone();
-    let mut items = vec![(0u128, 0i64, 0 as IdxSize); counts[parts]];
-    for (i, (k, t)) in keys.iter().zip(micros).enumerate() {
-        if let (Some(k), Some(t)) = (k, t) {
-            let packed = pack(k)?;
-            let p = part_of(packed);
-            items[next[p]] = (packed, *t, i as IdxSize);
-            next[p] += 1;
+    let mut items: Vec<Item> = vec![(0, 0, 0); counts[parts]];
+    {
+        let mut pieces: Vec<Vec<&mut [Item]>> = row_ranges
+            .iter()
+            .map(|_| Vec::with_capacity(parts))
+            .collect();
+        let mut rest = items.as_mut_slice();
+        for p in 0..parts {
+            for (range, counted) in pieces.iter_mut().zip(&range_counts) {
+                let (piece, after) = rest.split_at_mut(counted[p]);
+                range.push(piece);
+                rest = after;
+            }
+        }
+        on_threads(
+            row_ranges.iter().zip(pieces).collect(),
+            |(r, mut pieces)| {
+                let mut next = vec![0usize; parts];
+                let keys = keys.slice(r.start as i64, r.len());
+                for ((k, t), i) in keys.iter().zip(&micros[r.clone()]).zip(r.clone()) {
+                    // Every key packed when counted.
+                    if let (Some(packed), Some(t)) = (k.and_then(pack), t) {
+                        let p = part_of(packed);
+                        pieces[p][next[p]] = (packed, *t, i as IdxSize);
+                        next[p] += 1;
+                    }
+                }
+            },
+        );
+    }
+    // Partitions numbered and ordered on up to `threads` threads, a run of partitions each,
+    // then joined in partition order.
+    let slices: Vec<std::ops::Range<usize>> = {
+        let per = parts.div_ceil(threads.max(1));
+        (0..parts)
+            .step_by(per)
+            .map(|p| p..(p + per).min(parts))
+            .collect()
+    };
+    let ordered: Vec<Ordered> = on_threads(slices, |r| order_partitions(&items, &counts, r));
+    drop(items);
+    let mut key_ids = KeyIds::default();
+    let mut runs: Vec<(usize, usize)> =
+        Vec::with_capacity(ordered.iter().map(|o| o.runs.len()).sum());
+    let mut order: Vec<IdxSize> = Vec::with_capacity(counts[parts]);
+    let mut times: Vec<i64> = Vec::with_capacity(counts[parts]);
+    for o in ordered {
+        let (base, offset) = (runs.len() as u32, order.len());
+        runs.extend(o.runs.iter().map(|&(lo, hi)| (offset + lo, offset + hi)));
+        order.extend_from_slice(&o.order);
+        times.extend_from_slice(&o.times);
+        for mut ids in o.ids {
+            for id in ids.values_mut() {
+                *id += base;
+            }
+            key_ids.parts.push(ids);
         }
     }
-    let mut key_ids = KeyIds::default();
-    let mut runs: Vec<(usize, usize)> = Vec::new();
-    let mut order: Vec<IdxSize> = Vec::with_capacity(items.len());
-    let mut times: Vec<i64> = Vec::with_capacity(items.len());
+    Some((key_ids, runs, times, Some(order)))
+}
+
+/// `work` done on each of `jobs`, a thread each (none when there is one job), the results in
+/// the jobs' order. A job's panic goes on in the caller.
+fn on_threads<J: Send, R: Send>(jobs: Vec<J>, work: impl Fn(J) -> R + Sync) -> Vec<R> {
+    if jobs.len() <= 1 {
+        return jobs.into_iter().map(work).collect();
+    }
+    std::thread::scope(|scope| {
+        let work = &work;
+        let running: Vec<_> = jobs
+            .into_iter()
+            .map(|job| scope.spawn(move || work(job)))
+            .collect();
+        running
+            .into_iter()
+            .map(|t| t.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
+/// An event as partitioned: its packed key, its time and its row.
+type Item = (u128, i64, IdxSize);
+
+/// A run of partitions numbered and ordered: keys numbered from 0 within the run, each key's
+/// events as a span of `order` and `times`.
+struct Ordered {
+    ids: Vec<HashMap<u128, u32, ahash::RandomState>>,
+    runs: Vec<(usize, usize)>,
+    order: Vec<IdxSize>,
+    times: Vec<i64>,
+}
+
+/// Number and order the partitions `which` of `items` (partition `p` is
+/// `items[counts[p]..counts[p + 1]]`): each key's events by time, ties in row order.
+fn order_partitions(items: &[Item], counts: &[usize], which: std::ops::Range<usize>) -> Ordered {
+    let size = counts[which.end] - counts[which.start];
+    let mut out = Ordered {
+        ids: Vec::with_capacity(which.len()),
+        runs: Vec::new(),
+        order: Vec::with_capacity(size),
+        times: Vec::with_capacity(size),
+    };
     let mut local: Vec<u32> = Vec::new();
     let mut starts: Vec<usize> = Vec::new();
     let mut placed: Vec<usize> = Vec::new();
-    for p in 0..parts {
+    for p in which {
         let slice = &items[counts[p]..counts[p + 1]];
         let mut ids: HashMap<u128, u32, ahash::RandomState> = HashMap::default();
         local.clear();
@@ -580,35 +738,30 @@ fn partitioned_runs<'a>(keys: &'a StringChunked, micros: &[Option<i64>]) -> Opti
             placed[fill[id as usize]] = j;
             fill[id as usize] += 1;
         }
-        let base = runs.len() as u32;
-        let offset = order.len();
+        let base = out.runs.len() as u32;
+        let offset = out.order.len();
         for g in 0..ids.len() {
             let run = &mut placed[starts[g]..starts[g + 1]];
             // Stable: events of one time keep their row order, which is ingest order.
             run.sort_by_key(|&j| slice[j].1);
             for &j in run.iter() {
-                order.push(slice[j].2);
-                times.push(slice[j].1);
+                out.order.push(slice[j].2);
+                out.times.push(slice[j].1);
             }
-            runs.push((offset + starts[g], offset + starts[g + 1]));
+            out.runs.push((offset + starts[g], offset + starts[g + 1]));
         }
         for id in ids.values_mut() {
             *id += base;
         }
-        key_ids.parts.push(ids);
+        out.ids.push(ids);
     }
-    Some((
-        key_ids,
-        runs,
-        times,
-        Some(IdxCa::from_vec("take".into(), order)),
-    ))
+    out
 }
 
 /// Number the keys and order the events by (key, time), ties as ingested: a counting sort by
 /// key, then each key's few events by time (a stable sort, so ties keep their order).
-fn sort_runs<'a>(keys: &'a StringChunked, micros: &[Option<i64>]) -> Runs<'a> {
-    if let Some(runs) = partitioned_runs(keys, micros) {
+fn sort_runs<'a>(keys: &'a StringChunked, micros: &[Option<i64>], threads: usize) -> Runs<'a> {
+    if let Some(runs) = partitioned_runs(keys, micros, threads) {
         return runs;
     }
     let mut key_ids = KeyIds::default();
@@ -639,26 +792,62 @@ fn sort_runs<'a>(keys: &'a StringChunked, micros: &[Option<i64>]) -> Runs<'a> {
         order[lo..hi].sort_by_key(|&i| time(i));
     }
     let times: Vec<i64> = order.iter().map(|&i| time(i)).collect();
-    (
-        key_ids,
-        runs,
-        times,
-        Some(IdxCa::from_vec("take".into(), order)),
-    )
+    (key_ids, runs, times, Some(order))
 }
 
-/// One output's values for every label, as they are filled entity by entity.
+/// One output's values for every label in the labels' sorted order, as they are filled
+/// entity by entity.
 enum Filling {
     Ints(Vec<Option<i64>>),
     Floats(Vec<Option<f64>>),
-    /// Positions in the sorted events (first, last), gathered at the end.
+    /// Rows of the events (first, last), taken from the column at the end.
     Positions(Vec<Option<IdxSize>>),
+}
+
+/// One output's values for one slice of labels.
+enum FillingMut<'a> {
+    Ints(&'a mut [Option<i64>]),
+    Floats(&'a mut [Option<f64>]),
+    Positions(&'a mut [Option<IdxSize>]),
+}
+
+impl Filling {
+    /// The values cut into one piece per slice (`slices` are consecutive from 0).
+    fn cut(&mut self, slices: &[std::ops::Range<usize>]) -> Vec<FillingMut<'_>> {
+        fn pieces<'a, T>(
+            mut rest: &'a mut [T],
+            slices: &[std::ops::Range<usize>],
+        ) -> Vec<&'a mut [T]> {
+            let mut pieces = Vec::with_capacity(slices.len());
+            for r in slices {
+                let (piece, after) = rest.split_at_mut(r.len());
+                pieces.push(piece);
+                rest = after;
+            }
+            pieces
+        }
+        match self {
+            Filling::Ints(v) => pieces(v, slices)
+                .into_iter()
+                .map(FillingMut::Ints)
+                .collect(),
+            Filling::Floats(v) => pieces(v, slices)
+                .into_iter()
+                .map(FillingMut::Floats)
+                .collect(),
+            Filling::Positions(v) => pieces(v, slices)
+                .into_iter()
+                .map(FillingMut::Positions)
+                .collect(),
+        }
+    }
 }
 
 /// The values of `outputs` for each (entity, instant) pair, one row per pair in their order:
 /// every event of `events` with its event time at or before the instant and after the
 /// instant less the window. `events` holds the key, the event time and the aggregated
-/// columns; rows without a key or an event time take part in nothing.
+/// columns; rows without a key or an event time take part in nothing. The kernels run on up
+/// to `threads` threads, each over its own entities' labels.
 pub fn evaluate(
     events: &DataFrame,
     key: &str,
@@ -666,6 +855,7 @@ pub fn evaluate(
     outputs: &[Output],
     entities: &StringChunked,
     at: &[i64],
+    threads: usize,
 ) -> Result<DataFrame, String> {
     let err = |e: PolarsError| e.to_string();
     let column = |name: &str| {
@@ -678,7 +868,7 @@ pub fn evaluate(
     let micros = event_micros(column(time)?)?;
     let (key_ids, runs, times, take) = match sorted_runs(&keys, &micros) {
         Some(found) => found,
-        None => sort_runs(&keys, &micros),
+        None => sort_runs(&keys, &micros, threads),
     };
     // Each aggregated column once, in the events' order; `column_of[j]` is output j's.
     let mut names: Vec<&str> = Vec::new();
@@ -688,14 +878,15 @@ pub fn evaluate(
         match names.iter().position(|c| *c == o.column) {
             Some(i) => column_of.push(i),
             None => {
-                let sorted = match &take {
-                    Some(take) => column(&o.column)?.take(take).map_err(err)?,
-                    None => column(&o.column)?.clone(),
-                };
                 let distinct = outputs
                     .iter()
                     .any(|p| p.column == o.column && p.function == Function::CountDistinct);
-                values.push(Values::new(sorted, distinct)?);
+                values.push(Values::new(
+                    column(&o.column)?,
+                    take.as_deref(),
+                    distinct,
+                    threads,
+                )?);
                 names.push(&o.column);
                 column_of.push(values.len() - 1);
             }
@@ -720,26 +911,24 @@ pub fn evaluate(
     // The labels by (entity, instant); those whose entity has no events keep the values of an
     // empty window.
     let n = at.len();
-    let mut labels: Vec<(u32, i64, u32)> = entities
-        .iter()
-        .zip(at)
-        .enumerate()
-        .filter_map(|(i, (e, t))| e.and_then(|e| key_ids.get(e)).map(|id| (id, *t, i as u32)))
-        .collect();
-    labels.sort_unstable();
-
-    let mut filling: Vec<Filling> = outputs
-        .iter()
-        .zip(&column_of)
-        .map(|(o, &c)| match o.function {
-            Function::Count | Function::CountDistinct => Filling::Ints(vec![Some(0); n]),
-            Function::Sum | Function::Min | Function::Max if values[c].ints.is_some() => {
-                Filling::Ints(vec![None; n])
-            }
-            Function::First | Function::Last => Filling::Positions(vec![None; n]),
-            _ => Filling::Floats(vec![None; n]),
-        })
-        .collect();
+    // Looked up and sorted over ranges of rows on the threads, then merged: a stable sort
+    // finds the sorted runs and merges them.
+    let per = n.div_ceil(threads.max(1)).max(1);
+    let row_ranges: Vec<std::ops::Range<usize>> =
+        (0..n).step_by(per).map(|s| s..(s + per).min(n)).collect();
+    let ranges = on_threads(row_ranges, |r| {
+        let entities = entities.slice(r.start as i64, r.len());
+        let mut labels: Vec<(u32, i64, u32)> = entities
+            .iter()
+            .zip(&at[r.clone()])
+            .zip(r)
+            .filter_map(|((e, t), i)| e.and_then(|e| key_ids.get(e)).map(|id| (id, *t, i as u32)))
+            .collect();
+        labels.sort_unstable();
+        labels
+    });
+    let mut labels = ranges.concat();
+    labels.sort();
 
     // Distinct windows, each output's index among them.
     let mut widths: Vec<i64> = Vec::new();
@@ -755,123 +944,287 @@ pub fn evaluate(
             },
         )
         .collect();
-    let mut seen = Vec::new();
-    let mut spans: Vec<Vec<Span>> = Vec::with_capacity(widths.len());
-    let mut totals: Vec<Option<windows::Totals>> = Vec::with_capacity(values.len());
-    let mut queries = Vec::new();
-    let mut g = 0;
-    while g < labels.len() {
-        let id = labels[g].0;
-        let end = g + labels[g..].iter().take_while(|l| l.0 == id).count();
-        let group = &labels[g..end];
-        g = end;
-        let (lo, hi) = runs[id as usize];
-        queries.clear();
-        queries.extend(group.iter().map(|l| l.1));
-        spans.clear();
-        spans.extend(
-            widths
-                .iter()
-                .map(|w| windows::spans(&times[lo..hi], &queries, *w)),
-        );
-        totals.clear();
-        totals.extend(totals_of.iter().zip(&values).map(|(t, v)| {
-            t.map(|squares| {
-                let floats = v.floats.as_deref().unwrap_or(&[]);
-                windows::Totals::new(&floats[lo..hi], squares)
-            })
-        }));
-        for (j, (o, fill)) in outputs.iter().zip(filling.iter_mut()).enumerate() {
-            let v = &values[column_of[j]];
-            let prefix = totals[column_of[j]].as_ref();
-            let s = &spans[window_of[j]];
-            let floats = || v.floats.as_deref().map(|f| &f[lo..hi]).unwrap_or(&[]);
-            let ints = || v.ints.as_deref().map(|f| &f[lo..hi]).unwrap_or(&[]);
-            let present = &v.present[lo..hi];
-            match (o.function, fill) {
-                (Function::Count, Filling::Ints(out)) => {
-                    let counts = match prefix {
-                        Some(t) => t.count(s),
-                        None => windows::count(present, s),
-                    };
-                    scatter(out, group, counts.into_iter().map(Some))
-                }
-                (Function::CountDistinct, Filling::Ints(out)) => {
-                    let ids = v.ids.as_deref().map(|f| &f[lo..hi]).unwrap_or(&[]);
-                    let counts = windows::count_distinct(ids, s, &mut seen);
-                    scatter(out, group, counts.into_iter().map(Some))
-                }
-                (Function::Sum, Filling::Ints(out)) => {
-                    scatter(out, group, windows::sum_int(ints(), s))
-                }
-                (Function::Min, Filling::Ints(out)) => {
-                    scatter(out, group, windows::extreme(ints(), s, false))
-                }
-                (Function::Max, Filling::Ints(out)) => {
-                    scatter(out, group, windows::extreme(ints(), s, true))
-                }
-                (Function::Sum, Filling::Floats(out)) => match prefix {
-                    Some(t) => scatter(out, group, t.sum(s)),
-                    None => scatter(out, group, windows::sum(floats(), s)),
-                },
-                (Function::Min, Filling::Floats(out)) => {
-                    scatter(out, group, windows::extreme(floats(), s, false))
-                }
-                (Function::Max, Filling::Floats(out)) => {
-                    scatter(out, group, windows::extreme(floats(), s, true))
-                }
-                (Function::Mean, Filling::Floats(out)) => match prefix {
-                    Some(t) => scatter(out, group, t.mean(s)),
-                    None => scatter(out, group, windows::mean(floats(), s)),
-                },
-                (Function::Stddev, Filling::Floats(out)) => match prefix {
-                    Some(t) => scatter(out, group, t.stddev(floats(), s)),
-                    None => scatter(out, group, windows::stddev(floats(), s)),
-                },
-                (Function::Percentile(q), Filling::Floats(out)) => {
-                    scatter(out, group, windows::percentile(floats(), s, q))
-                }
-                (Function::First, Filling::Positions(out)) => {
-                    let at = windows::first(present, s).into_iter();
-                    scatter(out, group, at.map(|p| p.map(|p| (lo + p) as IdxSize)))
-                }
-                (Function::Last, Filling::Positions(out)) => {
-                    let at = windows::last(present, s).into_iter();
-                    scatter(out, group, at.map(|p| p.map(|p| (lo + p) as IdxSize)))
-                }
-                _ => return Err(format!("{} cannot be evaluated", o.name)),
+    let kernels = Kernels {
+        outputs,
+        values: &values,
+        column_of: &column_of,
+        totals_of: &totals_of,
+        widths: &widths,
+        window_of: &window_of,
+        runs: &runs,
+        times: &times,
+        order: take.as_deref(),
+    };
+    // The label groups split into one slice a thread, at entity boundaries; each thread fills
+    // its slice's part of every output, in the labels' sorted order.
+    let slices = split_at_groups(&labels, threads);
+    let mut sorted: Vec<Filling> = kernels.empty(labels.len());
+    let mut parts: Vec<Vec<FillingMut>> = slices.iter().map(|_| Vec::new()).collect();
+    for output in sorted.iter_mut() {
+        for (part, piece) in parts.iter_mut().zip(output.cut(&slices)) {
+            part.push(piece);
+        }
+    }
+    let jobs: Vec<_> = slices.iter().zip(parts).collect();
+    on_threads(jobs, |(r, mut part)| {
+        kernels.fill(&labels[r.clone()], &mut part)
+    })
+    .into_iter()
+    .collect::<Result<(), String>>()?;
+
+    // Row order: each row's place among the sorted labels (none when its entity has no
+    // events), gathered over ranges of rows on the same threads.
+    let mut place_of = vec![u32::MAX; n];
+    for (k, label) in labels.iter().enumerate() {
+        place_of[label.2 as usize] = k as u32;
+    }
+    let per = n.div_ceil(threads.max(1)).max(1);
+    let mut row_ranges: Vec<&[u32]> = place_of.chunks(per).collect();
+    if row_ranges.is_empty() {
+        // No rows: still one (empty) range, so every output keeps its type.
+        row_ranges.push(&[]);
+    }
+    let gathered: Vec<Vec<Gathered>> =
+        on_threads(row_ranges, |rows| gather_rows(outputs, &sorted, rows));
+    drop(sorted);
+    let mut by_output: Vec<Option<Gathered>> = (0..outputs.len()).map(|_| None).collect();
+    for range in gathered {
+        for (whole, part) in by_output.iter_mut().zip(range) {
+            match whole {
+                None => *whole = Some(part),
+                Some(w) => w.append(part).map_err(err)?,
             }
         }
     }
-
     let mut columns = Vec::with_capacity(outputs.len());
-    for (j, (o, fill)) in outputs.iter().zip(filling).enumerate() {
+    for (j, (o, whole)) in outputs.iter().zip(by_output).enumerate() {
         let name: PlSmallStr = o.name.as_str().into();
-        columns.push(match fill {
-            Filling::Ints(v) => Column::new(name, v),
-            Filling::Floats(v) => Column::new(name, v),
-            Filling::Positions(v) => {
-                let at = IdxCa::from_iter_options("at".into(), v.into_iter());
-                values[column_of[j]]
-                    .column
-                    .take(&at)
-                    .map_err(err)?
-                    .with_name(name)
-            }
+        columns.push(match whole {
+            Some(Gathered::Ints(v)) => v.with_name(name).into_column(),
+            Some(Gathered::Floats(v)) => v.with_name(name).into_column(),
+            Some(Gathered::Positions(at)) => values[column_of[j]]
+                .column
+                .take(&at)
+                .map_err(err)?
+                .with_name(name),
+            None => Column::full_null(name, n, &DataType::Float64),
         });
     }
     DataFrame::new(n, columns).map_err(err)
 }
 
-/// Each group label's value into its row.
-fn scatter<T>(
-    out: &mut [Option<T>],
-    group: &[(u32, i64, u32)],
-    values: impl IntoIterator<Item = Option<T>>,
-) {
-    for (label, v) in group.iter().zip(values) {
-        out[label.2 as usize] = v;
+/// What every slice of labels is evaluated with: the events in (key, time) order and each
+/// output's column, prefix totals and window.
+struct Kernels<'a> {
+    outputs: &'a [Output],
+    values: &'a [Values],
+    column_of: &'a [usize],
+    /// Per column: whether its outputs share prefix totals, and whether with squares.
+    totals_of: &'a [Option<bool>],
+    widths: &'a [i64],
+    window_of: &'a [usize],
+    runs: &'a [(usize, usize)],
+    times: &'a [i64],
+    /// The events' rows in sorted order (`None`: already sorted).
+    order: Option<&'a [IdxSize]>,
+}
+
+impl Kernels<'_> {
+    /// The events' row of sorted position `i`.
+    fn row(&self, i: usize) -> IdxSize {
+        self.order.map_or(i as IdxSize, |o| o[i])
     }
+
+    /// Every output's values for `n` labels, to be filled.
+    fn empty(&self, n: usize) -> Vec<Filling> {
+        self.outputs
+            .iter()
+            .zip(self.column_of)
+            .map(|(o, &c)| match o.function {
+                Function::Count | Function::CountDistinct => Filling::Ints(vec![Some(0); n]),
+                Function::Sum | Function::Min | Function::Max if self.values[c].ints.is_some() => {
+                    Filling::Ints(vec![None; n])
+                }
+                Function::First | Function::Last => Filling::Positions(vec![None; n]),
+                _ => Filling::Floats(vec![None; n]),
+            })
+            .collect()
+    }
+
+    /// Every output's values for `labels` (whole entity groups, sorted by entity and
+    /// instant), into `filling` (one piece an output, as long as `labels`), in that order.
+    fn fill(
+        &self,
+        labels: &[(u32, i64, u32)],
+        filling: &mut [FillingMut<'_>],
+    ) -> Result<(), String> {
+        let (outputs, values, column_of) = (self.outputs, self.values, self.column_of);
+        let mut seen = Vec::new();
+        let mut spans: Vec<Vec<Span>> = Vec::with_capacity(self.widths.len());
+        let mut totals: Vec<Option<windows::Totals>> = Vec::with_capacity(values.len());
+        let mut queries = Vec::new();
+        let mut g = 0;
+        while g < labels.len() {
+            let id = labels[g].0;
+            let end = g + labels[g..].iter().take_while(|l| l.0 == id).count();
+            let at = g;
+            g = end;
+            let (lo, hi) = self.runs[id as usize];
+            let times = &self.times[lo..hi];
+            queries.clear();
+            queries.extend(labels[at..end].iter().map(|l| l.1));
+            spans.clear();
+            spans.extend(
+                self.widths
+                    .iter()
+                    .map(|w| windows::spans(times, &queries, *w)),
+            );
+            totals.clear();
+            totals.extend(self.totals_of.iter().zip(values).map(|(t, v)| {
+                t.map(|squares| {
+                    let floats = v.floats.as_deref().unwrap_or(&[]);
+                    windows::Totals::new(&floats[lo..hi], squares)
+                })
+            }));
+            for (j, (o, fill)) in outputs.iter().zip(filling.iter_mut()).enumerate() {
+                let v = &values[column_of[j]];
+                let prefix = totals[column_of[j]].as_ref();
+                let s = &spans[self.window_of[j]];
+                let floats = || v.floats.as_deref().map(|f| &f[lo..hi]).unwrap_or(&[]);
+                let ints = || v.ints.as_deref().map(|f| &f[lo..hi]).unwrap_or(&[]);
+                let present = &v.present[lo..hi];
+                match (o.function, fill) {
+                    (Function::Count, FillingMut::Ints(out)) => {
+                        let counts = match prefix {
+                            Some(t) => t.count(s),
+                            None => windows::count(present, s),
+                        };
+                        place(out, at, counts.into_iter().map(Some))
+                    }
+                    (Function::CountDistinct, FillingMut::Ints(out)) => {
+                        let ids = v.ids.as_deref().map(|f| &f[lo..hi]).unwrap_or(&[]);
+                        let counts = windows::count_distinct(ids, s, &mut seen);
+                        place(out, at, counts.into_iter().map(Some))
+                    }
+                    (Function::Sum, FillingMut::Ints(out)) => {
+                        place(out, at, windows::sum_int(ints(), s))
+                    }
+                    (Function::Min, FillingMut::Ints(out)) => {
+                        place(out, at, windows::extreme(ints(), s, false))
+                    }
+                    (Function::Max, FillingMut::Ints(out)) => {
+                        place(out, at, windows::extreme(ints(), s, true))
+                    }
+                    (Function::Sum, FillingMut::Floats(out)) => match prefix {
+                        Some(t) => place(out, at, t.sum(s)),
+                        None => place(out, at, windows::sum(floats(), s)),
+                    },
+                    (Function::Min, FillingMut::Floats(out)) => {
+                        place(out, at, windows::extreme(floats(), s, false))
+                    }
+                    (Function::Max, FillingMut::Floats(out)) => {
+                        place(out, at, windows::extreme(floats(), s, true))
+                    }
+                    (Function::Mean, FillingMut::Floats(out)) => match prefix {
+                        Some(t) => place(out, at, t.mean(s)),
+                        None => place(out, at, windows::mean(floats(), s)),
+                    },
+                    (Function::Stddev, FillingMut::Floats(out)) => match prefix {
+                        Some(t) => place(out, at, t.stddev(floats(), s)),
+                        None => place(out, at, windows::stddev(floats(), s)),
+                    },
+                    (Function::Percentile(q), FillingMut::Floats(out)) => {
+                        place(out, at, windows::percentile(floats(), s, q))
+                    }
+                    (Function::First, FillingMut::Positions(out)) => {
+                        let first = windows::first(present, s).into_iter();
+                        place(out, at, first.map(|p| p.map(|p| self.row(lo + p))))
+                    }
+                    (Function::Last, FillingMut::Positions(out)) => {
+                        let last = windows::last(present, s).into_iter();
+                        place(out, at, last.map(|p| p.map(|p| self.row(lo + p))))
+                    }
+                    _ => return Err(format!("{} cannot be evaluated", o.name)),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A group's values into their places, from `at` on.
+fn place<T>(out: &mut [Option<T>], at: usize, values: impl IntoIterator<Item = Option<T>>) {
+    for (slot, v) in out[at..].iter_mut().zip(values) {
+        *slot = v;
+    }
+}
+
+/// `labels` (sorted by entity) cut into at most `parts` ranges of about equal length, each
+/// ending where an entity's labels end; always at least one range.
+fn split_at_groups(labels: &[(u32, i64, u32)], parts: usize) -> Vec<std::ops::Range<usize>> {
+    let target = labels.len().div_ceil(parts.max(1)).max(1);
+    let mut ranges = Vec::new();
+    let mut start = 0;
+    while start < labels.len() {
+        let mut end = (start + target).min(labels.len());
+        while end < labels.len() && labels[end].0 == labels[end - 1].0 {
+            end += 1;
+        }
+        ranges.push(start..end);
+        start = end;
+    }
+    if ranges.is_empty() {
+        ranges.push(0..0);
+    }
+    ranges
+}
+
+/// One output's values for a range of rows, in row order.
+enum Gathered {
+    Ints(Int64Chunked),
+    Floats(Float64Chunked),
+    /// Rows of the events, taken from the column once all ranges are joined.
+    Positions(IdxCa),
+}
+
+impl Gathered {
+    fn append(&mut self, next: Gathered) -> PolarsResult<()> {
+        match (self, next) {
+            (Gathered::Ints(a), Gathered::Ints(b)) => a.append_owned(b),
+            (Gathered::Floats(a), Gathered::Floats(b)) => a.append_owned(b),
+            (Gathered::Positions(a), Gathered::Positions(b)) => a.append_owned(b),
+            _ => Err(PolarsError::ComputeError(
+                "an output was filled as two kinds".into(),
+            )),
+        }
+    }
+}
+
+/// Every output's values for the rows whose places among the sorted labels are `rows`
+/// (`u32::MAX`: the entity has no events, an empty window's value).
+fn gather_rows(outputs: &[Output], sorted: &[Filling], rows: &[u32]) -> Vec<Gathered> {
+    fn at<T: Copy>(values: &[Option<T>], rows: &[u32]) -> Vec<Option<T>> {
+        rows.iter()
+            .map(|&k| values.get(k as usize).copied().flatten())
+            .collect()
+    }
+    outputs
+        .iter()
+        .zip(sorted)
+        .map(|(o, f)| match f {
+            Filling::Ints(v) => {
+                let empty =
+                    matches!(o.function, Function::Count | Function::CountDistinct).then_some(0);
+                let values: Vec<Option<i64>> = rows
+                    .iter()
+                    .map(|&k| v.get(k as usize).copied().unwrap_or(empty))
+                    .collect();
+                Gathered::Ints(Int64Chunked::new("".into(), values))
+            }
+            Filling::Floats(v) => Gathered::Floats(Float64Chunked::new("".into(), at(v, rows))),
+            Filling::Positions(v) => Gathered::Positions(IdxCa::new("at".into(), at(v, rows))),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -960,6 +1313,60 @@ mod tests {
         assert!(parse_window("366d").is_ok() && parse_window("52w").is_ok());
     }
 
+    #[test]
+    fn labels_are_split_into_slices_that_never_cut_an_entitys_labels() {
+        let labels: Vec<(u32, i64, u32)> = [0, 0, 0, 1, 2, 2, 2, 2, 3, 4]
+            .iter()
+            .enumerate()
+            .map(|(i, &e)| (e, i as i64, i as u32))
+            .collect();
+        for parts in 1..=12 {
+            let slices = split_at_groups(&labels, parts);
+            assert!(slices.len() <= parts, "{parts}: {slices:?}");
+            assert_eq!(slices.first().map(|r| r.start), Some(0));
+            assert_eq!(slices.last().map(|r| r.end), Some(labels.len()));
+            for pair in slices.windows(2) {
+                assert_eq!(pair[0].end, pair[1].start, "{parts}: {slices:?}");
+                assert_ne!(labels[pair[0].end - 1].0, labels[pair[1].start].0);
+            }
+        }
+        assert_eq!(split_at_groups(&labels, 2), [0..8, 8..10]);
+        assert_eq!(split_at_groups(&[], 4).len(), 1);
+        assert!(split_at_groups(&[], 4)[0].is_empty());
+    }
+
+    #[test]
+    fn no_labels_still_answer_every_output_with_its_type() {
+        let ts = Int64Chunked::from_vec("ts".into(), vec![3, 1, 2])
+            .into_datetime(TimeUnit::Microseconds, None)
+            .into_column();
+        let events = DataFrame::new(
+            3,
+            vec![
+                Column::new("user_id".into(), ["a", "b", "a"]),
+                ts,
+                Column::new("qty".into(), [Some(1i64), None, Some(4)]),
+            ],
+        )
+        .unwrap();
+        let w = vec!["1d".to_string()];
+        let mut outputs = one("qty", "count", None, &w).unwrap();
+        outputs.extend(one("qty", "mean", None, &w).unwrap());
+        let none = StringChunked::from_iter_values("entity_id".into(), std::iter::empty::<&str>());
+        for threads in [1, 2] {
+            let got = evaluate(&events, "user_id", "ts", &outputs, &none, &[], threads).unwrap();
+            assert_eq!(got.height(), 0);
+            assert_eq!(
+                got.column("qty_count_1d").unwrap().dtype(),
+                &DataType::Int64
+            );
+            assert_eq!(
+                got.column("qty_mean_1d").unwrap().dtype(),
+                &DataType::Float64
+            );
+        }
+    }
+
     /// Events of a few users with ties, nulls and NaN; labels at event times and between.
     #[test]
     fn evaluation_equals_brute_force_for_every_function_with_ties_nulls_and_unknown_entities() {
@@ -1038,9 +1445,18 @@ mod tests {
             "entity_id".into(),
             entities.iter().map(String::as_str),
         );
-        let got = evaluate(&events, "user_id", "ts", &outputs, &entity_ca, &at)
+        let got = evaluate(&events, "user_id", "ts", &outputs, &entity_ca, &at, 1)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(got.height(), labels);
+        // Split across threads by entity: the same answers, whatever the number of slices.
+        for threads in [2, 3, 7, 64] {
+            let split = evaluate(&events, "user_id", "ts", &outputs, &entity_ca, &at, threads)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                split.equals_missing(&got),
+                "{threads} threads: {split} {got}"
+            );
+        }
         // Events that come sorted by key and time take the one-pass path; same answers.
         let sorted = events
             .clone()
@@ -1055,7 +1471,7 @@ mod tests {
         let keys = sorted.column("user_id").unwrap().str().unwrap().clone();
         let micros = event_micros(sorted.column("ts").unwrap()).unwrap();
         assert!(sorted_runs(&keys, &micros).is_some());
-        let again = evaluate(&sorted, "user_id", "ts", &outputs, &entity_ca, &at).unwrap();
+        let again = evaluate(&sorted, "user_id", "ts", &outputs, &entity_ca, &at, 2).unwrap();
         assert!(again.equals_missing(&got), "{again} {got}");
         // Keys too long to pack take the path that compares text; same answers.
         let long = |u: &str| format!("{u}-with-a-name-longer-than-fifteen-bytes");
@@ -1069,8 +1485,8 @@ mod tests {
             StringChunked::from_iter_values("entity_id".into(), entities.iter().map(|e| long(e)));
         let keys = renamed.column("user_id").unwrap().str().unwrap().clone();
         let micros = event_micros(renamed.column("ts").unwrap()).unwrap();
-        assert!(partitioned_runs(&keys, &micros).is_none());
-        let again = evaluate(&renamed, "user_id", "ts", &outputs, &long_entities, &at).unwrap();
+        assert!(partitioned_runs(&keys, &micros, 2).is_none());
+        let again = evaluate(&renamed, "user_id", "ts", &outputs, &long_entities, &at, 2).unwrap();
         assert!(again.equals_missing(&got), "{again} {got}");
 
         for o in &outputs {

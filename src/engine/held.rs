@@ -605,7 +605,7 @@ mod tests {
             let entities: Vec<String> = (0..13).map(|u| format!("u{u}")).collect();
             let labels =
                 StringChunked::from_iter_values("e".into(), entities.iter().map(String::as_str));
-            let offline = evaluate(&all, "user_id", "ts", &outputs, &labels, &[t; 13]).unwrap();
+            let offline = evaluate(&all, "user_id", "ts", &outputs, &labels, &[t; 13], 1).unwrap();
             let cells: Vec<(String, Vec<String>)> = offline
                 .columns()
                 .iter()

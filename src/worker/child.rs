@@ -530,8 +530,19 @@ fn aggregated_values(
         &source.outputs,
         &ids,
         &rows.micros,
+        threads(),
     )
     .map_err(|e| (FailureKind::Input, e))
+}
+
+/// This worker's share of cores: what the pool set `POLARS_MAX_THREADS` to, so the window
+/// kernels use as many threads as polars does.
+fn threads() -> usize {
+    std::env::var("POLARS_MAX_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// The events of `source`'s files that `within` and the filter keep: the key, the event time
