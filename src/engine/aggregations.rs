@@ -1060,8 +1060,13 @@ impl Kernels<'_> {
     ) -> Result<(), String> {
         let (outputs, values, column_of) = (self.outputs, self.values, self.column_of);
         let mut seen = Vec::new();
-        let mut spans: Vec<Vec<Span>> = Vec::with_capacity(self.widths.len());
-        let mut totals: Vec<Option<windows::Totals>> = Vec::with_capacity(values.len());
+        // Buffers reused from one entity to the next.
+        let mut spans: Vec<Vec<Span>> = vec![Vec::new(); self.widths.len()];
+        let mut totals: Vec<Option<windows::Totals>> = self
+            .totals_of
+            .iter()
+            .map(|t| t.map(|squares| windows::Totals::new(&[], squares)))
+            .collect();
         let mut queries = Vec::new();
         let mut g = 0;
         while g < labels.len() {
@@ -1073,19 +1078,15 @@ impl Kernels<'_> {
             let times = &self.times[lo..hi];
             queries.clear();
             queries.extend(labels[at..end].iter().map(|l| l.1));
-            spans.clear();
-            spans.extend(
-                self.widths
-                    .iter()
-                    .map(|w| windows::spans(times, &queries, *w)),
-            );
-            totals.clear();
-            totals.extend(self.totals_of.iter().zip(values).map(|(t, v)| {
-                t.map(|squares| {
+            for (buffer, width) in spans.iter_mut().zip(self.widths) {
+                windows::spans_into(times, &queries, *width, buffer);
+            }
+            for ((buffer, squares), v) in totals.iter_mut().zip(self.totals_of).zip(values) {
+                if let (Some(buffer), Some(squares)) = (buffer, squares) {
                     let floats = v.floats.as_deref().unwrap_or(&[]);
-                    windows::Totals::new(&floats[lo..hi], squares)
-                })
-            }));
+                    buffer.refill(&floats[lo..hi], *squares);
+                }
+            }
             for (j, (o, fill)) in outputs.iter().zip(filling.iter_mut()).enumerate() {
                 let v = &values[column_of[j]];
                 let prefix = totals[column_of[j]].as_ref();
@@ -1094,13 +1095,10 @@ impl Kernels<'_> {
                 let ints = || v.ints.as_deref().map(|f| &f[lo..hi]).unwrap_or(&[]);
                 let present = &v.present[lo..hi];
                 match (o.function, fill) {
-                    (Function::Count, FillingMut::Ints(out)) => {
-                        let counts = match prefix {
-                            Some(t) => t.count(s),
-                            None => windows::count(present, s),
-                        };
-                        place(out, at, counts.into_iter().map(Some))
-                    }
+                    (Function::Count, FillingMut::Ints(out)) => match prefix {
+                        Some(t) => place(out, at, t.count(s).map(Some)),
+                        None => place(out, at, windows::count(present, s).into_iter().map(Some)),
+                    },
                     (Function::CountDistinct, FillingMut::Ints(out)) => {
                         let ids = v.ids.as_deref().map(|f| &f[lo..hi]).unwrap_or(&[]);
                         let counts = windows::count_distinct(ids, s, &mut seen);

@@ -31,21 +31,27 @@ pub struct Span {
 /// The window `(q − width, q]` of each query as a span of `times` (both sorted ascending):
 /// an event at exactly `q` is in, one at exactly `q − width` is out.
 pub fn spans(times: &[i64], queries: &[i64], width: i64) -> Vec<Span> {
+    let mut out = Vec::with_capacity(queries.len());
+    spans_into(times, queries, width, &mut out);
+    out
+}
+
+/// [`spans`] into `out` (cleared first), so a caller going over many entities reuses one
+/// buffer.
+pub fn spans_into(times: &[i64], queries: &[i64], width: i64, out: &mut Vec<Span>) {
     debug_assert!(queries.windows(2).all(|w| w[0] <= w[1]));
     let (mut lo, mut hi) = (0, 0);
-    queries
-        .iter()
-        .map(|&q| {
-            let start = q.saturating_sub(width);
-            while hi < times.len() && times[hi] <= q {
-                hi += 1;
-            }
-            while lo < hi && times[lo] <= start {
-                lo += 1;
-            }
-            Span { lo, hi }
-        })
-        .collect()
+    out.clear();
+    out.extend(queries.iter().map(|&q| {
+        let start = q.saturating_sub(width);
+        while hi < times.len() && times[hi] <= q {
+            hi += 1;
+        }
+        while lo < hi && times[lo] <= start {
+            lo += 1;
+        }
+        Span { lo, hi }
+    }));
 }
 
 /// Non-null values in each window.
@@ -98,30 +104,41 @@ pub struct Totals {
 
 impl Totals {
     pub fn new(values: &[Option<f64>], squares: bool) -> Self {
-        let counts = prefix_counts(values);
-        let mut sums = Vec::with_capacity(values.len() + 1);
-        let mut sq = Vec::with_capacity(if squares { values.len() + 1 } else { 0 });
-        let (mut s, mut s2) = (Dd::ZERO, Dd::ZERO);
+        let mut totals = Totals {
+            counts: Vec::with_capacity(values.len() + 1),
+            sums: Vec::with_capacity(values.len() + 1),
+            squares: Vec::with_capacity(if squares { values.len() + 1 } else { 0 }),
+        };
+        totals.refill(values, squares);
+        totals
+    }
+
+    /// The totals of other values, in the buffers these hold (a caller going over many
+    /// entities allocates once).
+    pub fn refill(&mut self, values: &[Option<f64>], squares: bool) {
+        let (counts, sums, sq) = (&mut self.counts, &mut self.sums, &mut self.squares);
+        counts.clear();
+        sums.clear();
+        sq.clear();
+        let (mut n, mut s, mut s2) = (0u32, Dd::ZERO, Dd::ZERO);
+        counts.push(n);
         sums.push(s);
         if squares {
             sq.push(s2);
         }
         for v in values {
             if let Some(x) = *v {
+                n += 1;
                 s = s.add(Dd::from(x));
                 if squares {
                     s2 = s2.add(Dd::product(x, x));
                 }
             }
+            counts.push(n);
             sums.push(s);
             if squares {
                 sq.push(s2);
             }
-        }
-        Totals {
-            counts,
-            sums,
-            squares: sq,
         }
     }
 
@@ -134,27 +151,23 @@ impl Totals {
     }
 
     /// Non-null values in each window.
-    pub fn count(&self, spans: &[Span]) -> Vec<i64> {
-        spans.iter().map(|s| i64::from(self.n(s))).collect()
+    pub fn count<'a>(&'a self, spans: &'a [Span]) -> impl Iterator<Item = i64> + 'a {
+        spans.iter().map(|s| i64::from(self.n(s)))
     }
 
     /// Sums; null on an empty window.
-    pub fn sum(&self, spans: &[Span]) -> Vec<Option<f64>> {
+    pub fn sum<'a>(&'a self, spans: &'a [Span]) -> impl Iterator<Item = Option<f64>> + 'a {
         spans
             .iter()
             .map(|s| (self.n(s) > 0).then(|| self.total(s).value()))
-            .collect()
     }
 
     /// Means; null on an empty window.
-    pub fn mean(&self, spans: &[Span]) -> Vec<Option<f64>> {
-        spans
-            .iter()
-            .map(|s| {
-                let n = self.n(s);
-                (n > 0).then(|| self.total(s).div_f64(f64::from(n)).value())
-            })
-            .collect()
+    pub fn mean<'a>(&'a self, spans: &'a [Span]) -> impl Iterator<Item = Option<f64>> + 'a {
+        spans.iter().map(|s| {
+            let n = self.n(s);
+            (n > 0).then(|| self.total(s).div_f64(f64::from(n)).value())
+        })
     }
 
     /// Sample standard deviations (n − 1); null below two values. Needs the totals built
@@ -187,12 +200,12 @@ impl Totals {
 
 /// Sums of floats; null on an empty window.
 pub fn sum(values: &[Option<f64>], spans: &[Span]) -> Vec<Option<f64>> {
-    Totals::new(values, false).sum(spans)
+    Totals::new(values, false).sum(spans).collect()
 }
 
 /// Means; null on an empty window.
 pub fn mean(values: &[Option<f64>], spans: &[Span]) -> Vec<Option<f64>> {
-    Totals::new(values, false).mean(spans)
+    Totals::new(values, false).mean(spans).collect()
 }
 
 /// Sample standard deviations (n − 1); null below two values.
