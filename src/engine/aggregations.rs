@@ -370,6 +370,9 @@ impl Values {
         let n = order.map_or(column.len(), <[IdxSize]>::len);
         let row = |i: usize| order.map_or(i, |o| o[i] as usize);
         let (ints, floats) = match column.dtype() {
+            // An empty column may hold no chunk, which a buffer cannot be read from.
+            DataType::Int64 if column.is_empty() => (Some(Vec::new()), Some(Vec::new())),
+            DataType::Float64 if column.is_empty() => (None, Some(Vec::new())),
             DataType::Int64 => {
                 let ca = column.i64().map_err(err)?.rechunk();
                 let arr = ca.downcast_as_array();
@@ -870,7 +873,8 @@ pub fn evaluate(
         Some(found) => found,
         None => sort_runs(&keys, &micros, threads),
     };
-    // Each aggregated column once, in the events' order; `column_of[j]` is output j's.
+    // Each aggregated column once, read into the events' sorted order; `column_of[j]` is
+    // output j's.
     let mut names: Vec<&str> = Vec::new();
     let mut values: Vec<Values> = Vec::new();
     let mut column_of = Vec::with_capacity(outputs.len());
@@ -908,11 +912,11 @@ pub fn evaluate(
         })
         .collect();
 
-    // The labels by (entity, instant); those whose entity has no events keep the values of an
-    // empty window.
+    // The labels by (entity, instant), looked up and sorted over ranges of rows on the
+    // threads, then merged (a stable sort finds the sorted runs and merges them). A label
+    // whose entity has no events is left out here; its row gets an empty window's values when
+    // the answers are put in row order.
     let n = at.len();
-    // Looked up and sorted over ranges of rows on the threads, then merged: a stable sort
-    // finds the sorted runs and merges them.
     let per = n.div_ceil(threads.max(1)).max(1);
     let row_ranges: Vec<std::ops::Range<usize>> =
         (0..n).step_by(per).map(|s| s..(s + per).min(n)).collect();
@@ -927,7 +931,8 @@ pub fn evaluate(
         labels.sort_unstable();
         labels
     });
-    let mut labels = ranges.concat();
+    // Moved, not copied: each range's vector is freed as it is read.
+    let mut labels: Vec<(u32, i64, u32)> = ranges.into_iter().flatten().collect();
     labels.sort();
 
     // Distinct windows, each output's index among them.
@@ -973,7 +978,7 @@ pub fn evaluate(
     .collect::<Result<(), String>>()?;
 
     // Row order: each row's place among the sorted labels (none when its entity has no
-    // events), gathered over ranges of rows on the same threads.
+    // events), gathered over ranges of rows on as many threads.
     let mut place_of = vec![u32::MAX; n];
     for (k, label) in labels.iter().enumerate() {
         place_of[label.2 as usize] = k as u32;
@@ -987,6 +992,7 @@ pub fn evaluate(
     let gathered: Vec<Vec<Gathered>> =
         on_threads(row_ranges, |rows| gather_rows(outputs, &sorted, rows));
     drop(sorted);
+    drop(place_of);
     let mut by_output: Vec<Option<Gathered>> = (0..outputs.len()).map(|_| None).collect();
     for range in gathered {
         for (whole, part) in by_output.iter_mut().zip(range) {
@@ -1007,14 +1013,15 @@ pub fn evaluate(
                 .take(&at)
                 .map_err(err)?
                 .with_name(name),
-            None => Column::full_null(name, n, &DataType::Float64),
+            // There is always at least one range of rows, even for no rows.
+            None => return Err(format!("{} was not evaluated", o.name)),
         });
     }
     DataFrame::new(n, columns).map_err(err)
 }
 
 /// What every slice of labels is evaluated with: the events in (key, time) order and each
-/// output's column, prefix totals and window.
+/// output's column, window, and whether its column's prefix totals are shared.
 struct Kernels<'a> {
     outputs: &'a [Output],
     values: &'a [Values],
@@ -1425,6 +1432,8 @@ mod tests {
             ("qty", "sum", None),
             ("qty", "max", None),
             ("qty", "count_distinct", None),
+            ("qty", "first", None),
+            ("qty", "last", None),
             ("merchant", "count_distinct", None),
             ("merchant", "last", None),
             ("merchant", "count", None),
@@ -1454,6 +1463,34 @@ mod tests {
                 split.equals_missing(&got),
                 "{threads} threads: {split} {got}"
             );
+        }
+        // Columns in several chunks (as a scan gives them) are read the same.
+        let mut chunked = events.slice(0, rows / 3);
+        chunked
+            .vstack_mut(&events.slice((rows / 3) as i64, rows))
+            .unwrap();
+        assert!(chunked.column("amount").unwrap().n_chunks() > 1);
+        let again = evaluate(&chunked, "user_id", "ts", &outputs, &entity_ca, &at, 2).unwrap();
+        assert!(again.equals_missing(&got), "{again} {got}");
+        // A label without an entity gets an empty window's values; the others are unchanged.
+        let some_missing = StringChunked::from_iter_options(
+            "entity_id".into(),
+            entities
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (i % 5 != 0).then_some(e.as_str())),
+        );
+        let again = evaluate(&events, "user_id", "ts", &outputs, &some_missing, &at, 2).unwrap();
+        for o in &outputs {
+            let (a, g) = (again.column(&o.name).unwrap(), got.column(&o.name).unwrap());
+            for l in 0..labels {
+                let expected = match (l % 5, o.function) {
+                    (0, Function::Count | Function::CountDistinct) => AnyValue::Int64(0),
+                    (0, _) => AnyValue::Null,
+                    _ => g.get(l).unwrap(),
+                };
+                assert_eq!(a.get(l).unwrap(), expected, "{} at {l}", o.name);
+            }
         }
         // Events that come sorted by key and time take the one-pass path; same answers.
         let sorted = events
@@ -1547,6 +1584,8 @@ mod tests {
                         let expected = match f {
                             Function::Sum => (!ints.is_empty()).then(|| ints.iter().sum::<i64>()),
                             Function::Max => ints.iter().copied().max(),
+                            Function::First => ints.first().copied(),
+                            Function::Last => ints.last().copied(),
                             _ => {
                                 let mut d = ints.clone();
                                 d.sort_unstable();
