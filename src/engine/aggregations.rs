@@ -428,10 +428,8 @@ impl Values {
 /// `item(i)` for `i` in `0..n`, computed over ranges of `i` on up to `threads` threads and
 /// joined in order.
 fn on_ranges<T: Send + Copy>(n: usize, threads: usize, item: impl Fn(usize) -> T + Sync) -> Vec<T> {
-    let per = n.div_ceil(threads.max(1)).max(1);
-    let ranges: Vec<std::ops::Range<usize>> =
-        (0..n).step_by(per).map(|s| s..(s + per).min(n)).collect();
-    let mut parts = on_threads(ranges, |r| r.map(&item).collect::<Vec<T>>()).into_iter();
+    let mut parts =
+        on_threads(ranges(n, threads), |r| r.map(&item).collect::<Vec<T>>()).into_iter();
     let mut whole = parts.next().unwrap_or_default();
     whole.reserve_exact(n - whole.len());
     for part in parts {
@@ -592,10 +590,7 @@ fn partitioned_runs<'a>(
     // The rows in one range a thread: each range's events counted by partition, then
     // scattered into its own places, after the earlier ranges' events of each partition, so
     // rows stay ascending within a partition.
-    let n = micros.len();
-    let per = n.div_ceil(threads.max(1)).max(1);
-    let row_ranges: Vec<std::ops::Range<usize>> =
-        (0..n).step_by(per).map(|s| s..(s + per).min(n)).collect();
+    let row_ranges = ranges(micros.len(), threads);
     let range_counts: Vec<Option<Vec<usize>>> = on_threads(row_ranges.iter().collect(), |r| {
         let mut counts = vec![0usize; parts];
         let keys = keys.slice(r.start as i64, r.len());
@@ -645,14 +640,9 @@ fn partitioned_runs<'a>(
     }
     // Partitions numbered and ordered on up to `threads` threads, a run of partitions each,
     // then joined in partition order.
-    let slices: Vec<std::ops::Range<usize>> = {
-        let per = parts.div_ceil(threads.max(1));
-        (0..parts)
-            .step_by(per)
-            .map(|p| p..(p + per).min(parts))
-            .collect()
-    };
-    let ordered: Vec<Ordered> = on_threads(slices, |r| order_partitions(&items, &counts, r));
+    let ordered: Vec<Ordered> = on_threads(ranges(parts, threads), |r| {
+        order_partitions(&items, &counts, r)
+    });
     drop(items);
     let mut key_ids = KeyIds::default();
     let mut runs: Vec<(usize, usize)> =
@@ -672,6 +662,13 @@ fn partitioned_runs<'a>(
         }
     }
     Some((key_ids, runs, times, Some(order)))
+}
+
+/// `0..n` cut into at most `threads` consecutive ranges of about equal length (none when `n`
+/// is 0).
+fn ranges(n: usize, threads: usize) -> Vec<std::ops::Range<usize>> {
+    let per = n.div_ceil(threads.max(1)).max(1);
+    (0..n).step_by(per).map(|s| s..(s + per).min(n)).collect()
 }
 
 /// `work` done on each of `jobs`, a thread each (none when there is one job), the results in
@@ -917,10 +914,7 @@ pub fn evaluate(
     // whose entity has no events is left out here; its row gets an empty window's values when
     // the answers are put in row order.
     let n = at.len();
-    let per = n.div_ceil(threads.max(1)).max(1);
-    let row_ranges: Vec<std::ops::Range<usize>> =
-        (0..n).step_by(per).map(|s| s..(s + per).min(n)).collect();
-    let ranges = on_threads(row_ranges, |r| {
+    let per_range = on_threads(ranges(n, threads), |r| {
         let entities = entities.slice(r.start as i64, r.len());
         let mut labels: Vec<(u32, i64, u32)> = entities
             .iter()
@@ -932,7 +926,7 @@ pub fn evaluate(
         labels
     });
     // Moved, not copied: each range's vector is freed as it is read.
-    let mut labels: Vec<(u32, i64, u32)> = ranges.into_iter().flatten().collect();
+    let mut labels: Vec<(u32, i64, u32)> = per_range.into_iter().flatten().collect();
     labels.sort();
 
     // Distinct windows, each output's index among them.
@@ -983,8 +977,10 @@ pub fn evaluate(
     for (k, label) in labels.iter().enumerate() {
         place_of[label.2 as usize] = k as u32;
     }
-    let per = n.div_ceil(threads.max(1)).max(1);
-    let mut row_ranges: Vec<&[u32]> = place_of.chunks(per).collect();
+    let mut row_ranges: Vec<&[u32]> = ranges(n, threads)
+        .into_iter()
+        .map(|r| &place_of[r])
+        .collect();
     if row_ranges.is_empty() {
         // No rows: still one (empty) range, so every output keeps its type.
         row_ranges.push(&[]);
@@ -1316,6 +1312,17 @@ mod tests {
         let twice = vec!["1d".to_string(), "1d".to_string()];
         assert!(refused(one("amount", "sum", None, &twice)).contains("declared twice"));
         assert!(parse_window("366d").is_ok() && parse_window("52w").is_ok());
+    }
+
+    #[test]
+    fn rows_are_cut_into_at_most_one_range_a_thread() {
+        assert_eq!(ranges(10, 3), [0..4, 4..8, 8..10]);
+        assert_eq!(ranges(2, 8), [0..1, 1..2]);
+        assert_eq!(
+            (ranges(5, 0).len(), ranges(5, 0).first()),
+            (1, Some(&(0..5)))
+        );
+        assert!(ranges(0, 2).is_empty());
     }
 
     #[test]
