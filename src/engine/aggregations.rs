@@ -795,6 +795,62 @@ fn sort_runs<'a>(keys: &'a StringChunked, micros: &[Option<i64>], threads: usize
     (key_ids, runs, times, Some(order))
 }
 
+/// The rows of `events` that have a key and a time, in (key, time) order, ties as ingested:
+/// how a worker sends what a replica holds, so that the replica adds each entity's events in
+/// one piece; `None` when they are in that order already. A counting sort by key, then each
+/// key's events by time: 4 bytes a row for the key's number and 4 for the order besides the
+/// times, far less than `sort_runs`'s partitions (32 bytes a row), so the worker's memory
+/// goes to the events themselves.
+pub fn entity_order(
+    events: &DataFrame,
+    key: &str,
+    time: &str,
+) -> Result<Option<Vec<IdxSize>>, String> {
+    let err = |e: PolarsError| e.to_string();
+    let column = |name: &str| {
+        events
+            .column(name)
+            .map_err(|_| format!("the events have no column '{name}'"))
+    };
+    let keys = column(key)?.cast(&DataType::String).map_err(err)?;
+    let keys = keys.str().map_err(err)?;
+    let micros = event_micros(column(time)?)?;
+    let mut key_ids = KeyIds::default();
+    let ids: Vec<u32> = keys
+        .iter()
+        .zip(&micros)
+        .map(|(k, t)| match (k, t) {
+            (Some(k), Some(_)) => key_ids.number(k).0,
+            _ => u32::MAX,
+        })
+        .collect();
+    let mut starts = vec![0usize; key_ids.len() + 1];
+    drop(key_ids);
+    for &id in ids.iter().filter(|&&id| id != u32::MAX) {
+        starts[id as usize + 1] += 1;
+    }
+    for g in 1..starts.len() {
+        starts[g] += starts[g - 1];
+    }
+    let mut order: Vec<IdxSize> = vec![0; starts[starts.len() - 1]];
+    {
+        let mut next = starts.clone();
+        for (i, &id) in ids.iter().enumerate().filter(|(_, &id)| id != u32::MAX) {
+            order[next[id as usize]] = i as IdxSize;
+            next[id as usize] += 1;
+        }
+    }
+    drop(ids);
+    let time = |i: IdxSize| micros[i as usize].unwrap_or(i64::MIN);
+    for w in starts.windows(2) {
+        // Stable: ties keep the order they were ingested in.
+        order[w[0]..w[1]].sort_by_key(|&i| time(i));
+    }
+    let unchanged =
+        order.len() == events.height() && order.iter().enumerate().all(|(i, &r)| r as usize == i);
+    Ok((!unchanged).then_some(order))
+}
+
 /// One output's values for every label in the labels' sorted order, as they are filled
 /// entity by entity.
 enum Filling {
@@ -1231,6 +1287,30 @@ fn gather_rows(outputs: &[Output], sorted: &[Filling], rows: &[u32]) -> Vec<Gath
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Events put in entity order come key by key, each key's in time order with ties as
+    /// ingested, and without the rows that have no key or no time.
+    #[test]
+    fn events_in_entity_order_keep_ties_as_ingested_and_drop_rows_without_key_or_time() {
+        let events = df!(
+            "k" => [Some("b"), Some("a"), None, Some("b"), Some("a"), Some("b"), Some("a")],
+            "t" => [Some(5i64), Some(3), Some(1), Some(5), None, Some(2), Some(3)]
+        )
+        .unwrap();
+        let events = events
+            .lazy()
+            .with_column(col("t").cast(DataType::Datetime(TimeUnit::Microseconds, None)))
+            .collect()
+            .unwrap();
+        // b: row 5 at 2, then rows 0 and 3 at 5 (as ingested); a: rows 1 and 6 at 3.
+        assert_eq!(
+            entity_order(&events, "k", "t").unwrap(),
+            Some(vec![5, 0, 3, 1, 6])
+        );
+        // Already in order, with every key and time: nothing to take.
+        assert_eq!(entity_order(&events.slice(5, 2), "k", "t").unwrap(), None);
+        assert_eq!(entity_order(&events.slice(0, 2), "k", "t").unwrap(), None);
+    }
     use std::collections::BTreeMap;
 
     fn schema() -> TableSchema {

@@ -3,10 +3,17 @@
 //! in a window that ends now or later), in time order, ties in the order they were ingested.
 //!
 //! An answer at instant `t` runs the same kernels as training sets (`windows`) over the
-//! entity's events, so online and offline cannot disagree. Cost: per event 8 bytes of time,
-//! 8 of stream offset, plus 16 bytes per aggregated column (a value and its null flag; a string's text besides);
-//! per entity a map entry and one vector per column. Work per answer: the entity's held
+//! entity's events, so online and offline cannot disagree. Work per answer: the entity's held
 //! events, once per output.
+//!
+//! Cost per event: 8 bytes of time, and per aggregated column its value: 8 bytes for a float
+//! (a missing one held as NaN), an integer or a datetime, 4 for a date, 1 for a boolean, 16
+//! for a string besides its text; a column of another kind than float adds a byte of null
+//! flag per event of an entity once one of its values is missing. 8 bytes of stream offset
+//! only for an entity holding events taken from a stream before their commit. Per entity: a
+//! map slot (`size_of::<(Box<str>, Events)>()`, 88 bytes, and a control byte), its key, and
+//! one vector per column. Vectors grow by doubling, and `prune` and `trim` give back room
+//! past twice what a vector holds: `Held::bytes` says what is allocated.
 
 use std::collections::HashMap;
 
@@ -16,17 +23,164 @@ use polars::prelude::*;
 use super::aggregations::{Function, Output};
 use super::windows::{self, Span};
 
+/// Values of a type with no spare value to mark a missing one: a flag per value, kept only
+/// once one is missing (a column with no nulls pays nothing for them).
+#[derive(Debug, Clone, Default)]
+struct Maybe<T> {
+    values: Vec<T>,
+    /// `true` where the value is missing; empty while none is.
+    missing: Vec<bool>,
+}
+
+impl<T: Copy + Default> Maybe<T> {
+    fn collect(values: impl Iterator<Item = Option<T>>) -> Maybe<T> {
+        let mut m = Maybe {
+            values: Vec::with_capacity(values.size_hint().0),
+            missing: Vec::new(),
+        };
+        for v in values {
+            m.push(v);
+        }
+        m
+    }
+
+    fn push(&mut self, value: Option<T>) {
+        match value {
+            Some(v) => {
+                self.values.push(v);
+                if !self.missing.is_empty() {
+                    self.missing.push(false);
+                }
+            }
+            None => {
+                if self.missing.is_empty() {
+                    self.missing.resize(self.values.len(), false);
+                }
+                self.values.push(T::default());
+                self.missing.push(true);
+            }
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<T> {
+        (!self.missing.get(i).copied().unwrap_or(false)).then(|| self.values[i])
+    }
+
+    fn span(&self, span: Span) -> impl Iterator<Item = Option<T>> + '_ {
+        (span.lo..span.hi).map(|i| self.get(i))
+    }
+
+    fn append(&mut self, other: &mut Maybe<T>) {
+        if !other.missing.is_empty() && self.missing.is_empty() {
+            self.missing.resize(self.values.len(), false);
+        }
+        if !self.missing.is_empty() {
+            if other.missing.is_empty() {
+                self.missing
+                    .resize(self.missing.len() + other.values.len(), false);
+            } else {
+                self.missing.append(&mut other.missing);
+            }
+        }
+        self.values.append(&mut other.values);
+    }
+}
+
+/// What every kind of held column does alike.
+trait Stored {
+    fn drain_front(&mut self, n: usize);
+    /// Keep the values where `keep` is true.
+    fn retain(&mut self, keep: &[bool]);
+    /// Keep the values at `order`'s positions, in that order.
+    fn reorder(&mut self, order: &[usize]);
+    /// Give back room more than `slack` past what is held.
+    fn trim(&mut self, slack: fn(usize) -> usize);
+    /// Bytes allocated for it.
+    fn bytes(&self) -> usize;
+    /// Room for `n` more values, and no more.
+    fn reserve_exact(&mut self, n: usize);
+}
+
+fn retain_by<T>(v: &mut Vec<T>, keep: &[bool]) {
+    let mut i = 0;
+    v.retain(|_| {
+        i += 1;
+        keep[i - 1]
+    });
+}
+
+fn trim_vec<T>(v: &mut Vec<T>, slack: fn(usize) -> usize) {
+    if v.capacity() > v.len() + slack(v.len()) {
+        v.shrink_to_fit();
+    }
+}
+
+impl<T: Clone> Stored for Vec<T> {
+    fn drain_front(&mut self, n: usize) {
+        self.drain(..n);
+    }
+    fn retain(&mut self, keep: &[bool]) {
+        retain_by(self, keep);
+    }
+    fn reorder(&mut self, order: &[usize]) {
+        *self = order.iter().map(|&i| self[i].clone()).collect();
+    }
+    fn trim(&mut self, slack: fn(usize) -> usize) {
+        trim_vec(self, slack);
+    }
+    fn bytes(&self) -> usize {
+        self.capacity() * std::mem::size_of::<T>()
+    }
+    fn reserve_exact(&mut self, n: usize) {
+        Vec::reserve_exact(self, n);
+    }
+}
+
+impl<T: Copy> Stored for Maybe<T> {
+    fn drain_front(&mut self, n: usize) {
+        self.values.drain(..n);
+        if !self.missing.is_empty() {
+            self.missing.drain(..n);
+        }
+    }
+    fn retain(&mut self, keep: &[bool]) {
+        retain_by(&mut self.values, keep);
+        if !self.missing.is_empty() {
+            retain_by(&mut self.missing, keep);
+        }
+    }
+    fn reorder(&mut self, order: &[usize]) {
+        self.values.reorder(order);
+        if !self.missing.is_empty() {
+            self.missing.reorder(order);
+        }
+    }
+    fn trim(&mut self, slack: fn(usize) -> usize) {
+        trim_vec(&mut self.values, slack);
+        trim_vec(&mut self.missing, slack);
+    }
+    fn bytes(&self) -> usize {
+        self.values.bytes() + self.missing.capacity()
+    }
+    /// Room for the values; missing flags are made when one is missing.
+    fn reserve_exact(&mut self, n: usize) {
+        self.values.reserve_exact(n);
+    }
+}
+
 /// One column's values for one entity's events.
 #[derive(Debug, Clone)]
 enum Cells {
-    Int(Vec<Option<i64>>),
-    Float(Vec<Option<f64>>),
+    Int(Maybe<i64>),
+    /// A missing value is held as NaN: every function skips NaN as it skips null, so the
+    /// two need not be told apart, and a float costs its 8 bytes alone.
+    Float(Vec<f64>),
     Text(Vec<Option<Box<str>>>),
-    Bool(Vec<Option<bool>>),
+    Bool(Maybe<bool>),
     /// Days since the epoch.
-    Date(Vec<Option<i32>>),
+    Date(Maybe<i32>),
     /// Microseconds since the epoch.
-    Datetime(Vec<Option<i64>>),
+    Datetime(Maybe<i64>),
 }
 
 impl Cells {
@@ -34,8 +188,15 @@ impl Cells {
     fn of(column: &Column) -> Result<Cells, String> {
         let err = |e: PolarsError| e.to_string();
         Ok(match column.dtype() {
-            DataType::Int64 => Cells::Int(column.i64().map_err(err)?.iter().collect()),
-            DataType::Float64 => Cells::Float(column.f64().map_err(err)?.iter().collect()),
+            DataType::Int64 => Cells::Int(Maybe::collect(column.i64().map_err(err)?.iter())),
+            DataType::Float64 => Cells::Float(
+                column
+                    .f64()
+                    .map_err(err)?
+                    .iter()
+                    .map(|v| v.unwrap_or(f64::NAN))
+                    .collect(),
+            ),
             DataType::String => Cells::Text(
                 column
                     .str()
@@ -44,17 +205,17 @@ impl Cells {
                     .map(|v| v.map(Into::into))
                     .collect(),
             ),
-            DataType::Boolean => Cells::Bool(column.bool().map_err(err)?.iter().collect()),
+            DataType::Boolean => Cells::Bool(Maybe::collect(column.bool().map_err(err)?.iter())),
             DataType::Date => {
                 let days = column.to_physical_repr();
-                Cells::Date(days.i32().map_err(err)?.iter().collect())
+                Cells::Date(Maybe::collect(days.i32().map_err(err)?.iter()))
             }
             DataType::Datetime(_, zone) => {
                 let us = column
                     .cast(&DataType::Datetime(TimeUnit::Microseconds, zone.clone()))
                     .map_err(err)?
                     .to_physical_repr();
-                Cells::Datetime(us.i64().map_err(err)?.iter().collect())
+                Cells::Datetime(Maybe::collect(us.i64().map_err(err)?.iter()))
             }
             other => return Err(format!("a column of type {other} cannot be aggregated")),
         })
@@ -63,97 +224,91 @@ impl Cells {
     /// No values, of the same kind.
     fn empty_like(&self) -> Cells {
         match self {
-            Cells::Int(_) => Cells::Int(Vec::new()),
+            Cells::Int(_) => Cells::Int(Maybe::default()),
             Cells::Float(_) => Cells::Float(Vec::new()),
             Cells::Text(_) => Cells::Text(Vec::new()),
-            Cells::Bool(_) => Cells::Bool(Vec::new()),
-            Cells::Date(_) => Cells::Date(Vec::new()),
-            Cells::Datetime(_) => Cells::Datetime(Vec::new()),
+            Cells::Bool(_) => Cells::Bool(Maybe::default()),
+            Cells::Date(_) => Cells::Date(Maybe::default()),
+            Cells::Datetime(_) => Cells::Datetime(Maybe::default()),
+        }
+    }
+
+    fn stored(&mut self) -> &mut dyn Stored {
+        match self {
+            Cells::Int(v) => v,
+            Cells::Float(v) => v,
+            Cells::Text(v) => v,
+            Cells::Bool(v) => v,
+            Cells::Date(v) => v,
+            Cells::Datetime(v) => v,
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Cells::Int(v) => v.bytes(),
+            Cells::Float(v) => v.bytes(),
+            Cells::Text(v) => v.bytes() + v.iter().flatten().map(|s| s.len()).sum::<usize>(),
+            Cells::Bool(v) => v.bytes(),
+            Cells::Date(v) => v.bytes(),
+            Cells::Datetime(v) => v.bytes(),
         }
     }
 
     /// Append `source`'s value at `i` (the same kind; another kind appends nothing).
     fn push_from(&mut self, source: &Cells, i: usize) {
         match (self, source) {
-            (Cells::Int(to), Cells::Int(from)) => to.push(from[i]),
+            (Cells::Int(to), Cells::Int(from)) => to.push(from.get(i)),
             (Cells::Float(to), Cells::Float(from)) => to.push(from[i]),
             (Cells::Text(to), Cells::Text(from)) => to.push(from[i].clone()),
-            (Cells::Bool(to), Cells::Bool(from)) => to.push(from[i]),
-            (Cells::Date(to), Cells::Date(from)) => to.push(from[i]),
-            (Cells::Datetime(to), Cells::Datetime(from)) => to.push(from[i]),
+            (Cells::Bool(to), Cells::Bool(from)) => to.push(from.get(i)),
+            (Cells::Date(to), Cells::Date(from)) => to.push(from.get(i)),
+            (Cells::Datetime(to), Cells::Datetime(from)) => to.push(from.get(i)),
             _ => {}
         }
     }
 
-    /// Keep the values at `order`'s positions, in that order.
-    fn reorder(&mut self, order: &[usize]) {
-        fn pick<T: Clone>(v: &mut Vec<T>, order: &[usize]) {
-            *v = order.iter().map(|&i| v[i].clone()).collect();
-        }
-        match self {
-            Cells::Int(v) => pick(v, order),
-            Cells::Float(v) => pick(v, order),
-            Cells::Text(v) => pick(v, order),
-            Cells::Bool(v) => pick(v, order),
-            Cells::Date(v) => pick(v, order),
-            Cells::Datetime(v) => pick(v, order),
-        }
-    }
-
-    /// Keep the values where `keep` is true.
-    fn retain(&mut self, keep: &[bool]) {
-        fn only<T>(v: &mut Vec<T>, keep: &[bool]) {
-            let mut i = 0;
-            v.retain(|_| {
-                i += 1;
-                keep[i - 1]
-            });
-        }
-        match self {
-            Cells::Int(v) => only(v, keep),
-            Cells::Float(v) => only(v, keep),
-            Cells::Text(v) => only(v, keep),
-            Cells::Bool(v) => only(v, keep),
-            Cells::Date(v) => only(v, keep),
-            Cells::Datetime(v) => only(v, keep),
-        }
-    }
-
-    fn drain_front(&mut self, n: usize) {
-        match self {
-            Cells::Int(v) => drop(v.drain(..n)),
-            Cells::Float(v) => drop(v.drain(..n)),
-            Cells::Text(v) => drop(v.drain(..n)),
-            Cells::Bool(v) => drop(v.drain(..n)),
-            Cells::Date(v) => drop(v.drain(..n)),
-            Cells::Datetime(v) => drop(v.drain(..n)),
+    /// Move `other`'s values after these (the same kind; another kind moves nothing).
+    fn append(&mut self, other: &mut Cells) {
+        match (self, other) {
+            (Cells::Int(to), Cells::Int(from)) => to.append(from),
+            (Cells::Float(to), Cells::Float(from)) => to.append(from),
+            (Cells::Text(to), Cells::Text(from)) => to.append(from),
+            (Cells::Bool(to), Cells::Bool(from)) => to.append(from),
+            (Cells::Date(to), Cells::Date(from)) => to.append(from),
+            (Cells::Datetime(to), Cells::Datetime(from)) => to.append(from),
+            _ => {}
         }
     }
 
     /// Whether each value is there (floats: not NaN either, as offline).
     fn present(&self, span: Span) -> Vec<Option<()>> {
-        fn of<T>(v: &[Option<T>]) -> Vec<Option<()>> {
-            v.iter().map(|x| x.as_ref().map(|_| ())).collect()
+        fn of<T: Copy + Default>(v: &Maybe<T>, span: Span) -> Vec<Option<()>> {
+            v.span(span).map(|x| x.map(|_| ())).collect()
         }
-        let r = span.lo..span.hi;
         match self {
-            Cells::Float(v) => v[r]
+            Cells::Float(v) => v[span.lo..span.hi]
                 .iter()
-                .map(|x| x.filter(|x| !x.is_nan()).map(|_| ()))
+                .map(|x| (!x.is_nan()).then_some(()))
                 .collect(),
-            Cells::Int(v) => of(&v[r]),
-            Cells::Text(v) => of(&v[r]),
-            Cells::Bool(v) => of(&v[r]),
-            Cells::Date(v) => of(&v[r]),
-            Cells::Datetime(v) => of(&v[r]),
+            Cells::Int(v) => of(v, span),
+            Cells::Text(v) => v[span.lo..span.hi]
+                .iter()
+                .map(|x| x.as_ref().map(|_| ()))
+                .collect(),
+            Cells::Bool(v) => of(v, span),
+            Cells::Date(v) => of(v, span),
+            Cells::Datetime(v) => of(v, span),
         }
     }
 
     fn floats(&self, span: Span) -> Vec<Option<f64>> {
-        let r = span.lo..span.hi;
         match self {
-            Cells::Float(v) => v[r].iter().map(|x| x.filter(|x| !x.is_nan())).collect(),
-            Cells::Int(v) => v[r].iter().map(|x| x.map(|x| x as f64)).collect(),
+            Cells::Float(v) => v[span.lo..span.hi]
+                .iter()
+                .map(|x| (!x.is_nan()).then_some(*x))
+                .collect(),
+            Cells::Int(v) => v.span(span).map(|x| x.map(|x| x as f64)).collect(),
             _ => Vec::new(),
         }
     }
@@ -172,15 +327,15 @@ impl Cells {
         }
         let r = span.lo..span.hi;
         match self {
-            Cells::Int(v) => number(v[r].iter().copied()),
+            Cells::Int(v) => number(v.span(span)),
             Cells::Float(v) => number(
                 v[r].iter()
-                    .map(|x| x.filter(|x| !x.is_nan()).map(|x| (x + 0.0).to_bits())),
+                    .map(|x| (!x.is_nan()).then(|| (x + 0.0).to_bits())),
             ),
             Cells::Text(v) => number(v[r].iter().map(|x| x.as_deref())),
-            Cells::Bool(v) => number(v[r].iter().copied()),
-            Cells::Date(v) => number(v[r].iter().copied()),
-            Cells::Datetime(v) => number(v[r].iter().copied()),
+            Cells::Bool(v) => number(v.span(span)),
+            Cells::Date(v) => number(v.span(span)),
+            Cells::Datetime(v) => number(v.span(span)),
         }
     }
 
@@ -188,16 +343,18 @@ impl Cells {
     fn json(&self, i: usize) -> String {
         let null = || "null".to_string();
         match self {
-            Cells::Int(v) => v[i].map_or_else(null, |x| x.to_string()),
-            Cells::Float(v) => v[i].map_or_else(null, json_f64),
+            Cells::Int(v) => v.get(i).map_or_else(null, |x| x.to_string()),
+            Cells::Float(v) => json_f64(v[i]),
             Cells::Text(v) => v[i].as_deref().map_or_else(null, |s| {
                 serde_json::to_string(s).unwrap_or_else(|_| null())
             }),
-            Cells::Bool(v) => v[i].map_or_else(null, |b| b.to_string()),
-            Cells::Date(v) => v[i]
+            Cells::Bool(v) => v.get(i).map_or_else(null, |b| b.to_string()),
+            Cells::Date(v) => v
+                .get(i)
                 .and_then(|d| DateTime::from_timestamp(i64::from(d) * 86_400, 0))
                 .map_or_else(null, |t| format!("\"{}\"", t.format("%Y-%m-%d"))),
-            Cells::Datetime(v) => v[i]
+            Cells::Datetime(v) => v
+                .get(i)
                 .and_then(DateTime::from_timestamp_micros)
                 .map_or_else(null, |t| {
                     format!("\"{}\"", t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
@@ -214,15 +371,102 @@ fn json_f64(v: f64) -> String {
 struct Events {
     times: Vec<i64>,
     /// Each event's stream offset when it came from a stream before its commit, else
-    /// `FROM_TABLE`.
+    /// `FROM_TABLE`; empty while every event came from the table's files.
     offsets: Vec<i64>,
-    columns: Vec<Cells>,
+    columns: Box<[Cells]>,
     /// Events were added out of time order since the last sort.
     unsorted: bool,
 }
 
+impl Events {
+    fn new(like: &[Cells]) -> Events {
+        Events {
+            times: Vec::new(),
+            offsets: Vec::new(),
+            columns: like.iter().map(Cells::empty_like).collect(),
+            unsorted: false,
+        }
+    }
+
+    /// The offset of the event about to be pushed.
+    fn push_offset(&mut self, offset: i64) {
+        if offset != FROM_TABLE && self.offsets.is_empty() {
+            self.offsets.resize(self.times.len(), FROM_TABLE);
+        }
+        if !self.offsets.is_empty() {
+            self.offsets.push(offset);
+        }
+    }
+
+    /// Move `other`'s events after these.
+    fn append(&mut self, other: &mut Events) {
+        if !other.offsets.is_empty() && self.offsets.is_empty() {
+            self.offsets.resize(self.times.len(), FROM_TABLE);
+        }
+        if !self.offsets.is_empty() {
+            if other.offsets.is_empty() {
+                self.offsets
+                    .resize(self.offsets.len() + other.times.len(), FROM_TABLE);
+            } else {
+                self.offsets.append(&mut other.offsets);
+            }
+        }
+        if self.times.last() > other.times.first() && !other.times.is_empty() {
+            self.unsorted = true;
+        }
+        self.times.append(&mut other.times);
+        for (mine, theirs) in self.columns.iter_mut().zip(other.columns.iter_mut()) {
+            mine.append(theirs);
+        }
+    }
+
+    /// Late events to their place in time; a stable sort keeps ingest order in ties.
+    fn sort(&mut self) {
+        if !self.unsorted {
+            return;
+        }
+        let mut order: Vec<usize> = (0..self.times.len()).collect();
+        order.sort_by_key(|&i| self.times[i]);
+        self.times.reorder(&order);
+        if !self.offsets.is_empty() {
+            self.offsets.reorder(&order);
+        }
+        for c in self.columns.iter_mut() {
+            c.stored().reorder(&order);
+        }
+        self.unsorted = false;
+    }
+
+    /// `f` on every vector of values (the offsets only while there are some).
+    fn each_stored(&mut self, mut f: impl FnMut(&mut dyn Stored)) {
+        f(&mut self.times);
+        if !self.offsets.is_empty() {
+            f(&mut self.offsets);
+        }
+        for c in self.columns.iter_mut() {
+            f(c.stored());
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.times.bytes()
+            + self.offsets.bytes()
+            + self
+                .columns
+                .iter()
+                .map(|c| std::mem::size_of::<Cells>() + c.bytes())
+                .sum::<usize>()
+    }
+}
+
 /// The offset of an event read from the table's files.
 pub const FROM_TABLE: i64 = i64::MIN;
+
+/// Room a vector may keep past what it holds before `Held::trim` gives it back: vectors grow
+/// by doubling, so right after a growth one holds up to twice its events.
+fn slack(len: usize) -> usize {
+    len + 8
+}
 
 /// One aggregation feature's held events.
 #[derive(Debug)]
@@ -267,6 +511,11 @@ impl Held {
         }
     }
 
+    /// An empty `Held` for the same outputs: events are read into it apart, and `absorb`ed.
+    pub fn empty_like(&self) -> Held {
+        Held::new(self.outputs.clone())
+    }
+
     /// Events held, over every entity.
     pub fn events(&self) -> usize {
         self.events
@@ -275,6 +524,18 @@ impl Held {
     /// The longest window, in microseconds: events at or before `now − horizon` are dropped.
     pub fn horizon(&self) -> i64 {
         self.horizon
+    }
+
+    /// Bytes allocated for what is held: the entity table and every entity's vectors and
+    /// texts (the allocator's own overhead aside).
+    pub fn bytes(&self) -> usize {
+        let slot = std::mem::size_of::<(Box<str>, Events)>() + 1;
+        self.entities.capacity() * slot
+            + self
+                .entities
+                .iter()
+                .map(|(k, e)| k.len() + e.bytes())
+                .sum::<usize>()
     }
 
     /// Add a batch of events (key, event time and the aggregated columns, in the order they
@@ -309,55 +570,93 @@ impl Held {
             .map(|c| Cells::of(column(c)?))
             .collect::<Result<Vec<_>, _>>()?;
         let mut touched: Vec<Box<str>> = Vec::new();
-        for (i, (k, t)) in keys.iter().zip(&times).enumerate() {
-            let (Some(k), Some(t)) = (k, t) else { continue };
+        // Rows come in runs of one key (a worker sends them in key order): each run's entity
+        // is looked up once, and a new one is given room for the run alone.
+        let key_at: Vec<Option<&str>> = keys.iter().collect();
+        let mut start = 0;
+        while start < key_at.len() {
+            let k = key_at[start];
+            let mut end = start + 1;
+            while end < key_at.len() && key_at[end] == k {
+                end += 1;
+            }
+            let run = start..end;
+            start = end;
+            let Some(k) = k else { continue };
             let events = match self.entities.get_mut(k) {
                 Some(e) => e,
                 None => {
-                    let columns = sources.iter().map(Cells::empty_like).collect();
-                    self.entities.entry(k.into()).or_insert(Events {
-                        times: Vec::new(),
-                        offsets: Vec::new(),
-                        columns,
-                        unsorted: false,
-                    })
+                    let mut fresh = Events::new(&sources);
+                    let n = times[run.clone()].iter().flatten().count();
+                    fresh.times.reserve_exact(n);
+                    for c in fresh.columns.iter_mut() {
+                        c.stored().reserve_exact(n);
+                    }
+                    self.entities.entry(k.into()).or_insert(fresh)
                 }
             };
-            if !events.unsorted && events.times.last().is_some_and(|last| last > t) {
-                events.unsorted = true;
-                touched.push(k.into());
+            for i in run {
+                let Some(t) = times[i] else { continue };
+                if !events.unsorted && events.times.last().is_some_and(|&last| last > t) {
+                    events.unsorted = true;
+                    touched.push(k.into());
+                }
+                events.push_offset(
+                    offsets
+                        .and_then(|o| o.get(i).copied())
+                        .unwrap_or(FROM_TABLE),
+                );
+                events.times.push(t);
+                for (cells, source) in events.columns.iter_mut().zip(&sources) {
+                    cells.push_from(source, i);
+                }
+                self.events += 1;
             }
-            events.times.push(*t);
-            events.offsets.push(
-                offsets
-                    .and_then(|o| o.get(i).copied())
-                    .unwrap_or(FROM_TABLE),
-            );
-            for (cells, source) in events.columns.iter_mut().zip(&sources) {
-                cells.push_from(source, i);
-            }
-            self.events += 1;
         }
-        // Late events go to their place in time; a stable sort keeps ingest order in ties.
         for k in touched {
             if let Some(e) = self.entities.get_mut(&k) {
-                let mut order: Vec<usize> = (0..e.times.len()).collect();
-                order.sort_by_key(|&i| e.times[i]);
-                e.times = order.iter().map(|&i| e.times[i]).collect();
-                e.offsets = order.iter().map(|&i| e.offsets[i]).collect();
-                for c in &mut e.columns {
-                    c.reorder(&order);
-                }
-                e.unsorted = false;
+                e.sort();
             }
         }
         Ok(())
     }
 
+    /// Move `other`'s events (the same outputs, read after every event held here) after these,
+    /// as if they had been `add`ed here.
+    pub fn absorb(&mut self, mut other: Held) {
+        if self.entities.is_empty() {
+            other.pruned = self.pruned;
+            *self = other;
+            return;
+        }
+        for (k, mut theirs) in other.entities.drain() {
+            self.events += theirs.times.len();
+            match self.entities.get_mut(&k) {
+                Some(mine) => {
+                    mine.append(&mut theirs);
+                    mine.sort();
+                }
+                None => {
+                    self.entities.insert(k, theirs);
+                }
+            }
+        }
+    }
+
+    /// Give back all the room vectors keep past what they hold: after a large read, before it
+    /// is absorbed (`prune` gives back only room past `slack` as it passes, since vectors
+    /// that still grow would take it again).
+    pub fn trim(&mut self) {
+        for e in self.entities.values_mut() {
+            e.each_stored(|v| v.trim(|_| 0));
+        }
+        self.entities.shrink_to_fit();
+    }
+
     /// Drop the events at or before `before`: no window ending after `before + horizon` holds
     /// them. A pass over every entity, so it runs only once `before` has moved a second (or
     /// a 64th of the horizon, if more) since the last one: older events cost memory until
-    /// then, never a wrong answer.
+    /// then, never a wrong answer. Vectors with more room than `slack` give it back.
     pub fn prune(&mut self, before: i64) {
         let step = (self.horizon / 64).max(1_000_000);
         if before < self.pruned.saturating_add(step) {
@@ -368,13 +667,10 @@ impl Held {
         self.entities.retain(|_, e| {
             let n = e.times.partition_point(|&t| t <= before);
             if n > 0 {
-                e.times.drain(..n);
-                e.offsets.drain(..n);
-                for c in &mut e.columns {
-                    c.drain_front(n);
-                }
+                e.each_stored(|v| v.drain_front(n));
                 dropped += n;
             }
+            e.each_stored(|v| v.trim(slack));
             !e.times.is_empty()
         });
         self.events -= dropped;
@@ -390,14 +686,9 @@ impl Held {
                 return true;
             }
             let keep: Vec<bool> = e.offsets.iter().map(|&o| !taken(o)).collect();
-            let mut i = 0;
-            e.times.retain(|_| {
-                i += 1;
-                keep[i - 1]
-            });
-            e.offsets.retain(|&o| !taken(o));
-            for c in &mut e.columns {
-                c.retain(&keep);
+            e.each_stored(|v| v.retain(&keep));
+            if e.offsets.iter().all(|&o| o == FROM_TABLE) {
+                e.offsets = Vec::new();
             }
             removed += keep.iter().filter(|k| !**k).count();
             !e.times.is_empty()
@@ -409,12 +700,7 @@ impl Held {
     /// would give for a row at that time. `at` must not be before the last prune plus the
     /// horizon.
     pub fn values_at(&self, entity: &str, at: i64) -> String {
-        let empty = Events {
-            times: Vec::new(),
-            offsets: Vec::new(),
-            columns: Vec::new(),
-            unsorted: false,
-        };
+        let empty = Events::new(&[]);
         let events = self.entities.get(entity).unwrap_or(&empty);
         let mut out = String::with_capacity(32 * self.outputs.len() + 2);
         out.push('{');
@@ -461,11 +747,11 @@ fn value(function: Function, cells: Option<&Cells>, span: Span) -> String {
             let Cells::Int(v) = cells else {
                 return "null".into();
             };
-            let v = &v[span.lo..span.hi];
+            let v: Vec<Option<i64>> = v.span(span).collect();
             int(match function {
-                Function::Sum => windows::sum_int(v, &whole)[0],
-                Function::Min => windows::extreme(v, &whole, false)[0],
-                _ => windows::extreme(v, &whole, true)[0],
+                Function::Sum => windows::sum_int(&v, &whole)[0],
+                Function::Min => windows::extreme(&v, &whole, false)[0],
+                _ => windows::extreme(&v, &whole, true)[0],
             })
         }
         f => {
@@ -514,10 +800,20 @@ mod tests {
         let tag: Vec<Option<String>> = (0..rows)
             .map(|_| (next(5) != 0).then(|| format!("t{}", next(4))))
             .collect();
+        let flag: Vec<Option<bool>> = (0..rows)
+            .map(|_| (next(4) != 0).then(|| next(2) == 0))
+            .collect();
+        let seen: Vec<Option<i64>> = (0..rows)
+            .map(|_| (next(4) != 0).then(|| next(5) as i64 * 86_400_000_000))
+            .collect();
         let frame = |lo: usize, hi: usize| {
             let ts = Int64Chunked::from_iter_options("ts".into(), ts[lo..hi].iter().copied())
                 .into_datetime(TimeUnit::Microseconds, None)
                 .into_column();
+            let seen = Int64Chunked::from_iter_options("seen".into(), seen[lo..hi].iter().copied())
+                .into_datetime(TimeUnit::Microseconds, None)
+                .into_column();
+            let day = seen.cast(&DataType::Date).unwrap().with_name("day".into());
             DataFrame::new(
                 hi - lo,
                 vec![
@@ -526,6 +822,9 @@ mod tests {
                     Column::new("amount".into(), &amount[lo..hi]),
                     Column::new("qty".into(), &qty[lo..hi]),
                     Column::new("tag".into(), &tag[lo..hi]),
+                    Column::new("flag".into(), &flag[lo..hi]),
+                    seen,
+                    day,
                 ],
             )
             .unwrap()
@@ -544,8 +843,15 @@ mod tests {
             Function::Percentile(0.75),
         ];
         for (k, f) in function.iter().enumerate() {
-            for (column, w) in [("amount", 10), ("qty", 60), ("tag", 25)] {
-                let numeric = column != "tag";
+            for (column, w) in [
+                ("amount", 10),
+                ("qty", 60),
+                ("tag", 25),
+                ("flag", 30),
+                ("seen", 40),
+                ("day", 20),
+            ] {
+                let numeric = matches!(column, "amount" | "qty");
                 if !numeric
                     && !matches!(
                         f,
@@ -571,6 +877,24 @@ mod tests {
             held.add(&frame(lo, hi), "user_id", "ts").unwrap();
         }
         assert_eq!(held.events(), ts.iter().flatten().count());
+        // The same batches each read apart in key order, trimmed and absorbed, as a replica
+        // reads files from a worker.
+        let mut absorbed = Held::new(outputs.clone());
+        for (lo, hi) in [(0, 300), (300, 301), (301, 800)] {
+            let mut read = absorbed.empty_like();
+            let batch = frame(lo, hi);
+            let ordered =
+                match crate::engine::aggregations::entity_order(&batch, "user_id", "ts").unwrap() {
+                    Some(order) => batch
+                        .take(&IdxCa::from_vec(PlSmallStr::EMPTY, order))
+                        .unwrap(),
+                    None => batch,
+                };
+            read.add(&ordered, "user_id", "ts").unwrap();
+            read.trim();
+            absorbed.absorb(read);
+        }
+        assert_eq!(absorbed.events(), held.events());
         // The same events, rows from 300 on taken from a stream before their commit (row 300
         // is offset 1); the commit of offsets (100, 200] is then read from its file, in place
         // of the events taken for those offsets.
@@ -593,6 +917,8 @@ mod tests {
         let at = 200 * 1_000_000;
         held.prune(at - held.horizon());
         streamed.prune(at - held.horizon());
+        absorbed.prune(at - held.horizon());
+        assert_eq!(absorbed.events(), held.events());
         assert!(held.events() < ts.iter().flatten().count());
         let all = frame(0, rows);
         for t in [
@@ -618,6 +944,7 @@ mod tests {
                 .collect();
             for (i, e) in entities.iter().enumerate() {
                 assert_eq!(streamed.values_at(e, t), held.values_at(e, t), "{e} at {t}");
+                assert_eq!(absorbed.values_at(e, t), held.values_at(e, t), "{e} at {t}");
                 let online: serde_json::Value =
                     serde_json::from_str(&held.values_at(e, t)).unwrap();
                 for (name, values) in &cells {
@@ -631,5 +958,57 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Once trimmed, an event of a float column costs its time and its value (a missing value
+    /// is NaN, no flag), one of an integer column with missing values a flag more, and an
+    /// entity a bounded overhead besides.
+    #[test]
+    fn held_events_cost_their_time_and_values_and_little_more() {
+        let rows = 100_000;
+        let entities = 1_000;
+        let users: Vec<String> = (0..rows).map(|i| format!("u{}", i % entities)).collect();
+        let ts: Vec<i64> = (0..rows).map(|i| i as i64 * 1_000).collect();
+        let amount: Vec<Option<f64>> = (0..rows).map(|i| (i % 10 != 0).then_some(1.5)).collect();
+        let qty: Vec<Option<i64>> = (0..rows).map(|i| (i % 10 != 0).then_some(2)).collect();
+        let frame = DataFrame::new(
+            rows,
+            vec![
+                Column::new("user_id".into(), &users),
+                Int64Chunked::from_vec("ts".into(), ts)
+                    .into_datetime(TimeUnit::Microseconds, None)
+                    .into_column(),
+                Column::new("amount".into(), &amount),
+                Column::new("qty".into(), &qty),
+            ],
+        )
+        .unwrap();
+        let output = |column: &str| Output {
+            name: format!("{column}_sum"),
+            column: column.into(),
+            function: Function::Sum,
+            window_micros: 1_000_000_000,
+        };
+        // Per entity: the map slot and its control byte, the key, one column's enum, and
+        // what the allocator may round up; 256 bytes is far above it.
+        let entity_overhead = 256 * entities;
+        for (column, per_event) in [("amount", 16), ("qty", 17)] {
+            let mut held = Held::new(vec![output(column)]);
+            let mut read = held.empty_like();
+            read.add(&frame, "user_id", "ts").unwrap();
+            read.trim();
+            held.absorb(read);
+            assert_eq!(held.events(), rows);
+            let bytes = held.bytes();
+            assert!(bytes >= per_event * rows, "{column}: {bytes} bytes");
+            assert!(
+                bytes <= per_event * rows + entity_overhead,
+                "{column}: {bytes} bytes for {rows} events"
+            );
+        }
+        // Untrimmed, the vectors keep what doubling left, at most twice what they hold.
+        let mut grown = Held::new(vec![output("amount")]);
+        grown.add(&frame, "user_id", "ts").unwrap();
+        assert!(grown.bytes() <= 2 * 16 * rows + 8 * 16 * entities + entity_overhead);
     }
 }
