@@ -21,6 +21,9 @@
 //!        [--duration 8] [--fresh-rows 100000] [--fresh-rounds 5] [--threads 2]
 //! `--threads` is both the workers' `COMPUTE_THREADS` and DuckDB's `threads`, so the two
 //! engines get the same cores.
+//! With `--online-state`, only what a replica holds to answer the feature online: the
+//! events ingested, the first GET, the server's resident memory before and after it, and the
+//! bytes the server counts (`online_state` below; needs neither DuckDB nor wrk).
 //! Needs python3 with duckdb and pyarrow (`pip install duckdb pyarrow`) and wrk.
 
 use std::process::{Child, Command, Stdio};
@@ -111,6 +114,9 @@ async fn main() -> Result<(), Error> {
     let fresh_rounds: usize = arg(&args, "--fresh-rounds", "5").parse()?;
     // Threads for our compute workers (COMPUTE_THREADS) and for DuckDB alike.
     let threads: usize = arg(&args, "--threads", "2").parse()?;
+    if args.iter().any(|a| a == "--online-state") {
+        return online_state(&server, events_n, entities, threads).await;
+    }
     let dir = tempfile::tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -557,6 +563,210 @@ async fn main() -> Result<(), Error> {
         "| the GET after each ingest: counted that ingest's rows / took (median) | {fresh_counted} of {fresh_rounds} / {:.1} ms |",
         next_s * 1000.0
     );
+    Ok(())
+}
+
+/// A process's resident memory now and at its peak (`VmRSS`, `VmHWM`), in MiB.
+fn rss_mib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kib| kib / 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// `--online-state`: what a replica holds to answer the feature online over a large table.
+/// The events are made and ingested 2M rows at a time (never all in this process); then the
+/// replica's first GET, which has a worker read the events a 30-day window can still hold,
+/// the server's resident memory before and after it and at its peak, and what the server
+/// logs of the events read.
+async fn online_state(
+    server: &str,
+    events_n: usize,
+    entities: usize,
+    threads: usize,
+) -> Result<(), Error> {
+    let dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let log = dir.path().join("server.log");
+    let child = Command::new(server)
+        .env(
+            "DATABASE_URL",
+            format!("sqlite:{}/bench.db", dir.path().display()),
+        )
+        .env("PORT", port.to_string())
+        .env("REDIS_URL", "")
+        .env("MAX_BODY_BYTES", "268435456")
+        // The binary before batched reads sent the events as one blob.
+        .env("COMPUTE_MAX_RESULT_MB", "4096")
+        .env("AGGREGATION_MAX_HELD_EVENTS", events_n.to_string())
+        .env("COMPUTE_THREADS", threads.to_string())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::from(std::fs::File::create(&log)?))
+        .spawn()?;
+    let pid = child.id();
+    let _server = Proc(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    for _ in 0..300 {
+        if http.get(format!("{base}/health")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let created: Value = serde_json::from_slice(
+        &send(
+            http.post(format!("{base}/api/v1/raw-tables")).json(&json!({
+                "name": "payments", "event_time_column": "ts",
+                "schema_definition": {"user_id": "string", "ts": "datetime", "amount": "float"}})),
+            "table",
+        )
+        .await?,
+    )?;
+    let table = created["id"].as_i64().ok_or("no table id")?;
+    let now_us = chrono::Utc::now().timestamp_micros();
+    let start_us = (now_us - 90 * DAY_US) / 1_000_000 * 1_000_000;
+    let mut seed = 11;
+    let chunk = 2_000_000;
+    let mut held_expected = 0usize;
+    let timer = Instant::now();
+    for lo in (0..events_n).step_by(chunk) {
+        let n = chunk.min(events_n - lo);
+        let (mut users, mut ts, mut amount) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for _ in 0..n {
+            users.push(format!("u{}", lcg(&mut seed) as usize % entities));
+            let at = start_us + (lcg(&mut seed) as i64 % (90 * 86_400)) * 1_000_000;
+            let at = at.min(now_us - 1_000_000);
+            // What a replica holds: the events after now - 30 days - its 1-minute margin.
+            if at > now_us - 30 * DAY_US - 60_000_000 {
+                held_expected += 1;
+            }
+            ts.push(at);
+            amount.push(
+                (!lcg(&mut seed).is_multiple_of(10))
+                    .then(|| (lcg(&mut seed) % 100_000) as f64 / 100.0),
+            );
+        }
+        let mut part = DataFrame::new(
+            n,
+            vec![
+                Column::new("user_id".into(), &users),
+                Int64Chunked::from_vec("ts".into(), ts)
+                    .into_datetime(TimeUnit::Microseconds, None)
+                    .into_column(),
+                Column::new("amount".into(), &amount),
+            ],
+        )?;
+        send(
+            http.post(format!("{base}/api/v1/raw-tables/{table}/data"))
+                .header("content-type", "application/vnd.apache.parquet")
+                .body(parquet(&mut part)?),
+            "ingest",
+        )
+        .await?;
+    }
+    let made_and_ingested_s = timer.elapsed().as_secs_f64();
+    let aggregations: Vec<Value> = FUNCTIONS
+        .iter()
+        .map(|f| json!({"column": "amount", "function": f, "windows": ["1h", "1d", "7d", "30d"]}))
+        .collect();
+    send(
+        http.post(format!("{base}/api/v1/features")).json(&json!({
+            "name": "spend", "raw_table_id": table, "entity_key": "user_id",
+            "aggregations": aggregations})),
+        "feature",
+    )
+    .await?;
+    let get = |user: String| {
+        let req = http.get(format!(
+            "{base}/api/v1/feature-vectors?feature_name=spend&entity_id={user}"
+        ));
+        async move { send(req, "GET").await }
+    };
+    let (rss_before, peak_before) = rss_mib(pid);
+    let timer = Instant::now();
+    // The server's RSS each second while the first GET reads the events.
+    let series = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sampled = series.clone();
+    let sampling = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if let Ok(mut s) = sampled.lock() {
+                s.push(rss_mib(pid).0);
+            }
+        }
+    });
+    get("u1".into()).await?;
+    let first_get_s = timer.elapsed().as_secs_f64();
+    sampling.abort();
+    let series: Vec<String> = series
+        .lock()
+        .map(|s| s.iter().map(u64::to_string).collect())
+        .unwrap_or_default();
+    let (rss_after, peak_after) = rss_mib(pid);
+    let timer = Instant::now();
+    let gets = 1000;
+    for _ in 0..gets {
+        get(format!("u{}", lcg(&mut seed) as usize % entities)).await?;
+    }
+    let get_ms = timer.elapsed().as_secs_f64() * 1000.0 / gets as f64;
+    let logged = std::fs::read_to_string(&log)?
+        .lines()
+        .rfind(|l| l.contains("online events read"))
+        .unwrap_or("")
+        .to_string();
+    let field = |name: &str| -> u64 {
+        logged
+            .split(&format!("{name}="))
+            .nth(1)
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let (read, bytes) = (field("events_read"), field("bytes"));
+    println!("online state: {events_n} events over {entities} entities and 90 days; the feature's 16 values (count, sum, mean, max of a float over 1h, 1d, 7d, 30d); {threads} worker threads");
+    println!("| what | figure |");
+    println!("|---|---|");
+    println!(
+        "| events made and ingested (Parquet, 2M rows a request) | {made_and_ingested_s:.1} s |"
+    );
+    println!("| events after now − 30 d − 1 min, made here | {held_expected} |");
+    println!("| the replica's first GET (a worker reads them, the replica holds them) | {first_get_s:.2} s |");
+    println!("| events read, as the server logs them | {read} |");
+    println!(
+        "| bytes held, as the server counts them (`Held::bytes`) | {} MiB ({:.1} B an event) |",
+        bytes / (1 << 20),
+        bytes as f64 / read.max(1) as f64
+    );
+    println!(
+        "| server RSS before the first GET / after it | {rss_before} / {rss_after} MiB (+{} MiB) |",
+        rss_after.saturating_sub(rss_before)
+    );
+    println!(
+        "| server peak RSS before the first GET / after it | {peak_before} / {peak_after} MiB |"
+    );
+    println!(
+        "| server RSS each second of the first GET | {} MiB |",
+        series.join(", ")
+    );
+    println!(
+        "| the server's log of the read | {} |",
+        logged
+            .split("online events read")
+            .nth(1)
+            .unwrap_or("")
+            .trim()
+    );
+    println!("| {gets} GETs at random users after it, one at a time | {get_ms:.2} ms each |");
     Ok(())
 }
 

@@ -280,10 +280,8 @@ async fn refresh(
             for (lo, hi) in plan.remove {
                 s.held.remove_offsets(lo, hi);
             }
-            if let Some((frame, key, time)) = read {
-                s.held
-                    .add(&frame, &key, &time)
-                    .map_err(ServiceError::fault)?;
+            if let Some(read) = read {
+                s.held.absorb(read);
             }
             s.files.extend(new_files);
             s.version = pinned.version;
@@ -625,16 +623,21 @@ pub async fn take_table_live(state: &AppState, raw_table_id: i64) {
     }
 }
 
-/// Read `files`' events after `after` in a worker: the events, and their key and time
-/// columns.
+/// Read `files`' events after `after` in a worker, into a `Held` apart from the one answers
+/// read (`Held::absorb` moves them in). The worker sends them in batches, each added before
+/// the next is read, so this replica holds one batch of the answer at a time besides the
+/// events, and stops the worker as soon as the events pass `AGGREGATION_MAX_HELD_EVENTS`.
 async fn read_events(
     state: &AppState,
     held: &FeatureHeld,
     files: &[String],
     partitioned: bool,
     after: i64,
-) -> Result<(polars::prelude::DataFrame, String, String)> {
-    let mut source = held.state.read().await.source.clone();
+) -> Result<Held> {
+    let (mut source, mut staged) = {
+        let s = held.state.read().await;
+        (s.source.clone(), s.held.empty_like())
+    };
     source.files = files.to_vec();
     source.partitioned = partitioned;
     let (key, time) = (source.entity_key.clone(), source.event_time.clone());
@@ -645,32 +648,67 @@ async fn read_events(
         }),
         storage: state.offline.options().clone(),
     };
-    let (_, payload) = state
+    let failed = |e| super::failures::worker_error(e, "Reading the feature's events failed");
+    let started = std::time::Instant::now();
+    let mut adding = std::time::Duration::ZERO;
+    let admitted = state.compute.admit().await.map_err(failed)?;
+    let mut running = state
         .compute
-        .run(&job, None)
+        .start(admitted, &job, None)
         .await
-        .map_err(|e| super::failures::worker_error(e, "Reading the feature's events failed"))?;
-    let payload = payload.unwrap_or_default();
-    let frame = blocking(move || {
-        use polars::prelude::{IpcReader, SerReader};
-        IpcReader::new(std::io::Cursor::new(payload))
-            .finish()
-            .map_err(|e| e.to_string())
-    })
-    .await?
-    .map_err(ServiceError::fault)?;
+        .map_err(failed)?;
+    // The worker replies once it has read the events, before it sends them.
+    let worker_ms = started.elapsed().as_millis() as u64;
     // Past the limit a feature's events are not loaded and its online answers are refused
     // (its training sets are not limited by this).
-    let held_now = state.online.total_events().await;
+    let held_before = state.online.total_events().await;
     let limit = state.config.aggregation_max_held_events;
-    if held_now + frame.height() > limit {
-        return Err(ServiceError::Invalid(format!(
-            "Serving this feature online would hold {} events on this replica, over \
-             AGGREGATION_MAX_HELD_EVENTS ({limit}); its training sets are not limited by this",
-            held_now + frame.height()
-        )));
+    let too_many = |n: usize| {
+        ServiceError::Invalid(format!(
+            "Serving this feature online would hold more events on this replica than \
+             AGGREGATION_MAX_HELD_EVENTS ({limit}): {n} with those held already; its training \
+             sets are not limited by this"
+        ))
+    };
+    if held_before + running.reply().rows > limit {
+        return Err(too_many(held_before + running.reply().rows));
     }
-    Ok((frame, key, time))
+    while let Some(batch) = running.next_blob().await.map_err(failed)? {
+        let (key, time) = (key.clone(), time.clone());
+        let added = std::time::Instant::now();
+        staged = blocking(move || {
+            use polars::prelude::{IpcReader, SerReader};
+            let frame = IpcReader::new(std::io::Cursor::new(batch))
+                .finish()
+                .map_err(|e| e.to_string())?;
+            staged.add(&frame, &key, &time)?;
+            Ok::<Held, String>(staged)
+        })
+        .await?
+        .map_err(ServiceError::fault)?;
+        adding += added.elapsed();
+        if held_before + staged.events() > limit {
+            return Err(too_many(held_before + staged.events()));
+        }
+    }
+    running.finish().await.map_err(failed)?;
+    let (staged, bytes) = blocking(move || {
+        staged.trim();
+        let bytes = staged.bytes();
+        (staged, bytes)
+    })
+    .await?;
+    tracing::info!(
+        feature_id = held.feature_id,
+        files = files.len(),
+        events_read = staged.events(),
+        bytes,
+        worker_ms = worker_ms,
+        adding_ms = adding.as_millis() as u64,
+        total_ms = started.elapsed().as_millis() as u64,
+        "online events read"
+    );
+    Ok(staged)
 }
 
 /// The output columns of declared aggregations over a table of `schema`, or what is wrong

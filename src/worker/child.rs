@@ -569,13 +569,42 @@ fn aggregated_events(
     })
 }
 
+/// Rows of the events sent in one blob: the server adds a batch to what it holds before it
+/// reads the next, so it never holds more than one batch of the answer besides the events.
+const EVENTS_BATCH_ROWS: usize = 1 << 18;
+
+/// The events a replica holds for an aggregation feature's online answers, in (key, time)
+/// order, ties as ingested, as Arrow IPC blobs of `EVENTS_BATCH_ROWS` rows ended by an empty
+/// blob.
 fn events_of(task: &EventsJob, job: &Job, out: &mut impl Write) -> Result<(), Stage> {
     let source = &task.source;
-    let mut events = aggregated_events(source, &job.storage, |frame| {
+    let events = aggregated_events(source, &job.storage, |frame| {
         scan::rows_after(frame, &source.event_time, task.after_micros)
     })?;
-    let ipc = crate::engine::batches::encode(&mut events).map_err(|e| (FailureKind::Output, e))?;
-    reply_with_payload(out, &ipc)
+    let order = aggregations::entity_order(&events, &source.entity_key, &source.event_time)
+        .map_err(|e| (FailureKind::Result, e))?;
+    let rows = order.as_ref().map_or(events.height(), Vec::len);
+    let reply = Reply {
+        rows,
+        peak_rss_kib: peak_rss_kib(),
+        ..Reply::default()
+    };
+    protocol::write_header(out, &reply).map_err(Stage::Streaming)?;
+    for lo in (0..rows).step_by(EVENTS_BATCH_ROWS) {
+        let hi = (lo + EVENTS_BATCH_ROWS).min(rows);
+        // Taken a batch at a time: the events are not held twice.
+        let batch = match &order {
+            Some(order) => events.take(&IdxCa::from_vec(PlSmallStr::EMPTY, order[lo..hi].to_vec())),
+            None => Ok(events.slice(lo as i64, hi - lo)),
+        };
+        let ipc = batch
+            .map_err(|e| e.to_string())
+            .and_then(|mut batch| crate::engine::batches::encode(&mut batch))
+            .map_err(|e| Stage::Streaming(io::Error::other(e)))?;
+        protocol::write_blob(out, &ipc).map_err(Stage::Streaming)?;
+    }
+    protocol::write_blob(out, &[]).map_err(Stage::Streaming)?;
+    out.flush().map_err(Stage::Streaming)
 }
 
 fn drift_of(task: &DriftJob, job: &Job, out: &mut impl Write) -> Result<(), Stage> {

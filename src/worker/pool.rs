@@ -356,6 +356,15 @@ impl Running {
         Ok((!frame.is_empty()).then(|| frame.freeze()))
     }
 
+    /// The next of the blobs that follow the reply one after another (an aggregation
+    /// feature's events, a batch each), or `None` after the empty one that ends them. Each
+    /// is at most the result limit and must arrive within the time limit.
+    pub async fn next_blob(&mut self) -> Result<Option<bytes::BytesMut>, ComputeError> {
+        let cap = self.pool.0.settings.max_result_bytes;
+        let blob = self.read(Next::Blob, cap).await?;
+        Ok((!blob.is_empty()).then_some(blob))
+    }
+
     /// The payload blob that follows the reply, when it says there is one.
     pub async fn payload(&mut self) -> Result<Option<Vec<u8>>, ComputeError> {
         if !self.reply.payload {
