@@ -129,7 +129,7 @@ impl Default for Config {
             compute_worker_program: None,
             batch_snapshot_max_bytes: 512 * 1024 * 1024,
             snapshot_cache_max_bytes: 256 * 1024 * 1024,
-            aggregation_max_held_events: 10_000_000,
+            aggregation_max_held_events: 50_000_000,
             snapshot_retention: Duration::from_secs(365 * 86_400),
             api_keys: ApiKeys::default(),
             cors_allowed_origins: Vec::new(),

@@ -657,8 +657,9 @@ async fn read_events(
         .start(admitted, &job, None)
         .await
         .map_err(failed)?;
-    // The worker replies once it has read the events, before it sends them.
+    // The worker replies once it has read and ordered the events, before it sends them.
     let worker_ms = started.elapsed().as_millis() as u64;
+    let worker_peak_rss_mib = running.reply().peak_rss_kib / 1024;
     // Past the limit a feature's events are not loaded and its online answers are refused
     // (its training sets are not limited by this).
     let held_before = state.online.total_events().await;
@@ -703,7 +704,8 @@ async fn read_events(
         files = files.len(),
         events_read = staged.events(),
         bytes,
-        worker_ms = worker_ms,
+        worker_ms,
+        worker_peak_rss_mib,
         adding_ms = adding.as_millis() as u64,
         total_ms = started.elapsed().as_millis() as u64,
         "online events read"
