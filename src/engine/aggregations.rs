@@ -795,12 +795,13 @@ fn sort_runs<'a>(keys: &'a StringChunked, micros: &[Option<i64>], threads: usize
     (key_ids, runs, times, Some(order))
 }
 
-/// The rows of `events` that have a key and a time, in (key, time) order, ties as ingested:
-/// how a worker sends what a replica holds, so that the replica adds each entity's events in
-/// one piece; `None` when they are in that order already. A counting sort by key, then each
-/// key's events by time: 4 bytes a row for the key's number and 4 for the order besides the
-/// times, far less than `sort_runs`'s partitions (32 bytes a row), so the worker's memory
-/// goes to the events themselves.
+/// The rows of `events` that have a key and a time, grouped by key (in the order keys first
+/// appear), each key's in time order, ties as ingested: how a worker sends what a replica
+/// holds, so that the replica adds each entity's events in one piece; `None` when they are
+/// grouped so already. A counting sort by key, then each key's events by time: 4 bytes a row
+/// for the key's number and 4 for the order besides the times (16 bytes a row, as
+/// `event_micros` gives them), far less than `sort_runs`'s partitions (32 bytes a row more),
+/// so the worker's memory goes to the events themselves.
 pub fn entity_order(
     events: &DataFrame,
     key: &str,

@@ -8,8 +8,8 @@
 //!
 //! Cost per event: 8 bytes of time, and per aggregated column its value: 8 bytes for a float
 //! (a missing one held as NaN), an integer or a datetime, 4 for a date, 1 for a boolean, 16
-//! for a string besides its text; a column of another kind than float adds a byte of null
-//! flag per event of an entity once one of its values is missing. 8 bytes of stream offset
+//! for a string besides its text; an integer, boolean, date or datetime column adds a byte
+//! of null flag per event of an entity once one of its values is missing. 8 bytes of stream offset
 //! only for an entity holding events taken from a stream before their commit. Per entity: a
 //! map slot (`size_of::<(Box<str>, Events)>()`, 88 bytes, and a control byte), its key, and
 //! one vector per column. Vectors grow by doubling, and `prune` and `trim` give back room
@@ -71,13 +71,12 @@ impl<T: Copy + Default> Maybe<T> {
     }
 
     fn append(&mut self, other: &mut Maybe<T>) {
-        if !other.missing.is_empty() && self.missing.is_empty() {
+        if !self.missing.is_empty() || !other.missing.is_empty() {
+            // Flags for every value, these (none may be missing yet) and then `other`'s.
             self.missing.resize(self.values.len(), false);
-        }
-        if !self.missing.is_empty() {
             if other.missing.is_empty() {
                 self.missing
-                    .resize(self.missing.len() + other.values.len(), false);
+                    .resize(self.values.len() + other.values.len(), false);
             } else {
                 self.missing.append(&mut other.missing);
             }
@@ -390,23 +389,23 @@ impl Events {
 
     /// The offset of the event about to be pushed.
     fn push_offset(&mut self, offset: i64) {
-        if offset != FROM_TABLE && self.offsets.is_empty() {
+        if self.offsets.is_empty() {
+            if offset == FROM_TABLE {
+                return;
+            }
             self.offsets.resize(self.times.len(), FROM_TABLE);
         }
-        if !self.offsets.is_empty() {
-            self.offsets.push(offset);
-        }
+        self.offsets.push(offset);
     }
 
     /// Move `other`'s events after these.
     fn append(&mut self, other: &mut Events) {
-        if !other.offsets.is_empty() && self.offsets.is_empty() {
+        if !self.offsets.is_empty() || !other.offsets.is_empty() {
+            // Offsets for every event, these (none may be streamed yet) and then `other`'s.
             self.offsets.resize(self.times.len(), FROM_TABLE);
-        }
-        if !self.offsets.is_empty() {
             if other.offsets.is_empty() {
                 self.offsets
-                    .resize(self.offsets.len() + other.times.len(), FROM_TABLE);
+                    .resize(self.times.len() + other.times.len(), FROM_TABLE);
             } else {
                 self.offsets.append(&mut other.offsets);
             }
@@ -462,8 +461,8 @@ impl Events {
 /// The offset of an event read from the table's files.
 pub const FROM_TABLE: i64 = i64::MIN;
 
-/// Room a vector may keep past what it holds before `Held::trim` gives it back: vectors grow
-/// by doubling, so right after a growth one holds up to twice its events.
+/// Room a vector may keep past what it holds before `Held::prune` gives it back: vectors
+/// grow by doubling, so right after a growth one holds up to twice its events.
 fn slack(len: usize) -> usize {
     len + 8
 }
@@ -529,8 +528,15 @@ impl Held {
     /// Bytes allocated for what is held: the entity table and every entity's vectors and
     /// texts (the allocator's own overhead aside).
     pub fn bytes(&self) -> usize {
+        // The table's buckets: its capacity is 7/8 of them, a power of two, each with a
+        // control byte, and a group's worth of control bytes more.
+        let buckets = match self.entities.capacity() {
+            0 => 0,
+            c => (c * 8).div_ceil(7).next_power_of_two(),
+        };
         let slot = std::mem::size_of::<(Box<str>, Events)>() + 1;
-        self.entities.capacity() * slot
+        buckets * slot
+            + 16
             + self
                 .entities
                 .iter()
@@ -583,11 +589,15 @@ impl Held {
             let run = start..end;
             start = end;
             let Some(k) = k else { continue };
+            let n = times[run.clone()].iter().flatten().count();
+            if n == 0 {
+                // No entity is made without an event.
+                continue;
+            }
             let events = match self.entities.get_mut(k) {
                 Some(e) => e,
                 None => {
                     let mut fresh = Events::new(&sources);
-                    let n = times[run.clone()].iter().flatten().count();
                     fresh.times.reserve_exact(n);
                     for c in fresh.columns.iter_mut() {
                         c.stored().reserve_exact(n);
@@ -989,9 +999,9 @@ mod tests {
             function: Function::Sum,
             window_micros: 1_000_000_000,
         };
-        // Per entity: the map slot and its control byte, the key, one column's enum, and
-        // what the allocator may round up; 256 bytes is far above it.
-        let entity_overhead = 256 * entities;
+        // Per entity: the map's buckets (at most twice the entities, 89 bytes each with the
+        // control byte), the key and one column's enum: about 250 bytes here.
+        let entity_overhead = 320 * entities;
         for (column, per_event) in [("amount", 16), ("qty", 17)] {
             let mut held = Held::new(vec![output(column)]);
             let mut read = held.empty_like();
@@ -1010,5 +1020,74 @@ mod tests {
         let mut grown = Held::new(vec![output("amount")]);
         grown.add(&frame, "user_id", "ts").unwrap();
         assert!(grown.bytes() <= 2 * 16 * rows + 8 * 16 * entities + entity_overhead);
+    }
+
+    /// A stream's events for an entity nothing else holds keep their offsets (so their commit
+    /// takes them out again), a row without a time makes no entity, and missing values stay
+    /// missing when reads are absorbed, whichever side had them.
+    #[test]
+    fn streamed_offsets_and_missing_values_survive_new_entities_and_absorbing() {
+        let frame = |users: &[&str], ts: &[Option<i64>], qty: &[Option<i64>]| {
+            DataFrame::new(
+                users.len(),
+                vec![
+                    Column::new("user_id".into(), users),
+                    Int64Chunked::from_iter_options("ts".into(), ts.iter().copied())
+                        .into_datetime(TimeUnit::Microseconds, None)
+                        .into_column(),
+                    Column::new("qty".into(), qty),
+                ],
+            )
+            .unwrap()
+        };
+        let outputs: Vec<Output> = [Function::Count, Function::Sum]
+            .iter()
+            .map(|&f| Output {
+                name: format!("{f:?}"),
+                column: "qty".into(),
+                function: f,
+                window_micros: 100,
+            })
+            .collect();
+        let answer = |held: &Held, user: &str| -> serde_json::Value {
+            serde_json::from_str(&held.values_at(user, 50)).unwrap()
+        };
+        // From a stream only: both events carry their offsets and leave with their commit.
+        let mut held = Held::new(outputs.clone());
+        let streamed = frame(&["s", "s"], &[Some(1), Some(2)], &[Some(1), None]);
+        held.add_from(&streamed, "user_id", "ts", Some(&[1, 2]))
+            .unwrap();
+        assert_eq!(answer(&held, "s")["Count"], 1);
+        held.remove_offsets(0, 2);
+        assert_eq!(held.events(), 0);
+        assert_eq!(answer(&held, "s")["Count"], 0);
+        // A row with a key and no time is no event and makes no entity.
+        held.add(&frame(&["n"], &[None], &[Some(7)]), "user_id", "ts")
+            .unwrap();
+        assert_eq!(held.events(), 0);
+        // Missing values on either side of an absorb stay missing.
+        for (first, second) in [
+            ([Some(5), Some(6)], [None, Some(3)]),
+            ([None, Some(6)], [Some(5), Some(3)]),
+        ] {
+            let mut held = Held::new(outputs.clone());
+            held.add(
+                &frame(&["u", "u"], &[Some(1), Some(2)], &first),
+                "user_id",
+                "ts",
+            )
+            .unwrap();
+            let mut read = held.empty_like();
+            read.add(
+                &frame(&["u", "u"], &[Some(3), Some(4)], &second),
+                "user_id",
+                "ts",
+            )
+            .unwrap();
+            held.absorb(read);
+            let got = answer(&held, "u");
+            assert_eq!(got["Count"], 3, "{first:?} then {second:?}: {got}");
+            assert_eq!(got["Sum"], 14, "{first:?} then {second:?}: {got}");
+        }
     }
 }

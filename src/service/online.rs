@@ -652,13 +652,14 @@ async fn read_events(
     let started = std::time::Instant::now();
     let mut adding = std::time::Duration::ZERO;
     let admitted = state.compute.admit().await.map_err(failed)?;
+    let spawned = std::time::Instant::now();
     let mut running = state
         .compute
         .start(admitted, &job, None)
         .await
         .map_err(failed)?;
     // The worker replies once it has read and ordered the events, before it sends them.
-    let worker_ms = started.elapsed().as_millis() as u64;
+    let worker_ms = spawned.elapsed().as_millis() as u64;
     let worker_peak_rss_mib = running.reply().peak_rss_kib / 1024;
     // Past the limit a feature's events are not loaded and its online answers are refused
     // (its training sets are not limited by this).
@@ -672,7 +673,9 @@ async fn read_events(
         ))
     };
     if held_before + running.reply().rows > limit {
-        return Err(too_many(held_before + running.reply().rows));
+        let rows = running.reply().rows;
+        running.stop().await;
+        return Err(too_many(held_before + rows));
     }
     while let Some(batch) = running.next_blob().await.map_err(failed)? {
         let (key, time) = (key.clone(), time.clone());
@@ -689,6 +692,7 @@ async fn read_events(
         .map_err(ServiceError::fault)?;
         adding += added.elapsed();
         if held_before + staged.events() > limit {
+            running.stop().await;
             return Err(too_many(held_before + staged.events()));
         }
     }

@@ -573,8 +573,8 @@ fn aggregated_events(
 /// reads the next, so it never holds more than one batch of the answer besides the events.
 const EVENTS_BATCH_ROWS: usize = 1 << 18;
 
-/// The events a replica holds for an aggregation feature's online answers, in (key, time)
-/// order, ties as ingested, as Arrow IPC blobs of `EVENTS_BATCH_ROWS` rows ended by an empty
+/// The events a replica holds for an aggregation feature's online answers, grouped by key,
+/// each key's in time order, ties as ingested, as Arrow IPC blobs of `EVENTS_BATCH_ROWS` rows ended by an empty
 /// blob.
 fn events_of(task: &EventsJob, job: &Job, out: &mut impl Write) -> Result<(), Stage> {
     let source = &task.source;

@@ -390,6 +390,12 @@ impl Running {
         }
     }
 
+    /// Stop the worker before it has sent everything, and wait until it is gone: its memory
+    /// and its slot are back before the caller answers.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+
     /// Wait for the worker to exit once everything was read.
     pub async fn finish(mut self) -> Result<(), ComputeError> {
         let status = self.child.wait().await.map_err(ComputeError::Io)?;
