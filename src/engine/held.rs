@@ -9,11 +9,12 @@
 //! Cost per event: 8 bytes of time, and per aggregated column its value: 8 bytes for a float
 //! (a missing one held as NaN), an integer or a datetime, 4 for a date, 1 for a boolean, 16
 //! for a string besides its text; an integer, boolean, date or datetime column adds a byte
-//! of null flag per event of an entity once one of its values is missing. 8 bytes of stream offset
-//! only for an entity holding events taken from a stream before their commit. Per entity: a
-//! map slot (`size_of::<(Box<str>, Events)>()`, 88 bytes, and a control byte), its key, and
-//! one vector per column. Vectors grow by doubling, and `prune` and `trim` give back room
-//! past twice what a vector holds: `Held::bytes` says what is allocated.
+//! of null flag per event of an entity once one of its values is missing. 8 bytes of stream
+//! offset only for an entity holding events taken from a stream before their commit. Per
+//! entity: a map slot (`size_of::<(Box<str>, Events)>()`, 88 bytes, and a control byte), its
+//! key, and one vector per column. Vectors grow by doubling: `trim` gives back all the room
+//! past what they hold (a read, before it is absorbed), `prune` the room past twice that.
+//! `Held::bytes` says what is allocated.
 
 use std::collections::HashMap;
 
@@ -576,8 +577,8 @@ impl Held {
             .map(|c| Cells::of(column(c)?))
             .collect::<Result<Vec<_>, _>>()?;
         let mut touched: Vec<Box<str>> = Vec::new();
-        // Rows come in runs of one key (a worker sends them in key order): each run's entity
-        // is looked up once, and a new one is given room for the run alone.
+        // Rows come in runs of one key (a worker sends them grouped by key): each run's
+        // entity is looked up once, and a new one is given room for the run alone.
         let key_at: Vec<Option<&str>> = keys.iter().collect();
         let mut start = 0;
         while start < key_at.len() {

@@ -574,8 +574,8 @@ fn aggregated_events(
 const EVENTS_BATCH_ROWS: usize = 1 << 18;
 
 /// The events a replica holds for an aggregation feature's online answers, grouped by key,
-/// each key's in time order, ties as ingested, as Arrow IPC blobs of `EVENTS_BATCH_ROWS` rows ended by an empty
-/// blob.
+/// each key's in time order, ties as ingested, as Arrow IPC blobs of `EVENTS_BATCH_ROWS`
+/// rows ended by an empty blob.
 fn events_of(task: &EventsJob, job: &Job, out: &mut impl Write) -> Result<(), Stage> {
     let source = &task.source;
     let events = aggregated_events(source, &job.storage, |frame| {
