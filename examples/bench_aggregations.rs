@@ -23,7 +23,8 @@
 //! engines get the same cores.
 //! With `--online-state`, only what a replica holds to answer the feature online: the
 //! events ingested, the first GET, the server's resident memory before and after it, and the
-//! bytes the server counts (`online_state` below; needs neither DuckDB nor wrk).
+//! bytes the server counts, then the feature's GET against a SQL feature's cached GET with
+//! wrk (`online_state` below; needs wrk, not DuckDB).
 //! Needs python3 with duckdb and pyarrow (`pip install duckdb pyarrow`) and wrk.
 
 use std::process::{Child, Command, Stdio};
@@ -115,7 +116,7 @@ async fn main() -> Result<(), Error> {
     // Threads for our compute workers (COMPUTE_THREADS) and for DuckDB alike.
     let threads: usize = arg(&args, "--threads", "2").parse()?;
     if args.iter().any(|a| a == "--online-state") {
-        return online_state(&server, events_n, entities, threads).await;
+        return online_state(&server, events_n, entities, threads, duration).await;
     }
     let dir = tempfile::tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -406,30 +407,7 @@ async fn main() -> Result<(), Error> {
     )
     .await?;
     post("/api/v1/features/2/compute", json!({"version": "v1"})).await?;
-    let wrk = |feature: &str| {
-        let out = Command::new("wrk")
-            .args(["-t2", "-c16", &format!("-d{duration}s"), "--latency"])
-            .arg(format!(
-                "{base}/api/v1/feature-vectors?feature_name={feature}&entity_id=u1"
-            ))
-            .output();
-        out.map(|o| {
-            let text = String::from_utf8_lossy(&o.stdout).to_string();
-            let rps = text
-                .lines()
-                .find(|l| l.starts_with("Requests/sec"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0);
-            let p99 = text
-                .lines()
-                .find(|l| l.trim_start().starts_with("99%"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .unwrap_or("?")
-                .to_string();
-            (rps, p99)
-        })
-    };
+    let wrk = |feature: &str| wrk(&base, feature, duration);
     let (sql_rps, sql_p99) = wrk("total")?;
     let (agg_rps, agg_p99) = wrk("spend")?;
 
@@ -566,6 +544,30 @@ async fn main() -> Result<(), Error> {
     Ok(())
 }
 
+/// wrk at 16 connections on one entity's GET of `feature`: req/s and p99.
+fn wrk(base: &str, feature: &str, duration: u64) -> Result<(f64, String), Error> {
+    let out = Command::new("wrk")
+        .args(["-t2", "-c16", &format!("-d{duration}s"), "--latency"])
+        .arg(format!(
+            "{base}/api/v1/feature-vectors?feature_name={feature}&entity_id=u1"
+        ))
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let rps = text
+        .lines()
+        .find(|l| l.starts_with("Requests/sec"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let p99 = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("99%"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("?")
+        .to_string();
+    Ok((rps, p99))
+}
+
 /// A process's resident memory now and at its peak (`VmRSS`, `VmHWM`), in MiB.
 fn rss_mib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -589,6 +591,7 @@ async fn online_state(
     events_n: usize,
     entities: usize,
     threads: usize,
+    duration: u64,
 ) -> Result<(), Error> {
     let dir = tempfile::tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -606,6 +609,8 @@ async fn online_state(
         // The binary before batched reads sent the events as one blob.
         .env("COMPUTE_MAX_RESULT_MB", "4096")
         .env("AGGREGATION_MAX_HELD_EVENTS", events_n.to_string())
+        // The SQL feature's compute over every event, for the serving comparison.
+        .env("COMPUTE_TIMEOUT_SECONDS", "600")
         .env("COMPUTE_THREADS", threads.to_string())
         .env("RUST_LOG", "info")
         .stdout(Stdio::from(std::fs::File::create(&log)?))
@@ -733,6 +738,24 @@ async fn online_state(
             .unwrap_or(0)
     };
     let (read, bytes) = (field("events_read"), field("bytes"));
+    // Serving: the aggregation GET against a computed SQL feature's cached GET, same run.
+    send(
+        http.post(format!("{base}/api/v1/features")).json(&json!({
+            "name": "total", "raw_table_id": table, "entity_key": "user_id",
+            "computation_logic": "SELECT user_id, SUM(amount) AS total FROM data GROUP BY user_id"})),
+        "SQL feature",
+    )
+    .await?;
+    let timer = Instant::now();
+    send(
+        http.post(format!("{base}/api/v1/features/2/compute"))
+            .json(&json!({"version": "v1"})),
+        "compute",
+    )
+    .await?;
+    let compute_s = timer.elapsed().as_secs_f64();
+    let (sql_rps, sql_p99) = wrk(&base, "total", duration)?;
+    let (agg_rps, agg_p99) = wrk(&base, "spend", duration)?;
     println!("online state: {events_n} events over {entities} entities and 90 days; the feature's 16 values (count, sum, mean, max of a float over 1h, 1d, 7d, 30d); {threads} worker threads");
     println!("| what | figure |");
     println!("|---|---|");
@@ -767,6 +790,13 @@ async fn online_state(
             .trim()
     );
     println!("| {gets} GETs at random users after it, one at a time | {get_ms:.2} ms each |");
+    println!("| (the SQL feature's compute over every event) | {compute_s:.1} s |");
+    println!("| SQL feature cached GET, wrk -c16 | {sql_rps:.0} req/s, p99 {sql_p99} |");
+    println!("| aggregation feature GET, wrk -c16 | {agg_rps:.0} req/s, p99 {agg_p99} |");
+    println!(
+        "| aggregation / SQL | {:.2} x |",
+        agg_rps / sql_rps.max(1.0)
+    );
     Ok(())
 }
 
