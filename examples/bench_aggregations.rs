@@ -119,33 +119,14 @@ async fn main() -> Result<(), Error> {
         return online_state(&server, events_n, entities, threads, duration).await;
     }
     let dir = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
     let log = dir.path().join("server.log");
-    let _server = Proc(
-        Command::new(&server)
-            .env(
-                "DATABASE_URL",
-                format!("sqlite:{}/bench.db", dir.path().display()),
-            )
-            .env("PORT", port.to_string())
-            .env("REDIS_URL", "")
-            .env("MAX_BODY_BYTES", "268435456")
-            .env("COMPUTE_MAX_RESULT_MB", "4096")
-            .env("COMPUTE_THREADS", threads.to_string())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::from(std::fs::File::create(&log)?))
-            .spawn()?,
-    );
-    let base = format!("http://127.0.0.1:{port}");
+    let (_server, _, base) = start_server(
+        &server,
+        dir.path(),
+        &[("COMPUTE_THREADS", threads.to_string())],
+    )
+    .await?;
     let http = reqwest::Client::new();
-    for _ in 0..300 {
-        if http.get(format!("{base}/health")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let post = |path: &str, body: Value| {
         let req = http.post(format!("{base}{path}")).json(&body);
         let what = path.to_string();
@@ -160,12 +141,10 @@ async fn main() -> Result<(), Error> {
     let mut ts = Vec::with_capacity(events_n);
     let mut amount = Vec::with_capacity(events_n);
     for _ in 0..events_n {
-        users.push(format!("u{}", lcg(&mut seed) as usize % entities));
-        let at = start_us + (lcg(&mut seed) as i64 % (90 * 86_400)) * 1_000_000;
-        ts.push(at.min(now_us - 1_000_000));
-        amount.push(
-            (!lcg(&mut seed).is_multiple_of(10)).then(|| (lcg(&mut seed) % 100_000) as f64 / 100.0),
-        );
+        let (user, at, value) = event(&mut seed, entities, start_us, now_us);
+        users.push(user);
+        ts.push(at);
+        amount.push(value);
     }
     let mut events = DataFrame::new(
         events_n,
@@ -198,16 +177,7 @@ async fn main() -> Result<(), Error> {
         .await?;
     }
     let ingest_s = timer.elapsed().as_secs_f64();
-    let aggregations: Vec<Value> = FUNCTIONS
-        .iter()
-        .map(|f| json!({"column": "amount", "function": f, "windows": ["1h", "1d", "7d", "30d"]}))
-        .collect();
-    post(
-        "/api/v1/features",
-        json!({"name": "spend", "raw_table_id": table, "entity_key": "user_id",
-            "aggregations": aggregations}),
-    )
-    .await?;
+    post("/api/v1/features", spend(table)).await?;
 
     // Labels: half at an event's own time, half anywhere in the 90 days.
     let mut label_users = Vec::with_capacity(labels_n);
@@ -544,6 +514,65 @@ async fn main() -> Result<(), Error> {
     Ok(())
 }
 
+/// feature-store on a fresh SQLite in `dir` (its log in `dir/server.log`), with `env` besides
+/// the bench's settings, once it answers: the process, its pid and its base URL.
+async fn start_server(
+    server: &str,
+    dir: &std::path::Path,
+    env: &[(&str, String)],
+) -> Result<(Proc, u32, String), Error> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = Command::new(server)
+        .env("DATABASE_URL", format!("sqlite:{}/bench.db", dir.display()))
+        .env("PORT", port.to_string())
+        .env("REDIS_URL", "")
+        .env("MAX_BODY_BYTES", "268435456")
+        // The binary before batched online reads sent a feature's events as one blob.
+        .env("COMPUTE_MAX_RESULT_MB", "4096")
+        .env("RUST_LOG", "info")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::from(std::fs::File::create(dir.join("server.log"))?))
+        .spawn()?;
+    let pid = child.id();
+    let server = Proc(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    for _ in 0..300 {
+        if http.get(format!("{base}/health")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok((server, pid, base))
+}
+
+/// One random event over `entities` users and the 90 days from `start_us`, in whole seconds
+/// before `now_us`, its amount missing one time in ten.
+fn event(
+    seed: &mut u64,
+    entities: usize,
+    start_us: i64,
+    now_us: i64,
+) -> (String, i64, Option<f64>) {
+    let user = format!("u{}", lcg(seed) as usize % entities);
+    let at = start_us + (lcg(seed) as i64 % (90 * 86_400)) * 1_000_000;
+    let amount = (!lcg(seed).is_multiple_of(10)).then(|| (lcg(seed) % 100_000) as f64 / 100.0);
+    (user, at.min(now_us - 1_000_000), amount)
+}
+
+/// The aggregation feature both modes declare: count, sum, mean and max of the amount over
+/// 1h, 1d, 7d and 30d.
+fn spend(table: i64) -> Value {
+    let aggregations: Vec<Value> = FUNCTIONS
+        .iter()
+        .map(|f| json!({"column": "amount", "function": f, "windows": ["1h", "1d", "7d", "30d"]}))
+        .collect();
+    json!({"name": "spend", "raw_table_id": table, "entity_key": "user_id",
+        "aggregations": aggregations})
+}
+
 /// wrk at 16 connections on one entity's GET of `feature`: req/s and p99.
 fn wrk(base: &str, feature: &str, duration: u64) -> Result<(f64, String), Error> {
     let out = Command::new("wrk")
@@ -594,37 +623,19 @@ async fn online_state(
     duration: u64,
 ) -> Result<(), Error> {
     let dir = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
     let log = dir.path().join("server.log");
-    let child = Command::new(server)
-        .env(
-            "DATABASE_URL",
-            format!("sqlite:{}/bench.db", dir.path().display()),
-        )
-        .env("PORT", port.to_string())
-        .env("REDIS_URL", "")
-        .env("MAX_BODY_BYTES", "268435456")
-        // The binary before batched reads sent the events as one blob.
-        .env("COMPUTE_MAX_RESULT_MB", "4096")
-        .env("AGGREGATION_MAX_HELD_EVENTS", events_n.to_string())
-        // The SQL feature's compute over every event, for the serving comparison.
-        .env("COMPUTE_TIMEOUT_SECONDS", "600")
-        .env("COMPUTE_THREADS", threads.to_string())
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::from(std::fs::File::create(&log)?))
-        .spawn()?;
-    let pid = child.id();
-    let _server = Proc(child);
-    let base = format!("http://127.0.0.1:{port}");
+    let (_server, pid, base) = start_server(
+        server,
+        dir.path(),
+        &[
+            ("AGGREGATION_MAX_HELD_EVENTS", events_n.to_string()),
+            // The SQL feature's compute over every event, for the serving comparison.
+            ("COMPUTE_TIMEOUT_SECONDS", "600".to_string()),
+            ("COMPUTE_THREADS", threads.to_string()),
+        ],
+    )
+    .await?;
     let http = reqwest::Client::new();
-    for _ in 0..300 {
-        if http.get(format!("{base}/health")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let created: Value = serde_json::from_slice(
         &send(
             http.post(format!("{base}/api/v1/raw-tables")).json(&json!({
@@ -649,18 +660,14 @@ async fn online_state(
             Vec::with_capacity(n),
         );
         for _ in 0..n {
-            users.push(format!("u{}", lcg(&mut seed) as usize % entities));
-            let at = start_us + (lcg(&mut seed) as i64 % (90 * 86_400)) * 1_000_000;
-            let at = at.min(now_us - 1_000_000);
+            let (user, at, value) = event(&mut seed, entities, start_us, now_us);
             // What a replica holds: the events after now - 30 days - its 1-minute margin.
             if at > now_us - 30 * DAY_US - 60_000_000 {
                 held_expected += 1;
             }
+            users.push(user);
             ts.push(at);
-            amount.push(
-                (!lcg(&mut seed).is_multiple_of(10))
-                    .then(|| (lcg(&mut seed) % 100_000) as f64 / 100.0),
-            );
+            amount.push(value);
         }
         let mut part = DataFrame::new(
             n,
@@ -681,14 +688,9 @@ async fn online_state(
         .await?;
     }
     let made_and_ingested_s = timer.elapsed().as_secs_f64();
-    let aggregations: Vec<Value> = FUNCTIONS
-        .iter()
-        .map(|f| json!({"column": "amount", "function": f, "windows": ["1h", "1d", "7d", "30d"]}))
-        .collect();
     send(
-        http.post(format!("{base}/api/v1/features")).json(&json!({
-            "name": "spend", "raw_table_id": table, "entity_key": "user_id",
-            "aggregations": aggregations})),
+        http.post(format!("{base}/api/v1/features"))
+            .json(&spend(table)),
         "feature",
     )
     .await?;

@@ -46,21 +46,8 @@ impl<T: Copy + Default> Maybe<T> {
     }
 
     fn push(&mut self, value: Option<T>) {
-        match value {
-            Some(v) => {
-                self.values.push(v);
-                if !self.missing.is_empty() {
-                    self.missing.push(false);
-                }
-            }
-            None => {
-                if self.missing.is_empty() {
-                    self.missing.resize(self.values.len(), false);
-                }
-                self.values.push(T::default());
-                self.missing.push(true);
-            }
-        }
+        push_sparse(&mut self.missing, self.values.len(), value.is_none(), false);
+        self.values.push(value.unwrap_or_default());
     }
 
     fn get(&self, i: usize) -> Option<T> {
@@ -72,17 +59,41 @@ impl<T: Copy + Default> Maybe<T> {
     }
 
     fn append(&mut self, other: &mut Maybe<T>) {
-        if !self.missing.is_empty() || !other.missing.is_empty() {
-            // Flags for every value, these (none may be missing yet) and then `other`'s.
-            self.missing.resize(self.values.len(), false);
-            if other.missing.is_empty() {
-                self.missing
-                    .resize(self.values.len() + other.values.len(), false);
-            } else {
-                self.missing.append(&mut other.missing);
-            }
-        }
+        let (mine, theirs) = (self.values.len(), other.values.len());
+        append_sparse(&mut self.missing, mine, &mut other.missing, theirs, false);
         self.values.append(&mut other.values);
+    }
+}
+
+/// Push `value` onto `v`, a vector that is empty while every one of its `len` items is
+/// `absent` (so it costs nothing until one is not).
+fn push_sparse<T: Clone + PartialEq>(v: &mut Vec<T>, len: usize, value: T, absent: T) {
+    if v.is_empty() {
+        if value == absent {
+            return;
+        }
+        v.resize(len, absent);
+    }
+    v.push(value);
+}
+
+/// Move `theirs` (standing for `their_len` items) after `mine` (for `my_len`), both vectors
+/// that are empty while all their items are `absent`, as `push_sparse` keeps them.
+fn append_sparse<T: Clone>(
+    mine: &mut Vec<T>,
+    my_len: usize,
+    theirs: &mut Vec<T>,
+    their_len: usize,
+    absent: T,
+) {
+    if mine.is_empty() && theirs.is_empty() {
+        return;
+    }
+    mine.resize(my_len, absent.clone());
+    if theirs.is_empty() {
+        mine.resize(my_len + their_len, absent);
+    } else {
+        mine.append(theirs);
     }
 }
 
@@ -390,27 +401,19 @@ impl Events {
 
     /// The offset of the event about to be pushed.
     fn push_offset(&mut self, offset: i64) {
-        if self.offsets.is_empty() {
-            if offset == FROM_TABLE {
-                return;
-            }
-            self.offsets.resize(self.times.len(), FROM_TABLE);
-        }
-        self.offsets.push(offset);
+        push_sparse(&mut self.offsets, self.times.len(), offset, FROM_TABLE);
     }
 
     /// Move `other`'s events after these.
     fn append(&mut self, other: &mut Events) {
-        if !self.offsets.is_empty() || !other.offsets.is_empty() {
-            // Offsets for every event, these (none may be streamed yet) and then `other`'s.
-            self.offsets.resize(self.times.len(), FROM_TABLE);
-            if other.offsets.is_empty() {
-                self.offsets
-                    .resize(self.times.len() + other.times.len(), FROM_TABLE);
-            } else {
-                self.offsets.append(&mut other.offsets);
-            }
-        }
+        let (mine, theirs) = (self.times.len(), other.times.len());
+        append_sparse(
+            &mut self.offsets,
+            mine,
+            &mut other.offsets,
+            theirs,
+            FROM_TABLE,
+        );
         if self.times.last() > other.times.first() && !other.times.is_empty() {
             self.unsorted = true;
         }
