@@ -25,6 +25,9 @@
 //! events ingested, the first GET, the server's resident memory before and after it, and the
 //! bytes the server counts, then the feature's GET against a SQL feature's cached GET with
 //! wrk (`online_state` below; needs wrk, not DuckDB).
+//! With `--large-dataset`, only the label table's training set written as a dataset, at the
+//! issue's 100M × 10M scale, its sampled users' rows checked by brute force (`large_dataset`
+//! below; needs neither DuckDB nor wrk).
 //! Needs python3 with duckdb and pyarrow (`pip install duckdb pyarrow`) and wrk.
 
 use std::process::{Child, Command, Stdio};
@@ -117,6 +120,9 @@ async fn main() -> Result<(), Error> {
     let threads: usize = arg(&args, "--threads", "2").parse()?;
     if args.iter().any(|a| a == "--online-state") {
         return online_state(&server, events_n, entities, threads, duration).await;
+    }
+    if args.iter().any(|a| a == "--large-dataset") {
+        return large_dataset(&server, events_n, entities, labels_n, threads).await;
     }
     let dir = tempfile::tempdir()?;
     let log = dir.path().join("server.log");
@@ -845,4 +851,243 @@ fn compare(ours: &DataFrame, reference: &DataFrame, prefix: &str) -> Result<usiz
         }
     }
     Ok(bad)
+}
+
+/// `--large-dataset`: the training set of a label table written as a Parquet dataset at the
+/// issue's scale (EVENTS events over ENTITIES users and 90 days, LABELS labels, half of them
+/// at an event's own time), timed from the call to its answer, with the worker's peak RSS and
+/// steps from the server's log. DuckDB is not run at this size: every row of the users whose
+/// number is a multiple of 997 is compared with a brute-force evaluation of their events,
+/// which the bench keeps.
+async fn large_dataset(
+    server: &str,
+    events_n: usize,
+    entities: usize,
+    labels_n: usize,
+    threads: usize,
+) -> Result<(), Error> {
+    const SAMPLED: usize = 997;
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("server.log");
+    let (_server, _, base) = start_server(
+        server,
+        dir.path(),
+        &[
+            ("COMPUTE_TIMEOUT_SECONDS", "600".to_string()),
+            ("COMPUTE_THREADS", threads.to_string()),
+        ],
+    )
+    .await?;
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        let req = http.post(format!("{base}{path}")).json(&body);
+        let what = path.to_string();
+        async move { Ok::<Value, Error>(serde_json::from_slice(&send(req, &what).await?)?) }
+    };
+    let table = post(
+        "/api/v1/raw-tables",
+        json!({"name": "payments", "event_time_column": "ts",
+            "schema_definition": {"user_id": "string", "ts": "datetime", "amount": "float"}}),
+    )
+    .await?["id"]
+        .as_i64()
+        .ok_or("no table id")?;
+    let label_table = post(
+        "/api/v1/raw-tables",
+        json!({"name": "labels", "schema_definition":
+            {"entity_id": "string", "timestamp": "datetime", "row_no": "integer"}}),
+    )
+    .await?["id"]
+        .as_i64()
+        .ok_or("no label table id")?;
+    let ingest = |table: i64, mut frame: DataFrame| {
+        let req = parquet(&mut frame).map(|body| {
+            http.post(format!("{base}/api/v1/raw-tables/{table}/data"))
+                .header("content-type", "application/vnd.apache.parquet")
+                .body(body)
+        });
+        async move { send(req?, "ingest").await }
+    };
+    let now_us = chrono::Utc::now().timestamp_micros();
+    let start_us = (now_us - 90 * DAY_US) / 1_000_000 * 1_000_000;
+    let mut seed = 11;
+    let chunk = 2_000_000;
+    // The sampled users' events: user number -> (time, amount).
+    let mut kept: std::collections::HashMap<usize, Vec<(i64, Option<f64>)>> = Default::default();
+    let labels_per_chunk = labels_n.div_ceil(events_n.div_ceil(chunk).max(1));
+    let (mut label_users, mut label_ts) = (Vec::new(), Vec::new());
+    let timer = Instant::now();
+    for lo in (0..events_n).step_by(chunk) {
+        let n = chunk.min(events_n - lo);
+        let (mut users, mut ts, mut amount) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for _ in 0..n {
+            let (user, at, value) = event(&mut seed, entities, start_us, now_us);
+            let number: usize = user[1..].parse()?;
+            if number.is_multiple_of(SAMPLED) {
+                kept.entry(number).or_default().push((at, value));
+            }
+            users.push(user);
+            ts.push(at);
+            amount.push(value);
+        }
+        for i in 0..labels_per_chunk.min(labels_n - label_users.len()) {
+            if i % 2 == 0 {
+                let e = lcg(&mut seed) as usize % n;
+                label_users.push(users[e].clone());
+                label_ts.push(ts[e]);
+            } else {
+                label_users.push(format!("u{}", lcg(&mut seed) as usize % entities));
+                label_ts.push(start_us + (lcg(&mut seed) as i64 % (90 * DAY_US)));
+            }
+        }
+        let part = DataFrame::new(
+            n,
+            vec![
+                Column::new("user_id".into(), &users),
+                Int64Chunked::from_vec("ts".into(), ts)
+                    .into_datetime(TimeUnit::Microseconds, None)
+                    .into_column(),
+                Column::new("amount".into(), &amount),
+            ],
+        )?;
+        ingest(table, part).await?;
+    }
+    let events_s = timer.elapsed().as_secs_f64();
+    let timer = Instant::now();
+    let labels_n = label_users.len();
+    for lo in (0..labels_n).step_by(chunk) {
+        let hi = (lo + chunk).min(labels_n);
+        let part = DataFrame::new(
+            hi - lo,
+            vec![
+                Column::new("entity_id".into(), &label_users[lo..hi]),
+                Int64Chunked::from_vec("timestamp".into(), label_ts[lo..hi].to_vec())
+                    .into_datetime(TimeUnit::Microseconds, None)
+                    .into_column(),
+                Column::new("row_no".into(), (lo as i64..hi as i64).collect::<Vec<_>>()),
+            ],
+        )?;
+        ingest(label_table, part).await?;
+    }
+    let labels_s = timer.elapsed().as_secs_f64();
+    post("/api/v1/features", spend(table)).await?;
+    println!(
+        "{events_n} events over {entities} users and 90 days (ingested in {events_s:.1} s), \
+         {labels_n} labels (ingested in {labels_s:.1} s), {threads} compute thread(s)"
+    );
+
+    let timer = Instant::now();
+    let written = post(
+        "/api/v1/training-sets/datasets",
+        json!({"features": ["spend"], "labels": {"raw_table_id": label_table}}),
+    )
+    .await?;
+    let dataset_s = timer.elapsed().as_secs_f64();
+    let server_log = std::fs::read_to_string(&log)?;
+    let line = server_log
+        .lines()
+        .rfind(|l| l.contains("training set written as a dataset"))
+        .unwrap_or("");
+    let field = |name: &str| -> u64 {
+        line.split(&format!("{name}="))
+            .nth(1)
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let files = written["files"].as_array().ok_or("no files")?;
+    println!(
+        "dataset: {dataset_s:.2} s, {} rows in {} files; worker peak RSS {} MiB; \
+         read labels {} ms, spill {} ms, gather (spill included) {} ms, write {} ms",
+        written["rows"],
+        files.len(),
+        field("worker_peak_rss_mib"),
+        field("read_labels_ms"),
+        field("spill_ms"),
+        field("gather_ms"),
+        field("write_ms"),
+    );
+
+    // The sampled users' rows against brute force over their kept events.
+    for events in kept.values_mut() {
+        events.sort_by_key(|e| e.0);
+    }
+    let mut ours: Option<DataFrame> = None;
+    for file in files {
+        let path = file.as_str().ok_or("a file is not text")?;
+        let part = ParquetReader::new(std::fs::File::open(path)?).finish()?;
+        let sampled: BooleanChunked = part
+            .column("entity_id")?
+            .str()?
+            .iter()
+            .map(|u| {
+                u.and_then(|u| u[1..].parse::<usize>().ok())
+                    .is_some_and(|n| n.is_multiple_of(SAMPLED))
+            })
+            .collect();
+        let part = part.filter(&sampled)?;
+        match &mut ours {
+            Some(frame) => {
+                frame.vstack_mut(&part)?;
+            }
+            None => ours = Some(part),
+        }
+    }
+    let ours = ours.ok_or("the dataset has no files")?;
+    let users: Vec<usize> = ours
+        .column("entity_id")?
+        .str()?
+        .iter()
+        .map(|u| u.and_then(|u| u[1..].parse().ok()).unwrap_or(usize::MAX))
+        .collect();
+    let at: Vec<i64> = ours
+        .column("timestamp")?
+        // Microseconds, as every training set writes it.
+        .to_physical_repr()
+        .i64()?
+        .iter()
+        .map(|t| t.unwrap_or(i64::MIN))
+        .collect();
+    let mut reference: Vec<Column> = vec![Column::new(
+        "row_no".into(),
+        (0..ours.height() as i64).collect::<Vec<_>>(),
+    )];
+    for (window, seconds) in [
+        ("1h", 3_600i64),
+        ("1d", 86_400),
+        ("7d", 604_800),
+        ("30d", 2_592_000),
+    ] {
+        let (mut count, mut sum, mut mean, mut max) = (vec![], vec![], vec![], vec![]);
+        for (user, &t) in users.iter().zip(&at) {
+            let events = kept.get(user).map_or(&[][..], Vec::as_slice);
+            let lo = events.partition_point(|e| e.0 <= t - seconds * 1_000_000);
+            let hi = events.partition_point(|e| e.0 <= t);
+            let values: Vec<f64> = events[lo..hi].iter().filter_map(|e| e.1).collect();
+            let total: f64 = values.iter().sum();
+            count.push(Some(values.len() as f64));
+            sum.push((!values.is_empty()).then_some(total));
+            mean.push((!values.is_empty()).then(|| total / values.len() as f64));
+            max.push(values.iter().copied().reduce(f64::max));
+        }
+        for (name, values) in [("count", count), ("sum", sum), ("mean", mean), ("max", max)] {
+            reference.push(Column::new(
+                format!("amount_{name}_{window}").into(),
+                values,
+            ));
+        }
+    }
+    let reference = DataFrame::new(ours.height(), reference)?;
+    let mismatches = compare(&ours, &reference, "spend__")?;
+    println!(
+        "checked: {} rows of the sampled users ({} users with events), {} values, {mismatches} \
+         differ from brute force",
+        ours.height(),
+        kept.len(),
+        ours.height() * 16
+    );
+    Ok(())
 }

@@ -50,6 +50,9 @@ pub struct Config {
     /// The executable started as a compute worker; `None`: this process's own. Tests point it
     /// at the built server binary, since their own executable is the test harness.
     pub compute_worker_program: Option<PathBuf>,
+    /// Where each compute worker's own temporary directory is made; `None`: the system's
+    /// (`TMPDIR`). Tests point it at a directory they can look into.
+    pub compute_scratch_dir: Option<PathBuf>,
     /// Bytes of whole versions batch serving may hold in memory (measured on what is held);
     /// a version bigger than this is served entity by entity.
     pub batch_snapshot_max_bytes: u64,
@@ -57,6 +60,9 @@ pub struct Config {
     pub snapshot_cache_max_bytes: u64,
     /// Events a replica holds for aggregation features' online answers, over all of them.
     pub aggregation_max_held_events: usize,
+    /// Of a training set written as a dataset: the aggregation features' events a worker
+    /// evaluates in one pass; the rest wait in partition files on its local disk.
+    pub aggregation_pass_events: u64,
     /// Snapshots superseded longer ago than this are pruned (never a version's newest).
     pub snapshot_retention: Duration,
     /// Empty: the API is open.
@@ -127,9 +133,11 @@ impl Default for Config {
             compute_queue_size: 16,
             compute_max_result_mb: 1024,
             compute_worker_program: None,
+            compute_scratch_dir: None,
             batch_snapshot_max_bytes: 512 * 1024 * 1024,
             snapshot_cache_max_bytes: 256 * 1024 * 1024,
             aggregation_max_held_events: 50_000_000,
+            aggregation_pass_events: 8_000_000,
             snapshot_retention: Duration::from_secs(365 * 86_400),
             api_keys: ApiKeys::default(),
             cors_allowed_origins: Vec::new(),
@@ -198,6 +206,7 @@ impl fmt::Debug for Config {
                 "aggregation_max_held_events",
                 &self.aggregation_max_held_events,
             )
+            .field("aggregation_pass_events", &self.aggregation_pass_events)
             .field("snapshot_retention", &self.snapshot_retention)
             .field("api_keys", &self.api_keys)
             .field("cors_allowed_origins", &self.cors_allowed_origins)
@@ -656,6 +665,7 @@ impl Config {
                 d.compute_max_result_mb,
             )?,
             compute_worker_program: None,
+            compute_scratch_dir: None,
             batch_snapshot_max_bytes: parse(
                 "BATCH_SNAPSHOT_MAX_BYTES",
                 get("BATCH_SNAPSHOT_MAX_BYTES"),
@@ -670,6 +680,11 @@ impl Config {
                 "AGGREGATION_MAX_HELD_EVENTS",
                 get("AGGREGATION_MAX_HELD_EVENTS"),
                 d.aggregation_max_held_events,
+            )?,
+            aggregation_pass_events: parse(
+                "AGGREGATION_PASS_EVENTS",
+                get("AGGREGATION_PASS_EVENTS"),
+                d.aggregation_pass_events,
             )?,
             snapshot_retention: Duration::from_secs(
                 parse(
@@ -770,6 +785,10 @@ impl Config {
             ("COMPUTE_THREADS", config.compute_threads),
             ("COMPUTE_WORKERS", config.compute_workers),
             ("COMPUTE_MAX_RESULT_MB", config.compute_max_result_mb),
+            (
+                "AGGREGATION_PASS_EVENTS",
+                config.aggregation_pass_events as usize,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError(format!("{name} must be at least 1")));
@@ -824,6 +843,10 @@ impl Config {
             memory_limit_mb: self.compute_memory_limit_mb,
             timeout: self.compute_timeout,
             max_result_bytes: self.compute_max_result_mb.saturating_mul(1024 * 1024),
+            scratch: self
+                .compute_scratch_dir
+                .clone()
+                .unwrap_or_else(std::env::temp_dir),
         })
     }
 }

@@ -253,6 +253,19 @@ pub fn select_events(
     extra: Option<&str>,
     engine: Engine,
 ) -> Result<DataFrame, SelectError> {
+    let events = events_plan(events, query, extra)?
+        .collect_with_engine(engine)
+        .map(|r| r.unwrap_single())
+        .map_err(|e| SelectError::Input(super::execute::clean_message(&e.to_string())))?;
+    keyed_events(events, query.entity_key).map_err(SelectError::Input)
+}
+
+/// `select_events` before it runs: the rows the filter keeps and the columns it reads.
+pub fn events_plan(
+    events: LazyFrame,
+    query: &EventsQuery<'_>,
+    extra: Option<&str>,
+) -> Result<LazyFrame, SelectError> {
     let mut events = events;
     if let Some(filter) = query.filter {
         let sql = filter_sql(filter).map_err(SelectError::Filter)?;
@@ -260,16 +273,18 @@ pub fn select_events(
     }
     let mut needed = needed_columns(query.entity_key, query.event_time, query.outputs);
     needed.extend(extra.map(str::to_string));
-    let mut events = events
-        .select(needed.into_iter().map(col).collect::<Vec<_>>())
-        .collect_with_engine(engine)
-        .map(|r| r.unwrap_single())
-        .map_err(|e| SelectError::Input(super::execute::clean_message(&e.to_string())))?;
-    let key = crate::keys::EntityKey::from_stored(query.entity_key);
-    if key.single().is_none() {
-        events = tuple_events(events, &key, query.entity_key).map_err(SelectError::Input)?;
+    Ok(events.select(needed.into_iter().map(col).collect::<Vec<_>>()))
+}
+
+/// Events as `select_events` gives them, from its plan's rows: for a feature keyed by several
+/// columns (`entity_key` as stored), the tuple id added and the events without a whole key
+/// dropped; else as they are.
+pub fn keyed_events(events: DataFrame, entity_key: &str) -> Result<DataFrame, String> {
+    let key = crate::keys::EntityKey::from_stored(entity_key);
+    match key.single() {
+        Some(_) => Ok(events),
+        None => tuple_events(events, &key, entity_key),
     }
-    Ok(events)
 }
 
 /// `events` with the tuple id column (stored form) of `key` added; an event without its whole

@@ -15,6 +15,7 @@ pub mod ndjson;
 pub mod result;
 pub mod scan;
 pub mod schema;
+pub mod spill;
 pub mod sql_guard;
 pub mod stats;
 pub mod training;

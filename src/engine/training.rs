@@ -69,6 +69,30 @@ pub struct FeatureColumns {
     pub present: Vec<bool>,
 }
 
+impl FeatureColumns {
+    /// The answer for the rows at `indices` (row numbers, in the order given).
+    pub fn take(&self, indices: &[IdxSize]) -> Result<FeatureColumns, String> {
+        let values = match &self.values {
+            Some(values) => Some(
+                values
+                    .take(&IdxCa::from_vec(PlSmallStr::EMPTY, indices.to_vec()))
+                    .map_err(|e| e.to_string())?,
+            ),
+            None => None,
+        };
+        Ok(FeatureColumns {
+            reference: self.reference.clone(),
+            version_id: self.version_id,
+            unresolved: self.unresolved.clone(),
+            values,
+            present: match self.present.is_empty() {
+                true => Vec::new(),
+                false => indices.iter().map(|&i| self.present[i as usize]).collect(),
+            },
+        })
+    }
+}
+
 /// The JSON answer puts each row's values under `features`, beside the row's own columns.
 fn reserved_features() -> String {
     "the rows have a column named 'features', which the answer uses for the feature values; rename it".into()
@@ -119,6 +143,25 @@ impl Rows {
             );
         }
         super::result::tuple_column(&key, &columns, self.micros.len(), form)
+    }
+
+    /// The rows at `indices` (row numbers, in the order given).
+    pub fn take(&self, indices: &[IdxSize]) -> Result<Rows, String> {
+        let at = IdxCa::from_vec(PlSmallStr::EMPTY, indices.to_vec());
+        let err = |e: PolarsError| e.to_string();
+        Ok(Rows {
+            entity: match &self.entity {
+                Some(entity) => Some(entity.take(&at).map_err(err)?),
+                None => None,
+            },
+            micros: indices.iter().map(|&i| self.micros[i as usize]).collect(),
+            extra: match &self.extra {
+                Extra::Frame(frame) => Extra::Frame(frame.take(&at).map_err(err)?),
+                Extra::Json(rows) => {
+                    Extra::Json(indices.iter().map(|&i| rows[i as usize].clone()).collect())
+                }
+            },
+        })
     }
 
     fn has_column(&self, name: &str) -> bool {

@@ -829,6 +829,7 @@ pub async fn values_at(
             }],
             labels: None,
             dataset: None,
+            pass_events: 0,
         }),
         storage: state.offline.options().clone(),
     };

@@ -83,6 +83,7 @@ async fn start_worker(state: &AppState, request: Request) -> Result<Running> {
             features,
             labels: None,
             dataset: None,
+            pass_events: 0,
         }),
         storage: state.offline.options().clone(),
     };
@@ -190,6 +191,7 @@ pub async fn write_dataset(state: &AppState, request: DatasetRequest) -> Result<
                 time_column,
             }),
             dataset: Some(dir.uri()),
+            pass_events: state.config.aggregation_pass_events,
         }),
         storage: state.offline.options().clone(),
     };
@@ -220,6 +222,7 @@ pub async fn write_dataset(state: &AppState, request: DatasetRequest) -> Result<
         elapsed_ms = started.elapsed().as_millis() as u64,
         read_labels_ms = reply.query_micros / 1000,
         gather_ms = reply.check_micros / 1000,
+        spill_ms = reply.spill_micros / 1000,
         write_ms = reply.stats_micros / 1000,
         worker_peak_rss_mib = reply.peak_rss_kib / 1024,
         "training set written as a dataset"

@@ -16,12 +16,14 @@ use std::sync::Arc;
 use super::protocol::{
     self, AggregatedSource, ChunkWriter, ComputeJob, DatasetWritten, DriftJob, EventsJob,
     FailureKind, FramedWriter, Input, Job, LabelTable, PreviewJob, Reply, StatsJob, Task,
-    TrainingJob,
+    TrainingFeature, TrainingJob,
 };
 use crate::engine::history::{self as point_in_time, Indexed};
 use crate::engine::result::IdForm;
 use crate::engine::training::{self, FeatureColumns, MAX_CELLS};
-use crate::engine::{aggregations, drift, execute, result, scan, schema::TableSchema, stats};
+use crate::engine::{
+    aggregations, drift, execute, result, scan, schema::TableSchema, spill, stats,
+};
 use crate::keys::EntityKey;
 use crate::offline::{self, Location};
 
@@ -328,106 +330,50 @@ fn training_set(
             training::parse_rows(&body, task.input, &text_columns).map_err(refused)?
         }
     };
-    let parsed = started.elapsed();
-    let (mut reading, mut gathering) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+    let mut tally = Tally {
+        parsing: started.elapsed(),
+        ..Tally::default()
+    };
+    if let (Some(dir), Some(key)) = (&task.dataset, passes_key(task)) {
+        return dataset_in_passes(task, job, &rows, key, dir, tally, out);
+    }
     let mut snapshots = Snapshots::new(&job.storage);
-    let mut cells: u64 = 0;
     let mut columns = Vec::with_capacity(task.features.len());
     for feature in &task.features {
-        let unresolved = |reason: String| FeatureColumns {
-            reference: feature.reference.clone(),
-            version_id: feature.version_id,
-            unresolved: Some(reason),
-            values: None,
-            present: Vec::new(),
-        };
-        if let Some(reason) = &feature.unresolved {
-            columns.push(unresolved(reason.clone()));
-            continue;
-        }
-        if let Some(source) = &feature.aggregated {
-            cells += rows.micros.len() as u64 * source.outputs.len() as u64;
-            if cells > MAX_CELLS {
-                return Err(too_many_cells(rows.micros.len(), cells).into());
-            }
+        if let Some(source) = feature
+            .aggregated
+            .as_ref()
+            .filter(|_| feature.unresolved.is_none())
+        {
+            tally.count_cells(rows.micros.len(), source.outputs.len())?;
             let timer = Instant::now();
             let values = aggregated_values(source, &rows, &job.storage)?;
-            gathering += timer.elapsed();
-            columns.push(FeatureColumns {
-                reference: feature.reference.clone(),
-                version_id: feature.version_id,
-                unresolved: None,
-                values: Some(values),
-                present: vec![true; rows.micros.len()],
-            });
+            tally.gathering += timer.elapsed();
+            columns.push(aggregated_columns(feature, values));
             continue;
         }
-        let valid_from: Vec<i64> = feature
-            .snapshots
-            .iter()
-            .map(|s| s.valid_from_micros)
-            .collect();
-        let positions =
-            point_in_time::snapshot_positions(&rows.micros, &valid_from, task.max_age_micros);
-        let needed = point_in_time::needed(&positions, feature.snapshots.len());
-        let timer = Instant::now();
-        let mut read = Vec::with_capacity(needed.len());
-        for (file, needed) in feature.snapshots.iter().zip(needed) {
-            read.push(match needed {
-                true => Some(snapshots.get(&file.uri)?),
-                false => None,
-            });
-        }
-        reading += timer.elapsed();
-        let width = read
-            .last()
-            .and_then(|r| r.as_ref())
-            .map_or(0, |r| r.value_columns());
-        cells += rows.micros.len() as u64 * width as u64;
-        if cells > MAX_CELLS {
-            return Err(too_many_cells(rows.micros.len(), cells).into());
-        }
-        let timer = Instant::now();
-        let views: Vec<_> = read.iter().map(|r| r.as_ref().map(|r| r.view())).collect();
-        let ids = rows
-            .ids(feature.entity_key.as_deref(), IdForm::Compact)
-            .map_err(refused)?;
-        let (values, present) =
-            point_in_time::gather(&ids, &positions, &views).map_err(|e| (FailureKind::Input, e))?;
-        gathering += timer.elapsed();
-        columns.push(FeatureColumns {
-            reference: feature.reference.clone(),
-            version_id: feature.version_id,
-            unresolved: None,
-            values: Some(values),
-            present,
-        });
+        columns.push(snapshot_columns(
+            task,
+            feature,
+            &rows,
+            &mut snapshots,
+            &mut tally,
+        )?);
     }
     drop(snapshots);
     if let Some(dataset) = &task.dataset {
         let timer = Instant::now();
-        let written = write_dataset(dataset, &rows, columns, &job.storage)?;
-        let payload =
-            serde_json::to_vec(&written).map_err(|e| (FailureKind::Output, e.to_string()))?;
-        let reply = Reply {
-            rows: written.rows,
-            payload: true,
-            query_micros: parsed.as_micros() as u64,
-            snapshot_micros: reading.as_micros() as u64,
-            check_micros: gathering.as_micros() as u64,
-            stats_micros: timer.elapsed().as_micros() as u64,
-            peak_rss_kib: peak_rss_kib(),
-            ..Reply::default()
-        };
-        protocol::write_header(out, &reply).map_err(Stage::Streaming)?;
-        return protocol::write_blob(out, &payload).map_err(Stage::Streaming);
+        let mut files = DatasetFiles::new(dataset, &job.storage)?;
+        files.write(&rows, columns)?;
+        tally.writing = timer.elapsed();
+        return reply_written(out, &files.written(), &tally);
     }
     let reply = Reply {
         rows: rows.micros.len(),
         stream: true,
-        query_micros: parsed.as_micros() as u64,
-        snapshot_micros: reading.as_micros() as u64,
-        check_micros: gathering.as_micros() as u64,
+        query_micros: tally.parsing.as_micros() as u64,
+        snapshot_micros: tally.reading.as_micros() as u64,
+        check_micros: tally.gathering.as_micros() as u64,
         peak_rss_kib: peak_rss_kib(),
         ..Reply::default()
     };
@@ -437,6 +383,296 @@ fn training_set(
         .map_err(|e| Stage::Streaming(io::Error::other(e)))?;
     framed.finish().map_err(Stage::Streaming)?;
     Ok(())
+}
+
+/// Where a training set's time went, and the cells it has counted against `MAX_CELLS`.
+#[derive(Default)]
+struct Tally {
+    cells: u64,
+    /// Parsing the rows or reading the label table.
+    parsing: std::time::Duration,
+    /// Reading snapshot files.
+    reading: std::time::Duration,
+    /// Gathering values (for a dataset in passes, the spill included).
+    gathering: std::time::Duration,
+    /// Of the gathering: scanning aggregation features' events into partition files.
+    spilling: std::time::Duration,
+    /// Writing a dataset's files.
+    writing: std::time::Duration,
+}
+
+impl Tally {
+    /// Counts `rows` × `width` more cells; past `MAX_CELLS` the training set is refused.
+    fn count_cells(&mut self, rows: usize, width: usize) -> Result<(), Failure> {
+        self.cells += rows as u64 * width as u64;
+        match self.cells > MAX_CELLS {
+            true => Err(too_many_cells(rows, self.cells)),
+            false => Ok(()),
+        }
+    }
+}
+
+/// An aggregation feature's answer: a value set for every row.
+fn aggregated_columns(feature: &TrainingFeature, values: DataFrame) -> FeatureColumns {
+    FeatureColumns {
+        reference: feature.reference.clone(),
+        version_id: feature.version_id,
+        unresolved: None,
+        present: vec![true; values.height()],
+        values: Some(values),
+    }
+}
+
+/// A SQL feature's values at each row's time from the snapshot in force then (or why the
+/// feature did not resolve).
+fn snapshot_columns(
+    task: &TrainingJob,
+    feature: &TrainingFeature,
+    rows: &training::Rows,
+    snapshots: &mut Snapshots,
+    tally: &mut Tally,
+) -> Result<FeatureColumns, Failure> {
+    if let Some(reason) = &feature.unresolved {
+        return Ok(FeatureColumns {
+            reference: feature.reference.clone(),
+            version_id: feature.version_id,
+            unresolved: Some(reason.clone()),
+            values: None,
+            present: Vec::new(),
+        });
+    }
+    let valid_from: Vec<i64> = feature
+        .snapshots
+        .iter()
+        .map(|s| s.valid_from_micros)
+        .collect();
+    let positions =
+        point_in_time::snapshot_positions(&rows.micros, &valid_from, task.max_age_micros);
+    let needed = point_in_time::needed(&positions, feature.snapshots.len());
+    let timer = Instant::now();
+    let mut read = Vec::with_capacity(needed.len());
+    for (file, needed) in feature.snapshots.iter().zip(needed) {
+        read.push(match needed {
+            true => Some(snapshots.get(&file.uri)?),
+            false => None,
+        });
+    }
+    tally.reading += timer.elapsed();
+    let width = read
+        .last()
+        .and_then(|r| r.as_ref())
+        .map_or(0, |r| r.value_columns());
+    tally.count_cells(rows.micros.len(), width)?;
+    let timer = Instant::now();
+    let views: Vec<_> = read.iter().map(|r| r.as_ref().map(|r| r.view())).collect();
+    let ids = rows
+        .ids(feature.entity_key.as_deref(), IdForm::Compact)
+        .map_err(|e| (FailureKind::Request, e))?;
+    let (values, present) =
+        point_in_time::gather(&ids, &positions, &views).map_err(|e| (FailureKind::Input, e))?;
+    tally.gathering += timer.elapsed();
+    Ok(FeatureColumns {
+        reference: feature.reference.clone(),
+        version_id: feature.version_id,
+        unresolved: None,
+        values: Some(values),
+        present,
+    })
+}
+
+/// The key a dataset is evaluated in passes by: the one entity key (as stored) of all its
+/// aggregation features. `None` (one pass, every event held at once) when it has none, or
+/// when they are keyed differently: a partition of one key's entities holds any of
+/// another's.
+fn passes_key(task: &TrainingJob) -> Option<&str> {
+    if task.pass_events == 0 {
+        return None;
+    }
+    let mut keys = task
+        .features
+        .iter()
+        .filter(|f| f.unresolved.is_none())
+        .filter_map(|f| f.aggregated.as_ref())
+        .map(|source| source.entity_key.as_str());
+    let first = keys.next()?;
+    keys.all(|k| k == first).then_some(first)
+}
+
+/// What one feature contributes to each pass of a dataset.
+enum InPasses<'a> {
+    /// Computed for every row at once (a SQL feature's snapshot values, or why it did not
+    /// resolve); each pass takes its rows.
+    Whole(FeatureColumns),
+    /// An aggregation feature's events, in partition files.
+    Spilled(&'a TrainingFeature, &'a AggregatedSource, spill::Spilled),
+}
+
+/// A training set written as a dataset whose aggregation features' events are read once into
+/// partition files by their entity's hash (`engine::spill`), then evaluated a group of
+/// partitions at a time (at most `pass_events` events, or `PASS_LABELS` labels, unless one
+/// partition alone has more), each pass's rows written before the next is read. The worker
+/// holds the labels, one pass's events and one pass's values, not every event. The rows come
+/// grouped by pass, in the label table's order within each (with one pass, its order).
+fn dataset_in_passes(
+    task: &TrainingJob,
+    job: &Job,
+    rows: &training::Rows,
+    key: &str,
+    dir: &str,
+    mut tally: Tally,
+    out: &mut impl Write,
+) -> Result<(), Stage> {
+    let n = rows.micros.len();
+    let ids = rows
+        .ids(Some(key), IdForm::Stored)
+        .map_err(|e| (FailureKind::Request, e))?;
+    let partition_of_row: Vec<u8> = ids
+        .iter()
+        .map(|id| id.map_or(0, spill::partition_of) as u8)
+        .collect();
+    let mut labels = vec![0u64; spill::PARTITIONS];
+    for &p in &partition_of_row {
+        labels[p as usize] += 1;
+    }
+
+    let latest = rows.micros.iter().copied().max().unwrap_or(i64::MIN);
+    let mut snapshots = Snapshots::new(&job.storage);
+    let mut features = Vec::with_capacity(task.features.len());
+    for feature in &task.features {
+        match feature
+            .aggregated
+            .as_ref()
+            .filter(|_| feature.unresolved.is_none())
+        {
+            Some(source) => {
+                tally.count_cells(n, source.outputs.len())?;
+                let timer = Instant::now();
+                let spilled = spilled_events(source, &job.storage, latest)?;
+                tally.spilling += timer.elapsed();
+                features.push(InPasses::Spilled(feature, source, spilled));
+            }
+            None => features.push(InPasses::Whole(snapshot_columns(
+                task,
+                feature,
+                rows,
+                &mut snapshots,
+                &mut tally,
+            )?)),
+        }
+    }
+    drop(snapshots);
+    tally.gathering += tally.spilling;
+
+    let mut events = vec![0u64; spill::PARTITIONS];
+    for feature in &features {
+        if let InPasses::Spilled(_, _, spilled) = feature {
+            for (total, rows) in events.iter_mut().zip(&spilled.rows) {
+                *total += rows;
+            }
+        }
+    }
+    let mut files = DatasetFiles::new(dir, &job.storage)?;
+    for pass in spill::groups(&events, &labels, task.pass_events, PASS_LABELS) {
+        let timer = Instant::now();
+        let in_pass: Vec<IdxSize> = (0..n)
+            .filter(|&i| pass.contains(&(partition_of_row[i] as usize)))
+            .map(|i| i as IdxSize)
+            .collect();
+        if in_pass.is_empty() {
+            continue;
+        }
+        let taken = IdxCa::from_vec(PlSmallStr::EMPTY, in_pass.clone());
+        let pass_rows = rows.take(&in_pass).map_err(|e| (FailureKind::Input, e))?;
+        let pass_ids = ids
+            .take(&taken)
+            .map_err(|e| (FailureKind::Input, e.to_string()))?;
+        let mut columns = Vec::with_capacity(features.len());
+        for feature in &features {
+            columns.push(match feature {
+                InPasses::Whole(whole) => {
+                    whole.take(&in_pass).map_err(|e| (FailureKind::Input, e))?
+                }
+                InPasses::Spilled(feature, source, spilled) => {
+                    let events = spilled
+                        .read(pass.clone())
+                        .map_err(|e| (FailureKind::Input, e))?;
+                    let values = aggregations::evaluate(
+                        &events,
+                        &source.entity_key,
+                        &source.event_time,
+                        &source.outputs,
+                        &pass_ids,
+                        &pass_rows.micros,
+                        threads(),
+                    )
+                    .map_err(|e| (FailureKind::Input, e))?;
+                    aggregated_columns(feature, values)
+                }
+            });
+        }
+        tally.gathering += timer.elapsed();
+        let timer = Instant::now();
+        files.write(&pass_rows, columns)?;
+        tally.writing += timer.elapsed();
+    }
+    reply_written(out, &files.written(), &tally)
+}
+
+/// Labels evaluated in one pass of a dataset at most (unless one partition alone has more):
+/// the pass's values are held until its files are written (16 values a label: ~300 MiB).
+const PASS_LABELS: u64 = 2_000_000;
+
+/// An aggregation feature's events (kept by the filter, at or before `latest`) scanned once
+/// into partition files on the worker's disk.
+fn spilled_events(
+    source: &AggregatedSource,
+    storage: &std::collections::BTreeMap<String, String>,
+    latest: i64,
+) -> Result<spill::Spilled, Failure> {
+    let input = |e: String| (FailureKind::Input, e);
+    let schema = TableSchema::from_definition(&source.schema).map_err(input)?;
+    let events = scan::scan_files(&source.files, storage, source.partitioned, &schema, None)
+        .and_then(|frame| scan::rows_until(frame, Some((&source.event_time, latest))))
+        .map_err(input)?;
+    let query = aggregations::EventsQuery {
+        entity_key: &source.entity_key,
+        event_time: &source.event_time,
+        filter: source.filter.as_deref(),
+        outputs: &source.outputs,
+    };
+    let events = aggregations::events_plan(events, &query, None).map_err(|e| match e {
+        aggregations::SelectError::Filter(e) => (FailureKind::Sql, e),
+        aggregations::SelectError::Input(e) => input(e),
+    })?;
+    let key = source.entity_key.clone();
+    spill::spill(
+        events,
+        &source.entity_key,
+        move |batch| aggregations::keyed_events(batch, &key),
+        &std::env::temp_dir(),
+    )
+    .map_err(input)
+}
+
+fn reply_written(
+    out: &mut impl Write,
+    written: &DatasetWritten,
+    tally: &Tally,
+) -> Result<(), Stage> {
+    let payload = serde_json::to_vec(written).map_err(|e| (FailureKind::Output, e.to_string()))?;
+    let reply = Reply {
+        rows: written.rows,
+        payload: true,
+        query_micros: tally.parsing.as_micros() as u64,
+        snapshot_micros: tally.reading.as_micros() as u64,
+        check_micros: tally.gathering.as_micros() as u64,
+        spill_micros: tally.spilling.as_micros() as u64,
+        stats_micros: tally.writing.as_micros() as u64,
+        peak_rss_kib: peak_rss_kib(),
+        ..Reply::default()
+    };
+    protocol::write_header(out, &reply).map_err(Stage::Streaming)?;
+    protocol::write_blob(out, &payload).map_err(Stage::Streaming)
 }
 
 /// A label table's rows, read whole with the streaming engine (only a table's own columns: the
@@ -458,44 +694,72 @@ fn label_rows(
     training::table_rows(frame, &labels.time_column).map_err(|e| (FailureKind::Request, e))
 }
 
-/// The flat answer as Parquet files of `DATASET_PART_ROWS` rows each, `part-00000.parquet`
-/// onwards, under `dir`.
-fn write_dataset(
-    dir: &str,
-    rows: &training::Rows,
-    columns: Vec<FeatureColumns>,
-    storage: &std::collections::BTreeMap<String, String>,
-) -> Result<DatasetWritten, Failure> {
-    let output = |e: String| (FailureKind::Output, e);
-    let frame = training::to_frame(rows, columns).map_err(|e| (FailureKind::Request, e))?;
-    let dir = Location::parse(dir).map_err(|e| output(e.to_string()))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| output(e.to_string()))?;
-    let mut files = Vec::new();
-    let mut start = 0;
-    while start < frame.height() {
-        let mut part = frame.slice(start as i64, training::DATASET_PART_ROWS);
-        let bytes = offline::write_parquet(&mut part).map_err(output)?;
-        let location = dir.join(&format!("part-{:05}.parquet", files.len()));
-        runtime
-            .block_on(offline::put_file(&location, bytes.into(), storage))
-            .map_err(|e| output(e.to_string()))?;
-        files.push(location.uri());
-        start += training::DATASET_PART_ROWS;
-        if crate::failpoint::armed(crate::failpoint::DATASET_AFTER_A_PART) {
-            eprintln!(
-                "failpoint {}: exiting",
-                crate::failpoint::DATASET_AFTER_A_PART
-            );
-            std::process::exit(70);
+/// A dataset's Parquet files as they are written: `DATASET_PART_ROWS` rows each at most,
+/// `part-00000.parquet` onwards, under one directory.
+struct DatasetFiles<'a> {
+    dir: Location,
+    storage: &'a std::collections::BTreeMap<String, String>,
+    runtime: tokio::runtime::Runtime,
+    files: Vec<String>,
+    rows: usize,
+}
+
+impl<'a> DatasetFiles<'a> {
+    fn new(
+        dir: &str,
+        storage: &'a std::collections::BTreeMap<String, String>,
+    ) -> Result<Self, Failure> {
+        let output = |e: String| (FailureKind::Output, e);
+        Ok(DatasetFiles {
+            dir: Location::parse(dir).map_err(|e| output(e.to_string()))?,
+            storage,
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| output(e.to_string()))?,
+            files: Vec::new(),
+            rows: 0,
+        })
+    }
+
+    /// `rows` and their features' values, as the next files.
+    fn write(
+        &mut self,
+        rows: &training::Rows,
+        columns: Vec<FeatureColumns>,
+    ) -> Result<(), Failure> {
+        let output = |e: String| (FailureKind::Output, e);
+        let frame = training::to_frame(rows, columns).map_err(|e| (FailureKind::Request, e))?;
+        let mut start = 0;
+        while start < frame.height() {
+            let mut part = frame.slice(start as i64, training::DATASET_PART_ROWS);
+            let bytes = offline::write_parquet(&mut part).map_err(output)?;
+            let location = self
+                .dir
+                .join(&format!("part-{:05}.parquet", self.files.len()));
+            self.runtime
+                .block_on(offline::put_file(&location, bytes.into(), self.storage))
+                .map_err(|e| output(e.to_string()))?;
+            self.files.push(location.uri());
+            start += training::DATASET_PART_ROWS;
+            if crate::failpoint::armed(crate::failpoint::DATASET_AFTER_A_PART) {
+                eprintln!(
+                    "failpoint {}: exiting",
+                    crate::failpoint::DATASET_AFTER_A_PART
+                );
+                std::process::exit(70);
+            }
+        }
+        self.rows += frame.height();
+        Ok(())
+    }
+
+    fn written(self) -> DatasetWritten {
+        DatasetWritten {
+            files: self.files,
+            rows: self.rows,
         }
     }
-    Ok(DatasetWritten {
-        files,
-        rows: frame.height(),
-    })
 }
 
 fn too_many_cells(rows: usize, cells: u64) -> Failure {

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::io;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,6 +43,8 @@ pub struct PoolSettings {
     pub timeout: Duration,
     /// Vectors larger than this in all (as they cross the pipe) are refused.
     pub max_result_bytes: usize,
+    /// Where each worker's own temporary directory is made.
+    pub scratch: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +113,32 @@ pub struct Running {
     /// Vector bytes read so far, against `max_result_bytes`.
     received: u64,
     _admitted: Admitted,
+    /// Dropped after the worker is killed (`Drop` below runs first).
+    _scratch: Scratch,
+}
+
+/// A worker's own temporary directory (its `TMPDIR`: a dataset's partition files), removed
+/// when the worker is done, also when it was killed at the deadline or crashed and could not
+/// remove what it wrote.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(parent: &std::path::Path) -> io::Result<Scratch> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = parent.join(format!(
+            "feature-store-worker-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl Drop for Running {
@@ -205,7 +233,8 @@ impl ComputePool {
         job: &Job,
         piped: Option<&[u8]>,
     ) -> Result<Running, ComputeError> {
-        let mut child = self.spawn()?;
+        let scratch = Scratch::new(&self.0.settings.scratch).map_err(ComputeError::Io)?;
+        let mut child = self.spawn(&scratch)?;
         let pid = child.id();
         if let (Some(pid), Ok(mut live)) = (pid, self.0.live.lock()) {
             live.insert(pid);
@@ -229,6 +258,7 @@ impl ComputePool {
             reply: Reply::default(),
             received: 0,
             _admitted: admitted,
+            _scratch: scratch,
         };
         let message =
             protocol::job_prefix(job, piped.map(<[u8]>::len)).map_err(ComputeError::Io)?;
@@ -269,7 +299,7 @@ impl ComputePool {
         }
     }
 
-    fn spawn(&self) -> Result<Child, ComputeError> {
+    fn spawn(&self, scratch: &Scratch) -> Result<Child, ComputeError> {
         let s = &self.0.settings;
         let mut command = Command::new(&s.program);
         command
@@ -285,7 +315,8 @@ impl ComputePool {
             .env(crate::alloc::WORKER_ALLOCATOR_VARIABLE, "1")
             .env("RUST_BACKTRACE", "0");
         // The crash-test hook (`crate::failpoint`), so a test can stop a worker at a point.
-        for kept in ["PATH", "TMPDIR", "LANG", "FEATURE_STORE_FAILPOINT"] {
+        command.env("TMPDIR", &scratch.0);
+        for kept in ["PATH", "LANG", "FEATURE_STORE_FAILPOINT"] {
             if let Some(value) = std::env::var_os(kept) {
                 command.env(kept, value);
             }

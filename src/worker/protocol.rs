@@ -110,6 +110,11 @@ pub struct TrainingJob {
     /// prefix) and reply with a `DatasetWritten` payload, instead of streaming it back.
     #[serde(default)]
     pub dataset: Option<String>,
+    /// Of a dataset: the events of its aggregation features evaluated in one pass (the rest
+    /// wait in partition files on the worker's disk); 0: all in one pass, as for a streamed
+    /// answer.
+    #[serde(default)]
+    pub pass_events: u64,
 }
 
 /// A raw table whose rows are a training set's labelled rows.
@@ -260,6 +265,10 @@ pub struct Reply {
     pub stats_micros: u64,
     #[serde(default)]
     pub snapshot_micros: u64,
+    /// A dataset's training set: scanning its aggregation features' events into partition
+    /// files (of `check_micros`, the gathering).
+    #[serde(default)]
+    pub spill_micros: u64,
     /// The worker's peak resident memory when it replied (Linux `VmHWM`), in KiB.
     #[serde(default)]
     pub peak_rss_kib: u64,

@@ -6,7 +6,9 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::fixtures::sql_feature;
-use crate::helpers::{data_dir_for, files_under, fresh_database, spawn_app, TestApp};
+use crate::helpers::{
+    data_dir_for, files_under, fresh_database, spawn_app, spawn_app_with, TestApp,
+};
 use crate::process::{post, Server};
 
 /// Payments with an event time, an aggregation feature over them (`user_spend`) and a computed
@@ -146,6 +148,143 @@ async fn a_label_table_gives_parquet_files_holding_what_the_request_form_answers
         .iter()
         .collect();
     assert_eq!(label, [Some(1), Some(0), Some(1), Some(0)]);
+}
+
+#[tokio::test]
+async fn a_dataset_evaluated_a_few_entities_at_a_time_holds_the_values_of_one_answer() {
+    // Passes of at most 40 events: the 600 events' entities are evaluated in many groups,
+    // each written before the next is read.
+    let scratch = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(|c| {
+        c.aggregation_pass_events = 40;
+        c.compute_scratch_dir = Some(scratch.path().to_path_buf());
+    })
+    .await;
+    let payments = app
+        .create_table(json!({"name": "payments", "event_time_column": "ts",
+            "schema_definition": {"user_id": "string", "amount": "float", "ts": "datetime"}}))
+        .await;
+    let mut seed = 7u64;
+    let mut next = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    let at = |minutes: u64| {
+        chrono::DateTime::from_timestamp(1_704_067_200 + minutes as i64 * 60, 0)
+            .unwrap()
+            .to_rfc3339()
+    };
+    // Times on whole 10 minutes over two days, so ties are common; every seventh amount null.
+    let events: Vec<Value> = (0..600)
+        .map(|i| {
+            let amount = (i % 7 != 3).then(|| next(1000) as f64 / 10.0);
+            json!({"user_id": format!("u{}", next(40)), "amount": amount,
+                "ts": at(next(288) * 10)})
+        })
+        .collect();
+    app.ingested(payments, Value::Array(events.clone())).await;
+    app.create_feature(json!({"name": "spend", "raw_table_id": payments,
+        "entity_key": "user_id",
+        "aggregations": [
+            {"column": "amount", "function": "sum", "windows": ["1h", "1d"]},
+            {"column": "amount", "function": "count", "windows": ["1h", "1d"]},
+            {"column": "amount", "function": "max", "windows": ["6h"]}]}))
+        .await;
+    app.create_feature(json!({"name": "habits", "raw_table_id": payments,
+        "entity_key": "user_id", "filter": "amount > 50",
+        "aggregations": [
+            {"column": "amount", "function": "last", "windows": ["1d"]},
+            {"column": "amount", "function": "percentile", "q": 0.5, "windows": ["2d"]}]}))
+        .await;
+    let n = app
+        .create_feature(sql_feature(
+            "n",
+            payments,
+            "user_id",
+            "SELECT user_id, COUNT(*) AS n FROM data GROUP BY user_id",
+        ))
+        .await;
+    app.compute(n, "v1").await;
+    // Labels: a third at an event's own time, the rest anywhere in the two days; some for
+    // users with no events.
+    let labels: Vec<Value> = (0..300)
+        .map(|i| {
+            let (user, ts) = match i % 3 {
+                0 => {
+                    let e = &events[next(600) as usize];
+                    (e["user_id"].clone(), e["ts"].clone())
+                }
+                _ => (json!(format!("u{}", next(45))), json!(at(next(2880)))),
+            };
+            json!({"entity_id": user, "timestamp": ts, "row_no": i})
+        })
+        .collect();
+    let table = app
+        .create_table(json!({"name": "labels", "schema_definition":
+            {"entity_id": "string", "timestamp": "datetime", "row_no": "integer"}}))
+        .await;
+    app.ingested(table, Value::Array(labels.clone())).await;
+
+    let (status, written) = app
+        .post(
+            "/api/v1/training-sets/datasets",
+            &json!({"features": ["spend", "habits", "n"], "labels": {"raw_table_id": table}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{written}");
+    assert_eq!(written["rows"], 300);
+    let files = written["files"].as_array().unwrap();
+    assert!(files.len() > 1, "a file a pass: {written}");
+    assert_eq!(
+        files_under(scratch.path()),
+        Vec::<std::path::PathBuf>::new(),
+        "the worker's partition files are gone with it"
+    );
+    let mut dataset = read_parquet(files[0].as_str().unwrap());
+    for file in &files[1..] {
+        dataset
+            .vstack_mut(&read_parquet(file.as_str().unwrap()))
+            .unwrap();
+    }
+    let row_no: Vec<i64> = dataset
+        .column("row_no")
+        .unwrap()
+        .i64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
+    assert_ne!(row_no, (0..300).collect::<Vec<_>>(), "rows come by pass");
+
+    let resp = app
+        .client
+        .post(app.url("/api/v1/training-sets"))
+        .header("accept", "application/vnd.apache.parquet")
+        .json(&json!({"features": ["spend", "habits", "n"], "rows": labels}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let answered = ParquetReader::new(std::io::Cursor::new(resp.bytes().await.unwrap()))
+        .finish()
+        .unwrap();
+    let by_row = |frame: DataFrame| {
+        frame
+            .sort(["row_no"], SortMultipleOptions::default())
+            .unwrap()
+    };
+    let (dataset, answered) = (by_row(dataset), by_row(answered));
+    assert_eq!(dataset.get_column_names(), answered.get_column_names());
+    assert!(
+        dataset.equals_missing(&answered),
+        "the dataset\n{dataset}\nthe answer\n{answered}"
+    );
+    let counted = dataset.column("spend__amount_count_1d").unwrap();
+    assert!(
+        counted.cast(&DataType::Int64).unwrap().i64().unwrap().sum() > Some(0),
+        "the windows hold events: {dataset}"
+    );
 }
 
 #[tokio::test]
