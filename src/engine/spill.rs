@@ -3,15 +3,15 @@
 //! table's files once, then evaluates a group of partitions at a time.
 //!
 //! Each partition file is a sequence of blobs, each a `u64` length (little-endian) and an Arrow
-//! IPC file (LZ4) of up to a scan batch's share of rows. The directory goes with the `Spilled`
-//! that names it.
+//! IPC file (uncompressed: the files are read back once, soon, mostly from the page cache, so
+//! compressing them would only cost the CPU the scan and the kernels need) of up to a scan
+//! batch's share of rows. The directory goes with the `Spilled` that names it.
 
 use std::fs::File;
 use std::io::{BufWriter, Cursor, Write};
 use std::num::NonZeroUsize;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use polars::prelude::*;
 
@@ -52,11 +52,13 @@ impl Drop for Spilled {
     }
 }
 
-/// A partition's open file and what went into it.
-struct Writers {
-    files: Vec<BufWriter<File>>,
-    rows: Vec<u64>,
-}
+/// One batch's rows cut by partition: (partition, rows, IPC blob) for each partition it has
+/// rows of.
+type Pieces = Vec<(usize, usize, Vec<u8>)>;
+
+/// Batches the scan has scattered wait here for the writer (each ~30 MiB at most): enough
+/// that the scan rarely waits for the disk, and the memory stays small.
+const QUEUED_BATCHES: usize = 2;
 
 /// The spill's directory until the `Spilled` takes it: removed on an error before the spill
 /// is complete (an empty path, once taken, is left alone).
@@ -97,40 +99,50 @@ pub fn spill(
             File::create(partition_path(&dir.0, p)).map_err(err)?,
         ));
     }
-    let writers = Arc::new(Mutex::new(Writers {
-        files,
-        rows: vec![0; PARTITIONS],
-    }));
-    let shared = writers.clone();
+    // The files are written on a thread of their own, so the scan and the scatter go on
+    // while a write waits for the kernel (a 100M-event spill is ~3 GB of dirty pages, and
+    // writeback throttles the writer). `None` ends it.
+    let (send, receive) = std::sync::mpsc::sync_channel::<Option<Pieces>>(QUEUED_BATCHES);
+    let writer = std::thread::spawn(move || -> Result<Vec<u64>, String> {
+        let mut rows = vec![0u64; PARTITIONS];
+        while let Ok(Some(pieces)) = receive.recv() {
+            for (p, n, blob) in pieces {
+                let file = &mut files[p];
+                file.write_all(&(blob.len() as u64).to_le_bytes())
+                    .and_then(|()| file.write_all(&blob))
+                    .map_err(err)?;
+                rows[p] += n as u64;
+            }
+        }
+        for file in &mut files {
+            file.flush().map_err(err)?;
+        }
+        Ok(rows)
+    });
+    let sender = send.clone();
     let key = key.to_string();
     let failed = |e: String| PolarsError::ComputeError(e.into());
     let callback = PlanCallback::new(move |batch: DataFrame| {
-        // Scattered and encoded outside the lock: only the writes wait for each other.
         let pieces = scatter(keyed(batch).map_err(failed)?, &key).map_err(failed)?;
-        let mut writers = shared
-            .lock()
-            .map_err(|_| failed("a spill writer panicked".into()))?;
-        for (p, rows, blob) in pieces {
-            let file = &mut writers.files[p];
-            file.write_all(&(blob.len() as u64).to_le_bytes())
-                .and_then(|()| file.write_all(&blob))
-                .map_err(|e| failed(err(e)))?;
-            writers.rows[p] += rows as u64;
-        }
+        // A writer that stopped has its reason, reported once it is joined.
+        sender
+            .send(Some(pieces))
+            .map_err(|_| failed("the spill writer stopped".into()))?;
         // Go on: `true` would stop the scan.
         Ok(false)
     });
-    events
+    let scanned = events
         .sink_batches(callback, false, NonZeroUsize::new(BATCH_ROWS))
         .and_then(|sink| sink.collect_with_engine(Engine::Streaming))
-        .map_err(|e| super::execute::clean_message(&e.to_string()))?;
-    let mut writers = writers
-        .lock()
-        .map_err(|_| "a spill writer panicked".to_string())?;
-    for file in &mut writers.files {
-        file.flush().map_err(err)?;
-    }
-    let rows = std::mem::take(&mut writers.rows);
+        .map_err(|e| super::execute::clean_message(&e.to_string()));
+    let _ = send.send(None);
+    let written = writer
+        .join()
+        .map_err(|_| "the spill writer panicked".to_string())
+        .and_then(|written| written);
+    // The writer's error first: it explains a scan that failed because the writer stopped.
+    let rows = written?;
+    scanned?;
     Ok(Spilled {
         // Removed by the `Spilled` from now on.
         dir: std::mem::take(&mut dir.0),
@@ -143,9 +155,8 @@ fn partition_path(dir: &Path, p: usize) -> PathBuf {
     dir.join(format!("{p:02}.blobs"))
 }
 
-/// One batch's rows cut by partition: (partition, rows, IPC blob) for each partition it has
-/// rows of, the rows in the batch's order.
-fn scatter(batch: DataFrame, key: &str) -> Result<Vec<(usize, usize, Vec<u8>)>, String> {
+/// `batch`'s rows cut by partition, each piece's rows in the batch's order.
+fn scatter(batch: DataFrame, key: &str) -> Result<Pieces, String> {
     let err = |e: PolarsError| e.to_string();
     let keys = batch
         .column(key)
@@ -168,7 +179,9 @@ fn scatter(batch: DataFrame, key: &str) -> Result<Vec<(usize, usize, Vec<u8>)>, 
         let mut piece = batch
             .take(&IdxCa::from_vec(PlSmallStr::EMPTY, rows))
             .map_err(err)?;
-        pieces.push((p, n, super::batches::encode(&mut piece)?));
+        let mut blob = Vec::new();
+        IpcWriter::new(&mut blob).finish(&mut piece).map_err(err)?;
+        pieces.push((p, n, blob));
     }
     Ok(pieces)
 }
@@ -293,6 +306,34 @@ mod tests {
         assert!(path.exists());
         drop(spilled);
         assert!(!path.exists(), "the partition files go with the spill");
+    }
+
+    #[test]
+    fn long_keys_are_written_once_not_once_a_partition() {
+        // Keys of 40 bytes live in the batch's shared buffers, not in the views: a piece
+        // that kept the whole batch's buffers would be written 64 times over.
+        let n = 200_000;
+        // Distinct and without repeats, so compression cannot hide copies.
+        let users: Vec<String> = (0..n as u64)
+            .map(|i| {
+                let h = HASH.hash_one(i);
+                format!("{h:016x}{:016x}{:08x}", h.rotate_left(21) ^ i, h >> 32)
+            })
+            .collect();
+        let frame = df!("user_id" => users, "ts" => (0..n as i64).collect::<Vec<_>>()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let spilled = spill(frame.lazy(), "user_id", Ok, dir.path()).unwrap();
+        let bytes: u64 = (0..PARTITIONS)
+            .map(|p| {
+                std::fs::metadata(partition_path(&spilled.dir, p))
+                    .unwrap()
+                    .len()
+            })
+            .sum();
+        assert!(
+            bytes < n as u64 * 80,
+            "{bytes} bytes for {n} events of ~56 bytes"
+        );
     }
 
     #[test]
