@@ -1037,6 +1037,22 @@ async fn large_dataset(
         }
     }
     let ours = ours.ok_or("the dataset has no files")?;
+    let sampled_labels = label_users
+        .iter()
+        .filter(|u| {
+            u[1..]
+                .parse::<usize>()
+                .is_ok_and(|n| n.is_multiple_of(SAMPLED))
+        })
+        .count();
+    if ours.height() != sampled_labels || written["rows"].as_u64() != Some(labels_n as u64) {
+        return Err(format!(
+            "the dataset has {} rows ({} of sampled users) for {labels_n} labels ({sampled_labels} of sampled users)",
+            written["rows"],
+            ours.height()
+        )
+        .into());
+    }
     let users: Vec<usize> = ours
         .column("entity_id")?
         .str()?

@@ -24,7 +24,8 @@ pub const PARTITIONS: usize = 64;
 const BATCH_ROWS: usize = 1 << 20;
 
 /// Fixed seeds: the events and the labels of an entity must land in the same partition, and a
-/// dataset's row order must not change from one run to the next.
+/// dataset's row order must not change from one run to the next (of one build: another ahash
+/// version may hash differently).
 static HASH: ahash::RandomState = ahash::RandomState::with_seeds(
     0x5851_f42d_4c95_7f2d,
     0x1405_7b7e_f767_814f,
@@ -132,7 +133,9 @@ pub fn spill(
         Ok(false)
     });
     let scanned = events
-        .sink_batches(callback, false, NonZeroUsize::new(BATCH_ROWS))
+        // In the scan's order: `evaluate` breaks ties in time by it (`first`, `last`, and the
+        // order floats are summed in), as the one-pass answer and the online state do.
+        .sink_batches(callback, true, NonZeroUsize::new(BATCH_ROWS))
         .and_then(|sink| sink.collect_with_engine(Engine::Streaming))
         .map_err(|e| super::execute::clean_message(&e.to_string()));
     let _ = send.send(None);
@@ -187,11 +190,6 @@ fn scatter(batch: DataFrame, key: &str) -> Result<Pieces, String> {
 }
 
 impl Spilled {
-    /// Events written to `partitions`.
-    pub fn rows_in(&self, partitions: Range<usize>) -> u64 {
-        self.rows[partitions].iter().sum()
-    }
-
     /// The events of `partitions`, read back as one frame (each partition's in the order
     /// they were scanned).
     pub fn read(&self, partitions: Range<usize>) -> Result<DataFrame, String> {

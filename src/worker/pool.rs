@@ -119,25 +119,66 @@ pub struct Running {
 
 /// A worker's own temporary directory (its `TMPDIR`: a dataset's partition files), removed
 /// when the worker is done, also when it was killed at the deadline or crashed and could not
-/// remove what it wrote.
-struct Scratch(std::path::PathBuf);
+/// remove what it wrote. `None` when it could not be made: the worker then gets the server's
+/// (only a dataset's spill needs one, and it says so if that fails too).
+struct Scratch(Option<std::path::PathBuf>);
+
+/// What a worker's scratch directory is called: `SCRATCH_PREFIX<server pid>-<n>`.
+const SCRATCH_PREFIX: &str = "feature-store-worker-";
 
 impl Scratch {
-    fn new(parent: &std::path::Path) -> io::Result<Scratch> {
+    fn new(parent: &std::path::Path) -> Scratch {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let dir = parent.join(format!(
-            "feature-store-worker-{}-{}",
+            "{SCRATCH_PREFIX}{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::create_dir_all(&dir)?;
-        Ok(Scratch(dir))
+        match std::fs::create_dir_all(&dir) {
+            Ok(()) => Scratch(Some(dir)),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "a compute worker's temporary directory could not be made; it uses the server's");
+                Scratch(None)
+            }
+        }
     }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let Some(dir) = self.0.take() else { return };
+        // Gigabytes of partition files may be there: not on a runtime thread.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn_blocking(move || std::fs::remove_dir_all(dir));
+            }
+            Err(_) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+}
+
+/// Scratch directories under `parent` left by a server that is gone (killed while a worker
+/// spilled), removed when a pool starts: a directory of a live process is left alone.
+#[cfg(target_os = "linux")]
+fn remove_orphaned_scratch(parent: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SCRATCH_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
@@ -152,6 +193,8 @@ impl Drop for Running {
 
 impl ComputePool {
     pub fn new(settings: PoolSettings) -> Self {
+        #[cfg(target_os = "linux")]
+        remove_orphaned_scratch(&settings.scratch);
         ComputePool(Arc::new(Inner {
             permits: Arc::new(Semaphore::new(settings.workers.max(1))),
             waiting: AtomicUsize::new(0),
@@ -233,7 +276,7 @@ impl ComputePool {
         job: &Job,
         piped: Option<&[u8]>,
     ) -> Result<Running, ComputeError> {
-        let scratch = Scratch::new(&self.0.settings.scratch).map_err(ComputeError::Io)?;
+        let scratch = Scratch::new(&self.0.settings.scratch);
         let mut child = self.spawn(&scratch)?;
         let pid = child.id();
         if let (Some(pid), Ok(mut live)) = (pid, self.0.live.lock()) {
@@ -314,8 +357,12 @@ impl ComputePool {
             .env("POLARS_MAX_THREADS", s.threads.max(1).to_string())
             .env(crate::alloc::WORKER_ALLOCATOR_VARIABLE, "1")
             .env("RUST_BACKTRACE", "0");
+        // Its own temporary directory, or the server's when that could not be made.
+        match &scratch.0 {
+            Some(dir) => command.env("TMPDIR", dir),
+            None => command.env("TMPDIR", std::env::temp_dir()),
+        };
         // The crash-test hook (`crate::failpoint`), so a test can stop a worker at a point.
-        command.env("TMPDIR", &scratch.0);
         for kept in ["PATH", "LANG", "FEATURE_STORE_FAILPOINT"] {
             if let Some(value) = std::env::var_os(kept) {
                 command.env(kept, value);
