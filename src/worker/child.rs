@@ -511,7 +511,8 @@ enum InPasses<'a> {
 /// partition files by their entity's hash (`engine::spill`), then evaluated a group of
 /// partitions at a time (at most `pass_events` events, or `PASS_LABELS` labels, unless one
 /// partition alone has more), each pass's rows written before the next is read. The worker
-/// holds the labels, one pass's events and one pass's values, not every event. The rows come
+/// holds the labels, the SQL features' values for every row, one pass's events and one
+/// pass's aggregation values, not every event. The rows come
 /// grouped by pass, in the label table's order within each (with one pass, its order).
 fn dataset_in_passes(
     task: &TrainingJob,

@@ -573,3 +573,40 @@ fn limit_self(memory: u64, cpu_seconds: u64) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_starting_removes_the_scratch_of_servers_that_are_gone_and_keeps_live_ones() {
+        let parent = tempfile::tempdir().unwrap();
+        // Past Linux's largest pid (2^22): no process has it.
+        let gone = parent.path().join(format!("{SCRATCH_PREFIX}99999999-3"));
+        let live = parent
+            .path()
+            .join(format!("{SCRATCH_PREFIX}{}-0", std::process::id()));
+        let other = parent.path().join("feature-store-spill-99999999-1");
+        for dir in [&gone, &live, &other] {
+            std::fs::create_dir_all(dir.join("inner")).unwrap();
+            std::fs::write(dir.join("inner").join("00.blobs"), b"x").unwrap();
+        }
+        remove_orphaned_scratch(parent.path());
+        assert!(!gone.exists(), "a dead server's scratch is removed");
+        assert!(live.exists(), "a live server's scratch is kept");
+        assert!(
+            other.exists(),
+            "what is not a worker's scratch is left alone"
+        );
+    }
+
+    #[test]
+    fn a_scratch_directory_goes_when_it_is_dropped() {
+        let parent = tempfile::tempdir().unwrap();
+        let scratch = Scratch::new(parent.path());
+        let dir = scratch.0.clone().expect("made");
+        std::fs::write(dir.join("part"), b"x").unwrap();
+        drop(scratch);
+        assert!(!dir.exists());
+    }
+}
