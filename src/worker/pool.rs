@@ -160,9 +160,11 @@ impl Drop for Scratch {
 }
 
 /// Scratch directories under `parent` left by a server that is gone (killed while a worker
-/// spilled), removed when a pool starts: a directory of a live process is left alone.
+/// spilled), removed when a pool starts: a directory of a live process is left alone, and so
+/// is one changed within `settled` (a server in another PID namespace sharing this `TMPDIR`
+/// looks gone from here, but its worker's directory cannot outlive that worker's deadline).
 #[cfg(target_os = "linux")]
-fn remove_orphaned_scratch(parent: &std::path::Path) {
+fn remove_orphaned_scratch(parent: &std::path::Path, settled: Duration) {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
@@ -176,7 +178,12 @@ fn remove_orphaned_scratch(parent: &std::path::Path) {
         else {
             continue;
         };
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        let recent = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .map(|at| at.elapsed().map_or(true, |age| age < settled))
+            .unwrap_or(true);
+        if !recent && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
@@ -194,7 +201,10 @@ impl Drop for Running {
 impl ComputePool {
     pub fn new(settings: PoolSettings) -> Self {
         #[cfg(target_os = "linux")]
-        remove_orphaned_scratch(&settings.scratch);
+        remove_orphaned_scratch(
+            &settings.scratch,
+            settings.timeout.max(Duration::from_secs(3600)),
+        );
         ComputePool(Arc::new(Inner {
             permits: Arc::new(Semaphore::new(settings.workers.max(1))),
             waiting: AtomicUsize::new(0),
@@ -591,7 +601,12 @@ mod tests {
             std::fs::create_dir_all(dir.join("inner")).unwrap();
             std::fs::write(dir.join("inner").join("00.blobs"), b"x").unwrap();
         }
-        remove_orphaned_scratch(parent.path());
+        remove_orphaned_scratch(parent.path(), Duration::from_secs(3600));
+        assert!(
+            gone.exists(),
+            "one changed within the hour is kept: its server may be alive elsewhere"
+        );
+        remove_orphaned_scratch(parent.path(), Duration::ZERO);
         assert!(!gone.exists(), "a dead server's scratch is removed");
         assert!(live.exists(), "a live server's scratch is kept");
         assert!(
