@@ -4,6 +4,7 @@
 //! each method is written once and expanded per backend by `on_pool!`. Where a backend needs
 //! its own statement, the method matches on the variant instead.
 
+mod blocks;
 mod error;
 mod rows;
 mod sqlite_reads;

@@ -2,7 +2,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::fixtures::sql_feature;
-use crate::helpers::{seeded, spawn_app, TestApp};
+use crate::helpers::{seeded, spawn_app, spawn_app_with, TestApp};
 
 async fn computed(app: &TestApp) -> i64 {
     let (_, feature) = seeded(app).await;
@@ -190,4 +190,174 @@ async fn ids_and_values_with_tabs_newlines_backslashes_and_non_ascii_are_served_
             "{batch}"
         );
     }
+}
+
+/// One entity's served values by name, or `None` when the answer is 404.
+async fn served(app: &TestApp, feature: &str, id: &str) -> Option<serde_json::Value> {
+    let resp = app
+        .client
+        .get(app.url("/api/v1/feature-vectors"))
+        .query(&[("entity_id", id), ("feature_name", feature)])
+        .send()
+        .await
+        .expect("send");
+    match resp.status() {
+        StatusCode::OK => {
+            Some(resp.json::<serde_json::Value>().await.expect("json")["feature_values"].clone())
+        }
+        StatusCode::NOT_FOUND => None,
+        other => panic!("{id:?}: {other} {}", resp.text().await.unwrap_or_default()),
+    }
+}
+
+/// Postgres stores a generation's vectors in blocks of neighbouring ids (one read finds the
+/// block at or below an id, then the id in it): every entity must still be served as written,
+/// and an id that sorts between, before or after the written ones must not borrow a neighbour.
+#[tokio::test]
+async fn thousands_of_vectors_are_each_served_alone_and_in_batches_and_ids_between_them_are_not() {
+    // The second app serves batches from the database row by row, not from a version held
+    // whole.
+    for whole_versions in [true, false] {
+        let app = spawn_app_with(|c| {
+            if !whole_versions {
+                c.batch_snapshot_max_bytes = 1;
+            }
+        })
+        .await;
+        let table = app
+            .create_table(json!({"name": "wide", "schema_definition": {"id": "string", "note": "string", "n": "integer"}}))
+            .await;
+        // Ids u0..u2999 in byte order (u0, u1, u10, u100, ...); every 500th note is bigger
+        // than a block, so it is a block of its own.
+        let note = |i: usize| match i % 500 {
+            0 => format!("big{}", "x".repeat(2_500)),
+            _ => format!("n\t{i}"),
+        };
+        let rows: Vec<_> = (0..3_000)
+            .map(|i| json!({"id": format!("u{i}"), "note": note(i), "n": i}))
+            .collect();
+        app.ingested(table, json!(rows)).await;
+        let feature = app
+            .create_feature(sql_feature(
+                "wide",
+                table,
+                "id",
+                "SELECT id, note, n FROM data",
+            ))
+            .await;
+        app.compute(feature, "v1").await;
+
+        let sample: Vec<usize> = (0..3_000)
+            .filter(|i| i % 7 == 0 || i % 500 == 0 || *i == 2_999)
+            .collect();
+        for &i in &sample {
+            assert_eq!(
+                served(&app, "wide", &format!("u{i}")).await,
+                Some(json!({"note": note(i), "n": i})),
+                "u{i}"
+            );
+        }
+        let absent = ["a", "u", "u1000x", "u15 ", "u2999~", "v", "ü"];
+        for id in absent {
+            assert_eq!(served(&app, "wide", id).await, None, "{id:?}");
+        }
+
+        for part in sample.chunks(90) {
+            let mut ids: Vec<String> = part.iter().map(|i| format!("u{i}")).collect();
+            ids.extend(absent.iter().map(|a| a.to_string()));
+            let (status, batch) = app
+                .post(
+                    "/api/v1/feature-vectors/batch",
+                    &json!({"entity_ids": ids, "features": ["wide"]}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{batch}");
+            for (row, i) in part.iter().enumerate() {
+                assert_eq!(batch["results"][row]["entity_id"], format!("u{i}"));
+                assert_eq!(
+                    batch["results"][row]["features"]["wide"],
+                    json!({"note": note(*i), "n": i}),
+                    "whole versions: {whole_versions}, u{i}"
+                );
+            }
+            for row in part.len()..ids.len() {
+                assert_eq!(
+                    batch["results"][row]["missing"],
+                    json!(["wide"]),
+                    "whole versions: {whole_versions}, {}",
+                    ids[row]
+                );
+            }
+        }
+    }
+}
+
+/// Migration 0015 moves Postgres' vectors from a row each into blocks: what a generation held
+/// before it (ids with tabs and non-ASCII, values of any size) is read back after it, alone, in
+/// a batch and whole, and ids it never held are absent.
+#[tokio::test]
+#[ignore = "needs TEST_DATABASE_URL (Postgres); .ci/run runs it"]
+async fn vectors_stored_a_row_each_before_the_blocks_migration_are_read_back_after_it() {
+    assert!(
+        std::env::var("TEST_DATABASE_URL").is_ok_and(|u| u.starts_with("postgres")),
+        "this test reads a Postgres migration: set TEST_DATABASE_URL"
+    );
+    let (url, _dir) = crate::helpers::fresh_database().await;
+    let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+    let mut before = sqlx::migrate!("migrations/postgres");
+    before.migrations = std::borrow::Cow::Owned(
+        before
+            .migrations
+            .iter()
+            .filter(|m| m.version < 15)
+            .cloned()
+            .collect(),
+    );
+    before.run(&pool).await.expect("migrations before 0015");
+    let stored = [
+        ("u1", r#"{"v":1}"#.to_string()),
+        ("u10", format!(r#"{{"v":"{}"}}"#, "x".repeat(5_000))),
+        ("ü\t2", r#"{"v":"tab\tand ü"}"#.to_string()),
+    ];
+    for (id, values) in &stored {
+        sqlx::query("INSERT INTO feature_vectors (generation, entity_id, feature_values) VALUES (5, $1, $2)")
+            .bind(id)
+            .bind(values)
+            .execute(&pool)
+            .await
+            .expect("a vector written before the migration");
+    }
+    pool.close().await;
+
+    let store = feature_store::store::Store::connect(&url, std::time::Duration::from_secs(5))
+        .await
+        .expect("the store migrates to blocks");
+    for (id, values) in &stored {
+        assert_eq!(
+            store.get_vector(5, id).await.expect("read"),
+            Some(values.clone()),
+            "{id:?}"
+        );
+    }
+    for absent in ["u", "u0", "u100", "u2", "ü"] {
+        assert_eq!(
+            store.get_vector(5, absent).await.expect("read"),
+            None,
+            "{absent:?}"
+        );
+    }
+    assert_eq!(store.get_vector(6, "u1").await.expect("read"), None);
+    let mut many = store
+        .get_values_many(5, &["ü\t2", "u2", "u1", "u10"])
+        .await
+        .expect("read");
+    many.sort();
+    let mut all = store.all_values(5).await.expect("read");
+    all.sort();
+    let expected: Vec<(String, String)> = stored
+        .iter()
+        .map(|(id, values)| (id.to_string(), values.clone()))
+        .collect();
+    assert_eq!(many, expected);
+    assert_eq!(all, expected);
 }
