@@ -7,6 +7,11 @@
 //!
 //! Options: --server BIN --ceiling BIN --scripts DIR [--duration SECS] [--rows N] [--entities N]
 //!          [--only isolation|serving] [--redis URL] [--baseline BIN [--rounds N]]
+//!          [--database postgres://...]
+//!
+//! `--database URL` puts each server's metadata and vectors in a fresh Postgres database made
+//! through that URL (dropped after), instead of a fresh SQLite file: the uncached GET and the
+//! batch then read Postgres.
 //!
 //! `--redis URL` adds a case: cached GETs on a second replica over the same database that has
 //! `REDIS_URL` set, beside the in-process figure.
@@ -41,6 +46,7 @@ struct Opts {
     redis: Option<String>,
     baseline: Option<String>,
     rounds: usize,
+    database: Option<String>,
 }
 
 fn opts() -> Opts {
@@ -56,6 +62,7 @@ fn opts() -> Opts {
         redis: None,
         baseline: None,
         rounds: 2,
+        database: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -70,6 +77,7 @@ fn opts() -> Opts {
             "--redis" => o.redis = Some(value).filter(|v| !v.is_empty()),
             "--baseline" => o.baseline = Some(value),
             "--rounds" => o.rounds = value.parse().unwrap_or(o.rounds).max(1),
+            "--database" => o.database = Some(value).filter(|v| !v.is_empty()),
             "--only" => {
                 o.only_isolation = value == "isolation";
                 o.only_serving = value == "serving";
@@ -300,14 +308,68 @@ async fn main() -> Result<(), Error> {
     isolation(&o).await
 }
 
+/// Where a run's servers keep their metadata and vectors: a SQLite file in `dir`, or a fresh
+/// Postgres database made through `--database` (dropped when this is).
+struct Database {
+    url: String,
+    dir: std::path::PathBuf,
+    /// (admin URL, database name) of a Postgres database to drop.
+    made: Option<(String, String)>,
+}
+
+impl Database {
+    async fn fresh(o: &Opts, dir: &std::path::Path) -> Result<Self, Error> {
+        let Some(admin) = &o.database else {
+            return Ok(Database {
+                url: format!("sqlite:{}/bench.db", dir.display()),
+                dir: dir.to_path_buf(),
+                made: None,
+            });
+        };
+        use sqlx::{Connection, Executor};
+        static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("fs_bench_{}_{n}", std::process::id());
+        let mut conn = sqlx::PgConnection::connect(admin).await?;
+        conn.execute(format!("CREATE DATABASE {name}").as_str())
+            .await?;
+        let (prefix, _) = admin.rsplit_once('/').ok_or("a database URL with a path")?;
+        Ok(Database {
+            url: format!("{prefix}/{name}"),
+            dir: dir.to_path_buf(),
+            made: Some((admin.clone(), name)),
+        })
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        if let Some((admin, name)) = self.made.take() {
+            // The servers are gone by now; psql is on any machine that runs Postgres.
+            let dropped = Command::new("psql")
+                .args([
+                    admin.as_str(),
+                    "-qc",
+                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                ])
+                .stdout(Stdio::null())
+                .status();
+            if !dropped.is_ok_and(|s| s.success()) {
+                eprintln!("could not drop the bench database {name}");
+            }
+        }
+    }
+}
+
 fn start_server(
     program: &str,
-    dir: &std::path::Path,
+    database: &Database,
     port: u16,
     env: &[(&str, &str)],
 ) -> Result<Proc, Error> {
     let mut cmd = Command::new(program);
-    cmd.env("DATABASE_URL", format!("sqlite:{}/bench.db", dir.display()))
+    cmd.env("DATABASE_URL", &database.url)
+        .env("DATA_DIR", database.dir.join("data"))
         .env("PORT", port.to_string())
         .env("REDIS_URL", "")
         .stdout(Stdio::null());
@@ -321,10 +383,11 @@ fn start_server(
 /// the same GETs with no compute running; and the server's own RSS meanwhile.
 async fn isolation(o: &Opts) -> Result<(), Error> {
     let dir = tempfile::tempdir()?;
+    let database = Database::fresh(o, dir.path()).await?;
     let port = free_port();
     let server = start_server(
         &o.server,
-        dir.path(),
+        &database,
         port,
         &[
             ("COMPUTE_MEMORY_LIMIT_MB", "512"),
@@ -483,7 +546,7 @@ impl Serving {
             ("minimal axum handler (ceiling)", &self.ceiling),
             ("one cached vector (GET by name)", &self.cached),
             (
-                "one uncached vector (each entity once, SQLite)",
+                "one uncached vector (each entity once, from the database)",
                 &self.uncached,
             ),
             ("batch 100 entities x 10 features", &self.batch),
@@ -675,8 +738,9 @@ async fn compare(o: &Opts, baselines: &str) -> Result<(), Error> {
 /// `quick` skips the ingest timings and the compute of rows sent in a body.
 async fn serving_and_compute(o: &Opts, server_bin: &str, quick: bool) -> Result<Serving, Error> {
     let dir = tempfile::tempdir()?;
+    let database = Database::fresh(o, dir.path()).await?;
     let port = free_port();
-    let server = start_server(server_bin, dir.path(), port, &[])?;
+    let server = start_server(server_bin, &database, port, &[])?;
     let base = format!("http://127.0.0.1:{port}");
     wait_up(&format!("{base}/health")).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -916,7 +980,7 @@ async fn serving_and_compute(o: &Opts, server_bin: &str, quick: bool) -> Result<
         Some(url) => {
             let replica_port = free_port();
             let replica_proc =
-                start_server(server_bin, dir.path(), replica_port, &[("REDIS_URL", url)])?;
+                start_server(server_bin, &database, replica_port, &[("REDIS_URL", url)])?;
             let replica = format!("http://127.0.0.1:{replica_port}");
             wait_up(&format!("{replica}/health")).await?;
             wrk(&replica, 2, cycle("10000", "f0", "u"))?;
