@@ -253,11 +253,20 @@ pub fn select_events(
     extra: Option<&str>,
     engine: Engine,
 ) -> Result<DataFrame, SelectError> {
-    let events = events_plan(events, query, extra)?
+    collect_events(events_plan(events, query, extra)?, query.entity_key, engine)
+}
+
+/// Run a plan of `events_plan` and key its rows (`keyed_events`).
+pub fn collect_events(
+    plan: LazyFrame,
+    entity_key: &str,
+    engine: Engine,
+) -> Result<DataFrame, SelectError> {
+    let events = plan
         .collect_with_engine(engine)
         .map(|r| r.unwrap_single())
         .map_err(|e| SelectError::Input(super::execute::clean_message(&e.to_string())))?;
-    keyed_events(events, query.entity_key).map_err(SelectError::Input)
+    keyed_events(events, entity_key).map_err(SelectError::Input)
 }
 
 /// `select_events` before it runs: the rows the filter keeps and the columns it reads.

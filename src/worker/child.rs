@@ -630,20 +630,8 @@ fn spilled_events(
     storage: &std::collections::BTreeMap<String, String>,
     latest: i64,
 ) -> Result<spill::Spilled, Failure> {
-    let input = |e: String| (FailureKind::Input, e);
-    let schema = TableSchema::from_definition(&source.schema).map_err(input)?;
-    let events = scan::scan_files(&source.files, storage, source.partitioned, &schema, None)
-        .and_then(|frame| scan::rows_until(frame, Some((&source.event_time, latest))))
-        .map_err(input)?;
-    let query = aggregations::EventsQuery {
-        entity_key: &source.entity_key,
-        event_time: &source.event_time,
-        filter: source.filter.as_deref(),
-        outputs: &source.outputs,
-    };
-    let events = aggregations::events_plan(events, &query, None).map_err(|e| match e {
-        aggregations::SelectError::Filter(e) => (FailureKind::Sql, e),
-        aggregations::SelectError::Input(e) => input(e),
+    let events = aggregated_plan(source, storage, |frame| {
+        scan::rows_until(frame, Some((&source.event_time, latest)))
     })?;
     let key = source.entity_key.clone();
     spill::spill(
@@ -652,7 +640,7 @@ fn spilled_events(
         move |batch| aggregations::keyed_events(batch, &key),
         &std::env::temp_dir(),
     )
-    .map_err(input)
+    .map_err(|e| (FailureKind::Input, e))
 }
 
 fn reply_written(
@@ -817,21 +805,38 @@ fn aggregated_events(
     storage: &std::collections::BTreeMap<String, String>,
     within: impl FnOnce(LazyFrame) -> Result<LazyFrame, String>,
 ) -> Result<DataFrame, Failure> {
+    let plan = aggregated_plan(source, storage, within)?;
+    aggregations::collect_events(plan, &source.entity_key, Engine::Streaming)
+        .map_err(selection_failed)
+}
+
+/// An aggregation feature's events as a plan: its table scanned, bounded by `within`, kept by
+/// its filter, only the columns it reads.
+fn aggregated_plan(
+    source: &AggregatedSource,
+    storage: &std::collections::BTreeMap<String, String>,
+    within: impl FnOnce(LazyFrame) -> Result<LazyFrame, String>,
+) -> Result<LazyFrame, Failure> {
     let input = |e: String| (FailureKind::Input, e);
     let schema = TableSchema::from_definition(&source.schema).map_err(input)?;
     let events = scan::scan_files(&source.files, storage, source.partitioned, &schema, None)
+        .and_then(within)
         .map_err(input)?;
-    let events = within(events).map_err(input)?;
     let query = aggregations::EventsQuery {
         entity_key: &source.entity_key,
         event_time: &source.event_time,
         filter: source.filter.as_deref(),
         outputs: &source.outputs,
     };
-    aggregations::select_events(events, &query, None, Engine::Streaming).map_err(|e| match e {
+    aggregations::events_plan(events, &query, None).map_err(selection_failed)
+}
+
+/// A filter that does not run is the feature's SQL at fault; anything else, its input.
+fn selection_failed(e: aggregations::SelectError) -> Failure {
+    match e {
         aggregations::SelectError::Filter(e) => (FailureKind::Sql, e),
-        aggregations::SelectError::Input(e) => input(e),
-    })
+        aggregations::SelectError::Input(e) => (FailureKind::Input, e),
+    }
 }
 
 /// Rows of the events sent in one blob: the server adds a batch to what it holds before it
