@@ -152,16 +152,7 @@ async fn main() -> Result<(), Error> {
         ts.push(at);
         amount.push(value);
     }
-    let mut events = DataFrame::new(
-        events_n,
-        vec![
-            Column::new("user_id".into(), &users),
-            Int64Chunked::from_vec("ts".into(), ts.clone())
-                .into_datetime(TimeUnit::Microseconds, None)
-                .into_column(),
-            Column::new("amount".into(), &amount),
-        ],
-    )?;
+    let mut events = events_frame(&users, ts.clone(), &amount)?;
     let table = post(
         "/api/v1/raw-tables",
         json!({"name": "payments", "event_time_column": "ts",
@@ -415,16 +406,7 @@ async fn main() -> Result<(), Error> {
             ts.push(now_us - 1_000_000 - (lcg(&mut seed) as i64 % 1_800) * 1_000_000);
             amount.push(Some((lcg(&mut seed) % 100_000) as f64 / 100.0));
         }
-        let mut batch = DataFrame::new(
-            users.len(),
-            vec![
-                Column::new("user_id".into(), &users),
-                Int64Chunked::from_vec("ts".into(), ts)
-                    .into_datetime(TimeUnit::Microseconds, None)
-                    .into_column(),
-                Column::new("amount".into(), &amount),
-            ],
-        )?;
+        let mut batch = events_frame(&users, ts, &amount)?;
         let body = parquet(&mut batch)?;
         let mut order = [(plain, false), (table, true)];
         if round % 2 == 1 {
@@ -554,6 +536,24 @@ async fn start_server(
     Ok((server, pid, base))
 }
 
+/// Events as the payments table holds them: `(user_id, ts, amount)`, times in microseconds.
+fn events_frame(
+    users: &[String],
+    ts: Vec<i64>,
+    amount: &[Option<f64>],
+) -> Result<DataFrame, Error> {
+    Ok(DataFrame::new(
+        users.len(),
+        vec![
+            Column::new("user_id".into(), users),
+            Int64Chunked::from_vec("ts".into(), ts)
+                .into_datetime(TimeUnit::Microseconds, None)
+                .into_column(),
+            Column::new("amount".into(), amount),
+        ],
+    )?)
+}
+
 /// One random event over `entities` users and the 90 days from `start_us`, in whole seconds
 /// before `now_us`, its amount missing one time in ten.
 fn event(
@@ -675,16 +675,7 @@ async fn online_state(
             ts.push(at);
             amount.push(value);
         }
-        let mut part = DataFrame::new(
-            n,
-            vec![
-                Column::new("user_id".into(), &users),
-                Int64Chunked::from_vec("ts".into(), ts)
-                    .into_datetime(TimeUnit::Microseconds, None)
-                    .into_column(),
-                Column::new("amount".into(), &amount),
-            ],
-        )?;
+        let mut part = events_frame(&users, ts, &amount)?;
         send(
             http.post(format!("{base}/api/v1/raw-tables/{table}/data"))
                 .header("content-type", "application/vnd.apache.parquet")
@@ -944,16 +935,7 @@ async fn large_dataset(
                 label_ts.push(start_us + (lcg(&mut seed) as i64 % (90 * DAY_US)));
             }
         }
-        let part = DataFrame::new(
-            n,
-            vec![
-                Column::new("user_id".into(), &users),
-                Int64Chunked::from_vec("ts".into(), ts)
-                    .into_datetime(TimeUnit::Microseconds, None)
-                    .into_column(),
-                Column::new("amount".into(), &amount),
-            ],
-        )?;
+        let part = events_frame(&users, ts, &amount)?;
         ingest(table, part).await?;
     }
     let events_s = timer.elapsed().as_secs_f64();

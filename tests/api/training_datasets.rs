@@ -34,6 +34,12 @@ async fn features_over_payments(app: &TestApp) -> i64 {
             {"column": "amount", "function": "sum", "windows": ["1h", "1d"]},
             {"column": "amount", "function": "count", "windows": ["1d"]}]}))
         .await;
+    computed_count_feature(app, payments).await;
+    payments
+}
+
+/// A SQL feature `n` over `payments` (each user's number of rows), computed.
+async fn computed_count_feature(app: &TestApp, payments: i64) {
     let n = app
         .create_feature(sql_feature(
             "n",
@@ -43,7 +49,6 @@ async fn features_over_payments(app: &TestApp) -> i64 {
         ))
         .await;
     app.compute(n, "v1").await;
-    payments
 }
 
 const LABELS: &str = r#"[
@@ -198,15 +203,7 @@ async fn a_dataset_evaluated_a_few_entities_at_a_time_holds_the_values_of_one_an
             {"column": "amount", "function": "last", "windows": ["1d"]},
             {"column": "amount", "function": "percentile", "q": 0.5, "windows": ["2d"]}]}))
         .await;
-    let n = app
-        .create_feature(sql_feature(
-            "n",
-            payments,
-            "user_id",
-            "SELECT user_id, COUNT(*) AS n FROM data GROUP BY user_id",
-        ))
-        .await;
-    app.compute(n, "v1").await;
+    computed_count_feature(&app, payments).await;
     // Labels: a third at an event's own time, the rest anywhere in the two days; some for
     // users with no events.
     let labels: Vec<Value> = (0..300)
