@@ -126,6 +126,13 @@ pub fn check(frame: DataFrame, entity_key: &str, max_rows: usize) -> Result<Chec
         .enumerate()
         .map(|(row, key)| (key.unwrap_or_default(), row as IdxSize))
         .collect();
+    // Postgres' text cannot hold a NUL byte: refused on both backends, so a feature serves
+    // the same ids wherever it is stored.
+    if let Some((id, _)) = order.iter().find(|(id, _)| id.contains('\0')) {
+        return Err(format!(
+            "the result has an entity id with a NUL byte ({id:?}); entity ids are text without one"
+        ));
+    }
     order.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     if let Some(pair) = order.windows(2).find(|w| w[0].0 == w[1].0) {
         return Err(format!(

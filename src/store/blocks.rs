@@ -12,9 +12,10 @@
 use super::error::Result;
 use super::StoreError;
 
-/// A block is cut before it would pass this many bytes of entries (or entries), so a block of
-/// small vectors stays a row Postgres stores inline and uncompressed (its TOAST threshold is
-/// ~2 kB a row); a bigger vector is a block of its own.
+/// A block is cut before its first id and entries would pass this many bytes (or it would
+/// pass 32 entries), so a block of small vectors stays a row Postgres stores inline and
+/// uncompressed (its TOAST threshold is ~2 kB a row); a vector bigger than that is a block of
+/// its own, stored as Postgres stores any large value (out of line, compressed).
 const BLOCK_BYTES: usize = 1_600;
 const BLOCK_ENTRIES: usize = 32;
 
@@ -64,7 +65,8 @@ impl Packer {
         let (id_len, values_len) = (length(id)?, length(values)?);
         let size = ENTRY_HEAD + id.len() + values.len();
         if self.count > 0
-            && (self.entries.len() + size > BLOCK_BYTES || self.count == BLOCK_ENTRIES)
+            && (self.first.len() + self.entries.len() + size > BLOCK_BYTES
+                || self.count == BLOCK_ENTRIES)
         {
             self.flush(out)?;
         }
@@ -133,13 +135,16 @@ pub(super) fn entries(block: &[u8]) -> impl Iterator<Item = Result<(&str, &str)>
     })
 }
 
-/// The values stored for `id` in a block, if it holds them.
+/// The values stored for `id` in a block, if it holds them. Entries before it are skipped
+/// by their lengths, unread.
 pub(super) fn find<'a>(block: &'a [u8], id: &str) -> Result<Option<&'a str>> {
-    for entry in entries(block) {
-        let (entry_id, values) = entry?;
-        match entry_id.as_bytes().cmp(id.as_bytes()) {
+    let mut rest = block;
+    while !rest.is_empty() {
+        let entry_id = bytes(&mut rest)?;
+        let values = bytes(&mut rest)?;
+        match entry_id.cmp(id.as_bytes()) {
             std::cmp::Ordering::Less => continue,
-            std::cmp::Ordering::Equal => return Ok(Some(values)),
+            std::cmp::Ordering::Equal => return text(values).map(Some),
             std::cmp::Ordering::Greater => break,
         }
     }
@@ -148,15 +153,24 @@ pub(super) fn find<'a>(block: &'a [u8], id: &str) -> Result<Option<&'a str>> {
 
 /// One length-prefixed text off the front of `rest`.
 fn field<'a>(rest: &mut &'a [u8]) -> Result<&'a str> {
+    bytes(rest).and_then(text)
+}
+
+/// One length-prefixed run of bytes off the front of `rest`.
+fn bytes<'a>(rest: &mut &'a [u8]) -> Result<&'a [u8]> {
     let broken = || StoreError::Invalid("a stored vector block is cut short".into());
     let (head, tail) = rest.split_first_chunk::<4>().ok_or_else(broken)?;
     let len = u32::from_be_bytes(*head) as usize;
     if tail.len() < len {
         return Err(broken());
     }
-    let (text, tail) = tail.split_at(len);
+    let (taken, tail) = tail.split_at(len);
     *rest = tail;
-    std::str::from_utf8(text)
+    Ok(taken)
+}
+
+fn text(bytes: &[u8]) -> Result<&str> {
+    std::str::from_utf8(bytes)
         .map_err(|_| StoreError::Invalid("a stored vector block is not UTF-8".into()))
 }
 
@@ -278,8 +292,10 @@ mod tests {
 
         let cut = &blocks[0].1[..blocks[0].1.len() - 1];
         assert!(matches!(find(cut, "u3"), Err(StoreError::Invalid(_))));
+        // The first entry's values (after its id's length, "u2" and the values' length).
         let mut not_text = blocks[0].1.clone();
-        not_text[4] = 0xff;
+        not_text[10] = 0xff;
         assert!(matches!(find(&not_text, "u2"), Err(StoreError::Invalid(_))));
+        assert!(entries(&not_text).any(|e| e.is_err()));
     }
 }

@@ -36,8 +36,8 @@ impl VectorRows for Vec<(String, String)> {
     }
 }
 
-/// Rows deleted per statement when a generation is dropped: each statement is one short
-/// write, so other writers get SQLite's lock in between.
+/// Rows deleted per statement when a generation is dropped (on Postgres, blocks of up to 32
+/// vectors): each statement is one short write, so other writers get SQLite's lock in between.
 const DELETE_CHUNK: i64 = 20_000;
 
 /// Writes one generation's vectors as they arrive.
@@ -298,7 +298,7 @@ impl Store {
     }
 
     /// Stored values (JSON text) of many entities of one generation; absent entities are
-    /// absent.
+    /// absent. The ids must be distinct (Postgres answers an id as often as it is asked).
     pub async fn get_values_many(
         &self,
         generation: i64,
@@ -321,6 +321,12 @@ impl Store {
                     found.extend(rows);
                 }
                 Store::Postgres(p) => {
+                    // No stored id holds a NUL byte, and Postgres' text refuses one.
+                    let chunk: Vec<&str> = chunk
+                        .iter()
+                        .copied()
+                        .filter(|id| !id.contains('\0'))
+                        .collect();
                     // Each id with the block a point read would pick for it.
                     let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
                         "SELECT q.id, b.entries FROM unnest($2::text[]) AS q(id) \
@@ -329,7 +335,7 @@ impl Store {
                          ORDER BY first_id DESC LIMIT 1) b",
                     )
                     .bind(generation)
-                    .bind(chunk)
+                    .bind(&chunk)
                     .fetch_all(p)
                     .await?;
                     for (id, block) in rows {
@@ -354,15 +360,16 @@ impl Store {
             .fetch_all(read)
             .await?),
             Store::Postgres(p) => {
-                let rows: Vec<(Vec<u8>,)> = sqlx::query_as(
+                use futures::TryStreamExt;
+                // A block at a time: the blocks are not held beside what they decode to.
+                let mut rows = sqlx::query_scalar::<_, Vec<u8>>(
                     "SELECT entries FROM feature_vector_blocks WHERE generation = $1",
                 )
                 .bind(generation)
-                .fetch_all(p)
-                .await?;
+                .fetch(p);
                 let mut all = Vec::new();
-                for (block,) in &rows {
-                    for entry in blocks::entries(block) {
+                while let Some(block) = rows.try_next().await? {
+                    for entry in blocks::entries(&block) {
                         let (id, values) = entry?;
                         all.push((id.to_string(), values.to_string()));
                     }
@@ -392,6 +399,10 @@ impl Store {
                 .await?)
             }
             Store::Postgres(p) => {
+                // No stored id holds a NUL byte, and Postgres' text refuses one.
+                if entity_id.contains('\0') {
+                    return Ok(None);
+                }
                 // The block whose first id is the greatest at or below this one: one probe
                 // of the primary key, backwards.
                 let block: Option<Vec<u8>> = sqlx::query_scalar(

@@ -2,7 +2,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::fixtures::sql_feature;
-use crate::helpers::{seeded, spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{seeded, spawn_app, spawn_app_with, spawn_replica_with, TestApp};
 
 async fn computed(app: &TestApp) -> i64 {
     let (_, feature) = seeded(app).await;
@@ -360,4 +360,69 @@ async fn vectors_stored_a_row_each_before_the_blocks_migration_are_read_back_aft
         .collect();
     assert_eq!(many, expected);
     assert_eq!(all, expected);
+}
+
+/// Postgres' text cannot hold a NUL byte, so no backend takes one in an entity id: a result
+/// with one is refused and publishes nothing, and asking for one is an absent entity, not an
+/// error.
+#[tokio::test]
+async fn an_entity_id_with_a_nul_byte_is_refused_at_compute_and_absent_when_asked_for() {
+    let app = spawn_app().await;
+    let table = app
+        .create_table(json!({"name": "nul", "schema_definition": {"id": "string", "n": "integer"}}))
+        .await;
+    app.ingested(
+        table,
+        json!([{"id": "a\u{0}b", "n": 1}, {"id": "ab", "n": 2}]),
+    )
+    .await;
+    let feature = app
+        .create_feature(sql_feature("nul", table, "id", "SELECT id, n FROM data"))
+        .await;
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/features/{feature}/compute"),
+            &json!({"version": "v1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("NUL byte"),
+        "{body}"
+    );
+    let (_, versions) = app
+        .get(&format!("/api/v1/features/{feature}/versions"))
+        .await;
+    assert_eq!(versions, json!([]));
+
+    // Served without the NUL id, then asked for it.
+    let clean = app
+        .create_feature(sql_feature(
+            "clean",
+            table,
+            "id",
+            "SELECT id, n FROM data WHERE id = 'ab'",
+        ))
+        .await;
+    app.compute(clean, "v1").await;
+    assert_eq!(served(&app, "clean", "ab").await, Some(json!({"n": 2})));
+    assert_eq!(served(&app, "clean", "a\u{0}b").await, None);
+    // In a batch, from a version held whole and (a replica with a cap of one byte) from the
+    // database.
+    let reads_rows = spawn_replica_with(&app, |c| c.batch_snapshot_max_bytes = 1).await;
+    for replica in [&app, &reads_rows] {
+        let (status, batch) = replica
+            .post(
+                "/api/v1/feature-vectors/batch",
+                &json!({"entity_ids": ["a\u{0}b", "ab"], "features": ["clean"]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{batch}");
+        assert_eq!(batch["results"][0]["missing"], json!(["clean"]), "{batch}");
+        assert_eq!(
+            batch["results"][1]["features"]["clean"],
+            json!({"n": 2}),
+            "{batch}"
+        );
+    }
 }
