@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The performance benchmark: builds release, starts feature-store on a fresh SQLite, loads
+# The performance benchmark: builds release, starts feature-store on a fresh SQLite (or, with
+# --database postgres://..., a fresh Postgres database through that URL), loads
 # synthetic data (1M rows over 100k entities), drives HTTP load with wrk (16 connections,
 # 2 threads) and prints one table, with a minimal axum handler as the machine's ceiling.
 # Needs wrk: apt-get install wrk.

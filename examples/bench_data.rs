@@ -7,7 +7,8 @@
 //!
 //! Usage: cargo run --release --example bench_data -- --server <target>/release/feature-store
 //!        [--rows 10000000] [--entities 1000000] [--threads 2] [--runs 2]
-//!        [--database postgres://postgres@127.0.0.1:5432/postgres]   (default: a fresh SQLite)
+//!        [--database postgres://postgres@127.0.0.1:5432/postgres]   (a fresh database through it,
+//!        dropped at the end; default: a fresh SQLite)
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -149,10 +150,11 @@ async fn main() -> Result<(), Error> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
+    let made = format!("fs_bench_{}", std::process::id());
     let database = match &args.database {
         Some(url) => {
             use sqlx::{Connection, Executor};
-            let name = format!("fs_bench_{}", std::process::id());
+            let name = &made;
             let mut admin = sqlx::PgConnection::connect(url).await?;
             admin
                 .execute(format!("CREATE DATABASE {name}").as_str())
@@ -189,7 +191,7 @@ async fn main() -> Result<(), Error> {
             }
         });
     }
-    let _server = Proc(child);
+    let server = Proc(child);
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(600))
@@ -422,5 +424,13 @@ async fn main() -> Result<(), Error> {
         })
         .count();
     println!("scheduler lease renewals that failed during the run: {lease_failures}");
+    drop(server);
+    if let Some(url) = &args.database {
+        use sqlx::{Connection, Executor};
+        let mut admin = sqlx::PgConnection::connect(url).await?;
+        admin
+            .execute(format!("DROP DATABASE IF EXISTS {made} WITH (FORCE)").as_str())
+            .await?;
+    }
     Ok(())
 }
