@@ -333,9 +333,11 @@ impl Database {
         let mut conn = sqlx::PgConnection::connect(admin).await?;
         conn.execute(format!("CREATE DATABASE {name}").as_str())
             .await?;
-        let (prefix, _) = admin.rsplit_once('/').ok_or("a database URL with a path")?;
+        // The same server and options, the new database's name as the path.
+        let mut url = url::Url::parse(admin)?;
+        url.set_path(&name);
         Ok(Database {
-            url: format!("{prefix}/{name}"),
+            url: url.to_string(),
             dir: dir.to_path_buf(),
             made: Some((admin.clone(), name)),
         })

@@ -159,8 +159,10 @@ async fn main() -> Result<(), Error> {
             admin
                 .execute(format!("CREATE DATABASE {name}").as_str())
                 .await?;
-            let (prefix, _) = url.rsplit_once('/').ok_or("a database URL with a path")?;
-            format!("{prefix}/{name}")
+            // The same server and options, the new database's name as the path.
+            let mut url = url::Url::parse(url)?;
+            url.set_path(name);
+            url.to_string()
         }
         None => format!("sqlite:{}/bench.db", dir.path().display()),
     };

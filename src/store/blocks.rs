@@ -1,7 +1,7 @@
 //! Postgres keeps a generation's vectors in blocks: one row per run of neighbouring entity ids
 //! (`feature_vector_blocks`, keyed by the generation and the block's first id), not one row per
 //! entity. Postgres pays for every row and index entry it inserts: 1M vectors written one row
-//! each took psql's own COPY 1.7-1.8 s here, the same bytes in blocks of 16 took 0.53-0.55 s
+//! each took psql's own COPY 1.40-1.53 s here, the same bytes in blocks of 16 0.42-0.46 s
 //! (docs/performance.md). A point read finds the one block whose first id is the greatest at
 //! or below the id asked for (one index probe) and looks through its few entries.
 //!
