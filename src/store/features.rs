@@ -63,6 +63,9 @@ impl Store {
     }
 
     pub async fn feature_by_name(&self, name: &str) -> Result<Option<FeatureRow>> {
+        if !super::storable(name) {
+            return Ok(None);
+        }
         let sql = format!("SELECT {FEATURE_COLUMNS} FROM features WHERE name = $1");
         Ok(on_pool!(self, read, |p| sqlx::query_as(&sql)
             .bind(name)
@@ -71,6 +74,9 @@ impl Store {
     }
 
     pub async fn feature_exists_by_name(&self, name: &str) -> Result<bool> {
+        if !super::storable(name) {
+            return Ok(false);
+        }
         let found: Option<i64> = on_pool!(self, read, |p| sqlx::query_scalar(
             "SELECT id FROM features WHERE name = $1"
         )

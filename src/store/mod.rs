@@ -64,6 +64,14 @@ macro_rules! stale_sql {
     };
 }
 
+/// Whether `text` can be a stored name, label or entity id: none holds a NUL byte (names and
+/// labels refuse control characters, entity ids NUL), and Postgres' text cannot hold one, so
+/// binding it fails the query instead of finding nothing. A lookup by such a text finds
+/// nothing, on both backends.
+fn storable(text: &str) -> bool {
+    !text.contains('\0')
+}
+
 /// Run `$body` with `$p` bound to the pool of either backend.
 macro_rules! on_pool {
     ($self:expr, read, |$p:ident| $body:expr) => {

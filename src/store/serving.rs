@@ -40,6 +40,9 @@ impl Store {
 
     /// The newest active version of a feature (by id) that has been computed.
     pub async fn latest_served_version(&self, feature_name: &str) -> Result<Option<VersionMeta>> {
+        if !super::storable(feature_name) {
+            return Ok(None);
+        }
         let sql = format!(
             "SELECT {META_COLUMNS} FROM feature_versions v JOIN features f ON f.id = v.feature_id \
              WHERE f.name = $1 AND v.status = 'active' AND v.computed_at IS NOT NULL \
@@ -59,6 +62,9 @@ impl Store {
         feature_name: &str,
         at: DateTime<Utc>,
     ) -> Result<Option<VersionMeta>> {
+        if !super::storable(feature_name) {
+            return Ok(None);
+        }
         let sql = format!(
             "SELECT {META_COLUMNS} FROM feature_versions v JOIN features f ON f.id = v.feature_id \
              WHERE f.name = $1 \
@@ -93,6 +99,9 @@ impl Store {
         feature_name: &str,
         version: &str,
     ) -> Result<Option<VersionMeta>> {
+        if !super::storable(feature_name) || !super::storable(version) {
+            return Ok(None);
+        }
         let sql = format!(
             "SELECT {META_COLUMNS} FROM feature_versions v JOIN features f ON f.id = v.feature_id \
              WHERE f.name = $1 AND v.version = $2"

@@ -67,6 +67,9 @@ impl Store {
         feature_id: i64,
         version: &str,
     ) -> Result<Option<DateTime<Utc>>> {
+        if !super::storable(version) {
+            return Ok(None);
+        }
         let newest: Option<Option<DateTime<Utc>>> = on_pool!(self, read, |p| sqlx::query_scalar(
             "SELECT MAX(s.valid_from) FROM feature_snapshots s \
              JOIN feature_versions v ON v.id = s.feature_version_id \

@@ -321,11 +321,10 @@ impl Store {
                     found.extend(rows);
                 }
                 Store::Postgres(p) => {
-                    // No stored id holds a NUL byte, and Postgres' text refuses one.
                     let chunk: Vec<&str> = chunk
                         .iter()
                         .copied()
-                        .filter(|id| !id.contains('\0'))
+                        .filter(|id| super::storable(id))
                         .collect();
                     // Each id with the block a point read would pick for it.
                     let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
@@ -399,8 +398,7 @@ impl Store {
                 .await?)
             }
             Store::Postgres(p) => {
-                // No stored id holds a NUL byte, and Postgres' text refuses one.
-                if entity_id.contains('\0') {
+                if !super::storable(entity_id) {
                     return Ok(None);
                 }
                 // The block whose first id is the greatest at or below this one: one probe

@@ -79,6 +79,9 @@ impl Store {
     }
 
     pub async fn find_version(&self, feature_id: i64, version: &str) -> Result<Option<VersionRow>> {
+        if !super::storable(version) {
+            return Ok(None);
+        }
         let sql = format!(
             "SELECT {VERSION_COLUMNS} FROM feature_versions WHERE feature_id = $1 AND version = $2"
         );

@@ -363,8 +363,8 @@ async fn vectors_stored_a_row_each_before_the_blocks_migration_are_read_back_aft
 }
 
 /// Postgres' text cannot hold a NUL byte, so no backend takes one in an entity id: a result
-/// with one is refused and publishes nothing, and asking for one is an absent entity, not an
-/// error.
+/// with one is refused and publishes nothing, and asking for one (or for a feature or version
+/// named with one) finds nothing, not an error.
 #[tokio::test]
 async fn an_entity_id_with_a_nul_byte_is_refused_at_compute_and_absent_when_asked_for() {
     let app = spawn_app().await;
@@ -425,4 +425,25 @@ async fn an_entity_id_with_a_nul_byte_is_refused_at_compute_and_absent_when_aske
             "{batch}"
         );
     }
+
+    // Names and labels refuse control characters when made, so asking by one with a NUL byte
+    // finds nothing either.
+    assert_eq!(served(&app, "cl\u{0}ean", "ab").await, None);
+    let (status, batch) = app
+        .post(
+            "/api/v1/feature-vectors/batch",
+            &json!({"entity_ids": ["ab"], "features": ["cl\u{0}ean", "clean@v\u{0}1", "clean"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{batch}");
+    assert_eq!(
+        batch["results"][0]["missing"],
+        json!(["cl\u{0}ean", "clean@v\u{0}1"]),
+        "{batch}"
+    );
+    assert_eq!(
+        batch["results"][0]["features"]["clean"],
+        json!({"n": 2}),
+        "{batch}"
+    );
 }
