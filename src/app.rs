@@ -111,7 +111,7 @@ pub async fn build_app(config: Config) -> Result<(AppState, impl api::Surface), 
     let state = state(config).await?;
     // Blobs stored in the database by earlier versions move into the data location once,
     // before anything reads them there.
-    service::migrate::run(&state).await?;
+    service::migrate::run(&state.store, &state.offline).await?;
     service::changes::spawn_poller(&state);
     service::changes::spawn_calibrator(&state);
     service::changes::spawn_checkpointer(&state);

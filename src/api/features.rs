@@ -35,7 +35,9 @@ pub async fn create(
 #[utoipa::path(get, operation_id = "list_features", path = "/api/v1/features", tag = "features",
     responses((status = 200, body = Vec<Feature>)))]
 pub async fn list(State(state): State<AppState>) -> Result<axum::Json<Vec<Feature>>> {
-    Ok(axum::Json(present::all(features::list(&state).await?)))
+    Ok(axum::Json(present::all(
+        features::list(&state.store).await?,
+    )))
 }
 
 /// Get a feature.
@@ -46,7 +48,9 @@ pub async fn get_one(
     State(state): State<AppState>,
     Path(feature_id): Path<i64>,
 ) -> Result<axum::Json<Feature>> {
-    Ok(axum::Json(features::get(&state, feature_id).await?.into()))
+    Ok(axum::Json(
+        features::get(&state.store, feature_id).await?.into(),
+    ))
 }
 
 /// Delete a feature with its versions and vectors.

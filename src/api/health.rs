@@ -22,7 +22,11 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>> {
     if !matches!(ping, Ok(Ok(()))) {
         return Err(AppError::Unavailable("Database unavailable".into()));
     }
-    if let Err(reason) = crate::service::readiness::data_location(&state).await {
+    if let Err(reason) = state
+        .ready
+        .data_location(&state.offline, &state.store)
+        .await
+    {
         return Err(AppError::Unavailable(reason));
     }
     Ok(Json(Readiness {

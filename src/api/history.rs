@@ -34,7 +34,7 @@ pub async fn list(
     Path((feature_id, version_id)): Path<(i64, i64)>,
 ) -> Result<axum::Json<Vec<Snapshot>>> {
     Ok(axum::Json(present::all(
-        history::list(&state, feature_id, version_id).await?,
+        history::list(&state.store, feature_id, version_id).await?,
     )))
 }
 

@@ -24,5 +24,7 @@ pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<JobsQuery>,
 ) -> Result<axum::Json<Vec<Job>>> {
-    Ok(axum::Json(present::all(jobs::list(&state, &q).await?)))
+    Ok(axum::Json(present::all(
+        jobs::list(&state.store, &q).await?,
+    )))
 }

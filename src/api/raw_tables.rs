@@ -38,7 +38,11 @@ pub async fn create(
 ) -> Result<(StatusCode, axum::Json<RawTable>)> {
     Ok((
         StatusCode::CREATED,
-        axum::Json(raw_tables::create(&state, req).await?.into()),
+        axum::Json(
+            raw_tables::create(&state.store, &state.offline, &state.clock, req)
+                .await?
+                .into(),
+        ),
     ))
 }
 
@@ -46,7 +50,9 @@ pub async fn create(
 #[utoipa::path(get, operation_id = "list_raw_tables", path = "/api/v1/raw-tables", tag = "raw tables",
     responses((status = 200, body = Vec<RawTable>)))]
 pub async fn list(State(state): State<AppState>) -> Result<axum::Json<Vec<RawTable>>> {
-    Ok(axum::Json(present::all(raw_tables::list(&state).await?)))
+    Ok(axum::Json(present::all(
+        raw_tables::list(&state.store).await?,
+    )))
 }
 
 /// Get a raw table.
@@ -57,7 +63,9 @@ pub async fn get_one(
     State(state): State<AppState>,
     Path(table_id): Path<i64>,
 ) -> Result<axum::Json<RawTable>> {
-    Ok(axum::Json(raw_tables::get(&state, table_id).await?.into()))
+    Ok(axum::Json(
+        raw_tables::get(&state.store, table_id).await?.into(),
+    ))
 }
 
 /// Delete a raw table and its stored rows; refused while a feature reads it.
@@ -69,7 +77,7 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(table_id): Path<i64>,
 ) -> Result<StatusCode> {
-    raw_tables::delete(&state, table_id).await?;
+    raw_tables::delete(&state.store, &state.offline, table_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -35,7 +35,7 @@ pub async fn of_snapshot(
     Path((feature_id, version_id, snapshot_id)): Path<(i64, i64, i64)>,
 ) -> Result<axum::Json<SnapshotStats>> {
     Ok(axum::Json(
-        stats::of_snapshot(&state, feature_id, version_id, snapshot_id).await?,
+        stats::of_snapshot(&state.stats_parts(), feature_id, version_id, snapshot_id).await?,
     ))
 }
 
@@ -48,7 +48,7 @@ pub async fn of_newest(
     Path((feature_id, version_id)): Path<(i64, i64)>,
 ) -> Result<axum::Json<SnapshotStats>> {
     Ok(axum::Json(
-        stats::of_newest(&state, feature_id, version_id).await?,
+        stats::of_newest(&state.stats_parts(), feature_id, version_id).await?,
     ))
 }
 
@@ -64,6 +64,13 @@ pub async fn drift(
     Query(q): Query<DriftQuery>,
 ) -> Result<axum::Json<Drift>> {
     Ok(axum::Json(
-        stats::drift(&state, feature_id, version_id, q.base, q.target).await?,
+        stats::drift(
+            &state.stats_parts(),
+            feature_id,
+            version_id,
+            q.base,
+            q.target,
+        )
+        .await?,
     ))
 }

@@ -32,7 +32,9 @@ pub async fn follow(
     Path(table_id): Path<i64>,
     Json(source): Json<StreamSource>,
 ) -> Result<axum::Json<StreamResponse>> {
-    Ok(axum::Json(streams::put(&state, table_id, source).await?))
+    Ok(axum::Json(
+        streams::put(&state.store, &state.offline, &state.clock, table_id, source).await?,
+    ))
 }
 
 /// The stream a raw table follows: its source, its state (`starting`, `running`, `failing`
@@ -44,7 +46,9 @@ pub async fn show(
     State(state): State<AppState>,
     Path(table_id): Path<i64>,
 ) -> Result<axum::Json<StreamResponse>> {
-    Ok(axum::Json(streams::get(&state, table_id).await?))
+    Ok(axum::Json(
+        streams::get(&state.store, &state.offline, &state.clock, table_id).await?,
+    ))
 }
 
 /// Stop following the stream; what was committed stays in the table.
@@ -56,6 +60,6 @@ pub async fn stop(
     State(state): State<AppState>,
     Path(table_id): Path<i64>,
 ) -> Result<StatusCode> {
-    streams::delete(&state, table_id).await?;
+    streams::delete(&state.store, table_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -33,7 +33,7 @@ pub async fn create(
     Path(feature_id): Path<i64>,
     Json(req): Json<VersionCreate>,
 ) -> Result<(StatusCode, axum::Json<FeatureVersion>)> {
-    let version = versions::create(&state, feature_id, req).await?;
+    let version = versions::create(&state.store, &state.clock, feature_id, req).await?;
     Ok((StatusCode::CREATED, axum::Json(version.into())))
 }
 
@@ -46,7 +46,7 @@ pub async fn list(
     Path(feature_id): Path<i64>,
 ) -> Result<axum::Json<Vec<FeatureVersion>>> {
     Ok(axum::Json(present::all(
-        versions::list(&state, feature_id).await?,
+        versions::list(&state.store, feature_id).await?,
     )))
 }
 
@@ -59,7 +59,9 @@ pub async fn get_one(
     Path((feature_id, version_id)): Path<(i64, i64)>,
 ) -> Result<axum::Json<FeatureVersion>> {
     Ok(axum::Json(
-        versions::get(&state, feature_id, version_id).await?.into(),
+        versions::get(&state.store, feature_id, version_id)
+            .await?
+            .into(),
     ))
 }
 

@@ -13,14 +13,17 @@ use chrono::{DateTime, Utc};
 
 use super::AppState;
 use super::{Result, ServiceError};
-use crate::cache::{EntityHash, LookupKey, Snapshot, VectorKey};
+use crate::cache::{Cache, EntityHash, LookupKey, Snapshot, VectorKey};
 use crate::keys::EntityKey;
 use crate::model::BatchRequest;
+use crate::offline::OfflineStore;
 use crate::served::{Freshness, VersionMeta};
+use crate::store::Store;
 use serde_json::{Map, Value};
 
+use super::history::{self, History};
+use super::lookup;
 use super::vectors::{resolve_key, resolve_key_at};
-use super::{history, lookup};
 
 pub const MAX_BATCH_ENTITIES: usize = 10_000;
 pub const MAX_BATCH_FEATURES: usize = 100;
@@ -267,8 +270,8 @@ async fn column(
         }
     }
     let resolved = match as_of {
-        Some(at) => resolve_key_at(state, key.clone(), at).await,
-        None => resolve_key(state, key.clone()).await,
+        Some(at) => resolve_key_at(&state.cache, &state.store, key.clone(), at).await,
+        None => resolve_key(&state.cache, &state.store, key.clone()).await,
     };
     if let (Err(ServiceError::NotFound(_)), LookupKey::FeatureName(n)) = (&resolved, &key) {
         if let Some(column) = online_column(state, &name, n, entities, as_of).await? {
@@ -295,24 +298,39 @@ async fn column(
     let mut freshness = meta.as_ref().map(|m| m.freshness);
     let source = match (meta.clone(), as_of) {
         (None, _) => Source::Unresolved,
-        (Some(meta), Some(at)) => match history::in_force(state, meta.version_id, at).await {
-            Ok(snapshot) => {
-                freshness =
-                    Some(history::snapshot_freshness(state, meta.version_id, &snapshot).await?);
-                Source::Fetched(values_as_of(state, snapshot.id, &entity_ids()).await?)
+        (Some(meta), Some(at)) => {
+            match history::in_force(&state.store, meta.version_id, at).await {
+                Ok(snapshot) => {
+                    freshness = Some(
+                        history::snapshot_freshness(&state.store, meta.version_id, &snapshot)
+                            .await?,
+                    );
+                    Source::Fetched(
+                        values_as_of(
+                            &state.history,
+                            &state.store,
+                            &state.offline,
+                            snapshot.id,
+                            &entity_ids(),
+                        )
+                        .await?,
+                    )
+                }
+                Err(ServiceError::NotFound(why)) => {
+                    reason = Some(why);
+                    freshness = None;
+                    Source::Unresolved
+                }
+                Err(e) => return Err(e),
             }
-            Err(ServiceError::NotFound(why)) => {
-                reason = Some(why);
-                freshness = None;
-                Source::Unresolved
-            }
-            Err(e) => return Err(e),
-        },
+        }
         // Versions that fit the byte cap are held whole in memory; larger ones are read entity
         // by entity.
-        (Some(meta), None) => match snapshot(state, meta.clone()).await? {
+        (Some(meta), None) => match snapshot(&state.cache, &state.store, meta.clone()).await? {
             Some(snapshot) => Source::Snapshot(snapshot),
-            None => Source::Fetched(fetch_values(state, meta, &entity_ids()).await?),
+            None => Source::Fetched(
+                fetch_values(&state.cache, &state.store, meta, &entity_ids()).await?,
+            ),
         },
     };
     let member_json = member_json(&name);
@@ -387,11 +405,13 @@ async fn online_column(
 
 /// Each requested entity's values in a stored snapshot, `None` when it is not in it.
 async fn values_as_of(
-    state: &AppState,
+    history: &History,
+    store: &Store,
+    offline: &OfflineStore,
     snapshot_id: i64,
     entity_ids: &[&str],
 ) -> Result<Vec<Option<Bytes>>> {
-    let decoded = history::decoded(state, snapshot_id).await?;
+    let decoded = history::decoded(history, store, offline, snapshot_id).await?;
     let entity_ids: Vec<String> = entity_ids.iter().map(|e| e.to_string()).collect();
     super::blocking(move || {
         let rows: Vec<Option<u32>> = entity_ids
@@ -423,11 +443,14 @@ async fn values_as_of(
 }
 
 /// The version held whole, or `None` when it is too big for the snapshot cap.
-async fn snapshot(state: &AppState, meta: VersionMeta) -> Result<Option<Arc<Snapshot>>> {
-    let store = state.store.clone();
+async fn snapshot(
+    cache: &Cache,
+    store: &Store,
+    meta: VersionMeta,
+) -> Result<Option<Arc<Snapshot>>> {
+    let store = store.clone();
     let generation = meta.generation;
-    state
-        .cache
+    cache
         .snapshot(meta, async move {
             let rows = store.all_values(generation).await?;
             super::blocking(move || Snapshot::build(&rows)).await
@@ -439,7 +462,8 @@ async fn snapshot(state: &AppState, meta: VersionMeta) -> Result<Option<Arc<Snap
 /// Values of one version for every requested entity: cache first, then one query for the
 /// misses.
 async fn fetch_values(
-    state: &AppState,
+    cache: &Cache,
+    store: &Store,
     meta: VersionMeta,
     entity_ids: &[&str],
 ) -> Result<Vec<Option<Bytes>>> {
@@ -451,7 +475,7 @@ async fn fetch_values(
     let mut values = Vec::with_capacity(entity_ids.len());
     let mut misses: Vec<&str> = Vec::new();
     for &entity in entity_ids {
-        let hit = state.cache.values(&key(entity)).await;
+        let hit = cache.values(&key(entity)).await;
         if hit.is_none() {
             misses.push(entity);
         }
@@ -463,13 +487,9 @@ async fn fetch_values(
     misses.sort_unstable();
     misses.dedup();
     let mut found: HashMap<String, Bytes> = HashMap::with_capacity(misses.len());
-    for (entity, text) in state
-        .store
-        .get_values_many(meta.generation, &misses)
-        .await?
-    {
+    for (entity, text) in store.get_values_many(meta.generation, &misses).await? {
         let body = Bytes::from(text);
-        state.cache.put_values(key(&entity), body.clone()).await;
+        cache.put_values(key(&entity), body.clone()).await;
         found.insert(entity, body);
     }
     for (slot, entity) in values.iter_mut().zip(entity_ids) {

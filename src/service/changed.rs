@@ -5,7 +5,8 @@
 //! (vector generations nobody serves, snapshot files nobody reads) is dropped in the background.
 
 use super::AppState;
-use crate::store::Changed;
+use crate::offline::OfflineStore;
+use crate::store::{Changed, Store};
 
 /// How long a retired generation is kept before it is dropped: a request that resolved its
 /// version just before the publish may still read it.
@@ -30,23 +31,23 @@ pub(crate) async fn announce(state: &AppState, changed: Changed) {
         }
     }
     drop_generations(
-        state,
+        &state.store,
         changed.retired.iter().map(|r| r.generation).collect(),
     );
-    remove_files(state, changed.files);
+    remove_files(&state.offline, changed.files);
 }
 
 /// Drop generations nobody serves, in the background (after a grace period), a chunk per
 /// statement. Also for a generation a failed compute wrote and never published.
-pub(crate) fn drop_generations(state: &AppState, generations: Vec<i64>) {
+pub(crate) fn drop_generations(store: &Store, generations: Vec<i64>) {
     if generations.is_empty() {
         return;
     }
-    let state = state.clone();
+    let store = store.clone();
     tokio::spawn(async move {
         tokio::time::sleep(RETIRED_GRACE).await;
         for g in generations {
-            if let Err(e) = state.store.drop_generation(g).await {
+            if let Err(e) = store.drop_generation(g).await {
                 tracing::warn!(generation = g, error = %e, "could not drop a generation; the sweep retries");
             }
         }
@@ -54,15 +55,15 @@ pub(crate) fn drop_generations(state: &AppState, generations: Vec<i64>) {
 }
 
 /// Remove snapshot files nobody reads, in the background.
-fn remove_files(state: &AppState, files: Vec<String>) {
+fn remove_files(offline: &OfflineStore, files: Vec<String>) {
     if files.is_empty() {
         return;
     }
-    let state = state.clone();
+    let offline = offline.clone();
     tokio::spawn(async move {
         for file in files {
-            if let Ok(location) = state.offline.resolve(&file) {
-                state.offline.remove_file(&location).await;
+            if let Ok(location) = offline.resolve(&file) {
+                offline.remove_file(&location).await;
             }
         }
     });

@@ -2,9 +2,11 @@ use super::AppState;
 use super::{Result, ServiceError};
 use crate::engine::aggregations;
 use crate::model::{Aggregation, Declaration, Engine, FeatureCreate};
+use crate::offline::OfflineStore;
+use crate::spark::Spark;
 use crate::store::StoreError;
-use crate::store::{FeatureRow, NewFeature, RawTableRow};
-use crate::worker::{ComputeJob, Input, Job, Task};
+use crate::store::{FeatureRow, NewFeature, RawTableRow, Store};
+use crate::worker::{ComputeJob, ComputePool, Input, Job, Task};
 
 use super::{changed, failures, lookup};
 use super::{check_label, raw_tables};
@@ -35,14 +37,23 @@ pub async fn create(state: &AppState, req: FeatureCreate) -> Result<FeatureRow> 
                 ));
             }
             if req.engine == Engine::Spark {
-                validate_on_spark(state, &table, &req, sql).await?;
+                validate_on_spark(
+                    &state.spark,
+                    &state.offline,
+                    state.config.compute_timeout,
+                    &table,
+                    &req,
+                    sql,
+                )
+                .await?;
             } else {
-                dry_run(state, &table, sql, &req.entity_key.stored()).await?;
+                dry_run(&state.compute, &table, sql, &req.entity_key.stored()).await?;
             }
             (sql.clone(), None)
         }
         (None, Some(aggregations)) => {
-            let declaration = check_aggregations(state, &table, &req, aggregations).await?;
+            let declaration =
+                check_aggregations(&state.compute, &table, &req, aggregations).await?;
             let text = serde_json::to_string(&declaration).map_err(ServiceError::fault)?;
             (String::new(), Some(text))
         }
@@ -86,7 +97,7 @@ pub async fn create(state: &AppState, req: FeatureCreate) -> Result<FeatureRow> 
 /// every aggregation names a column, a function and windows it can have, and the filter is
 /// one predicate the SQL guard allows and polars accepts over the table's columns.
 async fn check_aggregations(
-    state: &AppState,
+    compute: &ComputePool,
     table: &RawTableRow,
     req: &FeatureCreate,
     aggregations: &[Aggregation],
@@ -118,7 +129,7 @@ async fn check_aggregations(
     if let Some(filter) = &req.filter {
         let sql =
             aggregations::filter_sql(filter).map_err(|why| refused(format!("filter: {why}")))?;
-        dry_run(state, table, &sql, &key)
+        dry_run(compute, table, &sql, &key)
             .await
             .map_err(|e| match e {
                 ServiceError::Invalid(why) => refused(format!(
@@ -136,7 +147,12 @@ async fn check_aggregations(
 
 /// Polars: run the SQL over an empty frame of the table's schema in a worker, like every run
 /// of user SQL (rows can come from literals even over an empty frame).
-async fn dry_run(state: &AppState, table: &RawTableRow, sql: &str, entity_key: &str) -> Result<()> {
+async fn dry_run(
+    compute: &ComputePool,
+    table: &RawTableRow,
+    sql: &str,
+    entity_key: &str,
+) -> Result<()> {
     let dry_run = Job {
         task: Task::Compute(ComputeJob {
             sql: sql.to_string(),
@@ -152,8 +168,7 @@ async fn dry_run(state: &AppState, table: &RawTableRow, sql: &str, entity_key: &
         }),
         storage: Default::default(),
     };
-    state
-        .compute
+    compute
         .run(&dry_run, None)
         .await
         .map_err(|e| failures::worker_error(e, "Invalid feature computation"))?;
@@ -163,16 +178,18 @@ async fn dry_run(state: &AppState, table: &RawTableRow, sql: &str, entity_key: &
 /// Spark: the SQL guard, then Spark's analyzer over an empty `data` of the table's columns
 /// (nothing runs); the result must have the entity key.
 async fn validate_on_spark(
-    state: &AppState,
+    spark: &Option<Spark>,
+    offline: &OfflineStore,
+    timeout: std::time::Duration,
     table: &RawTableRow,
     req: &FeatureCreate,
     sql: &str,
 ) -> Result<()> {
-    let spark = super::spark::cluster(state)?;
-    super::spark::usable_for(state, table)?;
+    let spark = super::spark::cluster(spark)?;
+    super::spark::usable_for(offline, table)?;
     crate::engine::sql_guard::check(sql).map_err(invalid)?;
     let schema = raw_tables::schema_of(table)?;
-    let columns = crate::spark::validate(spark, &schema, sql, state.config.compute_timeout)
+    let columns = crate::spark::validate(spark, &schema, sql, timeout)
         .await
         .map_err(|e| match e {
             crate::spark::SparkError::Query(why) => invalid(why),
@@ -188,12 +205,12 @@ async fn validate_on_spark(
     Ok(())
 }
 
-pub async fn list(state: &AppState) -> Result<Vec<FeatureRow>> {
-    Ok(state.store.list_features().await?)
+pub async fn list(store: &Store) -> Result<Vec<FeatureRow>> {
+    Ok(store.list_features().await?)
 }
 
-pub async fn get(state: &AppState, id: i64) -> Result<FeatureRow> {
-    lookup::feature(&state.store, id).await
+pub async fn get(store: &Store, id: i64) -> Result<FeatureRow> {
+    lookup::feature(store, id).await
 }
 
 /// Deletes the feature, its versions and their vectors; serving stops at once.

@@ -12,8 +12,9 @@ use super::{Result, ServiceError};
 use crate::engine::history::Indexed;
 use crate::engine::result;
 use crate::model::VectorQuery;
+use crate::offline::OfflineStore;
 use crate::served::Freshness;
-use crate::store::{Changed, SnapshotRow};
+use crate::store::{Changed, SnapshotRow, Store};
 use crate::times::format_ts;
 
 use super::{blocking, vectors};
@@ -52,71 +53,66 @@ impl History {
 }
 
 /// A snapshot's frame, from the cache or its file.
-pub async fn decoded(state: &AppState, snapshot_id: i64) -> Result<Arc<Decoded>> {
-    if let Some(hit) = state.history.decoded.get(&snapshot_id).await {
+pub async fn decoded(
+    history: &History,
+    store: &Store,
+    offline: &OfflineStore,
+    snapshot_id: i64,
+) -> Result<Arc<Decoded>> {
+    if let Some(hit) = history.decoded.get(&snapshot_id).await {
         return Ok(hit);
     }
-    let snapshot = state
-        .store
+    let snapshot = store
         .get_snapshot(snapshot_id)
         .await?
         .ok_or_else(|| ServiceError::NotFound(format!("Snapshot {snapshot_id} not found")))?;
     let location = snapshot
         .location
         .ok_or_else(|| ServiceError::fault(format!("snapshot {snapshot_id} has no file yet")))?;
-    let location = state.offline.resolve(&location)?;
-    let frame = crate::offline::read_snapshot(&location, state.offline.options()).await?;
+    let location = offline.resolve(&location)?;
+    let frame = crate::offline::read_snapshot(&location, offline.options()).await?;
     let decoded = Arc::new(
         blocking(move || Decoded::from_frame(frame))
             .await?
             .map_err(ServiceError::fault)?,
     );
-    state
-        .history
-        .decoded
-        .insert(snapshot_id, decoded.clone())
-        .await;
+    history.decoded.insert(snapshot_id, decoded.clone()).await;
     Ok(decoded)
 }
 
 /// Where a snapshot's file is, as a worker reaches it (a path or an `s3://` URI).
-pub fn file_uri(state: &AppState, snapshot: &SnapshotRow) -> Result<String> {
+pub fn file_uri(offline: &OfflineStore, snapshot: &SnapshotRow) -> Result<String> {
     let stored = snapshot
         .location
         .as_deref()
         .ok_or_else(|| ServiceError::fault(format!("snapshot {} has no file", snapshot.id)))?;
-    Ok(state.offline.resolve(stored)?.uri())
+    Ok(offline.resolve(stored)?.uri())
 }
 
-pub async fn list(state: &AppState, feature_id: i64, version_id: i64) -> Result<Vec<SnapshotRow>> {
-    lookup::version(&state.store, feature_id, version_id).await?;
-    Ok(state.store.list_snapshots(version_id).await?)
+pub async fn list(store: &Store, feature_id: i64, version_id: i64) -> Result<Vec<SnapshotRow>> {
+    lookup::version(store, feature_id, version_id).await?;
+    Ok(store.list_snapshots(version_id).await?)
 }
 
 /// The snapshot of `version_id` in force at `at`, or `NotFound` saying there was none.
-pub async fn in_force(state: &AppState, version_id: i64, at: DateTime<Utc>) -> Result<SnapshotRow> {
-    state
-        .store
-        .snapshot_at(version_id, at)
-        .await?
-        .ok_or_else(|| {
-            ServiceError::NotFound(format!(
-                "Feature version {version_id} has no snapshot valid at or before {}",
-                format_ts(&at)
-            ))
-        })
+pub async fn in_force(store: &Store, version_id: i64, at: DateTime<Utc>) -> Result<SnapshotRow> {
+    store.snapshot_at(version_id, at).await?.ok_or_else(|| {
+        ServiceError::NotFound(format!(
+            "Feature version {version_id} has no snapshot valid at or before {}",
+            format_ts(&at)
+        ))
+    })
 }
 
 /// How fresh a stored snapshot is: the table version it read against the table's newest.
 pub async fn snapshot_freshness(
-    state: &AppState,
+    store: &Store,
     version_id: i64,
     snapshot: &SnapshotRow,
 ) -> Result<Freshness> {
     Ok(Freshness {
         data_as_of: snapshot.data_as_of,
-        stale: state
-            .store
+        stale: store
             .has_newer_table_version(version_id, snapshot.data_version)
             .await?,
     })
@@ -129,28 +125,33 @@ pub async fn vector_as_of(
     at: DateTime<Utc>,
 ) -> Result<Bytes> {
     let requested = vectors::Requested::of(query);
-    let meta = match vectors::resolve_key_at(state, vectors::lookup_key(query)?, at).await {
-        Ok(meta) => meta,
-        Err(ServiceError::NotFound(why)) => {
-            // An aggregation feature: its values at `at`, computed from the events.
-            if let (None, Some(name)) = (query.feature_version_id, &query.feature_name) {
-                let entity = requested.id.as_ref();
-                if let Some(answers) = super::online::values_at(state, name, &[entity], at).await? {
-                    if let Some(key) = state.online.entity_key(name).await {
-                        requested.check(&key)?;
-                    }
-                    if let Some(a) = answers.first() {
-                        return super::online::encode(entity, a);
+    let meta =
+        match vectors::resolve_key_at(&state.cache, &state.store, vectors::lookup_key(query)?, at)
+            .await
+        {
+            Ok(meta) => meta,
+            Err(ServiceError::NotFound(why)) => {
+                // An aggregation feature: its values at `at`, computed from the events.
+                if let (None, Some(name)) = (query.feature_version_id, &query.feature_name) {
+                    let entity = requested.id.as_ref();
+                    if let Some(answers) =
+                        super::online::values_at(state, name, &[entity], at).await?
+                    {
+                        if let Some(key) = state.online.entity_key(name).await {
+                            requested.check(&key)?;
+                        }
+                        if let Some(a) = answers.first() {
+                            return super::online::encode(entity, a);
+                        }
                     }
                 }
+                return Err(ServiceError::NotFound(why));
             }
-            return Err(ServiceError::NotFound(why));
-        }
-        Err(e) => return Err(e),
-    };
+            Err(e) => return Err(e),
+        };
     requested.check(&meta.entity_key)?;
-    let snapshot = in_force(state, meta.version_id, at).await?;
-    let decoded = decoded(state, snapshot.id).await?;
+    let snapshot = in_force(&state.store, meta.version_id, at).await?;
+    let decoded = decoded(&state.history, &state.store, &state.offline, snapshot.id).await?;
     let row = *decoded.rows.get(requested.id.as_ref()).ok_or_else(|| {
         ServiceError::NotFound(format!(
             "Feature vector not found for entity '{}'",
@@ -165,8 +166,8 @@ pub async fn vector_as_of(
         .next()
         .map(|v| v.values)
         .ok_or_else(|| ServiceError::fault("an empty snapshot row"))?;
-    let freshness = snapshot_freshness(state, meta.version_id, &snapshot).await?;
-    let tuple = match vectors::typed_entity(state, &meta, &requested.id).await? {
+    let freshness = snapshot_freshness(&state.store, meta.version_id, &snapshot).await?;
+    let tuple = match vectors::typed_entity(&state.store, &meta, &requested.id).await? {
         Some(typed) => format!(r#","entity":{typed}"#),
         None => String::new(),
     };
@@ -227,7 +228,7 @@ pub async fn prune(state: &AppState) {
         Err(e) => tracing::warn!(error = %e, "pruning snapshots failed; retrying in an hour"),
     }
     match state.store.generations_to_drop().await {
-        Ok(generations) => changed::drop_generations(state, generations),
+        Ok(generations) => changed::drop_generations(&state.store, generations),
         Err(e) => tracing::warn!(error = %e, "could not list generations to drop"),
     }
     let jobs_cutoff = state.clock.now() - chrono::Duration::days(JOB_RETENTION_DAYS);

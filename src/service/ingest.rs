@@ -11,7 +11,7 @@ use crate::engine::{formats, ndjson::NdjsonReader};
 use crate::model::IngestResponse;
 use crate::offline;
 use crate::store::RawTableRow;
-use crate::store::{Changed, StoreError};
+use crate::store::{Changed, Store, StoreError};
 
 use super::lookup;
 use super::{blocking, changed, raw_tables};
@@ -30,11 +30,8 @@ fn invalid(reason: impl std::fmt::Display) -> ServiceError {
 }
 
 /// The table and its schema, refusing tables registered without one and external datasets.
-pub(super) async fn target(
-    state: &AppState,
-    raw_table_id: i64,
-) -> Result<(RawTableRow, TableSchema)> {
-    let table = lookup::table(&state.store, raw_table_id).await?;
+pub(super) async fn target(store: &Store, raw_table_id: i64) -> Result<(RawTableRow, TableSchema)> {
+    let table = lookup::table(store, raw_table_id).await?;
     if let Some(format) = raw_tables::external_format(&table) {
         return Err(ServiceError::Invalid(format!(
             "Raw table '{}' reads an external {} dataset, read-only; write to it where it lives",
@@ -67,7 +64,7 @@ pub async fn ingest_upload(
     raw_table_id: i64,
     upload: Upload,
 ) -> Result<IngestResponse> {
-    let (table, schema) = match target(state, raw_table_id).await {
+    let (table, schema) = match target(&state.store, raw_table_id).await {
         Ok(target) => target,
         // A malformed body is a 422 whatever table it names, as when bodies were parsed whole
         // before the table was looked at.
@@ -128,7 +125,7 @@ where
     S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let (table, schema) = target(state, raw_table_id).await?;
+    let (table, schema) = target(&state.store, raw_table_id).await?;
     let mut reader = NdjsonReader::new(&schema);
     let mut received = 0usize;
     while let Some(chunk) = body.next().await {
@@ -176,7 +173,7 @@ pub(super) async fn commit(
     stored: Stored,
     txns: Vec<StreamTxn>,
 ) -> Result<usize> {
-    let location = raw_tables::location_of(state, table)
+    let location = raw_tables::location_of(&state.store, &state.offline, table)
         .await?
         .ok_or_else(|| ServiceError::fault("a table with a schema has no storage"))?;
     let (parquet, count) = match stored {

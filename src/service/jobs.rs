@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use super::AppState;
 use super::{Result, ServiceError};
+use crate::clock::Clock;
 use crate::model::JobsQuery;
-use crate::store::{JobFilter, JobKind, JobRow, JobStatus};
+use crate::store::{JobFilter, JobKind, JobRow, JobStatus, Store};
 
 pub const DEFAULT_LIMIT: i64 = 100;
 pub const MAX_LIMIT: i64 = 1000;
@@ -14,21 +15,18 @@ pub const MAX_LIMIT: i64 = 1000;
 pub const MISSED_HEARTBEATS: u32 = 3;
 
 /// Fail the jobs whose replica stopped beating: it died, and nobody else will finish them.
-pub async fn fail_abandoned(state: &AppState) {
-    let silence = state.config.scheduler_lease * MISSED_HEARTBEATS;
-    let cutoff = state.clock.now() - chrono::Duration::from_std(silence).unwrap_or_default();
-    match state
-        .store
-        .fail_abandoned_jobs(cutoff, state.clock.now())
-        .await
-    {
+/// A heartbeat comes every `lease` (the scheduler's lease period).
+pub async fn fail_abandoned(store: &Store, clock: &Clock, lease: std::time::Duration) {
+    let silence = lease * MISSED_HEARTBEATS;
+    let cutoff = clock.now() - chrono::Duration::from_std(silence).unwrap_or_default();
+    match store.fail_abandoned_jobs(cutoff, clock.now()).await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(jobs = n, "marked jobs failed: their replica stopped"),
         Err(e) => tracing::warn!(error = %e, "could not check for abandoned jobs"),
     }
 }
 
-pub async fn list(state: &AppState, query: &JobsQuery) -> Result<Vec<JobRow>> {
+pub async fn list(store: &Store, query: &JobsQuery) -> Result<Vec<JobRow>> {
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ServiceError::Invalid(format!(
@@ -47,8 +45,7 @@ pub async fn list(state: &AppState, query: &JobsQuery) -> Result<Vec<JobRow>> {
             )))
         }
     };
-    let rows = state
-        .store
+    let rows = store
         .list_jobs(&JobFilter {
             feature_id: query.feature_id,
             status,

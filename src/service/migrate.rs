@@ -4,43 +4,44 @@
 //! transaction (its batch id), so a move that stops anywhere resumes without doubling a batch.
 
 use super::raw_tables;
-use super::AppState;
 use super::{Result, ServiceError};
+use crate::offline::OfflineStore;
+use crate::store::Store;
 
 /// The application id of the move's Delta transactions.
 pub const MOVE_APP: &str = "feature-store-blob-move";
 
-pub async fn run(state: &AppState) -> Result<()> {
-    let lock = state.store.lock_blob_move().await?;
-    let outcome = move_everything(state).await;
+pub async fn run(store: &Store, offline: &OfflineStore) -> Result<()> {
+    let lock = store.lock_blob_move().await?;
+    let outcome = move_everything(store, offline).await;
     lock.release().await;
     outcome
 }
 
-async fn move_everything(state: &AppState) -> Result<()> {
-    for table in state.store.tables_without_storage().await? {
+async fn move_everything(store: &Store, offline: &OfflineStore) -> Result<()> {
+    for table in store.tables_without_storage().await? {
         if raw_tables::schema_of(&table)?.is_empty() {
             continue;
         }
-        raw_tables::ensure_managed(state, table).await?;
+        raw_tables::ensure_managed(store, offline, table).await?;
     }
-    for table_id in state.store.tables_with_blobs().await? {
-        move_batches(state, table_id).await?;
+    for table_id in store.tables_with_blobs().await? {
+        move_batches(store, offline, table_id).await?;
     }
-    move_snapshots(state).await
+    move_snapshots(store, offline).await
 }
 
-async fn move_batches(state: &AppState, table_id: i64) -> Result<()> {
-    let Some(table) = state.store.get_raw_table(table_id).await? else {
+async fn move_batches(store: &Store, offline: &OfflineStore, table_id: i64) -> Result<()> {
+    let Some(table) = store.get_raw_table(table_id).await? else {
         return Ok(());
     };
     let schema = raw_tables::schema_of(&table)?;
-    let location = raw_tables::location_of(state, &table)
+    let location = raw_tables::location_of(store, offline, &table)
         .await?
         .ok_or_else(|| {
             ServiceError::fault(format!("raw table {table_id} has batches but no schema"))
         })?;
-    let batches = state.store.legacy_batches(table_id).await?;
+    let batches = store.legacy_batches(table_id).await?;
     tracing::info!(
         table = %table.name,
         batches = batches.len(),
@@ -48,11 +49,11 @@ async fn move_batches(state: &AppState, table_id: i64) -> Result<()> {
     );
     for batch in batches {
         // A batch committed by a move that stopped before recording it is the newest commit.
-        let landed = state.offline.txn_version(&location, MOVE_APP).await?;
+        let landed = offline.txn_version(&location, MOVE_APP).await?;
         let version = if landed.is_some_and(|v| v >= batch.id) {
-            state.offline.pin_delta(&location).await?.version
+            offline.pin_delta(&location).await?.version
         } else {
-            let blob = state.store.legacy_batch_data(batch.id).await?;
+            let blob = store.legacy_batch_data(batch.id).await?;
             let polars_schema = schema.polars_schema();
             let parquet = super::blocking(move || {
                 let mut frame = crate::engine::batches::decode_all(&[blob], &polars_schema)?;
@@ -60,8 +61,7 @@ async fn move_batches(state: &AppState, table_id: i64) -> Result<()> {
             })
             .await?
             .map_err(ServiceError::fault)?;
-            state
-                .offline
+            offline
                 .append(
                     &location,
                     parquet.into(),
@@ -76,16 +76,13 @@ async fn move_batches(state: &AppState, table_id: i64) -> Result<()> {
                 .await?
                 .version
         };
-        state
-            .store
-            .finish_moved_batch(table_id, &batch, version)
-            .await?;
+        store.finish_moved_batch(table_id, &batch, version).await?;
     }
     Ok(())
 }
 
-async fn move_snapshots(state: &AppState) -> Result<()> {
-    let snapshots = state.store.legacy_snapshots().await?;
+async fn move_snapshots(store: &Store, offline: &OfflineStore) -> Result<()> {
+    let snapshots = store.legacy_snapshots().await?;
     if !snapshots.is_empty() {
         tracing::info!(
             snapshots = snapshots.len(),
@@ -93,7 +90,7 @@ async fn move_snapshots(state: &AppState) -> Result<()> {
         );
     }
     for (snapshot_id, feature_id) in snapshots {
-        let Some(blob) = state.store.legacy_snapshot_data(snapshot_id).await? else {
+        let Some(blob) = store.legacy_snapshot_data(snapshot_id).await? else {
             continue;
         };
         let parquet = super::blocking(move || {
@@ -104,18 +101,14 @@ async fn move_snapshots(state: &AppState) -> Result<()> {
         .map_err(ServiceError::fault)?;
         let relative = format!(
             "{}/moved-{snapshot_id}.parquet",
-            state
-                .offline
+            offline
                 .new_snapshot_path(feature_id)
                 .rsplit_once('/')
                 .map_or("snapshots", |(dir, _)| dir)
         );
-        let location = state.offline.root().join(&relative);
-        crate::offline::put_file(&location, parquet.into(), state.offline.options()).await?;
-        state
-            .store
-            .set_snapshot_location(snapshot_id, &relative)
-            .await?;
+        let location = offline.root().join(&relative);
+        crate::offline::put_file(&location, parquet.into(), offline.options()).await?;
+        store.set_snapshot_location(snapshot_id, &relative).await?;
     }
     Ok(())
 }

@@ -78,6 +78,16 @@ impl AppState {
     pub fn new(shared: Shared) -> Self {
         AppState(Arc::new(shared))
     }
+
+    /// The parts statistics and drift use.
+    pub fn stats_parts(&self) -> stats::Parts {
+        stats::Parts {
+            store: self.store.clone(),
+            offline: self.offline.clone(),
+            compute: self.compute.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
 }
 
 /// Run CPU-bound engine work on the blocking pool so request handling never stalls on it.

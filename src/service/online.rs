@@ -23,7 +23,7 @@ use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 
-use super::live::{lane_offset, lane_range, TableLive};
+use super::live::{lane_offset, lane_range, Live, TableLive};
 use super::AppState;
 use super::{blocking, lookup, raw_tables, Result, ServiceError};
 use crate::cache::Epoch;
@@ -32,7 +32,7 @@ use crate::engine::held::Held;
 use crate::engine::schema::TableSchema;
 use crate::engine::training::Format;
 use crate::model::{Aggregation, Declaration};
-use crate::store::FeatureRow;
+use crate::store::{FeatureRow, Store};
 use crate::worker::protocol::{
     AggregatedSource, EventsJob, Job, Task, TrainingFeature, TrainingJob,
 };
@@ -160,7 +160,7 @@ pub async fn values(
 ) -> Result<Option<Vec<Answer>>> {
     let epoch = state.cache.epoch().await;
     let held = match state.online.get(name) {
-        Some(h) if epoch.is_some() && h.is_current(state) && h.checked(epoch).await => h,
+        Some(h) if epoch.is_some() && h.is_current(&state.live) && h.checked(epoch).await => h,
         _ => match refresh(state, name, epoch).await? {
             Some(h) => h,
             None => return Ok(None),
@@ -202,9 +202,9 @@ async fn refresh(
     let held = match state.online.get(name) {
         // A feature deleted and registered again under the name is another feature; a stream
         // set again (or stopped) is read afresh.
-        Some(h) if h.feature_id == feature.id && h.is_current(state) => h,
+        Some(h) if h.feature_id == feature.id && h.is_current(&state.live) => h,
         _ => {
-            let source = source_of(state, &feature).await?;
+            let source = source_of(&state.store, &feature).await?;
             let fresh = Arc::new(FeatureHeld {
                 feature_id: feature.id,
                 table_id: feature.raw_table_id,
@@ -441,8 +441,8 @@ fn plan_reads(new_files: &[String], held: Stream<'_>, txns: &[Option<i64>]) -> R
 
 impl FeatureHeld {
     /// Whether this state reads the table's stream as this replica does now.
-    fn is_current(&self, state: &AppState) -> bool {
-        match (&self.live, state.live.table(self.table_id)) {
+    fn is_current(&self, live: &Live) -> bool {
+        match (&self.live, live.table(self.table_id)) {
             (None, None) => true,
             (Some(mine), Some(now)) => Arc::ptr_eq(mine, &now),
             _ => false,
@@ -602,13 +602,9 @@ fn live_events(
 
 /// Take the new events of `raw_table_id`'s stream into every state held over the table (the
 /// stream's reader calls this after each run of messages, so answers need not).
-pub async fn take_table_live(state: &AppState, raw_table_id: i64) {
+pub async fn take_table_live(online: &Online, raw_table_id: i64) {
     let held: Vec<Arc<FeatureHeld>> = {
-        let map = state
-            .online
-            .features
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let map = online.features.read().unwrap_or_else(|p| p.into_inner());
         map.values()
             .filter(|h| h.table_id == raw_table_id)
             .cloned()
@@ -737,11 +733,11 @@ pub(crate) fn plan(
 
 /// Where the feature's events are and what is computed from them (the files are filled in
 /// per read).
-pub(crate) async fn source_of(state: &AppState, feature: &FeatureRow) -> Result<AggregatedSource> {
+pub(crate) async fn source_of(store: &Store, feature: &FeatureRow) -> Result<AggregatedSource> {
     let declaration: Declaration =
         serde_json::from_str(feature.declaration.as_deref().unwrap_or(""))
             .map_err(ServiceError::fault)?;
-    let table = lookup::table(&state.store, feature.raw_table_id).await?;
+    let table = lookup::table(store, feature.raw_table_id).await?;
     let schema = raw_tables::schema_of(&table)?;
     // Checked at registration against the same schema (tables' schemas do not change).
     let outputs = plan(&declaration.aggregations, &schema).map_err(ServiceError::fault)?;
@@ -801,7 +797,7 @@ pub async fn values_at(
         return Ok(None);
     }
     let table = lookup::table(&state.store, feature.raw_table_id).await?;
-    let mut source = source_of(state, &feature).await?;
+    let mut source = source_of(&state.store, &feature).await?;
     let newest = state.store.newest_table_version(table.id).await?;
     if let Some((pinned, _)) = raw_tables::pin(state, &table).await? {
         source.files = pinned.files;

@@ -3,10 +3,13 @@ use std::collections::BTreeMap;
 use super::AppState;
 use super::{changed, failures, lookup};
 use super::{Result, ServiceError};
+use crate::clock::Clock;
 use crate::engine::schema::{is_identifier, ColumnType, TableSchema, MAX_IDENTIFIER_LEN};
 use crate::model::{RawTableCreate, RawTablePreview, RawTableSource, SourceFormat};
-use crate::offline::{ExternalFormat, Location, Pinned};
-use crate::store::{DataMark, IngestSummary, InitialVersion, NewRawTable, RawTableRow, StoreError};
+use crate::offline::{ExternalFormat, Location, OfflineStore, Pinned};
+use crate::store::{
+    DataMark, IngestSummary, InitialVersion, NewRawTable, RawTableRow, Store, StoreError,
+};
 use crate::worker::{Input, Job, PreviewJob, Task};
 
 const MAX_PREVIEW_ROWS: usize = 1000;
@@ -31,7 +34,12 @@ pub fn external_format(table: &RawTableRow) -> Option<ExternalFormat> {
         .and_then(ExternalFormat::parse)
 }
 
-pub async fn create(state: &AppState, req: RawTableCreate) -> Result<TableState> {
+pub async fn create(
+    store: &Store,
+    offline: &OfflineStore,
+    clock: &Clock,
+    req: RawTableCreate,
+) -> Result<TableState> {
     if !is_identifier(&req.name) {
         return Err(ServiceError::Invalid(format!(
             "Invalid raw table name {:?}: use letters, digits and '_' (starting with a letter or '_'), at most {MAX_IDENTIFIER_LEN} characters",
@@ -43,7 +51,8 @@ pub async fn create(state: &AppState, req: RawTableCreate) -> Result<TableState>
     }
     let (definition, external) = match &req.source {
         Some(source) => {
-            let (definition, found) = inspect_source(state, source, &req.schema_definition).await?;
+            let (definition, found) =
+                inspect_source(offline, source, &req.schema_definition).await?;
             (Some(definition), Some(found))
         }
         None => (req.schema_definition.clone(), None),
@@ -75,8 +84,7 @@ pub async fn create(state: &AppState, req: RawTableCreate) -> Result<TableState>
         ),
         None => (None, None, None),
     };
-    let row = state
-        .store
+    let row = store
         .create_raw_table(
             &NewRawTable {
                 name: &req.name,
@@ -87,7 +95,7 @@ pub async fn create(state: &AppState, req: RawTableCreate) -> Result<TableState>
                 source_format,
                 initial_version,
             },
-            state.clock.now(),
+            clock.now(),
         )
         .await
         .map_err(|e| match e {
@@ -97,25 +105,25 @@ pub async fn create(state: &AppState, req: RawTableCreate) -> Result<TableState>
             e => e.into(),
         })?;
     let row = if row.source_format.is_none() && schema.as_ref().is_some_and(|s| !s.is_empty()) {
-        match ensure_managed(state, row.clone()).await {
+        match ensure_managed(store, offline, row.clone()).await {
             Ok(row) => row,
             Err(e) => {
                 // A table whose storage could not be made is not registered.
-                let _ = state.store.delete_raw_table(row.id).await;
+                let _ = store.delete_raw_table(row.id).await;
                 return Err(e);
             }
         }
     } else {
         row
     };
-    let summaries = state.store.ingest_summaries(Some(row.id)).await?;
+    let summaries = store.ingest_summaries(Some(row.id)).await?;
     Ok(with_summary(row, &summaries))
 }
 
 /// An external dataset's schema (as given, checked against the dataset, or read from it) and
 /// where it stands now.
 async fn inspect_source(
-    state: &AppState,
+    offline: &OfflineStore,
     source: &RawTableSource,
     declared: &Option<BTreeMap<String, String>>,
 ) -> Result<(
@@ -126,12 +134,10 @@ async fn inspect_source(
         SourceFormat::Delta => ExternalFormat::Delta,
         SourceFormat::Parquet => ExternalFormat::Parquet,
     };
-    let location = state
-        .offline
+    let location = offline
         .check_external(&source.uri)
         .map_err(|e| ServiceError::Invalid(format!("Invalid source: {e}")))?;
-    let found = state
-        .offline
+    let found = offline
         .inspect_external(format, &location)
         .await
         .map_err(|e| match e {
@@ -190,18 +196,21 @@ async fn inspect_source(
 }
 
 /// Make the Delta table of a managed raw table if it has none yet; the row as it is after.
-pub async fn ensure_managed(state: &AppState, row: RawTableRow) -> Result<RawTableRow> {
+pub async fn ensure_managed(
+    store: &Store,
+    offline: &OfflineStore,
+    row: RawTableRow,
+) -> Result<RawTableRow> {
     if row.storage_uri.is_some() || row.source_format.is_some() {
         return Ok(row);
     }
     let schema = schema_of(&row)?;
-    let relative = state.offline.new_managed_table_path(row.id);
-    let location = state.offline.root().join(&relative);
-    state.offline.create_managed(&location, &schema).await?;
+    let relative = offline.new_managed_table_path(row.id);
+    let location = offline.root().join(&relative);
+    offline.create_managed(&location, &schema).await?;
     // Two replicas making the table at once: the first recorded wins, and both use it (the
     // other's empty table stays behind unused).
-    let stored = state
-        .store
+    let stored = store
         .claim_storage_uri(row.id, &relative)
         .await?
         .ok_or_else(|| lookup::table_not_found(row.id))?;
@@ -212,23 +221,27 @@ pub async fn ensure_managed(state: &AppState, row: RawTableRow) -> Result<RawTab
 }
 
 /// Where a table's rows live; `None` for a table registered without a schema (it holds none).
-pub async fn location_of(state: &AppState, table: &RawTableRow) -> Result<Option<Location>> {
+pub async fn location_of(
+    store: &Store,
+    offline: &OfflineStore,
+    table: &RawTableRow,
+) -> Result<Option<Location>> {
     let row = if table.storage_uri.is_none() && !schema_of(table)?.is_empty() {
-        ensure_managed(state, table.clone()).await?
+        ensure_managed(store, offline, table.clone()).await?
     } else {
         table.clone()
     };
     match &row.storage_uri {
-        Some(stored) => Ok(Some(state.offline.resolve(stored)?)),
+        Some(stored) => Ok(Some(offline.resolve(stored)?)),
         None => Ok(None),
     }
 }
 
 /// Where a table's rows are, without making anything: `None` for a table that has no data
 /// location yet (it holds no rows).
-fn stored_location(state: &AppState, table: &RawTableRow) -> Result<Option<Location>> {
+fn stored_location(offline: &OfflineStore, table: &RawTableRow) -> Result<Option<Location>> {
     match &table.storage_uri {
-        Some(stored) => Ok(Some(state.offline.resolve(stored)?)),
+        Some(stored) => Ok(Some(offline.resolve(stored)?)),
         None => Ok(None),
     }
 }
@@ -263,7 +276,7 @@ pub async fn pin_with(
     table: &RawTableRow,
     apps: &[String],
 ) -> Result<Option<(Pinned, DataMark)>> {
-    let Some(location) = stored_location(state, table)? else {
+    let Some(location) = stored_location(&state.offline, table)? else {
         return Ok(None);
     };
     let newest = state.store.newest_table_version(table.id).await?;
@@ -390,9 +403,9 @@ async fn record(
     Ok(())
 }
 
-pub async fn list(state: &AppState) -> Result<Vec<TableState>> {
-    let rows = state.store.list_raw_tables().await?;
-    let summaries = state.store.ingest_summaries(None).await?;
+pub async fn list(store: &Store) -> Result<Vec<TableState>> {
+    let rows = store.list_raw_tables().await?;
+    let summaries = store.ingest_summaries(None).await?;
     Ok(rows
         .into_iter()
         .map(|r| with_summary(r, &summaries))
@@ -411,16 +424,16 @@ fn with_summary(row: RawTableRow, summaries: &[IngestSummary]) -> TableState {
     TableState { row, summary }
 }
 
-pub async fn get(state: &AppState, id: i64) -> Result<TableState> {
-    let row = lookup::table(&state.store, id).await?;
-    let summaries = state.store.ingest_summaries(Some(id)).await?;
+pub async fn get(store: &Store, id: i64) -> Result<TableState> {
+    let row = lookup::table(store, id).await?;
+    let summaries = store.ingest_summaries(Some(id)).await?;
     Ok(with_summary(row, &summaries))
 }
 
 /// A raw table can be deleted once no feature reads it. A table this service stores goes with
 /// its Delta table; an external dataset is left where it is.
-pub async fn delete(state: &AppState, id: i64) -> Result<()> {
-    let table = lookup::table(&state.store, id).await?;
+pub async fn delete(store: &Store, offline: &OfflineStore, id: i64) -> Result<()> {
+    let table = lookup::table(store, id).await?;
     let in_use = |names: Vec<String>| {
         ServiceError::Invalid(format!(
             "Raw table '{}' is used by features: {}; delete them first",
@@ -428,21 +441,21 @@ pub async fn delete(state: &AppState, id: i64) -> Result<()> {
             names.join(", ")
         ))
     };
-    let users = state.store.feature_names_of_raw_table(id).await?;
+    let users = store.feature_names_of_raw_table(id).await?;
     if !users.is_empty() {
         return Err(in_use(users));
     }
-    match state.store.delete_raw_table(id).await {
+    match store.delete_raw_table(id).await {
         Ok(true) => {}
         Ok(false) => return Err(lookup::table_not_found(id)),
         Err(StoreError::StillReferenced) => {
-            return Err(in_use(state.store.feature_names_of_raw_table(id).await?))
+            return Err(in_use(store.feature_names_of_raw_table(id).await?))
         }
         Err(e) => return Err(e.into()),
     }
     if let (None, Some(stored)) = (&table.source_format, &table.storage_uri) {
-        if let Ok(location) = state.offline.resolve(stored) {
-            let offline = state.offline.clone();
+        if let Ok(location) = offline.resolve(stored) {
+            let offline = offline.clone();
             tokio::spawn(async move { offline.remove_dir(&location).await });
         }
     }

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
-use super::AppState;
+use crate::offline::OfflineStore;
+use crate::store::Store;
 
 /// How long one check's answer stands: listing many tables on object storage per `/ready`
 /// would cost more than it tells.
@@ -15,28 +16,28 @@ const CHECK_EVERY: Duration = Duration::from_secs(5);
 #[derive(Default)]
 pub struct ReadyCache(Mutex<Option<(Instant, Result<(), String>)>>);
 
-/// `Err` with the reason when the data location cannot serve this replica's tables.
-pub async fn data_location(state: &AppState) -> Result<(), String> {
-    let mut cached = state.ready.0.lock().await;
-    if let Some((at, answer)) = cached.as_ref() {
-        if at.elapsed() < CHECK_EVERY {
-            return answer.clone();
+impl ReadyCache {
+    /// `Err` with the reason when the data location cannot serve this replica's tables.
+    pub async fn data_location(&self, offline: &OfflineStore, store: &Store) -> Result<(), String> {
+        let mut cached = self.0.lock().await;
+        if let Some((at, answer)) = cached.as_ref() {
+            if at.elapsed() < CHECK_EVERY {
+                return answer.clone();
+            }
         }
+        let answer = check(offline, store).await;
+        *cached = Some((Instant::now(), answer.clone()));
+        answer
     }
-    let answer = check(state).await;
-    *cached = Some((Instant::now(), answer.clone()));
-    answer
 }
 
-async fn check(state: &AppState) -> Result<(), String> {
-    let root = state.offline.root().uri();
-    state
-        .offline
+async fn check(offline: &OfflineStore, store: &Store) -> Result<(), String> {
+    let root = offline.root().uri();
+    offline
         .check_root()
         .await
         .map_err(|e| format!("Data location {root} unavailable: {e}"))?;
-    let tables = state
-        .store
+    let tables = store
         .list_raw_tables()
         .await
         .map_err(|e| format!("Database unavailable: {e}"))?;
@@ -44,17 +45,15 @@ async fn check(state: &AppState) -> Result<(), String> {
         let Some(stored) = &table.storage_uri else {
             continue;
         };
-        let location = state
-            .offline
+        let location = offline
             .resolve(stored)
             .map_err(|e| format!("Raw table '{}': {e}", table.name))?;
         let present = match table.source_format.as_deref() {
-            Some("parquet") => state
-                .offline
+            Some("parquet") => offline
                 .list_parquet(&location)
                 .await
                 .map(|(files, _)| !files.is_empty()),
-            _ => state.offline.delta_exists(&location).await,
+            _ => offline.delta_exists(&location).await,
         };
         match present {
             Ok(true) => {}

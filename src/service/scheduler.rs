@@ -68,7 +68,8 @@ pub fn spawn(state: &AppState) {
             if !leader {
                 continue;
             }
-            super::jobs::fail_abandoned(&state).await;
+            super::jobs::fail_abandoned(&state.store, &state.clock, state.config.scheduler_lease)
+                .await;
             if observed.elapsed() >= EXTERNAL_POLL
                 && observing.as_ref().is_none_or(|t| t.is_finished())
             {

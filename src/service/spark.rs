@@ -3,15 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
-use super::AppState;
 use super::{Result, ServiceError};
-use crate::offline::Location;
+use crate::offline::{Location, OfflineStore};
 use crate::spark::Spark;
 use crate::store::RawTableRow;
 
 /// The cluster, or `Invalid` saying that none is configured.
-pub fn cluster(state: &AppState) -> Result<&Spark> {
-    state.spark.as_ref().ok_or_else(|| {
+pub fn cluster(spark: &Option<Spark>) -> Result<&Spark> {
+    spark.as_ref().ok_or_else(|| {
         ServiceError::Invalid(
             "The engine 'spark' needs SPARK_CONNECT_URL (sc://host:port) to be set on the server"
                 .into(),
@@ -22,8 +21,8 @@ pub fn cluster(state: &AppState) -> Result<&Spark> {
 /// Spark reads our files by path and writes its result into the data directory: both must
 /// be on a filesystem it shares (it has no S3 connector here), and partitioned external
 /// datasets are left to polars.
-pub fn usable_for(state: &AppState, table: &RawTableRow) -> Result<()> {
-    if !matches!(state.offline.root(), Location::Local(_)) {
+pub fn usable_for(offline: &OfflineStore, table: &RawTableRow) -> Result<()> {
+    if !matches!(offline.root(), Location::Local(_)) {
         return Err(ServiceError::Invalid(
             "The engine 'spark' needs DATA_DIR on a local or shared filesystem, not object storage"
                 .into(),
@@ -47,8 +46,8 @@ pub fn usable_for(state: &AppState, table: &RawTableRow) -> Result<()> {
 pub struct ResultDir(PathBuf);
 
 impl ResultDir {
-    pub fn new(state: &AppState) -> Result<ResultDir> {
-        let Location::Local(root) = state.offline.root() else {
+    pub fn new(offline: &OfflineStore) -> Result<ResultDir> {
+        let Location::Local(root) = offline.root() else {
             return Err(ServiceError::fault(
                 "a Spark result outside a local DATA_DIR",
             ));

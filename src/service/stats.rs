@@ -2,22 +2,33 @@
 
 use std::collections::BTreeMap;
 
-use super::AppState;
 use super::{Result, ServiceError};
 use crate::engine::drift;
+use crate::metrics::Metrics;
 use crate::model::{ColumnDrift, DriftBin};
 use crate::model::{Drift, SnapshotStats};
-use crate::store::SnapshotRow;
+use crate::offline::OfflineStore;
+use crate::store::{SnapshotRow, Store};
 use crate::worker::protocol::{DriftJob, StatsJob};
-use crate::worker::{Job, Task};
+use crate::worker::{ComputePool, Job, Task};
 
 use super::history;
 use super::{failures, lookup};
 use failures::worker_error;
 
+/// The parts of the app statistics use: snapshot rows, their files, the workers that read
+/// them, and the drift gauge.
+#[derive(Clone)]
+pub struct Parts {
+    pub store: Store,
+    pub offline: OfflineStore,
+    pub compute: ComputePool,
+    pub metrics: Metrics,
+}
+
 /// A snapshot of this version, or `NotFound`.
-async fn snapshot_of(state: &AppState, version_id: i64, snapshot_id: i64) -> Result<SnapshotRow> {
-    match state.store.get_snapshot(snapshot_id).await? {
+async fn snapshot_of(parts: &Parts, version_id: i64, snapshot_id: i64) -> Result<SnapshotRow> {
+    match parts.store.get_snapshot(snapshot_id).await? {
         Some(s) if s.feature_version_id == version_id => Ok(s),
         _ => Err(ServiceError::NotFound(format!(
             "Snapshot {snapshot_id} of feature version {version_id} not found"
@@ -26,8 +37,8 @@ async fn snapshot_of(state: &AppState, version_id: i64, snapshot_id: i64) -> Res
 }
 
 /// The version's snapshots in serving order (by valid_from, then id); `NotFound` when it has none.
-async fn ordered(state: &AppState, version_id: i64) -> Result<Vec<SnapshotRow>> {
-    let list = state.store.list_snapshots(version_id).await?;
+async fn ordered(parts: &Parts, version_id: i64) -> Result<Vec<SnapshotRow>> {
+    let list = parts.store.list_snapshots(version_id).await?;
     if list.is_empty() {
         return Err(ServiceError::NotFound(format!(
             "Feature version {version_id} has no snapshots yet: compute it first"
@@ -37,39 +48,35 @@ async fn ordered(state: &AppState, version_id: i64) -> Result<Vec<SnapshotRow>> 
 }
 
 pub async fn of_snapshot(
-    state: &AppState,
+    parts: &Parts,
     feature_id: i64,
     version_id: i64,
     snapshot_id: i64,
 ) -> Result<SnapshotStats> {
-    lookup::version(&state.store, feature_id, version_id).await?;
-    let snapshot = snapshot_of(state, version_id, snapshot_id).await?;
-    stats_of(state, &snapshot).await
+    lookup::version(&parts.store, feature_id, version_id).await?;
+    let snapshot = snapshot_of(parts, version_id, snapshot_id).await?;
+    stats_of(parts, &snapshot).await
 }
 
 /// The statistics of the snapshot served now (the newest).
-pub async fn of_newest(
-    state: &AppState,
-    feature_id: i64,
-    version_id: i64,
-) -> Result<SnapshotStats> {
-    lookup::version(&state.store, feature_id, version_id).await?;
-    let list = ordered(state, version_id).await?;
+pub async fn of_newest(parts: &Parts, feature_id: i64, version_id: i64) -> Result<SnapshotStats> {
+    lookup::version(&parts.store, feature_id, version_id).await?;
+    let list = ordered(parts, version_id).await?;
     let newest = list
         .last()
         .ok_or_else(|| ServiceError::fault("no snapshot"))?;
-    stats_of(state, newest).await
+    stats_of(parts, newest).await
 }
 
 /// Stored statistics, or (for a snapshot made before they were) computed from its data now.
-async fn stats_of(state: &AppState, snapshot: &SnapshotRow) -> Result<SnapshotStats> {
-    let columns = match state.store.snapshot_stats(snapshot.id).await? {
+async fn stats_of(parts: &Parts, snapshot: &SnapshotRow) -> Result<SnapshotStats> {
+    let columns = match parts.store.snapshot_stats(snapshot.id).await? {
         Some(json) => serde_json::from_str(&json).map_err(ServiceError::fault)?,
         None => {
             let task = Task::Stats(StatsJob {
-                snapshot: history::file_uri(state, snapshot)?,
+                snapshot: history::file_uri(&parts.offline, snapshot)?,
             });
-            let payload = in_worker(state, task, "Statistics failed").await?;
+            let payload = in_worker(parts, task, "Statistics failed").await?;
             serde_json::from_slice(&payload).map_err(ServiceError::fault)?
         }
     };
@@ -84,23 +91,23 @@ async fn stats_of(state: &AppState, snapshot: &SnapshotRow) -> Result<SnapshotSt
 /// A read: drift between consecutive snapshots kept by the publish path is answered from the
 /// database, anything else is computed in a worker and not stored.
 pub async fn drift(
-    state: &AppState,
+    parts: &Parts,
     feature_id: i64,
     version_id: i64,
     base: Option<i64>,
     target: Option<i64>,
 ) -> Result<Drift> {
-    let version = lookup::version(&state.store, feature_id, version_id).await?;
-    let list = ordered(state, version_id).await?;
+    let version = lookup::version(&parts.store, feature_id, version_id).await?;
+    let list = ordered(parts, version_id).await?;
     let target = match target {
-        Some(id) => snapshot_of(state, version_id, id).await?,
+        Some(id) => snapshot_of(parts, version_id, id).await?,
         None => list
             .last()
             .cloned()
             .ok_or_else(|| ServiceError::fault("no snapshot"))?,
     };
     let base = match base {
-        Some(id) => snapshot_of(state, version_id, id).await?,
+        Some(id) => snapshot_of(parts, version_id, id).await?,
         None => {
             let at = list.iter().position(|s| s.id == target.id).unwrap_or(0);
             at.checked_sub(1).map(|i| list[i].clone()).ok_or_else(|| {
@@ -114,13 +121,13 @@ pub async fn drift(
     let newest_pair = list.len() >= 2
         && list[list.len() - 1].id == target.id
         && list[list.len() - 2].id == base.id;
-    let columns = match state.store.kept_drift(target.id, base.id).await? {
+    let columns = match parts.store.kept_drift(target.id, base.id).await? {
         Some(json) => serde_json::from_str(&json).map_err(ServiceError::fault)?,
-        None => computed_drift(state, &base, &target).await?,
+        None => computed_drift(parts, &base, &target).await?,
     };
     if newest_pair {
-        let feature = lookup::feature(&state.store, feature_id).await?;
-        state
+        let feature = lookup::feature(&parts.store, feature_id).await?;
+        parts
             .metrics
             .set_drift(&feature.name, &version.version, &columns);
     }
@@ -132,15 +139,15 @@ pub async fn drift(
 }
 
 async fn computed_drift(
-    state: &AppState,
+    parts: &Parts,
     base: &SnapshotRow,
     target: &SnapshotRow,
 ) -> Result<BTreeMap<String, ColumnDrift>> {
     let task = Task::Drift(DriftJob {
-        base: history::file_uri(state, base)?,
-        target: history::file_uri(state, target)?,
+        base: history::file_uri(&parts.offline, base)?,
+        target: history::file_uri(&parts.offline, target)?,
     });
-    let payload = in_worker(state, task, "Drift failed").await?;
+    let payload = in_worker(parts, task, "Drift failed").await?;
     let columns: BTreeMap<String, drift::ColumnDrift> =
         serde_json::from_slice(&payload).map_err(ServiceError::fault)?;
     Ok(columns
@@ -172,12 +179,12 @@ fn column_drift(c: drift::ColumnDrift) -> ColumnDrift {
 }
 
 /// Run a task that answers with one payload in a worker, under the compute limits.
-async fn in_worker(state: &AppState, task: Task, failed: &str) -> Result<Vec<u8>> {
+async fn in_worker(parts: &Parts, task: Task, failed: &str) -> Result<Vec<u8>> {
     let job = Job {
         task,
-        storage: state.offline.options().clone(),
+        storage: parts.offline.options().clone(),
     };
-    let (_, payload) = state
+    let (_, payload) = parts
         .compute
         .run(&job, None)
         .await
@@ -188,14 +195,14 @@ async fn in_worker(state: &AppState, task: Task, failed: &str) -> Result<Vec<u8>
 /// After a publish that became the served snapshot: the drift from the one before it, kept
 /// (snapshots never change, so it is computed once, here and not on a read) and set on the
 /// gauge, in the background.
-pub fn refresh_drift_gauge(state: &AppState, feature_id: i64, version_id: i64) {
-    let state = state.clone();
+pub fn refresh_drift_gauge(parts: &Parts, feature_id: i64, version_id: i64) {
+    let parts = parts.clone();
     tokio::spawn(async move {
-        if let Err(e) = keep_newest_drift(&state, version_id).await {
+        if let Err(e) = keep_newest_drift(&parts, version_id).await {
             tracing::warn!(version_id, error = %e, "could not compute drift for the gauge");
             return;
         }
-        match drift(&state, feature_id, version_id, None, None).await {
+        match drift(&parts, feature_id, version_id, None, None).await {
             Ok(_) | Err(ServiceError::NotFound(_)) => {}
             Err(e) => {
                 tracing::warn!(version_id, error = %e, "could not compute drift for the gauge")
@@ -205,16 +212,16 @@ pub fn refresh_drift_gauge(state: &AppState, feature_id: i64, version_id: i64) {
 }
 
 /// Compute and keep the drift between the version's two newest snapshots, if not kept yet.
-async fn keep_newest_drift(state: &AppState, version_id: i64) -> Result<()> {
-    let list = state.store.list_snapshots(version_id).await?;
+async fn keep_newest_drift(parts: &Parts, version_id: i64) -> Result<()> {
+    let list = parts.store.list_snapshots(version_id).await?;
     let [.., base, target] = list.as_slice() else {
         return Ok(());
     };
-    if state.store.kept_drift(target.id, base.id).await?.is_some() {
+    if parts.store.kept_drift(target.id, base.id).await?.is_some() {
         return Ok(());
     }
-    let columns = computed_drift(state, base, target).await?;
+    let columns = computed_drift(parts, base, target).await?;
     let json = serde_json::to_string(&columns).map_err(ServiceError::fault)?;
-    state.store.keep_drift(target.id, base.id, &json).await?;
+    parts.store.keep_drift(target.id, base.id, &json).await?;
     Ok(())
 }

@@ -289,7 +289,7 @@ async fn resolve(state: &AppState, refs: &[FeatureRef]) -> Result<Vec<TrainingFe
             });
             continue;
         }
-        let meta = match resolve_key(state, key).await {
+        let meta = match resolve_key(&state.cache, &state.store, key).await {
             Ok(meta) => meta,
             Err(ServiceError::NotFound(reason)) => {
                 out.push(TrainingFeature {
@@ -324,7 +324,7 @@ async fn resolve(state: &AppState, refs: &[FeatureRef]) -> Result<Vec<TrainingFe
             .map(|s| {
                 Ok(SnapshotFile {
                     valid_from_micros: s.valid_from.timestamp_micros(),
-                    uri: super::history::file_uri(state, s)?,
+                    uri: super::history::file_uri(&state.offline, s)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -376,7 +376,7 @@ async fn aggregated(
         return Ok(None);
     }
     let table = lookup::table(&state.store, feature.raw_table_id).await?;
-    let mut source = super::online::source_of(state, &feature).await?;
+    let mut source = super::online::source_of(&state.store, &feature).await?;
     if let Some((pinned, _)) = raw_tables::pin(state, &table).await? {
         source.files = pinned.files;
         source.partitioned = pinned.partitioned;

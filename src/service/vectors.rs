@@ -5,10 +5,11 @@ use chrono::{DateTime, Utc};
 
 use super::AppState;
 use super::{Result, ServiceError};
-use crate::cache::{Epoch, LookupKey, VectorKey};
+use crate::cache::{Cache, Epoch, LookupKey, VectorKey};
 use crate::keys::EntityKey;
 use crate::model::VectorQuery;
 use crate::served::VersionMeta;
+use crate::store::Store;
 
 use super::lookup;
 
@@ -89,7 +90,7 @@ pub async fn get(state: &AppState, query: &VectorQuery) -> Result<Bytes> {
             return Ok(body);
         }
     }
-    let meta = match resolve(state, query).await {
+    let meta = match resolve(&state.cache, &state.store, query).await {
         Ok(meta) => meta,
         // An aggregation feature has no computed version: its values are computed now.
         Err(ServiceError::NotFound(why)) => {
@@ -106,7 +107,7 @@ pub async fn get(state: &AppState, query: &VectorQuery) -> Result<Bytes> {
         entity.check_found(&meta.entity_key)?;
         return Ok(with_stale(&body, meta.freshness.stale));
     }
-    Box::pin(load(state, &entity, meta)).await
+    Box::pin(load(&state.cache, &state.store, &entity, meta)).await
 }
 
 fn vector_key(meta: &VersionMeta, entity: &str) -> VectorKey {
@@ -118,16 +119,21 @@ fn vector_key(meta: &VersionMeta, entity: &str) -> VectorKey {
 }
 
 /// A vector the cache does not hold: read from the database, encoded, and cached.
-async fn load(state: &AppState, entity: &Requested<'_>, mut meta: VersionMeta) -> Result<Bytes> {
+async fn load(
+    cache: &Cache,
+    store: &Store,
+    entity: &Requested<'_>,
+    mut meta: VersionMeta,
+) -> Result<Bytes> {
     entity.check(&meta.entity_key)?;
-    let mut values = state.store.get_vector(meta.generation, &entity.id).await?;
+    let mut values = store.get_vector(meta.generation, &entity.id).await?;
     if values.is_none() {
         // A lookup read just before a publish names the generation it replaced, which is
         // dropped soon after: ask the database which generation serves now.
-        if let Some(now) = state.store.version_meta(meta.version_id).await? {
+        if let Some(now) = store.version_meta(meta.version_id).await? {
             if now.generation != meta.generation {
                 meta = now;
-                values = state.store.get_vector(meta.generation, &entity.id).await?;
+                values = store.get_vector(meta.generation, &entity.id).await?;
             }
         }
     }
@@ -137,13 +143,10 @@ async fn load(state: &AppState, entity: &Requested<'_>, mut meta: VersionMeta) -
             entity.id
         ))
     })?;
-    let typed = typed_entity(state, &meta, &entity.id).await?;
+    let typed = typed_entity(store, &meta, &entity.id).await?;
     let body = encode(&entity.id, typed.as_deref(), &values, &meta)?;
     let answer = with_stale(&body, meta.freshness.stale);
-    state
-        .cache
-        .put_vector(vector_key(&meta, &entity.id), body)
-        .await;
+    cache.put_vector(vector_key(&meta, &entity.id), body).await;
     Ok(answer)
 }
 
@@ -184,8 +187,12 @@ fn with_stale(body: &Bytes, stale: bool) -> Bytes {
 
 /// Which version serves this request: `feature_version_id` if given, else the newest active
 /// computed version of `feature_name`.
-pub(crate) async fn resolve(state: &AppState, query: &VectorQuery) -> Result<VersionMeta> {
-    resolve_key(state, lookup_key(query)?).await
+pub(crate) async fn resolve(
+    cache: &Cache,
+    store: &Store,
+    query: &VectorQuery,
+) -> Result<VersionMeta> {
+    resolve_key(cache, store, lookup_key(query)?).await
 }
 
 /// What a single-vector request names.
@@ -204,43 +211,44 @@ pub(crate) fn lookup_key(query: &VectorQuery) -> Result<LookupKey> {
 /// serving it now (whose backfilled history may reach back that far); an id or a label names
 /// the same version whenever. The name's answer is not cached: each `at` differs.
 pub async fn resolve_key_at(
-    state: &AppState,
+    cache: &Cache,
+    store: &Store,
     key: LookupKey,
     at: DateTime<Utc>,
 ) -> Result<VersionMeta> {
     if let LookupKey::FeatureName(name) = &key {
-        if let Some(meta) = state.store.served_version_at(name, at).await? {
+        if let Some(meta) = store.served_version_at(name, at).await? {
             return Ok(meta);
         }
     }
-    resolve_key(state, key).await
+    resolve_key(cache, store, key).await
 }
 
 /// Resolve a version reference through the lookup cache; `NotFound` with the reason when it does not
 /// exist.
-pub async fn resolve_key(state: &AppState, key: LookupKey) -> Result<VersionMeta> {
-    let lookup = state.cache.lookup(&key).await;
+pub async fn resolve_key(cache: &Cache, store: &Store, key: LookupKey) -> Result<VersionMeta> {
+    let lookup = cache.lookup(&key).await;
     if let Some(meta) = lookup.hit {
         return Ok(meta);
     }
-    Box::pin(resolve_from_store(state, key, lookup.epoch)).await
+    Box::pin(resolve_from_store(cache, store, key, lookup.epoch)).await
 }
 
 /// A lookup the cache does not hold: from the database, then cached under `epoch`.
 async fn resolve_from_store(
-    state: &AppState,
+    cache: &Cache,
+    store: &Store,
     key: LookupKey,
     epoch: Option<Epoch>,
 ) -> Result<VersionMeta> {
     let meta = match &key {
-        LookupKey::Version(id) => state
-            .store
+        LookupKey::Version(id) => store
             .version_meta(*id)
             .await?
             .ok_or_else(|| lookup::version_not_found(*id))?,
-        LookupKey::FeatureName(name) => match state.store.latest_served_version(name).await? {
+        LookupKey::FeatureName(name) => match store.latest_served_version(name).await? {
             Some(meta) => meta,
-            None if state.store.feature_exists_by_name(name).await? => {
+            None if store.feature_exists_by_name(name).await? => {
                 return Err(ServiceError::NotFound(format!(
                     "No active computed version found for feature '{name}'"
                 )))
@@ -251,15 +259,14 @@ async fn resolve_from_store(
                 )))
             }
         },
-        LookupKey::Label(name, version) => state
-            .store
+        LookupKey::Label(name, version) => store
             .version_meta_by_label(name, version)
             .await?
             .ok_or_else(|| {
                 ServiceError::NotFound(format!("Version '{version}' of feature '{name}' not found"))
             })?,
     };
-    state.cache.put_lookup(key, meta.clone(), epoch).await;
+    cache.put_lookup(key, meta.clone(), epoch).await;
     Ok(meta)
 }
 
@@ -267,7 +274,7 @@ async fn resolve_from_store(
 /// result typed its key columns (an integer column's values are numbers; the id holds text).
 /// `None` for a version keyed by one column. Read on a miss only: the answer is cached.
 pub(crate) async fn typed_entity(
-    state: &AppState,
+    store: &Store,
     meta: &VersionMeta,
     id: &str,
 ) -> Result<Option<String>> {
@@ -275,7 +282,7 @@ pub(crate) async fn typed_entity(
         return Ok(None);
     }
     let types: std::collections::BTreeMap<String, String> =
-        match state.store.get_version(meta.version_id).await? {
+        match store.get_version(meta.version_id).await? {
             Some(row) => row
                 .output_schema
                 .and_then(|s| serde_json::from_str(&s).ok())

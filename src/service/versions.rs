@@ -1,8 +1,9 @@
 use super::AppState;
 use super::{Result, ServiceError};
+use crate::clock::Clock;
 use crate::model::{VersionCreate, VersionUpdate};
 use crate::store::StoreError;
-use crate::store::{NewVersion, VersionChange, VersionRow};
+use crate::store::{NewVersion, Store, VersionChange, VersionRow};
 
 use super::{changed, lookup};
 use super::{check_label, MAX_VERSION_LEN};
@@ -37,7 +38,12 @@ pub fn duplicate(version: &str, feature_id: i64) -> ServiceError {
 }
 
 /// Create a version that snapshots the feature's current SQL and entity key.
-pub async fn create(state: &AppState, feature_id: i64, req: VersionCreate) -> Result<VersionRow> {
+pub async fn create(
+    store: &Store,
+    clock: &Clock,
+    feature_id: i64,
+    req: VersionCreate,
+) -> Result<VersionRow> {
     if let Some(body_id) = req.feature_id {
         if body_id != feature_id {
             return Err(ServiceError::Invalid(format!(
@@ -47,12 +53,11 @@ pub async fn create(state: &AppState, feature_id: i64, req: VersionCreate) -> Re
     }
     check_label("version", &req.version, MAX_VERSION_LEN)?;
     check_refresh(req.refresh_every_seconds)?;
-    let feature = lookup::feature(&state.store, feature_id).await?;
+    let feature = lookup::feature(store, feature_id).await?;
     if req.refresh_every_seconds.is_some() {
         refuse_refresh_of_aggregations(&feature)?;
     }
-    let row = state
-        .store
+    let row = store
         .create_version(
             &NewVersion {
                 feature_id,
@@ -62,7 +67,7 @@ pub async fn create(state: &AppState, feature_id: i64, req: VersionCreate) -> Re
                 entity_key: &feature.entity_key,
                 refresh_every_seconds: req.refresh_every_seconds,
             },
-            state.clock.now(),
+            clock.now(),
         )
         .await
         .map_err(|e| match e {
@@ -74,13 +79,13 @@ pub async fn create(state: &AppState, feature_id: i64, req: VersionCreate) -> Re
     Ok(row)
 }
 
-pub async fn list(state: &AppState, feature_id: i64) -> Result<Vec<VersionRow>> {
-    lookup::feature(&state.store, feature_id).await?;
-    Ok(state.store.list_versions(feature_id).await?)
+pub async fn list(store: &Store, feature_id: i64) -> Result<Vec<VersionRow>> {
+    lookup::feature(store, feature_id).await?;
+    Ok(store.list_versions(feature_id).await?)
 }
 
-pub async fn get(state: &AppState, feature_id: i64, version_id: i64) -> Result<VersionRow> {
-    lookup::version(&state.store, feature_id, version_id).await
+pub async fn get(store: &Store, feature_id: i64, version_id: i64) -> Result<VersionRow> {
+    lookup::version(store, feature_id, version_id).await
 }
 
 /// Activate, deprecate or archive a version ("latest" serving follows at once), and/or set

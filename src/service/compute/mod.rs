@@ -54,7 +54,7 @@ pub async fn compute(
         engine: Engine::from_stored(&feature.engine),
     };
     if target.engine == Engine::Spark {
-        super::spark::cluster(state)?;
+        super::spark::cluster(&state.spark)?;
         if !rows.is_empty() {
             return Err(ServiceError::Invalid(format!(
                 "Feature {feature_id} is computed on Spark, which reads its raw table's stored \

@@ -6,10 +6,13 @@
 use chrono::{DateTime, Utc};
 
 use super::compute_failed;
+use crate::offline::OfflineStore;
 use crate::served::VersionMeta;
 use crate::service::jobs::Tracked;
 use crate::service::{changed, lookup, AppState, Result, ServiceError};
-use crate::store::{DataMark, PublishRequest, Published, SnapshotKind, StoreError, VectorRows};
+use crate::store::{
+    DataMark, PublishRequest, Published, SnapshotKind, Store, StoreError, VectorRows,
+};
 use crate::worker::protocol::VectorChunk;
 use crate::worker::{Reply, Running};
 
@@ -56,7 +59,7 @@ impl Publication {
             ),
             false => None,
         };
-        let written = write_vectors(&self.state, generation, running).await;
+        let written = write_vectors(&self.state.store, generation, running).await;
         let published = match written {
             Ok(written) => {
                 let computed_at = self.state.clock.now();
@@ -96,7 +99,12 @@ impl Publication {
         let (published, valid_from, written) = match published {
             Ok(done) => done,
             Err(e) => {
-                abandon(&self.state, generation, &self.location);
+                abandon(
+                    &self.state.store,
+                    &self.state.offline,
+                    generation,
+                    &self.location,
+                );
                 return Err(e);
             }
         };
@@ -137,7 +145,7 @@ pub(super) struct Written {
 /// Write the worker's vectors under `generation` as they arrive, a chunk at a time, then wait
 /// for the worker to exit. Without a generation there are none to write.
 async fn write_vectors(
-    state: &AppState,
+    store: &Store,
     generation: Option<i64>,
     mut running: Running,
 ) -> Result<Written> {
@@ -145,7 +153,7 @@ async fn write_vectors(
         running.finish().await.map_err(compute_failed)?;
         return Ok(Written::default());
     };
-    let mut writer = state.store.vector_writer(generation).await?;
+    let mut writer = store.vector_writer(generation).await?;
     let mut written = Written::default();
     loop {
         let waiting = std::time::Instant::now();
@@ -192,20 +200,20 @@ impl VectorRows for VectorChunk {
 }
 
 /// A publish that failed after its worker replied: its vectors and snapshot file are nobody's.
-fn abandon(state: &AppState, generation: Option<i64>, location: &str) {
-    let state = state.clone();
+fn abandon(store: &Store, offline: &OfflineStore, generation: Option<i64>, location: &str) {
+    let (store, offline) = (store.clone(), offline.clone());
     let location = location.to_string();
     tokio::spawn(async move {
         if let Some(g) = generation {
-            if let Err(e) = state.store.retire_generation(g).await {
+            if let Err(e) = store.retire_generation(g).await {
                 tracing::warn!(generation = g, error = %e, "could not retire a generation");
             }
         }
-        if let Ok(file) = state.offline.resolve(&location) {
-            state.offline.remove_file(&file).await;
+        if let Ok(file) = offline.resolve(&location) {
+            offline.remove_file(&file).await;
         }
         if let Some(g) = generation {
-            changed::drop_generations(&state, vec![g]);
+            changed::drop_generations(&store, vec![g]);
         }
     });
 }

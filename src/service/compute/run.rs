@@ -91,7 +91,16 @@ pub(super) async fn run_and_publish(
     // input, with the checks, the snapshot and the vectors of any compute.
     let spark_result = match target.engine {
         Engine::Polars => None,
-        Engine::Spark => Some(spark::on_spark(state, run.table, &mut task).await?),
+        Engine::Spark => Some(
+            spark::on_spark(
+                &state.spark,
+                &state.offline,
+                state.config.compute_timeout,
+                run.table,
+                &mut task,
+            )
+            .await?,
+        ),
     };
     let job = Job {
         task: Task::Compute(task),
@@ -127,7 +136,11 @@ pub(super) async fn run_and_publish(
     let (published, valid_from, written) = detached(publish.run(running)).await?;
     let publish_time = publish_started.elapsed();
     if published.served {
-        crate::service::stats::refresh_drift_gauge(state, target.feature_id, published.version_id);
+        crate::service::stats::refresh_drift_gauge(
+            &state.stats_parts(),
+            target.feature_id,
+            published.version_id,
+        );
     }
     let micros = std::time::Duration::from_micros;
     Ok(Made {

@@ -2,20 +2,24 @@
 //! worker's job pointed at the cluster's result, which it then checks, snapshots and sends as
 //! any compute's.
 
+use crate::offline::OfflineStore;
 use crate::service::spark::{self as service_spark, ResultDir};
-use crate::service::{AppState, Result, ServiceError};
+use crate::service::{Result, ServiceError};
+use crate::spark::Spark;
 use crate::store::RawTableRow;
 use crate::worker::{ComputeJob, Input};
 
 /// Run `task`'s SQL on Spark over its input files and point the task at the result: a
 /// worker then reads it as it is (`SELECT * FROM data`), with no `as_of` (Spark applied it).
 pub(super) async fn on_spark(
-    state: &AppState,
+    spark: &Option<Spark>,
+    offline: &OfflineStore,
+    timeout: std::time::Duration,
     table: &RawTableRow,
     task: &mut ComputeJob,
 ) -> Result<ResultDir> {
-    let spark = service_spark::cluster(state)?;
-    service_spark::usable_for(state, table)?;
+    let spark = service_spark::cluster(spark)?;
+    service_spark::usable_for(offline, table)?;
     let Input::Files { files, partitioned } = &task.input else {
         return Err(ServiceError::Invalid(
             "A feature computed on Spark reads its raw table's stored rows; rows sent with the \
@@ -31,7 +35,7 @@ pub(super) async fn on_spark(
     }
     crate::engine::sql_guard::check(&task.sql)
         .map_err(|e| ServiceError::Invalid(format!("Feature computation failed: {e}")))?;
-    let dir = ResultDir::new(state)?;
+    let dir = ResultDir::new(offline)?;
     let started = std::time::Instant::now();
     let files = crate::spark::compute(
         spark,
@@ -41,7 +45,7 @@ pub(super) async fn on_spark(
             sql: &task.sql,
             output: dir.path(),
         },
-        state.config.compute_timeout,
+        timeout,
     )
     .await?;
     tracing::info!(

@@ -24,15 +24,16 @@ use tokio::time::Instant;
 use futures::FutureExt;
 
 use super::super::ingest::{self, Stored, StreamTxn};
-use super::super::live::{Chunk, Followed, TableLive};
+use super::super::live::{Chunk, Followed, Live, TableLive};
 use super::super::{blocking, online, raw_tables, AppState, Shared};
 use super::source::{self, LaneName, Reader, Received};
+use crate::config::Config;
 use crate::engine::messages::{self, Message, Sorted};
 use crate::engine::schema::TableSchema;
 use crate::metrics::TableLabels;
 use crate::model::{StreamPartition, StreamSource};
-use crate::offline::{self, Location};
-use crate::store::{RawTableRow, StreamProgress, StreamRow};
+use crate::offline::{self, Location, OfflineStore};
+use crate::store::{RawTableRow, Store, StreamProgress, StreamRow};
 
 /// The longest wait between tries after failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -260,18 +261,18 @@ async fn lead(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Result<()
         let Some(state) = weak.upgrade().map(AppState) else {
             return Ok(());
         };
-        let target = open_target(&state, row, &source).await?;
+        let target = open_target(&state.store, &state.offline, &state.config, row, &source).await?;
         // Rejected messages commit before their batch's rows, so every message up to
         // `rows_upto` is in one of the two datasets; after it, only rejected ones can be
         // (a crash between the two commits, or batches of nothing but rejected messages),
         // and those are left out below.
         let from: Vec<i64> = target.lanes.iter().map(|l| l.rows_upto + 1).collect();
-        let live = live_of(&state, row, &target, max_events);
+        let live = live_of(&state.live, row, &target, max_events);
         for (i, lane) in target.lanes.iter().enumerate() {
             live.start_at(i, lane.rows_upto + 1);
         }
         let names: Vec<LaneName> = target.lanes.iter().map(|l| l.name.clone()).collect();
-        let reader = Reader::open(&source, &names, &from, auth(&state)).await?;
+        let reader = Reader::open(&source, &names, &from, auth(&state.config)).await?;
         (target, reader, live)
     };
     let schema = target.schema.clone();
@@ -449,15 +450,10 @@ async fn lead(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Result<()
 }
 
 /// The table's live events for the stream's lanes, this replica's, made if need be.
-fn live_of(
-    state: &AppState,
-    row: &StreamRow,
-    target: &Target,
-    max_events: usize,
-) -> Arc<TableLive> {
+fn live_of(live: &Live, row: &StreamRow, target: &Target, max_events: usize) -> Arc<TableLive> {
     let apps: Vec<String> = target.lanes.iter().map(|l| l.name.app.clone()).collect();
     let committed: Vec<i64> = target.lanes.iter().map(|l| l.rows_upto).collect();
-    state.live.follow(
+    live.follow(
         row.raw_table_id,
         Followed {
             generation: row.generation,
@@ -542,7 +538,7 @@ async fn give_to_online(weak: Weak<Shared>, live: Arc<TableLive>) {
             Some(now) if Arc::ptr_eq(&now, &live) => {}
             _ => return,
         }
-        online::take_table_live(&state, live.raw_table_id).await;
+        online::take_table_live(&state.online, live.raw_table_id).await;
     }
 }
 
@@ -577,8 +573,8 @@ async fn tail_once(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Resu
         let Some(state) = weak.upgrade().map(AppState) else {
             return Ok(());
         };
-        let target = open_target(&state, row, &source).await?;
-        let live = live_of(&state, row, &target, max_events);
+        let target = open_target(&state.store, &state.offline, &state.config, row, &source).await?;
+        let live = live_of(&state.live, row, &target, max_events);
         let upto = live.upto();
         let from: Vec<i64> = target
             .lanes
@@ -590,7 +586,7 @@ async fn tail_once(weak: &Weak<Shared>, row: &StreamRow, tick: Duration) -> Resu
             live.start_at(i, *from);
         }
         let names: Vec<LaneName> = target.lanes.iter().map(|l| l.name.clone()).collect();
-        let reader = Reader::open(&source, &names, &from, auth(&state)).await?;
+        let reader = Reader::open(&source, &names, &from, auth(&state.config)).await?;
         (target, live, reader)
     };
     let mut pending = vec![0u64; target.lanes.len()];
@@ -652,43 +648,42 @@ fn committed_of(stream: &StreamRow, target: &Target) -> Vec<Option<i64>> {
 }
 
 /// How this service authenticates to the brokers: its settings.
-fn auth(state: &AppState) -> source::Auth<'_> {
+fn auth(config: &Config) -> source::Auth<'_> {
     source::Auth {
-        nats: &state.config.nats_auth,
-        nats_tls: &state.config.nats_tls,
-        kafka: &state.config.kafka_auth,
+        nats: &config.nats_auth,
+        nats_tls: &config.nats_tls,
+        kafka: &config.kafka_auth,
     }
 }
 
 async fn open_target(
-    state: &AppState,
+    store: &Store,
+    offline: &OfflineStore,
+    config: &Config,
     row: &StreamRow,
     source: &StreamSource,
 ) -> Result<Target, String> {
     let fail = |e: super::super::ServiceError| e.public_detail();
-    let table = state
-        .store
+    let table = store
         .get_raw_table(row.raw_table_id)
         .await
         .map_err(|e| e.to_string())?
         .ok_or("the raw table is gone")?;
     let schema = raw_tables::schema_of(&table).map_err(fail)?;
-    let location = raw_tables::location_of(state, &table)
+    let location = raw_tables::location_of(store, offline, &table)
         .await
         .map_err(fail)?
         .ok_or("the raw table has no storage")?;
-    let rejected_at = state
-        .offline
+    let rejected_at = offline
         .resolve(&row.rejected_location)
         .map_err(|e| e.to_string())?;
-    state
-        .offline
+    offline
         .create_rejected(&rejected_at)
         .await
         .map_err(|e| e.to_string())?;
     let nothing = source::nothing_committed(source);
     let upto = |location: &Location, app: &str| {
-        let (offline, location, app) = (state.offline.clone(), location.clone(), app.to_string());
+        let (offline, location, app) = (offline.clone(), location.clone(), app.to_string());
         async move {
             offline
                 .txn_version(&location, &app)
@@ -698,7 +693,7 @@ async fn open_target(
         }
     };
     let mut lanes = Vec::new();
-    for name in source::lanes(source, auth(state)).await? {
+    for name in source::lanes(source, auth(config)).await? {
         lanes.push(Lane {
             rows_upto: upto(&location, &name.app).await?,
             rejected_upto: upto(&rejected_at, &name.app).await?,

@@ -10,10 +10,11 @@ mod source;
 
 pub use follow::{release, spawn};
 
-use super::AppState;
 use super::{ingest, lookup, Result, ServiceError};
+use crate::clock::Clock;
 use crate::model::{StreamPartition, StreamResponse, StreamSource};
-use crate::store::StreamRow;
+use crate::offline::OfflineStore;
+use crate::store::{Store, StreamRow};
 
 /// Bounds of the batching settings, and their defaults.
 const MAX_BATCH_EVENTS: u32 = 100_000;
@@ -24,51 +25,55 @@ const DEFAULT_BATCH_INTERVAL_MS: u32 = 1_000;
 /// Make the table follow `source` (or change what it follows). The table must be one this
 /// service stores, with a schema: messages are checked against it as ingested rows are.
 pub async fn put(
-    state: &AppState,
+    store: &Store,
+    offline: &OfflineStore,
+    clock: &Clock,
     raw_table_id: i64,
     source: StreamSource,
 ) -> Result<StreamResponse> {
     let source = checked(source)?;
     // The same refusals as an ingest: an external dataset, a table without a schema.
-    let (table, _) = ingest::target(state, raw_table_id).await?;
-    let existing = state.store.get_stream(raw_table_id).await?;
+    let (table, _) = ingest::target(store, raw_table_id).await?;
+    let existing = store.get_stream(raw_table_id).await?;
     let rejected = match &existing {
         Some(row) => row.rejected_location.clone(),
-        None => state.offline.new_rejected_path(raw_table_id),
+        None => offline.new_rejected_path(raw_table_id),
     };
     // Made now, so a client can read it at once, and a bad data location fails here.
-    state
-        .offline
-        .create_rejected(&state.offline.resolve(&rejected)?)
+    offline
+        .create_rejected(&offline.resolve(&rejected)?)
         .await?;
     let text = serde_json::to_string(&source).map_err(ServiceError::fault)?;
     let row = match existing {
         Some(row) if row.source == text => row,
         _ => {
-            state
-                .store
-                .put_stream(table.id, &text, &rejected, state.clock.now())
+            store
+                .put_stream(table.id, &text, &rejected, clock.now())
                 .await?
         }
     };
-    present(state, row)
+    present(offline, clock, row)
 }
 
-pub async fn get(state: &AppState, raw_table_id: i64) -> Result<StreamResponse> {
-    lookup::table(&state.store, raw_table_id).await?;
-    let row = state
-        .store
+pub async fn get(
+    store: &Store,
+    offline: &OfflineStore,
+    clock: &Clock,
+    raw_table_id: i64,
+) -> Result<StreamResponse> {
+    lookup::table(store, raw_table_id).await?;
+    let row = store
         .get_stream(raw_table_id)
         .await?
         .ok_or_else(|| not_following(raw_table_id))?;
-    present(state, row)
+    present(offline, clock, row)
 }
 
 /// Stop following. What was committed stays in the table; the follower stops at its next
 /// lease renewal (the row it renews is gone), before committing anything more.
-pub async fn delete(state: &AppState, raw_table_id: i64) -> Result<()> {
-    lookup::table(&state.store, raw_table_id).await?;
-    if state.store.delete_stream(raw_table_id).await? {
+pub async fn delete(store: &Store, raw_table_id: i64) -> Result<()> {
+    lookup::table(store, raw_table_id).await?;
+    if store.delete_stream(raw_table_id).await? {
         Ok(())
     } else {
         Err(not_following(raw_table_id))
@@ -81,9 +86,9 @@ fn not_following(raw_table_id: i64) -> ServiceError {
     ))
 }
 
-fn present(state: &AppState, row: StreamRow) -> Result<StreamResponse> {
+fn present(offline: &OfflineStore, clock: &Clock, row: StreamRow) -> Result<StreamResponse> {
     let source: StreamSource = serde_json::from_str(&row.source).map_err(ServiceError::fault)?;
-    let held = row.holder.is_some() && row.expires_at > state.clock.now();
+    let held = row.holder.is_some() && row.expires_at > clock.now();
     let partitions = match row.partitions.as_deref() {
         Some(text) => serde_json::from_str(text).map_err(ServiceError::fault)?,
         None if source.kind == "kafka" => Vec::new(),
@@ -120,7 +125,7 @@ fn present(state: &AppState, row: StreamRow) -> Result<StreamResponse> {
         events_committed: row.events_committed,
         rejected: row.rejected,
         events_per_second: row.events_per_second,
-        rejected_location: state.offline.resolve(&row.rejected_location)?.uri(),
+        rejected_location: offline.resolve(&row.rejected_location)?.uri(),
         last_commit_at: row.last_commit_at,
         created_at: row.created_at,
         updated_at: row.updated_at,
