@@ -5,6 +5,8 @@ the declared layers. `lib.rs` (the crate root) and `main.rs` (the binary, throug
 `feature_store::x`) are nodes too: a `crate::Item` that is not a module is an arrow to `lib`.
 docs/design.md shows its output; `--check` exits 1 on a cycle, and (top-level graph) on an arrow
 that does not point to a lower layer or a module no layer names (`.ci/run` runs it both ways).
+With `--services` it also fails on a service function that takes the whole `&AppState` but uses
+at most two of its parts and hands the state to nothing: it should take those parts.
 
     python3 scripts/module_graph.py [--services] [--check]
 """
@@ -125,6 +127,43 @@ def upward(graph):
     return unplaced, wrong
 
 
+# A service function that takes the whole state and uses this many of its parts or fewer,
+# handing the state to nothing else, should take the parts instead.
+FEW_PARTS = 2
+
+
+def body_of(text, start):
+    """The text from the `{` at or after `start` to its matching `}`."""
+    open_at = text.index("{", start)
+    depth = 0
+    for i in range(open_at, len(text)):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[open_at : i + 1]
+    return text[open_at:]
+
+
+def whole_state_for_few_parts():
+    """`(file, function, parts)` for each service function that takes `state: &AppState`,
+    reads at most FEW_PARTS of its fields and uses `state` in no other way (no call it is
+    passed to, no clone or weak reference)."""
+    found = []
+    for path in sorted((ROOT / "service").rglob("*.rs")):
+        text = path.read_text()
+        for m in re.finditer(r"\bfn (\w+)(?:<[^>]*>)?\(([^)]*)\)", text):
+            if not re.search(r"\bstate: &AppState\b", m.group(2)):
+                continue
+            body = body_of(text, m.end())
+            parts = set(re.findall(r"\bstate\s*\.\s*([a-z_]+)\b(?!\s*\()", body))
+            rest = re.sub(r"\bstate\s*\.\s*[a-z_]+\b(?!\s*\()", "", body)
+            if len(parts) <= FEW_PARTS and not re.search(r"\bstate\b", rest):
+                found.append((path.relative_to(ROOT), m.group(1), sorted(parts)))
+    return found
+
+
 def main():
     services = "--services" in sys.argv
     graph = edges(services)
@@ -152,6 +191,16 @@ def main():
         if not unplaced and not wrong:
             print("Every arrow points down the layers.")
         bad = bad or bool(unplaced or wrong)
+    else:
+        few = whole_state_for_few_parts()
+        for path, name, parts in few:
+            print(
+                f"{path}: {name} takes the whole AppState for {', '.join(parts) or 'nothing'}: "
+                "take those parts"
+            )
+        if not few:
+            print("Every service function that takes the whole state uses more than two of its parts or hands it on.")
+        bad = bad or bool(few)
     return 1 if bad and "--check" in sys.argv else 0
 
 
