@@ -446,4 +446,43 @@ async fn an_entity_id_with_a_nul_byte_is_refused_at_compute_and_absent_when_aske
         json!({"n": 2}),
         "{batch}"
     );
+
+    // Asked for at an instant (the version that served the name then), and by label in a
+    // training set (which names what it could not resolve): nothing found either, and no 500.
+    let (status, batch) = app
+        .post(
+            "/api/v1/feature-vectors/batch",
+            &json!({"entity_ids": ["ab"], "features": ["cl\u{0}ean", "clean"],
+                    "as_of": "2999-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{batch}");
+    assert_eq!(
+        batch["results"][0]["missing"],
+        json!(["cl\u{0}ean"]),
+        "{batch}"
+    );
+    assert_eq!(
+        batch["results"][0]["features"]["clean"],
+        json!({"n": 2}),
+        "{batch}"
+    );
+    let (status, body) = app
+        .post(
+            "/api/v1/training-sets",
+            &json!({"features": ["clean@v\u{0}1"],
+                    "rows": [{"entity_id": "ab", "timestamp": "2999-01-01T00:00:00Z"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["unresolved"]["clean@v\u{0}1"],
+        json!("Version 'v\u{0}1' of feature 'clean' not found"),
+        "{body}"
+    );
+    assert_eq!(
+        body["rows"][0]["features"]["clean@v\u{0}1"],
+        json!(null),
+        "{body}"
+    );
 }
