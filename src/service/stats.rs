@@ -195,8 +195,7 @@ async fn in_worker(parts: &Parts, task: Task, failed: &str) -> Result<Vec<u8>> {
 /// After a publish that became the served snapshot: the drift from the one before it, kept
 /// (snapshots never change, so it is computed once, here and not on a read) and set on the
 /// gauge, in the background.
-pub fn refresh_drift_gauge(parts: &Parts, feature_id: i64, version_id: i64) {
-    let parts = parts.clone();
+pub fn refresh_drift_gauge(parts: Parts, feature_id: i64, version_id: i64) {
     tokio::spawn(async move {
         if let Err(e) = keep_newest_drift(&parts, version_id).await {
             tracing::warn!(version_id, error = %e, "could not compute drift for the gauge");

@@ -137,7 +137,7 @@ pub(super) async fn run_and_publish(
     let publish_time = publish_started.elapsed();
     if published.served {
         crate::service::stats::refresh_drift_gauge(
-            &state.stats_parts(),
+            state.stats_parts(),
             target.feature_id,
             published.version_id,
         );
