@@ -1,6 +1,7 @@
 //! Request and response bodies: the original service's wire format, plus the fields and
 //! endpoints this port adds. Timestamps are ISO 8601 UTC with microseconds.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -637,14 +638,20 @@ pub struct Job {
 
 // ---- vectors ----
 
+/// The text parameters borrow from the query string when it holds them unescaped, as a
+/// model's requests do: a cached answer then copies none of them.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct VectorQuery {
+pub struct VectorQuery<'a> {
     /// The entity of a feature keyed by one column (or a tuple's `entity_id` as an answer
     /// gives it). Without it, each key column is a parameter of its own (see `key`).
-    pub entity_id: Option<String>,
+    #[serde(borrow)]
+    #[param(value_type = Option<String>)]
+    pub entity_id: Option<Cow<'a, str>>,
     /// Serve the newest active computed version of this feature.
-    pub feature_name: Option<String>,
+    #[serde(borrow)]
+    #[param(value_type = Option<String>)]
+    pub feature_name: Option<Cow<'a, str>>,
     /// Serve this version (takes precedence over `feature_name`).
     pub feature_version_id: Option<i64>,
     /// Serve what was served at this instant (RFC 3339): the version's snapshot in force then.

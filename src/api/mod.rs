@@ -114,13 +114,15 @@ pub fn router(state: AppState) -> impl Surface {
             }),
         )
     });
+    // A made request id goes into the request only for the span, which shows it.
+    let span_shows_id = trace.is_some();
     // The layers every request passes through, composed into one service around the router.
     // Given to `Router::layer` one by one, each would wrap every route in a boxed service of
     // its own, and every request would clone and box the whole chain, a level per layer
     // (`clone_box` was ~10% of a cached GET's CPU).
     let every_request = tower::ServiceBuilder::new()
         .option_layer(cors)
-        .layer(request_id::RequestIdLayer::new())
+        .layer(request_id::RequestIdLayer::new(span_shows_id))
         .option_layer(trace)
         .layer(access::CheckHostLayer::new(&allowed_hosts))
         .service(hot_route::HotRoute::new(

@@ -1,8 +1,8 @@
 //! The serving cache: encoded vector responses and version lookups.
 //!
-//! Two tiers: an in-process moka cache always, and Redis when `REDIS_URL` is set and reachable
-//! (shared by every replica). Correctness does not rest on deleting entries at the right
-//! moment:
+//! Two tiers: in process always (answers in `bodies`, version lookups in a map, batch snapshots
+//! in moka), and Redis when `REDIS_URL` is set and reachable (shared by every replica).
+//! Correctness does not rest on deleting entries at the right moment:
 //! - vector entries are keyed by (version, generation, entity); every publish bumps the
 //!   version's generation in the database, so a recompute makes old entries unreachable in
 //!   every tier and every replica;
@@ -17,10 +17,10 @@
 //!   is never trusted and is raised back. So Redis only speeds invalidation up: whatever it
 //!   does, no replica serves a lookup older than the last change it could have polled.
 
+mod bodies;
 mod redis_tier;
 mod snapshot;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
@@ -33,6 +33,8 @@ type Moka<K, V> = MokaCache<K, V, ahash::RandomState>;
 
 use crate::metrics::Metrics;
 use crate::served::VersionMeta;
+use bodies::Bodies;
+pub use bodies::{VectorKey, VectorRef};
 use redis_tier::RedisTier;
 pub use snapshot::{EntityHash, Snapshot};
 
@@ -56,14 +58,7 @@ pub enum CacheError {
     Closed,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq)]
-pub struct VectorKey {
-    pub version_id: i64,
-    pub generation: i64,
-    pub entity_id: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LookupKey {
     /// The newest active, computed version of the feature with this name.
     FeatureName(String),
@@ -71,6 +66,70 @@ pub enum LookupKey {
     Version(i64),
     /// A version addressed by feature name and version label (`name@v2`).
     Label(String, String),
+}
+
+/// A `LookupKey` borrowed: what a request names, looked up without copying the name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LookupRef<'a> {
+    FeatureName(&'a str),
+    Version(i64),
+    Label(&'a str, &'a str),
+}
+
+impl LookupKey {
+    pub fn as_ref(&self) -> LookupRef<'_> {
+        match self {
+            LookupKey::FeatureName(name) => LookupRef::FeatureName(name),
+            LookupKey::Version(id) => LookupRef::Version(*id),
+            LookupKey::Label(name, label) => LookupRef::Label(name, label),
+        }
+    }
+}
+
+impl LookupRef<'_> {
+    pub fn to_key(self) -> LookupKey {
+        match self {
+            LookupRef::FeatureName(name) => LookupKey::FeatureName(name.to_string()),
+            LookupRef::Version(id) => LookupKey::Version(id),
+            LookupRef::Label(name, label) => LookupKey::Label(name.to_string(), label.to_string()),
+        }
+    }
+}
+
+// Both forms hash as the borrowed one: the map finds an owned key by its borrowed form only if
+// they hash alike.
+impl std::hash::Hash for LookupRef<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match self {
+            LookupRef::FeatureName(name) => {
+                state.write_u8(0);
+                state.write(name.as_bytes());
+            }
+            LookupRef::Version(id) => {
+                state.write_u8(1);
+                state.write_i64(*id);
+            }
+            LookupRef::Label(name, label) => {
+                state.write_u8(2);
+                // The length first: ("ab", "c") and ("a", "bc") must not hash alike.
+                state.write_usize(name.len());
+                state.write(name.as_bytes());
+                state.write(label.as_bytes());
+            }
+        }
+    }
+}
+
+impl std::hash::Hash for LookupKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_ref().hash(state);
+    }
+}
+
+impl hashbrown::Equivalent<LookupKey> for LookupRef<'_> {
+    fn equivalent(&self, key: &LookupKey) -> bool {
+        *self == key.as_ref()
+    }
 }
 
 /// A lookup result, or the epoch to store a fresh one under (`None`: do not store it).
@@ -95,14 +154,14 @@ pub struct Epoch {
 /// on this replica). moka's bookkeeping on a read (its read-op channel and frequency sketch)
 /// was ~1.2k of a cached GET's ~25k instructions (callgrind).
 #[derive(Default)]
-struct Lookups(RwLock<HashMap<LookupKey, (VersionMeta, Epoch), ahash::RandomState>>);
+struct Lookups(RwLock<hashbrown::HashMap<LookupKey, (VersionMeta, Epoch), ahash::RandomState>>);
 
 impl Lookups {
-    fn get(&self, key: &LookupKey) -> Option<(VersionMeta, Epoch)> {
+    fn get(&self, key: LookupRef<'_>) -> Option<(VersionMeta, Epoch)> {
         self.0
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(key)
+            .get(&key)
             .cloned()
     }
 
@@ -140,9 +199,9 @@ pub struct Cache {
 
 struct Inner {
     /// Whole single-vector responses.
-    vectors: Moka<VectorKey, Bytes>,
+    vectors: Bodies,
     /// Bare `feature_values` objects, for batch responses of versions too large to snapshot.
-    values: Moka<VectorKey, Bytes>,
+    values: Bodies,
     /// Whole versions, for batch responses, by (version, generation); weighed in bytes held.
     snapshots: Moka<(i64, i64), Arc<Snapshot>>,
     /// The byte cap of `snapshots`; a version bigger than this is never held whole.
@@ -218,17 +277,7 @@ impl Cache {
         known: Arc<AtomicU64>,
         metrics: Metrics,
     ) -> Self {
-        let bodies = || {
-            MokaCache::builder()
-                .max_capacity(VECTOR_CACHE_BYTES)
-                .weigher(|k: &VectorKey, v: &Bytes| {
-                    (k.entity_id.len() + v.len() + 32)
-                        .try_into()
-                        .unwrap_or(u32::MAX)
-                })
-                .time_to_live(ttl)
-                .build_with_hasher(ahash::RandomState::new())
-        };
+        let bodies = || Bodies::new(VECTOR_CACHE_BYTES, ttl);
         Cache {
             inner: Arc::new(Inner {
                 vectors: bodies(),
@@ -264,8 +313,10 @@ impl Cache {
         }
     }
 
-    pub async fn vector(&self, key: &VectorKey) -> Option<Bytes> {
-        let local = self.inner.vectors.get(key).await;
+    /// A single-vector body: as held in process (the answer last given), else as stored in
+    /// Redis, which is then held in process too.
+    pub async fn vector(&self, key: VectorRef<'_>) -> Option<Bytes> {
+        let local = self.inner.vectors.get(key);
         self.inner.metrics.cache_lookup("memory", local.is_some());
         if local.is_some() {
             return local;
@@ -274,27 +325,36 @@ impl Cache {
         let body = redis.get_vector(key).await;
         self.inner.metrics.cache_lookup("redis", body.is_some());
         let body = body?;
-        self.inner.vectors.insert(key.clone(), body.clone()).await;
+        self.inner.vectors.insert(key.to_key(), body.clone());
         Some(body)
     }
 
-    pub async fn put_vector(&self, key: VectorKey, body: Bytes) {
+    /// Store a body in every tier: `stored` in Redis, shared by every replica, and `local` in
+    /// process (the serving layer holds its answer there, which may add to the stored body
+    /// what changes without a new generation).
+    pub async fn put_vector(&self, key: VectorKey, stored: Bytes, local: Bytes) {
         if let Some(redis) = &self.inner.redis {
-            redis.put_vector(&key, &body).await;
+            redis.put_vector(key.as_ref(), &stored).await;
         }
-        self.inner.vectors.insert(key, body).await;
+        self.inner.vectors.insert(key, local);
+    }
+
+    /// Hold `local` in process in place of what `vector` returned for `key`, for as long as
+    /// that was to be held; nothing if it is no longer held (a rescope may have cleared it).
+    pub fn hold_vector(&self, key: VectorKey, local: Bytes) {
+        self.inner.vectors.replace(key, local);
     }
 
     /// Batch serving's values: in process only (entries are immutable per generation, so
     /// nothing needs to be shared to stay exact).
-    pub async fn values(&self, key: &VectorKey) -> Option<Bytes> {
-        let hit = self.inner.values.get(key).await;
+    pub fn values(&self, key: VectorRef<'_>) -> Option<Bytes> {
+        let hit = self.inner.values.get(key);
         self.inner.metrics.cache_lookup("memory", hit.is_some());
         hit
     }
 
-    pub async fn put_values(&self, key: VectorKey, values: Bytes) {
-        self.inner.values.insert(key, values).await;
+    pub fn put_values(&self, key: VectorKey, values: Bytes) {
+        self.inner.values.insert(key, values);
     }
 
     /// The snapshot of a published version, loading it once however many requests ask at the
@@ -391,7 +451,7 @@ impl Cache {
     /// returned here (read before the query, which is what makes it safe). Lookups are held in
     /// process under the epoch they were read with; with Redis, the epoch is Redis's as read
     /// after this call began, so a change returned on any replica retires them at once.
-    pub async fn lookup(&self, key: &LookupKey) -> Lookup {
+    pub async fn lookup(&self, key: LookupRef<'_>) -> Lookup {
         let Some(epoch) = self.epoch().await else {
             return Lookup {
                 hit: None,
@@ -406,6 +466,29 @@ impl Cache {
             hit,
             epoch: Some(epoch),
         }
+    }
+
+    /// `lookup` when it needs no wait: the lookup held under the current epoch, if that epoch
+    /// is known now (always in process; with Redis, while a read of it is on its lease).
+    /// `None` says only that `lookup` must be asked.
+    pub fn lookup_now(&self, key: LookupRef<'_>) -> Option<VersionMeta> {
+        let scope = self.inner.scope.load(Ordering::Acquire);
+        let changes = match &self.inner.redis {
+            Some(redis) => redis.epoch_now()?,
+            None => self.inner.known.load(Ordering::Acquire),
+        };
+        match self.inner.lookups.get(key) {
+            Some((meta, held)) if held == (Epoch { changes, scope }) => Some(meta),
+            _ => None,
+        }
+    }
+
+    /// A body held in process, as `vector` finds it there; `None` says only that `vector`
+    /// must be asked (which counts the miss).
+    pub fn vector_now(&self, key: VectorRef<'_>) -> Option<Bytes> {
+        let local = self.inner.vectors.get(key)?;
+        self.inner.metrics.cache_lookup("memory", true);
+        Some(local)
     }
 
     /// The epoch a read starting now is consistent with: what it reads from the database
@@ -462,8 +545,8 @@ impl Cache {
         }
         self.inner.known.store(changes, Ordering::Release);
         self.inner.lookups.clear();
-        self.inner.vectors.invalidate_all();
-        self.inner.values.invalidate_all();
+        self.inner.vectors.clear();
+        self.inner.values.clear();
         self.inner.snapshots.invalidate_all();
         self.inner.too_big.invalidate_all();
         if let Some(redis) = &self.inner.redis {
@@ -507,5 +590,35 @@ impl Cache {
         }
         self.inner.lookups.clear();
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{LookupKey, LookupRef};
+
+    #[test]
+    fn a_borrowed_lookup_hashes_and_compares_as_its_owned_form() {
+        let state = ahash::RandomState::new();
+        let keys = [
+            LookupKey::FeatureName("spend".into()),
+            LookupKey::FeatureName(String::new()),
+            LookupKey::Version(42),
+            LookupKey::Label("spend".into(), "v2".into()),
+        ];
+        for key in &keys {
+            assert_eq!(state.hash_one(key), state.hash_one(key.as_ref()));
+            assert!(hashbrown::Equivalent::equivalent(&key.as_ref(), key));
+            assert_eq!(&key.as_ref().to_key(), key);
+        }
+        let split_differently = LookupRef::Label("spen", "dv2");
+        assert!(!hashbrown::Equivalent::equivalent(
+            &split_differently,
+            &keys[3]
+        ));
+        assert_ne!(
+            state.hash_one(split_differently),
+            state.hash_one(keys[3].as_ref())
+        );
     }
 }

@@ -27,7 +27,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 use tokio::sync::{watch, Notify};
 
-use super::VectorKey;
+use super::VectorRef;
 
 const CALL_TIMEOUT: Duration = Duration::from_millis(50);
 const WATCHDOG_PERIOD: Duration = Duration::from_millis(250);
@@ -177,7 +177,7 @@ impl RedisTier {
         }
     }
 
-    fn vector_key(&self, key: &VectorKey) -> String {
+    fn vector_key(&self, key: VectorRef<'_>) -> String {
         format!(
             "{}vector:{}:{}:{}",
             self.keys().prefix,
@@ -221,13 +221,13 @@ impl RedisTier {
         }
     }
 
-    pub async fn get_vector(&self, key: &VectorKey) -> Option<Bytes> {
+    pub async fn get_vector(&self, key: VectorRef<'_>) -> Option<Bytes> {
         let k = self.vector_key(key);
         let body: Option<Vec<u8>> = self.call(|mut c| async move { c.get(k).await }).await?;
         body.map(Bytes::from)
     }
 
-    pub async fn put_vector(&self, key: &VectorKey, body: &Bytes) {
+    pub async fn put_vector(&self, key: VectorRef<'_>, body: &Bytes) {
         let k = self.vector_key(key);
         let ttl = self.shared.ttl_secs;
         let body = body.to_vec();
@@ -276,6 +276,14 @@ impl RedisTier {
                 None
             }
         }
+    }
+
+    /// The epoch if it is known without waiting: Redis is up and a read is on its lease.
+    pub fn epoch_now(&self) -> Option<u64> {
+        if !self.is_up() {
+            return None;
+        }
+        self.leased(self.shared.known.load(Ordering::Acquire))
     }
 
     /// The newest read's epoch if its lease still runs and it is not below what this replica

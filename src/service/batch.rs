@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 
 use super::AppState;
 use super::{Result, ServiceError};
-use crate::cache::{Cache, EntityHash, LookupKey, Snapshot, VectorKey};
+use crate::cache::{Cache, EntityHash, LookupKey, Snapshot, VectorRef};
 use crate::keys::EntityKey;
 use crate::model::BatchRequest;
 use crate::offline::OfflineStore;
@@ -467,15 +467,10 @@ async fn fetch_values(
     meta: VersionMeta,
     entity_ids: &[&str],
 ) -> Result<Vec<Option<Bytes>>> {
-    let key = |entity: &str| VectorKey {
-        version_id: meta.version_id,
-        generation: meta.generation,
-        entity_id: entity.to_string(),
-    };
     let mut values = Vec::with_capacity(entity_ids.len());
     let mut misses: Vec<&str> = Vec::new();
     for &entity in entity_ids {
-        let hit = cache.values(&key(entity)).await;
+        let hit = cache.values(VectorRef::of(meta.version_id, meta.generation, entity));
         if hit.is_none() {
             misses.push(entity);
         }
@@ -489,7 +484,8 @@ async fn fetch_values(
     let mut found: HashMap<String, Bytes> = HashMap::with_capacity(misses.len());
     for (entity, text) in store.get_values_many(meta.generation, &misses).await? {
         let body = Bytes::from(text);
-        cache.put_values(key(&entity), body.clone()).await;
+        let key = VectorRef::of(meta.version_id, meta.generation, &entity).to_key();
+        cache.put_values(key, body.clone());
         found.insert(entity, body);
     }
     for (slot, entity) in values.iter_mut().zip(entity_ids) {

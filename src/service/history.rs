@@ -121,7 +121,7 @@ pub async fn snapshot_freshness(
 /// What `GET /feature-vectors` served at `at`: the same body, from the snapshot then in force.
 pub async fn vector_as_of(
     state: &AppState,
-    query: &VectorQuery,
+    query: &VectorQuery<'_>,
     at: DateTime<Utc>,
 ) -> Result<Bytes> {
     let requested = vectors::Requested::of(query);

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::AppState;
 use super::{Result, ServiceError};
-use crate::cache::{Cache, Epoch, LookupKey, VectorKey};
+use crate::cache::{Cache, Epoch, LookupKey, LookupRef, VectorRef};
 use crate::keys::EntityKey;
 use crate::model::VectorQuery;
 use crate::served::VersionMeta;
@@ -22,10 +22,10 @@ pub(crate) struct Requested<'a> {
 }
 
 impl<'a> Requested<'a> {
-    pub fn of(query: &'a VectorQuery) -> Requested<'a> {
+    pub fn of(query: &'a VectorQuery<'_>) -> Requested<'a> {
         if let Some(id) = &query.entity_id {
             return Requested {
-                id: Cow::Borrowed(id),
+                id: Cow::Borrowed(id.as_ref()),
                 names: None,
             };
         }
@@ -77,7 +77,7 @@ impl<'a> Requested<'a> {
 ///
 /// The hot path is two in-process cache hits (version lookup, then the encoded body): no
 /// database round trip and no JSON encoding.
-pub async fn get(state: &AppState, query: &VectorQuery) -> Result<Bytes> {
+pub async fn get(state: &AppState, query: &VectorQuery<'_>) -> Result<Bytes> {
     let entity = Requested::of(query);
     let by_name = query
         .feature_name
@@ -103,19 +103,53 @@ pub async fn get(state: &AppState, query: &VectorQuery) -> Result<Bytes> {
         }
         Err(e) => return Err(e),
     };
-    if let Some(body) = state.cache.vector(&vector_key(&meta, &entity.id)).await {
+    let key = vector_key(&meta, &entity.id);
+    if let Some(held) = state.cache.vector(key).await {
         entity.check_found(&meta.entity_key)?;
-        return Ok(with_stale(&body, meta.freshness.stale));
+        return Ok(answer_from(&state.cache, key, held, meta.freshness.stale));
     }
     Box::pin(load(&state.cache, &state.store, &entity, meta)).await
 }
 
-fn vector_key(meta: &VersionMeta, entity: &str) -> VectorKey {
-    VectorKey {
-        version_id: meta.version_id,
-        generation: meta.generation,
-        entity_id: entity.to_string(),
+/// `get`'s answer when it is held whole in this process and found without waiting (no
+/// database, no Redis, no aggregation feature); `None` when `get` must be asked. What a model
+/// asks again and again is answered here, with no future to build, move and box.
+pub fn get_held(
+    cache: &Cache,
+    online: &super::online::Online,
+    query: &VectorQuery<'_>,
+) -> Option<Result<Bytes>> {
+    if query.feature_version_id.is_none() {
+        let name = query.feature_name.as_deref()?;
+        if online.holds(name) {
+            return None;
+        }
     }
+    let meta = cache.lookup_now(lookup_ref(query).ok()?)?;
+    let entity = Requested::of(query);
+    let key = vector_key(&meta, &entity.id);
+    let held = cache.vector_now(key)?;
+    Some(
+        entity
+            .check_found(&meta.entity_key)
+            .map(|()| answer_from(cache, key, held, meta.freshness.stale)),
+    )
+}
+
+/// The answer from a held body: as it is when it already says `stale` as the version does now
+/// (no copy), else with `stale` set, and then held in its place, so that the next answer is
+/// the same bytes again (the body came as stored, from Redis, or the table moved on since).
+fn answer_from(cache: &Cache, key: VectorRef<'_>, held: Bytes, stale: bool) -> Bytes {
+    if held.ends_with(stale_suffix(stale)) {
+        return held;
+    }
+    let answer = with_stale(&held, stale);
+    cache.hold_vector(key.to_key(), answer.clone());
+    answer
+}
+
+fn vector_key<'a>(meta: &VersionMeta, entity: &'a str) -> VectorRef<'a> {
+    VectorRef::of(meta.version_id, meta.generation, entity)
 }
 
 /// A vector the cache does not hold: read from the database, encoded, and cached.
@@ -146,7 +180,9 @@ async fn load(
     let typed = typed_entity(store, &meta, &entity.id).await?;
     let body = encode(&entity.id, typed.as_deref(), &values, &meta)?;
     let answer = with_stale(&body, meta.freshness.stale);
-    cache.put_vector(vector_key(&meta, &entity.id), body).await;
+    cache
+        .put_vector(vector_key(&meta, &entity.id).to_key(), body, answer.clone())
+        .await;
     Ok(answer)
 }
 
@@ -167,16 +203,20 @@ async fn online(state: &AppState, name: &str, entity: &Requested<'_>) -> Result<
         .transpose()
 }
 
-/// A cached body with `stale` added last. The body is fixed for a generation; `stale` is not
-/// (it turns true on an ingest, with no new generation), so it is added per answer: one copy
-/// of a few hundred bytes.
+/// A body as stored with `stale` added last, or an answer with its `stale` replaced. The
+/// stored body is fixed for a generation; `stale` is not (it turns true on an ingest, with no
+/// new generation). So the cache stores bodies without it (a stored body ends with its
+/// `data_as_of`, never with a `stale` member), and holds in process the answer last given,
+/// which is served as it is while its `stale` still holds: no copy per request.
 fn with_stale(body: &Bytes, stale: bool) -> Bytes {
-    let suffix: &[u8] = if stale {
-        b",\"stale\":true}"
-    } else {
-        b",\"stale\":false}"
-    };
-    let Some(open) = body.len().checked_sub(1) else {
+    let suffix = stale_suffix(stale);
+    let open = [stale_suffix(false), stale_suffix(true)]
+        .iter()
+        .find(|old| body.ends_with(old))
+        .map_or(body.len().checked_sub(1), |old| {
+            Some(body.len() - old.len())
+        });
+    let Some(open) = open else {
         return body.clone();
     };
     let mut out = Vec::with_capacity(open + suffix.len());
@@ -185,25 +225,39 @@ fn with_stale(body: &Bytes, stale: bool) -> Bytes {
     Bytes::from(out)
 }
 
+/// How an answer ends: its `stale` member, then the closing brace.
+fn stale_suffix(stale: bool) -> &'static [u8] {
+    if stale {
+        b",\"stale\":true}"
+    } else {
+        b",\"stale\":false}"
+    }
+}
+
 /// Which version serves this request: `feature_version_id` if given, else the newest active
 /// computed version of `feature_name`.
 pub(crate) async fn resolve(
     cache: &Cache,
     store: &Store,
-    query: &VectorQuery,
+    query: &VectorQuery<'_>,
 ) -> Result<VersionMeta> {
-    resolve_key(cache, store, lookup_key(query)?).await
+    resolve_ref(cache, store, lookup_ref(query)?).await
 }
 
-/// What a single-vector request names.
-pub(crate) fn lookup_key(query: &VectorQuery) -> Result<LookupKey> {
+/// What a single-vector request names, borrowed from it.
+fn lookup_ref<'a>(query: &'a VectorQuery<'_>) -> Result<LookupRef<'a>> {
     match (query.feature_version_id, &query.feature_name) {
-        (Some(id), _) => Ok(LookupKey::Version(id)),
-        (None, Some(name)) => Ok(LookupKey::FeatureName(name.clone())),
+        (Some(id), _) => Ok(LookupRef::Version(id)),
+        (None, Some(name)) => Ok(LookupRef::FeatureName(name.as_ref())),
         (None, None) => Err(ServiceError::Invalid(
             "Either feature_version_id or feature_name must be provided".into(),
         )),
     }
+}
+
+/// What a single-vector request names.
+pub(crate) fn lookup_key(query: &VectorQuery<'_>) -> Result<LookupKey> {
+    lookup_ref(query).map(LookupRef::to_key)
 }
 
 /// Resolve a version reference as it resolved at `at`: a feature name names the version that
@@ -227,11 +281,20 @@ pub async fn resolve_key_at(
 /// Resolve a version reference through the lookup cache; `NotFound` with the reason when it does not
 /// exist.
 pub async fn resolve_key(cache: &Cache, store: &Store, key: LookupKey) -> Result<VersionMeta> {
-    let lookup = cache.lookup(&key).await;
+    let lookup = cache.lookup(key.as_ref()).await;
     if let Some(meta) = lookup.hit {
         return Ok(meta);
     }
     Box::pin(resolve_from_store(cache, store, key, lookup.epoch)).await
+}
+
+/// `resolve_key` for a reference borrowed from the request: owned only on a miss.
+async fn resolve_ref(cache: &Cache, store: &Store, key: LookupRef<'_>) -> Result<VersionMeta> {
+    let lookup = cache.lookup(key).await;
+    if let Some(meta) = lookup.hit {
+        return Ok(meta);
+    }
+    Box::pin(resolve_from_store(cache, store, key.to_key(), lookup.epoch)).await
 }
 
 /// A lookup the cache does not hold: from the database, then cached under `epoch`.
@@ -349,5 +412,15 @@ mod tests {
             with_stale(&body, false),
             Bytes::from_static(br#"{"a":1,"data_as_of":null,"stale":false}"#)
         );
+    }
+
+    #[test]
+    fn an_answer_held_has_its_stale_replaced() {
+        let fresh = Bytes::from_static(br#"{"a":1,"data_as_of":null,"stale":false}"#);
+        let stale = Bytes::from_static(br#"{"a":1,"data_as_of":null,"stale":true}"#);
+        assert_eq!(with_stale(&fresh, true), stale);
+        assert_eq!(with_stale(&stale, false), fresh);
+        assert_eq!(with_stale(&fresh, false), fresh);
+        assert!(fresh.ends_with(stale_suffix(false)) && stale.ends_with(stale_suffix(true)));
     }
 }

@@ -416,4 +416,14 @@ async fn the_single_vector_route_keeps_the_host_check_and_the_request_id() {
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     assert_eq!(resp.headers()["x-request-id"], "trace-the-vector");
     assert_eq!(resp.headers()["content-type"], "application/json");
+
+    // Without one, each answer is given an id of its own.
+    let mut made = Vec::new();
+    for _ in 0..2 {
+        let resp = app.client.get(&vector).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        made.push(resp.headers()["x-request-id"].to_str().unwrap().to_string());
+    }
+    assert!(!made[0].is_empty(), "{made:?}");
+    assert_ne!(made[0], made[1]);
 }

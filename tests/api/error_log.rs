@@ -59,10 +59,24 @@ async fn a_500_is_logged_with_its_request_id_and_cause() {
     assert_eq!(body, json!({"detail": "Internal Server Error"}));
 
     let line: Value = serde_json::from_str(&next_line_with("request failed")).unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
     assert_eq!(line["level"], "ERROR", "{line}");
     assert_eq!(line["fields"]["request_id"], "trace-this-500", "{line}");
+    assert_eq!(line["fields"]["route"], "/api/v1/raw-tables", "{line}");
+    assert_eq!(line["fields"]["method"], "GET", "{line}");
     let cause = line["fields"]["cause"].as_str().unwrap_or_default();
     assert!(cause.contains("no such table: raw_tables"), "{line}");
+
+    // A request that sent no id is logged under the id its answer carries.
+    let resp = reqwest::Client::new()
+        .get(format!("http://{addr}/api/v1/raw-tables"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let given = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert!(!given.is_empty());
+    let line: Value = serde_json::from_str(&next_line_with("request failed")).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(line["fields"]["request_id"], given.as_str(), "{line}");
 }
