@@ -1,7 +1,7 @@
 //! The serving cache: encoded vector responses and version lookups.
 //!
 //! Two tiers: in process always (answers in `bodies`, version lookups in a map, batch snapshots
-//! in moka), and Redis when `REDIS_URL` is set and reachable (shared by every replica).
+//! in `snapshots`), and Redis when `REDIS_URL` is set and reachable (shared by every replica).
 //! Correctness does not rest on deleting entries at the right moment:
 //! - vector entries are keyed by (version, generation, entity); every publish bumps the
 //!   version's generation in the database, so a recompute makes old entries unreachable in
@@ -20,6 +20,7 @@
 mod bodies;
 mod redis_tier;
 mod snapshot;
+mod snapshots;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -37,6 +38,7 @@ use bodies::Bodies;
 pub use bodies::{VectorKey, VectorRef};
 use redis_tier::RedisTier;
 pub use snapshot::{EntityHash, Snapshot};
+use snapshots::Snapshots;
 
 /// Upper bound on cached vector bytes (keys and bodies) in process.
 const VECTOR_CACHE_BYTES: u64 = 256 * 1024 * 1024;
@@ -46,14 +48,13 @@ const LOOKUP_CACHE_ENTRIES: usize = 100_000;
 /// start them all together.
 const SNAPSHOT_LOADS: usize = 2;
 
-/// What one entry of a snapshot's index costs at least, besides its bytes.
-const SNAPSHOT_SLOT_BYTES: u64 = 25;
+/// What one entry of a snapshot's index costs at least, besides its bytes: a slot and its
+/// control byte.
+const SNAPSHOT_SLOT_BYTES: u64 = snapshot::SLOT_BYTES as u64 + 1;
 
 /// Why the cache could not hand out a snapshot it was asked to load.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    #[error("the version is larger than the batch snapshot cap")]
-    TooBig,
     #[error("the cache is shutting down")]
     Closed,
 }
@@ -203,7 +204,7 @@ struct Inner {
     /// Bare `feature_values` objects, for batch responses of versions too large to snapshot.
     values: Bodies,
     /// Whole versions, for batch responses, by (version, generation); weighed in bytes held.
-    snapshots: Moka<(i64, i64), Arc<Snapshot>>,
+    snapshots: Snapshots,
     /// The byte cap of `snapshots`; a version bigger than this is never held whole.
     snapshot_cap: u64,
     /// (version, generation) found too big for the cap: served entity by entity, never rebuilt.
@@ -241,7 +242,7 @@ impl Cache {
         )
     }
 
-    /// Redis shared by every replica, moka in front of it. Never fails and never waits on
+    /// Redis shared by every replica, the in-process tier in front of it. Never fails and never waits on
     /// Redis: an unreachable Redis is retried in the background. `instance` names the
     /// database, so its epoch in Redis is its own.
     pub fn with_redis(
@@ -282,11 +283,7 @@ impl Cache {
             inner: Arc::new(Inner {
                 vectors: bodies(),
                 values: bodies(),
-                snapshots: MokaCache::builder()
-                    .max_capacity(snapshot_cap)
-                    .weigher(|_, s: &Arc<Snapshot>| u32::try_from(s.bytes()).unwrap_or(u32::MAX))
-                    .time_to_live(ttl)
-                    .build_with_hasher(ahash::RandomState::new()),
+                snapshots: Snapshots::new(snapshot_cap, ttl),
                 snapshot_cap,
                 too_big: MokaCache::builder()
                     .max_capacity(10_000)
@@ -371,8 +368,7 @@ impl Cache {
         E: From<CacheError> + Send + Sync + 'static,
     {
         let key = (meta.version_id, meta.generation);
-        if let Some(hit) = self.inner.snapshots.get(&key).await {
-            self.inner.metrics.cache_lookup("snapshot", true);
+        if let Some(hit) = self.snapshot_now(&meta) {
             return Ok(Some(hit));
         }
         self.inner.metrics.cache_lookup("snapshot", false);
@@ -386,31 +382,43 @@ impl Cache {
             return Ok(None);
         }
         let inner = &self.inner;
-        let built = inner
-            .snapshots
-            .try_get_with(key, async {
-                let _slot = inner
-                    .snapshot_loads
-                    .acquire()
-                    .await
-                    .map_err(|_| CacheError::Closed)?;
-                let snapshot = load.await?;
-                inner.snapshot_builds.fetch_add(1, Ordering::Relaxed);
-                let Some(snapshot) = snapshot.filter(|s| s.bytes() <= inner.snapshot_cap) else {
-                    inner.too_big.insert(key, ()).await;
-                    return Err(CacheError::TooBig.into());
-                };
-                Ok(Arc::new(snapshot))
-            })
-            .await;
-        match built {
-            Ok(snapshot) => Ok(Some(snapshot)),
-            Err(e) if self.inner.too_big.contains_key(&key) => {
-                drop(e);
-                Ok(None)
-            }
-            Err(e) => Err(e),
+        let loader = match inner.snapshots.get_or_load(key).await {
+            Ok(snapshot) => return Ok(Some(snapshot)),
+            Err(loader) => loader,
+        };
+        // The load before this one may have found it too big.
+        if inner.too_big.contains_key(&key) {
+            return Ok(None);
         }
+        let _slot = inner
+            .snapshot_loads
+            .acquire()
+            .await
+            .map_err(|_| Arc::new(E::from(CacheError::Closed)))?;
+        let snapshot = load.await.map_err(Arc::new)?;
+        inner.snapshot_builds.fetch_add(1, Ordering::Relaxed);
+        let Some(snapshot) = snapshot.filter(|s| s.bytes() <= inner.snapshot_cap) else {
+            inner.too_big.insert(key, ()).await;
+            return Ok(None);
+        };
+        let snapshot = Arc::new(snapshot);
+        if !loader.hold(snapshot.clone()) {
+            // Under the cap but more than the map admits: served to this request and those
+            // waiting, then entity by entity, as a version over the cap is.
+            inner.too_big.insert(key, ()).await;
+        }
+        Ok(Some(snapshot))
+    }
+
+    /// `snapshot` when it needs no wait: the version held whole now. `None` says only that
+    /// `snapshot` must be asked (which counts the miss).
+    pub fn snapshot_now(&self, meta: &VersionMeta) -> Option<Arc<Snapshot>> {
+        let hit = self
+            .inner
+            .snapshots
+            .get((meta.version_id, meta.generation))?;
+        self.inner.metrics.cache_lookup("snapshot", true);
+        Some(hit)
     }
 
     /// Would vectors of these sizes (entity ids and values, `n` of them) fit the snapshot cap?
@@ -426,14 +434,9 @@ impl Cache {
         }
     }
 
-    /// Forget the snapshot of a generation a publish retired, so no older one is left held;
-    /// an explicit key rather than moka's invalidation closures, which would add a predicate
-    /// check to every read on the batch path.
+    /// Forget the snapshot of a generation a publish retired, so no older one is left held.
     pub async fn drop_snapshot(&self, version_id: i64, generation: i64) {
-        self.inner
-            .snapshots
-            .invalidate(&(version_id, generation))
-            .await;
+        self.inner.snapshots.remove((version_id, generation));
     }
 
     /// Snapshots built so far (loaded on a batch miss or warmed at publish).
@@ -443,8 +446,7 @@ impl Cache {
 
     /// Versions held whole right now, as (version, generation).
     pub async fn held_snapshots(&self) -> Vec<(i64, i64)> {
-        self.inner.snapshots.run_pending_tasks().await;
-        self.inner.snapshots.iter().map(|(k, _)| *k).collect()
+        self.inner.snapshots.keys()
     }
 
     /// Look a version up; on a miss, query the database and call `put_lookup` with the epoch
@@ -547,7 +549,7 @@ impl Cache {
         self.inner.lookups.clear();
         self.inner.vectors.clear();
         self.inner.values.clear();
-        self.inner.snapshots.invalidate_all();
+        self.inner.snapshots.clear();
         self.inner.too_big.invalidate_all();
         if let Some(redis) = &self.inner.redis {
             redis.rescope(instance);

@@ -1,7 +1,6 @@
 //! A whole published version held in memory for batch serving: every entity's values in one
 //! text buffer, indexed by entity id. Keyed by (version, generation), so it never goes stale.
 
-use std::ops::Range;
 use std::sync::OnceLock;
 
 use hashbrown::HashTable;
@@ -27,30 +26,59 @@ impl EntityHash {
     }
 }
 
+/// Where one entity is in the text: its id from `start` to `values`, then its values up to
+/// `end` (offsets, not lengths: a probe adds nothing to slice them).
+#[derive(Clone, Copy)]
+struct Entry {
+    start: u32,
+    values: u32,
+    end: u32,
+}
+
+/// An index slot: one `Entry`. What an entry costs at least besides its bytes is this and
+/// its control byte (`cache::SNAPSHOT_SLOT_BYTES`).
+pub const SLOT_BYTES: usize = std::mem::size_of::<Entry>();
+
 pub struct Snapshot {
+    /// Each entity's id followed by its values, entity after entity: a probe compares the id
+    /// and copies the values from the same place. With the ids in boxes of their own, a
+    /// probe of a snapshot too big for the CPU's caches took one more miss, for the box.
     text: String,
-    index: HashTable<(Box<str>, Range<u32>)>,
+    index: HashTable<Entry>,
 }
 
 impl Snapshot {
-    /// From (entity, values JSON) pairs. Returns `None` if the values do not fit the 4 GiB a
-    /// snapshot can address. A repeated entity keeps its last values, as a map would.
+    /// From (entity, values JSON) pairs. Returns `None` if the ids and values do not fit the
+    /// 4 GiB a snapshot can address. A repeated entity keeps its last values, as a map would.
     pub fn build<E: AsRef<str>, V: AsRef<str>>(rows: &[(E, V)]) -> Option<Snapshot> {
-        let total: usize = rows.iter().map(|(_, v)| v.as_ref().len()).sum();
+        let total: usize = rows
+            .iter()
+            .map(|(e, v)| e.as_ref().len() + v.as_ref().len())
+            .sum();
         u32::try_from(total).ok()?;
         let mut text = String::with_capacity(total);
-        let mut index: HashTable<(Box<str>, Range<u32>)> = HashTable::with_capacity(rows.len());
-        let rehash = |(key, _): &(Box<str>, Range<u32>)| EntityHash::of(key).0;
+        let mut index: HashTable<Entry> = HashTable::with_capacity(rows.len());
         for (entity, values) in rows {
-            let entity = entity.as_ref();
+            let (entity, values) = (entity.as_ref(), values.as_ref());
             let start = text.len() as u32;
-            text.push_str(values.as_ref());
-            let range = start..text.len() as u32;
+            text.push_str(entity);
+            let values_at = text.len() as u32;
+            text.push_str(values);
+            let entry = Entry {
+                start,
+                values: values_at,
+                end: text.len() as u32,
+            };
             let hash = EntityHash::of(entity).0;
-            match index.find_mut(hash, |(key, _)| **key == *entity) {
-                Some(slot) => slot.1 = range,
+            let bytes = text.as_bytes();
+            match index.find_mut(hash, |e| id_of(bytes, e) == entity.as_bytes()) {
+                Some(slot) => *slot = entry,
                 None => {
-                    index.insert_unique(hash, (Box::from(entity), range), rehash);
+                    // Ids were pushed whole as `str`, so each reads back as one.
+                    let rehash = |e: &Entry| {
+                        EntityHash::of(std::str::from_utf8(id_of(bytes, e)).unwrap_or_default()).0
+                    };
+                    index.insert_unique(hash, entry, rehash);
                 }
             }
         }
@@ -58,28 +86,35 @@ impl Snapshot {
     }
 
     #[inline]
-    pub fn get(&self, entity: &str) -> Option<&str> {
+    pub fn get(&self, entity: &str) -> Option<&[u8]> {
         self.get_hashed(entity, EntityHash::of(entity))
     }
 
     /// As `get`, with the entity's hash already taken (`EntityHash::of(entity)`). Inline: a
     /// batch calls it once per value from another module, and whether the compiler inlined it
-    /// there moved a 100 × 10 batch by ~30k instructions (~9 %) between two builds.
+    /// there moved a 100 × 10 batch by ~30k instructions (~9 %) between two builds. Bytes,
+    /// not `str`: the answer is bytes, and slicing the text as `str` checked both ends for a
+    /// character boundary on every value (~8k instructions of a 100 × 10 batch).
     #[inline]
-    pub fn get_hashed(&self, entity: &str, hash: EntityHash) -> Option<&str> {
+    pub fn get_hashed(&self, entity: &str, hash: EntityHash) -> Option<&[u8]> {
+        let bytes = self.text.as_bytes();
         self.index
-            .find(hash.0, |(key, _)| **key == *entity)
-            .map(|(_, r)| &self.text[r.start as usize..r.end as usize])
+            .find(hash.0, |e| id_of(bytes, e) == entity.as_bytes())
+            .map(|e| &bytes[e.values as usize..e.end as usize])
     }
 
-    /// Bytes held: the text buffer's capacity, every key's bytes, and the index's table (one
+    /// Bytes held: the text buffer's capacity (ids and values) and the index's table (one
     /// slot and one control byte per bucket, empty buckets included).
     pub fn bytes(&self) -> u64 {
-        let slot = std::mem::size_of::<(Box<str>, Range<u32>)>() + 1;
-        let keys: usize = self.index.iter().map(|(k, _)| k.len()).sum();
-        (std::mem::size_of::<Self>() + self.text.capacity() + keys + self.index.capacity() * slot)
-            as u64
+        (std::mem::size_of::<Self>()
+            + self.text.capacity()
+            + self.index.capacity() * (SLOT_BYTES + 1)) as u64
     }
+}
+
+#[inline]
+fn id_of<'t>(text: &'t [u8], e: &Entry) -> &'t [u8] {
+    &text[e.start as usize..e.values as usize]
 }
 
 #[cfg(test)]
@@ -94,9 +129,10 @@ mod tests {
         let snapshot = Snapshot::build(&rows).unwrap();
         let text: usize = rows.iter().map(|(_, v)| v.len()).sum();
         let ids: usize = rows.iter().map(|(e, _)| e.len()).sum();
-        // Each entry costs a 24-byte slot besides its bytes: short ids are mostly overhead.
-        assert!(snapshot.bytes() as usize >= text + ids + 10_000 * 25);
-        assert_eq!(snapshot.get("42"), Some("{\"v\":1}"));
+        // Each entry costs a slot and a control byte besides its bytes: short ids are mostly
+        // overhead.
+        assert!(snapshot.bytes() as usize >= text + ids + 10_000 * (SLOT_BYTES + 1));
+        assert_eq!(snapshot.get("42"), Some(&b"{\"v\":1}"[..]));
     }
 
     #[test]
@@ -109,9 +145,9 @@ mod tests {
         let first = Snapshot::build(&rows).unwrap();
         let second = Snapshot::build(&rows[1..]).unwrap();
         let hash = EntityHash::of("u2");
-        assert_eq!(first.get_hashed("u2", hash), Some("{\"v\":2}"));
-        assert_eq!(second.get_hashed("u2", hash), Some("{\"v\":2}"));
-        assert_eq!(first.get("u1"), Some("{\"v\":3}"));
+        assert_eq!(first.get_hashed("u2", hash), Some(&b"{\"v\":2}"[..]));
+        assert_eq!(second.get_hashed("u2", hash), Some(&b"{\"v\":2}"[..]));
+        assert_eq!(first.get("u1"), Some(&b"{\"v\":3}"[..]));
         assert_eq!(first.get_hashed("u3", EntityHash::of("u3")), None);
     }
 }

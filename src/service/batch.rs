@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 
 use super::history::{self, History};
 use super::lookup;
+use super::online::Online;
 use super::vectors::{resolve_key, resolve_key_at};
 
 pub const MAX_BATCH_ENTITIES: usize = 10_000;
@@ -80,16 +81,14 @@ impl Column {
         row: usize,
         entity: &'a str,
         hash: Option<EntityHash>,
-    ) -> Option<&'a str> {
+    ) -> Option<&'a [u8]> {
         match &self.source {
             Source::Snapshot(s) => match (&self.ids, hash) {
                 (None, Some(hash)) => s.get_hashed(entity, hash),
                 (None, None) => s.get(entity),
                 (Some(ids), _) => s.get(&ids[row]),
             },
-            Source::Fetched(values) => values[row]
-                .as_ref()
-                .and_then(|v| std::str::from_utf8(v).ok()),
+            Source::Fetched(values) => values[row].as_deref(),
             Source::Unresolved => None,
         }
     }
@@ -111,13 +110,18 @@ pub async fn get(state: &AppState, req: &BatchRequest<'_>) -> Result<Bytes> {
         )));
     }
 
-    // Features resolve and load concurrently: a cold batch waits for its slowest version, not
-    // for the sum of them.
     let parsed = req
         .features
         .iter()
         .map(lookup::reference)
         .collect::<Result<Vec<_>>>()?;
+    if req.as_of.is_none() {
+        if let Some(columns) = held_columns(&state.cache, &state.online, &parsed, &entities) {
+            return Ok(render(&entities, &columns, &[]));
+        }
+    }
+    // Features resolve and load concurrently: a cold batch waits for its slowest version, not
+    // for the sum of them.
     let columns = futures::future::try_join_all(
         parsed
             .into_iter()
@@ -216,6 +220,11 @@ impl<'a> Entities<'a> {
     /// The ids of a feature keyed by `entity_key` (as stored): `None` when they are the
     /// request's `entity_ids` as they are.
     fn ids_for(&self, entity_key: &str, reference: &str) -> Result<Option<Vec<String>>> {
+        // A key stored without `[` is one column (`EntityKey::from_stored`): the ids as sent,
+        // known without parsing it.
+        if matches!(self, Entities::Ids(_)) && !entity_key.starts_with('[') {
+            return Ok(None);
+        }
         let key = EntityKey::from_stored(entity_key);
         let refused = |why: String| {
             ServiceError::Invalid(format!(
@@ -250,6 +259,41 @@ impl<'a> Entities<'a> {
                 .map(Some),
         }
     }
+}
+
+/// Every column of a batch (without `as_of`) when each is held now: its lookup under the
+/// current epoch and its version whole in memory. `None` when any is not, or is an aggregation
+/// feature, or its entities do not fit its key: `column` then finds them all, loading what it
+/// must and answering what is wrong. Answering from these without a future per column (and
+/// its `try_join_all`) was ~10 % of a 100 × 10 batch's instructions.
+fn held_columns(
+    cache: &Cache,
+    online: &Online,
+    parsed: &[(String, LookupKey)],
+    entities: &Entities<'_>,
+) -> Option<Vec<Column>> {
+    parsed
+        .iter()
+        .map(|(name, key)| {
+            if let LookupKey::FeatureName(n) = key {
+                if online.holds(n) {
+                    return None;
+                }
+            }
+            let meta = cache.lookup_now(key.as_ref())?;
+            let ids = entities.ids_for(&meta.entity_key, name).ok()?;
+            let snapshot = cache.snapshot_now(&meta)?;
+            Some(Column {
+                name: name.clone(),
+                member_json: member_json(name),
+                freshness: Some(meta.freshness),
+                meta: Some(meta),
+                evaluated_at: None,
+                ids,
+                source: Source::Snapshot(snapshot),
+            })
+        })
+        .collect()
 }
 
 /// One feature's column of the answer, and why it did not resolve (if it did not).
@@ -565,7 +609,7 @@ fn render(entities: &Entities<'_>, columns: &[Column], unresolved: &[(String, St
         for (i, c) in columns.iter().enumerate() {
             out.extend_from_slice(c.member(i == 0));
             match c.value(row, entity, hash) {
-                Some(v) => out.extend_from_slice(v.as_bytes()),
+                Some(v) => out.extend_from_slice(v),
                 None => {
                     out.extend_from_slice(b"null");
                     missing.push(c.name_json());

@@ -76,6 +76,25 @@ async fn batch_serves_many_entities_and_features_with_missing_marked() {
         )
         .await;
     assert_eq!(again, batch);
+
+    // Every reference resolved and every version held: answered from what is held without a
+    // wait (`held_columns`), the same as when it was loaded.
+    let resolved = json!({
+        "entity_ids": ["user_003", "ghost", "user_001"],
+        "features": ["tx_count", v1_id, "avg_transaction_amount@v1", "avg_transaction_amount"]
+    });
+    let (_, loaded) = app.post("/api/v1/feature-vectors/batch", &resolved).await;
+    let (status, held) = app.post("/api/v1/feature-vectors/batch", &resolved).await;
+    assert_eq!(status, StatusCode::OK, "{held}");
+    assert_eq!(held, loaded);
+    assert_eq!(held["unresolved"], json!({}));
+    assert_eq!(held["versions"][v1_id.to_string()], v1_id);
+    assert_eq!(
+        held["results"][2]["features"]["avg_transaction_amount@v1"],
+        json!({"avg_amount": 112.875})
+    );
+    assert_eq!(held["results"][0]["missing"], json!(["tx_count"]));
+    assert_eq!(held["results"][1]["missing"].as_array().unwrap().len(), 4);
 }
 
 #[tokio::test]
@@ -90,17 +109,22 @@ async fn batch_follows_a_recompute_at_once() {
         before["results"][0]["features"]["avg_transaction_amount"]["avg_amount"],
         112.875
     );
+    // Asked again, the version is held whole and its lookup current.
+    let (_, held) = app.post("/api/v1/feature-vectors/batch", &ask).await;
+    assert_eq!(held, before);
     app.ingest(
         table,
         json!([{"user_id": "user_001", "transaction_amount": 1000.0, "transaction_date": "d"}]),
     )
     .await;
     app.post(&compute, &json!({"version": "v1"})).await;
-    let (_, after) = app.post("/api/v1/feature-vectors/batch", &ask).await;
-    assert_eq!(
-        after["results"][0]["features"]["avg_transaction_amount"]["avg_amount"],
-        290.3
-    );
+    for _ in 0..2 {
+        let (_, after) = app.post("/api/v1/feature-vectors/batch", &ask).await;
+        assert_eq!(
+            after["results"][0]["features"]["avg_transaction_amount"]["avg_amount"],
+            290.3
+        );
+    }
 }
 
 #[tokio::test]
@@ -207,7 +231,7 @@ async fn batch_reads_entity_by_entity_when_versions_are_too_large_to_snapshot() 
 
 #[tokio::test]
 async fn a_version_found_too_big_on_first_use_is_not_rebuilt_on_later_calls() {
-    // 6,000 bytes: 203 entities pass the slot floor (25 bytes each) but not the real size, so
+    // 6,000 bytes: 203 entities pass the slot floor (13 bytes each) but not the real size, so
     // a replica that did not publish them builds the snapshot once to find out.
     let app = spawn_app_with(|c| c.batch_snapshot_max_bytes = 6_000).await;
     let (table, feature) = seeded(&app).await;
