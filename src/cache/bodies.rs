@@ -9,10 +9,12 @@
 //! by `VectorRef`, which borrows the entity id: no key is allocated to ask.
 
 use std::hash::{Hash, Hasher};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use quick_cache::Equivalent;
+
+use super::deadlines::Deadlines;
 
 /// A cached body's key. Entries are immutable: a publish bumps the generation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,8 +122,7 @@ const SHARDS: usize = 16;
 /// Bodies bounded in bytes (keys and bodies) and in age.
 pub struct Bodies {
     map: Map,
-    started: Instant,
-    ttl_ms: u64,
+    deadlines: Deadlines,
 }
 
 impl Bodies {
@@ -146,18 +147,13 @@ impl Bodies {
                 ahash::RandomState::new(),
                 Default::default(),
             ),
-            started: Instant::now(),
-            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            deadlines: Deadlines::new(ttl),
         }
-    }
-
-    fn now(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     pub fn get(&self, key: VectorRef<'_>) -> Option<Bytes> {
         let held = self.map.get(&key)?;
-        let now = self.now();
+        let now = self.deadlines.now();
         if held.until > now {
             return Some(held.body);
         }
@@ -167,7 +163,7 @@ impl Bodies {
     }
 
     pub fn insert(&self, key: VectorKey, body: Bytes) {
-        let until = self.now().saturating_add(self.ttl_ms);
+        let until = self.deadlines.for_one_put_now();
         self.map.insert(key, Held { body, until });
     }
 
@@ -242,7 +238,7 @@ mod tests {
             key("old"),
             Held {
                 body: Bytes::from_static(b"{}"),
-                until: bodies.now(),
+                until: bodies.deadlines.now(),
             },
         );
         assert_eq!(bodies.get(key("old").as_ref()), None);

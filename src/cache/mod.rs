@@ -18,6 +18,7 @@
 //!   does, no replica serves a lookup older than the last change it could have polled.
 
 mod bodies;
+mod deadlines;
 mod redis_tier;
 mod snapshot;
 mod snapshots;
@@ -242,8 +243,8 @@ impl Cache {
         )
     }
 
-    /// Redis shared by every replica, the in-process tier in front of it. Never fails and never waits on
-    /// Redis: an unreachable Redis is retried in the background. `instance` names the
+    /// Redis shared by every replica, the in-process tier in front of it. Never fails and
+    /// never waits on Redis: an unreachable Redis is retried in the background. `instance` names the
     /// database, so its epoch in Redis is its own.
     pub fn with_redis(
         ttl: Duration,
@@ -403,7 +404,7 @@ impl Cache {
         };
         let snapshot = Arc::new(snapshot);
         if !loader.hold(snapshot.clone()) {
-            // Under the cap but more than the map admits: served to this request and those
+            // Under the cap but more than the map keeps: served to this request and those
             // waiting, then entity by entity, as a version over the cap is.
             inner.too_big.insert(key, ()).await;
         }

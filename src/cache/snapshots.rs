@@ -7,10 +7,11 @@
 //! guard keeps what moka's `try_get_with` gave: one load of a version however many ask at once.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use quick_cache::Weighter;
 
+use super::deadlines::Deadlines;
 use super::snapshot::Snapshot;
 
 /// A version's (id, generation).
@@ -54,8 +55,7 @@ type Guard<'a> = quick_cache::sync::PlaceholderGuard<
 /// Snapshots bounded in bytes and in age.
 pub struct Snapshots {
     map: Map,
-    started: Instant,
-    ttl_ms: u64,
+    deadlines: Deadlines,
     /// The largest entry the map keeps (`HOT_ALLOCATION` of its bytes).
     admits: u64,
 }
@@ -73,17 +73,19 @@ pub struct Loader<'a> {
 }
 
 impl Loader<'_> {
-    /// Hold the loaded snapshot (and hand it to those waiting). `false` when the map does
-    /// not keep it: quick_cache keeps an entry only up to its hot share of the bytes, so a
-    /// snapshot just under the cap is served to the waiters but not kept.
+    /// Hold the loaded snapshot (and hand it to those waiting). `false` when it is too heavy
+    /// for the map ever to keep: quick_cache keeps an entry only up to its hot share of the
+    /// bytes, so a snapshot just under the cap is served to the waiters but not kept. A
+    /// placeholder cleared meanwhile (a rescope) also leaves it unkept, but says nothing of
+    /// its size: the next request loads it again.
     pub fn hold(self, snapshot: Arc<Snapshot>) -> bool {
         let held = Held {
             snapshot,
             until: self.until,
         };
-        let kept = Weight.weight(&(0, 0), &held) <= self.admits;
-        // An error says the placeholder was cleared meanwhile (a rescope): not kept either.
-        self.guard.insert(held).is_ok() && kept
+        let fits = Weight.weight(&(0, 0), &held) <= self.admits;
+        let _ = self.guard.insert(held);
+        fits
     }
 }
 
@@ -106,14 +108,9 @@ impl Snapshots {
                 ahash::RandomState::new(),
                 Default::default(),
             ),
-            started: Instant::now(),
-            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            deadlines: Deadlines::new(ttl),
             admits: (max_bytes as f64 * HOT_ALLOCATION) as u64,
         }
-    }
-
-    fn now(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// The snapshot held for `key`, if it is and has not expired.
@@ -123,7 +120,7 @@ impl Snapshots {
     }
 
     fn fresh(&self, key: SnapshotKey, held: Held) -> Option<Arc<Snapshot>> {
-        let now = self.now();
+        let now = self.deadlines.now();
         if held.until > now {
             return Some(held.snapshot);
         }
@@ -145,7 +142,7 @@ impl Snapshots {
                 Err(guard) => {
                     return Err(Loader {
                         guard,
-                        until: self.now().saturating_add(self.ttl_ms),
+                        until: self.deadlines.for_one_put_now(),
                         admits: self.admits,
                     })
                 }
@@ -163,7 +160,7 @@ impl Snapshots {
 
     /// The keys held and not expired.
     pub fn keys(&self) -> Vec<SnapshotKey> {
-        let now = self.now();
+        let now = self.deadlines.now();
         self.map
             .iter()
             .filter(|(_, held)| held.until > now)
@@ -222,6 +219,17 @@ mod tests {
         assert!(held.get((1, 1)).is_none());
         assert!(held.keys().is_empty());
         assert!(held.get_or_load((1, 1)).await.is_err(), "loaded anew");
+    }
+
+    #[tokio::test]
+    async fn a_load_whose_place_was_cleared_meanwhile_is_not_kept_nor_called_too_big() {
+        let held = Snapshots::new(1 << 20, Duration::from_secs(60));
+        let Err(loader) = held.get_or_load((1, 1)).await else {
+            panic!("nothing was held yet");
+        };
+        held.clear();
+        assert!(loader.hold(snapshot("{\"v\":1}")), "it fits");
+        assert!(held.get((1, 1)).is_none());
     }
 
     #[tokio::test]
