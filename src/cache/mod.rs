@@ -244,8 +244,8 @@ impl Cache {
     }
 
     /// Redis shared by every replica, the in-process tier in front of it. Never fails and
-    /// never waits on Redis: an unreachable Redis is retried in the background. `instance` names the
-    /// database, so its epoch in Redis is its own.
+    /// never waits on Redis: an unreachable Redis is retried in the background. `instance`
+    /// names the database, so its epoch in Redis is its own.
     pub fn with_redis(
         ttl: Duration,
         snapshot_cap: u64,
